@@ -1,0 +1,45 @@
+"""The errors warpweave raises. Every one is a `warpweave.Error`."""
+
+
+class Error(Exception):
+    """Base class of every error warpweave raises on purpose."""
+
+
+class ShapeError(Error, ValueError):
+    """Shapes that do not fit together (broadcasting, reshape, matmul, reductions)."""
+
+
+class DTypeError(Error, TypeError):
+    """A dtype that the operation or the target does not support."""
+
+
+class UnsupportedError(Error, NotImplementedError):
+    """An operation, argument or construct warpweave cannot compile."""
+
+
+class ArgumentError(Error, TypeError):
+    """A compiled program was called with the wrong number or kind of arguments."""
+
+
+class IRError(Error):
+    """A malformed IR object (raised by constructors, parsers and verifiers)."""
+
+
+class VerificationError(IRError):
+    """A GIR kernel or tensor graph broke an invariant checked by the verifier."""
+
+
+class ParseError(IRError):
+    """The text form of an IR object could not be read back."""
+
+
+class TargetError(Error, RuntimeError):
+    """A target that is unknown or not usable on this machine."""
+
+
+class CompileError(Error, RuntimeError):
+    """Code generation failed (LLVM, PTX, or the driver rejected a module)."""
+
+
+class ResourceError(Error):
+    """A kernel exceeds a limit of its target (threads, registers, shared memory)."""

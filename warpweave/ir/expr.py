@@ -1,0 +1,742 @@
+"""Scalar expressions: index arithmetic and element values.
+
+Expressions are immutable and structurally hashed: two expressions built the
+same way compare and hash equal. Index expressions are int64; `floordiv` and
+`mod` are defined on non-negative operands (index arithmetic), where they agree
+with both C and Python semantics.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Mapping
+
+from ..errors import DTypeError, IRError
+from . import dtypes as dt
+from .dtypes import DType
+
+UNARY_OPS = ("neg", "not", "abs", "exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos",
+             "erf", "sigmoid")
+ARITH_OPS = ("add", "sub", "mul", "div", "floordiv", "mod", "max", "min", "pow")
+LOGIC_OPS = ("and", "or")
+COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
+BINARY_OPS = ARITH_OPS + LOGIC_OPS + COMPARE_OPS
+COMBINERS = ("sum", "max", "min", "prod")
+FLOAT_ONLY = ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid", "div", "pow")
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
+
+
+class Expr:
+    """Base of all expressions. Subclasses define `_fields` and set `dtype`."""
+
+    __slots__ = ("dtype", "_hash")
+    _fields: tuple[str, ...] = ()
+
+    def _key(self):
+        return (type(self).__name__, self.dtype) + tuple(getattr(self, f) for f in self._fields)
+
+    def __hash__(self):
+        try:
+            return self._hash
+        except AttributeError:
+            object.__setattr__(self, "_hash", hash(self._key()))
+            return self._hash
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if type(self) is not type(other) or hash(self) != hash(other):
+            return False
+        return self._key() == other._key()
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _init(self, **values):
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+    @property
+    def children(self) -> tuple["Expr", ...]:
+        return ()
+
+    def __repr__(self):
+        return f"Expr({self})"
+
+    def __str__(self):
+        return to_text(self)
+
+    # Operator sugar for index arithmetic (comparisons stay functions: == is structural).
+    def __add__(self, other):
+        return add(self, other)
+
+    def __radd__(self, other):
+        return add(other, self)
+
+    def __sub__(self, other):
+        return sub(self, other)
+
+    def __rsub__(self, other):
+        return sub(other, self)
+
+    def __mul__(self, other):
+        return mul(self, other)
+
+    def __rmul__(self, other):
+        return mul(other, self)
+
+    def __floordiv__(self, other):
+        return floordiv(self, other)
+
+    def __mod__(self, other):
+        return mod(self, other)
+
+    def __neg__(self):
+        return unary("neg", self)
+
+
+class Var(Expr):
+    """A named variable: a loop or scope index, or a tensor-expression axis."""
+
+    __slots__ = ("name",)
+    _fields = ("name",)
+
+    def __init__(self, name: str, dtype: DType = dt.INDEX):
+        self._init(name=name, dtype=dtype)
+
+
+class Const(Expr):
+    """A typed constant."""
+
+    __slots__ = ("value",)
+    _fields = ("value",)
+
+    def __init__(self, value, dtype: DType):
+        if dtype.is_bool:
+            value = bool(value)
+        elif dtype.is_int:
+            value = int(value)
+        else:
+            value = float(value)
+        self._init(value=value, dtype=dtype)
+
+    def _key(self):
+        # 0.0 and -0.0 differ; NaN equals itself here.
+        v = self.value
+        if isinstance(v, float):
+            v = ("nan",) if math.isnan(v) else (v, math.copysign(1.0, v))
+        return ("Const", self.dtype, v)
+
+
+class Unary(Expr):
+    __slots__ = ("op", "a")
+    _fields = ("op", "a")
+
+    def __init__(self, op: str, a: Expr):
+        if op not in UNARY_OPS:
+            raise IRError(f"unknown unary op {op!r}")
+        if op == "not" and not a.dtype.is_bool:
+            raise DTypeError(f"'not' needs a bool operand, got {a.dtype}")
+        if op in FLOAT_ONLY and not a.dtype.is_float:
+            raise DTypeError(f"{op} needs a float operand, got {a.dtype}")
+        self._init(op=op, a=a, dtype=a.dtype)
+
+    @property
+    def children(self):
+        return (self.a,)
+
+
+class Binary(Expr):
+    __slots__ = ("op", "a", "b")
+    _fields = ("op", "a", "b")
+
+    def __init__(self, op: str, a: Expr, b: Expr):
+        if op not in BINARY_OPS:
+            raise IRError(f"unknown binary op {op!r}")
+        if a.dtype != b.dtype:
+            raise DTypeError(f"{op} operands differ in dtype: {a.dtype} and {b.dtype}")
+        if op in FLOAT_ONLY and not a.dtype.is_float:
+            raise DTypeError(f"{op} needs float operands, got {a.dtype}")
+        if op in LOGIC_OPS and not a.dtype.is_bool:
+            raise DTypeError(f"{op} needs bool operands, got {a.dtype}")
+        if op in ("floordiv", "mod") and not a.dtype.is_int:
+            raise DTypeError(f"{op} is for integer index arithmetic, got {a.dtype}")
+        out = dt.bool_ if op in COMPARE_OPS else a.dtype
+        self._init(op=op, a=a, b=b, dtype=out)
+
+    @property
+    def children(self):
+        return (self.a, self.b)
+
+
+class Select(Expr):
+    """`cond ? a : b`."""
+
+    __slots__ = ("cond", "a", "b")
+    _fields = ("cond", "a", "b")
+
+    def __init__(self, cond: Expr, a: Expr, b: Expr):
+        if not cond.dtype.is_bool:
+            raise DTypeError(f"select condition must be bool, got {cond.dtype}")
+        if a.dtype != b.dtype:
+            raise DTypeError(f"select branches differ in dtype: {a.dtype} and {b.dtype}")
+        self._init(cond=cond, a=a, b=b, dtype=a.dtype)
+
+    @property
+    def children(self):
+        return (self.cond, self.a, self.b)
+
+
+class Cast(Expr):
+    __slots__ = ("a",)
+    _fields = ("a",)
+
+    def __init__(self, a: Expr, dtype: DType):
+        self._init(a=a, dtype=dtype)
+
+    @property
+    def children(self):
+        return (self.a,)
+
+
+class Load(Expr):
+    """An element of a tensor: `tensor[indices]`."""
+
+    __slots__ = ("tensor", "indices")
+    _fields = ("tensor", "indices")
+
+    def __init__(self, tensor: str, indices: Iterable[Expr], dtype: DType):
+        indices = tuple(as_index(i) for i in indices)
+        self._init(tensor=tensor, indices=indices, dtype=dtype)
+
+    @property
+    def children(self):
+        return self.indices
+
+
+class Reduce(Expr):
+    """`combiner` of `body` over the reduce axes (`axes[k]` ranges over `extents[k]`).
+
+    Allowed only at the root of a tensor compute body.
+    """
+
+    __slots__ = ("combiner", "body", "axes", "extents")
+    _fields = ("combiner", "body", "axes", "extents")
+
+    def __init__(self, combiner: str, body: Expr, axes: Iterable[Var], extents: Iterable[int]):
+        if combiner not in COMBINERS:
+            raise IRError(f"unknown combiner {combiner!r}; expected one of {COMBINERS}")
+        self._init(combiner=combiner, body=body, axes=tuple(axes),
+                   extents=tuple(int(e) for e in extents), dtype=body.dtype)
+
+    @property
+    def children(self):
+        return (self.body,)
+
+
+# ----------------------------------------------------------------------------- builders
+
+def const(value, dtype: DType | None = None) -> Const:
+    if dtype is None:
+        dtype = dt.python_scalar_dtype(value)
+    return Const(value, dtype)
+
+
+def as_index(x) -> Expr:
+    if isinstance(x, Expr):
+        if not x.dtype.is_int:
+            raise DTypeError(f"index expression must be an integer, got {x.dtype}: {x}")
+        return x
+    if isinstance(x, (int,)) and not isinstance(x, bool):
+        return Const(x, dt.INDEX)
+    raise DTypeError(f"not an index: {x!r}")
+
+
+def _as_expr(x, like: Expr | None = None) -> Expr:
+    if isinstance(x, Expr):
+        return x
+    return Const(x, like.dtype if like is not None else dt.python_scalar_dtype(x))
+
+
+def _pair(a, b):
+    if not isinstance(a, Expr):
+        a = _as_expr(a, b if isinstance(b, Expr) else None)
+    if not isinstance(b, Expr):
+        b = _as_expr(b, a)
+    return a, b
+
+
+def binary(op: str, a, b) -> Expr:
+    a, b = _pair(a, b)
+    return Binary(op, a, b)
+
+
+def unary(op: str, a: Expr) -> Expr:
+    return Unary(op, a)
+
+
+def add(a, b):
+    return binary("add", a, b)
+
+
+def sub(a, b):
+    return binary("sub", a, b)
+
+
+def mul(a, b):
+    return binary("mul", a, b)
+
+
+def floordiv(a, b):
+    return binary("floordiv", a, b)
+
+
+def mod(a, b):
+    return binary("mod", a, b)
+
+
+def select(cond: Expr, a, b) -> Expr:
+    a, b = _pair(a, b)
+    return Select(cond, a, b)
+
+
+def cast(a: Expr, dtype: DType) -> Expr:
+    return a if a.dtype == dtype else Cast(a, dtype)
+
+
+def all_of(conds: Iterable[Expr]) -> Expr | None:
+    """The conjunction of `conds`, or None when there are none."""
+    out = None
+    for c in conds:
+        out = c if out is None else Binary("and", out, c)
+    return out
+
+
+# ----------------------------------------------------------------------------- traversal
+
+def postorder(root: Expr) -> list[Expr]:
+    """Every distinct sub-expression once, children before parents."""
+    seen: set = set()
+    order: list[Expr] = []
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        for c in reversed(node.children):
+            if c not in seen:
+                stack.append((c, False))
+    return order
+
+
+def rebuild(e: Expr, children: tuple[Expr, ...]) -> Expr:
+    """`e` with its children replaced."""
+    if not children or children == e.children:
+        return e
+    if isinstance(e, Unary):
+        return Unary(e.op, *children)
+    if isinstance(e, Binary):
+        return Binary(e.op, *children)
+    if isinstance(e, Select):
+        return Select(*children)
+    if isinstance(e, Cast):
+        return Cast(children[0], e.dtype)
+    if isinstance(e, Load):
+        return Load(e.tensor, children, e.dtype)
+    if isinstance(e, Reduce):
+        return Reduce(e.combiner, children[0], e.axes, e.extents)
+    raise IRError(f"cannot rebuild {type(e).__name__}")
+
+
+def transform(root: Expr, fn: Callable[[Expr, Expr], Expr]) -> Expr:
+    """Rewrite bottom-up: `fn(original, rebuilt)` returns each node's replacement."""
+    memo: dict[Expr, Expr] = {}
+    for node in postorder(root):
+        rebuilt = rebuild(node, tuple(memo[c] for c in node.children))
+        memo[node] = fn(node, rebuilt)
+    return memo[root]
+
+
+def substitute(root: Expr, mapping: Mapping[str, Expr]) -> Expr:
+    """Replace variables by name."""
+    if not mapping:
+        return root
+    return transform(root, lambda _o, e: mapping.get(e.name, e) if isinstance(e, Var) else e)
+
+
+def free_vars(root: Expr) -> frozenset[str]:
+    bound = {a.name for n in postorder(root) if isinstance(n, Reduce) for a in n.axes}
+    return frozenset(n.name for n in postorder(root) if isinstance(n, Var)) - bound
+
+
+def loads(root: Expr) -> list[Load]:
+    return [n for n in postorder(root) if isinstance(n, Load)]
+
+
+# ----------------------------------------------------------------------------- text
+
+def to_text(root: Expr) -> str:
+    """Readable, parseable text: infix for index arithmetic, calls for the rest."""
+    memo: dict[Expr, str] = {}
+    for e in postorder(root):
+        c = [memo[x] for x in e.children]
+        if isinstance(e, Var):
+            s = e.name if e.dtype == dt.INDEX else f"{e.name}:{e.dtype}"
+        elif isinstance(e, Const):
+            s = _const_text(e)
+        elif isinstance(e, Binary) and e.op in _INFIX:
+            s = f"({c[0]} {_INFIX[e.op]} {c[1]})"
+        elif isinstance(e, (Unary, Binary)):
+            s = f"{e.op}({', '.join(c)})"
+        elif isinstance(e, Select):
+            s = f"select({', '.join(c)})"
+        elif isinstance(e, Cast):
+            s = f"cast<{e.dtype}>({c[0]})"
+        elif isinstance(e, Load):
+            s = f"{e.tensor}[{', '.join(c)}]"
+        elif isinstance(e, Reduce):
+            axes = ", ".join(f"{a.name}<{n}" for a, n in zip(e.axes, e.extents))
+            s = f"{e.combiner}({c[0]} over {axes})"
+        else:  # pragma: no cover - every subclass is handled above
+            raise IRError(f"cannot print {type(e).__name__}")
+        memo[e] = s
+    return memo[root]
+
+
+def _const_text(e: Const) -> str:
+    if e.dtype.is_bool:
+        return "true" if e.value else "false"
+    if e.dtype == dt.INDEX:
+        return str(e.value)
+    return f"{e.value!r}:{e.dtype}"
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate(root: Expr, env: Mapping[str, object], load: Callable[[Load, list], object] | None = None):
+    """Evaluate with numpy. `env` maps variable names to arrays or scalars (broadcast
+    together); `load(node, index_values)` returns the loaded values.
+
+    16-bit floats are computed in float32 (their compute dtype).
+    """
+    import numpy as np
+
+    memo: dict[Expr, object] = {}
+    with np.errstate(all="ignore"):
+        for e in postorder(root):
+            c = [memo[x] for x in e.children]
+            if isinstance(e, Var):
+                if e.name not in env:
+                    raise IRError(f"unbound variable {e.name!r} in {to_text(root)}")
+                v = env[e.name]
+            elif isinstance(e, Const):
+                v = np.asarray(e.value, dtype=dt.compute_dtype(e.dtype).numpy)
+            elif isinstance(e, Unary):
+                v = _UNARY_NP[e.op](np, c[0])
+            elif isinstance(e, Binary):
+                v = _BINARY_NP[e.op](np, c[0], c[1])
+                if not e.dtype.is_bool:
+                    v = np.asarray(v).astype(dt.compute_dtype(e.dtype).numpy, copy=False)
+            elif isinstance(e, Select):
+                v = np.where(c[0], c[1], c[2])
+            elif isinstance(e, Cast):
+                v = np.asarray(c[0]).astype(e.dtype.numpy).astype(dt.compute_dtype(e.dtype).numpy)
+            elif isinstance(e, Load):
+                if load is None:
+                    raise IRError(f"no tensor to load {e.tensor!r} from")
+                v = load(e, c)
+            else:
+                raise IRError(f"cannot evaluate {type(e).__name__} here")
+            memo[e] = v
+    return memo[root]
+
+
+def _erf(np, x):
+    from math import erf
+
+    x = np.asarray(x)
+    return np.vectorize(erf, otypes=[x.dtype])(x) if x.size else x
+
+
+_UNARY_NP = {
+    "neg": lambda np, a: np.negative(a),
+    "not": lambda np, a: np.logical_not(a),
+    "abs": lambda np, a: np.abs(a),
+    "exp": lambda np, a: np.exp(a),
+    "log": lambda np, a: np.log(a),
+    "tanh": lambda np, a: np.tanh(a),
+    "sqrt": lambda np, a: np.sqrt(a),
+    "rsqrt": lambda np, a: np.asarray(1, dtype=np.asarray(a).dtype) / np.sqrt(a),
+    "sin": lambda np, a: np.sin(a),
+    "cos": lambda np, a: np.cos(a),
+    "erf": _erf,
+    "sigmoid": lambda np, a: np.asarray(1, dtype=np.asarray(a).dtype)
+    / (np.asarray(1, dtype=np.asarray(a).dtype) + np.exp(np.negative(a))),
+}
+_BINARY_NP = {
+    "add": lambda np, a, b: np.add(a, b),
+    "sub": lambda np, a, b: np.subtract(a, b),
+    "mul": lambda np, a, b: np.multiply(a, b),
+    "div": lambda np, a, b: np.divide(a, b),
+    "floordiv": lambda np, a, b: np.floor_divide(a, b),
+    "mod": lambda np, a, b: np.mod(a, b),
+    "max": lambda np, a, b: np.maximum(a, b),
+    "min": lambda np, a, b: np.minimum(a, b),
+    "pow": lambda np, a, b: np.power(a, b),
+    "and": lambda np, a, b: np.logical_and(a, b),
+    "or": lambda np, a, b: np.logical_or(a, b),
+    "lt": lambda np, a, b: np.less(a, b),
+    "le": lambda np, a, b: np.less_equal(a, b),
+    "gt": lambda np, a, b: np.greater(a, b),
+    "ge": lambda np, a, b: np.greater_equal(a, b),
+    "eq": lambda np, a, b: np.equal(a, b),
+    "ne": lambda np, a, b: np.not_equal(a, b),
+}
+
+
+# ----------------------------------------------------------------------------- analysis
+
+Ranges = Mapping[str, tuple[int, int]]  # inclusive bounds of index variables
+
+
+def bounds(e: Expr, ranges: Ranges) -> tuple[int, int] | None:
+    """Inclusive integer bounds of an index expression, or None if unknown."""
+    memo: dict[Expr, tuple[int, int] | None] = {}
+    for n in postorder(e):
+        memo[n] = _bounds_node(n, [memo[c] for c in n.children], ranges)
+    return memo[e]
+
+
+def _bounds_node(n: Expr, c, ranges):
+    if isinstance(n, Const) and n.dtype.is_int:
+        return (n.value, n.value)
+    if isinstance(n, Var):
+        return ranges.get(n.name)
+    if isinstance(n, Select) and n.dtype.is_int:
+        if c[1] is None or c[2] is None:
+            return None
+        return (min(c[1][0], c[2][0]), max(c[1][1], c[2][1]))
+    if not isinstance(n, Binary) or not n.dtype.is_int or c[0] is None or c[1] is None:
+        return None
+    (alo, ahi), (blo, bhi) = c
+    if n.op == "add":
+        return (alo + blo, ahi + bhi)
+    if n.op == "sub":
+        return (alo - bhi, ahi - blo)
+    if n.op == "mul":
+        p = (alo * blo, alo * bhi, ahi * blo, ahi * bhi)
+        return (min(p), max(p))
+    if n.op == "max":
+        return (max(alo, blo), max(ahi, bhi))
+    if n.op == "min":
+        return (min(alo, blo), min(ahi, bhi))
+    if n.op in ("floordiv", "mod") and blo == bhi and blo > 0 and alo >= 0:
+        if n.op == "floordiv":
+            return (alo // blo, ahi // blo)
+        return (0, min(ahi, blo - 1)) if ahi >= blo else (alo, ahi)
+    return None
+
+
+def _linear(e: Expr) -> tuple[dict[Expr, int], int] | None:
+    """Decompose an int64 expression into {term: coefficient} + constant."""
+    if e.dtype != dt.INDEX:
+        return None
+    if isinstance(e, Const):
+        return {}, e.value
+    if isinstance(e, Binary) and e.op in ("add", "sub"):
+        la, lb = _linear(e.a), _linear(e.b)
+        if la is None or lb is None:
+            return None
+        sign = 1 if e.op == "add" else -1
+        terms = dict(la[0])
+        for t, k in lb[0].items():
+            terms[t] = terms.get(t, 0) + sign * k
+        return {t: k for t, k in terms.items() if k}, la[1] + sign * lb[1]
+    if isinstance(e, Binary) and e.op == "mul":
+        for x, y in ((e.a, e.b), (e.b, e.a)):
+            if isinstance(y, Const):
+                lx = _linear(x)
+                if lx is None:
+                    return None
+                k = y.value
+                return ({t: c * k for t, c in lx[0].items() if c * k}, lx[1] * k)
+    if isinstance(e, Unary) and e.op == "neg":
+        la = _linear(e.a)
+        return None if la is None else ({t: -k for t, k in la[0].items()}, -la[1])
+    return {e: 1}, 0
+
+
+def _from_linear(terms: Mapping[Expr, int], c: int) -> Expr:
+    ordered = sorted(terms.items(), key=lambda tk: to_text(tk[0]))
+    out: Expr | None = None
+    for t, k in ordered:
+        term = t if abs(k) == 1 else Binary("mul", t, Const(abs(k), dt.INDEX))
+        if out is None:
+            out = term if k > 0 else Binary("sub", Const(0, dt.INDEX), term)
+        else:
+            out = Binary("add" if k > 0 else "sub", out, term)
+    if out is None:
+        return Const(c, dt.INDEX)
+    if c > 0:
+        out = Binary("add", out, Const(c, dt.INDEX))
+    elif c < 0:
+        out = Binary("sub", out, Const(-c, dt.INDEX))
+    return out
+
+
+def _divisors_desc(n: int) -> list[int]:
+    small = [d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]), reverse=True)
+
+
+def _div_mod(op: str, a: Expr, c: int, ranges: Ranges) -> Expr | None:
+    """Simplify `a // c` or `a % c` (c > 0) using the affine form of `a` and ranges."""
+    lin = _linear(a)
+    if lin is None:
+        return None
+    terms, k0 = lin
+    for d in _divisors_desc(c):
+        if d == 1:
+            break
+        big = {t: k for t, k in terms.items() if k % d == 0}
+        small = {t: k for t, k in terms.items() if k % d != 0}
+        small_c = k0 % d
+        big_c = k0 - small_c
+        b = bounds(_from_linear(small, small_c), ranges)
+        if b is None or b[0] < 0 or b[1] >= d:
+            continue
+        if not big and big_c == 0:
+            return Const(0, dt.INDEX) if op == "floordiv" else _from_linear(small, small_c)
+        q = _from_linear({t: k // d for t, k in big.items()}, big_c // d)
+        qb = bounds(q, ranges)
+        if qb is None or qb[0] < 0:
+            continue
+        if op == "floordiv":
+            return simplify(Binary("floordiv", q, Const(c // d, dt.INDEX)), ranges) if c != d else q
+        if c == d:
+            return _from_linear(small, small_c)
+        inner = simplify(Binary("mod", q, Const(c // d, dt.INDEX)), ranges)
+        return simplify(inner * d + _from_linear(small, small_c), ranges)
+    b = bounds(a, ranges)
+    if b is not None and 0 <= b[0] and b[1] < c:
+        return Const(0, dt.INDEX) if op == "floordiv" else a
+    return None
+
+
+def simplify(root: Expr, ranges: Ranges | None = None) -> Expr:
+    """Fold constants, normalize affine index arithmetic, and decide comparisons
+    that the variable ranges settle."""
+    ranges = ranges or {}
+    return transform(root, lambda _o, e: _simplify_node(e, ranges))
+
+
+def _simplify_node(e: Expr, ranges: Ranges) -> Expr:
+    ch = e.children
+    if ch and all(isinstance(c, Const) for c in ch) and not isinstance(e, (Load, Reduce)):
+        folded = _fold(e)
+        if folded is not None:
+            return folded
+    if isinstance(e, Binary):
+        a, b = e.a, e.b
+        if e.dtype == dt.INDEX and e.op in ("add", "sub", "mul"):
+            lin = _linear(e)
+            if lin is not None:
+                return _from_linear(*lin)
+        if e.op in ("floordiv", "mod") and isinstance(b, Const) and b.value > 0 and e.dtype == dt.INDEX:
+            if b.value == 1:
+                return a if e.op == "floordiv" else Const(0, dt.INDEX)
+            if e.op == "floordiv" and isinstance(a, Binary) and a.op == "floordiv" and isinstance(a.b, Const) and a.b.value > 0:
+                return _simplify_node(Binary("floordiv", a.a, Const(a.b.value * b.value, dt.INDEX)), ranges)
+            r = _div_mod(e.op, a, b.value, ranges)
+            if r is not None:
+                return r
+        if e.op in COMPARE_OPS and a.dtype.is_int:
+            decided = _decide(e.op, a, b, ranges)
+            if decided is not None:
+                return Const(decided, dt.bool_)
+        if e.op == "and":
+            for x, y in ((a, b), (b, a)):
+                if isinstance(x, Const):
+                    return y if x.value else x
+        if e.op == "or":
+            for x, y in ((a, b), (b, a)):
+                if isinstance(x, Const):
+                    return x if x.value else y
+        if e.op == "mul" and e.dtype.is_int:
+            for x, y in ((a, b), (b, a)):
+                if isinstance(x, Const) and x.value == 1:
+                    return y
+    if isinstance(e, Select):
+        if isinstance(e.cond, Const):
+            return e.a if e.cond.value else e.b
+        if e.a == e.b:
+            return e.a
+    if isinstance(e, Cast) and e.a.dtype == e.dtype:
+        return e.a
+    return e
+
+
+def _decide(op: str, a: Expr, b: Expr, ranges: Ranges) -> bool | None:
+    d = bounds(simplify(Binary("sub", a, b), ranges) if a.dtype == dt.INDEX else Binary("sub", a, b), ranges)
+    if d is None:
+        return None
+    lo, hi = d
+    table = {
+        "lt": (hi < 0, lo >= 0), "le": (hi <= 0, lo > 0),
+        "gt": (lo > 0, hi <= 0), "ge": (lo >= 0, hi < 0),
+        "eq": (lo == hi == 0, lo > 0 or hi < 0), "ne": (lo > 0 or hi < 0, lo == hi == 0),
+    }
+    yes, no = table[op]
+    return True if yes else False if no else None
+
+
+def _fold(e: Expr) -> Const | None:
+    import numpy as np
+
+    if isinstance(e, Binary) and e.op in ("floordiv", "mod") and e.b.value == 0:
+        return None
+    try:
+        v = evaluate(e, {})
+    except (ArithmeticError, ValueError):
+        return None
+    v = np.asarray(v).astype(e.dtype.numpy).item()
+    if isinstance(v, float) and not math.isfinite(v) and not e.dtype.is_float:
+        return None
+    return Const(v, e.dtype)
+
+
+def affine(e: Expr, variables: Iterable[str], ranges: Ranges | None = None) -> tuple[dict[str, int], Expr] | None:
+    """`e` as `sum(coeff[v] * v) + rest`, with `rest` free of `variables`; None if
+    `e` is not affine in them."""
+    names = set(variables)
+    lin = _linear(simplify(e, ranges))
+    if lin is None:
+        return None
+    coeffs: dict[str, int] = {}
+    rest: dict[Expr, int] = {}
+    for t, k in lin[0].items():
+        if isinstance(t, Var) and t.name in names:
+            coeffs[t.name] = coeffs.get(t.name, 0) + k
+        elif free_vars(t) & names:
+            return None
+        else:
+            rest[t] = k
+    return coeffs, _from_linear(rest, lin[1])
+
+
+def stride(e: Expr, var: str, ranges: Ranges | None = None) -> int | None:
+    """How much `e` changes when `var` grows by one, if that is a constant."""
+    ranges = dict(ranges or {})
+    if var in ranges:
+        lo, hi = ranges[var]
+        ranges[var] = (lo, max(lo, hi - 1))
+    v = Var(var)
+    d = simplify(Binary("sub", substitute(e, {var: v + 1}), e), ranges)
+    return d.value if isinstance(d, Const) else None

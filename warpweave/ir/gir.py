@@ -1,0 +1,403 @@
+"""GIR: the instruction-level graph IR in which data movement is explicit.
+
+A `Kernel` holds its parameters (global buffers), shared-memory allocations and a
+graph of `Node`s joined by `Edge`s.
+
+Nodes come in three families, named by the prefix of `Node.op`:
+
+* **parallel** — `parallel.grid|block|serial|unroll|vector`: a scope over the
+  index variable `attrs["var"]` in `[0, attrs["extent"])`. Scopes nest through
+  `Node.scope` (the id of the enclosing scope) and own the nodes whose `scope`
+  names them. A kernel has one grid scope at the root; a GPU kernel has one block
+  scope directly inside it (thread index; warp = var // 32, lane = var % 32).
+  Every value defined inside a vector scope is a vector of its extent per thread.
+* **compute** — arithmetic on register values:
+  `compute.const` (attrs value: an `expr.Const`), `compute.index` (attrs expr:
+  an int64 expression of scope variables), `compute.<op>` for the unary and binary
+  ops of `ir.expr` plus `compute.select` and `compute.cast` (attrs dtype), and
+  `compute.reduce` (attrs combiner, over: the id of a child scope, mask: an
+  optional bool expression; its input lives in scope `over`, its result in the
+  parent of `over`: the combination over all iterations where mask holds).
+* **data movement** — `move.<from>.<to>` and `sync.block`:
+  `move.global.reg` / `move.shared.reg` load `buffer[offset]` (attrs buffer,
+  offset: an int64 expression in elements, pred: optional bool expression,
+  other: the `expr.Const` a lane reads where pred is false);
+  `move.reg.global` / `move.reg.shared` store a register value (attrs buffer,
+  offset, pred); `move.reg.reg` is a warp shuffle (attrs mode: bfly|down|idx,
+  lane: an int64 expression — the xor mask, the delta, or the source lane);
+  `sync.block` is a barrier over the threads of a block.
+  Buffers themselves are nodes: `mem.global` (one per parameter) and
+  `mem.shared` (one per allocation), attrs buffer.
+
+Edges are data dependencies `src → dst` carrying the value's memory `level`
+(global, shared or reg), its `dtype`, its per-thread `shape` and the operand
+`slot` at `dst`. Memory edges (level global or shared) carry a buffer's state:
+a load reads the state on its edge, a store produces a new state, and a barrier
+passes states through, so "is there a barrier between this write and that read"
+is a question about paths in the graph.
+
+Kernels are immutable; passes build new ones (see `KernelBuilder`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterable, Mapping
+
+import networkx as nx
+
+from ..errors import IRError
+from . import expr as ex
+from .dtypes import DType
+
+LEVELS = ("global", "shared", "reg")
+SCOPE_KINDS = ("grid", "block", "serial", "unroll", "vector")
+SHUFFLE_MODES = ("bfly", "down", "idx")
+WARP_SIZE = 32
+COMPUTE_OPS = ("const", "index", "select", "cast", "reduce") + ex.UNARY_OPS + ex.BINARY_OPS
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A global-memory kernel parameter: a dense array with element strides."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    role: str  # "in", "out" or "inout"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class SharedAlloc:
+    """A block's shared-memory array (`size` elements)."""
+
+    name: str
+    dtype: DType
+    size: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Node:
+    """One GIR node. `attrs` is stored as sorted (key, value) pairs: read it with `attr`."""
+
+    id: str
+    op: str
+    scope: str | None
+    dtype: DType | None = None
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.attrs, tuple):
+            object.__setattr__(self, "attrs", tuple(sorted(dict(self.attrs).items())))
+
+    @property
+    def family(self) -> str:
+        return self.op.split(".", 1)[0]
+
+    def attr(self, key: str, default=None):
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+    @property
+    def attr_map(self) -> dict[str, Any]:
+        return dict(self.attrs)
+
+    @property
+    def is_scope(self) -> bool:
+        return self.family == "parallel"
+
+    @property
+    def scope_kind(self) -> str | None:
+        return self.op.split(".", 1)[1] if self.is_scope else None
+
+    @property
+    def is_move(self) -> bool:
+        return self.family == "move"
+
+    def replace(self, **changes) -> "Node":
+        values = {"id": self.id, "op": self.op, "scope": self.scope, "dtype": self.dtype,
+                  "attrs": self.attr_map}
+        if "attrs" in changes:
+            changes["attrs"] = tuple(sorted(dict(changes["attrs"]).items()))
+        values.update(changes)
+        if isinstance(values["attrs"], dict):
+            values["attrs"] = tuple(sorted(values["attrs"].items()))
+        return Node(**values)
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: str
+    dst: str
+    slot: int
+    level: str
+    dtype: DType
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A GIR kernel. `nodes` are listed in a valid emission order (scopes before
+    what they own, producers before consumers)."""
+
+    name: str
+    params: tuple[Buffer, ...]
+    shared: tuple[SharedAlloc, ...]
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    target: str = "gpu"  # "gpu" or "cpu": which family of schedules built it
+    meta: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+
+    # ------------------------------------------------------------------ lookups
+    @cached_property
+    def node_map(self) -> dict[str, Node]:
+        return {n.id: n for n in self.nodes}
+
+    def node(self, node_id: str) -> Node:
+        try:
+            return self.node_map[node_id]
+        except KeyError:
+            raise IRError(f"kernel {self.name} has no node {node_id!r}") from None
+
+    @cached_property
+    def graph(self) -> nx.MultiDiGraph:
+        g = nx.MultiDiGraph()
+        for n in self.nodes:
+            g.add_node(n.id, node=n)
+        for e in self.edges:
+            g.add_edge(e.src, e.dst, edge=e)
+        return g
+
+    def inputs(self, node_id: str) -> list[Edge]:
+        """Edges into a node, ordered by slot."""
+        return sorted((e for e in self.edges if e.dst == node_id), key=lambda e: e.slot)
+
+    @cached_property
+    def _in_edges(self) -> dict[str, list[Edge]]:
+        out: dict[str, list[Edge]] = {n.id: [] for n in self.nodes}
+        for e in self.edges:
+            out.setdefault(e.dst, []).append(e)
+        for v in out.values():
+            v.sort(key=lambda e: e.slot)
+        return out
+
+    def operands(self, node_id: str) -> list[Edge]:
+        """Edges into a node ordered by slot (cached)."""
+        return self._in_edges.get(node_id, [])
+
+    def param(self, name: str) -> Buffer:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise IRError(f"kernel {self.name} has no parameter {name!r}")
+
+    def shared_alloc(self, name: str) -> SharedAlloc:
+        for s in self.shared:
+            if s.name == name:
+                return s
+        raise IRError(f"kernel {self.name} has no shared allocation {name!r}")
+
+    # ------------------------------------------------------------------ scopes
+    @cached_property
+    def scopes(self) -> dict[str, Node]:
+        return {n.id: n for n in self.nodes if n.is_scope}
+
+    def scope_chain(self, scope_id: str | None) -> list[Node]:
+        """The scopes around (and including) `scope_id`, outermost first."""
+        chain = []
+        while scope_id is not None:
+            s = self.scopes.get(scope_id)
+            if s is None:
+                raise IRError(f"kernel {self.name}: unknown scope {scope_id!r}")
+            chain.append(s)
+            scope_id = s.scope
+        return chain[::-1]
+
+    def find_scope(self, kind: str) -> Node | None:
+        for n in self.nodes:
+            if n.op == f"parallel.{kind}":
+                return n
+        return None
+
+    @property
+    def grid(self) -> int:
+        g = self.find_scope("grid")
+        return g.attr("extent") if g is not None else 1
+
+    @property
+    def block(self) -> int:
+        b = self.find_scope("block")
+        return b.attr("extent") if b is not None else 1
+
+    def ranges(self, scope_id: str | None) -> dict[str, tuple[int, int]]:
+        """Inclusive ranges of the scope variables visible in `scope_id`."""
+        return {s.attr("var"): (0, s.attr("extent") - 1) for s in self.scope_chain(scope_id)}
+
+    def vector_shape(self, scope_id: str | None) -> tuple[int, ...]:
+        return tuple(s.attr("extent") for s in self.scope_chain(scope_id) if s.scope_kind == "vector")
+
+    @property
+    def shared_bytes(self) -> int:
+        return sum(s.nbytes for s in self.shared)
+
+    def __str__(self):
+        from .gir_text import print_kernel
+
+        return print_kernel(self)
+
+
+def scope_var(kernel: Kernel, scope_id: str) -> ex.Var:
+    return ex.Var(kernel.scopes[scope_id].attr("var"))
+
+
+class KernelBuilder:
+    """Mutable helper that assembles a `Kernel`. Node ids are `%<n>` in creation order."""
+
+    def __init__(self, name: str, target: str = "gpu"):
+        self.name = name
+        self.target = target
+        self.params: list[Buffer] = []
+        self.shared: list[SharedAlloc] = []
+        self.nodes: list[Node] = []
+        self.edges: list[Edge] = []
+        self._scopes: dict[str, Node] = {}
+        self._mem: dict[str, str] = {}  # buffer name -> current state node id
+        self._count = 0
+
+    # ------------------------------------------------------------------ structure
+    def _new(self, op: str, scope: str | None, dtype: DType | None = None, **attrs) -> Node:
+        node = Node(f"%{self._count}", op, scope, dtype, tuple(sorted(attrs.items())))
+        self._count += 1
+        self.nodes.append(node)
+        if node.is_scope:
+            self._scopes[node.id] = node
+        return node
+
+    def scope(self, kind: str, var: str, extent: int, parent: str | None) -> str:
+        if kind not in SCOPE_KINDS:
+            raise IRError(f"unknown scope kind {kind!r}")
+        return self._new(f"parallel.{kind}", parent, var=var, extent=int(extent)).id
+
+    def _chain(self, scope: str | None) -> list[Node]:
+        out = []
+        while scope is not None:
+            out.append(self._scopes[scope])
+            scope = self._scopes[scope].scope
+        return out[::-1]
+
+    def value_shape(self, scope: str | None) -> tuple[int, ...]:
+        return tuple(s.attr("extent") for s in self._chain(scope) if s.scope_kind == "vector")
+
+    def _edge(self, src: Node | str, dst: Node, slot: int, level: str, dtype: DType | None = None):
+        src_node = src if isinstance(src, Node) else self._node(src)
+        shape = self.value_shape(src_node.scope) if level == "reg" else ()
+        self.edges.append(Edge(src_node.id, dst.id, slot, level, dtype or src_node.dtype, shape))
+
+    def _node(self, node_id: str) -> Node:
+        for n in reversed(self.nodes):
+            if n.id == node_id:
+                return n
+        raise IRError(f"no node {node_id}")
+
+    # ------------------------------------------------------------------ memory
+    def add_param(self, buf: Buffer) -> None:
+        self.params.append(buf)
+        self._mem[buf.name] = self._new("mem.global", None, buf.dtype, buffer=buf.name).id
+
+    def add_shared(self, alloc: SharedAlloc) -> None:
+        self.shared.append(alloc)
+        self._mem[alloc.name] = self._new("mem.shared", None, alloc.dtype, buffer=alloc.name).id
+
+    def _dtype_of(self, buffer: str) -> DType:
+        for b in (*self.params, *self.shared):
+            if b.name == buffer:
+                return b.dtype
+        raise IRError(f"kernel {self.name} has no buffer {buffer!r}")
+
+    def _level_of(self, buffer: str) -> str:
+        return "shared" if any(s.name == buffer for s in self.shared) else "global"
+
+    # ------------------------------------------------------------------ compute
+    def const(self, value: ex.Const, scope: str | None) -> str:
+        return self._new("compute.const", scope, value.dtype, value=value).id
+
+    def index(self, expr: ex.Expr, scope: str | None) -> str:
+        return self._new("compute.index", scope, expr.dtype, expr=expr).id
+
+    def compute(self, op: str, args: Iterable[str], scope: str | None, dtype: DType, **attrs) -> str:
+        node = self._new(f"compute.{op}", scope, dtype, **attrs)
+        for slot, a in enumerate(args):
+            self._edge(a, node, slot, "reg")
+        return node.id
+
+    def reduce(self, combiner: str, value: str, over: str, mask: ex.Expr | None = None) -> str:
+        parent = self._scopes[over].scope
+        node = self._new("compute.reduce", parent, self._node(value).dtype,
+                         combiner=combiner, over=over, mask=mask)
+        self._edge(value, node, 0, "reg")
+        return node.id
+
+    # ------------------------------------------------------------------ movement
+    def load(self, buffer: str, offset: ex.Expr, scope: str | None, pred: ex.Expr | None = None,
+             other: ex.Const | None = None) -> str:
+        level = self._level_of(buffer)
+        mem = self._node(self._mem[buffer])
+        if other is None:
+            other = ex.Const(0, self._dtype_of(buffer))
+        node = self._new(f"move.{level}.reg", scope, self._dtype_of(buffer), buffer=buffer,
+                         offset=offset, pred=pred, other=other)
+        self._edge(mem, node, 0, level, self._dtype_of(buffer))
+        return node.id
+
+    def store(self, buffer: str, offset: ex.Expr, value: str, scope: str | None,
+              pred: ex.Expr | None = None) -> str:
+        level = self._level_of(buffer)
+        mem = self._node(self._mem[buffer])
+        node = self._new(f"move.reg.{level}", scope, self._dtype_of(buffer), buffer=buffer,
+                         offset=offset, pred=pred)
+        self._edge(mem, node, 0, level, self._dtype_of(buffer))
+        self._edge(value, node, 1, "reg")
+        self._mem[buffer] = node.id
+        return node.id
+
+    def shuffle(self, mode: str, value: str, lane: ex.Expr, scope: str | None) -> str:
+        if mode not in SHUFFLE_MODES:
+            raise IRError(f"unknown shuffle mode {mode!r}")
+        node = self._new("move.reg.reg", scope, self._node(value).dtype, mode=mode, lane=lane)
+        self._edge(value, node, 0, "reg")
+        return node.id
+
+    def sync(self, buffers: Iterable[str], scope: str | None) -> str:
+        """A block barrier; the listed shared buffers' states pass through it."""
+        node = self._new("sync.block", scope, None)
+        for slot, b in enumerate(buffers):
+            mem = self._node(self._mem[b])
+            self._edge(mem, node, slot, "shared", self._dtype_of(b))
+            self._mem[b] = node.id
+        return node.id
+
+    def build(self, **meta) -> Kernel:
+        return Kernel(self.name, tuple(self.params), tuple(self.shared), tuple(self.nodes),
+                      tuple(self.edges), self.target, tuple(sorted(meta.items())))
+
+
+def make_kernel(name: str, params: Iterable[Buffer], shared: Iterable[SharedAlloc],
+                nodes: Iterable[Node], edges: Iterable[Edge], target: str = "gpu",
+                meta: Mapping[str, Any] | None = None) -> Kernel:
+    """A kernel from explicit parts (parsers and passes use this)."""
+    return Kernel(name, tuple(params), tuple(shared), tuple(nodes), tuple(edges), target,
+                  tuple(sorted((meta or {}).items())))

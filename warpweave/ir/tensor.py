@@ -1,0 +1,213 @@
+"""The tensor graph: a DAG of tensor operations defined by index expressions.
+
+A `ComputeOp` maps its output indices (`axes`) to a scalar expression over loads
+of other tensors; a `Reduce` at the root of the body makes it a reduction.
+Views (reshape, transpose, broadcast, slice) never appear here: the frontends
+fold them into the index expressions of the loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping
+
+import networkx as nx
+import numpy as np
+
+from ..errors import IRError, ShapeError
+from . import dtypes as dt
+from . import expr as ex
+from .dtypes import DType
+
+EXPENSIVE_OPS = frozenset({"exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf",
+                           "sigmoid", "div", "pow"})
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A program input."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: DType
+
+    def __str__(self):
+        return f"{self.name} = placeholder({list(self.shape)}, {self.dtype})"
+
+
+@dataclass(frozen=True)
+class ComputeOp:
+    """`name[axes] = body` over `shape`; `label` names the source operation in dumps."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: DType
+    axes: tuple[ex.Var, ...]
+    body: ex.Expr
+    label: str = ""
+
+    def __post_init__(self):
+        if len(self.axes) != len(self.shape):
+            raise IRError(f"{self.name}: {len(self.axes)} axes for a rank-{len(self.shape)} shape")
+        if any(s < 0 for s in self.shape):
+            raise ShapeError(f"{self.name}: negative extent in shape {self.shape}")
+        inner = self.body.body if isinstance(self.body, ex.Reduce) else self.body
+        if any(isinstance(n, ex.Reduce) for n in ex.postorder(inner)):
+            raise IRError(f"{self.name}: a reduction may only be the root of a compute body")
+        allowed = {a.name for a in self.axes} | {a.name for a in self.reduce_axes}
+        stray = ex.free_vars(inner) - allowed
+        if stray:
+            raise IRError(f"{self.name}: body uses unknown variables {sorted(stray)}")
+
+    @property
+    def reduce(self) -> ex.Reduce | None:
+        return self.body if isinstance(self.body, ex.Reduce) else None
+
+    @property
+    def reduce_axes(self) -> tuple[ex.Var, ...]:
+        return self.body.axes if isinstance(self.body, ex.Reduce) else ()
+
+    @property
+    def value(self) -> ex.Expr:
+        """The body under the reduction (the body itself for non-reductions)."""
+        return self.body.body if isinstance(self.body, ex.Reduce) else self.body
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(ld.tensor for ld in ex.loads(self.value)))
+
+    @property
+    def kind(self) -> str:
+        """For planning: elementwise, elementwise-expensive, broadcast, layout,
+        reduction-row, reduction-column or contraction."""
+        axes = tuple(a.name for a in self.axes)
+        lds = ex.loads(self.value)
+        if self.reduce is not None:
+            red = {a.name for a in self.reduce_axes}
+            if self.reduce.combiner == "sum" and len(lds) == 2 and all(
+                    red <= ex.free_vars(ld) and (ex.free_vars(ld) - red) for ld in lds):
+                others = [ex.free_vars(ld) - red for ld in lds]
+                if not (others[0] & others[1]) and len(red) == 1:
+                    return "contraction"
+            for ld in lds:
+                if ld.indices and red & ex.free_vars(ld.indices[-1]):
+                    return "reduction-row"
+            return "reduction-column"
+        index_lists = [tuple(str(i) for i in ld.indices) for ld in lds]
+        if any(il != axes[len(axes) - len(il):] and sorted(il) == sorted(axes) for il in index_lists):
+            return "layout"
+        if any(len(ex.free_vars(ld)) < len(axes) for ld in lds):
+            return "broadcast"
+        heavy = any(isinstance(n, (ex.Unary, ex.Binary)) and n.op in EXPENSIVE_OPS
+                    for n in ex.postorder(self.value))
+        return "elementwise-expensive" if heavy else "elementwise"
+
+    def __str__(self):
+        idx = ", ".join(a.name for a in self.axes)
+        label = f"  # {self.label}" if self.label else ""
+        return (f"{self.name}[{idx}] = {self.body}   "
+                f": {self.dtype}{list(self.shape)} {self.kind}{label}")
+
+
+Op = Placeholder | ComputeOp
+
+
+class TensorGraph:
+    """Placeholders, compute operations in definition order, and the outputs."""
+
+    def __init__(self, ops: Mapping[str, Op] | list[Op], inputs: list[str], outputs: list[str]):
+        ops = list(ops.values()) if isinstance(ops, Mapping) else list(ops)
+        self._ops = {op.name: op for op in ops}
+        if len(self._ops) != len(ops):
+            raise IRError("tensor graph has two operations with one name")
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        for name in self.inputs:
+            if not isinstance(self._ops.get(name), Placeholder):
+                raise IRError(f"input {name!r} is not a placeholder of the graph")
+        for name in self.outputs:
+            if name not in self._ops:
+                raise IRError(f"output {name!r} is not an operation of the graph")
+        for op in ops:
+            if isinstance(op, ComputeOp):
+                for ld in ex.loads(op.value):
+                    src = self._ops.get(ld.tensor)
+                    if src is None:
+                        raise IRError(f"{op.name} loads unknown tensor {ld.tensor!r}")
+                    if len(ld.indices) != len(src.shape):
+                        raise IRError(f"{op.name} indexes rank-{len(src.shape)} {ld.tensor} "
+                                      f"with {len(ld.indices)} indices")
+        if not nx.is_directed_acyclic_graph(self.graph):
+            raise IRError("tensor graph has a cycle")
+
+    @property
+    def ops(self) -> Mapping[str, Op]:
+        return dict(self._ops)
+
+    def __getitem__(self, name: str) -> Op:
+        return self._ops[name]
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        for name, op in self._ops.items():
+            g.add_node(name, op=op)
+        for name, op in self._ops.items():
+            if isinstance(op, ComputeOp):
+                for src in op.inputs:
+                    g.add_edge(src, name)
+        return g
+
+    @property
+    def compute_ops(self) -> list[ComputeOp]:
+        """Compute operations in a topological order."""
+        return [self._ops[n] for n in nx.lexicographical_topological_sort(self.graph, key=self._order)
+                if isinstance(self._ops[n], ComputeOp)]
+
+    def _order(self, name: str):
+        return list(self._ops).index(name)
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.graph.successors(name))
+
+    def __str__(self):
+        lines = [str(self._ops[n]) for n in self.inputs]
+        lines += [str(op) for op in self.compute_ops]
+        lines.append(f"outputs: {', '.join(self.outputs)}")
+        return "\n".join(lines)
+
+
+def _combine(combiner: str, values: np.ndarray, axes: tuple[int, ...]):
+    fn = {"sum": np.sum, "max": np.max, "min": np.min, "prod": np.prod}[combiner]
+    if values.size == 0 and combiner in ("max", "min"):
+        raise ShapeError(f"{combiner} over an empty axis has no identity")
+    return fn(values, axis=axes)
+
+
+def evaluate(graph: TensorGraph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reference semantics of a tensor graph, computed with numpy: 16-bit floats in
+    float32, every operation's result rounded to its dtype. Returns every tensor."""
+    values: dict[str, np.ndarray] = {n: np.asarray(inputs[n]) for n in graph.inputs}
+    for op in graph.compute_ops:
+        axes = [a.name for a in op.axes] + [a.name for a in op.reduce_axes]
+        extents = list(op.shape) + list(op.reduce.extents if op.reduce else ())
+        env = {}
+        for k, (name, n) in enumerate(zip(axes, extents)):
+            shape = [1] * len(axes)
+            shape[k] = n
+            env[name] = np.arange(n, dtype=np.int64).reshape(shape)
+
+        def load(node, idx, _values=values):
+            src = _values[node.tensor]
+            idx = np.broadcast_arrays(*[np.asarray(i, dtype=np.int64) for i in idx]) if idx else ()
+            out = src[tuple(idx)] if idx else src[()]
+            return np.asarray(out).astype(dt.compute_dtype(node.dtype).numpy)
+
+        full = tuple(extents)
+        v = ex.evaluate(op.value, env, load)
+        v = np.broadcast_to(np.asarray(v), full)
+        if op.reduce is not None:
+            red = tuple(range(len(op.shape), len(extents)))
+            v = _combine(op.reduce.combiner, v, red)
+        values[op.name] = np.asarray(v).astype(op.dtype.numpy).reshape(op.shape)
+    return values

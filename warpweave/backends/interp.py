@@ -1,0 +1,184 @@
+"""The GIR interpreter: runs a kernel with numpy, the reference for what GIR means.
+
+Every node is executed once for all of its iterations at the same time: a value
+defined in a scope chain (grid, block, serial, vector, …) is an array with one
+axis per scope, outermost first. Nodes run in the kernel's emission order, which
+makes every barrier trivially satisfied; the verifier, not the interpreter,
+checks that barriers are where they must be. Out-of-bounds accesses raise.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import IRError
+from ..ir import expr as ex
+from ..ir.gir import WARP_SIZE, Kernel, Node
+
+_IDENTITY = {"sum": lambda d: 0, "prod": lambda d: 1,
+             "max": lambda d: -np.inf if d.kind == "f" else (False if d.kind == "b" else np.iinfo(d).min),
+             "min": lambda d: np.inf if d.kind == "f" else (True if d.kind == "b" else np.iinfo(d).max)}
+_COMBINE = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}
+
+
+class _State:
+    def __init__(self, kernel: Kernel, buffers: Mapping[str, np.ndarray]):
+        self.k = kernel
+        self.buffers = buffers
+        grid = kernel.grid
+        self.shared = {s.name: np.full((grid, s.size), np.nan if s.dtype.is_float else 0,
+                                       dtype=s.dtype.numpy) for s in kernel.shared}
+        self.values: dict[str, np.ndarray] = {}
+        self.chains = {sid: kernel.scope_chain(sid) for sid in kernel.scopes}
+        self.chains[None] = []
+
+    def env(self, scope: str | None) -> dict[str, np.ndarray]:
+        chain = self.chains[scope]
+        out = {}
+        for k, s in enumerate(chain):
+            shape = [1] * len(chain)
+            shape[k] = s.attr("extent")
+            out[s.attr("var")] = np.arange(s.attr("extent"), dtype=np.int64).reshape(shape)
+        return out
+
+    def shape(self, scope: str | None) -> tuple[int, ...]:
+        return tuple(s.attr("extent") for s in self.chains[scope])
+
+    def operand(self, edge_src: str, scope: str | None) -> np.ndarray:
+        """The value of `edge_src`, broadcast to the iteration space of `scope`."""
+        v = np.asarray(self.values[edge_src])
+        src_scope = self.k.node(edge_src).scope
+        extra = len(self.chains[scope]) - len(self.chains[src_scope])
+        v = v.reshape(v.shape + (1,) * max(0, extra)) if v.ndim else v
+        return np.broadcast_to(v, self.shape(scope))
+
+    def expr(self, e: ex.Expr | None, scope: str | None, default=True) -> np.ndarray:
+        if e is None:
+            return np.broadcast_to(np.asarray(default), self.shape(scope))
+        return np.broadcast_to(np.asarray(ex.evaluate(e, self.env(scope))), self.shape(scope))
+
+
+def run_kernel(kernel: Kernel, buffers: Mapping[str, np.ndarray]) -> None:
+    """Execute `kernel` over `buffers` (name → flat numpy array, written in place)."""
+    st = _State(kernel, buffers)
+    with np.errstate(all="ignore"):
+        for node in kernel.nodes:
+            if node.family in ("parallel", "mem"):
+                continue
+            _STEP[node.op.split(".")[0] if node.family == "compute" else node.op](st, node)
+
+
+def _memory(st: _State, node: Node) -> tuple[np.ndarray, bool]:
+    name = node.attr("buffer")
+    if name in st.shared:
+        return st.shared[name], True
+    if name not in st.buffers:
+        raise IRError(f"{node.id}: no buffer {name!r} was passed to kernel {st.k.name}")
+    return st.buffers[name], False
+
+
+def _grid_index(st: _State, node: Node) -> np.ndarray:
+    shape = st.shape(node.scope)
+    return np.broadcast_to(np.arange(shape[0]).reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+
+
+def _check_bounds(node: Node, offset: np.ndarray, pred: np.ndarray, size: int) -> None:
+    bad = pred & ((offset < 0) | (offset >= size))
+    if bad.any():
+        raise IRError(f"{node.id} {node.op} {node.attr('buffer')}: offset "
+                      f"{int(offset[bad].flat[0])} outside [0, {size})")
+
+
+def _load(st: _State, node: Node) -> None:
+    mem, shared = _memory(st, node)
+    offset = st.expr(node.attr("offset"), node.scope).astype(np.int64)
+    pred = st.expr(node.attr("pred"), node.scope).astype(bool)
+    size = mem.shape[-1]
+    _check_bounds(node, offset, pred, size)
+    safe = np.where(pred, offset, 0)
+    vals = mem[_grid_index(st, node), safe] if shared else mem[safe]
+    other = np.asarray(node.attr("other").value, dtype=node.dtype.numpy)
+    st.values[node.id] = np.where(pred, vals, other).astype(node.dtype.numpy)
+
+
+def _store(st: _State, node: Node) -> None:
+    mem, shared = _memory(st, node)
+    offset = st.expr(node.attr("offset"), node.scope).astype(np.int64)
+    pred = st.expr(node.attr("pred"), node.scope).astype(bool)
+    value_edge = next(e for e in st.k.operands(node.id) if e.slot == 1)
+    value = st.operand(value_edge.src, node.scope).astype(mem.dtype)
+    _check_bounds(node, offset, pred, mem.shape[-1])
+    if shared:
+        mem[_grid_index(st, node)[pred], offset[pred]] = value[pred]
+    else:
+        mem[offset[pred]] = value[pred]
+
+
+def _shuffle(st: _State, node: Node) -> None:
+    chain = st.chains[node.scope]
+    axis = next((k for k, s in enumerate(chain) if s.scope_kind == "block"), None)
+    if axis is None:
+        raise IRError(f"{node.id}: shuffle outside a block scope")
+    (src,) = [e.src for e in st.k.operands(node.id)]
+    value = st.operand(src, node.scope)
+    env = st.env(node.scope)
+    t = env[chain[axis].attr("var")]
+    lane, base = t % WARP_SIZE, t - t % WARP_SIZE
+    arg = st.expr(node.attr("lane"), node.scope).astype(np.int64)
+    mode = node.attr("mode")
+    if mode == "bfly":
+        source = base + (lane ^ arg)
+    elif mode == "down":
+        source = np.where(lane + arg < WARP_SIZE, t + arg, t)
+    else:
+        source = base + arg % WARP_SIZE
+    source = np.broadcast_to(source, value.shape)
+    st.values[node.id] = np.take_along_axis(value, source, axis=axis)
+
+
+def _compute(st: _State, node: Node) -> None:
+    kind = node.op.split(".", 1)[1]
+    np_dtype = node.dtype.numpy
+    if kind == "const":
+        st.values[node.id] = np.asarray(node.attr("value").value, dtype=np_dtype)
+        return
+    if kind == "index":
+        st.values[node.id] = st.expr(node.attr("expr"), node.scope).astype(np_dtype)
+        return
+    if kind == "reduce":
+        _reduce(st, node)
+        return
+    args = [st.operand(e.src, node.scope) for e in st.k.operands(node.id)]
+    if kind == "cast":
+        out = args[0].astype(np_dtype)
+    elif kind == "select":
+        out = np.where(args[0], args[1], args[2])
+    elif kind in ex._UNARY_NP:
+        out = ex._UNARY_NP[kind](np, args[0])
+    else:
+        out = ex._BINARY_NP[kind](np, args[0], args[1])
+    st.values[node.id] = np.asarray(out).astype(np_dtype, copy=False)
+
+
+def _reduce(st: _State, node: Node) -> None:
+    over = node.attr("over")
+    (src,) = [e.src for e in st.k.operands(node.id)]
+    value = st.operand(src, over)
+    combiner = node.attr("combiner")
+    np_dtype = node.dtype.numpy
+    if node.attr("mask") is not None:
+        mask = st.expr(node.attr("mask"), over).astype(bool)
+        value = np.where(mask, value, np.asarray(_IDENTITY[combiner](np_dtype), dtype=np_dtype))
+    st.values[node.id] = _COMBINE[combiner](value, axis=-1).astype(np_dtype)
+
+
+_STEP = {
+    "compute": _compute,
+    "move.global.reg": _load,
+    "move.shared.reg": _load,
+    "move.reg.global": _store,
+    "move.reg.shared": _store,
+    "move.reg.reg": _shuffle,
+    "sync.block": lambda st, node: None,
+}

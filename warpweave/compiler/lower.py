@@ -1,0 +1,435 @@
+"""Lowering: one tensor operation under a schedule becomes one GIR kernel.
+
+Each template builds the kernel's scopes, then asks a `_Region` to emit the
+operation's body at an iteration point (index expressions of the scope
+variables, plus a guard where the point may fall outside the tensor). Every
+load becomes a `move.global.reg`, every arithmetic node a compute node, placed
+in the outermost scope whose variables it uses, and shared between uses.
+Arithmetic on 16-bit floats is carried out in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import dtypes as dt
+from ..ir import expr as ex
+from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.tensor import ComputeOp, TensorGraph
+from . import schedule as sch
+
+
+def row_major_strides(shape) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
+
+
+def _prod(xs) -> int:
+    return int(np.prod(xs, dtype=np.int64)) if len(xs) else 1
+
+
+def unflatten(flat: ex.Expr, shape) -> list[ex.Expr]:
+    """Row-major indices of the flat position `flat` in `shape`."""
+    out = []
+    for k, (n, s) in enumerate(zip(shape, row_major_strides(shape))):
+        i = flat // s if s != 1 else flat
+        out.append(i % n if k > 0 else i)
+    return out
+
+
+def identity(combiner: str, dtype: dt.DType) -> ex.Const:
+    if combiner == "sum":
+        return ex.Const(0, dtype)
+    if combiner == "prod":
+        return ex.Const(1, dtype)
+    if dtype.is_float:
+        return ex.Const(-math.inf if combiner == "max" else math.inf, dtype)
+    if dtype.is_bool:
+        return ex.Const(combiner == "min", dtype)
+    info = np.iinfo(dtype.numpy)
+    return ex.Const(info.min if combiner == "max" else info.max, dtype)
+
+
+_COMBINE_OP = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}
+
+
+class _Lowering:
+    """Shared state of one operation's lowering."""
+
+    def __init__(self, op: ComputeOp, graph: TensorGraph, target: str, name: str):
+        self.op = op
+        self.graph = graph
+        self.b = KernelBuilder(name, target)
+        self.ranges: dict[str, tuple[int, int]] = {}
+        self.scope_vars: dict[str, str] = {}  # scope id -> var
+        for src in op.inputs:
+            t = graph[src]
+            self.b.add_param(Buffer(src, t.dtype, tuple(t.shape), row_major_strides(t.shape), "in"))
+        self.b.add_param(Buffer(op.name, op.dtype, tuple(op.shape), row_major_strides(op.shape), "out"))
+        self.cdtype = dt.compute_dtype(op.dtype)
+
+    def scope(self, kind: str, var: str, extent: int, parent: str | None) -> tuple[str, ex.Var]:
+        sid = self.b.scope(kind, var, extent, parent)
+        self.ranges[var] = (0, extent - 1)
+        self.scope_vars[sid] = var
+        return sid, ex.Var(var)
+
+    def simplify(self, e: ex.Expr | None) -> ex.Expr | None:
+        if e is None:
+            return None
+        e = ex.simplify(e, self.ranges)
+        if isinstance(e, ex.Const) and e.dtype.is_bool and e.value:
+            return None
+        return e
+
+    def region(self, chain: list[str], index: dict[str, ex.Expr], guard: ex.Expr | None = None,
+               staged: dict[ex.Load, str] | None = None) -> "_Region":
+        return _Region(self, chain, index, self.simplify(guard), staged or {})
+
+    def store_output(self, value: str, flat: ex.Expr, scope: str, guard: ex.Expr | None) -> None:
+        if self.b._node(value).dtype != self.op.dtype:
+            value = self.b.compute("cast", [value], scope, self.op.dtype)
+        self.b.store(self.op.name, self.simplify(flat), value, scope, self.simplify(guard))
+
+    def combine(self, combiner: str, a: str, b: str, scope: str) -> str:
+        return self.b.compute(_COMBINE_OP[combiner], [a, b], scope, self.b._node(a).dtype)
+
+
+class _Region:
+    """Emits expressions at one iteration point (a chain of scopes, outermost first)."""
+
+    def __init__(self, low: _Lowering, chain, index, guard, staged):
+        self.low = low
+        self.chain = chain
+        self.depth_of = {low.scope_vars[s]: d for d, s in enumerate(chain)}
+        self.index = index
+        self.guard = guard
+        self.staged = staged
+        self.memo: dict[ex.Expr, tuple[str, int]] = {}
+
+    def _depth(self, *exprs) -> int:
+        d = 0
+        for e in exprs:
+            if e is not None:
+                for v in ex.free_vars(e):
+                    d = max(d, self.depth_of.get(v, 0))
+        return d
+
+    def emit(self, e: ex.Expr) -> str:
+        return self._emit(e)[0]
+
+    def _emit(self, e: ex.Expr) -> tuple[str, int]:
+        if e in self.memo:
+            return self.memo[e]
+        b, low = self.low.b, self.low
+        if isinstance(e, ex.Load) and e in self.staged:
+            out = (self.staged[e], len(self.chain) - 1)
+        elif isinstance(e, ex.Const):
+            c = ex.Const(e.value, dt.compute_dtype(e.dtype))
+            out = (b.const(c, self.chain[0]), 0)
+        elif isinstance(e, ex.Var):
+            idx = low.simplify(self.index[e.name])
+            d = self._depth(idx)
+            out = (b.index(idx, self.chain[d]), d)
+        elif isinstance(e, ex.Load):
+            out = self._load(e)
+        else:
+            args = [self._emit(c) for c in e.children]
+            d = max((a[1] for a in args), default=0)
+            scope = self.chain[d]
+            ids = [a[0] for a in args]
+            if isinstance(e, ex.Cast):
+                node = b.compute("cast", ids, scope, e.dtype)
+                if dt.compute_dtype(e.dtype) != e.dtype:
+                    node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
+            else:
+                op = e.op if isinstance(e, (ex.Unary, ex.Binary)) else "select"
+                node = b.compute(op, ids, scope, dt.compute_dtype(e.dtype))
+            out = (node, d)
+        self.memo[e] = out
+        return out
+
+    def _load(self, e: ex.Load) -> tuple[str, int]:
+        b, low = self.low.b, self.low
+        src = low.graph[e.tensor]
+        idx = [ex.substitute(i, self.index) for i in e.indices]
+        offset = ex.Const(0, dt.INDEX)
+        for i, s in zip(idx, row_major_strides(src.shape)):
+            offset = offset + i * s
+        offset = low.simplify(offset)
+        pred = self.guard
+        d = self._depth(offset, pred)
+        scope = self.chain[d]
+        node = b.load(e.tensor, offset, scope, pred)
+        if dt.compute_dtype(e.dtype) != e.dtype:
+            node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
+        return node, d
+
+
+# ----------------------------------------------------------------------------- templates
+
+def _gpu_elementwise(low: _Lowering, s: sch.GpuElementwise) -> None:
+    op = low.op
+    total = _prod(op.shape)
+    w = s.vector if (op.shape and op.shape[-1] % s.vector == 0) else 1
+    threads = min(s.threads, max(WARP_SIZE, 1 << max(0, (math.ceil(total / w) - 1).bit_length())))
+    grid = math.ceil(total / (threads * w))
+    g_id, g = low.scope("grid", "g", grid, None)
+    t_id, t = low.scope("block", "t", threads, g_id)
+    chain = [g_id, t_id]
+    flat = (g * threads + t)
+    if w > 1:
+        v_id, v = low.scope("vector", "v", w, t_id)
+        chain.append(v_id)
+        flat = flat * w + v
+    guard = ex.binary("lt", flat, total)
+    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+    region = low.region(chain, index, guard)
+    low.store_output(region.emit(op.body), flat, chain[-1], guard)
+
+
+def _warp_reduce(low: _Lowering, combiner: str, value: str, scope: str) -> str:
+    off = WARP_SIZE // 2
+    while off >= 1:
+        other = low.b.shuffle("bfly", value, ex.Const(off, dt.INDEX), scope)
+        value = low.combine(combiner, value, other, scope)
+        off //= 2
+    return value
+
+
+def _gpu_row_reduce(low: _Lowering, s: sch.GpuRowReduce) -> None:
+    op = low.op
+    red = op.reduce
+    total, k_total = _prod(op.shape), _prod(red.extents)
+    w = s.vector if k_total % s.vector == 0 else 1
+    threads = s.threads
+    g_id, g = low.scope("grid", "g", total, None)
+    t_id, t = low.scope("block", "t", threads, g_id)
+    inner = t_id
+    if w > 1:
+        inner, v = low.scope("vector", "v", w, t_id)
+    steps = max(1, math.ceil(k_total / (threads * w)))
+    k_id, k = low.scope("serial", "k", steps, inner)
+    kf = (k * threads + t) * w + v if w > 1 else k * threads + t
+    guard = low.simplify(ex.binary("lt", kf, k_total))
+    index = dict(zip((a.name for a in op.axes), unflatten(g, op.shape)))
+    index.update(zip((a.name for a in red.axes), unflatten(kf, red.extents)))
+    chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id]
+    value = low.region(chain, index, guard).emit(red.body)
+    acc = low.b.reduce(red.combiner, value, k_id, guard)
+    if w > 1:
+        acc = low.b.reduce(red.combiner, acc, inner)
+    acc = _warp_reduce(low, red.combiner, acc, t_id)
+    warps = threads // WARP_SIZE
+    if warps > 1:
+        cd = low.b._node(acc).dtype
+        low.b.add_shared(SharedAlloc("partials", cd, warps))
+        lane, warp = t % WARP_SIZE, t // WARP_SIZE
+        low.b.store("partials", low.simplify(warp), acc, t_id, low.simplify(ex.binary("eq", lane, 0)))
+        low.b.sync(["partials"], t_id)
+        part = low.b.load("partials", low.simplify(lane), t_id,
+                          low.simplify(ex.binary("lt", lane, warps)), identity(red.combiner, cd))
+        acc = _warp_reduce(low, red.combiner, part, t_id)
+    low.store_output(acc, g, t_id, ex.binary("eq", t, 0))
+
+
+def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
+    op = low.op
+    red = op.reduce
+    total, k_total = _prod(op.shape), _prod(red.extents)
+    threads = min(s.threads, max(WARP_SIZE, 1 << max(0, (total - 1).bit_length())))
+    g_id, g = low.scope("grid", "g", math.ceil(total / threads), None)
+    t_id, t = low.scope("block", "t", threads, g_id)
+    flat = g * threads + t
+    guard = ex.binary("lt", flat, total)
+    k_id, k = low.scope("serial", "k", max(1, k_total), t_id)
+    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+    index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
+    mask = ex.binary("lt", k, k_total) if k_total == 0 else None
+    value = low.region([g_id, t_id, k_id], index, guard).emit(red.body)
+    acc = low.b.reduce(red.combiner, value, k_id, low.simplify(mask))
+    low.store_output(acc, flat, t_id, guard)
+
+
+def _transposed_loads(op: ComputeOp, graph: TensorGraph) -> list[ex.Load]:
+    """Loads whose fastest-moving memory axis is the output's second-to-last axis."""
+    i_ax, j_ax = op.axes[-2].name, op.axes[-1].name
+    ranges = {a.name: (0, n - 1) for a, n in zip(op.axes, op.shape)}
+    found = []
+    for ld in dict.fromkeys(ex.loads(op.value)):
+        strides = row_major_strides(graph[ld.tensor].shape)
+        offset = sum((i * s for i, s in zip(ld.indices, strides)), ex.Const(0, dt.INDEX))
+        if ex.stride(offset, i_ax, ranges) == 1 and ex.stride(offset, j_ax, ranges) != 1:
+            found.append(ld)
+    return found
+
+
+def _gpu_transpose(low: _Lowering, s: sch.GpuTranspose) -> None:
+    op = low.op
+    staged_loads = _transposed_loads(op, low.graph)
+    T, rows = s.tile, s.rows
+    I, J = op.shape[-2], op.shape[-1]
+    batch = op.shape[:-2]
+    n_i, n_j = math.ceil(I / T), math.ceil(J / T)
+    g_id, g = low.scope("grid", "g", _prod(batch) * n_i * n_j, None)
+    t_id, t = low.scope("block", "t", T * rows, g_id)
+    tx, ty = t % T, t // T
+    bidx, ti, tj = g // (n_i * n_j), (g // n_j) % n_i, g % n_j
+    batch_index = dict(zip((a.name for a in op.axes[:-2]), unflatten(bidx, batch)))
+    i_ax, j_ax = op.axes[-2].name, op.axes[-1].name
+    tiles = {}
+    for n, ld in enumerate(staged_loads):
+        name = f"tile{n}"
+        low.b.add_shared(SharedAlloc(name, dt.compute_dtype(ld.dtype), T * (T + 1)))
+        tiles[ld] = name
+    r_id, r = low.scope("serial", "r", T // rows, t_id)
+    i, j = ti * T + tx, tj * T + ty + rows * r
+    guard = ex.all_of([ex.binary("lt", i, I), ex.binary("lt", j, J)])
+    region = low.region([g_id, t_id, r_id], {**batch_index, i_ax: i, j_ax: j}, guard)
+    for ld, name in tiles.items():
+        low.b.store(name, low.simplify((ty + rows * r) * (T + 1) + tx), region.emit(ld), r_id)
+    low.b.sync(list(tiles.values()), t_id)
+    q_id, q = low.scope("serial", "q", T // rows, t_id)
+    i, j = ti * T + ty + rows * q, tj * T + tx
+    guard = ex.all_of([ex.binary("lt", i, I), ex.binary("lt", j, J)])
+    staged = {ld: low.b.load(name, low.simplify(tx * (T + 1) + ty + rows * q), q_id)
+              for ld, name in tiles.items()}
+    index = {**batch_index, i_ax: i, j_ax: j}
+    region = low.region([g_id, t_id, q_id], index, guard, staged)
+    flat = sum((index[a.name] * st for a, st in zip(op.axes, row_major_strides(op.shape))),
+               ex.Const(0, dt.INDEX))
+    low.store_output(region.emit(op.body), flat, q_id, guard)
+
+
+def _chunks(n: int, chunk: int) -> int:
+    """How many equal chunks to split a row of `n` into: the fewest of length ≤ chunk."""
+    if n <= chunk:
+        return 1
+    for c in range(2, n + 1):
+        if n % c == 0 and n // c <= chunk:
+            return c
+    return 1  # pragma: no cover - c == n always qualifies
+
+
+def _rows_and_chunks(low: _Lowering, chunk: int):
+    op = low.op
+    outer, n = (op.shape[:-1], op.shape[-1]) if op.shape else ((), 1)
+    c = _chunks(n, chunk)
+    g_id, g = low.scope("grid", "g", _prod(outer) * c, None)
+    row, j0 = (g // c, (g % c) * (n // c)) if c > 1 else (g, ex.Const(0, dt.INDEX))
+    out_index = dict(zip((a.name for a in op.axes[:-1]), unflatten(row, outer)))
+    return g_id, row, j0, n // c, out_index
+
+
+def _cpu_elementwise(low: _Lowering, s: sch.CpuElementwise) -> None:
+    op = low.op
+    g_id, row, j0, length, out_index = _rows_and_chunks(low, s.chunk)
+    n = op.shape[-1] if op.shape else 1
+    w = s.vector
+    last = op.axes[-1].name if op.shape else None
+
+    def body(chain, j):
+        index = dict(out_index)
+        if last is not None:
+            index[last] = j
+        flat = row * n + j if op.shape else ex.Const(0, dt.INDEX)
+        low.store_output(low.region(chain, index).emit(op.body), flat, chain[-1], None)
+
+    if length // w:
+        jo_id, jo = low.scope("serial", "jo", length // w, g_id)
+        v_id, v = low.scope("vector", "v", w, jo_id)
+        body([g_id, jo_id, v_id], j0 + jo * w + v)
+    if length % w:
+        jt_id, jt = low.scope("serial", "jt", length % w, g_id)
+        body([g_id, jt_id], j0 + (length // w) * w + jt)
+
+
+def _cpu_row_reduce(low: _Lowering, s: sch.CpuRowReduce) -> None:
+    op = low.op
+    red = op.reduce
+    k_total = _prod(red.extents)
+    g_id, g = low.scope("grid", "g", _prod(op.shape), None)
+    out_index = dict(zip((a.name for a in op.axes), unflatten(g, op.shape)))
+    w = s.vector
+    parts = []
+
+    def body(chain, k):
+        index = dict(out_index)
+        index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
+        return low.region(chain, index).emit(red.body)
+
+    if k_total // w:
+        v_id, v = low.scope("vector", "v", w, g_id)
+        ko_id, ko = low.scope("serial", "ko", k_total // w, v_id)
+        acc = low.b.reduce(red.combiner, body([g_id, v_id, ko_id], ko * w + v), ko_id)
+        parts.append(low.b.reduce(red.combiner, acc, v_id))
+    if k_total % w:
+        kt_id, kt = low.scope("serial", "kt", k_total % w, g_id)
+        parts.append(low.b.reduce(red.combiner, body([g_id, kt_id], (k_total // w) * w + kt), kt_id))
+    if not parts:
+        parts.append(low.b.const(identity(red.combiner, low.cdtype), g_id))
+    acc = parts[0]
+    for p in parts[1:]:
+        acc = low.combine(red.combiner, acc, p, g_id)
+    low.store_output(acc, g, g_id, None)
+
+
+def _cpu_column_reduce(low: _Lowering, s: sch.CpuColumnReduce) -> None:
+    op = low.op
+    red = op.reduce
+    k_total = _prod(red.extents)
+    g_id, row, j0, length, out_index = _rows_and_chunks(low, s.chunk)
+    n = op.shape[-1] if op.shape else 1
+    last = op.axes[-1].name if op.shape else None
+    w = s.vector
+
+    def body(chain, j):
+        index = dict(out_index)
+        if last is not None:
+            index[last] = j
+        k_id, k = low.scope("serial", f"k{len(low.ranges)}", max(1, k_total), chain[-1])
+        index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
+        mask = low.simplify(ex.binary("lt", k, k_total))
+        value = low.region(chain + [k_id], index).emit(red.body)
+        acc = low.b.reduce(red.combiner, value, k_id, mask)
+        flat = row * n + j if op.shape else ex.Const(0, dt.INDEX)
+        low.store_output(acc, flat, chain[-1], None)
+
+    if length // w:
+        jo_id, jo = low.scope("serial", "jo", length // w, g_id)
+        v_id, v = low.scope("vector", "v", w, jo_id)
+        body([g_id, jo_id, v_id], j0 + jo * w + v)
+    if length % w:
+        jt_id, jt = low.scope("serial", "jt", length % w, g_id)
+        body([g_id, jt_id], j0 + (length // w) * w + jt)
+
+
+_TEMPLATES = {
+    sch.GpuElementwise: _gpu_elementwise,
+    sch.GpuRowReduce: _gpu_row_reduce,
+    sch.GpuColumnReduce: _gpu_column_reduce,
+    sch.GpuTranspose: _gpu_transpose,
+    sch.CpuElementwise: _cpu_elementwise,
+    sch.CpuRowReduce: _cpu_row_reduce,
+    sch.CpuColumnReduce: _cpu_column_reduce,
+}
+_NEEDS_REDUCE = (sch.GpuRowReduce, sch.GpuColumnReduce, sch.CpuRowReduce, sch.CpuColumnReduce)
+
+
+def lower_op(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str | None = None) -> Kernel | None:
+    """The GIR kernel computing `op` under `schedule`; None when `op` is empty."""
+    if _prod(op.shape) == 0:
+        return None
+    if isinstance(schedule, _NEEDS_REDUCE) != (op.reduce is not None):
+        raise UnsupportedError(f"schedule {schedule} does not fit {op.kind} operation {op.name}")
+    if isinstance(schedule, sch.GpuTranspose) and (len(op.shape) < 2 or not _transposed_loads(op, graph)):
+        schedule = sch.GpuElementwise()
+    target = "cpu" if type(schedule).__name__.startswith("Cpu") else "gpu"
+    low = _Lowering(op, graph, target, name or op.name)
+    _TEMPLATES[type(schedule)](low, schedule)
+    return low.b.build(op=op.name, schedule=repr(schedule))

@@ -1,0 +1,113 @@
+"""Schedules: how one group's iteration space maps onto the machine.
+
+A schedule is a small frozen record — which template, and its parameters — so it
+can be enumerated, hashed, stored and replayed. `choose` picks one per operation
+from its kind and shape; `compiler.lower` turns (operation, schedule) into GIR.
+
+GPU templates use a grid of blocks of threads (cross-thread reductions through
+warp shuffles and shared memory); CPU templates use a grid of independent rows
+that a thread pool splits, with explicit vector scopes and no barriers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.dtypes import compute_dtype
+from ..ir.tensor import ComputeOp
+
+
+@dataclass(frozen=True)
+class GpuElementwise:
+    """One thread per `vector` consecutive output elements, `threads` per block."""
+
+    threads: int = 256
+    vector: int = 4
+
+
+@dataclass(frozen=True)
+class GpuRowReduce:
+    """One block per output element; its threads stride over the reduction, each
+    reading `vector` consecutive elements, then combine through warp shuffles and
+    shared memory."""
+
+    threads: int = 256
+    vector: int = 4
+
+
+@dataclass(frozen=True)
+class GpuColumnReduce:
+    """One thread per output element, a serial loop over the reduction (coalesced
+    when consecutive outputs are consecutive in memory: column sums, matmul)."""
+
+    threads: int = 256
+
+
+@dataclass(frozen=True)
+class GpuTranspose:
+    """`tile`×`tile` tiles staged through padded shared memory, `rows` thread rows."""
+
+    tile: int = 32
+    rows: int = 8
+
+
+@dataclass(frozen=True)
+class CpuElementwise:
+    """Rows (or row chunks) across the thread pool; `vector` lanes along the last
+    axis with a scalar tail."""
+
+    vector: int = 16
+    chunk: int = 1 << 16
+
+
+@dataclass(frozen=True)
+class CpuRowReduce:
+    """One output element per grid step; `vector` partial accumulators along the
+    reduction, combined at the end, with a scalar tail."""
+
+    vector: int = 16
+
+
+@dataclass(frozen=True)
+class CpuColumnReduce:
+    """`vector` consecutive outputs per step accumulated together over the
+    reduction (column sums, contractions), with a scalar tail."""
+
+    vector: int = 64
+    chunk: int = 1 << 12
+
+
+Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuTranspose
+            | CpuElementwise | CpuRowReduce | CpuColumnReduce)
+
+
+def _pow2_at_most(n: int, cap: int) -> int:
+    p = 1
+    while p * 2 <= min(n, cap):
+        p *= 2
+    return p
+
+
+def choose(op: ComputeOp, target: str) -> Schedule:
+    """The default schedule for `op` on `target` ("gpu" or "cpu")."""
+    kind = op.kind
+    lanes16 = 16 // compute_dtype(op.dtype).itemsize  # elements in 16 bytes
+    if target == "cpu":
+        lanes64 = max(1, 64 // compute_dtype(op.dtype).itemsize)
+        if kind == "reduction-row":
+            return CpuRowReduce(vector=lanes64)
+        if kind in ("reduction-column", "contraction"):
+            return CpuColumnReduce(vector=4 * lanes64)
+        return CpuElementwise(vector=lanes64)
+    if kind == "reduction-row":
+        k = 1
+        for e in op.reduce.extents:
+            k *= e
+        threads = max(32, _pow2_at_most(max(1, k // 4), 256))
+        return GpuRowReduce(threads=threads, vector=4 if k % 4 == 0 else 1)
+    if kind in ("reduction-column", "contraction"):
+        return GpuColumnReduce()
+    if kind == "layout" and len(op.shape) >= 2:
+        return GpuTranspose()
+    last = op.shape[-1] if op.shape else 1
+    vec = lanes16 if last % lanes16 == 0 else 1
+    return GpuElementwise(vector=vec)

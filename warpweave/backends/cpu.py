@@ -1,0 +1,186 @@
+"""The CPU backend: GIR → LLVM IR (host triple) → native code, run on a thread pool.
+
+Each kernel becomes `void name(i64 begin, i64 end, ptr noalias buf0, …)`, which
+runs grid iterations `[begin, end)`; the runtime splits the grid into chunks and
+calls them from a thread pool (ctypes releases the GIL during each call).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+
+from ..errors import CompileError
+from ..ir import dtypes as dt
+from ..ir.gir import Kernel, Node
+from .llvm.codegen import I64, KernelCodegen, Target
+
+_INIT_LOCK = threading.Lock()
+_INITIALIZED = False
+
+
+def _init_llvm() -> None:
+    global _INITIALIZED
+    with _INIT_LOCK:
+        if _INITIALIZED:
+            return
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        libm = ctypes.util.find_library("m")
+        if libm:
+            llvm.load_library_permanently(libm)
+        _INITIALIZED = True
+
+
+_INTRINSICS = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "sqrt": "sqrt", "pow": "pow",
+               "abs": "fabs", "max": "maximum", "min": "minimum", "tanh": "tanh"}
+_LIBM = {"erf": {"float": "erff", "double": "erf"}}
+
+
+def _suffix(ty: ir.Type) -> str:
+    if isinstance(ty, ir.VectorType):
+        return f"v{ty.count}{_suffix(ty.element)}"
+    return {"float": "f32", "double": "f64", "half": "f16"}[str(ty)]
+
+
+class CpuTarget(Target):
+    """Kernels for the host CPU: the grid scope is a loop over `[begin, end)`."""
+
+    def __init__(self):
+        _init_llvm()
+        self.triple = llvm.get_process_triple()
+
+    def declare(self, module: ir.Module, kernel: Kernel):
+        ptr = ir.PointerType()
+        fty = ir.FunctionType(ir.VoidType(), [I64, I64] + [ptr] * len(kernel.params))
+        fn = ir.Function(module, fty, kernel.name)
+        fn.args[0].name, fn.args[1].name = "begin", "end"
+        buffers = {}
+        for arg, p in zip(fn.args[2:], kernel.params):
+            arg.name = p.name
+            arg.add_attribute("noalias")
+            buffers[p.name] = arg
+        return fn, buffers
+
+    def emit_grid(self, cg: KernelCodegen, scope: Node, body) -> None:
+        cg.loop(scope.attr("var"), cg.fn.args[0], cg.fn.args[1], None, body)
+
+    def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
+        ty = args[0].type
+        if op in _INTRINSICS:
+            name = f"llvm.{_INTRINSICS[op]}.{_suffix(ty)}"
+            fn = cg.module.globals.get(name) or ir.Function(
+                cg.module, ir.FunctionType(ty, [ty] * len(args)), name)
+            return cg.b.call(fn, args)
+        if op in _LIBM:
+            scalar = ty.element if isinstance(ty, ir.VectorType) else ty
+            name = _LIBM[op][str(scalar)]
+            fn = cg.module.globals.get(name) or ir.Function(
+                cg.module, ir.FunctionType(scalar, [scalar]), name)
+            if not isinstance(ty, ir.VectorType):
+                return cg.b.call(fn, args)
+            out = ir.Constant(ty, ir.Undefined)
+            for lane in range(ty.count):
+                i = ir.Constant(ir.IntType(32), lane)
+                out = cg.b.insert_element(out, cg.b.call(fn, [cg.b.extract_element(args[0], i)]), i)
+            return out
+        raise CompileError(f"no CPU implementation of {op} for {d}")
+
+
+def generate_module(kernels: list[Kernel], name: str = "warpweave") -> ir.Module:
+    """One LLVM module holding a function per kernel."""
+    target = CpuTarget()
+    module = ir.Module(name=name)
+    module.triple = target.triple
+    for k in kernels:
+        KernelCodegen(k, module, target).generate()
+    return module
+
+
+def _target_machine() -> llvm.TargetMachine:
+    _init_llvm()
+    t = llvm.Target.from_triple(llvm.get_process_triple())
+    return t.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                   features=llvm.get_host_cpu_features().flatten(), opt=3,
+                                   jit=True)
+
+
+def optimize(ir_text: str) -> llvm.ModuleRef:
+    """Parse, verify and optimize (O3) LLVM IR for the host."""
+    _init_llvm()
+    try:
+        mod = llvm.parse_assembly(ir_text)
+        mod.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"LLVM rejected the generated IR: {exc}") from None
+    tm = _target_machine()
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    pb = llvm.create_pass_builder(tm, llvm.PipelineTuningOptions(speed_level=3))
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+def default_threads() -> int:
+    env = os.environ.get("WARPWEAVE_NUM_THREADS")
+    return max(1, int(env)) if env else max(1, os.cpu_count() or 1)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="warpweave")
+        return _POOL
+
+
+@dataclass
+class CpuFunction:
+    name: str
+    grid: int
+    work: int  # element operations per grid iteration, to decide whether to parallelize
+    cfunc: object
+
+
+class CpuExecutable:
+    """Native code for a list of kernels, kept alive with its execution engine."""
+
+    PARALLEL_MIN_WORK = 1 << 15
+
+    def __init__(self, kernels: list[Kernel], works: list[int], name: str = "warpweave"):
+        self.llvm_ir = str(generate_module(kernels, name))
+        mod = optimize(self.llvm_ir)
+        self.optimized_ir = str(mod)
+        self._engine = llvm.create_mcjit_compiler(mod, _target_machine())
+        self._engine.finalize_object()
+        self.functions: dict[str, CpuFunction] = {}
+        for k, work in zip(kernels, works):
+            proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * len(k.params)))
+            addr = self._engine.get_function_address(k.name)
+            if not addr:
+                raise CompileError(f"kernel {k.name} is missing from the compiled module")
+            self.functions[k.name] = CpuFunction(k.name, k.grid, work, proto(addr))
+
+    def launch(self, name: str, pointers: list[int]) -> None:
+        f = self.functions[name]
+        threads = default_threads()
+        if threads == 1 or f.grid == 1 or f.grid * f.work < self.PARALLEL_MIN_WORK:
+            f.cfunc(0, f.grid, *pointers)
+            return
+        chunks = min(f.grid, 4 * threads)
+        bounds = np.linspace(0, f.grid, chunks + 1).astype(np.int64)
+        futures = [_pool().submit(f.cfunc, int(a), int(b), *pointers)
+                   for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        for fut in futures:
+            fut.result()

@@ -257,14 +257,15 @@ def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
 
 
 def _transposed_loads(op: ComputeOp, graph: TensorGraph) -> list[ex.Load]:
-    """Loads whose fastest-moving memory axis is the output's second-to-last axis."""
+    """Loads whose fastest-moving memory axis is the output's second-to-last axis
+    (and that move along the last one: broadcasts along it need no staging)."""
     i_ax, j_ax = op.axes[-2].name, op.axes[-1].name
     ranges = {a.name: (0, n - 1) for a, n in zip(op.axes, op.shape)}
     found = []
     for ld in dict.fromkeys(ex.loads(op.value)):
         strides = row_major_strides(graph[ld.tensor].shape)
         offset = sum((i * s for i, s in zip(ld.indices, strides)), ex.Const(0, dt.INDEX))
-        if ex.stride(offset, i_ax, ranges) == 1 and ex.stride(offset, j_ax, ranges) != 1:
+        if ex.stride(offset, i_ax, ranges) == 1 and ex.stride(offset, j_ax, ranges) not in (0, 1):
             found.append(ld)
     return found
 

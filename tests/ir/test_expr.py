@@ -1,0 +1,111 @@
+import math
+
+import numpy as np
+import pytest
+
+from warpweave.errors import DTypeError, IRError
+from warpweave.ir import dtypes as dt
+from warpweave.ir import expr as ex
+
+b, t, v = ex.Var("b"), ex.Var("t"), ex.Var("v")
+RANGES = {"b": (0, 99), "t": (0, 255), "v": (0, 3)}
+
+
+def test_structural_equality_and_hash():
+    e1 = (t * 4 + v) // 8
+    e2 = (ex.Var("t") * 4 + ex.Var("v")) // 8
+    assert e1 == e2 and hash(e1) == hash(e2)
+    assert e1 != (t * 4 + v) // 4
+    assert {e1: 1}[e2] == 1
+    assert ex.Const(0.0, dt.float32) != ex.Const(-0.0, dt.float32)
+    assert ex.Const(math.nan, dt.float32) == ex.Const(math.nan, dt.float32)
+
+
+def test_immutable():
+    with pytest.raises(AttributeError):
+        t.name = "u"
+
+
+def test_dtype_rules():
+    f = ex.Var("x", dt.float32)
+    with pytest.raises(DTypeError):
+        ex.Binary("add", f, t)
+    with pytest.raises(DTypeError):
+        ex.unary("exp", t)
+    assert ex.binary("lt", t, 3).dtype == dt.bool_
+    with pytest.raises(IRError):
+        ex.Unary("nope", f)
+
+
+def test_simplify_folds_and_normalizes():
+    assert ex.simplify(t - t + 3) == ex.Const(3, dt.INDEX)
+    assert ex.simplify(ex.const(2.0, dt.float32) * ex.const(3.0, dt.float32)) == ex.Const(6.0, dt.float32)
+    assert ex.simplify((t * 8 + v) // 8, RANGES) == t
+    assert ex.simplify((t * 8 + v) % 8, RANGES) == v
+    flat = (b * 256 + t) * 4 + v
+    assert ex.simplify(flat // 4096, RANGES) == b // 4
+
+
+def test_simplify_decides_comparisons_from_ranges():
+    flat = (b * 256 + t) * 4 + v
+    assert ex.simplify(ex.binary("lt", flat, 100 * 1024), RANGES) == ex.Const(True, dt.bool_)
+    assert ex.simplify(ex.binary("ge", flat, 0), RANGES) == ex.Const(True, dt.bool_)
+    undecided = ex.simplify(ex.binary("lt", flat, 1000), RANGES)
+    assert not isinstance(undecided, ex.Const)
+
+
+def test_stride_and_affine():
+    flat = (b * 256 + t) * 4 + v
+    assert ex.stride(flat % 4096, "v", RANGES) == 1
+    assert ex.stride(flat // 4096, "v", RANGES) == 0
+    assert ex.stride(flat, "t", RANGES) == 4
+    coeffs, rest = ex.affine(flat * 2 + 7, ["t", "v"], RANGES)
+    assert coeffs == {"t": 8, "v": 2}
+    assert ex.simplify(rest - (b * 2048 + 7)) == ex.Const(0, dt.INDEX)
+    assert ex.affine((t * t), ["t"]) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_simplify_preserves_value(seed):
+    """Random index expressions evaluate the same before and after simplification."""
+    rng = np.random.default_rng(seed)
+    env = {"b": rng.integers(0, 100, 64), "t": rng.integers(0, 256, 64), "v": rng.integers(0, 4, 64)}
+    leaves = [b, t, v]
+    for _ in range(30):
+        e = leaves[rng.integers(3)]
+        for _ in range(rng.integers(1, 6)):
+            k = int(rng.integers(1, 40))
+            op = rng.choice(["add", "mul", "floordiv", "mod", "sub_pos"])
+            if op == "add":
+                e = e + leaves[rng.integers(3)] * k
+            elif op == "mul":
+                e = e * k
+            elif op == "floordiv":
+                e = e // k
+            elif op == "mod":
+                e = e % k
+            else:
+                e = (e + k) - k
+        s = ex.simplify(e, RANGES)
+        np.testing.assert_array_equal(np.broadcast_to(ex.evaluate(e, env), (64,)),
+                                      np.broadcast_to(ex.evaluate(s, env), (64,)), err_msg=str(e))
+
+
+def test_bounds():
+    assert ex.bounds((t * 4 + v) % 16, RANGES) == (0, 15)
+    assert ex.bounds(t * 4 + v, RANGES) == (0, 1023)
+    assert ex.bounds(t + ex.Var("unknown"), RANGES) is None
+
+
+def test_substitute_and_free_vars():
+    e = ex.Load("x", (t + 1, v), dt.float32)
+    s = ex.substitute(e, {"t": b * 2})
+    assert ex.free_vars(s) == {"b", "v"}
+    r = ex.Reduce("sum", ex.Load("x", (t, ex.Var("k")), dt.float32), (ex.Var("k"),), (8,))
+    assert ex.free_vars(r) == {"t"}
+
+
+def test_text():
+    e = ex.select(ex.binary("lt", t, 3), ex.Var("x", dt.float32), ex.const(1.5, dt.float32))
+    assert ex.to_text(e) == "select(lt(t, 3), x:float32, 1.5:float32)"
+    assert ex.to_text((t + 1) * 2) == "((t + 1) * 2)"

@@ -1,0 +1,38 @@
+"""Helpers shared by the tests: random inputs and per-dtype comparison with numpy."""
+from __future__ import annotations
+
+import numpy as np
+
+from warpweave.ir import dtypes as dt
+
+# (relative, absolute) tolerances against a float64 reference, per dtype.
+TOLERANCE = {
+    "float64": (1e-9, 1e-12),
+    "float32": (2e-5, 1e-5),
+    "float16": (4e-3, 2e-3),
+    "bfloat16": (3e-2, 1.5e-2),
+}
+
+
+def random_array(rng: np.random.Generator, shape, dtype, low=-2.0, high=2.0) -> np.ndarray:
+    """Fresh random values (never all zeros) of a warpweave or numpy dtype."""
+    d = dt.dtype(dtype)
+    if d.is_bool:
+        return rng.random(shape) < 0.5
+    if d.is_int:
+        return rng.integers(-50, 50, size=shape).astype(d.numpy)
+    return rng.uniform(low, high, size=shape).astype(d.numpy)
+
+
+def assert_close(got, ref, dtype, scale: float = 1.0, what: str = "") -> None:
+    """Compare `got` with a float64 (or exact) reference under the dtype's tolerance."""
+    d = dt.dtype(dtype)
+    got = np.asarray(got)
+    ref = np.asarray(ref)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
+    if d.is_bool or d.is_int:
+        np.testing.assert_array_equal(got, ref, err_msg=what)
+        return
+    rtol, atol = TOLERANCE[d.name]
+    np.testing.assert_allclose(got.astype(np.float64), ref.astype(np.float64),
+                               rtol=rtol * scale, atol=atol * scale, err_msg=what)

@@ -1,0 +1,62 @@
+"""`ww.jit` and `ww.build`: the user-facing entry points of the compiler."""
+from __future__ import annotations
+
+import functools
+import threading
+
+from . import options as opts
+from .driver import Program, resolve_target, spec_of
+
+
+class JitFunction:
+    """A Python function compiled on first call per (shapes, dtypes, target)."""
+
+    def __init__(self, fn, target: str | None):
+        self.fn = fn
+        self.target = target
+        self._programs: dict[tuple, Program] = {}
+        self._lock = threading.Lock()
+        functools.update_wrapper(self, fn)
+
+    def _target(self) -> str:
+        return resolve_target(self.target or opts.current().target)
+
+    def lower(self, *args) -> Program:
+        """Compile for these arguments (without running) and return the Program."""
+        from .trace import trace
+
+        specs = tuple(spec_of(a) for a in args)
+        key = (specs, self._target())
+        with self._lock:
+            program = self._programs.get(key)
+            if program is None:
+                graph, single = trace(self.fn, specs)
+                program = Program(graph, single, key[1], getattr(self.fn, "__name__", "program"))
+                self._programs[key] = program
+        return program
+
+    def __call__(self, *args):
+        return self.lower(*args)(*args)
+
+    def __repr__(self):
+        return f"<warpweave.jit {getattr(self.fn, '__qualname__', self.fn)} target={self.target or 'auto'}>"
+
+
+def jit(fn=None, *, target: str | None = None):
+    """Compile a numpy-style function: `@ww.jit`, `@ww.jit(target="cpu")` or
+    `ww.jit(fn, target=...)`. Targets: "auto" (default), "cpu", "interp", "cuda"."""
+    if target is not None:
+        opts.Options(target=target)  # validates the name
+    if fn is None:
+        return lambda f: JitFunction(f, target)
+    return JitFunction(fn, target)
+
+
+def build(outputs, inputs, target: str | None = None, name: str = "te_program") -> Program:
+    """Compile tensor expressions: `outputs` (one or a list) computed from the
+    placeholders `inputs`, in argument order."""
+    from .te import build_graph
+
+    graph = build_graph(outputs, inputs)
+    single = not isinstance(outputs, (list, tuple))
+    return Program(graph, single, resolve_target(target or opts.current().target), name)

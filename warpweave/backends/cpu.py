@@ -20,6 +20,7 @@ from llvmlite import ir
 from ..errors import CompileError
 from ..ir import dtypes as dt
 from ..ir.gir import Kernel, Node
+from .llvm import mathlib
 from .llvm.codegen import I64, KernelCodegen, Target
 
 _INIT_LOCK = threading.Lock()
@@ -40,7 +41,7 @@ def _init_llvm() -> None:
 
 
 _INTRINSICS = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "sqrt": "sqrt", "pow": "pow",
-               "abs": "fabs", "max": "maximum", "min": "minimum", "tanh": "tanh"}
+               "abs": "fabs", "tanh": "tanh"}
 _LIBM = {"erf": {"float": "erff", "double": "erf"}}
 
 
@@ -74,6 +75,8 @@ class CpuTarget(Target):
 
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
         ty = args[0].type
+        if d == dt.float32 and op in mathlib.FUNCTIONS:
+            return mathlib.FUNCTIONS[op](cg.b, cg.module, args[0])
         if op in _INTRINSICS:
             name = f"llvm.{_INTRINSICS[op]}.{_suffix(ty)}"
             fn = cg.module.globals.get(name) or ir.Function(

@@ -73,7 +73,7 @@ class CpuColumnReduce:
     reduction (column sums, contractions), with a scalar tail."""
 
     vector: int = 64
-    chunk: int = 1 << 12
+    chunk: int = 256
 
 
 Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuTranspose
@@ -96,7 +96,7 @@ def choose(op: ComputeOp, target: str) -> Schedule:
         if kind == "reduction-row":
             return CpuRowReduce(vector=lanes64)
         if kind in ("reduction-column", "contraction"):
-            return CpuColumnReduce(vector=4 * lanes64)
+            return CpuColumnReduce(vector=4 * lanes64, chunk=16 * lanes64)
         return CpuElementwise(vector=lanes64)
     if kind == "reduction-row":
         k = 1

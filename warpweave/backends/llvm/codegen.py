@@ -489,6 +489,10 @@ class KernelCodegen:
             return getattr(b, _FLOAT_BINOPS[op])(*args)
         if op == "neg":
             return b.fneg(args[0])
+        if op in ("max", "min"):  # NaN-propagating, like numpy's maximum/minimum
+            x, y = args
+            better = b.fcmp_ordered(">" if op == "max" else "<", x, y)
+            return b.select(b.or_(better, b.fcmp_unordered("uno", x, x)), x, y)
         one = self.vec(ir.Constant(reg_type(d), 1.0))
         if op == "rsqrt":
             return b.fdiv(one, self.target.math(self, "sqrt", args, d))

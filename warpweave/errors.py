@@ -9,12 +9,21 @@ class ShapeError(Error, ValueError):
     """Shapes that do not fit together (broadcasting, reshape, matmul, reductions)."""
 
 
+class IndexOutOfRangeError(ShapeError, IndexError):
+    """An integer index outside its axis (also an IndexError, like numpy's, so that
+    iteration protocols stop on it)."""
+
+
 class DTypeError(Error, TypeError):
     """A dtype that the operation or the target does not support."""
 
 
 class UnsupportedError(Error, NotImplementedError):
     """An operation, argument or construct warpweave cannot compile."""
+
+
+class OptionError(UnsupportedError, ValueError):
+    """An option value a function does not know (e.g. gelu's `approximate`)."""
 
 
 class ArgumentError(Error, TypeError):

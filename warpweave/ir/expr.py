@@ -627,6 +627,15 @@ def _div_mod(op: str, a: Expr, c: int, ranges: Ranges) -> Expr | None:
     b = bounds(a, ranges)
     if b is not None and 0 <= b[0] and b[1] < c:
         return Const(0, dt.INDEX) if op == "floordiv" else a
+    # (c*Q + R) // c = Q + R // c and (c*Q + R) % c = R % c whenever R >= 0.
+    q = {t: k // c for t, k in terms.items() if k % c == 0}
+    q0, r0 = divmod(k0, c)
+    if q or q0:
+        rest = _from_linear({t: k for t, k in terms.items() if k % c != 0}, r0)
+        rb = bounds(rest, ranges)
+        if rb is not None and rb[0] >= 0:
+            r_part = simplify(Binary(op, rest, Const(c, dt.INDEX)), ranges)
+            return r_part if op == "mod" else simplify(_from_linear(q, q0) + r_part, ranges)
     return None
 
 

@@ -16,8 +16,9 @@ Nodes come in three families, named by the prefix of `Node.op`:
   an int64 expression of scope variables), `compute.<op>` for the unary and binary
   ops of `ir.expr` plus `compute.select` and `compute.cast` (attrs dtype), and
   `compute.reduce` (attrs combiner, over: the id of a child scope, mask: an
-  optional bool expression; its input lives in scope `over`, its result in the
-  parent of `over`: the combination over all iterations where mask holds).
+  optional bool expression; its input is a value visible in scope `over` — defined
+  there or further out — and its result lives in the parent of `over`: the
+  combination of the input over all iterations of `over` where mask holds).
 * **data movement** — `move.<from>.<to>` and `sync.block`:
   `move.global.reg` / `move.shared.reg` load `buffer[offset]` (attrs buffer,
   offset: an int64 expression in elements, pred: optional bool expression,

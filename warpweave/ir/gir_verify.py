@@ -1,0 +1,784 @@
+"""The GIR verifier: `verify(kernel)` checks a kernel's invariants and returns it.
+
+It raises `VerificationError` listing every problem it found (each names the node
+ids, buffers and numbers involved); `check(kernel)` returns that list instead.
+The checks, in order:
+
+1. structure — ids unique, known ops, edge ends exist, emission order (every
+   edge's source and every node's scope come before the node), buffers declared
+   once, one `mem.*` node per buffer;
+2. scopes — one `parallel.grid` at the root, at most one `parallel.block` directly
+   inside it, unique scope variables, extents >= 1, `mem.*` nodes at the root and
+   every other node inside the grid; `cpu` kernels have no block scope, shared
+   memory, shuffles or barriers;
+3. memory levels — each edge's level is what its source produces and what its
+   destination takes at that slot (a `global` value flowing into a compute node is
+   a level mismatch); each move names the buffer whose state reaches it, at the
+   right level;
+4. types — edge dtype and per-thread shape match the producer, operand arity and
+   slots per op, dtype rules (comparisons give bool, binary operands agree, ...);
+5. visibility — a register value flows only into its own scope or an inner one
+   (a `compute.reduce` takes a value visible in the scope it reduces over); the
+   expressions in attrs use only the scope variables around the node, with the
+   right dtypes;
+6. barriers — a shared-memory read is separated from the last write by a
+   `sync.block`; barriers and shuffles lie in the block scope, outside vector
+   scopes, unpredicated; shuffles need whole warps and a constant lane < 32;
+7. bounds — every load and store stays inside its buffer wherever its predicate
+   holds (interval arithmetic first, then an exhaustive numpy evaluation over the
+   iteration space when that is small enough, else "unproven");
+8. limits — threads per block, shared bytes per block, vector width.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+import numpy as np
+
+from ..errors import VerificationError
+from . import dtypes as dt
+from . import expr as ex
+from .gir import COMPUTE_OPS, LEVELS, SCOPE_KINDS, SHUFFLE_MODES, WARP_SIZE, Edge, Kernel, Node
+
+__all__ = ["Limits", "verify", "check"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Target limits the verifier enforces."""
+
+    max_threads_per_block: int = 1024
+    max_shared_bytes: int = 48 * 1024
+    max_vector_elems: int = 16
+    max_exhaustive_points: int = 1 << 22
+
+    @staticmethod
+    def for_target(target: str) -> "Limits":
+        """The defaults for a kernel's target: CPU vectors may span several SIMD
+        registers (LLVM splits them); GPU threads access at most 16 elements."""
+        return Limits(max_vector_elems=64) if target == "cpu" else Limits()
+
+
+LOADS = ("move.global.reg", "move.shared.reg")
+STORES = ("move.reg.global", "move.reg.shared")
+SHUFFLE = "move.reg.reg"
+SYNC = "sync.block"
+MEMS = ("mem.global", "mem.shared")
+KNOWN_OPS = frozenset(
+    [f"parallel.{k}" for k in SCOPE_KINDS] + [f"compute.{op}" for op in COMPUTE_OPS]
+    + list(LOADS) + list(STORES) + [SHUFFLE, SYNC] + list(MEMS))
+VALUE_PRODUCERS_MOVES = (*LOADS, SHUFFLE)
+
+_ARITY = {"const": 0, "index": 0, "select": 3, "cast": 1, "reduce": 1,
+          **{op: 1 for op in ex.UNARY_OPS}, **{op: 2 for op in ex.BINARY_OPS}}
+
+
+def verify(kernel: Kernel, limits: Limits | None = None) -> Kernel:
+    """`kernel`, if it passes every check; else `VerificationError` listing the problems."""
+    problems = check(kernel, limits)
+    if problems:
+        n = len(problems)
+        err = VerificationError(
+            f"GIR kernel {kernel.name!r} failed verification ({n} problem{'s' * (n != 1)}):\n"
+            + "\n".join(f"  - {p}" for p in problems))
+        err.problems = problems
+        raise err
+    return kernel
+
+
+def check(kernel: Kernel, limits: Limits | None = None) -> list[str]:
+    """Every problem `verify` would report, as a list of messages (empty: valid)."""
+    return _Verifier(kernel, limits or Limits.for_target(kernel.target)).run()
+
+
+def _level_of_move_end(op: str, end: int) -> str | None:
+    """For `move.<from>.<to>`: the level of its source (end 0) or destination (end 1)."""
+    parts = op.split(".")
+    return parts[1 + end] if len(parts) == 3 else None
+
+
+class _Verifier:
+    def __init__(self, kernel: Kernel, limits: Limits):
+        self.k = kernel
+        self.lim = limits
+        self.problems: list[str] = []
+        self.nodes: dict[str, Node] = {}
+        self.pos: dict[str, int] = {}
+        for i, n in enumerate(kernel.nodes):
+            if n.id not in self.nodes:
+                self.nodes[n.id] = n
+                self.pos[n.id] = i
+        self.scopes = {nid: n for nid, n in self.nodes.items() if n.is_scope}
+        self.params = {}
+        for b in kernel.params:
+            self.params.setdefault(b.name, b)
+        self.allocs = {}
+        for s in kernel.shared:
+            self.allocs.setdefault(s.name, s)
+        self.good_edges: list[Edge] = []
+        self.inputs: dict[str, list[Edge]] = {nid: [] for nid in self.nodes}
+        self.block = None
+        self._states: dict[str, frozenset] = {}
+
+    def add(self, msg: str):
+        self.problems.append(msg)
+
+    def run(self) -> list[str]:
+        for step in (self.check_structure, self.check_scopes, self.check_levels,
+                     self.check_buffers, self.check_types, self.check_visibility,
+                     self.check_barriers, self.check_bounds, self.check_limits):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - a malformed kernel must not crash the report
+                self.add(f"verifier could not finish {step.__name__[6:]} checks on this "
+                         f"malformed kernel: {type(exc).__name__}: {exc}")
+        return self.problems
+
+    # ------------------------------------------------------------------ helpers
+    def desc(self, n: Node | str) -> str:
+        if isinstance(n, str):
+            n = self.nodes.get(n, n)
+            if isinstance(n, str):
+                return n
+        if n.is_scope:
+            return f"{n.id} ({n.op} {n.attr('var')} < {n.attr('extent')})"
+        buf = n.attr("buffer")
+        return f"{n.id} ({n.op}{' ' + str(buf) if buf is not None else ''})"
+
+    def chain(self, scope_id) -> list[Node] | None:
+        out, seen = [], set()
+        while scope_id is not None:
+            s = self.scopes.get(scope_id) if isinstance(scope_id, str) else None
+            if s is None or scope_id in seen:
+                return None
+            seen.add(scope_id)
+            out.append(s)
+            scope_id = s.scope
+        return out[::-1]
+
+    def chain_ids(self, scope_id) -> list[str] | None:
+        c = self.chain(scope_id)
+        return None if c is None else [s.id for s in c]
+
+    def vector_shape(self, scope_id) -> tuple[int, ...] | None:
+        c = self.chain(scope_id)
+        if c is None:
+            return None
+        return tuple(s.attr("extent") for s in c if s.scope_kind == "vector")
+
+    def buffer(self, name):
+        return self.params.get(name) or self.allocs.get(name)
+
+    @staticmethod
+    def is_value_producer(n: Node) -> bool:
+        return n.family == "compute" or n.op in VALUE_PRODUCERS_MOVES
+
+    # ------------------------------------------------------------------ 1. structure
+    def check_structure(self):
+        k = self.k
+        if k.target not in ("gpu", "cpu"):
+            self.add(f"unknown target {k.target!r}: expected 'gpu' or 'cpu'")
+        for nid, count in Counter(n.id for n in k.nodes).items():
+            if count > 1:
+                self.add(f"node id {nid} is used by {count} nodes")
+        for n in k.nodes:
+            if n.op not in KNOWN_OPS:
+                self.add(f"node {n.id} has unknown op {n.op!r}")
+            if self.is_value_producer(n) and not isinstance(n.dtype, dt.DType):
+                self.add(f"{self.desc(n)} produces a value but has no dtype")
+        names = Counter([b.name for b in k.params] + [s.name for s in k.shared])
+        for name, count in names.items():
+            if count > 1:
+                self.add(f"buffer name {name!r} is declared {count} times (params and shared "
+                         f"allocations share one namespace)")
+        for b in k.params:
+            if len(b.shape) != len(b.strides):
+                self.add(f"param {b.name}: shape {list(b.shape)} and strides {list(b.strides)} "
+                         f"differ in rank")
+            if any(s < 0 for s in b.shape):
+                self.add(f"param {b.name}: negative extent in shape {list(b.shape)}")
+            if b.role not in ("in", "out", "inout"):
+                self.add(f"param {b.name}: role {b.role!r} is not in, out or inout")
+        for s in k.shared:
+            if not isinstance(s.size, int) or s.size < 1:
+                self.add(f"shared allocation {s.name} has size {s.size!r}; expected >= 1")
+        for n in k.nodes:
+            if n.scope is None:
+                continue
+            s = self.nodes.get(n.scope) if isinstance(n.scope, str) else None
+            if s is None:
+                self.add(f"{self.desc(n)} lies in scope {n.scope}, which does not exist")
+            elif not s.is_scope:
+                self.add(f"{self.desc(n)} lies in {self.desc(s)}, which is not a parallel scope")
+            elif self.pos[s.id] >= self.pos.get(n.id, -1):
+                self.add(f"emission order: {self.desc(n)} comes before its scope {s.id}")
+        for e in k.edges:
+            ok = True
+            for end, role in ((e.src, "source"), (e.dst, "destination")):
+                if end not in self.nodes:
+                    self.add(f"edge {e.src} -> {e.dst}: its {role} {end} does not exist")
+                    ok = False
+            if e.level not in LEVELS:
+                self.add(f"edge {e.src} -> {e.dst}: unknown memory level {e.level!r} "
+                         f"(expected one of {', '.join(LEVELS)})")
+                ok = False
+            if not isinstance(e.slot, int) or e.slot < 0:
+                self.add(f"edge {e.src} -> {e.dst}: bad slot {e.slot!r}")
+                ok = False
+            if ok and self.pos[e.src] >= self.pos[e.dst]:
+                self.add(f"emission order: {e.src} is used by {e.dst} but comes after it "
+                         f"(nodes must be listed producers first)")
+            if ok:
+                self.good_edges.append(e)
+                self.inputs[e.dst].append(e)
+        for v in self.inputs.values():
+            v.sort(key=lambda e: e.slot)
+        for mem_op, decls, what in (("mem.global", self.params, "param"),
+                                    ("mem.shared", self.allocs, "shared allocation")):
+            seen = Counter(n.attr("buffer") for n in self.nodes.values() if n.op == mem_op)
+            for name in decls:
+                if seen.get(name, 0) != 1:
+                    self.add(f"{what} {name} needs exactly one {mem_op} node; found "
+                             f"{seen.get(name, 0)}")
+            for n in self.nodes.values():
+                if n.op != mem_op:
+                    continue
+                buf = n.attr("buffer")
+                if buf not in decls:
+                    self.add(f"{self.desc(n)} names {buf!r}, which is not a declared {what}")
+                elif n.dtype != decls[buf].dtype:
+                    self.add(f"{self.desc(n)} has dtype {n.dtype} but {what} {buf} is "
+                             f"{decls[buf].dtype}")
+
+    # ------------------------------------------------------------------ 2. scopes
+    def check_scopes(self):
+        k = self.k
+        grids = [n for n in self.scopes.values() if n.scope_kind == "grid"]
+        blocks = [n for n in self.scopes.values() if n.scope_kind == "block"]
+        if not grids:
+            self.add("the kernel has no parallel.grid scope (exactly one is needed, at the root)")
+        elif len(grids) > 1:
+            self.add(f"the kernel has {len(grids)} parallel.grid scopes "
+                     f"({', '.join(g.id for g in grids)}); exactly one is allowed")
+        grid = grids[0] if grids else None
+        if grid is not None and grid.scope is not None:
+            self.add(f"grid scope {grid.id} must be at the root, not inside {grid.scope}")
+        if len(blocks) > 1:
+            self.add(f"the kernel has {len(blocks)} parallel.block scopes "
+                     f"({', '.join(b.id for b in blocks)}); at most one is allowed")
+        for b in blocks:
+            if grid is not None and b.scope != grid.id:
+                self.add(f"block scope {b.id} must lie directly inside the grid scope {grid.id}, "
+                         f"not in {b.scope}")
+        self.block = blocks[0] if len(blocks) == 1 else None
+        owners: dict[str, list[str]] = {}
+        for s in self.scopes.values():
+            if s.scope_kind not in SCOPE_KINDS:
+                self.add(f"{s.id} has unknown scope kind {s.op!r}")
+            var, extent = s.attr("var"), s.attr("extent")
+            if not isinstance(var, str) or not var:
+                self.add(f"scope {s.id} ({s.op}) has no variable name (attr var: {var!r})")
+            else:
+                owners.setdefault(var, []).append(s.id)
+            if not isinstance(extent, int) or isinstance(extent, bool) or extent < 1:
+                self.add(f"scope {self.desc(s)} has extent {extent!r}; expected an int >= 1")
+            if s.scope_kind != "grid":
+                c = self.chain(s.scope)
+                if c is not None and (not c or c[0].scope_kind != "grid"):
+                    self.add(f"scope {self.desc(s)} is not inside the grid scope")
+        for var, ids in owners.items():
+            if len(ids) > 1:
+                self.add(f"scope variable {var!r} is bound by {len(ids)} scopes "
+                         f"({', '.join(ids)}); scope variables must be unique")
+        if k.target == "cpu":
+            for b in blocks:
+                self.add(f"cpu kernel has a block scope {b.id}: CPU schedules use serial and "
+                         f"vector scopes inside the grid")
+            for s in k.shared:
+                self.add(f"cpu kernel allocates shared memory {s.name}")
+            for n in self.nodes.values():
+                if n.op in (SHUFFLE, SYNC) or n.op in ("mem.shared", "move.shared.reg",
+                                                       "move.reg.shared"):
+                    self.add(f"cpu kernel has {self.desc(n)}: shuffles, barriers and shared "
+                             f"memory exist only on the gpu target")
+        for n in self.nodes.values():
+            if n.is_scope:
+                continue
+            if n.family == "mem":
+                if n.scope is not None:
+                    self.add(f"{self.desc(n)} must lie at the root (scope None), not in {n.scope}")
+                continue
+            c = self.chain(n.scope)
+            if c is None:
+                continue  # reported by the structure checks
+            if not c or c[0].scope_kind != "grid":
+                where = "at the root" if not c else f"in {c[-1].id}, outside the grid"
+                self.add(f"{self.desc(n)} lies {where}; every non-mem node must be inside "
+                         f"the grid scope")
+
+    # ------------------------------------------------------------------ 3. levels
+    def produced_level(self, n: Node) -> str | None:
+        if self.is_value_producer(n):
+            return "reg"
+        if n.op == "mem.global" or n.op == "move.reg.global":
+            return "global"
+        if n.op in ("mem.shared", "move.reg.shared", SYNC):
+            return "shared"
+        return None
+
+    @staticmethod
+    def accepted_level(n: Node, slot: int) -> str | None:
+        if n.family == "compute" or n.op == SHUFFLE:
+            return "reg"
+        if n.op in LOADS:
+            return _level_of_move_end(n.op, 0) if slot == 0 else None
+        if n.op in STORES:
+            return _level_of_move_end(n.op, 1) if slot == 0 else "reg" if slot == 1 else None
+        if n.op == SYNC:
+            return "shared"
+        return None
+
+    def check_levels(self):
+        for e in self.good_edges:
+            src, dst = self.nodes[e.src], self.nodes[e.dst]
+            prod = self.produced_level(src)
+            acc = self.accepted_level(dst, e.slot)
+            if prod is None:
+                self.add(f"edge {e.src} -> {e.dst}: {self.desc(src)} produces no value or "
+                         f"memory state")
+                continue
+            if acc is None:
+                self.add(f"edge {e.src} -> {e.dst}: {self.desc(dst)} takes no input at slot "
+                         f"{e.slot}")
+                continue
+            if prod != acc:
+                what = {"reg": "a register value"}
+                hint = ""
+                if acc == "reg":
+                    hint = f" (load it into registers with move.{prod}.reg first)"
+                self.add(f"level mismatch: {self.desc(src)} produces "
+                         f"{what.get(prod, prod + ' memory')} but {self.desc(dst)} takes "
+                         f"{what.get(acc, acc + ' memory')} at slot {e.slot}; the edge says "
+                         f"{e.level}{hint}")
+            elif e.level != prod:
+                self.add(f"level mismatch: edge {e.src} -> {e.dst} is marked {e.level} but "
+                         f"carries a {prod} value from {self.desc(src)}")
+
+    # ------------------------------------------------------------------ buffers
+    def states(self, nid: str, _stack=None) -> frozenset:
+        """The buffers whose state the memory value produced by `nid` can hold."""
+        if nid in self._states:
+            return self._states[nid]
+        n = self.nodes.get(nid)
+        out: frozenset = frozenset()
+        if n is None:
+            pass
+        elif n.family == "mem" or n.op in STORES:
+            buf = n.attr("buffer")
+            out = frozenset([buf]) if isinstance(buf, str) else frozenset()
+        elif n.op == SYNC:
+            stack = _stack or set()
+            if nid not in stack:
+                stack.add(nid)
+                acc = set()
+                for e in self.inputs.get(nid, []):
+                    if e.level in ("global", "shared"):
+                        acc |= self.states(e.src, stack)
+                out = frozenset(acc)
+        self._states[nid] = out
+        return out
+
+    def check_buffers(self):
+        for n in self.nodes.values():
+            if n.op not in LOADS and n.op not in STORES:
+                continue
+            level = _level_of_move_end(n.op, 0 if n.op in LOADS else 1)
+            name = n.attr("buffer")
+            decl = self.params.get(name) if level == "global" else self.allocs.get(name)
+            if decl is None:
+                other = self.allocs.get(name) if level == "global" else self.params.get(name)
+                if other is not None:
+                    kind = "a shared allocation" if level == "global" else "a global param"
+                    self.add(f"{self.desc(n)} accesses {name} as {level} memory but {name} is "
+                             f"{kind}")
+                else:
+                    self.add(f"{self.desc(n)} names buffer {name!r}, which the kernel does not "
+                             f"declare")
+                continue
+            mem_edges = [e for e in self.inputs[n.id] if e.slot == 0]
+            for e in mem_edges:
+                if e.level != level:
+                    continue  # reported as a level mismatch
+                held = self.states(e.src)
+                if name not in held:
+                    have = ", ".join(sorted(map(str, held))) or "no buffer"
+                    self.add(f"{self.desc(n)} names buffer {name} but the {level} memory state "
+                             f"reaching it from {e.src} is {have}'s")
+            if n.dtype != decl.dtype:
+                self.add(f"{self.desc(n)} has dtype {n.dtype} but buffer {name} holds "
+                         f"{decl.dtype}")
+            if n.op in STORES:
+                for e in self.inputs[n.id]:
+                    if e.slot == 1 and e.dtype != decl.dtype:
+                        self.add(f"{self.desc(n)} stores a {e.dtype} value from {e.src} into "
+                                 f"{decl.dtype} buffer {name}: cast it first")
+
+    # ------------------------------------------------------------------ 4. types
+    def expected_arity(self, n: Node) -> tuple[int, int | None] | None:
+        if n.is_scope or n.family == "mem":
+            return 0, 0
+        if n.family == "compute":
+            op = n.op.split(".", 1)[1]
+            a = _ARITY.get(op)
+            return None if a is None else (a, a)
+        if n.op in LOADS or n.op == SHUFFLE:
+            return 1, 1
+        if n.op in STORES:
+            return 2, 2
+        if n.op == SYNC:
+            return 1, None
+        return None
+
+    def check_types(self):
+        for e in self.good_edges:
+            src = self.nodes[e.src]
+            if e.level == "reg":
+                if src.dtype is not None and e.dtype != src.dtype:
+                    self.add(f"edge {e.src} -> {e.dst} says {e.dtype} but {self.desc(src)} "
+                             f"produces {src.dtype}")
+                shape = self.vector_shape(src.scope)
+                if shape is not None and tuple(e.shape) != shape:
+                    self.add(f"edge {e.src} -> {e.dst} has per-thread shape {list(e.shape)} but "
+                             f"{e.src} is a value of shape {list(shape)} (its vector scopes)")
+            else:
+                if tuple(e.shape) != ():
+                    self.add(f"memory edge {e.src} -> {e.dst} has shape {list(e.shape)}; "
+                             f"memory states have shape []")
+                if src.dtype is not None and e.dtype != src.dtype:
+                    self.add(f"memory edge {e.src} -> {e.dst} says {e.dtype} but "
+                             f"{self.desc(src)} holds {src.dtype}")
+                elif src.op == SYNC:
+                    dtypes = {self.buffer(b).dtype for b in self.states(src.id) if self.buffer(b)}
+                    if dtypes and e.dtype not in dtypes:
+                        self.add(f"memory edge {e.src} -> {e.dst} says {e.dtype} but the "
+                                 f"buffers passing through {e.src} hold "
+                                 f"{', '.join(sorted(map(str, dtypes)))}")
+        for n in self.nodes.values():
+            ins = self.inputs[n.id]
+            arity = self.expected_arity(n)
+            slots = [e.slot for e in ins]
+            if arity is not None:
+                lo, hi = arity
+                if len(ins) < lo or (hi is not None and len(ins) > hi):
+                    want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo}-{hi}"
+                    self.add(f"{self.desc(n)} has {len(ins)} operand{'s' * (len(ins) != 1)}; "
+                             f"it takes {want}")
+                elif slots != list(range(len(ins))):
+                    self.add(f"{self.desc(n)} has operands in slots {slots}; expected slots "
+                             f"0..{len(ins) - 1}, each once")
+                    continue
+                else:
+                    self.type_rules(n, ins)
+
+    def type_rules(self, n: Node, ins: list[Edge]):
+        d = n.dtype
+        tys = [e.dtype for e in ins]
+        name = self.desc(n)
+        if n.family == "compute":
+            op = n.op.split(".", 1)[1]
+            if op == "const":
+                v = n.attr("value")
+                if not isinstance(v, ex.Const):
+                    self.add(f"{name}: attr value must be an expr.Const, got {v!r}")
+                elif v.dtype != d:
+                    self.add(f"{name}: constant {ex.to_text(v)} has dtype {v.dtype}, node says {d}")
+            elif op == "index":
+                e = n.attr("expr")
+                if not isinstance(e, ex.Expr):
+                    self.add(f"{name}: attr expr must be an index expression, got {e!r}")
+                elif e.dtype != d or not e.dtype.is_int:
+                    self.add(f"{name}: index expression {ex.to_text(e)} is {e.dtype}; "
+                             f"node says {d}")
+            elif op in ex.UNARY_OPS:
+                a = tys[0]
+                if op == "not" and not a.is_bool:
+                    self.add(f"{name}: 'not' needs a bool operand, got {a}")
+                elif op in ex.FLOAT_ONLY and not a.is_float:
+                    self.add(f"{name}: {op} needs a float operand, got {a}")
+                if d != a:
+                    self.add(f"{name}: result dtype {d} differs from its operand's {a}")
+            elif op in ex.BINARY_OPS:
+                a, b = tys
+                if a != b:
+                    self.add(f"{name}: operands differ in dtype: {a} ({ins[0].src}) and "
+                             f"{b} ({ins[1].src})")
+                if op in ex.COMPARE_OPS:
+                    if d != dt.bool_:
+                        self.add(f"{name}: a comparison produces bool, node says {d}")
+                else:
+                    if op in ex.LOGIC_OPS and not a.is_bool:
+                        self.add(f"{name}: {op} needs bool operands, got {a}")
+                    if op in ex.FLOAT_ONLY and not a.is_float:
+                        self.add(f"{name}: {op} needs float operands, got {a}")
+                    if op in ("floordiv", "mod") and not a.is_int:
+                        self.add(f"{name}: {op} needs integer operands, got {a}")
+                    if d != a:
+                        self.add(f"{name}: result dtype {d} differs from its operands' {a}")
+            elif op == "select":
+                c, a, b = tys
+                if not c.is_bool:
+                    self.add(f"{name}: the condition ({ins[0].src}) must be bool, got {c}")
+                if a != b or d != a:
+                    self.add(f"{name}: branches {ins[1].src} ({a}) and {ins[2].src} ({b}) and "
+                             f"the result ({d}) must share one dtype")
+            elif op == "cast":
+                want = n.attr("dtype")
+                if want is not None and want != d:
+                    self.add(f"{name}: attr dtype {want} differs from the node's dtype {d}")
+            elif op == "reduce":
+                comb = n.attr("combiner")
+                if comb not in ex.COMBINERS:
+                    self.add(f"{name}: unknown combiner {comb!r}; expected one of "
+                             f"{', '.join(ex.COMBINERS)}")
+                if d != tys[0]:
+                    self.add(f"{name}: result dtype {d} differs from its input's {tys[0]}")
+        elif n.op in LOADS:
+            other, pred = n.attr("other"), n.attr("pred")
+            if other is not None and (not isinstance(other, ex.Const) or other.dtype != d):
+                self.add(f"{name}: 'other' must be a {d} constant, got "
+                         f"{ex.to_text(other) if isinstance(other, ex.Expr) else repr(other)}")
+            if pred is not None and other is None:
+                self.add(f"{name}: a predicated load needs 'other' (the value where pred is false)")
+        elif n.op == SHUFFLE:
+            if n.attr("mode") not in SHUFFLE_MODES:
+                self.add(f"{name}: unknown shuffle mode {n.attr('mode')!r}; expected one of "
+                         f"{', '.join(SHUFFLE_MODES)}")
+            if d != tys[0]:
+                self.add(f"{name}: result dtype {d} differs from its input's {tys[0]}")
+
+    # ------------------------------------------------------------------ 5. visibility
+    def expr_attrs(self, n: Node):
+        """(key, expr, scope whose variables it may use, required dtype kind) per Expr attr."""
+        out = []
+        for key, v in n.attrs:
+            if not isinstance(v, ex.Expr):
+                continue
+            scope = n.scope
+            if n.op == "compute.reduce" and key == "mask":
+                over = n.attr("over")
+                scope = over if over in self.scopes else None
+                if scope is None:
+                    continue
+            out.append((key, v, scope))
+        return out
+
+    def check_visibility(self):
+        for e in self.good_edges:
+            if e.level != "reg":
+                continue
+            src, dst = self.nodes[e.src], self.nodes[e.dst]
+            src_chain = self.chain_ids(src.scope)
+            dst_chain = self.chain_ids(dst.scope)
+            if src_chain is None or dst_chain is None:
+                continue
+            if dst.op == "compute.reduce":
+                over = dst.attr("over")
+                over_chain = self.chain_ids(over) if over in self.scopes else None
+                if over_chain is not None and src.scope is not None and src.scope not in over_chain:
+                    self.add(f"value {self.desc(src)} is used outside its scope: "
+                             f"{self.desc(dst)} reduces over {over}, but {e.src} lives in "
+                             f"{src.scope}, which is not {over} or a scope around it")
+                continue
+            if src.scope is not None and src.scope not in dst_chain:
+                self.add(f"value {self.desc(src)} is used outside its scope: it lives in "
+                         f"{self.desc(src.scope)} but {self.desc(dst)} is in "
+                         f"{self.desc(dst.scope) if dst.scope else 'the root'}, which is not "
+                         f"inside it")
+        for n in self.nodes.values():
+            if n.op == "compute.reduce":
+                over = n.attr("over")
+                s = self.scopes.get(over) if isinstance(over, str) else None
+                if s is None:
+                    self.add(f"{self.desc(n)}: 'over' must name a scope, got {over!r}")
+                else:
+                    if s.scope != n.scope:
+                        self.add(f"{self.desc(n)} lies in {n.scope} but reduces over {over}, "
+                                 f"whose parent is {s.scope}; a reduce lies in the parent of its "
+                                 f"'over' scope")
+                    if s.scope_kind in ("grid", "block"):
+                        self.add(f"{self.desc(n)} reduces over the {s.scope_kind} scope {over}: "
+                                 f"cross-thread reductions are spelled with shuffles, shared "
+                                 f"memory and barriers")
+            for key, e, scope in self.expr_attrs(n):
+                chain = self.chain(scope)
+                if chain is None:
+                    continue
+                visible = {s.attr("var") for s in chain if isinstance(s.attr("var"), str)}
+                bad = sorted(ex.free_vars(e) - visible)
+                if bad:
+                    self.add(f"{self.desc(n)}: {key} {ex.to_text(e)} uses "
+                             f"{', '.join(bad)}, which {'is' if len(bad) == 1 else 'are'} not a "
+                             f"variable of the scopes around it (visible: "
+                             f"{', '.join(sorted(visible)) or 'none'})")
+                wrong = sorted({v.name for v in ex.postorder(e) if isinstance(v, ex.Var)
+                                and v.dtype != dt.INDEX and v.name in visible})
+                if wrong:
+                    self.add(f"{self.desc(n)}: {key} uses scope variables {', '.join(wrong)} with "
+                             f"a dtype other than int64")
+                if ex.loads(e):
+                    self.add(f"{self.desc(n)}: {key} {ex.to_text(e)} loads from a tensor; GIR "
+                             f"reads memory only through move nodes")
+            index_key = "offset" if n.op in LOADS or n.op in STORES else \
+                "lane" if n.op == SHUFFLE else None
+            if index_key is not None:
+                key, v = index_key, n.attr(index_key)
+                if not isinstance(v, ex.Expr):
+                    self.add(f"{self.desc(n)}: {key} must be an int64 expression, got {v!r}")
+                elif v.dtype != dt.INDEX:
+                    self.add(f"{self.desc(n)}: {key} {ex.to_text(v)} is {v.dtype}; "
+                             f"expected int64")
+            for key in ("pred", "mask"):
+                v = n.attr(key)
+                if v is None:
+                    continue
+                if not isinstance(v, ex.Expr) or not v.dtype.is_bool:
+                    shown = ex.to_text(v) if isinstance(v, ex.Expr) else repr(v)
+                    self.add(f"{self.desc(n)}: {key} {shown} must be a bool expression")
+
+    # ------------------------------------------------------------------ 6. barriers
+    def check_barriers(self):
+        for n in self.nodes.values():
+            if n.op != "move.shared.reg":
+                continue
+            for e in self.inputs[n.id]:
+                if e.slot != 0 or e.level != "shared":
+                    continue
+                w = self.nodes[e.src]
+                if w.op.startswith("move.") and w.op.endswith(".shared"):
+                    buf = n.attr("buffer")
+                    self.add(f"missing barrier between {w.id} (write {w.attr('buffer')}) and "
+                             f"{n.id} (read {buf}): put a sync.block on {buf} between them")
+        block = self.block
+        for n in self.nodes.values():
+            if n.op not in (SYNC, SHUFFLE):
+                continue
+            what = "sync.block" if n.op == SYNC else "shuffle"
+            chain = self.chain(n.scope)
+            if chain is None:
+                continue
+            if self.k.target == "gpu":
+                if block is None or block.id not in [s.id for s in chain]:
+                    self.add(f"{what} {n.id} must lie inside the block scope")
+                vec = [s.id for s in chain if s.scope_kind == "vector"]
+                if vec:
+                    self.add(f"{what} {n.id} lies inside vector scope {vec[-1]}; it must be "
+                             f"outside vector scopes")
+            if n.attr("pred") is not None:
+                self.add(f"{what} {n.id} has a predicate; every thread of the block "
+                         f"(warp) must execute it")
+            if n.op == SHUFFLE:
+                if block is not None and isinstance(block.attr("extent"), int) and \
+                        block.attr("extent") % WARP_SIZE:
+                    self.add(f"shuffle {n.id} needs whole warps, but the block scope {block.id} "
+                             f"has {block.attr('extent')} threads (not a multiple of {WARP_SIZE})")
+                mode, lane = n.attr("mode"), n.attr("lane")
+                if mode in ("bfly", "down"):
+                    if not (isinstance(lane, ex.Const) and lane.dtype.is_int
+                            and 0 <= lane.value < WARP_SIZE):
+                        shown = ex.to_text(lane) if isinstance(lane, ex.Expr) else repr(lane)
+                        self.add(f"shuffle {n.id} ({mode}) needs a constant lane argument in "
+                                 f"[0, {WARP_SIZE}), got {shown}")
+                elif mode == "idx" and isinstance(lane, ex.Expr) and chain is not None:
+                    b = ex.bounds(lane, {s.attr("var"): (0, s.attr("extent") - 1) for s in chain
+                                         if isinstance(s.attr("extent"), int)})
+                    if b is not None and (b[0] < 0 or b[1] >= WARP_SIZE):
+                        self.add(f"shuffle {n.id} (idx) reads source lanes {b[0]}..{b[1]}, "
+                                 f"outside [0, {WARP_SIZE})")
+
+    # ------------------------------------------------------------------ 7. bounds
+    @staticmethod
+    def span(buf) -> int:
+        """How many elements from the base an access may reach: [0, span)."""
+        if hasattr(buf, "strides"):
+            if any(s == 0 for s in buf.shape):
+                return 0
+            return 1 + sum((s - 1) * max(st, 0) for s, st in zip(buf.shape, buf.strides))
+        return buf.size
+
+    def check_bounds(self):
+        for n in self.nodes.values():
+            if n.op not in LOADS and n.op not in STORES:
+                continue
+            buf = self.buffer(n.attr("buffer"))
+            off, pred = n.attr("offset"), n.attr("pred")
+            chain = self.chain(n.scope)
+            if buf is None or chain is None or not isinstance(off, ex.Expr) or \
+                    not off.dtype.is_int:
+                continue
+            if pred is not None and not (isinstance(pred, ex.Expr) and pred.dtype.is_bool):
+                continue
+            extents = {s.attr("var"): s.attr("extent") for s in chain}
+            if any(not isinstance(v, int) or v < 1 for v in extents.values()):
+                continue
+            used = ex.free_vars(off) | (ex.free_vars(pred) if pred is not None else frozenset())
+            if used - set(extents) or ex.loads(off) or (pred is not None and ex.loads(pred)):
+                continue  # reported by the visibility checks
+            size = self.span(buf)
+            kind = "load" if n.op in LOADS else "store"
+            b = ex.bounds(off, {v: (0, e - 1) for v, e in extents.items()})
+            if b is not None and b[0] >= 0 and b[1] < size:
+                continue
+            order = [s.attr("var") for s in chain if s.attr("var") in used]
+            points = 1
+            for v in order:
+                points *= extents[v]
+            if points > self.lim.max_exhaustive_points:
+                rng = f"{b[0]}..{b[1]}" if b is not None else "unknown"
+                self.add(f"unproven bounds: {kind} {self.desc(n)} at {ex.to_text(off)} (range "
+                         f"{rng}) may leave {buf.name}'s [0, {size}); its iteration space has "
+                         f"{points} points, more than the {self.lim.max_exhaustive_points} the "
+                         f"verifier evaluates exhaustively")
+                continue
+            env = {}
+            for axis, v in enumerate(order):
+                shape = [1] * len(order)
+                shape[axis] = extents[v]
+                env[v] = np.arange(extents[v], dtype=np.int64).reshape(shape)
+            full = tuple(extents[v] for v in order)
+            offs = np.broadcast_to(np.asarray(ex.evaluate(off, env)), full)
+            mask = (np.broadcast_to(np.asarray(ex.evaluate(pred, env), dtype=bool), full)
+                    if pred is not None else np.ones(full, dtype=bool))
+            bad = mask & ((offs < 0) | (offs >= size))
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                at = ", ".join(f"{v}={i}" for v, i in zip(order, first)) or "every point"
+                count = int(bad.sum())
+                verb = "reads" if kind == "load" else "writes"
+                where = " where its predicate holds" if pred is not None else ""
+                self.add(f"out-of-bounds {kind}: {self.desc(n)} {verb} {buf.name}"
+                         f"[{int(offs[first])}] at {at}{where} (valid offsets 0..{size - 1}; "
+                         f"{count} of {mask.size} points out of bounds; offset "
+                         f"{ex.to_text(off)})")
+
+    # ------------------------------------------------------------------ 8. limits
+    def check_limits(self):
+        lim = self.lim
+        for s in self.scopes.values():
+            e = s.attr("extent")
+            if not isinstance(e, int):
+                continue
+            if s.scope_kind == "block" and e > lim.max_threads_per_block:
+                self.add(f"block scope {s.id} has {e} threads; the limit is "
+                         f"{lim.max_threads_per_block} per block")
+            if s.scope_kind == "vector" and e > lim.max_vector_elems:
+                self.add(f"vector scope {s.id} has {e} elements; the limit is "
+                         f"{lim.max_vector_elems}")
+        try:
+            total = sum(a.size * a.dtype.itemsize for a in self.k.shared)
+        except (TypeError, AttributeError):
+            return
+        if total > lim.max_shared_bytes:
+            parts = ", ".join(f"{a.name} {a.size * a.dtype.itemsize} B" for a in self.k.shared)
+            self.add(f"shared memory: {total} B per block ({parts}) exceeds the limit of "
+                     f"{lim.max_shared_bytes} B")
+

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
+
+from ..errors import ArgumentError
 
 from . import options as opts
 from .driver import Program, resolve_target, spec_of
@@ -25,6 +28,7 @@ class JitFunction:
         """Compile for these arguments (without running) and return the Program."""
         from .trace import trace
 
+        self._check_arity(args)
         specs = tuple(spec_of(a) for a in args)
         key = (specs, self._target())
         with self._lock:
@@ -34,6 +38,17 @@ class JitFunction:
                 program = Program(graph, single, key[1], getattr(self.fn, "__name__", "program"))
                 self._programs[key] = program
         return program
+
+    def _check_arity(self, args) -> None:
+        try:
+            sig = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            return
+        try:
+            sig.bind(*args)
+        except TypeError as exc:
+            name = getattr(self.fn, "__name__", "function")
+            raise ArgumentError(f"{name}{sig} was called with {len(args)} arguments: {exc}") from None
 
     def __call__(self, *args):
         return self.lower(*args)(*args)

@@ -1,10 +1,7 @@
 """to_dot: Graphviz text for GIR kernels."""
-import importlib.util
-import pathlib
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -13,18 +10,8 @@ from warpweave.ir.gir import Edge, Node, make_kernel
 from warpweave.ir.gir_dot import FAMILY_SHAPES, LEVEL_COLORS, to_dot
 
 
-def _examples():
-    name = "_warpweave_gir_examples"
-    if name not in sys.modules:
-        path = pathlib.Path(__file__).with_name("test_gir_verify.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+from tests.ir import example_kernels as EX  # noqa: E402
 
-
-EX = _examples()
 
 
 def _balanced(text: str) -> bool:

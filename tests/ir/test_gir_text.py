@@ -1,10 +1,7 @@
 """print_kernel / parse_kernel: the GIR text form round-trips exactly."""
 import dataclasses
-import importlib.util
 import math
-import pathlib
 import random
-import sys
 
 import pytest
 
@@ -15,20 +12,8 @@ from warpweave.ir.gir import Edge, Kernel, Node, SharedAlloc, make_kernel
 from warpweave.ir.gir_text import format_value, parse_kernel, parse_value, print_kernel
 
 
-def _examples():
-    """The example kernels defined in test_gir_verify.py (loaded by path, so this works
-    whatever pytest's import mode)."""
-    name = "_warpweave_gir_examples"
-    if name not in sys.modules:
-        path = pathlib.Path(__file__).with_name("test_gir_verify.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+from tests.ir import example_kernels as EX  # noqa: E402
 
-
-EX = _examples()
 f32 = dt.float32
 
 

@@ -327,6 +327,18 @@ def _rows_and_chunks(low: _Lowering, chunk: int):
     return g_id, row, j0, n // c, out_index
 
 
+def _vector_main_and_tail(low: _Lowering, g_id: str, j0: ex.Expr, length: int, w: int, body) -> None:
+    """Cover `[j0, j0 + length)` with `w`-lane vectors, then a scalar tail; `body(chain, j)`
+    emits the work at position `j` in the scope chain `chain`."""
+    if length // w:
+        jo_id, jo = low.scope("serial", "jo", length // w, g_id)
+        v_id, v = low.scope("vector", "v", w, jo_id)
+        body([g_id, jo_id, v_id], j0 + jo * w + v)
+    if length % w:
+        jt_id, jt = low.scope("serial", "jt", length % w, g_id)
+        body([g_id, jt_id], j0 + (length // w) * w + jt)
+
+
 def _cpu_elementwise(low: _Lowering, s: sch.CpuElementwise) -> None:
     op = low.op
     g_id, row, j0, length, out_index = _rows_and_chunks(low, s.chunk)
@@ -341,13 +353,7 @@ def _cpu_elementwise(low: _Lowering, s: sch.CpuElementwise) -> None:
         flat = row * n + j if op.shape else ex.Const(0, dt.INDEX)
         low.store_output(low.region(chain, index).emit(op.body), flat, chain[-1], None)
 
-    if length // w:
-        jo_id, jo = low.scope("serial", "jo", length // w, g_id)
-        v_id, v = low.scope("vector", "v", w, jo_id)
-        body([g_id, jo_id, v_id], j0 + jo * w + v)
-    if length % w:
-        jt_id, jt = low.scope("serial", "jt", length % w, g_id)
-        body([g_id, jt_id], j0 + (length // w) * w + jt)
+    _vector_main_and_tail(low, g_id, j0, length, w, body)
 
 
 def _cpu_row_reduce(low: _Lowering, s: sch.CpuRowReduce) -> None:
@@ -401,13 +407,7 @@ def _cpu_column_reduce(low: _Lowering, s: sch.CpuColumnReduce) -> None:
         flat = row * n + j if op.shape else ex.Const(0, dt.INDEX)
         low.store_output(acc, flat, chain[-1], None)
 
-    if length // w:
-        jo_id, jo = low.scope("serial", "jo", length // w, g_id)
-        v_id, v = low.scope("vector", "v", w, jo_id)
-        body([g_id, jo_id, v_id], j0 + jo * w + v)
-    if length % w:
-        jt_id, jt = low.scope("serial", "jt", length % w, g_id)
-        body([g_id, jt_id], j0 + (length // w) * w + jt)
+    _vector_main_and_tail(low, g_id, j0, length, w, body)
 
 
 _TEMPLATES = {

@@ -101,24 +101,28 @@ def parse_expr_at(text: str, pos: int = 0,
     return e, p.pos
 
 
-class _Parser:
-    def __init__(self, text: str, pos: int, tensor_dtypes: TensorDTypes):
+class Cursor:
+    """A position in one line of text, with the scanning steps parsers share."""
+
+    def __init__(self, text: str, pos: int = 0, lineno: int | None = None):
         self.text = text
         self.pos = pos
-        self.tensor_dtypes = tensor_dtypes
+        self.lineno = lineno
 
-    # -------------------------------------------------------------- scanning
+    def where(self, at: int) -> str:
+        prefix = f"line {self.lineno}, " if self.lineno is not None else ""
+        return f"{prefix}column {at + 1}"
+
+    def error(self, message: str, at: int | None = None):
+        at = self.pos if at is None else at
+        line = self.text.replace("\n", " ")
+        raise ParseError(f"{self.where(at)}: {message}\n    {line}\n    {' ' * at}^")
+
     def fail(self, expected: str, at: int | None = None):
         at = self.pos if at is None else at
-        rest = self.text[at:at + 12]
-        found = repr(rest) if rest else "end of text"
-        line = self.text.replace("\n", " ")
-        raise ParseError(f"column {at + 1}: expected {expected}, found {found}\n"
-                         f"    {line}\n    {' ' * at}^")
-
-    def error(self, message: str, at: int):
-        line = self.text.replace("\n", " ")
-        raise ParseError(f"column {at + 1}: {message}\n    {line}\n    {' ' * at}^")
+        rest = self.text[at:at + 16]
+        self.error(f"expected {expected}, found {rest!r}" if rest else
+                   f"expected {expected}, found end of text", at)
 
     def ws(self):
         self.pos = _WS.match(self.text, self.pos).end()
@@ -136,6 +140,12 @@ class _Parser:
     def expect(self, s: str, what: str | None = None):
         if not self.take(s):
             self.fail(what or repr(s))
+
+
+class _Parser(Cursor):
+    def __init__(self, text: str, pos: int, tensor_dtypes: TensorDTypes):
+        super().__init__(text, pos)
+        self.tensor_dtypes = tensor_dtypes
 
     def name(self, what: str = "a name") -> str:
         self.ws()

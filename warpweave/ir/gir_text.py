@@ -64,7 +64,7 @@ from ..errors import ParseError
 from . import dtypes as dt
 from . import expr as ex
 from .dtypes import DType
-from .expr_text import expr_to_text, parse_expr_at
+from .expr_text import Cursor, expr_to_text, parse_expr_at
 from .gir import Buffer, Edge, Kernel, Node, SharedAlloc, make_kernel
 
 __all__ = ["print_kernel", "parse_kernel", "format_value", "parse_value"]
@@ -440,50 +440,16 @@ class _Printer:
 
 # ----------------------------------------------------------------------------- scanner
 
-class _Scanner:
-    """A cursor over one line of text."""
+class _Scanner(Cursor):
+    """A cursor over one line of GIR text."""
 
     def __init__(self, text: str, pos: int = 0, tensor_dtypes=None, lineno: int | None = None):
-        self.text = text
-        self.pos = pos
+        super().__init__(text, pos, lineno)
         self.tdt = tensor_dtypes
-        self.lineno = lineno
-
-    def where(self, at: int) -> str:
-        prefix = f"line {self.lineno}, " if self.lineno is not None else ""
-        return f"{prefix}column {at + 1}"
-
-    def error(self, message: str, at: int | None = None):
-        at = self.pos if at is None else at
-        raise ParseError(f"{self.where(at)}: {message}\n    {self.text}\n    {' ' * at}^")
-
-    def fail(self, expected: str, at: int | None = None):
-        at = self.pos if at is None else at
-        rest = self.text[at:at + 16]
-        self.error(f"expected {expected}, found {rest!r}" if rest else
-                   f"expected {expected}, found end of line", at)
-
-    def ws(self):
-        while self.pos < len(self.text) and self.text[self.pos] in " \t":
-            self.pos += 1
 
     def at_end(self) -> bool:
         self.ws()
         return self.pos >= len(self.text) or self.text[self.pos] == "#"
-
-    def peek(self, s: str) -> bool:
-        self.ws()
-        return self.text.startswith(s, self.pos)
-
-    def take(self, s: str) -> bool:
-        if self.peek(s):
-            self.pos += len(s)
-            return True
-        return False
-
-    def expect(self, s: str, what: str | None = None):
-        if not self.take(s):
-            self.fail(what or repr(s))
 
     def peek_keyword(self, kw: str) -> bool:
         self.ws()

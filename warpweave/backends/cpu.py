@@ -76,7 +76,7 @@ class CpuTarget(Target):
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
         ty = args[0].type
         if d == dt.float32 and op in mathlib.FUNCTIONS:
-            return mathlib.FUNCTIONS[op](cg.b, cg.module, args[0])
+            return mathlib.FUNCTIONS[op](cg.b, cg.module, *args)
         if op in _INTRINSICS:
             name = f"llvm.{_INTRINSICS[op]}.{_suffix(ty)}"
             fn = cg.module.globals.get(name) or ir.Function(

@@ -154,4 +154,51 @@ def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     return o.select(o.isnan(x), x, y)
 
 
-FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "erf": erf}
+def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool) -> ir.Value:
+    """x = k·π/2 + r with |r| ≤ π/4 (three-part Cody–Waite), then the quadrant k
+    picks ±sin r or ±cos r. Accurate while |x| stays below about 1e5."""
+    o = _Ops(b, module, x)
+    k = o.intrinsic("floor", o.add(o.mul(x, o.f(0.6366197723675814)), o.f(0.5)))
+    r = o.sub(x, o.mul(k, o.f(1.5703125)))
+    r = o.sub(r, o.mul(k, o.f(4.837512969970703125e-4)))
+    r = o.sub(r, o.mul(k, o.f(7.54978995489188216e-8)))
+    z = o.mul(r, r)
+    sin_r = o.add(o.mul(o.mul(o.poly(z, [-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1]), z), r), r)
+    cos_r = o.add(o.sub(o.f(1.0), o.mul(z, o.f(0.5))),
+                  o.mul(o.mul(z, z), o.poly(z, [2.443315711809948e-5, -1.388731625493765e-3,
+                                                4.166664568298827e-2])))
+    q = b.and_(b.add(b.fptosi(k, o.ty(I32)), o.i(1 if cosine else 0)), o.i(3))
+    odd = b.icmp_signed("!=", b.and_(q, o.i(1)), o.i(0))
+    negative = b.icmp_signed("!=", b.and_(q, o.i(2)), o.i(0))
+    y = o.select(odd, cos_r, sin_r)
+    y = o.select(negative, b.fneg(y), y)
+    inf = b.fcmp_ordered("==", o.intrinsic("fabs", x), o.f(float("inf")))
+    return o.select(b.or_(inf, o.isnan(x)), o.f(float("nan")), y)
+
+
+def sin(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
+    return _sin_cos(b, module, x, cosine=False)
+
+
+def cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
+    return _sin_cos(b, module, x, cosine=True)
+
+
+def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value) -> ir.Value:
+    """x**y as exp(y·log|x|), with numpy's special cases: a negative base needs an
+    integer exponent (odd ones keep the sign), 0**negative is inf, x**0 is 1."""
+    o = _Ops(b, module, x)
+    ax = o.intrinsic("fabs", x)
+    r = exp(b, module, o.mul(y, log(b, module, ax)))
+    fy = o.intrinsic("floor", y)
+    integral = b.fcmp_ordered("==", fy, y)
+    half = o.mul(y, o.f(0.5))
+    odd = b.and_(integral, b.fcmp_unordered("!=", o.intrinsic("floor", half), half))
+    negative = o.lt(x, o.f(0.0))
+    r = o.select(b.and_(negative, odd), b.fneg(r), r)
+    r = o.select(b.and_(negative, b.not_(integral)), o.f(float("nan")), r)
+    r = o.select(b.fcmp_ordered("==", y, o.f(0.0)), o.f(1.0), r)
+    return o.select(b.fcmp_ordered("==", x, o.f(1.0)), o.f(1.0), r)
+
+
+FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "erf": erf, "sin": sin, "cos": cos, "pow": pow}

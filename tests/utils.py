@@ -36,3 +36,25 @@ def assert_close(got, ref, dtype, scale: float = 1.0, what: str = "") -> None:
     rtol, atol = TOLERANCE[d.name]
     np.testing.assert_allclose(got.astype(np.float64), ref.astype(np.float64),
                                rtol=rtol * scale, atol=atol * scale, err_msg=what)
+
+
+def assert_ptxas_accepts(ptx: str, arch: str = "sm_90") -> str:
+    """Assemble PTX with ptxas (skipping the test where ptxas is absent); returns its
+    resource report."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import pytest
+
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        pytest.skip("ptxas is not on PATH")
+    with tempfile.TemporaryDirectory() as d:
+        src = f"{d}/module.ptx"
+        with open(src, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([ptxas, f"-arch={arch}", "-v", src, "-o", f"{d}/module.cubin"],
+                           capture_output=True, text=True)
+    assert r.returncode == 0, f"ptxas rejected the PTX:\n{r.stderr}\n{ptx[:4000]}"
+    return r.stderr

@@ -90,7 +90,7 @@ def _pow2_at_most(n: int, cap: int) -> int:
 def choose(op: ComputeOp, target: str) -> Schedule:
     """The default schedule for `op` on `target` ("gpu" or "cpu")."""
     kind = op.kind
-    lanes16 = 16 // compute_dtype(op.dtype).itemsize  # elements in 16 bytes
+    lanes16 = 16 // op.dtype.itemsize  # elements of one 16-byte access
     if target == "cpu":
         lanes64 = max(1, 64 // compute_dtype(op.dtype).itemsize)
         if kind == "reduction-row":
@@ -102,8 +102,9 @@ def choose(op: ComputeOp, target: str) -> Schedule:
         k = 1
         for e in op.reduce.extents:
             k *= e
-        threads = max(32, _pow2_at_most(max(1, k // 4), 256))
-        return GpuRowReduce(threads=threads, vector=4 if k % 4 == 0 else 1)
+        vec = lanes16 if k % lanes16 == 0 else 1
+        threads = max(32, _pow2_at_most(max(1, k // vec), 256))
+        return GpuRowReduce(threads=threads, vector=vec)
     if kind in ("reduction-column", "contraction"):
         return GpuColumnReduce()
     if kind == "layout" and len(op.shape) >= 2:

@@ -740,6 +740,28 @@ def affine(e: Expr, variables: Iterable[str], ranges: Ranges | None = None) -> t
     return coeffs, _from_linear(rest, lin[1])
 
 
+def divisor(e: Expr, cap: int = 1 << 30) -> int:
+    """A power of two (at most `cap`) that divides the index expression `e` for every
+    value of its variables (1 when nothing better is known): the alignment question."""
+    memo: dict[Expr, int] = {}
+    for n in postorder(e):
+        c = [memo[x] for x in n.children]
+        if isinstance(n, Const) and n.dtype.is_int:
+            v = cap if n.value == 0 else min(cap, n.value & -n.value)
+        elif isinstance(n, Binary) and n.op in ("add", "sub", "max", "min"):
+            v = min(c)
+        elif isinstance(n, Binary) and n.op == "mul":
+            v = min(cap, c[0] * c[1])
+        elif isinstance(n, Binary) and n.op == "mod" and isinstance(n.b, Const):
+            v = min(c[0], c[1])
+        elif isinstance(n, Select):
+            v = min(c[1], c[2])
+        else:
+            v = 1
+        memo[n] = v
+    return memo[e]
+
+
 def stride(e: Expr, var: str, ranges: Ranges | None = None) -> int | None:
     """How much `e` changes when `var` grows by one, if that is a constant."""
     ranges = dict(ranges or {})

@@ -37,6 +37,9 @@ class Target:
     scopes, shuffles, barriers, shared memory and math functions become."""
 
     triple = ""
+    # Every buffer's base address is a multiple of this many bytes (the runtime
+    # guarantees it), so vector accesses at proven offsets may use wide alignment.
+    buffer_alignment = 1
 
     def declare(self, module: ir.Module, kernel: Kernel) -> tuple[ir.Function, dict[str, ir.Value]]:
         """The kernel function and a map from buffer names to their pointers."""
@@ -377,11 +380,12 @@ class KernelCodegen:
         b = self.b
         mode = self._access_mode(offset, pred)
         if mode == "vector":
-            base = self.index(ex.substitute(offset, {self._vector_var: ex.Const(0, dt.INDEX)}))
+            base_expr = ex.substitute(offset, {self._vector_var: ex.Const(0, dt.INDEX)})
+            base = self.index(base_expr)
             if pred is not None:
                 base = b.select(self.index(pred), base, ir.Constant(I64, 0))
             vty = ir.VectorType(mty, self.width)
-            v = b.load(self._addr(ptr, base, mty), typ=vty, align=d.itemsize)
+            v = b.load(self._addr(ptr, base, mty), typ=vty, align=self._alignment(base_expr, d))
             v = self._to_reg(v, d)
             if pred is not None:
                 v = b.select(self.index(pred), v, self.vec(other))
@@ -408,6 +412,14 @@ class KernelCodegen:
             out = b.select(preds, out, self.vec(other))
         return out
 
+    def _alignment(self, base: ex.Expr, d: dt.DType) -> int:
+        """The alignment in bytes of a `width`-lane access at element offset `base`."""
+        whole = self.width * d.itemsize
+        if self.target.buffer_alignment < 2 or whole & (whole - 1):
+            return d.itemsize
+        cap = min(whole, self.target.buffer_alignment)
+        return max(d.itemsize, min(cap, ex.divisor(base, cap) * d.itemsize))
+
     def _access_mode(self, offset: ex.Expr, pred: ex.Expr | None) -> str:
         """scalar (outside vector scopes or lane-invariant), vector (contiguous lanes,
         lane-invariant predicate) or gather (anything else)."""
@@ -432,17 +444,19 @@ class KernelCodegen:
         if mode == "scalar" and isinstance(value.type, ir.VectorType):
             mode = "gather"
         if mode in ("scalar", "vector"):
+            align = d.itemsize
             if mode == "vector":
                 value = self.vec(value)
-                base = self.index(ex.substitute(offset, {self._vector_var: ex.Const(0, dt.INDEX)}))
-                addr = self._addr(ptr, base, mem_type(d))
+                base_expr = ex.substitute(offset, {self._vector_var: ex.Const(0, dt.INDEX)})
+                addr = self._addr(ptr, self.index(base_expr), mem_type(d))
+                align = self._alignment(base_expr, d)
             else:
                 addr = self._addr(ptr, self.index(offset), mem_type(d))
             if pred is None:
-                b.store(self._to_mem(value, d), addr, align=d.itemsize)
+                b.store(self._to_mem(value, d), addr, align=align)
             else:
                 with b.if_then(self.index(pred)):
-                    b.store(self._to_mem(value, d), addr, align=d.itemsize)
+                    b.store(self._to_mem(value, d), addr, align=align)
             return
         value, offs = self.vec(value), self.vec(self.index(offset))
         preds = self.vec(self.index(pred)) if pred is not None else None

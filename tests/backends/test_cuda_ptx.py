@@ -1,0 +1,75 @@
+"""The CUDA code generator without a GPU: every template and dtype lowers to PTX
+that ptxas accepts, with the instructions the design calls for."""
+import pytest
+
+from tests.compiler.test_lower import graph_for
+from tests.utils import assert_ptxas_accepts
+from warpweave.backends.cuda.codegen import compile_ptx
+from warpweave.compiler import schedule as sch
+from warpweave.compiler.lower import lower_op
+from warpweave.errors import UnsupportedError
+from warpweave.ir import dtypes as dt
+from warpweave.ir import expr as ex
+from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
+
+pytestmark = pytest.mark.ptx
+
+
+@pytest.mark.parametrize("shape", [(32, 4096), (33, 4097), (1, 1), (65, 3)])
+@pytest.mark.parametrize("d", [dt.float32, dt.float16, dt.bfloat16])
+def test_every_gpu_template_assembles(shape, d):
+    g, ops = graph_for(*shape, d)
+    kernels = [lower_op(op, g, sch.choose(op, "gpu")) for op in ops]
+    _, ptx = compile_ptx(kernels)
+    assert ptx.count(".entry") == len(kernels)
+    assert_ptxas_accepts(ptx)
+
+
+def test_wide_accesses_shuffles_barriers_and_shared_memory():
+    g, ops = graph_for(32, 4096, dt.float32)
+    _, ew = compile_ptx([lower_op(ops[0], g, sch.choose(ops[0], "gpu"))])
+    assert "ld.global.nc.v4.b32" in ew and "st.global.v4.b32" in ew
+    _, rs = compile_ptx([lower_op(ops[1], g, sch.choose(ops[1], "gpu"))])
+    assert rs.count("shfl.sync.bfly.b32") == 10
+    assert "bar.sync" in rs and "st.shared" in rs and "ld.shared" in rs
+    _, tr = compile_ptx([lower_op(ops[4], g, sch.GpuTranspose())])
+    assert ".shared" in tr and "bar.sync" in tr
+    g16, ops16 = graph_for(32, 4096, dt.bfloat16)
+    _, ew16 = compile_ptx([lower_op(ops16[0], g16, sch.choose(ops16[0], "gpu"))])
+    assert "ld.global.nc.v4.b32" in ew16  # eight bfloat16 per 16-byte access
+    for ptx in (ew, rs, tr, ew16):
+        assert_ptxas_accepts(ptx)
+
+
+@pytest.mark.parametrize("op", ["exp", "log", "tanh", "erf", "sin", "cos", "sqrt", "rsqrt", "abs",
+                                "sigmoid", "neg"])
+@pytest.mark.parametrize("d", [dt.float32, dt.float16])
+def test_math_functions_assemble(op, d):
+    i, j = ex.Var("i"), ex.Var("j")
+    x = Placeholder("x", (8, 64), d)
+    body = ex.unary(op, ex.Load("x", (i, j), d))
+    c = ComputeOp("y", (8, 64), d, (i, j), body)
+    g = TensorGraph([x, c], ["x"], ["y"])
+    _, ptx = compile_ptx([lower_op(c, g, sch.choose(c, "gpu"))])
+    assert_ptxas_accepts(ptx)
+
+
+def test_shuffles_of_every_width_assemble():
+    for d in (dt.float64, dt.int32, dt.int64, dt.float16, dt.bool_):
+        i, r = ex.Var("i"), ex.Var("r")
+        x = Placeholder("x", (4, 256), d)
+        comb = "max"
+        c = ComputeOp("m", (4,), d, (i,), ex.Reduce(comb, ex.Load("x", (i, r), d), (r,), (256,)))
+        g = TensorGraph([x, c], ["x"], ["m"])
+        _, ptx = compile_ptx([lower_op(c, g, sch.choose(c, "gpu"))])
+        assert "shfl.sync" in ptx
+        assert_ptxas_accepts(ptx)
+
+
+def test_float64_transcendentals_are_a_clear_error():
+    i = ex.Var("i")
+    x = Placeholder("x", (64,), dt.float64)
+    c = ComputeOp("y", (64,), dt.float64, (i,), ex.unary("exp", ex.Load("x", (i,), dt.float64)))
+    g = TensorGraph([x, c], ["x"], ["y"])
+    with pytest.raises(UnsupportedError, match="exp on float64"):
+        compile_ptx([lower_op(c, g, sch.choose(c, "gpu"))])

@@ -1,0 +1,190 @@
+"""GIR → PTX: the shared LLVM lowering with the `nvptx64-nvidia-cuda` triple.
+
+Grid and block scopes read `%ctaid.x` and `%tid.x`; shuffles are `shfl.sync`,
+barriers `bar.sync`; shared allocations are module globals in address space 3.
+Math runs in float32 from `backends.llvm.mathlib` (exp through `ex2.approx`):
+the NVPTX backend has no libm, and asking it for `llvm.sin` and friends would
+abort the process, so only a whitelist of intrinsics is ever emitted. PTX is
+produced without a GPU; `ptxas` or the driver turns it into machine code.
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from ...errors import CompileError, ResourceError, UnsupportedError
+from ...ir import dtypes as dt
+from ...ir.gir import Kernel, Node
+from ..llvm import mathlib
+from ..llvm.codegen import I16, I32, I64, KernelCodegen, Target, mem_type
+
+TRIPLE = "nvptx64-nvidia-cuda"
+DEFAULT_ARCH = "sm_90"
+PTX_VERSION = "+ptx80"
+MAX_GRID_X = 2**31 - 1
+_LOG2E = 1.4426950408889634
+
+_INIT_LOCK = threading.Lock()
+_INITIALIZED = False
+
+
+def _init_llvm() -> None:
+    global _INITIALIZED
+    with _INIT_LOCK:
+        if not _INITIALIZED:
+            llvm.initialize_all_targets()
+            llvm.initialize_all_asmprinters()
+            _INITIALIZED = True
+
+
+def check_arch(arch: str) -> str:
+    if not re.fullmatch(r"sm_[0-9]{2,3}a?", arch):
+        raise UnsupportedError(f"unknown CUDA architecture {arch!r}; expected a name like 'sm_90'")
+    return arch
+
+
+class CudaTarget(Target):
+    """Kernels for NVIDIA GPUs through LLVM's NVPTX backend."""
+
+    triple = TRIPLE
+    buffer_alignment = 16  # the runtime launches only on 16-byte aligned buffers
+
+    def __init__(self, arch: str = DEFAULT_ARCH):
+        _init_llvm()
+        self.arch = check_arch(arch)
+        self._shared: dict[tuple[str, str], ir.Value] = {}
+
+    def _intrinsic(self, module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        fn = module.globals.get(name)
+        return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
+
+    def declare(self, module: ir.Module, kernel: Kernel):
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * len(kernel.params)),
+                         kernel.name)
+        buffers = {}
+        for arg, p in zip(fn.args, kernel.params):
+            arg.name = p.name
+            arg.add_attribute("noalias")
+            buffers[p.name] = arg
+        annotations = module.get_named_metadata("nvvm.annotations") if "nvvm.annotations" in \
+            module.namedmetadata else module.add_named_metadata("nvvm.annotations")
+        annotations.add(module.add_metadata([fn, "kernel", ir.IntType(32)(1)]))
+        annotations.add(module.add_metadata([fn, "maxntidx", ir.IntType(32)(kernel.block)]))
+        return fn, buffers
+
+    def _special_register(self, cg: KernelCodegen, name: str) -> ir.Value:
+        fn = self._intrinsic(cg.module, f"llvm.nvvm.read.ptx.sreg.{name}", I32, [])
+        return cg.b.zext(cg.b.call(fn, []), I64)
+
+    def emit_grid(self, cg: KernelCodegen, scope: Node, body) -> None:
+        if scope.attr("extent") > MAX_GRID_X:
+            raise ResourceError(f"kernel {cg.k.name}: a grid of {scope.attr('extent')} blocks "
+                                f"exceeds the CUDA limit of {MAX_GRID_X}")
+        cg.env[scope.attr("var")] = self._special_register(cg, "ctaid.x")
+        body()
+
+    def emit_block(self, cg: KernelCodegen, scope: Node, body) -> None:
+        cg.env[scope.attr("var")] = self._special_register(cg, "tid.x")
+        body()
+
+    def shared_pointer(self, cg: KernelCodegen, name: str) -> ir.Value:
+        key = (cg.k.name, name)
+        if key not in self._shared:
+            alloc = cg.k.shared_alloc(name)
+            ty = ir.ArrayType(mem_type(alloc.dtype), alloc.size)
+            gv = ir.GlobalVariable(cg.module, ty, f"{cg.k.name}.{name}", addrspace=3)
+            gv.linkage = "internal"
+            gv.align = 16
+            gv.initializer = ir.Constant(ty, ir.Undefined)
+            self._shared[key] = gv.gep([ir.Constant(I32, 0), ir.Constant(I32, 0)])  # &array[0]
+        return self._shared[key]
+
+    def shuffle(self, cg: KernelCodegen, value: ir.Value, mode: str, lane: ir.Value) -> ir.Value:
+        b = cg.b
+        lane32 = b.trunc(lane, I32)
+        ty = value.type
+
+        def shfl(v32: ir.Value) -> ir.Value:
+            fn = self._intrinsic(cg.module, f"llvm.nvvm.shfl.sync.{mode}.i32", I32, [I32, I32, I32, I32])
+            return b.call(fn, [ir.Constant(I32, -1), v32, lane32, ir.Constant(I32, 31)])
+
+        if isinstance(ty, ir.FloatType):
+            return b.bitcast(shfl(b.bitcast(value, I32)), ty)
+        if isinstance(ty, ir.HalfType):
+            return b.bitcast(b.trunc(shfl(b.zext(b.bitcast(value, I16), I32)), I16), ty)
+        if isinstance(ty, ir.IntType) and ty.width <= 32:
+            return shfl(value) if ty.width == 32 else b.trunc(shfl(b.zext(value, I32)), ty)
+        if isinstance(ty, (ir.DoubleType, ir.IntType)):  # 64 bits: two 32-bit shuffles
+            bits = b.bitcast(value, I64) if isinstance(ty, ir.DoubleType) else value
+            lo = shfl(b.trunc(bits, I32))
+            hi = shfl(b.trunc(b.lshr(bits, ir.Constant(I64, 32)), I32))
+            out = b.or_(b.zext(lo, I64), b.shl(b.zext(hi, I64), ir.Constant(I64, 32)))
+            return b.bitcast(out, ty) if isinstance(ty, ir.DoubleType) else out
+        raise CompileError(f"cannot shuffle a value of type {ty}")
+
+    def barrier(self, cg: KernelCodegen) -> None:
+        fn = self._intrinsic(cg.module, "llvm.nvvm.barrier.cta.sync.aligned.all", ir.VoidType(), [I32])
+        cg.b.call(fn, [ir.Constant(I32, 0)])
+
+    def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
+        if d != dt.float32:
+            raise UnsupportedError(f"{op} on {d} is not available on the cuda target "
+                                   "(transcendental functions run in float32 there)")
+        b = cg.b
+        if op in ("sqrt", "abs"):
+            name = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs"}[op]
+            return self._elementwise_intrinsic(cg, name, args[0])
+        if op == "exp":
+            scaled = b.fmul(args[0], cg.vec(ir.Constant(ir.FloatType(), _LOG2E)))
+            return self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", scaled, suffix=False)
+        if op in mathlib.FUNCTIONS:
+            return mathlib.FUNCTIONS[op](b, cg.module, *args)
+        raise UnsupportedError(f"no cuda implementation of {op}")
+
+    def _elementwise_intrinsic(self, cg: KernelCodegen, name: str, x: ir.Value, suffix: bool = True):
+        """A float32 intrinsic, applied lane by lane to vectors (NVPTX has no vector math)."""
+        f32 = ir.FloatType()
+        fn = self._intrinsic(cg.module, f"{name}.f32" if suffix else f"{name}.f", f32, [f32])
+        if not isinstance(x.type, ir.VectorType):
+            return cg.b.call(fn, [x])
+        out = ir.Constant(x.type, ir.Undefined)
+        for lane in range(x.type.count):
+            i = ir.Constant(I32, lane)
+            out = cg.b.insert_element(out, cg.b.call(fn, [cg.b.extract_element(x, i)]), i)
+        return out
+
+
+def target_machine(arch: str) -> llvm.TargetMachine:
+    _init_llvm()
+    return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=check_arch(arch),
+                                                                 features=PTX_VERSION, opt=3)
+
+
+def generate_module(kernels: list[Kernel], arch: str = DEFAULT_ARCH, name: str = "warpweave") -> ir.Module:
+    target = CudaTarget(arch)
+    module = ir.Module(name=name)
+    module.triple = TRIPLE
+    module.data_layout = str(target_machine(arch).target_data)
+    for k in kernels:
+        if k.target != "gpu":
+            raise CompileError(f"kernel {k.name} was scheduled for {k.target}, not the GPU")
+        KernelCodegen(k, module, target).generate()
+    return module
+
+
+def compile_ptx(kernels: list[Kernel], arch: str = DEFAULT_ARCH, name: str = "warpweave") -> tuple[str, str]:
+    """(LLVM IR, PTX) for a list of GPU kernels; needs no GPU and no driver."""
+    module = generate_module(kernels, arch, name)
+    ir_text = str(module)
+    tm = target_machine(arch)
+    try:
+        mod = llvm.parse_assembly(ir_text)
+        mod.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"LLVM rejected the generated IR: {exc}") from None
+    pb = llvm.create_pass_builder(tm, llvm.PipelineTuningOptions(speed_level=3))
+    pb.getModulePassManager().run(mod, pb)
+    return ir_text, tm.emit_assembly(mod)

@@ -46,6 +46,33 @@ def test_simplify_folds_and_normalizes():
     assert ex.simplify(flat // 4096, RANGES) == b // 4
 
 
+def test_simplify_merges_unflatten_then_relinearize():
+    f = b * 256 + t
+    assert ex.simplify((f // 3) * 3 + f % 3) == ex.simplify(f)
+    assert ex.simplify(((f // 7) * 7 + f % 7) * 2 + 1) == ex.simplify(f * 2 + 1)
+
+
+def test_bounds_under_a_predicate():
+    """An access guarded by `k·256 + t < 4097` stays inside a 4096×4097 buffer."""
+    k = ex.Var("k")
+    ranges = {"g": (0, 4095), "k": (0, 16), "t": (0, 255)}
+    g = ex.Var("g")
+    offset = g * 4097 + k * 256 + t
+    pred = ex.binary("lt", k * 256 + t, 4097)
+    assert ex.bounds(offset, ranges)[1] >= 4096 * 4097
+    assert ex.bounds_under(offset, pred, ranges) == (0, 4096 * 4097 - 1)
+    both = ex.Binary("and", ex.binary("lt", t % 32 + g * 32, 100), ex.binary("lt", k * 2 + t // 32, 30))
+    off = (k * 2 + t // 32) * 100 + t % 32 + g * 32  # a tile of a transpose: rows * 100 + column
+    assert ex.bounds_under(off, both, ranges) == (0, 29 * 100 + 99)
+
+
+def test_divisor():
+    assert ex.divisor((b * 256 + t) * 4, 16) == 4
+    assert ex.divisor(((b * 256 + t) * 4) % 4096 + b * 8192, 16) == 4
+    assert ex.divisor(t * 4 + 2, 16) == 2
+    assert ex.divisor(t + 1, 16) == 1
+
+
 def test_simplify_decides_comparisons_from_ranges():
     flat = (b * 256 + t) * 4 + v
     assert ex.simplify(ex.binary("lt", flat, 100 * 1024), RANGES) == ex.Const(True, dt.bool_)

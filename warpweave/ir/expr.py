@@ -591,6 +591,33 @@ def _from_linear(terms: Mapping[Expr, int], c: int) -> Expr:
     return out
 
 
+def _merge_div_mod(terms: dict[Expr, int], k0: int) -> tuple[dict[Expr, int], int]:
+    """Rewrite `a·c·(x // c) + a·(x % c)` as `a·x` (what unflattening then
+    re-linearizing an index produces)."""
+    terms = dict(terms)
+    changed = True
+    while changed:
+        changed = False
+        for t, k in list(terms.items()):
+            if not (isinstance(t, Binary) and t.op == "mod" and isinstance(t.b, Const) and t in terms):
+                continue
+            q = Binary("floordiv", t.a, t.b)
+            if terms.get(q) != k * t.b.value:
+                continue
+            del terms[t], terms[q]
+            inner = _linear(t.a)
+            if inner is None:
+                terms[t.a] = terms.get(t.a, 0) + k
+            else:
+                for u, ku in inner[0].items():
+                    terms[u] = terms.get(u, 0) + k * ku
+                k0 += k * inner[1]
+            terms = {u: ku for u, ku in terms.items() if ku}
+            changed = True
+            break
+    return terms, k0
+
+
 def _divisors_desc(n: int) -> list[int]:
     small = [d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]), reverse=True)
@@ -657,7 +684,7 @@ def _simplify_node(e: Expr, ranges: Ranges) -> Expr:
         if e.dtype == dt.INDEX and e.op in ("add", "sub", "mul"):
             lin = _linear(e)
             if lin is not None:
-                return _from_linear(*lin)
+                return _from_linear(*_merge_div_mod(*lin))
         if e.op in ("floordiv", "mod") and isinstance(b, Const) and b.value > 0 and e.dtype == dt.INDEX:
             if b.value == 1:
                 return a if e.op == "floordiv" else Const(0, dt.INDEX)
@@ -738,6 +765,52 @@ def affine(e: Expr, variables: Iterable[str], ranges: Ranges | None = None) -> t
         else:
             rest[t] = k
     return coeffs, _from_linear(rest, lin[1])
+
+
+def _conjuncts(pred: Expr) -> list[Expr]:
+    if isinstance(pred, Binary) and pred.op == "and":
+        return _conjuncts(pred.a) + _conjuncts(pred.b)
+    return [pred]
+
+
+def bounds_under(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int] | None:
+    """Inclusive bounds of the index expression `e` at the points where `pred` holds.
+
+    Each conjunct `lt(x, c)` / `le(x, c)` of `pred` with an affine `x` is matched
+    against the affine form of `e`: where `e = a·x + rest` with a > 0, `a·x` is bounded
+    by the conjunct above and by `ranges` below, and what is left by `ranges`.
+    """
+    if pred is None:
+        return bounds(e, ranges)
+    lin = _linear(simplify(e, ranges))
+    if lin is None:
+        return bounds(e, ranges)
+    remaining, k0 = dict(lin[0]), lin[1]
+    lo = hi = k0
+    for atom in _conjuncts(simplify(pred, ranges)):
+        if not (isinstance(atom, Binary) and atom.op in ("lt", "le") and atom.a.dtype == dt.INDEX
+                and isinstance(atom.b, Const)):
+            continue
+        xl = _linear(atom.a)
+        if xl is None or not xl[0]:
+            continue
+        xterms, x0 = xl
+        first = next(iter(xterms))
+        a, rem = divmod(remaining.get(first, 0), xterms[first])
+        if a <= 0 or rem or any(remaining.get(t) != a * k for t, k in xterms.items()):
+            continue
+        x_hi = atom.b.value - (1 if atom.op == "lt" else 0)
+        xb = bounds(_from_linear(xterms, x0), ranges)
+        if xb is None:
+            continue
+        for t in xterms:
+            del remaining[t]
+        lo += a * (xb[0] - x0)
+        hi += a * (min(x_hi, xb[1]) - x0)
+    rb = bounds(_from_linear(remaining, 0), ranges)
+    if rb is None:
+        return None
+    return lo + rb[0], hi + rb[1]
 
 
 def divisor(e: Expr, cap: int = 1 << 30) -> int:

@@ -25,8 +25,9 @@ The checks, in order:
    `sync.block`; barriers and shuffles lie in the block scope, outside vector
    scopes, unpredicated; shuffles need whole warps and a constant lane < 32;
 7. bounds — every load and store stays inside its buffer wherever its predicate
-   holds (interval arithmetic first, then an exhaustive numpy evaluation over the
-   iteration space when that is small enough, else "unproven");
+   holds (interval arithmetic refined by the predicate's affine conjuncts first,
+   then an exhaustive numpy evaluation over the iteration space when that is small
+   enough, else "unproven");
 8. limits — threads per block, shared bytes per block, vector width.
 """
 from __future__ import annotations
@@ -725,7 +726,7 @@ class _Verifier:
                 continue  # reported by the visibility checks
             size = self.span(buf)
             kind = "load" if n.op in LOADS else "store"
-            b = ex.bounds(off, {v: (0, e - 1) for v, e in extents.items()})
+            b = ex.bounds_under(off, pred, {v: (0, e - 1) for v, e in extents.items()})
             if b is not None and b[0] >= 0 and b[1] < size:
                 continue
             order = [s.attr("var") for s in chain if s.attr("var") in used]

@@ -247,12 +247,11 @@ def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
     t_id, t = low.scope("block", "t", threads, g_id)
     flat = g * threads + t
     guard = ex.binary("lt", flat, total)
-    k_id, k = low.scope("serial", "k", max(1, k_total), t_id)
+    k_id, k = low.scope("serial", "k", k_total, t_id)
     index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
     index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
-    mask = ex.binary("lt", k, k_total) if k_total == 0 else None
     value = low.region([g_id, t_id, k_id], index, guard).emit(red.body)
-    acc = low.b.reduce(red.combiner, value, k_id, low.simplify(mask))
+    acc = low.b.reduce(red.combiner, value, k_id)
     low.store_output(acc, flat, t_id, guard)
 
 
@@ -378,8 +377,6 @@ def _cpu_row_reduce(low: _Lowering, s: sch.CpuRowReduce) -> None:
     if k_total % w:
         kt_id, kt = low.scope("serial", "kt", k_total % w, g_id)
         parts.append(low.b.reduce(red.combiner, body([g_id, kt_id], (k_total // w) * w + kt), kt_id))
-    if not parts:
-        parts.append(low.b.const(identity(red.combiner, low.cdtype), g_id))
     acc = parts[0]
     for p in parts[1:]:
         acc = low.combine(red.combiner, acc, p, g_id)
@@ -399,11 +396,10 @@ def _cpu_column_reduce(low: _Lowering, s: sch.CpuColumnReduce) -> None:
         index = dict(out_index)
         if last is not None:
             index[last] = j
-        k_id, k = low.scope("serial", f"k{len(low.ranges)}", max(1, k_total), chain[-1])
+        k_id, k = low.scope("serial", f"k{len(low.ranges)}", k_total, chain[-1])
         index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
-        mask = low.simplify(ex.binary("lt", k, k_total))
         value = low.region(chain + [k_id], index).emit(red.body)
-        acc = low.b.reduce(red.combiner, value, k_id, mask)
+        acc = low.b.reduce(red.combiner, value, k_id)
         flat = row * n + j if op.shape else ex.Const(0, dt.INDEX)
         low.store_output(acc, flat, chain[-1], None)
 
@@ -426,6 +422,10 @@ def lower_op(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: st
     """The GIR kernel computing `op` under `schedule`; None when `op` is empty."""
     if _prod(op.shape) == 0:
         return None
+    if op.reduce is not None and _prod(op.reduce.extents) == 0:
+        # A reduction over nothing reads nothing: every output is the identity.
+        op = ComputeOp(op.name, op.shape, op.dtype, op.axes, identity(op.reduce.combiner, op.dtype), op.label)
+        schedule = sch.CpuElementwise() if type(schedule).__name__.startswith("Cpu") else sch.GpuElementwise()
     if isinstance(schedule, _NEEDS_REDUCE) != (op.reduce is not None):
         raise UnsupportedError(f"schedule {schedule} does not fit {op.kind} operation {op.name}")
     if isinstance(schedule, sch.GpuTranspose) and (len(op.shape) < 2 or not _transposed_loads(op, graph)):

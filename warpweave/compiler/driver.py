@@ -28,13 +28,13 @@ STAGES = ("tensor", "groups", "gir", "llvm", "ptx")
 
 
 def resolve_target(target: str) -> str:
-    """The concrete target for a requested one ("auto" → cuda where usable, else cpu)."""
+    """The concrete target for a requested one ("auto" → cuda where a GPU is usable,
+    else cpu). "cuda" always compiles (to PTX); running it needs a GPU."""
     if target == "auto":
-        return "cpu"  # the CUDA backend is not part of this build yet
-    if target == "cuda":
-        raise TargetError("target 'cuda' is not available in this build of warpweave: the CUDA "
-                          "backend has not landed yet; use target='cpu' or target='interp'")
-    if target not in ("cpu", "interp"):
+        from ..backends.cuda import driver
+
+        return "cuda" if driver.available() else "cpu"
+    if target not in ("cpu", "interp", "cuda"):
         raise TargetError(f"unknown target {target!r}; expected one of {opts.TARGETS}")
     return target
 
@@ -71,7 +71,7 @@ class Program:
         options = opts.current()
         self._dump_dir = self._make_dump_dir(options.dump_dir)
         self._write("tensor.txt", str(graph))
-        family = "cpu" if self.target == "cpu" else "gpu"
+        family = "cpu" if self.target == "cpu" else "gpu"  # interp runs the GPU kernels
         self.kernels: list[KernelInfo] = []
         for op in graph.compute_ops:
             schedule = choose(op, family)
@@ -82,14 +82,9 @@ class Program:
             pm = PassManager(DEFAULT_PASSES, verify=options.verify, dump=self._dump_kernel)
             self.kernels.append(KernelInfo(kname, (op.name,), schedule, pm.run(gir)))
         self._write("groups.txt", self.dump("groups"))
-        self._backend = None
-        if self.target == "cpu":
-            from ..backends.cpu import CpuExecutable
-
-            works = [self._work(k) for k in self.kernels]
-            self._backend = CpuExecutable([k.gir for k in self.kernels], works, self.name)
-            self._write("llvm.ll", self._backend.llvm_ir)
-            self._write("llvm.opt.ll", self._backend.optimized_ir)
+        self._backend = _make_backend(self, options)
+        for filename, text in self._backend.files.items():
+            self._write(filename, text)
 
     # ------------------------------------------------------------------ inspection
     def dump(self, stage: str) -> str:
@@ -105,12 +100,11 @@ class Program:
             return "\n".join(lines) if lines else "(no kernels: every output is empty)"
         if stage == "gir":
             return "\n\n".join(print_kernel(k.gir) for k in self.kernels)
-        if stage == "llvm":
-            if self.target != "cpu":
-                raise TargetError(f"stage 'llvm' exists for the cpu target; this program targets {self.target}")
-            return self._backend.optimized_ir
-        if stage == "ptx":
-            raise TargetError(f"stage 'ptx' exists for the cuda target; this program targets {self.target}")
+        if stage in self._backend.stages:
+            return self._backend.stages[stage]
+        if stage in STAGES:
+            raise TargetError(f"stage {stage!r} does not exist for the {self.target} target "
+                              f"(it has {', '.join(['tensor', 'groups', 'gir', *self._backend.stages])})")
         raise ArgumentError(f"unknown stage {stage!r}; expected one of {STAGES}")
 
     @property
@@ -137,46 +131,41 @@ class Program:
             if stage == "lowered":
                 self._write(f"{kernel.name}.dot", to_dot(kernel))
 
-    def _work(self, k: KernelInfo) -> int:
-        op = self.graph[k.ops[0]]
-        total = int(np.prod(op.shape, dtype=np.int64)) * max(1, int(np.prod(op.reduce.extents)) if op.reduce else 1)
-        return max(1, total // max(1, k.gir.grid))
-
     # ------------------------------------------------------------------ running
-    def _check_args(self, args) -> list[np.ndarray]:
-        specs = [self.graph[n] for n in self.graph.inputs]
-        if len(args) != len(specs):
-            want = ", ".join(f"{s.dtype}{list(s.shape)}" for s in specs)
-            raise ArgumentError(f"{self.name} takes {len(specs)} arguments ({want}), got {len(args)}")
+    def check_host_args(self, args) -> list[np.ndarray]:
+        """The arguments as C-contiguous numpy arrays, or an error naming what is wrong."""
+        specs = self.input_specs
+        self.check_arg_count(args)
         out = []
         for k, (a, s) in enumerate(zip(args, specs)):
             if not isinstance(a, (np.ndarray, np.generic)):
                 raise ArgumentError(f"argument {k} of {self.name} must be a numpy array "
                                     f"({s.dtype}{list(s.shape)}), got {type(a).__name__}")
             a = np.asarray(a)
-            if tuple(a.shape) != tuple(s.shape):
-                raise ShapeError(f"argument {k} of {self.name}: expected shape {tuple(s.shape)}, "
-                                 f"got {tuple(a.shape)}")
-            if a.dtype != s.dtype.numpy:
-                raise DTypeError(f"argument {k} of {self.name}: expected dtype {s.dtype}, got {a.dtype}")
+            self.check_arg(k, tuple(a.shape), dt.dtype(a.dtype))
             out.append(np.ascontiguousarray(a))
         return out
 
-    def __call__(self, *args):
-        arrays = self._check_args(args)
-        buffers: dict[str, np.ndarray] = dict(zip(self.graph.inputs, arrays))
-        for op in self.graph.compute_ops:
-            buffers[op.name] = np.empty(op.shape, dtype=op.dtype.numpy)
-        for k in self.kernels:
-            params = [buffers[p.name] for p in k.gir.params]
-            if self.target == "interp":
-                from ..backends.interp import run_kernel
+    @property
+    def input_specs(self):
+        return [self.graph[n] for n in self.graph.inputs]
 
-                run_kernel(k.gir, {p.name: b.reshape(-1) for p, b in zip(k.gir.params, params)})
-            else:
-                self._backend.launch(k.name, [b.ctypes.data for b in params])
-        outs = tuple(buffers[n] for n in self.graph.outputs)
-        return outs[0] if self.single else outs
+    def check_arg_count(self, args) -> None:
+        specs = self.input_specs
+        if len(args) != len(specs):
+            want = ", ".join(f"{s.dtype}{list(s.shape)}" for s in specs)
+            raise ArgumentError(f"{self.name} takes {len(specs)} arguments ({want}), got {len(args)}")
+
+    def check_arg(self, k: int, shape: tuple, dtype: dt.DType) -> None:
+        s = self.input_specs[k]
+        if shape != tuple(s.shape):
+            raise ShapeError(f"argument {k} of {self.name}: expected shape {tuple(s.shape)}, got {shape}")
+        if dtype != s.dtype:
+            raise DTypeError(f"argument {k} of {self.name}: expected dtype {s.dtype}, got {dtype}")
+
+    def __call__(self, *args):
+        outs = self._backend.run(self, args)
+        return outs[0] if self.single else tuple(outs)
 
     def __repr__(self):
         return f"<warpweave.Program {self.name} target={self.target} kernels={len(self.kernels)}>"
@@ -190,3 +179,65 @@ def spec_of(value) -> tuple[tuple[int, ...], dt.DType]:
                             + "; wrap scalars as np.float32(x) or np.asarray(x)")
     a = np.asarray(value)
     return tuple(int(s) for s in a.shape), dt.dtype(a.dtype)
+
+
+class _InterpBackend:
+    """Runs the GIR kernels with the numpy interpreter. Backends expose `stages` (text
+    for `Program.dump`) and `files` (what a dump directory gets) and `run`."""
+
+    stages: dict[str, str] = {}
+    files: dict[str, str] = {}
+
+    def run(self, program: Program, args) -> list[np.ndarray]:
+        from ..backends.interp import run_kernel
+
+        buffers = _host_buffers(program, args)
+        for k in program.kernels:
+            run_kernel(k.gir, {p.name: buffers[p.name].reshape(-1) for p in k.gir.params})
+        return [buffers[n] for n in program.graph.outputs]
+
+
+class _CpuBackend:
+    """Native code through LLVM, run on the CPU thread pool."""
+
+    def __init__(self, program: Program):
+        from ..backends.cpu import CpuExecutable
+
+        works = [_work(program.graph, k) for k in program.kernels]
+        self.exe = CpuExecutable([k.gir for k in program.kernels], works, program.name)
+        self.stages = {"llvm": self.exe.optimized_ir}
+        self.files = {"llvm.ll": self.exe.llvm_ir, "llvm.opt.ll": self.exe.optimized_ir}
+
+    def run(self, program: Program, args) -> list[np.ndarray]:
+        buffers = _host_buffers(program, args)
+        for k in program.kernels:
+            self.exe.launch(k.name, [buffers[p.name].ctypes.data for p in k.gir.params])
+        return [buffers[n] for n in program.graph.outputs]
+
+
+def _host_buffers(program: Program, args) -> dict[str, np.ndarray]:
+    arrays = program.check_host_args(args)
+    buffers = dict(zip(program.graph.inputs, arrays))
+    for op in program.graph.compute_ops:
+        buffers[op.name] = np.empty(op.shape, dtype=op.dtype.numpy)
+    return buffers
+
+
+def _work(graph: TensorGraph, k: KernelInfo) -> int:
+    """Element operations per grid step: whether a CPU launch is worth splitting."""
+    op = graph[k.ops[0]]
+    total = int(np.prod(op.shape, dtype=np.int64))
+    if op.reduce is not None:
+        total *= max(1, int(np.prod(op.reduce.extents, dtype=np.int64)))
+    return max(1, total // max(1, k.gir.grid))
+
+
+def _make_backend(program: Program, options: opts.Options):
+    if program.target == "interp":
+        return _InterpBackend()
+    if program.target == "cpu":
+        return _CpuBackend(program)
+    from ..backends.cuda.runtime import CudaProgram
+
+    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.name,
+                       options.cuda_arch)

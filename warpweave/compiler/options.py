@@ -3,7 +3,7 @@
     with ww.options(dump_dir="dumps", verify=False):
         ...
 
-Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1).
+Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class Options:
     target: str = "auto"          # default target of ww.jit / ww.build
     dump_dir: str | None = None   # write every stage of every compile here
     verify: bool = True           # run the GIR verifier after every pass
+    cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -32,7 +33,8 @@ class Options:
 def _from_env() -> Options:
     verify = os.environ.get("WARPWEAVE_VERIFY", "1").strip().lower() not in ("0", "false", "no")
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
-                   dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=verify)
+                   dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=verify,
+                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None)
 
 
 _local = threading.local()

@@ -200,3 +200,9 @@ def test_non_contiguous_inputs_are_accepted(x):
     f = ww.jit(lambda v: v * 2.0, target="cpu")
     view = x.T
     assert_close(f(view), view.astype(np.float64) * 2, "float32")
+
+
+def test_relu_keeps_the_dtype():
+    f = ww.jit(ww.relu, target="cpu")
+    assert f(np.array([True, False])).dtype == np.bool_
+    np.testing.assert_array_equal(f(np.array([-3, 4], np.int32)), [0, 4])

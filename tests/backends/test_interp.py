@@ -62,3 +62,15 @@ def test_out_of_bounds_access_raises():
     b.store("y", g, b.load("x", g + 1, gs), gs)
     with pytest.raises(IRError, match="outside"):
         run_kernel(b.build(), {"x": np.ones(4, np.float32), "y": np.zeros(4, np.float32)})
+
+
+def test_predicated_off_load_from_an_empty_buffer_reads_nothing():
+    b = KernelBuilder("empty", "cpu")
+    b.add_param(Buffer("x", dt.float32, (0,), (1,), "in"))
+    b.add_param(Buffer("y", dt.float32, (4,), (1,), "out"))
+    gs = b.scope("grid", "g", 4, None)
+    v = b.load("x", g, gs, pred=ex.binary("lt", g, 0), other=ex.Const(7.0, dt.float32))
+    b.store("y", g, v, gs)
+    y = np.zeros(4, np.float32)
+    run_kernel(b.build(), {"x": np.zeros(0, np.float32), "y": y})
+    np.testing.assert_array_equal(y, 7.0)

@@ -96,8 +96,11 @@ def _load(st: _State, node: Node) -> None:
     pred = st.expr(node.attr("pred"), node.scope).astype(bool)
     size = mem.shape[-1]
     _check_bounds(node, offset, pred, size)
-    safe = np.where(pred, offset, 0)
-    vals = mem[_grid_index(st, node), safe] if shared else mem[safe]
+    if size == 0:  # nothing to read: every lane is predicated off (checked above)
+        vals = np.zeros(offset.shape, dtype=mem.dtype)
+    else:
+        safe = np.where(pred, offset, 0)
+        vals = mem[_grid_index(st, node), safe] if shared else mem[safe]
     other = np.asarray(node.attr("other").value, dtype=node.dtype.numpy)
     st.values[node.id] = np.where(pred, vals, other).astype(node.dtype.numpy)
 

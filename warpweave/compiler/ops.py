@@ -117,7 +117,7 @@ def where(cond, a, b):
 
 def relu(x):
     """max(x, 0), keeping x's dtype (NaN stays NaN)."""
-    return _elementwise("relu", lambda a: elem_binary("max", a, 0), x)
+    return _elementwise("relu", lambda a: elem_binary("max", a, ex.Const(0, a.dtype)), x)
 
 
 _SQRT1_2 = math.sqrt(0.5)

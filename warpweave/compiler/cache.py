@@ -23,7 +23,6 @@ warns once per directory per process (`RuntimeWarning`).
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import hashlib
 import os
@@ -180,15 +179,19 @@ _warned_dirs: set[str] = set()
 _warn_lock = threading.Lock()
 
 
-def _warn_once(directory: str, what: str, err: BaseException) -> None:
+def _warn_once(directory: str, err: BaseException) -> None:
     with _warn_lock:
         if directory in _warned_dirs:
             return
         _warned_dirs.add(directory)
-    warnings.warn(f"warpweave: cannot {what} the compile cache directory {directory!r} "
-                  f"({type(err).__name__}: {err}); compiled kernels are cached in memory "
-                  f"only for the rest of this process (set {ENV_VAR} to a writable directory)",
-                  RuntimeWarning, stacklevel=4)
+    # Point the warning at the first frame outside this module (the compiler's call).
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"warpweave: the compile cache directory {directory!r} is not usable "
+                  f"({type(err).__name__}: {err}); compiled kernels are cached in memory only "
+                  f"for the rest of this process (set {ENV_VAR} to a writable directory)",
+                  RuntimeWarning, stacklevel=level)
 
 
 class _BadEntry(Exception):
@@ -351,7 +354,7 @@ class KernelCache:
             if os.path.isdir(self.directory) and os.path.lexists(sub) and not os.path.isdir(sub):
                 self._bad(key, path, "subdirectory is not a directory", remove=sub)
                 return None
-            self._disable(e, "read")
+            self._disable(e)
             return None
         except OSError as e:
             # A directory where the file should be, an unreadable file, an I/O error:
@@ -369,18 +372,19 @@ class KernelCache:
             self.stats.corrupt += 1
         _remove(remove or path)
 
-    def _disable(self, err: BaseException, what: str) -> None:
+    def _disable(self, err: BaseException) -> None:
+        """The directory itself is unusable (e.g. it is a regular file): memory only."""
         self._read_disk = False
         self._write_disk = False
-        with self._lock:
-            self.stats.write_errors += what == "write"
-        _warn_once(self.directory, what, err)
+        _warn_once(self.directory, err)
 
     def _write_failed(self, err: BaseException) -> None:
+        """Writing failed (read-only, permission denied, disk full): stop writing, keep
+        reading whatever valid entries the directory has."""
         self._write_disk = False
         with self._lock:
             self.stats.write_errors += 1
-        _warn_once(self.directory, "write to", err)
+        _warn_once(self.directory, err)
 
     def _write(self, path: str, blob: bytes) -> None:
         sub = os.path.dirname(path)
@@ -396,8 +400,11 @@ class KernelCache:
             fd, tmp = tempfile.mkstemp(dir=sub, prefix="." + os.path.basename(path) + ".",
                                        suffix=_TMP_SUFFIX)
         except OSError as e:
-            if isinstance(e, (FileExistsError, NotADirectoryError)) or not os.path.isdir(sub):
-                self._disable(e, "write")
+            if isinstance(e, NotADirectoryError) or (os.path.lexists(self.directory)
+                                                     and not os.path.isdir(self.directory)):
+                with self._lock:
+                    self.stats.write_errors += 1
+                self._disable(e)
             else:
                 self._write_failed(e)
             return

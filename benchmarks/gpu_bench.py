@@ -1,0 +1,200 @@
+"""warpweave on the GPU beside PyTorch eager and torch.compile, on the same inputs,
+in the same process, as fractions of the bandwidth roofline.
+
+    PYTHONPATH=$PWD python benchmarks/gpu_bench.py [--rows 8192 --cols 4096] [--out DIR]
+
+The roofline of a case is the bytes it must move (each input read once, each output
+written once) divided by the device's copy bandwidth, measured here with a large
+device-to-device copy (bytes read + bytes written). Times are medians of CUDA-event
+timings after warm-up. Writes results.json and results.md into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import warpweave as ww
+
+
+def event_time_ms(fn, warmup=10, reps=50) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second of a 1 GiB device-to-device copy, counting read + write."""
+    n = 1 << 28
+    a = torch.empty(n, dtype=torch.float32, device="cuda").uniform_()
+    b = torch.empty_like(a)
+    ms = event_time_ms(lambda: b.copy_(a), warmup=5, reps=20)
+    return 2 * a.numel() * 4 / (ms * 1e-3)
+
+
+def cases(rows, cols):
+    def chain(x, r):
+        return ww.maximum(0.5 * x + r, 0.0) * ww.sigmoid(r) - x
+
+    def torch_chain(x, r):
+        return torch.relu(0.5 * x + r) * torch.sigmoid(r) - x
+
+    # (name, warpweave fn, torch fn, number of inputs, output elements as a fraction of an input)
+    return [
+        ("copy", lambda x: x.astype(x.dtype), lambda x: x.clone(), 1, 1.0),
+        ("add", lambda x, y: x + y, lambda x, y: x + y, 2, 1.0),
+        ("x*2+1", lambda x: x * 2.0 + 1.0, lambda x: x * 2.0 + 1.0, 1, 1.0),
+        ("exp", lambda x: ww.exp(x), torch.exp, 1, 1.0),
+        ("gelu(tanh)", lambda x: ww.gelu(x, approximate="tanh"),
+         lambda x: torch.nn.functional.gelu(x, approximate="tanh"), 1, 1.0),
+        ("relu(0.5x+r)*sigmoid(r)-x", chain, torch_chain, 2, 1.0),
+        ("row sum", lambda x: x.sum(axis=1), lambda x: x.sum(dim=1), 1, 1.0 / cols),
+        ("row max", lambda x: x.max(axis=1), lambda x: x.amax(dim=1), 1, 1.0 / cols),
+        ("column sum", lambda x: x.sum(axis=0), lambda x: x.sum(dim=0), 1, 1.0 / rows),
+        ("transpose", lambda x: x.T.astype(x.dtype), lambda x: x.t().contiguous(), 1, 1.0),
+    ]
+
+
+def check(got, ref, dtype):
+    g, r = got.double(), ref.double()
+    err = ((g - r).norm() / r.norm().clamp_min(1e-30)).item()
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    assert err < tol, f"relative error {err}"
+    return err
+
+
+def bench_ops(rows, cols, bandwidth, results):
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, wfn, tfn, nin, out_frac in cases(rows, cols):
+            inputs = [torch.randn(rows, cols, device="cuda", dtype=dtype) for _ in range(nin)]
+            jitted = ww.jit(wfn, target="cuda")
+            compiled = torch.compile(tfn)
+            ref = tfn(*[x.double() for x in inputs]).to(dtype)
+            out = jitted(*inputs)
+            err = check(out, ref, dtype)
+            kernels = len(jitted.lower(*inputs).kernels)
+            nbytes = sum(x.numel() * x.element_size() for x in inputs) + \
+                int(rows * cols * out_frac) * inputs[0].element_size()
+            t_ww = event_time_ms(lambda: jitted(*inputs))
+            t_eager = event_time_ms(lambda: tfn(*inputs))
+            t_tc = event_time_ms(lambda: compiled(*inputs))
+            roof_ms = nbytes / bandwidth * 1e3
+            results.append(dict(case=name, dtype=str(dtype).replace("torch.", ""), kernels=kernels,
+                                bytes=nbytes, warpweave_ms=t_ww, eager_ms=t_eager, compile_ms=t_tc,
+                                roofline_ms=roof_ms, warpweave_frac=roof_ms / t_ww,
+                                eager_frac=roof_ms / t_eager, compile_frac=roof_ms / t_tc,
+                                rel_error=err))
+            r = results[-1]
+            print(f"{r['case']:28s} {r['dtype']:9s} ww {t_ww:7.3f} ms ({r['warpweave_frac']:5.1%})  "
+                  f"eager {t_eager:7.3f} ({r['eager_frac']:5.1%})  compile {t_tc:7.3f} "
+                  f"({r['compile_frac']:5.1%})  kernels={kernels} err={err:.1e}", flush=True)
+
+
+def bench_overhead():
+    """Host time per call of a compiled one-kernel program on a tiny tensor."""
+    x = torch.randn(32, device="cuda")
+    f = ww.jit(lambda v: v + 1.0, target="cuda")
+    f(x)
+    torch.cuda.synchronize()
+    n = 20000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        f(x)
+    per_call = (time.perf_counter() - t0) / n
+    torch.cuda.synchronize()
+    program = f.lower(x)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        program(x)
+    per_program_call = (time.perf_counter() - t0) / n
+    torch.cuda.synchronize()
+    eager_t0 = time.perf_counter()
+    for _ in range(n):
+        torch.add(x, 1.0)
+    eager = (time.perf_counter() - eager_t0) / n
+    torch.cuda.synchronize()
+    return dict(jit_call_us=per_call * 1e6, program_call_us=per_program_call * 1e6,
+                torch_eager_add_us=eager * 1e6)
+
+
+def bench_compile_times():
+    """Cold compile of one kernel (trace, lower, LLVM, PTX, driver load) and a warm
+    disk-cache hit (a fresh process state, the cache directory populated)."""
+    from warpweave.compiler import cache as cache_mod
+
+    x = torch.randn(4096, 4096, device="cuda")
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        os.environ["WARPWEAVE_CACHE_DIR"] = d
+        cold, warm = [], []
+        for k in range(5):
+            scale = 1.0 + k  # a new program each time: nothing in memory
+            f = ww.jit(lambda v, s=scale: ww.exp(v * s), target="cuda")
+            t0 = time.perf_counter()
+            f(x)
+            torch.cuda.synchronize()
+            cold.append(time.perf_counter() - t0)
+            cache_mod.default_cache()._memory.clear()  # forget the in-process layer
+            g = ww.jit(lambda v, s=scale: ww.exp(v * s), target="cuda")
+            t0 = time.perf_counter()
+            g(x)
+            torch.cuda.synchronize()
+            warm.append(time.perf_counter() - t0)
+        out["cold_compile_ms"] = statistics.median(cold) * 1e3
+        out["warm_cache_ms"] = statistics.median(warm) * 1e3
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=8192)
+    ap.add_argument("--cols", type=int, default=4096)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--skip-ops", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    bw = copy_bandwidth()
+    print(f"device {props.name}, {props.multi_processor_count} SMs; copy bandwidth {bw / 1e12:.3f} TB/s")
+    results = []
+    if not args.skip_ops:
+        bench_ops(args.rows, args.cols, bw, results)
+    overhead = bench_overhead()
+    print("per-call overhead:", overhead)
+    compile_times = bench_compile_times()
+    print("compile:", compile_times)
+    meta = dict(date=str(datetime.date.today()), device=props.name, sms=props.multi_processor_count,
+                copy_bandwidth_tbs=bw / 1e12, torch=torch.__version__, rows=args.rows, cols=args.cols)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(dict(meta=meta, ops=results, overhead=overhead, compile=compile_times), f, indent=1)
+    lines = [f"| case | dtype | kernels | warpweave ms (roofline) | eager ms (roofline) | "
+             f"torch.compile ms (roofline) | vs torch.compile |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['case']} | {r['dtype']} | {r['kernels']} | {r['warpweave_ms']:.3f} "
+                     f"({r['warpweave_frac']:.0%}) | {r['eager_ms']:.3f} ({r['eager_frac']:.0%}) | "
+                     f"{r['compile_ms']:.3f} ({r['compile_frac']:.0%}) | "
+                     f"{r['compile_ms'] / r['warpweave_ms']:.2f}× |")
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

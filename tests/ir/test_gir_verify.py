@@ -291,7 +291,7 @@ def test_dtype_rules():
 
 def test_vector_limit_and_edge_shape():
     k = cpu_kernel(n=2048, vec=32, inner=4)
-    assert check(k) == []  # CPU vectors may span several SIMD registers (limit 64)
+    assert check(k) == []  # CPU vectors may span several SIMD registers (limit 256)
     assert "vector scope %5 has 32 elements; the limit is 16" in rejected(k, max_vector_elems=16)
     assert "vector scope %5 has 32 elements; the limit is 16" in "\n".join(
         check(dataclasses.replace(k, target="gpu"), Limits()))

@@ -70,9 +70,10 @@ class CpuRowReduce:
 @dataclass(frozen=True)
 class CpuColumnReduce:
     """`vector` consecutive outputs per step accumulated together over the
-    reduction (column sums, contractions), with a scalar tail."""
+    reduction (column sums, contractions): one wide contiguous read per row of the
+    reduction, accumulators in registers; a scalar tail."""
 
-    vector: int = 64
+    vector: int = 256
     chunk: int = 256
 
 
@@ -96,7 +97,7 @@ def choose(op: ComputeOp, target: str) -> Schedule:
         if kind == "reduction-row":
             return CpuRowReduce(vector=lanes64)
         if kind in ("reduction-column", "contraction"):
-            return CpuColumnReduce(vector=4 * lanes64, chunk=16 * lanes64)
+            return CpuColumnReduce(vector=16 * lanes64, chunk=16 * lanes64)  # 1 KB of each row
         return CpuElementwise(vector=lanes64)
     if kind == "reduction-row":
         k = 1

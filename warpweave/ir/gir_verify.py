@@ -55,9 +55,10 @@ class Limits:
 
     @staticmethod
     def for_target(target: str) -> "Limits":
-        """The defaults for a kernel's target: CPU vectors may span several SIMD
-        registers (LLVM splits them); GPU threads access at most 16 elements."""
-        return Limits(max_vector_elems=64) if target == "cpu" else Limits()
+        """The defaults for a kernel's target: CPU vectors may span many SIMD registers
+        (LLVM splits them; 256 float32 lanes fill 16 AVX-512 registers); GPU threads
+        access at most 16 elements."""
+        return Limits(max_vector_elems=256) if target == "cpu" else Limits()
 
 
 LOADS = ("move.global.reg", "move.shared.reg")

@@ -52,3 +52,17 @@ class CompileError(Error, RuntimeError):
 
 class ResourceError(Error):
     """A kernel exceeds a limit of its target (threads, registers, shared memory)."""
+
+
+class CudaError(Error, RuntimeError):
+    """A CUDA driver call failed. `.name` holds the CUDA error name (for example
+    "CUDA_ERROR_INVALID_VALUE"), `.code` its number and `.call` the driver function."""
+
+    def __init__(self, message: str, name: str = "", code: int | None = None, call: str = ""):
+        super().__init__(message)
+        self.name = name
+        self.code = code
+        self.call = call
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.name, self.code, self.call))

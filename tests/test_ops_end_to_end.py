@@ -1,5 +1,5 @@
 """End-to-end tests of the public surface of `ww.jit`: every operator, method and
-function, compiled for the "interp" and "cpu" targets, run on fresh random inputs
+function, compiled for the "interp" and "cpu" targets (and "cuda" in the gpu tier), run on fresh random inputs
 and compared with numpy computed in float64 (inputs cast up). Result dtypes must
 be numpy's on the original dtypes; where bfloat16 is involved (numpy cannot
 promote it) they must follow warpweave's documented rule: bfloat16 ranks with
@@ -18,7 +18,7 @@ import warpweave as ww
 from tests.utils import assert_close, random_array
 from warpweave.ir import dtypes as dt
 
-TARGETS = ["interp", "cpu"]
+TARGETS = ["interp", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 FLOATS = ["float32", "float16", "bfloat16"]
 NUMERIC = FLOATS + ["int32"]
 ALL = NUMERIC + ["bool"]

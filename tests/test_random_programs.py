@@ -104,7 +104,7 @@ def _broadcast(s, t):
     return out
 
 
-@pytest.mark.parametrize("target", ["interp", "cpu"])
+@pytest.mark.parametrize("target", ["interp", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("seed", range(12))
 def test_random_program(target, seed):
     rng = np.random.default_rng([seed, np.random.SeedSequence().entropy % (1 << 32)])

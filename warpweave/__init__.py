@@ -23,3 +23,14 @@ from .compiler.te import compute, max, min, placeholder, reduce_axis, sum
 from .compiler.driver import KernelInfo, Program
 from .compiler.jit import JitFunction, build, jit
 from .compiler.options import Options, options
+
+_CUDA_NAMES = {"to_device": "to_device", "DeviceArray": "DeviceArray"}
+
+
+def __getattr__(name):
+    """CUDA arrays load on first use, so importing warpweave never imports cuda-python."""
+    if name in _CUDA_NAMES:
+        from .backends.cuda import arrays
+
+        return getattr(arrays, _CUDA_NAMES[name])
+    raise AttributeError(f"module 'warpweave' has no attribute {name!r}")

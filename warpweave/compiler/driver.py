@@ -237,7 +237,33 @@ def _make_backend(program: Program, options: opts.Options):
         return _InterpBackend()
     if program.target == "cpu":
         return _CpuBackend(program)
-    from ..backends.cuda.runtime import CudaProgram
+    return _cuda_backend(program, options)
 
-    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.name,
-                       options.cuda_arch)
+
+def _cuda_backend(program: Program, options: opts.Options):
+    """PTX for the program's kernels (from the disk cache when it has them), and a
+    module image linked for the device on first use (cached too)."""
+    import json
+
+    from ..backends.cuda import codegen, driver
+    from ..backends.cuda.runtime import CudaProgram
+    from .cache import default_cache, make_key
+
+    arch = codegen.check_arch(options.cuda_arch) if options.cuda_arch else \
+        (driver.device().arch if driver.available() else codegen.DEFAULT_ARCH)
+    girs = [k.gir for k in program.kernels]
+    cache = default_cache()
+    key = make_key("ptx", arch, *(print_kernel(g) for g in girs))
+
+    def build() -> bytes:
+        llvm_ir, ptx = codegen.compile_ptx(girs, arch, program.name)
+        return json.dumps({"llvm": llvm_ir, "ptx": ptx}).encode()
+
+    texts = json.loads(cache.get_or_build(key, build))
+
+    def load_image() -> bytes:
+        return cache.get_or_build(make_key("cubin", arch, driver.driver_version(), texts["ptx"]),
+                                  lambda: driver.link_ptx(texts["ptx"], arch))
+
+    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], texts["llvm"],
+                       texts["ptx"], load_image)

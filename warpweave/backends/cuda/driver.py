@@ -257,6 +257,12 @@ def ensure_context(ordinal: int | None = None) -> None:
     _TLS.ordinal = ordinal
 
 
+def driver_version() -> int:
+    """The CUDA driver's version number (e.g. 13000), part of cached cubins' keys."""
+    ensure_context()
+    return int(_call(cu.cuDriverGetVersion))
+
+
 def current_ordinal() -> int:
     """The device whose context warpweave made current in this thread (default 0)."""
     cur = getattr(_TLS, "ordinal", None)

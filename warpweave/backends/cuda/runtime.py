@@ -1,0 +1,136 @@
+"""Running compiled programs on the GPU.
+
+A `CudaProgram` holds the PTX of a program's kernels and, once first called, the
+loaded module. Calls take CUDA arrays in place (PyTorch and CuPy tensors,
+warpweave DeviceArrays, anything with `__cuda_array_interface__` or
+`__dlpack__`) and launch on the caller's stream (PyTorch's or CuPy's current
+stream), returning outputs of the same kind; numpy inputs are copied in and the
+results copied out. Every buffer a kernel sees is 16-byte aligned and
+C-contiguous (the code generator relies on it): other inputs are copied first.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ...errors import ArgumentError, TargetError
+from ...ir import dtypes as dt
+from ...ir.gir import Kernel
+from ...ir.tensor import TensorGraph
+from . import arrays, driver
+
+
+@dataclass(frozen=True)
+class _Launch:
+    name: str
+    grid: int
+    block: int
+    params: tuple[str, ...]
+
+
+def _pointer(obj) -> int:
+    """The device address of an array we allocated (torch, CuPy or DeviceArray)."""
+    if isinstance(obj, arrays.DeviceArray):
+        return obj.ptr
+    if hasattr(obj, "data_ptr"):
+        return obj.data_ptr()
+    return obj.data.ptr
+
+
+class CudaProgram:
+    """The CUDA side of a compiled program: `stages`/`files` for dumps, `run` to call it.
+
+    `load_image()` returns the module image (a cubin, typically from the disk
+    cache); it runs on the first call, so compiling needs no GPU."""
+
+    def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], llvm_ir: str, ptx: str,
+                 load_image: Callable[[], bytes]):
+        self.graph = graph
+        self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params))
+                         for name, k in kernels]
+        self.stages = {"llvm": llvm_ir, "ptx": ptx}
+        self.files = {"llvm.ll": llvm_ir, "module.ptx": ptx}
+        self._load_image = load_image
+        self._functions: list | None = None
+        self._module = None
+        self._lock = threading.Lock()
+        self._outputs = [(op.name, tuple(op.shape), op.dtype) for op in graph.compute_ops]
+
+    def _loaded(self) -> list:
+        if self._functions is None:
+            with self._lock:
+                if self._functions is None:
+                    if not driver.available():
+                        raise TargetError(f"cannot run a cuda program here: {driver.unavailable_reason()} "
+                                          "(lowering and dump('ptx') work without a GPU)")
+                    driver.ensure_context()
+                    self._module = driver.Module(self._load_image())
+                    self._functions = [self._module.function(l.name, len(l.params)) for l in self.launches]
+        return self._functions
+
+    def run(self, program, args) -> list:
+        program.check_arg_count(args)
+        functions = self._loaded()
+        driver.ensure_context()
+        buffers: dict[str, int] = {}
+        keep: list = []  # everything whose memory the launches use
+        template = None
+        stream = 0
+        host_inputs = []
+        for k, (name, a) in enumerate(zip(self.graph.inputs, args)):
+            b = arrays.as_cuda_buffer(a)
+            if b is None:
+                if not isinstance(a, (np.ndarray, np.generic)):
+                    raise ArgumentError(f"argument {k} of {program.name} must be a CUDA array or a "
+                                        f"numpy array, got {type(a).__name__}")
+                h = np.ascontiguousarray(a)
+                program.check_arg(k, tuple(h.shape), dt.dtype(h.dtype))
+                host_inputs.append((name, h))
+                continue
+            program.check_arg(k, tuple(b.shape), b.dtype)
+            if template is None:
+                template, stream = b, (b.stream or 0)
+            if not (b.contiguous and b.aligned(16)):
+                b = self._dense_copy(b, stream)
+            buffers[name] = b.ptr
+            keep.append(b)
+        for name, h in host_inputs:
+            d = arrays.to_device(h, stream)
+            buffers[name] = d.ptr
+            keep.append(d)
+        results = {}
+        for name, shape, dtype in self._outputs:
+            out = arrays.allocate_like(template, shape, dtype) if template is not None \
+                else arrays.empty(shape, dtype, stream)
+            results[name] = out
+            buffers[name] = _pointer(out)
+        for launch, fn in zip(self.launches, functions):
+            fn.launch(launch.grid, launch.block, [buffers[p] for p in launch.params], stream)
+        outs = [results[n] for n in self.graph.outputs]
+        if template is None:
+            return [o.numpy() for o in outs]
+        return outs
+
+    @staticmethod
+    def _dense_copy(b: arrays.CudaBuffer, stream: int) -> arrays.CudaBuffer:
+        """A C-contiguous, 16-byte aligned copy of a CUDA input."""
+        if not b.contiguous:
+            owner = b.owner
+            if hasattr(owner, "contiguous") and callable(owner.contiguous):  # torch
+                dense = owner.contiguous()
+            elif (type(owner).__module__ or "").startswith("cupy"):
+                import cupy
+
+                dense = cupy.ascontiguousarray(owner)
+            else:
+                raise ArgumentError(f"a non-contiguous {type(owner).__name__} of shape {b.shape} "
+                                    f"(strides {b.strides_bytes} bytes): pass a C-contiguous array")
+            b = arrays.as_cuda_buffer(dense)
+            if b.aligned(16):
+                return b
+        copy = arrays.empty(b.shape, b.dtype, stream)
+        driver.copy_dtod(copy.ptr, b.ptr, b.nbytes, stream)
+        return arrays.as_cuda_buffer(copy)

@@ -159,7 +159,7 @@ def test_unknown_target():
 
 def test_non_array_argument(x):
     f = ww.jit(_softmax, target="cpu")
-    with pytest.raises(ww.ArgumentError, match="numpy arrays, got list"):
+    with pytest.raises(ww.ArgumentError, match="numpy arrays or CUDA arrays, got list"):
         f([[1.0, 2.0]])
     with pytest.raises(ww.ArgumentError, match="float"):
         f(1.5)

@@ -31,3 +31,27 @@ def test_generated_ir_has_vector_loads_and_noalias():
     exe = cpu.CpuExecutable([lower_op(ops[0], g, sch.CpuElementwise(vector=16))], [1])
     assert "noalias" in exe.llvm_ir
     assert "load <16 x float>" in exe.llvm_ir
+
+
+def test_bool_max_and_min_nodes():
+    """compute.max/min on bool are or/and (LLVM's i1 is signed: a signed compare
+    would rank true below false)."""
+    from warpweave.ir import expr as ex
+    from warpweave.ir.gir import Buffer, KernelBuilder
+
+    b = KernelBuilder("boolmax", "cpu")
+    for name in ("a", "b"):
+        b.add_param(Buffer(name, dt.bool_, (4,), (1,), "in"))
+    for name in ("mx", "mn"):
+        b.add_param(Buffer(name, dt.bool_, (4,), (1,), "out"))
+    g = b.scope("grid", "g", 4, None)
+    i = ex.Var("g")
+    x, y = b.load("a", i, g), b.load("b", i, g)
+    b.store("mx", i, b.compute("max", [x, y], g, dt.bool_), g)
+    b.store("mn", i, b.compute("min", [x, y], g, dt.bool_), g)
+    k = b.build()
+    a, c = np.array([True, False, True, False]), np.array([True, True, False, False])
+    mx, mn = np.zeros(4, bool), np.ones(4, bool)
+    cpu.CpuExecutable([k], [1]).launch("boolmax", [a.ctypes.data, c.ctypes.data, mx.ctypes.data, mn.ctypes.data])
+    np.testing.assert_array_equal(mx, a | c)
+    np.testing.assert_array_equal(mn, a & c)

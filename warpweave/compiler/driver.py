@@ -172,13 +172,22 @@ class Program:
 
 
 def spec_of(value) -> tuple[tuple[int, ...], dt.DType]:
-    """(shape, dtype) of a jit argument, or an ArgumentError saying what came."""
-    if not isinstance(value, (np.ndarray, np.generic)):
-        raise ArgumentError(f"warpweave functions take numpy arrays, got {type(value).__name__}"
-                            + (f" ({value!r})" if isinstance(value, (int, float, bool)) else "")
-                            + "; wrap scalars as np.float32(x) or np.asarray(x)")
-    a = np.asarray(value)
-    return tuple(int(s) for s in a.shape), dt.dtype(a.dtype)
+    """(shape, dtype) of a jit argument — a numpy array or scalar, or a CUDA array
+    (PyTorch, CuPy, DeviceArray, anything with the CUDA array interface or DLPack)
+    — or an ArgumentError saying what came."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        a = np.asarray(value)
+        return tuple(int(s) for s in a.shape), dt.dtype(a.dtype)
+    if not isinstance(value, (int, float, complex, bool, str, bytes, list, tuple, dict)):
+        from ..backends.cuda.arrays import as_cuda_buffer
+
+        b = as_cuda_buffer(value)
+        if b is not None:
+            return tuple(b.shape), b.dtype
+    raise ArgumentError(f"warpweave functions take numpy arrays or CUDA arrays, got "
+                        f"{type(value).__name__}"
+                        + (f" ({value!r}); wrap scalars as np.float32(x) or np.asarray(x)"
+                           if isinstance(value, (int, float, bool)) else ""))
 
 
 class _InterpBackend:

@@ -491,6 +491,8 @@ class KernelCodegen:
             return getattr(b, op + "_")(*args)
         if op == "not":
             return b.not_(args[0])
+        if d.is_bool and op in ("max", "min"):  # i1 is signed in LLVM: true < false
+            return (b.or_ if op == "max" else b.and_)(*args)
         if d.is_float:
             return self._float_op(op, args, d)
         if op in ("max", "min", "abs", "neg") or op in _INT_BINOPS:

@@ -273,9 +273,9 @@ def _run_and_compare(module, g, ops, kernels, shape, d, stream=0):
     rng = np.random.default_rng(2)
     inputs = {"x": random_array(rng, shape, d), "y": random_array(rng, (shape[1],), d)}
     ref = evaluate(g, inputs)
-    dev = {n: A.to_device(v) for n, v in inputs.items()}
+    dev = {n: A.to_device(v, stream) for n, v in inputs.items()}  # copies ordered on `stream`
     for op, k in zip(ops, kernels):
-        out = A.to_device(np.full(op.shape, np.nan if op.dtype.is_float else 0, op.dtype.numpy))
+        out = A.to_device(np.full(op.shape, np.nan if op.dtype.is_float else 0, op.dtype.numpy), stream)
         bufs = {**dev, op.name: out}
         fn = module.function(k.name, len(k.params))
         assert fn.num_params == len(k.params)
@@ -442,7 +442,7 @@ def test_foreign_cuda_array_interface_is_used_in_place():
     class Complex:
         __cuda_array_interface__ = {"shape": (3,), "typestr": "<c8", "data": (arr.ptr, False), "version": 3}
 
-    with pytest.raises(ArgumentError, match="complex64"):
+    with pytest.raises(DTypeError, match="complex64"):
         A.as_cuda_buffer(Complex())
 
 
@@ -517,7 +517,7 @@ def test_torch_tensors_are_used_in_place():
     for tdt, d in ((torch.bfloat16, dt.bfloat16), (torch.bool, dt.bool_), (torch.int64, dt.int64)):
         assert A.as_cuda_buffer(torch.zeros(3, dtype=tdt, device="cuda")).dtype is d
     assert A.as_cuda_buffer(torch.zeros(3)) is None  # host tensor: the caller copies
-    with pytest.raises(ArgumentError, match="uint8"):
+    with pytest.raises(DTypeError, match="uint8"):
         A.as_cuda_buffer(torch.zeros(3, dtype=torch.uint8, device="cuda"))
     out = A.allocate_like(buf, (2, 5), dt.bfloat16)
     assert isinstance(out, torch.Tensor) and out.is_cuda and out.dtype == torch.bfloat16 and tuple(out.shape) == (2, 5)
@@ -548,7 +548,7 @@ def test_cupy_arrays_are_used_in_place():
     buf = A.as_cuda_buffer(c)
     assert buf.ptr == c.data.ptr and buf.strides_bytes == (16, 4) and buf.dtype is dt.float32
     assert buf.stream == cupy.cuda.get_current_stream().ptr
-    with pytest.raises(ArgumentError, match="complex"):
+    with pytest.raises(DTypeError, match="complex"):
         A.as_cuda_buffer(cupy.zeros(3, dtype=cupy.complex64))
     out = A.allocate_like(buf, (4,), dt.int32)
     assert isinstance(out, cupy.ndarray) and out.dtype == np.int32

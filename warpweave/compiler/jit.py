@@ -18,6 +18,7 @@ class JitFunction:
         self.fn = fn
         self.target = target
         self._programs: dict[tuple, Program] = {}
+        self._fast: dict[tuple, Program] = {}  # (requested target, (shape, dtype) per arg) -> program
         self._lock = threading.Lock()
         functools.update_wrapper(self, fn)
 
@@ -51,7 +52,17 @@ class JitFunction:
             raise ArgumentError(f"{name}{sig} was called with {len(args)} arguments: {exc}") from None
 
     def __call__(self, *args):
-        return self.lower(*args)(*args)
+        target = self.target or opts.current().target
+        try:  # numpy, PyTorch and CuPy arrays all have .shape and .dtype
+            key = (target, *[(a.shape, a.dtype) for a in args])
+            program = self._fast.get(key)
+        except (AttributeError, TypeError):
+            key = program = None
+        if program is None:
+            program = self.lower(*args)
+            if key is not None:
+                self._fast[key] = program
+        return program(*args)
 
     def __repr__(self):
         return f"<warpweave.jit {getattr(self.fn, '__qualname__', self.fn)} target={self.target or 'auto'}>"

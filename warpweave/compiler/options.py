@@ -30,7 +30,19 @@ class Options:
             raise ArgumentError(f"unknown target {self.target!r}; expected one of {TARGETS}")
 
 
+_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH")
+_env_cache: dict[tuple, Options] = {}
+
+
 def _from_env() -> Options:
+    key = tuple(os.environ.get(k) for k in _ENV)
+    opts = _env_cache.get(key)
+    if opts is None:
+        opts = _env_cache[key] = _read_env()
+    return opts
+
+
+def _read_env() -> Options:
     verify = os.environ.get("WARPWEAVE_VERIFY", "1").strip().lower() not in ("0", "false", "no")
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
                    dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=verify,

@@ -622,8 +622,8 @@ def _dtype_or_error(obj, value, device_text: str) -> dt.DType:
         return dt.dtype(value)
     except DTypeError:
         supported = ", ".join(d.name for d in dt.ALL)
-        raise ArgumentError(f"{_describe(obj)} on {device_text} has dtype {value}, which warpweave does not "
-                            f"support (supported: {supported})") from None
+        raise DTypeError(f"{_describe(obj)} on {device_text} has dtype {value}, which warpweave does not "
+                         f"support (supported: {supported})") from None
 
 
 def _from_torch(obj) -> CudaBuffer | None:

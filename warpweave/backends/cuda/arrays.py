@@ -635,8 +635,8 @@ def _from_torch(obj) -> CudaBuffer | None:
     name = _torch_maps().get(obj.dtype)
     if name is None:
         supported = ", ".join(d.name for d in dt.ALL)
-        raise ArgumentError(f"{_describe(obj)} on cuda:{ordinal} has dtype {obj.dtype}, which warpweave does "
-                            f"not support (supported: {supported})")
+        raise DTypeError(f"{_describe(obj)} on cuda:{ordinal} has dtype {obj.dtype}, which warpweave does "
+                         f"not support (supported: {supported})")
     d = dt.BY_NAME[name]
     _check_device(obj, ordinal, str(obj.dtype))
     es = obj.element_size()
@@ -705,8 +705,8 @@ def _from_dlpack(obj, consumer_stream: int | None) -> CudaBuffer | None:
         try:
             d = from_dlpack_dtype(code, bits, lanes)
         except DTypeError:
-            raise ArgumentError(f"{_describe(obj)} on cuda:{dev_id} has DLPack dtype (code={code}, bits={bits}, "
-                                f"lanes={lanes}), which warpweave does not support") from None
+            raise DTypeError(f"{_describe(obj)} on cuda:{dev_id} has DLPack dtype (code={code}, bits={bits}, "
+                             f"lanes={lanes}), which warpweave does not support") from None
         ndim = int(t.ndim)
         shape = tuple(int(t.shape[i]) for i in range(ndim))
         if t.strides:

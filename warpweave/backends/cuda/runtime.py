@@ -132,9 +132,9 @@ class CudaProgram:
             self._torch_types = [arrays._torch_dtype_of(d) for _, d in self._inputs] + \
                                 [arrays._torch_dtype_of(d) for _, _, d in self._outputs]
         tensor = torch.Tensor
-        device = getattr(args[0], "device", None)
-        if device is None or device.type != "cuda":
+        if type(args[0]) is not tensor or not args[0].is_cuda:
             return None
+        device = args[0].device
         pointers = []
         for a, (shape, _), tdt in zip(args, self._inputs, self._torch_types):
             if type(a) is not tensor or a.device != device or a.dtype is not tdt or \

@@ -2,7 +2,7 @@
 that ptxas accepts, with the instructions the design calls for."""
 import pytest
 
-from tests.compiler.test_lower import graph_for
+from tests.compiler.test_lower import graph_for, single_kernel_schedule
 from tests.utils import assert_ptxas_accepts
 from warpweave.backends.cuda.codegen import compile_ptx
 from warpweave.compiler import schedule as sch
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ptx
 @pytest.mark.parametrize("d", [dt.float32, dt.float16, dt.bfloat16])
 def test_every_gpu_template_assembles(shape, d):
     g, ops = graph_for(*shape, d)
-    kernels = [lower_op(op, g, sch.choose(op, "gpu")) for op in ops]
+    kernels = [lower_op(op, g, single_kernel_schedule(op, "gpu")) for op in ops]
     _, ptx = compile_ptx(kernels)
     assert ptx.count(".entry") == len(kernels)
     assert_ptxas_accepts(ptx)
@@ -27,15 +27,15 @@ def test_every_gpu_template_assembles(shape, d):
 
 def test_wide_accesses_shuffles_barriers_and_shared_memory():
     g, ops = graph_for(32, 4096, dt.float32)
-    _, ew = compile_ptx([lower_op(ops[0], g, sch.choose(ops[0], "gpu"))])
+    _, ew = compile_ptx([lower_op(ops[0], g, single_kernel_schedule(ops[0], "gpu"))])
     assert "ld.global.nc.v4.b32" in ew and "st.global.v4.b32" in ew
-    _, rs = compile_ptx([lower_op(ops[1], g, sch.choose(ops[1], "gpu"))])
+    _, rs = compile_ptx([lower_op(ops[1], g, single_kernel_schedule(ops[1], "gpu"))])
     assert rs.count("shfl.sync.bfly.b32") == 10
     assert "bar.sync" in rs and "st.shared" in rs and "ld.shared" in rs
     _, tr = compile_ptx([lower_op(ops[4], g, sch.GpuTranspose())])
     assert ".shared" in tr and "bar.sync" in tr
     g16, ops16 = graph_for(32, 4096, dt.bfloat16)
-    _, ew16 = compile_ptx([lower_op(ops16[0], g16, sch.choose(ops16[0], "gpu"))])
+    _, ew16 = compile_ptx([lower_op(ops16[0], g16, single_kernel_schedule(ops16[0], "gpu"))])
     assert "ld.global.nc.v4.b32" in ew16  # eight bfloat16 per 16-byte access
     for ptx in (ew, rs, tr, ew16):
         assert_ptxas_accepts(ptx)
@@ -50,7 +50,7 @@ def test_math_functions_assemble(op, d):
     body = ex.unary(op, ex.Load("x", (i, j), d))
     c = ComputeOp("y", (8, 64), d, (i, j), body)
     g = TensorGraph([x, c], ["x"], ["y"])
-    _, ptx = compile_ptx([lower_op(c, g, sch.choose(c, "gpu"))])
+    _, ptx = compile_ptx([lower_op(c, g, single_kernel_schedule(c, "gpu"))])
     assert_ptxas_accepts(ptx)
 
 
@@ -61,7 +61,7 @@ def test_shuffles_of_every_width_assemble():
         comb = "max"
         c = ComputeOp("m", (4,), d, (i,), ex.Reduce(comb, ex.Load("x", (i, r), d), (r,), (256,)))
         g = TensorGraph([x, c], ["x"], ["m"])
-        _, ptx = compile_ptx([lower_op(c, g, sch.choose(c, "gpu"))])
+        _, ptx = compile_ptx([lower_op(c, g, single_kernel_schedule(c, "gpu"))])
         assert "shfl.sync" in ptx
         assert_ptxas_accepts(ptx)
 
@@ -72,4 +72,4 @@ def test_float64_transcendentals_are_a_clear_error():
     c = ComputeOp("y", (64,), dt.float64, (i,), ex.unary("exp", ex.Load("x", (i,), dt.float64)))
     g = TensorGraph([x, c], ["x"], ["y"])
     with pytest.raises(UnsupportedError, match="exp on float64"):
-        compile_ptx([lower_op(c, g, sch.choose(c, "gpu"))])
+        compile_ptx([lower_op(c, g, single_kernel_schedule(c, "gpu"))])

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.compiler.test_lower import graph_for
+from tests.compiler.test_lower import graph_for, single_kernel_schedule
 from tests.utils import assert_close, random_array
 from warpweave.backends.cuda import arrays as A
 from warpweave.backends.cuda import driver
@@ -262,7 +262,7 @@ def _kernels(shape, d):
     from warpweave.compiler.lower import lower_op
 
     g, ops = graph_for(*shape, d)
-    kernels = [lower_op(op, g, sch.choose(op, "gpu")) for op in ops]
+    kernels = [lower_op(op, g, single_kernel_schedule(op, "gpu")) for op in ops]
     _, ptx = compile_ptx(kernels, driver.device().arch)
     return g, ops, kernels, ptx
 

@@ -7,7 +7,7 @@ from tests.utils import assert_close, random_array
 from warpweave.backends.cpu import CpuExecutable
 from warpweave.backends.interp import run_kernel
 from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower import lower_op
+from warpweave.compiler.lower import lower, lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.gir_verify import verify
@@ -37,12 +37,24 @@ def graph_for(R, N, d):
 SHAPES = [(1, 1), (3, 5), (4, 1000), (2, 4097), (33, 64), (65, 3)]
 
 
-def run_interp(kernel, op, inputs):
+def run_interp(kernels, op, inputs):
+    """Run one kernel or a list of kernels (allocating their temporaries, poisoned)."""
+    kernels = kernels if isinstance(kernels, list) else [kernels]
     bufs = {n: np.ascontiguousarray(a).reshape(-1) for n, a in inputs.items()}
     out = np.full(op.shape, np.nan if op.dtype.is_float else 0, dtype=op.dtype.numpy)
     bufs[op.name] = out.reshape(-1)
-    run_kernel(kernel, bufs)
+    for k in kernels:
+        for p in k.params:
+            if p.name not in bufs:
+                bufs[p.name] = np.full(p.size, np.nan, dtype=p.dtype.numpy)
+        run_kernel(k, bufs)
     return out
+
+
+def single_kernel_schedule(op, family):
+    """The default schedule, but one that lowers to a single kernel."""
+    s = sch.choose(op, family)
+    return sch.GpuColumnReduce() if isinstance(s, sch.GpuSplitColumnReduce) else s
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -54,8 +66,8 @@ def test_templates_on_interpreter(shape, d, family):
     inputs = {"x": random_array(rng, shape, d), "y": random_array(rng, (shape[1],), d)}
     ref = evaluate(g, inputs)
     for op in ops:
-        kernel = verify(lower_op(op, g, sch.choose(op, family)))
-        got = run_interp(kernel, op, inputs)
+        kernels = [verify(k) for k in lower(op, g, sch.choose(op, family))]
+        got = run_interp(kernels, op, inputs)
         scale = max(1.0, float(np.sqrt(np.prod(op.reduce.extents)))) if op.reduce else 1.0
         assert_close(got, ref[op.name], d, scale, what=f"{op.name} {family} {shape}")
 
@@ -79,7 +91,7 @@ def test_cpu_templates_native(shape, d):
 
 def test_gpu_row_reduce_uses_shuffles_shared_memory_and_a_barrier():
     g, ops = graph_for(8, 1000, dt.float32)
-    k = lower_op(ops[1], g, sch.choose(ops[1], "gpu"))
+    k = lower_op(ops[1], g, single_kernel_schedule(ops[1], "gpu"))
     kinds = [n.op for n in k.nodes]
     assert kinds.count("move.reg.reg") == 10  # two 5-step butterfly trees
     assert "sync.block" in kinds and "move.reg.shared" in kinds and "move.shared.reg" in kinds
@@ -117,3 +129,27 @@ def test_empty_output_has_no_kernel():
     op = ComputeOp("e", (0, 4), dt.float32, (i, j), ex.Load("x", (i, j), dt.float32))
     g = TensorGraph([x, op], ["x"], ["e"])
     assert lower_op(op, g, sch.choose(op, "cpu")) is None
+
+
+@pytest.mark.parametrize("shape", [(4097, 3), (1000, 64), (256, 4), (99, 5)])
+def test_split_column_reduction_on_the_interpreter(shape):
+    """Few outputs, long columns: partial reductions over row slices, then a combine."""
+    rng = np.random.default_rng()
+    g, ops = graph_for(*shape, dt.float32)
+    inputs = {"x": random_array(rng, shape, "float32"), "y": random_array(rng, (shape[1],), "float32")}
+    ref = evaluate(g, inputs)
+    op = ops[3]  # column min
+    for schedule in (sch.GpuSplitColumnReduce(splits=7), sch.GpuSplitColumnReduce(splits=3, vector=1)):
+        if shape[1] % schedule.vector:
+            continue
+        kernels = [verify(k) for k in lower(op, g, schedule)]
+        assert len(kernels) == 2 and kernels[0].params[-1].role == "temp"
+        assert_close(run_interp(kernels, op, inputs), ref[op.name], "float32")
+
+
+def test_column_reductions_split_when_outputs_are_few():
+    g, ops = graph_for(8192, 4096, dt.float32)
+    s = sch.choose(ops[3], "gpu")
+    assert isinstance(s, sch.GpuSplitColumnReduce) and s.splits * 4 >= 2 * 132  # 4 column tiles
+    g2, ops2 = graph_for(64, 100000, dt.float32)
+    assert isinstance(sch.choose(ops2[3], "gpu"), sch.GpuColumnReduce)  # enough outputs already

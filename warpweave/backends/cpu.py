@@ -52,11 +52,21 @@ def _suffix(ty: ir.Type) -> str:
 
 
 class CpuTarget(Target):
-    """Kernels for the host CPU: the grid scope is a loop over `[begin, end)`."""
+    """Kernels for the host CPU: the grid scope is a loop over `[begin, end)`.
 
-    def __init__(self):
+    `math` picks the float64 transcendentals: "libm" (the default) calls the C
+    library through LLVM's intrinsics; "mathlib" inlines the same straight-line
+    code the GPU runs (`backends.llvm.mathlib`), which is how it is tested here.
+    float32 always uses the mathlib, which vectorizes."""
+
+    MATH = ("libm", "mathlib")
+
+    def __init__(self, math: str = "libm"):
+        if math not in self.MATH:
+            raise ValueError(f"math must be one of {self.MATH}, not {math!r}")
         _init_llvm()
         self.triple = llvm.get_process_triple()
+        self.math_impl = math
 
     def declare(self, module: ir.Module, kernel: Kernel):
         ptr = ir.PointerType()
@@ -75,7 +85,8 @@ class CpuTarget(Target):
 
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
         ty = args[0].type
-        if d == dt.float32 and op in mathlib.FUNCTIONS:
+        inline_double = d == dt.float64 and self.math_impl == "mathlib"
+        if op in mathlib.FUNCTIONS and (d == dt.float32 or inline_double):
             return mathlib.FUNCTIONS[op](cg.b, cg.module, *args)
         if op in _INTRINSICS:
             name = f"llvm.{_INTRINSICS[op]}.{_suffix(ty)}"
@@ -97,9 +108,9 @@ class CpuTarget(Target):
         raise CompileError(f"no CPU implementation of {op} for {d}")
 
 
-def generate_module(kernels: list[Kernel], name: str = "warpweave") -> ir.Module:
-    """One LLVM module holding a function per kernel."""
-    target = CpuTarget()
+def generate_module(kernels: list[Kernel], name: str = "warpweave", math: str = "libm") -> ir.Module:
+    """One LLVM module holding a function per kernel (`math`: see `CpuTarget`)."""
+    target = CpuTarget(math)
     module = ir.Module(name=name)
     module.triple = target.triple
     for k in kernels:
@@ -161,8 +172,9 @@ class CpuExecutable:
 
     PARALLEL_MIN_WORK = 1 << 15
 
-    def __init__(self, kernels: list[Kernel], works: list[int], name: str = "warpweave"):
-        self.llvm_ir = str(generate_module(kernels, name))
+    def __init__(self, kernels: list[Kernel], works: list[int], name: str = "warpweave",
+                 math: str = "libm"):
+        self.llvm_ir = str(generate_module(kernels, name, math))
         mod = optimize(self.llvm_ir)
         self.optimized_ir = str(mod)
         self._engine = llvm.create_mcjit_compiler(mod, _target_machine())

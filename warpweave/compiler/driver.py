@@ -21,8 +21,8 @@ from ..ir.tensor import TensorGraph
 from ..passes.cleanup import DEFAULT_PASSES
 from ..passes.manager import PassManager
 from . import options as opts
-from .lower import lower_op
-from .schedule import Schedule, choose
+from .lower import lower
+from .schedule import DEFAULT_SM_COUNT, Schedule, choose
 
 STAGES = ("tensor", "groups", "gir", "llvm", "ptx")
 
@@ -72,15 +72,14 @@ class Program:
         self._dump_dir = self._make_dump_dir(options.dump_dir)
         self._write("tensor.txt", str(graph))
         family = "cpu" if self.target == "cpu" else "gpu"  # interp runs the GPU kernels
+        sm_count = _sm_count() if self.target == "cuda" else DEFAULT_SM_COUNT
         self.kernels: list[KernelInfo] = []
         for op in graph.compute_ops:
-            schedule = choose(op, family)
-            kname = f"{self.name}_{op.name}"
-            gir = lower_op(op, graph, schedule, kname)
-            if gir is None:
-                continue
-            pm = PassManager(DEFAULT_PASSES, verify=options.verify, dump=self._dump_kernel)
-            self.kernels.append(KernelInfo(kname, (op.name,), schedule, pm.run(gir)))
+            schedule = choose(op, family, sm_count)
+            for gir in lower(op, graph, schedule, f"{self.name}_{op.name}"):
+                pm = PassManager(DEFAULT_PASSES, verify=options.verify, dump=self._dump_kernel)
+                self.kernels.append(KernelInfo(gir.name, (op.name,), schedule, pm.run(gir)))
+        self.temps = _temporaries(graph, self.kernels)
         self._write("groups.txt", self.dump("groups"))
         self._backend = _make_backend(self, options)
         for filename, text in self._backend.files.items():
@@ -229,7 +228,25 @@ def _host_buffers(program: Program, args) -> dict[str, np.ndarray]:
     buffers = dict(zip(program.graph.inputs, arrays))
     for op in program.graph.compute_ops:
         buffers[op.name] = np.empty(op.shape, dtype=op.dtype.numpy)
+    for t in program.temps:
+        buffers[t.name] = np.empty(t.shape, dtype=t.dtype.numpy)
     return buffers
+
+
+def _temporaries(graph: TensorGraph, kernels: list[KernelInfo]):
+    """Buffers kernels pass each other that are not tensors of the graph."""
+    seen = {}
+    for k in kernels:
+        for p in k.gir.params:
+            if p.name not in graph.ops and p.name not in seen:
+                seen[p.name] = p
+    return list(seen.values())
+
+
+def _sm_count() -> int:
+    from ..backends.cuda import driver
+
+    return driver.device().sm_count if driver.available() else DEFAULT_SM_COUNT
 
 
 def _work(graph: TensorGraph, k: KernelInfo) -> int:
@@ -274,5 +291,5 @@ def _cuda_backend(program: Program, options: opts.Options):
         return cache.get_or_build(make_key("cubin", arch, driver.driver_version(), texts["ptx"]),
                                   lambda: driver.link_ptx(texts["ptx"], arch))
 
-    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], texts["llvm"],
-                       texts["ptx"], load_image)
+    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
+                       texts["llvm"], texts["ptx"], load_image)

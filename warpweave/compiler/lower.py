@@ -17,7 +17,7 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
-from ..ir.tensor import ComputeOp, TensorGraph
+from ..ir.tensor import ComputeOp, Placeholder, TensorGraph
 from . import schedule as sch
 
 
@@ -61,7 +61,8 @@ _COMBINE_OP = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}
 class _Lowering:
     """Shared state of one operation's lowering."""
 
-    def __init__(self, op: ComputeOp, graph: TensorGraph, target: str, name: str):
+    def __init__(self, op: ComputeOp, graph: TensorGraph, target: str, name: str,
+                 out: Buffer | None = None):
         self.op = op
         self.graph = graph
         self.b = KernelBuilder(name, target)
@@ -70,7 +71,8 @@ class _Lowering:
         for src in op.inputs:
             t = graph[src]
             self.b.add_param(Buffer(src, t.dtype, tuple(t.shape), row_major_strides(t.shape), "in"))
-        self.b.add_param(Buffer(op.name, op.dtype, tuple(op.shape), row_major_strides(op.shape), "out"))
+        self.out = out or Buffer(op.name, op.dtype, tuple(op.shape), row_major_strides(op.shape), "out")
+        self.b.add_param(self.out)
         self.cdtype = dt.compute_dtype(op.dtype)
 
     def scope(self, kind: str, var: str, extent: int, parent: str | None) -> tuple[str, ex.Var]:
@@ -92,9 +94,9 @@ class _Lowering:
         return _Region(self, chain, index, self.simplify(guard), staged or {})
 
     def store_output(self, value: str, flat: ex.Expr, scope: str, guard: ex.Expr | None) -> None:
-        if self.b._node(value).dtype != self.op.dtype:
-            value = self.b.compute("cast", [value], scope, self.op.dtype)
-        self.b.store(self.op.name, self.simplify(flat), value, scope, self.simplify(guard))
+        if self.b._node(value).dtype != self.out.dtype:
+            value = self.b.compute("cast", [value], scope, self.out.dtype)
+        self.b.store(self.out.name, self.simplify(flat), value, scope, self.simplify(guard))
 
     def combine(self, combiner: str, a: str, b: str, scope: str) -> str:
         return self.b.compute(_COMBINE_OP[combiner], [a, b], scope, self.b._node(a).dtype)
@@ -183,11 +185,11 @@ def _gpu_elementwise(low: _Lowering, s: sch.GpuElementwise) -> None:
     t_id, t = low.scope("block", "t", threads, g_id)
     chain = [g_id, t_id]
     flat = (g * threads + t)
+    guard = ex.binary("lt", flat * w, total)  # w divides total: lane-invariant
     if w > 1:
         v_id, v = low.scope("vector", "v", w, t_id)
         chain.append(v_id)
         flat = flat * w + v
-    guard = ex.binary("lt", flat, total)
     index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
     region = low.region(chain, index, guard)
     low.store_output(region.emit(op.body), flat, chain[-1], guard)
@@ -216,7 +218,7 @@ def _gpu_row_reduce(low: _Lowering, s: sch.GpuRowReduce) -> None:
     steps = max(1, math.ceil(k_total / (threads * w)))
     k_id, k = low.scope("serial", "k", steps, inner)
     kf = (k * threads + t) * w + v if w > 1 else k * threads + t
-    guard = low.simplify(ex.binary("lt", kf, k_total))
+    guard = low.simplify(ex.binary("lt", (k * threads + t) * w, k_total))  # w divides k_total
     index = dict(zip((a.name for a in op.axes), unflatten(g, op.shape)))
     index.update(zip((a.name for a in red.axes), unflatten(kf, red.extents)))
     chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id]
@@ -253,6 +255,54 @@ def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
     value = low.region([g_id, t_id, k_id], index, guard).emit(red.body)
     acc = low.b.reduce(red.combiner, value, k_id)
     low.store_output(acc, flat, t_id, guard)
+
+
+def _gpu_column_partials(low: _Lowering, s: sch.GpuSplitColumnReduce) -> None:
+    """Phase 1 of a split column reduction: block (split, tile) reduces rows
+    [split·chunk, (split+1)·chunk) for `threads·vector` outputs into partials[split, :]."""
+    op = low.op
+    red = op.reduce
+    total, k_total = _prod(op.shape), _prod(red.extents)
+    w, threads = s.vector, s.threads
+    tiles = math.ceil(total / (threads * w))
+    chunk = math.ceil(k_total / s.splits)
+    g_id, g = low.scope("grid", "g", s.splits * tiles, None)
+    t_id, t = low.scope("block", "t", threads, g_id)
+    split, tile = g // tiles, g % tiles
+    base = (tile * threads + t) * w
+    inner, flat = t_id, base
+    if w > 1:
+        inner, v = low.scope("vector", "v", w, t_id)
+        flat = base + v
+    k_id, k = low.scope("serial", "k", chunk, inner)
+    row = split * chunk + k
+    guard = ex.all_of([ex.binary("lt", base, total), ex.binary("lt", row, k_total)])
+    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+    index.update(zip((a.name for a in red.axes), unflatten(row, red.extents)))
+    chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id]
+    value = low.region(chain, index, guard).emit(red.body)
+    acc = low.b.reduce(red.combiner, value, k_id, low.simplify(guard))
+    low.store_output(acc, split * total + flat, inner, ex.binary("lt", base, total))
+
+
+def _split_column_reduce(op: ComputeOp, graph: TensorGraph, s: sch.GpuSplitColumnReduce,
+                         name: str) -> list[Kernel]:
+    """Two kernels: partials over row slices (a float32 temporary), then their combination."""
+    cd = dt.compute_dtype(op.dtype)
+    total = _prod(op.shape)
+    partial = Buffer(f"{op.name}_partials", cd, (s.splits, total), (total, 1), "temp")
+    low = _Lowering(op, graph, "gpu", f"{name}_partials", out=partial)
+    _gpu_column_partials(low, s)
+    first = low.b.build(op=op.name, schedule=repr(s))
+    split = ex.Var("split")
+    flat = sum((a * st for a, st in zip(op.axes, row_major_strides(op.shape))), ex.Const(0, dt.INDEX))
+    combine = ComputeOp(op.name, op.shape, op.dtype, op.axes,
+                        ex.Reduce(op.reduce.combiner, ex.Load(partial.name, (split, flat), cd),
+                                  (split,), (s.splits,)), op.label)
+    second_graph = TensorGraph([Placeholder(partial.name, partial.shape, cd), combine],
+                               [partial.name], [op.name])
+    second = lower_op(combine, second_graph, sch.GpuColumnReduce(), name)
+    return [first, second]
 
 
 def _transposed_loads(op: ComputeOp, graph: TensorGraph) -> list[ex.Load]:
@@ -416,6 +466,19 @@ _TEMPLATES = {
     sch.CpuColumnReduce: _cpu_column_reduce,
 }
 _NEEDS_REDUCE = (sch.GpuRowReduce, sch.GpuColumnReduce, sch.CpuRowReduce, sch.CpuColumnReduce)
+
+
+def lower(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str | None = None) -> list[Kernel]:
+    """The GIR kernels computing `op` under `schedule`, in launch order (none when
+    `op` is empty). Kernels may share temporary buffers (params with role "temp")."""
+    name = name or op.name
+    if isinstance(schedule, sch.GpuSplitColumnReduce) and _prod(op.shape) and op.reduce is not None \
+            and _prod(op.reduce.extents):
+        return _split_column_reduce(op, graph, schedule, name)
+    if isinstance(schedule, sch.GpuSplitColumnReduce):
+        schedule = sch.GpuColumnReduce()
+    kernel = lower_op(op, graph, schedule, name)
+    return [] if kernel is None else [kernel]
 
 
 def lower_op(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str | None = None) -> Kernel | None:

@@ -43,6 +43,17 @@ class GpuColumnReduce:
 
 
 @dataclass(frozen=True)
+class GpuSplitColumnReduce:
+    """A column reduction with too few outputs to fill the GPU: `splits` blocks per
+    column tile each reduce a slice of the rows into float32 partials (threads read
+    `vector` consecutive outputs' inputs), and a second kernel combines the partials."""
+
+    splits: int
+    threads: int = 256
+    vector: int = 4
+
+
+@dataclass(frozen=True)
 class GpuTranspose:
     """`tile`×`tile` tiles staged through padded shared memory, `rows` thread rows."""
 
@@ -77,8 +88,10 @@ class CpuColumnReduce:
     chunk: int = 256
 
 
-Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuTranspose
+Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuSplitColumnReduce | GpuTranspose
             | CpuElementwise | CpuRowReduce | CpuColumnReduce)
+
+DEFAULT_SM_COUNT = 132  # H100 / H200; the driver passes the device's own count
 
 
 def _pow2_at_most(n: int, cap: int) -> int:
@@ -88,7 +101,7 @@ def _pow2_at_most(n: int, cap: int) -> int:
     return p
 
 
-def choose(op: ComputeOp, target: str) -> Schedule:
+def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Schedule:
     """The default schedule for `op` on `target` ("gpu" or "cpu")."""
     kind = op.kind
     lanes16 = 16 // op.dtype.itemsize  # elements of one 16-byte access
@@ -107,9 +120,27 @@ def choose(op: ComputeOp, target: str) -> Schedule:
         threads = max(32, _pow2_at_most(max(1, k // vec), 256))
         return GpuRowReduce(threads=threads, vector=vec)
     if kind in ("reduction-column", "contraction"):
-        return GpuColumnReduce()
+        return _column_reduce(op, sm_count)
     if kind == "layout" and len(op.shape) >= 2:
         return GpuTranspose()
     last = op.shape[-1] if op.shape else 1
     vec = lanes16 if last % lanes16 == 0 else 1
     return GpuElementwise(vector=vec)
+
+
+def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:
+    """One thread per output when that fills the GPU; else split the reduction so
+    that about four blocks per SM stream the rows."""
+    outputs, k = 1, 1
+    for n in op.shape:
+        outputs *= n
+    for n in op.reduce.extents:
+        k *= n
+    plain = GpuColumnReduce()
+    if -(-outputs // plain.threads) >= 2 * sm_count or k < 64:
+        return plain
+    vec = 4 if outputs % 4 == 0 else 1
+    tiles = -(-outputs // (256 * vec))
+    splits = max(2, min(k // 16, -(-4 * sm_count // tiles)))
+    chunk = -(-k // splits)
+    return GpuSplitColumnReduce(splits=-(-k // chunk), vector=vec)

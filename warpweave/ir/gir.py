@@ -52,6 +52,7 @@ from . import expr as ex
 from .dtypes import DType
 
 LEVELS = ("global", "shared", "reg")
+ROLES = ("in", "out", "inout", "temp")
 SCOPE_KINDS = ("grid", "block", "serial", "unroll", "vector")
 SHUFFLE_MODES = ("bfly", "down", "idx")
 WARP_SIZE = 32
@@ -66,7 +67,7 @@ class Buffer:
     dtype: DType
     shape: tuple[int, ...]
     strides: tuple[int, ...]
-    role: str  # "in", "out" or "inout"
+    role: str  # "in", "out", "inout", or "temp" (scratch that kernels of one program share)
 
     @property
     def size(self) -> int:

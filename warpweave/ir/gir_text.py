@@ -676,7 +676,7 @@ class _KernelParser:
             sc.fail("'strides=[...]'")
         sc.expect("=")
         strides = sc.int_list("the strides")
-        role = sc.word("the parameter role (in, out or inout)")
+        role = sc.word("the parameter role (in, out, inout or temp)")
         self.params.append(Buffer(name, d, shape, strides, role))
 
     def shared_line(self, sc: _Scanner):

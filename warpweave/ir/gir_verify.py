@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
-from .gir import COMPUTE_OPS, LEVELS, SCOPE_KINDS, SHUFFLE_MODES, WARP_SIZE, Edge, Kernel, Node
+from .gir import COMPUTE_OPS, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, WARP_SIZE, Edge, Kernel, Node
 
 __all__ = ["Limits", "verify", "check"]
 
@@ -199,8 +199,8 @@ class _Verifier:
                          f"differ in rank")
             if any(s < 0 for s in b.shape):
                 self.add(f"param {b.name}: negative extent in shape {list(b.shape)}")
-            if b.role not in ("in", "out", "inout"):
-                self.add(f"param {b.name}: role {b.role!r} is not in, out or inout")
+            if b.role not in ROLES:
+                self.add(f"param {b.name}: role {b.role!r} is not one of {', '.join(ROLES)}")
         for s in k.shared:
             if not isinstance(s.size, int) or s.size < 1:
                 self.add(f"shared allocation {s.name} has size {s.size!r}; expected >= 1")

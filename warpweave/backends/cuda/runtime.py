@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import ArgumentError, TargetError
 from ...ir import dtypes as dt
-from ...ir.gir import Kernel
+from ...ir.gir import Buffer, Kernel
 from ...ir.tensor import TensorGraph
 from . import arrays, driver
 
@@ -47,8 +47,8 @@ class CudaProgram:
     `load_image()` returns the module image (a cubin, typically from the disk
     cache); it runs on the first call, so compiling needs no GPU."""
 
-    def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], llvm_ir: str, ptx: str,
-                 load_image: Callable[[], bytes]):
+    def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], temps: list[Buffer],
+                 llvm_ir: str, ptx: str, load_image: Callable[[], bytes]):
         self.graph = graph
         self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params))
                          for name, k in kernels]
@@ -58,7 +58,9 @@ class CudaProgram:
         self._functions: list | None = None
         self._module = None
         self._lock = threading.Lock()
-        self._outputs = [(op.name, tuple(op.shape), op.dtype) for op in graph.compute_ops]
+        # Every buffer a call allocates: the graph's tensors, then kernels' temporaries.
+        self._outputs = [(op.name, tuple(op.shape), op.dtype) for op in graph.compute_ops] + \
+                        [(t.name, tuple(t.shape), t.dtype) for t in temps]
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
         self._torch_types: list | None = None

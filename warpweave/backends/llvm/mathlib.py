@@ -1,179 +1,612 @@
-"""float32 math functions as straight-line LLVM IR (no calls), so they vectorize on
-the CPU and need no libm on the GPU.
+"""float32 and float64 math functions as LLVM IR without calls, so they vectorize on
+the CPU and need no libm on the GPU (the NVPTX backend aborts on `llvm.sin` and
+friends, so the only intrinsics used are `llvm.floor` and `llvm.fabs`).
 
-Each function works on a float scalar or vector and keeps IEEE special values:
-exp(±inf) = inf / 0, log(0) = -inf, log(x < 0) = NaN, NaN in → NaN out. Accuracy
-is a few ulp over the float32 range (the tests compare against float64 numpy).
+Each function takes a float or double, scalar or vector, and dispatches on that
+element type: the structure (range reduction, special values) is shared, and
+where the two precisions need different approximations the constants live in
+tables keyed by `FLOAT32` / `FLOAT64`.
+
+float32 follows Cephes (Cody–Waite reduction, short polynomials): a few ulp.
+float64 follows fdlibm (Sun's freely distributable libm that glibc and musl's
+double functions descend from), below one or two ulp:
+
+* exp: x = n·ln2 + r with ln2 in two parts; e^r = 1 − ((lo − r·c/(2 − c)) − hi) with
+  c = r − r²·P(r²); the result is scaled by 2^n in two halves, so that results
+  near overflow and subnormal results come out right.
+* log: x = 2^k·(1 + f) with √½ ≤ 1 + f < √2; log(1 + f) = f − f²/2 + s·(f²/2 + R(s²)),
+  s = f/(2 + f).
+* tanh: Cephes: x + x³·P(x²)/Q(x²) below 0.625, else 1 − 2/(e^2|x| + 1).
+* erf: fdlibm s_erf.c: a rational function on each of [0, 0.84375), [0.84375, 1.25),
+  [1.25, 1/0.35), [1/0.35, 6), the last two as 1 − exp(−x² − 0.5625 + R/S)/x.
+* sin, cos: x = n·π/2 + r with r as a double-double: π/2 in 22-bit pieces (exact
+  products while |x| < 2^31·π/2 ≈ 3.4e9), Payne–Hanek with the bits of 2/π beyond
+  that (in a branch taken only when some lane needs it); fdlibm's kernels on |r| ≤ π/4.
+* pow: fdlibm e_pow.c: log2|x| in two pieces to about 2^-64, y·log2|x| = n + y' in
+  extra precision, 2^y' by the exp kernel; numpy's (C99's) special cases.
+
+Special values match numpy: exp(±inf) = inf / 0, log(0) = −inf, log(x < 0) = NaN,
+sin(±inf) = NaN, odd functions keep the sign of ±0, NaN in → NaN out.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace as Table
 
 from llvmlite import ir
 
 F32 = ir.FloatType()
+F64 = ir.DoubleType()
 I32 = ir.IntType(32)
+I64 = ir.IntType(64)
 
 LOG2E = 1.4426950408889634
-LN2_HI = 0.693359375
-LN2_LO = -2.12194440e-4
+INF = float("inf")
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Format:
+    """An IEEE binary format: its LLVM float type, the integer type of its bits and
+    the sizes of its fields."""
+
+    name: str  # intrinsic suffix
+    float: ir.Type
+    int: ir.Type
+    mantissa: int  # stored mantissa bits
+    bias: int
+
+    @property
+    def exponent_mask(self) -> int:
+        return (1 << (self.int.width - 1 - self.mantissa)) - 1
+
+    @property
+    def sign(self) -> int:
+        return 1 << (self.int.width - 1)
+
+    @property
+    def min_normal(self) -> float:
+        return 2.0 ** (1 - self.bias)
+
+
+FLOAT32 = Format("f32", F32, I32, 23, 127)
+FLOAT64 = Format("f64", F64, I64, 52, 1023)
+FORMATS = {"float": FLOAT32, "double": FLOAT64}
+
+
+# ----------------------------------------------------------------------------- constants
+
+# exp: x = n·ln2 + r, |r| ≤ ln2/2, ln2 = ln2_hi + ln2_lo with n·ln2_hi exact.
+EXP = {
+    FLOAT32: Table(clamp=(-104.0, 88.72283), zero_below=-103.97208, inf_above=88.72283,
+                   ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
+                   # Cephes expf: e^r ≈ 1 + r + r²·P(r)
+                   poly=[1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                         1.6666665459e-1, 5.0000001201e-1]),
+    FLOAT64: Table(clamp=(-746.0, 710.0), zero_below=-7.45133219101941108420e+02,
+                   inf_above=7.09782712893383973096e+02,
+                   ln2_hi=6.93147180369123816490e-01, ln2_lo=1.90821492927058770002e-10,
+                   # fdlibm e_exp.c: r·(e^r + 1)/(e^r − 1) ≈ 2 + r²·P(r²)
+                   poly=[4.13813679705723846039e-08, -1.65339022054652515390e-06,
+                         6.61375632143793436117e-05, -2.77777777770155933842e-03,
+                         1.66666666666666019037e-01]),
+}
+
+# log: x = 2^k·(1 + f), √½ ≤ 1 + f < √2.
+LOG = {
+    # Cephes logf: log(1 + f) ≈ f − f²/2 + f³·P(f)
+    FLOAT32: Table(ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
+                   poly=[7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                         1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                         3.3333331174e-1]),
+    # fdlibm k_log.h: log(1 + f) = 2s + s·R(s²), s = f/(2 + f); R split into even and
+    # odd powers of s⁴ as fdlibm evaluates it (Lg2, Lg4, Lg6 and Lg1, Lg3, Lg5, Lg7).
+    FLOAT64: Table(ln2_hi=6.93147180369123816490e-01, ln2_lo=1.90821492927058770002e-10,
+                   even=[1.531383769920937332e-01, 2.222219843214978396e-01,
+                         3.999999999940941908e-01],
+                   odd=[1.479819860511658591e-01, 1.818357216161805012e-01,
+                        2.857142874366239149e-01, 6.666666666666735130e-01]),
+}
+
+# tanh on |x| < 0.625: x + x³·P(x²) (float32, Cephes tanhf) or x + x³·P(x²)/Q(x²) with
+# Q monic (float64, Cephes tanh.c); above, 1 − 2/(e^2|x| + 1).
+TANH = {
+    FLOAT32: Table(p=[-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
+                      1.33314422036e-1, -3.33332819422e-1], q=None),
+    FLOAT64: Table(p=[-9.64399179425052238628e-1, -9.92877231001918586564e1,
+                      -1.61468768441708447952e3],
+                   q=[1.0, 1.12811678491632931402e2, 2.23548839060100448583e3,
+                      4.84406305325125486048e3]),
+}
+
+# erf, float32: Maclaurin series below 0.5, Abramowitz–Stegun 7.1.26 above.
+ERF32 = Table(series=[1 / 216, -1 / 42, 1 / 10, -1 / 3, 1.0], two_over_sqrt_pi=1.1283791670955126,
+              a_s_p=0.3275911,
+              a_s=[1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592])
+
+# erf, float64: fdlibm s_erf.c. Polynomials highest power first.
+ERF64 = Table(
+    # |x| < 0.84375: erf(x) = x + x·pp(x²)/qq(x²)
+    pp=[-2.37630166566501626084e-05, -5.77027029648944159157e-03, -2.84817495755985104766e-02,
+        -3.25042107247001499370e-01, 1.28379167095512558561e-01],
+    qq=[-3.96022827877536812320e-06, 1.32494738004321644526e-04, 5.08130628187576562776e-03,
+        6.50222499887672944485e-02, 3.97917223959155352819e-01, 1.0],
+    efx8=1.02703333676410069053e+00,  # 8·(2/√π − 1), for subnormal x
+    # 0.84375 ≤ |x| < 1.25: erf(x) = erx + pa(s)/qa(s), s = |x| − 1
+    erx=8.45062911510467529297e-01,
+    pa=[-2.16637559486879084300e-03, 3.54783043256182359371e-02, -1.10894694282396677476e-01,
+        3.18346619901161753674e-01, -3.72207876035701323847e-01, 4.14856118683748331666e-01,
+        -2.36211856075265944077e-03],
+    qa=[1.19844998467991074170e-02, 1.36370839120290507362e-02, 1.26171219808761642112e-01,
+        7.18286544141962662868e-02, 5.40397917702171048937e-01, 1.06420880400844228286e-01, 1.0],
+    # 1.25 ≤ |x| < 6: erf(x) = 1 − exp(−x² − 0.5625 + R(s)/S(s))/|x|, s = 1/x²,
+    # (ra, sa) below 1/0.35 and (rb, sb) above; rb, sb padded with zeros to the same degree.
+    ra=[-9.81432934416914548592e+00, -8.12874355063065934246e+01, -1.84605092906711035994e+02,
+        -1.62396669462573470355e+02, -6.23753324503260060396e+01, -1.05586262253232909814e+01,
+        -6.93858572707181764372e-01, -9.86494403484714822705e-03],
+    sa=[-6.04244152148580987438e-02, 6.57024977031928170135e+00, 1.08635005541779435134e+02,
+        4.29008140027567833386e+02, 6.45387271733267880336e+02, 4.34565877475229228821e+02,
+        1.37657754143519042600e+02, 1.96512716674392571292e+01, 1.0],
+    rb=[0.0, -4.83519191608651397019e+02, -1.02509513161107724954e+03,
+        -6.37566443368389627722e+02, -1.60636384855821916062e+02, -1.77579549177547519889e+01,
+        -7.99283237680523006574e-01, -9.86494292470009928597e-03],
+    sb=[0.0, -2.24409524465858183362e+01, 4.74528541206955367215e+02, 2.55305040643316442583e+03,
+        3.19985821950859553908e+03, 1.53672958608443695994e+03, 3.25792512996573918826e+02,
+        3.03380607434824582924e+01, 1.0],
+)
+
+# sin, cos: x = n·π/2 + r, |r| ≤ π/4.
+SINCOS = {
+    # Three-part Cody–Waite π/2 and Cephes sinf/cosf polynomials: accurate while
+    # |x| stays below about 1e5.
+    FLOAT32: Table(pio2=[1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8],
+                   sin=[-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1],
+                   cos=[2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2]),
+    # π/2 in four 22-bit pieces (n·piece exact while |n| < 2^31) and a 53-bit tail,
+    # and fdlibm k_sin.c / k_cos.c on r = r_hi + r_lo.
+    FLOAT64: Table(pio2=[float.fromhex("0x1.921fb8p+0"), float.fromhex("-0x1.5dde98p-23"),
+                         float.fromhex("0x1.846988p-48"), float.fromhex("0x1.8cc518p-72"),
+                         float.fromhex("-0x1.fc8f8cbb5bf6cp-97")],
+                   exact_below=2.0 ** 31 * 1.5707963267948966,
+                   sin=[1.58969099521155010221e-10, -2.50507602534068634195e-08,
+                        2.75573137070700676789e-06, -1.98412698298579493134e-04,
+                        8.33333333332248946124e-03, -1.66666666666666324348e-01],
+                   cos=[-1.13596475577881948265e-11, 2.08757232129817482790e-09,
+                        -2.75573143513906633035e-07, 2.48015872894767294178e-05,
+                        -1.38888888888741095749e-03, 4.16666666666666019037e-02]),
+}
+INV_PIO2 = 6.36619772367581382433e-01
+
+# Payne–Hanek: 2/π = Σ_j C_j·2^(−24(j+1)), C_j the 24-bit chunks below (fdlibm's ipio2),
+# enough for every double exponent; the table holds two zeros and then C_0, C_1, ….
+TWO_OVER_PI_24 = [
+    0xA2F983, 0x6E4E44, 0x1529FC, 0x2757D1, 0xF534DD, 0xC0DB62, 0x95993C, 0x439041, 0xFE5163,
+    0xABDEBB, 0xC561B7, 0x246E3A, 0x424DD2, 0xE00649, 0x2EEA09, 0xD1921C, 0xFE1DEB, 0x1CB129,
+    0xA73EE8, 0x8235F5, 0x2EBB44, 0x84E99C, 0x7026B4, 0x5F7E41, 0x3991D6, 0x398353, 0x39F49C,
+    0x845F8B, 0xBDF928, 0x3B1FF8, 0x97FFDE, 0x05980F, 0xEF2F11, 0x8B5A0A, 0x6D1F6D, 0x367ECF,
+    0x27CB09, 0xB74F46, 0x3F669E, 0x5FEA2D, 0x7527BA, 0xC7EBE5, 0xF17B3D, 0x0739F7, 0x8A5292,
+    0xEA6BFB, 0x5FB11F, 0x8D5D08, 0x560330, 0x46FC7B,
+]
+PIO2_26 = float.fromhex("0x1.921fb58p+0")  # π/2 to 26 bits
+PIO2_26_TAIL = float.fromhex("-0x1.dde973dcb3b3ap-27")  # π/2 − PIO2_26
+
+# pow, float64: fdlibm e_pow.c.
+POW64 = Table(
+    # (3/2)·(log(x) − 2s − (2/3)s³) ≈ s⁴·L(s²)
+    L=[2.06975017800338417784e-01, 2.30660745775561754067e-01, 2.72728123808534006489e-01,
+       3.33333329818377432918e-01, 4.28571428578550184252e-01, 5.99999999999994648725e-01],
+    dp_h=5.84962487220764160156e-01, dp_l=1.35003920212974897128e-08,  # log2(1.5) in two
+    cp=9.61796693925975554329e-01,  # 2/(3·ln2)
+    cp_h=9.61796700954437255859e-01, cp_l=-7.02846165095275826516e-09,
+    lg2=6.93147180559945286227e-01,
+    lg2_h=6.93147182464599609375e-01, lg2_l=-1.90465429995776804525e-09,
+    ovt=8.0085662595372944372e-17,  # −(1024 − log2(DBL_MAX + ulp/2))
+)
+
+
+# ----------------------------------------------------------------------------- builder
 
 
 class _Ops:
-    """Arithmetic on a float scalar or vector type, constants widened as needed."""
+    """Arithmetic on a float or double scalar or vector; Python numbers are widened
+    to constants of that type."""
 
     def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value):
         self.b = b
         self.module = module
-        self.width = like.type.count if isinstance(like.type, ir.VectorType) else None
+        t = like.type
+        self.width = t.count if isinstance(t, ir.VectorType) else None
+        scalar = t.element if self.width else t
+        if str(scalar) not in FORMATS:
+            raise TypeError(f"mathlib works on float and double values, not {t}")
+        self.fmt = FORMATS[str(scalar)]
+        self.double = self.fmt is FLOAT64
+        self.fty = self.ty(self.fmt.float)
+        self.ity = self.ty(self.fmt.int)
 
     def ty(self, t: ir.Type) -> ir.Type:
         return ir.VectorType(t, self.width) if self.width else t
 
-    def f(self, c: float) -> ir.Value:
-        return ir.Constant(self.ty(F32), [c] * self.width) if self.width else ir.Constant(F32, c)
+    def _const(self, t: ir.Type, c) -> ir.Value:
+        return ir.Constant(self.ty(t), [c] * self.width) if self.width else ir.Constant(t, c)
 
-    def i(self, c: int) -> ir.Value:
-        return ir.Constant(self.ty(I32), [c] * self.width) if self.width else ir.Constant(I32, c)
+    def f(self, c) -> ir.Value:
+        return c if isinstance(c, ir.Value) else self._const(self.fmt.float, float(c))
 
+    def i(self, c) -> ir.Value:
+        """An integer of the format's width; bit patterns may be given unsigned."""
+        if isinstance(c, ir.Value):
+            return c
+        w = self.fmt.int.width
+        c &= (1 << w) - 1
+        return self._const(self.fmt.int, c - (1 << w) if c >> (w - 1) else c)
+
+    # float arithmetic
     def add(self, a, c):
-        return self.b.fadd(a, c)
+        return self.b.fadd(self.f(a), self.f(c))
 
     def sub(self, a, c):
-        return self.b.fsub(a, c)
+        return self.b.fsub(self.f(a), self.f(c))
 
     def mul(self, a, c):
-        return self.b.fmul(a, c)
+        return self.b.fmul(self.f(a), self.f(c))
 
     def div(self, a, c):
-        return self.b.fdiv(a, c)
+        return self.b.fdiv(self.f(a), self.f(c))
+
+    def neg(self, a):
+        return self.b.fneg(a)
 
     def poly(self, x, coeffs):
-        """Horner: coeffs[0]·x^n + … + coeffs[n]."""
+        """Horner: coeffs[0]·x^n + … + coeffs[n] (numbers or values)."""
         acc = self.f(coeffs[0])
         for c in coeffs[1:]:
-            acc = self.add(self.mul(acc, x), self.f(c))
+            acc = self.add(self.mul(acc, x), c)
         return acc
 
+    def two_sum(self, a, c):
+        """(s, e) with s = fl(a + c) and s + e = a + c exactly (Knuth)."""
+        s = self.add(a, c)
+        cc = self.sub(s, a)
+        return s, self.add(self.sub(a, self.sub(s, cc)), self.sub(c, cc))
+
+    # comparisons (ordered: false on NaN) and selection
     def lt(self, a, c):
-        return self.b.fcmp_ordered("<", a, c)
+        return self.b.fcmp_ordered("<", self.f(a), self.f(c))
+
+    def le(self, a, c):
+        return self.b.fcmp_ordered("<=", self.f(a), self.f(c))
 
     def gt(self, a, c):
-        return self.b.fcmp_ordered(">", a, c)
+        return self.b.fcmp_ordered(">", self.f(a), self.f(c))
+
+    def ge(self, a, c):
+        return self.b.fcmp_ordered(">=", self.f(a), self.f(c))
+
+    def eq(self, a, c):
+        return self.b.fcmp_ordered("==", self.f(a), self.f(c))
 
     def isnan(self, a):
         return self.b.fcmp_unordered("uno", a, a)
 
-    def select(self, cond, a, c):
-        return self.b.select(cond, a, c)
+    def isfinite(self, a):
+        return self.lt(self.fabs(a), INF)
 
+    def select(self, cond, a, c):
+        return self.b.select(cond, self.f(a), self.f(c))
+
+    def any(self, cond):
+        """Whether any lane of an i1 scalar or vector is set."""
+        if not self.width:
+            return cond
+        out = self.b.extract_element(cond, ir.Constant(I32, 0))
+        for lane in range(1, self.width):
+            out = self.b.or_(out, self.b.extract_element(cond, ir.Constant(I32, lane)))
+        return out
+
+    # intrinsics
     def intrinsic(self, name: str, *args):
-        suffix = f"v{self.width}f32" if self.width else "f32"
+        suffix = f"v{self.width}{self.fmt.name}" if self.width else self.fmt.name
         full = f"llvm.{name}.{suffix}"
         fn = self.module.globals.get(full)
         if fn is None:
-            t = self.ty(F32)
-            fn = ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), full)
+            fn = ir.Function(self.module, ir.FunctionType(self.fty, [self.fty] * len(args)), full)
         return self.b.call(fn, list(args))
 
+    def fabs(self, a):
+        return self.intrinsic("fabs", a)
+
+    def floor(self, a):
+        return self.intrinsic("floor", a)
+
+    def round(self, a):
+        """The nearest integer (halves up), as a float."""
+        return self.floor(self.add(a, 0.5))
+
+    # bits
     def bits(self, a):
-        return self.b.bitcast(a, self.ty(I32))
+        return self.b.bitcast(a, self.ity)
 
     def from_bits(self, a):
-        return self.b.bitcast(a, self.ty(F32))
+        return self.b.bitcast(a, self.fty)
+
+    def to_int(self, a):
+        return self.b.fptosi(a, self.ity)
+
+    def to_float(self, a):
+        return self.b.sitofp(a, self.fty)
+
+    def signbit(self, a):
+        return self.b.icmp_signed("<", self.bits(a), self.i(0))
+
+    def copysign(self, mag, sign):
+        fmt = self.fmt
+        keep = self.b.and_(self.bits(mag), self.i(~fmt.sign))
+        return self.from_bits(self.b.or_(keep, self.b.and_(self.bits(sign), self.i(fmt.sign))))
+
+    def clear_low(self, a, n: int):
+        """`a` with its lowest `n` mantissa bits zeroed (an exact high part)."""
+        return self.from_bits(self.b.and_(self.bits(a), self.i(~((1 << n) - 1))))
+
+    def pow2(self, k):
+        """2^k for an integer k (format's int type) in the normal exponent range."""
+        return self.from_bits(self.b.shl(self.b.add(k, self.i(self.fmt.bias)), self.i(self.fmt.mantissa)))
+
+    def ldexp(self, y, n):
+        """y·2^n for an integral float n, in two halves so that 2^n itself need not be
+        representable (n up to the format's max exponent + 1, down to its subnormals)."""
+        k = self.to_int(n)
+        half = self.b.ashr(k, self.i(1))
+        return self.mul(self.mul(y, self.pow2(half)), self.pow2(self.b.sub(k, half)))
+
+
+def _finish(o: _Ops, x, y, zero_keeps_sign: bool = False):
+    """NaN in gives NaN out (and ±0 gives ±0 for the odd functions)."""
+    if zero_keeps_sign:
+        y = o.select(o.eq(x, 0.0), x, y)
+    return o.select(o.isnan(x), x, y)
+
+
+# ----------------------------------------------------------------------------- functions
 
 
 def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
-    xc = o.select(o.gt(x, o.f(88.72283)), o.f(88.72283), x)
-    xc = o.select(o.lt(xc, o.f(-104.0)), o.f(-104.0), xc)  # results below 2^-126 are subnormal
-    n = o.intrinsic("floor", o.add(o.mul(xc, o.f(LOG2E)), o.f(0.5)))
-    r = o.sub(o.sub(xc, o.mul(n, o.f(LN2_HI))), o.mul(n, o.f(LN2_LO)))
-    p = o.poly(r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                   1.6666665459e-1, 5.0000001201e-1])
-    p = o.add(o.add(o.mul(o.mul(r, r), p), r), o.f(1.0))
-    ni = b.fptosi(n, o.ty(I32))
-    # 2^n in two halves so that n = 128 (x near the top of the range) still works.
-    half = b.ashr(ni, o.i(1))
-    s1 = o.from_bits(b.shl(b.add(half, o.i(127)), o.i(23)))
-    s2 = o.from_bits(b.shl(b.add(b.sub(ni, half), o.i(127)), o.i(23)))
-    y = o.mul(o.mul(p, s1), s2)
-    y = o.select(o.gt(x, o.f(88.72283)), o.f(float("inf")), y)
-    y = o.select(o.lt(x, o.f(-103.97208)), o.f(0.0), y)
-    return o.select(o.isnan(x), x, y)
+    c = EXP[o.fmt]
+    lo_clamp, hi_clamp = c.clamp
+    xc = o.select(o.lt(x, hi_clamp), x, hi_clamp)  # NaN too, so that n stays finite
+    xc = o.select(o.gt(xc, lo_clamp), xc, lo_clamp)
+    n = o.round(o.mul(xc, LOG2E))
+    hi = o.sub(xc, o.mul(n, c.ln2_hi))
+    lo = o.mul(n, c.ln2_lo)
+    r = o.sub(hi, lo)
+    if o.double:
+        t = o.mul(r, r)
+        cc = o.sub(r, o.mul(t, o.poly(t, c.poly)))
+        y = o.sub(1.0, o.sub(o.sub(lo, o.div(o.mul(r, cc), o.sub(2.0, cc))), hi))
+    else:
+        y = o.add(o.add(o.mul(o.mul(r, r), o.poly(r, c.poly)), r), 1.0)
+    y = o.ldexp(y, n)
+    y = o.select(o.gt(x, c.inf_above), INF, y)
+    y = o.select(o.lt(x, c.zero_below), 0.0, y)
+    return _finish(o, x, y)
 
 
 def log(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
-    tiny = o.lt(x, o.f(1.17549435e-38))
-    xs = o.select(tiny, o.mul(x, o.f(8388608.0)), x)  # scale subnormals up by 2^23
+    fmt, c = o.fmt, LOG[o.fmt]
+    # x = 2^e·m with m in [0.5, 1), subnormals scaled up first
+    tiny = o.lt(x, fmt.min_normal)
+    xs = o.select(tiny, o.mul(x, 2.0 ** fmt.mantissa), x)
     bits = o.bits(xs)
-    e = b.sub(b.and_(b.lshr(bits, o.i(23)), o.i(0xFF)), o.i(126))
-    e = b.select(tiny, b.sub(e, o.i(23)), e)
-    m = o.from_bits(b.or_(b.and_(bits, o.i(0x807FFFFF)), o.i(0x3F000000)))  # [0.5, 1)
-    small = o.lt(m, o.f(0.707106781186547524))
-    ef = b.sitofp(b.select(small, b.sub(e, o.i(1)), e), o.ty(F32))
-    m = o.select(small, o.sub(o.add(m, m), o.f(1.0)), o.sub(m, o.f(1.0)))
-    z = o.mul(m, m)
-    y = o.mul(o.mul(o.poly(m, [7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1,
-                               -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
-                               2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1]), m), z)
-    y = o.add(y, o.mul(ef, o.f(LN2_LO)))
-    y = o.sub(y, o.mul(z, o.f(0.5)))
-    y = o.add(o.add(m, y), o.mul(ef, o.f(LN2_HI)))
-    y = o.select(b.fcmp_ordered("==", x, o.f(float("inf"))), x, y)
-    y = o.select(b.fcmp_ordered("==", x, o.f(0.0)), o.f(float("-inf")), y)
-    y = o.select(o.lt(x, o.f(0.0)), o.f(float("nan")), y)
-    return o.select(o.isnan(x), x, y)
+    e = b.sub(b.and_(b.lshr(bits, o.i(fmt.mantissa)), o.i(fmt.exponent_mask)), o.i(fmt.bias - 1))
+    e = b.select(tiny, b.sub(e, o.i(fmt.mantissa)), e)
+    m = o.from_bits(b.or_(b.and_(bits, o.i(fmt.sign | ((1 << fmt.mantissa) - 1))),
+                          o.i((fmt.bias - 1) << fmt.mantissa)))
+    # 1 + f = 2m or m, whichever lies in [√½, √2) (exact)
+    small = o.lt(m, 0.707106781186547524)
+    k = o.to_float(b.select(small, b.sub(e, o.i(1)), e))
+    f = o.select(small, o.sub(o.add(m, m), 1.0), o.sub(m, 1.0))
+    if o.double:
+        s = o.div(f, o.add(f, 2.0))
+        z = o.mul(s, s)
+        w = o.mul(z, z)
+        r = o.add(o.mul(z, o.poly(w, c.odd)), o.mul(w, o.poly(w, c.even)))
+        hfsq = o.mul(o.mul(f, f), 0.5)
+        y = o.add(o.mul(s, o.add(hfsq, r)), o.mul(k, c.ln2_lo))
+        y = o.add(o.add(o.sub(y, hfsq), f), o.mul(k, c.ln2_hi))
+    else:
+        z = o.mul(f, f)
+        y = o.mul(o.mul(o.poly(f, c.poly), f), z)
+        y = o.add(y, o.mul(k, c.ln2_lo))
+        y = o.sub(y, o.mul(z, 0.5))
+        y = o.add(o.add(f, y), o.mul(k, c.ln2_hi))
+    y = o.select(o.eq(x, INF), x, y)
+    y = o.select(o.eq(x, 0.0), -INF, y)
+    y = o.select(o.lt(x, 0.0), NAN, y)
+    return _finish(o, x, y)
 
 
 def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
-    ax = o.intrinsic("fabs", x)
+    c = TANH[o.fmt]
+    ax = o.fabs(x)
     z = o.mul(x, x)
-    small = o.add(o.mul(o.mul(o.poly(z, [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
-                                         1.33314422036e-1, -3.33332819422e-1]), z), x), x)
+    ratio = o.poly(z, c.p) if c.q is None else o.div(o.poly(z, c.p), o.poly(z, c.q))
+    small = o.add(o.mul(o.mul(ratio, z), x), x)
     e = exp(b, module, o.add(ax, ax))
-    large = o.sub(o.f(1.0), o.div(o.f(2.0), o.add(e, o.f(1.0))))
-    large = o.from_bits(b.or_(o.bits(large), b.and_(o.bits(x), o.i(-0x80000000))))  # copysign
-    y = o.select(o.lt(ax, o.f(0.625)), small, large)
-    return o.select(o.isnan(x), x, y)
+    large = o.copysign(o.sub(1.0, o.div(2.0, o.add(e, 1.0))), x)
+    y = o.select(o.lt(ax, 0.625), small, large)
+    return _finish(o, x, y, zero_keeps_sign=True)
 
 
 def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
-    ax = o.intrinsic("fabs", x)
-    # |x| < 0.5: the Maclaurin series 2/√π (x − x³/3 + x⁵/10 − x⁷/42 + x⁹/216).
+    ax = o.fabs(x)
     z = o.mul(x, x)
-    series = o.mul(o.mul(x, o.f(1.1283791670955126)),
-                   o.poly(z, [1 / 216, -1 / 42, 1 / 10, -1 / 3, 1.0]))
-    # Otherwise 1 − t·P(t)·exp(−x²) with t = 1/(1 + p|x|) (Abramowitz–Stegun 7.1.26).
-    t = o.div(o.f(1.0), o.add(o.f(1.0), o.mul(ax, o.f(0.3275911))))
-    p = o.mul(o.poly(t, [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]), t)
-    tail = o.sub(o.f(1.0), o.mul(p, exp(b, module, b.fneg(z))))
-    tail = o.from_bits(b.or_(o.bits(tail), b.and_(o.bits(x), o.i(-0x80000000))))
-    y = o.select(o.lt(ax, o.f(0.5)), series, tail)
-    return o.select(o.isnan(x), x, y)
+    if not o.double:
+        c = ERF32
+        series = o.mul(o.mul(x, c.two_over_sqrt_pi), o.poly(z, c.series))
+        # 1 − t·P(t)·exp(−x²) with t = 1/(1 + p|x|)
+        t = o.div(1.0, o.add(1.0, o.mul(ax, c.a_s_p)))
+        p = o.mul(o.poly(t, c.a_s), t)
+        tail = o.copysign(o.sub(1.0, o.mul(p, exp(b, module, o.neg(z)))), x)
+        return _finish(o, x, o.select(o.lt(ax, 0.5), series, tail))
+    c = ERF64
+    near0 = o.add(x, o.mul(x, o.div(o.poly(z, c.pp), o.poly(z, c.qq))))
+    subnormal = o.mul(0.125, o.add(o.mul(x, 8.0), o.mul(x, c.efx8)))  # no underflow in x·0.128
+    near0 = o.select(o.lt(ax, 2.0 ** -1015), subnormal, near0)
+    s = o.sub(ax, 1.0)
+    near1 = o.add(c.erx, o.div(o.poly(s, c.pa), o.poly(s, c.qa)))
+    # the tail, on |x| clamped to [1.25, 6] (erf is 1 to double precision above 6)
+    a = o.select(o.gt(ax, 1.25), ax, 1.25)
+    a = o.select(o.lt(a, 6.0), a, 6.0)
+    s = o.div(1.0, o.mul(a, a))
+    first = o.lt(a, 2.8571434020996094)  # fdlibm's 1/0.35 (high word 0x4006DB6E)
+    R = o.poly(s, [o.select(first, ra, rb) for ra, rb in zip(c.ra, c.rb)])
+    S = o.poly(s, [o.select(first, sa, sb) for sa, sb in zip(c.sa, c.sb)])
+    # exp(−a²) as exp(−h² − 0.5625)·exp((h − a)(h + a) + R/S), h = a to 21 bits (h² exact)
+    h = o.clear_low(a, 32)
+    r = o.mul(exp(b, module, o.sub(o.neg(o.mul(h, h)), 0.5625)),
+              exp(b, module, o.add(o.mul(o.sub(h, a), o.add(h, a)), o.div(R, S))))
+    tail = o.sub(1.0, o.div(r, a))
+    y = o.select(o.lt(ax, 1.25), near1, tail)
+    y = o.select(o.lt(ax, 0.84375), near0, o.copysign(y, x))
+    return _finish(o, x, y)
+
+
+def _payne_hanek(o: _Ops, ax):
+    """n and r = r_hi + r_lo with ax = n·π/2 + r, for a double ax ≥ 2^30 (any finite one).
+
+    ax = M·2^(e−52) with M = X0·2^48 + X1·2^24 + X2, and 2/π = Σ C_j·2^(−24(j+1)), so
+    ax·2/π = Σ X_i·C_j·2^(e−28−24(i+j)). Group s = i + j is an exact double below
+    3·2^48; groups of weight ≥ 4 do not matter for n mod 4 and are skipped, the next
+    seven are summed (mod 4) in double-double, which leaves r good to about 2^-100."""
+    b = o.b
+    bits = o.bits(ax)
+    e = b.sub(b.lshr(bits, o.i(52)), o.i(1023))
+    m = b.or_(b.and_(bits, o.i((1 << 52) - 1)), o.i(1 << 52))
+    x = [o.to_float(b.lshr(m, o.i(48))), o.to_float(b.and_(b.lshr(m, o.i(24)), o.i(0xFFFFFF))),
+         o.to_float(b.and_(m, o.i(0xFFFFFF)))]
+    # first group with weight 2^e0 ≤ 2: s0 = ceil((e − 29)/24), e0 = e − 28 − 24·s0
+    s0 = b.select(b.icmp_signed(">", e, o.i(29)), b.sdiv(b.sub(e, o.i(6)), o.i(24)), o.i(0))
+    e0 = b.sub(b.sub(e, o.i(28)), b.mul(s0, o.i(24)))
+    c = [_table_lookup(o, b.add(s0, o.i(k))) for k in range(9)]  # c[k] = C_{s0+k−2}
+    hi = lo = None
+    for g in range(7):
+        group = o.add(o.add(o.mul(x[0], c[g + 2]), o.mul(x[1], c[g + 1])), o.mul(x[2], c[g]))
+        group = o.mul(group, o.pow2(b.sub(e0, o.i(24 * g))))
+        if g < 3:
+            group = o.sub(group, o.mul(o.floor(o.mul(group, 0.25)), 4.0))
+        if hi is None:
+            hi, lo = group, o.f(0.0)
+        else:
+            hi, err = o.two_sum(hi, group)
+            lo = o.add(lo, err)
+    n = o.round(hi)
+    f, f_lo = o.two_sum(o.sub(hi, n), lo)
+    # r = (f + f_lo)·π/2 with f = f1 + f2, f1 of 26 bits: f1·PIO2_26 and f2·PIO2_26 are exact
+    f1 = o.clear_low(f, 27)
+    head = o.mul(f1, PIO2_26)
+    rest = o.add(o.add(o.mul(o.sub(f, f1), PIO2_26), o.mul(f, PIO2_26_TAIL)),
+                 o.mul(f_lo, 1.5707963267948966))
+    r_hi = o.add(head, rest)
+    return n, r_hi, o.sub(rest, o.sub(r_hi, head))
+
+
+def _table_lookup(o: _Ops, index):
+    """TWO_OVER_PI_24 chunk number index − 2 (0 for −2, −1), per lane."""
+    name = "warpweave.mathlib.two_over_pi"
+    table = o.module.globals.get(name)
+    values = [0.0, 0.0] + [float(c) for c in TWO_OVER_PI_24]
+    ty = ir.ArrayType(F64, len(values))
+    if table is None:
+        table = ir.GlobalVariable(o.module, ty, name)
+        table.global_constant = True
+        table.linkage = "internal"
+        table.initializer = ir.Constant(ty, values)
+    b = o.b
+
+    def load(i):
+        ptr = b.gep(table, [ir.Constant(I64, 0), i], inbounds=True, source_etype=ty)
+        return b.load(ptr, typ=F64)
+
+    if not o.width:
+        return load(index)
+    out = ir.Constant(o.fty, ir.Undefined)
+    for lane in range(o.width):
+        li = ir.Constant(I32, lane)
+        out = b.insert_element(out, load(b.extract_element(index, li)), li)
+    return out
+
+
+def _reduce_pio2(o: _Ops, x):
+    """(n, r_hi, r_lo) with x = n·π/2 + r_hi + r_lo, |r| ≲ π/4 (r_lo is None for float32)."""
+    b = o.b
+    c = SINCOS[o.fmt]
+    n = o.round(o.mul(x, INV_PIO2))
+    if not o.double:
+        r = x
+        for part in c.pio2:
+            r = o.sub(r, o.mul(n, part))
+        return n, r, None
+    # Cody–Waite in double-double: every n·part is exact while |n| < 2^31, the first
+    # difference by Sterbenz, the others through two_sum.
+    p1, p2, p3, p4, tail = c.pio2
+    hi, lo = o.two_sum(o.sub(x, o.mul(n, p1)), o.mul(n, -p2))
+    for part in (p3, p4):
+        hi, err = o.two_sum(hi, o.mul(n, -part))
+        lo = o.add(lo, err)
+    r_hi, r_lo = o.two_sum(hi, o.sub(lo, o.mul(n, tail)))
+    # beyond 2^31·π/2, Payne–Hanek, only when some lane needs it
+    big = o.ge(o.fabs(x), c.exact_below)
+    start = b.block
+    with b.if_then(o.any(big), likely=False):
+        ax = o.select(big, o.fabs(x), c.exact_below)
+        pn, ph, pl = _payne_hanek(o, ax)
+        negative = o.lt(x, 0.0)
+        merged = [o.select(big, o.select(negative, o.neg(new), new), old)
+                  for new, old in ((pn, n), (ph, r_hi), (pl, r_lo))]
+        slow = b.block
+    out = []
+    for new, old in zip(merged, (n, r_hi, r_lo)):
+        phi = b.phi(o.fty)
+        phi.add_incoming(old, start)
+        phi.add_incoming(new, slow)
+        out.append(phi)
+    return tuple(out)
 
 
 def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool) -> ir.Value:
-    """x = k·π/2 + r with |r| ≤ π/4 (three-part Cody–Waite), then the quadrant k
-    picks ±sin r or ±cos r. Accurate while |x| stays below about 1e5."""
+    """x = n·π/2 + r, then the quadrant n mod 4 picks ±sin r or ±cos r."""
     o = _Ops(b, module, x)
-    k = o.intrinsic("floor", o.add(o.mul(x, o.f(0.6366197723675814)), o.f(0.5)))
-    r = o.sub(x, o.mul(k, o.f(1.5703125)))
-    r = o.sub(r, o.mul(k, o.f(4.837512969970703125e-4)))
-    r = o.sub(r, o.mul(k, o.f(7.54978995489188216e-8)))
+    c = SINCOS[o.fmt]
+    finite = o.isfinite(x)
+    n, r, r_lo = _reduce_pio2(o, o.select(finite, x, 0.0))
     z = o.mul(r, r)
-    sin_r = o.add(o.mul(o.mul(o.poly(z, [-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1]), z), r), r)
-    cos_r = o.add(o.sub(o.f(1.0), o.mul(z, o.f(0.5))),
-                  o.mul(o.mul(z, z), o.poly(z, [2.443315711809948e-5, -1.388731625493765e-3,
-                                                4.166664568298827e-2])))
-    q = b.and_(b.add(b.fptosi(k, o.ty(I32)), o.i(1 if cosine else 0)), o.i(3))
+    if not o.double:
+        sin_r = o.add(o.mul(o.mul(o.poly(z, c.sin), z), r), r)
+        cos_r = o.add(o.sub(1.0, o.mul(z, 0.5)), o.mul(o.mul(z, z), o.poly(z, c.cos)))
+    else:
+        # fdlibm k_sin.c: sin(r + r_lo) = r + (S1·r³ + (r²·(R·r³ − r_lo/2) + r_lo))
+        s1, s = c.sin[-1], c.sin[:-1]
+        v = o.mul(z, r)
+        poly = o.poly(z, s)
+        sin_r = o.sub(r, o.sub(o.sub(o.mul(z, o.sub(o.mul(r_lo, 0.5), o.mul(v, poly))), r_lo),
+                               o.mul(v, s1)))
+        # fdlibm k_cos.c: cos(r + r_lo) = w + (((1 − w) − r²/2) + (r²·R − r·r_lo)), w = 1 − r²/2
+        rc = o.mul(z, o.poly(z, c.cos))
+        hz = o.mul(z, 0.5)
+        w = o.sub(1.0, hz)
+        cos_r = o.add(w, o.add(o.sub(o.sub(1.0, w), hz), o.sub(o.mul(z, rc), o.mul(r, r_lo))))
+    q = o.to_int(o.sub(n, o.mul(o.floor(o.mul(n, 0.25)), 4.0)))  # n mod 4, exact
+    q = b.and_(b.add(q, o.i(1 if cosine else 0)), o.i(3))
     odd = b.icmp_signed("!=", b.and_(q, o.i(1)), o.i(0))
     negative = b.icmp_signed("!=", b.and_(q, o.i(2)), o.i(0))
     y = o.select(odd, cos_r, sin_r)
-    y = o.select(negative, b.fneg(y), y)
-    inf = b.fcmp_ordered("==", o.intrinsic("fabs", x), o.f(float("inf")))
-    return o.select(b.or_(inf, o.isnan(x)), o.f(float("nan")), y)
+    y = o.select(negative, o.neg(y), y)
+    y = o.select(finite, y, NAN)
+    return y if cosine else o.select(o.eq(x, 0.0), x, y)
 
 
 def sin(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
@@ -184,21 +617,115 @@ def cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     return _sin_cos(b, module, x, cosine=True)
 
 
+def _pow_positive(o: _Ops, ax, y):
+    """ax**y for finite ax > 0 and finite y, float64 (fdlibm e_pow.c)."""
+    b, c = o.b, POW64
+    i = o.i
+    # log2(ax) = t1 + t2: ax = 2^n·(1 + f) normalized into [√½·…, √3) around bp = 1 or 1.5,
+    # ss = (ax − bp)/(ax + bp) in two pieces, log2 from the series in ss
+    tiny = o.lt(ax, FLOAT64.min_normal)
+    ax = o.select(tiny, o.mul(ax, 2.0 ** 53), ax)
+    bits = o.bits(ax)
+    hx = b.lshr(bits, i(32))
+    n = b.sub(b.lshr(hx, i(20)), i(0x3FF))
+    n = b.select(tiny, b.sub(n, i(53)), n)
+    j = b.and_(hx, i(0xFFFFF))
+    k1 = b.and_(b.icmp_signed(">", j, i(0x3988E)), b.icmp_signed("<", j, i(0xBB67A)))
+    wrap = b.icmp_signed(">=", j, i(0xBB67A))  # |x| ≥ √3·2^n: the next binade, bp = 1
+    n = b.select(wrap, b.add(n, i(1)), n)
+    ix = b.or_(j, i(0x3FF00000))
+    ix = b.select(wrap, b.sub(ix, i(0x00100000)), ix)
+    ax = o.from_bits(b.or_(b.shl(ix, i(32)), b.and_(bits, i(0xFFFFFFFF))))
+    bp = o.select(k1, 1.5, 1.0)
+    dp_h = o.select(k1, c.dp_h, 0.0)
+    dp_l = o.select(k1, c.dp_l, 0.0)
+    u = o.sub(ax, bp)
+    v = o.div(1.0, o.add(ax, bp))
+    ss = o.mul(u, v)
+    s_h = o.clear_low(ss, 32)
+    t_h = b.add(b.add(b.or_(b.lshr(ix, i(1)), i(0x20000000)), i(0x00080000)),
+                b.select(k1, i(1 << 18), i(0)))
+    t_h = o.from_bits(b.shl(t_h, i(32)))  # ax + bp to 21 bits
+    t_l = o.sub(ax, o.sub(t_h, bp))
+    s_l = o.mul(v, o.sub(o.sub(u, o.mul(s_h, t_h)), o.mul(s_h, t_l)))
+    s2 = o.mul(ss, ss)
+    r = o.mul(o.mul(s2, s2), o.poly(s2, c.L))
+    r = o.add(r, o.mul(s_l, o.add(s_h, ss)))
+    s2 = o.mul(s_h, s_h)
+    t_h = o.clear_low(o.add(o.add(3.0, s2), r), 32)
+    t_l = o.sub(r, o.sub(o.sub(t_h, 3.0), s2))
+    u = o.mul(s_h, t_h)
+    v = o.add(o.mul(s_l, t_h), o.mul(t_l, ss))
+    p_h = o.clear_low(o.add(u, v), 32)
+    p_l = o.sub(v, o.sub(p_h, u))
+    z_h = o.mul(c.cp_h, p_h)
+    z_l = o.add(o.add(o.mul(c.cp_l, p_h), o.mul(p_l, c.cp)), dp_l)
+    t = o.to_float(n)
+    t1 = o.clear_low(o.add(o.add(o.add(z_h, z_l), dp_h), t), 32)
+    t2 = o.sub(z_l, o.sub(o.sub(o.sub(t1, t), dp_h), z_h))
+    # y·log2(ax) = p_h + p_l, y split so that y1·t1 is exact
+    y1 = o.clear_low(y, 32)
+    p_l = o.add(o.mul(o.sub(y, y1), t1), o.mul(y, t2))
+    p_h = o.mul(y1, t1)
+    z = o.add(p_l, p_h)
+    over = b.or_(o.gt(z, 1024.0), b.and_(o.eq(z, 1024.0),
+                                          o.gt(o.add(p_l, c.ovt), o.sub(z, p_h))))
+    under = b.or_(o.lt(z, -1075.0), b.and_(o.eq(z, -1075.0), o.le(p_l, o.sub(z, p_h))))
+    inside = b.not_(b.or_(over, under))
+    p_h = o.select(inside, p_h, 0.0)
+    p_l = o.select(inside, p_l, 0.0)
+    # 2^(p_h + p_l) = 2^m·e^(t·ln2) with m the nearest integer, by the exp kernel
+    z = o.add(p_l, p_h)
+    m = o.select(o.gt(o.fabs(z), 0.5), o.round(z), 0.0)
+    p_h = o.sub(p_h, m)  # exact
+    t = o.clear_low(o.add(p_l, p_h), 32)
+    u = o.mul(t, c.lg2_h)
+    v = o.add(o.mul(o.sub(p_l, o.sub(t, p_h)), c.lg2), o.mul(t, c.lg2_l))
+    z = o.add(u, v)
+    w = o.sub(v, o.sub(z, u))
+    t = o.mul(z, z)
+    t1 = o.sub(z, o.mul(t, o.poly(t, EXP[FLOAT64].poly)))
+    r = o.sub(o.div(o.mul(z, t1), o.sub(t1, 2.0)), o.add(w, o.mul(z, w)))
+    out = o.ldexp(o.sub(1.0, o.sub(r, z)), m)
+    out = o.select(over, INF, out)
+    return o.select(under, 0.0, out)
+
+
 def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value) -> ir.Value:
-    """x**y as exp(y·log|x|), with numpy's special cases: a negative base needs an
-    integer exponent (odd ones keep the sign), 0**negative is inf, x**0 is 1."""
+    """x**y with numpy's (C99's) special cases: a negative base needs an integer
+    exponent (odd ones keep the sign), 0**negative is inf, x**0 and 1**y are 1."""
     o = _Ops(b, module, x)
-    ax = o.intrinsic("fabs", x)
-    r = exp(b, module, o.mul(y, log(b, module, ax)))
-    fy = o.intrinsic("floor", y)
-    integral = b.fcmp_ordered("==", fy, y)
-    half = o.mul(y, o.f(0.5))
-    odd = b.and_(integral, b.fcmp_unordered("!=", o.intrinsic("floor", half), half))
-    negative = o.lt(x, o.f(0.0))
-    r = o.select(b.and_(negative, odd), b.fneg(r), r)
-    r = o.select(b.and_(negative, b.not_(integral)), o.f(float("nan")), r)
-    r = o.select(b.fcmp_ordered("==", y, o.f(0.0)), o.f(1.0), r)
-    return o.select(b.fcmp_ordered("==", x, o.f(1.0)), o.f(1.0), r)
+    ax = o.fabs(x)
+    integral = o.eq(o.floor(y), y)  # ±inf counts as an (even) integer
+    half = o.mul(y, 0.5)
+    odd = b.and_(integral, b.fcmp_unordered("!=", o.floor(half), half))
+    # |x|**y on finite nonzero |x| and finite y; other lanes computed on 1**0
+    regular = b.and_(b.and_(o.isfinite(x), o.gt(ax, 0.0)), o.isfinite(y))
+    axr, yr = o.select(regular, ax, 1.0), o.select(regular, y, 0.0)
+    if o.double:
+        r = _pow_positive(o, axr, yr)
+    else:
+        r = exp(b, module, o.mul(yr, log(b, module, axr)))
+    negative_odd = b.and_(o.signbit(x), odd)
+    r = o.select(negative_odd, o.neg(r), r)
+    # (finite x < 0)**(finite non-integer) is NaN
+    r = o.select(b.and_(b.and_(o.lt(x, 0.0), regular), b.not_(integral)), NAN, r)
+    # ±0 and ±inf bases: inf when |x| = inf and y > 0 or x = 0 and y < 0, else 0
+    big = b.icmp_unsigned("==", o.eq(ax, INF), o.gt(y, 0.0))
+    special = o.select(big, INF, 0.0)
+    special = o.select(negative_odd, o.neg(special), special)
+    r = o.select(b.or_(o.eq(ax, 0.0), o.eq(ax, INF)), special, r)
+    # infinite exponents: 1 for |x| = 1, inf when |x| > 1 and y = inf or |x| < 1 and y = −inf
+    grows = b.icmp_unsigned("==", o.gt(ax, 1.0), o.gt(y, 0.0))
+    at_inf = o.select(o.eq(ax, 1.0), 1.0, o.select(grows, INF, 0.0))
+    r = o.select(o.eq(o.fabs(y), INF), at_inf, r)
+    # exponents ±1 and 2 exactly
+    r = o.select(o.eq(y, 1.0), x, r)
+    r = o.select(o.eq(y, 2.0), o.mul(x, x), r)
+    r = o.select(o.eq(y, -1.0), o.div(1.0, x), r)
+    r = o.select(b.or_(o.isnan(x), o.isnan(y)), NAN, r)
+    r = o.select(o.eq(y, 0.0), 1.0, r)
+    return o.select(o.eq(x, 1.0), 1.0, r)
 
 
 FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "erf": erf, "sin": sin, "cos": cos, "pow": pow}

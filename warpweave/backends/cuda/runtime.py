@@ -32,6 +32,15 @@ class _Launch:
     params: tuple[str, ...]
 
 
+def _torch_stream(torch, device) -> int:
+    """PyTorch's current stream on `device` as a driver handle, without building a
+    torch.cuda.Stream object when the raw accessor exists."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw(device.index if device.index is not None else torch.cuda.current_device())
+    return torch.cuda.current_stream(device).cuda_stream
+
+
 def _pointer(obj) -> int:
     """The device address of an array we allocated (torch, CuPy or DeviceArray)."""
     if isinstance(obj, arrays.DeviceArray):
@@ -147,7 +156,7 @@ class CudaProgram:
                 return None
             pointers.append(ptr)
         driver.ensure_context()
-        stream = torch.cuda.current_stream(device).cuda_stream
+        stream = _torch_stream(torch, device)
         buffers = dict(zip(self.graph.inputs, pointers))
         outs = []
         for (name, shape, _), tdt in zip(self._outputs, self._torch_types[len(self._inputs):]):

@@ -370,23 +370,30 @@ def _finish(o: _Ops, x, y, zero_keeps_sign: bool = False):
 # ----------------------------------------------------------------------------- functions
 
 
+def _exp_parts(o: _Ops, x):
+    """(n, d) with e^x = 2^n·(1 + d), |d| < 0.42: x = n·ln2 + r, d = e^r − 1 (the
+    "1 +" left to the caller keeps d's accuracy for tanh)."""
+    c = EXP[o.fmt]
+    n = o.round(o.mul(x, LOG2E))
+    hi = o.sub(x, o.mul(n, c.ln2_hi))
+    lo = o.mul(n, c.ln2_lo)
+    r = o.sub(hi, lo)
+    if o.double:
+        # fdlibm: e^r − 1 = hi − (lo − r·c/(2 − c)) with c = r − r²·P(r²)
+        t = o.mul(r, r)
+        cc = o.sub(r, o.mul(t, o.poly(t, c.poly)))
+        return n, o.sub(hi, o.sub(lo, o.div(o.mul(r, cc), o.sub(2.0, cc))))
+    return n, o.add(o.mul(o.mul(r, r), o.poly(r, c.poly)), r)
+
+
 def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
     c = EXP[o.fmt]
     lo_clamp, hi_clamp = c.clamp
     xc = o.select(o.lt(x, hi_clamp), x, hi_clamp)  # NaN too, so that n stays finite
     xc = o.select(o.gt(xc, lo_clamp), xc, lo_clamp)
-    n = o.round(o.mul(xc, LOG2E))
-    hi = o.sub(xc, o.mul(n, c.ln2_hi))
-    lo = o.mul(n, c.ln2_lo)
-    r = o.sub(hi, lo)
-    if o.double:
-        t = o.mul(r, r)
-        cc = o.sub(r, o.mul(t, o.poly(t, c.poly)))
-        y = o.sub(1.0, o.sub(o.sub(lo, o.div(o.mul(r, cc), o.sub(2.0, cc))), hi))
-    else:
-        y = o.add(o.add(o.mul(o.mul(r, r), o.poly(r, c.poly)), r), 1.0)
-    y = o.ldexp(y, n)
+    n, d = _exp_parts(o, xc)
+    y = o.ldexp(o.add(d, 1.0), n)
     y = o.select(o.gt(x, c.inf_above), INF, y)
     y = o.select(o.lt(x, c.zero_below), 0.0, y)
     return _finish(o, x, y)
@@ -434,9 +441,16 @@ def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     z = o.mul(x, x)
     ratio = o.poly(z, c.p) if c.q is None else o.div(o.poly(z, c.p), o.poly(z, c.q))
     small = o.add(o.mul(o.mul(ratio, z), x), x)
-    e = exp(b, module, o.add(ax, ax))
-    large = o.copysign(o.sub(1.0, o.div(2.0, o.add(e, 1.0))), x)
-    y = o.select(o.lt(ax, 0.625), small, large)
+    # (e − 1)/(e + 1) with e = e^2|x| = 2^n·(1 + d) (|x| ≤ 22, where tanh is 1 anyway):
+    # numerator and denominator as exact sums s ± 1 + s·d, s = 2^n, then one division
+    # corrected by the low parts
+    n, d = _exp_parts(o, o.mul(o.select(o.lt(ax, 22.0), ax, 22.0), 2.0))
+    s = o.pow2(o.to_int(n))
+    num_hi, num_lo = o.two_sum(o.sub(s, 1.0), o.mul(s, d))
+    den_hi, den_lo = o.two_sum(o.add(s, 1.0), o.mul(s, d))
+    t = o.div(num_hi, den_hi)
+    large = o.add(t, o.div(o.sub(num_lo, o.mul(t, den_lo)), den_hi))
+    y = o.select(o.lt(ax, 0.625), small, o.copysign(large, x))
     return _finish(o, x, y, zero_keeps_sign=True)
 
 

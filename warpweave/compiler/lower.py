@@ -322,38 +322,55 @@ def _transposed_loads(op: ComputeOp, graph: TensorGraph) -> list[ex.Load]:
 def _gpu_transpose(low: _Lowering, s: sch.GpuTranspose) -> None:
     op = low.op
     staged_loads = _transposed_loads(op, low.graph)
-    T, rows = s.tile, s.rows
+    T, rows, w = s.tile, s.rows, s.vector
+    lanes = T // w  # threads along a tile row
     I, J = op.shape[-2], op.shape[-1]
     batch = op.shape[:-2]
     n_i, n_j = math.ceil(I / T), math.ceil(J / T)
     g_id, g = low.scope("grid", "g", _prod(batch) * n_i * n_j, None)
-    t_id, t = low.scope("block", "t", T * rows, g_id)
-    tx, ty = t % T, t // T
+    t_id, t = low.scope("block", "t", lanes * rows, g_id)
+    tx, ty = t % lanes, t // lanes
     bidx, ti, tj = g // (n_i * n_j), (g // n_j) % n_i, g % n_j
     batch_index = dict(zip((a.name for a in op.axes[:-2]), unflatten(bidx, batch)))
     i_ax, j_ax = op.axes[-2].name, op.axes[-1].name
+    pitch = T + 1  # padding: a column of the tile spreads over the banks
     tiles = {}
     for n, ld in enumerate(staged_loads):
         name = f"tile{n}"
-        low.b.add_shared(SharedAlloc(name, dt.compute_dtype(ld.dtype), T * (T + 1)))
+        low.b.add_shared(SharedAlloc(name, dt.compute_dtype(ld.dtype), T * pitch))
         tiles[ld] = name
+
+    def lanes_of(parent):
+        if w == 1:
+            return parent, ex.Const(0, dt.INDEX)
+        return low.scope("vector", f"v{parent[1:]}", w, parent)
+
+    def guard(i_base, i, j_base, j):
+        # w divides the extent: the guard of a vector is its first lane's
+        return ex.all_of([ex.binary("lt", i_base if I % w == 0 else i, I),
+                          ex.binary("lt", j_base if J % w == 0 else j, J)])
+
+    # Phase 1: read tile rows along the input's contiguous axis (i), stage them.
     r_id, r = low.scope("serial", "r", T // rows, t_id)
-    i, j = ti * T + tx, tj * T + ty + rows * r
-    guard = ex.all_of([ex.binary("lt", i, I), ex.binary("lt", j, J)])
-    region = low.region([g_id, t_id, r_id], {**batch_index, i_ax: i, j_ax: j}, guard)
+    inner, v = lanes_of(r_id)
+    i_base, j = ti * T + tx * w, tj * T + ty + rows * r
+    chain = [g_id, t_id, r_id] + ([inner] if w > 1 else [])
+    region = low.region(chain, {**batch_index, i_ax: i_base + v, j_ax: j}, guard(i_base, i_base + v, j, j))
     for ld, name in tiles.items():
-        low.b.store(name, low.simplify((ty + rows * r) * (T + 1) + tx), region.emit(ld), r_id)
+        low.b.store(name, low.simplify((ty + rows * r) * pitch + tx * w + v), region.emit(ld), inner)
     low.b.sync(list(tiles.values()), t_id)
+    # Phase 2: write tile rows along the output's contiguous axis (j).
     q_id, q = low.scope("serial", "q", T // rows, t_id)
-    i, j = ti * T + ty + rows * q, tj * T + tx
-    guard = ex.all_of([ex.binary("lt", i, I), ex.binary("lt", j, J)])
-    staged = {ld: low.b.load(name, low.simplify(tx * (T + 1) + ty + rows * q), q_id)
+    inner, v = lanes_of(q_id)
+    i, j_base = ti * T + ty + rows * q, tj * T + tx * w
+    chain = [g_id, t_id, q_id] + ([inner] if w > 1 else [])
+    staged = {ld: low.b.load(name, low.simplify((tx * w + v) * pitch + ty + rows * q), inner)
               for ld, name in tiles.items()}
-    index = {**batch_index, i_ax: i, j_ax: j}
-    region = low.region([g_id, t_id, q_id], index, guard, staged)
+    index = {**batch_index, i_ax: i, j_ax: j_base + v}
+    region = low.region(chain, index, guard(i, i, j_base, j_base + v), staged)
     flat = sum((index[a.name] * st for a, st in zip(op.axes, row_major_strides(op.shape))),
                ex.Const(0, dt.INDEX))
-    low.store_output(region.emit(op.body), flat, q_id, guard)
+    low.store_output(region.emit(op.body), flat, inner, guard(i, i, j_base, j_base + v))
 
 
 def _chunks(n: int, chunk: int) -> int:

@@ -55,10 +55,12 @@ class GpuSplitColumnReduce:
 
 @dataclass(frozen=True)
 class GpuTranspose:
-    """`tile`×`tile` tiles staged through padded shared memory, `rows` thread rows."""
+    """`tile`×`tile` tiles staged through padded shared memory: a block of 32 × `rows`
+    threads, each reading and writing `vector` consecutive elements."""
 
     tile: int = 32
     rows: int = 8
+    vector: int = 1
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Sche
     if kind in ("reduction-column", "contraction"):
         return _column_reduce(op, sm_count)
     if kind == "layout" and len(op.shape) >= 2:
+        if op.dtype.itemsize == 2 and op.shape[-1] % 2 == 0 and op.shape[-2] % 2 == 0:
+            return GpuTranspose(tile=64, vector=2)  # 4-byte accesses for 16-bit types
         return GpuTranspose()
     last = op.shape[-1] if op.shape else 1
     vec = lanes16 if last % lanes16 == 0 else 1

@@ -2,10 +2,11 @@
 
 Grid and block scopes read `%ctaid.x` and `%tid.x`; shuffles are `shfl.sync`,
 barriers `bar.sync`; shared allocations are module globals in address space 3.
-Math runs in float32 from `backends.llvm.mathlib` (exp through `ex2.approx`):
-the NVPTX backend has no libm, and asking it for `llvm.sin` and friends would
-abort the process, so only a whitelist of intrinsics is ever emitted. PTX is
-produced without a GPU; `ptxas` or the driver turns it into machine code.
+Math runs in float32 or float64 from `backends.llvm.mathlib` (float32 exp through
+`ex2.approx`): the NVPTX backend has no libm, and asking it for `llvm.sin` and
+friends would abort the process, so only a whitelist of intrinsics is ever
+emitted. PTX is produced without a GPU; `ptxas` or the driver turns it into
+machine code.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ class CudaTarget(Target):
             gv.linkage = "internal"
             gv.align = 16
             gv.initializer = ir.Constant(ty, ir.Undefined)
-            self._shared[key] = gv.gep([ir.Constant(I32, 0), ir.Constant(I32, 0)])  # &array[0]
+            gv.type = ir.PointerType(addrspace=3)  # opaque (as printed): accesses of any width
+            self._shared[key] = gv
         return self._shared[key]
 
     def shuffle(self, cg: KernelCodegen, value: ir.Value, mode: str, lane: ir.Value) -> ir.Value:
@@ -130,24 +132,28 @@ class CudaTarget(Target):
         cg.b.call(fn, [ir.Constant(I32, 0)])
 
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
-        if d != dt.float32:
+        """float32 and float64 math: sqrt and abs through NVPTX's intrinsics, float32 exp
+        through `ex2.approx`, everything else from the mathlib (float64 always)."""
+        if d not in (dt.float32, dt.float64):
             raise UnsupportedError(f"{op} on {d} is not available on the cuda target "
-                                   "(transcendental functions run in float32 there)")
+                                   "(math functions take float32 or float64 there)")
         b = cg.b
         if op in ("sqrt", "abs"):
             name = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs"}[op]
             return self._elementwise_intrinsic(cg, name, args[0])
-        if op == "exp":
+        if op == "exp" and d == dt.float32:
             scaled = b.fmul(args[0], cg.vec(ir.Constant(ir.FloatType(), _LOG2E)))
             return self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", scaled, suffix=False)
         if op in mathlib.FUNCTIONS:
             return mathlib.FUNCTIONS[op](b, cg.module, *args)
-        raise UnsupportedError(f"no cuda implementation of {op}")
+        raise UnsupportedError(f"no cuda implementation of {op} on {d}")
 
     def _elementwise_intrinsic(self, cg: KernelCodegen, name: str, x: ir.Value, suffix: bool = True):
-        """A float32 intrinsic, applied lane by lane to vectors (NVPTX has no vector math)."""
-        f32 = ir.FloatType()
-        fn = self._intrinsic(cg.module, f"{name}.f32" if suffix else f"{name}.f", f32, [f32])
+        """A float32 or float64 intrinsic, applied lane by lane to vectors (NVPTX has no
+        vector math)."""
+        scalar = x.type.element if isinstance(x.type, ir.VectorType) else x.type
+        short = {"float": "f32", "double": "f64"}[str(scalar)]
+        fn = self._intrinsic(cg.module, f"{name}.{short}" if suffix else f"{name}.f", scalar, [scalar])
         if not isinstance(x.type, ir.VectorType):
             return cg.b.call(fn, [x])
         out = ir.Constant(x.type, ir.Undefined)

@@ -94,7 +94,8 @@ def _compatible(s, t):
     dims = {"rc": ("r", "c"), "cr": ("c", "r"), "c": (None, "c"), "r1": ("r", None), "1c": (None, "c"),
             "r": (None, "r"), "11": (None, None), "c1": ("c", None), "1r": (None, "r")}
     a, b = dims[s], dims[t]
-    return all(p is None or q is None or p == q for p, q in zip(a, b))
+    ok = all(p is None or q is None or p == q for p, q in zip(a, b))
+    return ok and _broadcast(s, t) in dims  # e.g. r1 with 1r would be (R, R): not tracked
 
 
 def _broadcast(s, t):

@@ -265,7 +265,8 @@ def _gpu_column_partials(low: _Lowering, s: sch.GpuSplitColumnReduce) -> None:
     total, k_total = _prod(op.shape), _prod(red.extents)
     w, threads = s.vector, s.threads
     tiles = math.ceil(total / (threads * w))
-    chunk = math.ceil(k_total / s.splits)
+    unroll = 4  # rows whose loads are in flight together
+    chunk = math.ceil(math.ceil(k_total / s.splits) / unroll) * unroll
     g_id, g = low.scope("grid", "g", s.splits * tiles, None)
     t_id, t = low.scope("block", "t", threads, g_id)
     split, tile = g // tiles, g % tiles
@@ -274,14 +275,16 @@ def _gpu_column_partials(low: _Lowering, s: sch.GpuSplitColumnReduce) -> None:
     if w > 1:
         inner, v = low.scope("vector", "v", w, t_id)
         flat = base + v
-    k_id, k = low.scope("serial", "k", chunk, inner)
-    row = split * chunk + k
+    k_id, k = low.scope("serial", "k", chunk // unroll, inner)
+    u_id, u = low.scope("unroll", "u", unroll, k_id)
+    row = split * chunk + k * unroll + u
     guard = ex.all_of([ex.binary("lt", base, total), ex.binary("lt", row, k_total)])
     index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
     index.update(zip((a.name for a in red.axes), unflatten(row, red.extents)))
-    chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id]
+    chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id, u_id]
     value = low.region(chain, index, guard).emit(red.body)
-    acc = low.b.reduce(red.combiner, value, k_id, low.simplify(guard))
+    acc = low.b.reduce(red.combiner, value, u_id, low.simplify(guard))
+    acc = low.b.reduce(red.combiner, acc, k_id)
     low.store_output(acc, split * total + flat, inner, ex.binary("lt", base, total))
 
 

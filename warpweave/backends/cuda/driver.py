@@ -424,6 +424,8 @@ class Function:
         self.max_threads_per_block = attr(A.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)
         self.num_params = self._param_count()
         self._tls = threading.local()
+        self._raw = _raw_launcher()
+        self._raw_handle = ctypes.c_void_p(int(handle))
 
     def _param_count(self) -> int | None:
         """The kernel's parameter count, checking that each is 8 bytes (a pointer).
@@ -487,7 +489,12 @@ class Function:
         except (ValueError, TypeError) as exc:
             raise ArgumentError(f"kernel {self.name} takes {len(slots)} pointer arguments; got "
                                 f"{len(pointers)} ({exc})") from None
-        err, = _launch(self._handle, grid, 1, 1, block, 1, 1, shared_bytes, stream, addr, 0)
+        if self._raw is not None:  # the driver's entry point through ctypes: less marshalling
+            err = self._raw(self._raw_handle, grid, 1, 1, block, 1, 1, shared_bytes, stream, addr, None)
+            if err:
+                err = cu.CUresult(err)
+        else:
+            err, = _launch(self._handle, grid, 1, 1, block, 1, 1, shared_bytes, stream, addr, 0)
         if err:
             raise _make_error(err, "cuLaunchKernel", f"kernel {self.name}, grid {grid}, block {block}, "
                                                      f"dynamic shared {shared_bytes} B, stream {stream}")
@@ -505,6 +512,25 @@ class Function:
 
 
 _launch = cu.cuLaunchKernel if cu is not None else None  # one attribute lookup less per launch
+_RAW_LAUNCH: list = []
+
+
+def _raw_launcher():
+    """libcuda's `cuLaunchKernel` as a ctypes function (None where it cannot be
+    found): the hot path skips cuda-python's argument conversion."""
+    if not _RAW_LAUNCH:
+        fn = None
+        try:
+            lib = ctypes.CDLL("libcuda.so.1")
+            fn = lib.cuLaunchKernel
+            u = ctypes.c_uint
+            fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.c_void_p]
+            fn.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            fn = None
+        _RAW_LAUNCH.append(fn)
+    return _RAW_LAUNCH[0]
 
 
 # --------------------------------------------------------------------- memory

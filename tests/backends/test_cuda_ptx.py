@@ -1,13 +1,16 @@
 """The CUDA code generator without a GPU: every template and dtype lowers to PTX
 that ptxas accepts, with the instructions the design calls for."""
+from types import SimpleNamespace
+
 import pytest
+from llvmlite import ir
 
 from tests.compiler.test_lower import graph_for, single_kernel_schedule
 from tests.utils import assert_ptxas_accepts
-from warpweave.backends.cuda.codegen import compile_ptx
+from warpweave.backends.cuda.codegen import CudaTarget, compile_ptx
 from warpweave.compiler import schedule as sch
 from warpweave.compiler.lower import lower_op
-from warpweave.errors import UnsupportedError
+from warpweave.errors import DTypeError, UnsupportedError
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
@@ -42,15 +45,19 @@ def test_wide_accesses_shuffles_barriers_and_shared_memory():
 
 
 @pytest.mark.parametrize("op", ["exp", "log", "tanh", "erf", "sin", "cos", "sqrt", "rsqrt", "abs",
-                                "sigmoid", "neg"])
-@pytest.mark.parametrize("d", [dt.float32, dt.float16])
+                                "sigmoid", "neg", "pow"])
+@pytest.mark.parametrize("d", [dt.float32, dt.float16, dt.float64])
 def test_math_functions_assemble(op, d):
     i, j = ex.Var("i"), ex.Var("j")
     x = Placeholder("x", (8, 64), d)
-    body = ex.unary(op, ex.Load("x", (i, j), d))
+    a = ex.Load("x", (i, j), d)
+    body = ex.binary(op, a, a) if op == "pow" else ex.unary(op, a)
     c = ComputeOp("y", (8, 64), d, (i, j), body)
     g = TensorGraph([x, c], ["x"], ["y"])
     _, ptx = compile_ptx([lower_op(c, g, single_kernel_schedule(c, "gpu"))])
+    assert "call" not in ptx  # no libm on the GPU: everything inline
+    if d == dt.float64:  # computed in double precision, never through float32
+        assert ".f32" not in ptx
     assert_ptxas_accepts(ptx)
 
 
@@ -66,10 +73,15 @@ def test_shuffles_of_every_width_assemble():
         assert_ptxas_accepts(ptx)
 
 
-def test_float64_transcendentals_are_a_clear_error():
-    i = ex.Var("i")
-    x = Placeholder("x", (64,), dt.float64)
-    c = ComputeOp("y", (64,), dt.float64, (i,), ex.unary("exp", ex.Load("x", (i,), dt.float64)))
-    g = TensorGraph([x, c], ["x"], ["y"])
-    with pytest.raises(UnsupportedError, match="exp on float64"):
-        compile_ptx([lower_op(c, g, single_kernel_schedule(c, "gpu"))])
+def test_math_on_other_dtypes_is_a_clear_error():
+    # GIR refuses transcendentals of integers outright ...
+    with pytest.raises(DTypeError, match="exp needs a float operand"):
+        ex.unary("exp", ex.Load("x", (ex.Var("i"),), dt.int32))
+    # ... and the target names the op and dtype should one reach it anyway.
+    module = ir.Module()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]), "k")
+    cg = SimpleNamespace(b=ir.IRBuilder(fn.append_basic_block()), module=module)
+    with pytest.raises(UnsupportedError, match="exp on int32"):
+        CudaTarget().math(cg, "exp", [fn.args[0]], dt.int32)
+    with pytest.raises(UnsupportedError, match="no cuda implementation of lgamma on float64"):
+        CudaTarget().math(cg, "lgamma", [ir.Constant(ir.DoubleType(), 1.0)], dt.float64)

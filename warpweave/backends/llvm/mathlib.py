@@ -5,23 +5,26 @@ friends, so the only intrinsics used are `llvm.floor` and `llvm.fabs`).
 Each function takes a float or double, scalar or vector, and dispatches on that
 element type: the structure (range reduction, special values) is shared, and
 where the two precisions need different approximations the constants live in
-tables keyed by `FLOAT32` / `FLOAT64`.
+tables keyed by `FLOAT32` / `FLOAT64`. The code is straight-line except for one
+branch in float64 sin/cos, around Payne–Hanek reduction, taken only when some
+lane needs it.
 
 float32 follows Cephes (Cody–Waite reduction, short polynomials): a few ulp.
-float64 follows fdlibm (Sun's freely distributable libm that glibc and musl's
-double functions descend from), below one or two ulp:
+float64 follows fdlibm (Sun's freely distributable libm, which glibc's and musl's
+double functions descend from); against numpy, every function is within one ulp:
 
-* exp: x = n·ln2 + r with ln2 in two parts; e^r = 1 − ((lo − r·c/(2 − c)) − hi) with
+* exp: x = n·ln2 + r with ln2 in two parts; e^r − 1 = hi − (lo − r·c/(2 − c)) with
   c = r − r²·P(r²); the result is scaled by 2^n in two halves, so that results
   near overflow and subnormal results come out right.
 * log: x = 2^k·(1 + f) with √½ ≤ 1 + f < √2; log(1 + f) = f − f²/2 + s·(f²/2 + R(s²)),
   s = f/(2 + f).
-* tanh: Cephes: x + x³·P(x²)/Q(x²) below 0.625, else 1 − 2/(e^2|x| + 1).
+* tanh: Cephes: x + x³·P(x²)/Q(x²) below 0.625; above, (e − 1)/(e + 1) for
+  e = e^2|x| = 2^n·(1 + d), numerator and denominator as double-doubles.
 * erf: fdlibm s_erf.c: a rational function on each of [0, 0.84375), [0.84375, 1.25),
   [1.25, 1/0.35), [1/0.35, 6), the last two as 1 − exp(−x² − 0.5625 + R/S)/x.
 * sin, cos: x = n·π/2 + r with r as a double-double: π/2 in 22-bit pieces (exact
-  products while |x| < 2^31·π/2 ≈ 3.4e9), Payne–Hanek with the bits of 2/π beyond
-  that (in a branch taken only when some lane needs it); fdlibm's kernels on |r| ≤ π/4.
+  products while |x| < 2^31·π/2 ≈ 3.4e9), Payne–Hanek with the bits of 2/π (a
+  constant table) beyond that; fdlibm's kernels on |r| ≤ π/4.
 * pow: fdlibm e_pow.c: log2|x| in two pieces to about 2^-64, y·log2|x| = n + y' in
   extra precision, 2^y' by the exp kernel; numpy's (C99's) special cases.
 
@@ -109,7 +112,7 @@ LOG = {
 }
 
 # tanh on |x| < 0.625: x + x³·P(x²) (float32, Cephes tanhf) or x + x³·P(x²)/Q(x²) with
-# Q monic (float64, Cephes tanh.c); above, 1 − 2/(e^2|x| + 1).
+# Q monic (float64, Cephes tanh.c); above, (e − 1)/(e + 1) with e = e^2|x|.
 TANH = {
     FLOAT32: Table(p=[-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
                       1.33314422036e-1, -3.33332819422e-1], q=None),
@@ -350,7 +353,8 @@ class _Ops:
 
     def pow2(self, k):
         """2^k for an integer k (format's int type) in the normal exponent range."""
-        return self.from_bits(self.b.shl(self.b.add(k, self.i(self.fmt.bias)), self.i(self.fmt.mantissa)))
+        biased = self.b.add(k, self.i(self.fmt.bias))
+        return self.from_bits(self.b.shl(biased, self.i(self.fmt.mantissa)))
 
     def ldexp(self, y, n):
         """y·2^n for an integral float n, in two halves so that 2^n itself need not be
@@ -442,12 +446,18 @@ def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     ratio = o.poly(z, c.p) if c.q is None else o.div(o.poly(z, c.p), o.poly(z, c.q))
     small = o.add(o.mul(o.mul(ratio, z), x), x)
     # (e − 1)/(e + 1) with e = e^2|x| = 2^n·(1 + d) (|x| ≤ 22, where tanh is 1 anyway):
-    # numerator and denominator as exact sums s ± 1 + s·d, s = 2^n, then one division
-    # corrected by the low parts
+    # numerator and denominator as double-doubles s ± 1 + s·d, s = 2^n, then one
+    # division corrected by the low parts
     n, d = _exp_parts(o, o.mul(o.select(o.lt(ax, 22.0), ax, 22.0), 2.0))
     s = o.pow2(o.to_int(n))
-    num_hi, num_lo = o.two_sum(o.sub(s, 1.0), o.mul(s, d))
-    den_hi, den_lo = o.two_sum(o.add(s, 1.0), o.mul(s, d))
+    sd = o.mul(s, d)
+
+    def plus(one):
+        hi, lo = o.two_sum(s, one)
+        hi, err = o.two_sum(hi, sd)
+        return hi, o.add(lo, err)
+
+    (num_hi, num_lo), (den_hi, den_lo) = plus(-1.0), plus(1.0)
     t = o.div(num_hi, den_hi)
     large = o.add(t, o.div(o.sub(num_lo, o.mul(t, den_lo)), den_hi))
     y = o.select(o.lt(ax, 0.625), small, o.copysign(large, x))

@@ -52,6 +52,7 @@ class CudaTarget(Target):
 
     triple = TRIPLE
     buffer_alignment = 16  # the runtime launches only on 16-byte aligned buffers
+    approximate_division = True  # float32 x/y as div.full.f32 (within 2 ulp), not IEEE div.rn
 
     def __init__(self, arch: str = DEFAULT_ARCH):
         _init_llvm()
@@ -144,6 +145,12 @@ class CudaTarget(Target):
         if op == "exp" and d == dt.float32:
             scaled = b.fmul(args[0], cg.vec(ir.Constant(ir.FloatType(), _LOG2E)))
             return self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", scaled, suffix=False)
+        if op == "tanh" and d == dt.float32:
+            return mathlib.tanh_with(
+                b, cg.module, args[0],
+                exp2=lambda v: self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", v, suffix=False),
+                reciprocal=lambda v: self._elementwise_intrinsic(cg, "llvm.nvvm.rcp.approx.ftz", v,
+                                                                 suffix=False))
         if op in mathlib.FUNCTIONS:
             return mathlib.FUNCTIONS[op](b, cg.module, *args)
         raise UnsupportedError(f"no cuda implementation of {op} on {d}")

@@ -40,6 +40,8 @@ class Target:
     # Every buffer's base address is a multiple of this many bytes (the runtime
     # guarantees it), so vector accesses at proven offsets may use wide alignment.
     buffer_alignment = 1
+    # float32 division may be approximate (a few ulp) instead of correctly rounded.
+    approximate_division = False
 
     def declare(self, module: ir.Module, kernel: Kernel) -> tuple[ir.Function, dict[str, ir.Value]]:
         """The kernel function and a map from buffer names to their pointers."""
@@ -502,7 +504,10 @@ class KernelCodegen:
     def _float_op(self, op: str, args, d: dt.DType) -> ir.Value:
         b = self.b
         if op in _FLOAT_BINOPS:
-            return getattr(b, _FLOAT_BINOPS[op])(*args)
+            inst = getattr(b, _FLOAT_BINOPS[op])(*args)
+            if op == "div" and d == dt.float32 and self.target.approximate_division:
+                inst.flags.extend(["arcp", "afn"])
+            return inst
         if op == "neg":
             return b.fneg(args[0])
         if op in ("max", "min"):  # NaN-propagating, like numpy's maximum/minimum
@@ -511,10 +516,10 @@ class KernelCodegen:
             return b.select(b.or_(better, b.fcmp_unordered("uno", x, x)), x, y)
         one = self.vec(ir.Constant(reg_type(d), 1.0))
         if op == "rsqrt":
-            return b.fdiv(one, self.target.math(self, "sqrt", args, d))
+            return self._float_op("div", [one, self.target.math(self, "sqrt", args, d)], d)
         if op == "sigmoid":
             e = self.target.math(self, "exp", [b.fneg(args[0])], d)
-            return b.fdiv(one, b.fadd(one, e))
+            return self._float_op("div", [one, b.fadd(one, e)], d)
         return self.target.math(self, op, args, d)
 
     def _int_op(self, op: str, args, d: dt.DType) -> ir.Value:

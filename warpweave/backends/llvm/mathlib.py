@@ -464,6 +464,20 @@ def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     return _finish(o, x, y, zero_keeps_sign=True)
 
 
+def tanh_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2, reciprocal) -> ir.Value:
+    """float32 tanh from a hardware `exp2(v)` and `reciprocal(v)` (builders of LLVM
+    values; the GPU's ex2.approx and rcp.approx): the polynomial below 0.625, and
+    1 − 2/(1 + 2^(2|x|·log2 e)) above, where the approximations are within a few ulp."""
+    o = _Ops(b, module, x)
+    c = TANH[o.fmt]
+    ax = o.fabs(x)
+    z = o.mul(x, x)
+    small = o.add(o.mul(o.mul(o.poly(z, c.p), z), x), x)
+    e = exp2(o.mul(ax, 2.0 * 1.4426950408889634))
+    large = o.copysign(o.sub(1.0, o.mul(2.0, reciprocal(o.add(e, 1.0)))), x)
+    return _finish(o, x, o.select(o.lt(ax, 0.625), small, large), zero_keeps_sign=True)
+
+
 def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
     ax = o.fabs(x)

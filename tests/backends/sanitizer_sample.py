@@ -1,0 +1,35 @@
+"""Kernels with cross-thread communication, for compute-sanitizer (not a pytest file):
+
+    compute-sanitizer --tool memcheck  python tests/backends/sanitizer_sample.py
+    compute-sanitizer --tool racecheck python tests/backends/sanitizer_sample.py
+
+Multi-warp row reductions (shuffles, shared memory, a barrier), tiled transposes
+through shared memory (float32 and bfloat16), split column reductions, and a
+softmax, at odd shapes; every result is checked against PyTorch.
+"""
+import torch
+
+import warpweave as ww
+
+
+def main():
+    torch.manual_seed(0)
+    cases = [
+        ("row sum", lambda v: v.sum(axis=1), lambda v: v.sum(1), (37, 3001), torch.float32),
+        ("row max", lambda v: v.max(axis=-1), lambda v: v.amax(-1), (5, 1027), torch.bfloat16),
+        ("transpose", lambda v: v.T.astype(v.dtype), lambda v: v.t().contiguous(), (70, 33), torch.float32),
+        ("transpose", lambda v: v.T.astype(v.dtype), lambda v: v.t().contiguous(), (130, 66), torch.bfloat16),
+        ("column sum", lambda v: v.sum(axis=0), lambda v: v.sum(0), (1000, 12), torch.float32),
+        ("softmax", lambda v: ww.softmax(v, axis=-1), lambda v: torch.softmax(v, -1), (9, 777), torch.float32),
+    ]
+    for name, wfn, tfn, shape, dtype in cases:
+        x = torch.randn(*shape, device="cuda", dtype=dtype)
+        got = ww.jit(wfn, target="cuda")(x)
+        ref = tfn(x.double()).to(dtype)
+        torch.testing.assert_close(got, ref, rtol=2e-2 if dtype == torch.bfloat16 else 1e-4, atol=1e-3)
+        print(f"ok {name} {tuple(shape)} {dtype}", flush=True)
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main()

@@ -380,7 +380,7 @@ class Module:
                         raise CudaError(f"module is closed; cannot get function {name!r}", call="cuModuleGetFunction")
                     ensure_context()
                     h = _call(cu.cuModuleGetFunction, self._handle, name.encode(), detail=f"function {name!r}")
-                    f = Function(self, name, h)
+                    f = Function(self, name, h, num_params)
                     self._functions[name] = f
         if num_params is not None:
             if f.num_params is None:
@@ -409,7 +409,7 @@ class Function:
     """A kernel of a loaded `Module`, all of whose parameters are pointers (as
     warpweave's code generator emits them)."""
 
-    def __init__(self, module: Module, name: str, handle):
+    def __init__(self, module: Module, name: str, handle, expected_params: int | None = None):
         self.module = module  # keeps the module loaded
         self.name = name
         self._handle = handle
@@ -422,17 +422,19 @@ class Function:
         self.shared_bytes = attr(A.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)  # static shared memory
         self.local_bytes = attr(A.CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
         self.max_threads_per_block = attr(A.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)
-        self.num_params = self._param_count()
+        self.num_params = self._param_count(expected_params)
         self._tls = threading.local()
         self._raw = _raw_launcher()
         self._raw_handle = ctypes.c_void_p(int(handle))
 
-    def _param_count(self) -> int | None:
+    def _param_count(self, expected: int | None = None) -> int | None:
         """The kernel's parameter count, checking that each is 8 bytes (a pointer).
 
         From `cuFuncGetParamCount` where the driver has it, else by probing
-        `cuFuncGetParamInfo` (CUDA 12.4+) up to the first index it rejects; None
-        when neither works (then the first launch's argument count is trusted)."""
+        `cuFuncGetParamInfo` (CUDA 12.4+): the `expected` indices when the caller
+        knows the count (no failing call, which sanitizers would report), else up
+        to the first index it rejects; None when neither works (then the first
+        launch's argument count is trusted)."""
         n = None
         count_fn = getattr(cu, "cuFuncGetParamCount", None)
         if count_fn is not None:
@@ -446,6 +448,8 @@ class Function:
         if info is None:
             return n
         sizes = []
+        if n is None and expected is not None:
+            n = int(expected)
         limit = n if n is not None else 4096  # the PTX limit on parameters is far lower
         for i in range(limit):
             try:

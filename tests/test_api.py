@@ -213,3 +213,32 @@ def test_relu_keeps_the_dtype():
     f = ww.jit(ww.relu, target="cpu")
     assert f(np.array([True, False])).dtype == np.bool_
     np.testing.assert_array_equal(f(np.array([-3, 4], np.int32)), [0, 4])
+
+
+def test_outputs_are_fresh_while_intermediates_are_reused():
+    """Host intermediates are reused across calls (per thread); outputs never are."""
+    import threading
+
+    f = ww.jit(lambda v: (ww.exp(v * 0.5) - 1.0, (v * 2.0).sum(axis=1)), target="cpu")
+    rng = np.random.default_rng()
+    xs = [rng.standard_normal((64, 300)).astype(np.float32) for _ in range(4)]
+    first = f(xs[0])
+    kept = [a.copy() for a in first]
+    second = f(xs[1])
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)  # the second call did not write into the first's outputs
+    assert all(a is not b for a, b in zip(first, second))
+    results = {}
+
+    def work(k):
+        for _ in range(20):
+            results[k] = f(xs[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, x in enumerate(xs):
+        assert_close(results[k][0], np.exp(x.astype(np.float64) * 0.5) - 1.0, "float32")
+        assert_close(results[k][1], (x.astype(np.float64) * 2).sum(axis=1), "float32", scale=20)

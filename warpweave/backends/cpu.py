@@ -86,6 +86,12 @@ class CpuTarget(Target):
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
         ty = args[0].type
         inline_double = d == dt.float64 and self.math_impl == "mathlib"
+        if op == "tanh" and d == dt.float32:  # float32 needs no double-double: 1 − 2/(1 + e)
+            ln2 = ir.Constant(ir.FloatType(), 0.6931471805599453)
+            one = ir.Constant(ir.FloatType(), 1.0)
+            return mathlib.tanh_with(cg.b, cg.module, args[0],
+                                     exp2=lambda v: mathlib.exp(cg.b, cg.module, cg.b.fmul(v, cg.vec(ln2))),
+                                     reciprocal=lambda v: cg.b.fdiv(cg.vec(one), v))
         if op in mathlib.FUNCTIONS and (d == dt.float32 or inline_double):
             return mathlib.FUNCTIONS[op](cg.b, cg.module, *args)
         if op in _INTRINSICS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,7 @@ class Program:
                 pm = PassManager(DEFAULT_PASSES, verify=options.verify, dump=self._dump_kernel)
                 self.kernels.append(KernelInfo(gir.name, (op.name,), schedule, pm.run(gir)))
         self.temps = _temporaries(graph, self.kernels)
+        self._scratch = threading.local()  # host intermediates, reused per thread
         self._write("groups.txt", self.dump("groups"))
         self._backend = _make_backend(self, options)
         for filename, text in self._backend.files.items():
@@ -224,12 +226,22 @@ class _CpuBackend:
 
 
 def _host_buffers(program: Program, args) -> dict[str, np.ndarray]:
+    """Inputs as given, fresh outputs, and intermediates reused across calls (one set
+    per thread: touching new pages costs as much as a memory-bound kernel)."""
     arrays = program.check_host_args(args)
     buffers = dict(zip(program.graph.inputs, arrays))
-    for op in program.graph.compute_ops:
-        buffers[op.name] = np.empty(op.shape, dtype=op.dtype.numpy)
-    for t in program.temps:
-        buffers[t.name] = np.empty(t.shape, dtype=t.dtype.numpy)
+    scratch = getattr(program._scratch, "buffers", None)
+    if scratch is None:
+        outputs = set(program.graph.outputs)
+        scratch = {op.name: np.empty(op.shape, dtype=op.dtype.numpy)
+                   for op in program.graph.compute_ops if op.name not in outputs}
+        scratch.update((t.name, np.empty(t.shape, dtype=t.dtype.numpy)) for t in program.temps)
+        program._scratch.buffers = scratch
+    buffers.update(scratch)
+    for name in program.graph.outputs:
+        if name not in buffers or name in scratch:
+            op = program.graph[name]
+            buffers[name] = np.empty(op.shape, dtype=op.dtype.numpy)
     return buffers
 
 

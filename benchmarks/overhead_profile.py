@@ -1,0 +1,54 @@
+"""Where the host time of one compiled call goes: each step of the PyTorch hot
+path timed alone (20,000 repetitions, µs per step).
+
+    PYTHONPATH=$PWD python3 benchmarks/overhead_profile.py
+"""
+import time
+
+import torch
+
+import warpweave as ww
+from warpweave.backends.cuda import driver
+from warpweave.backends.cuda.runtime import _torch_stream
+
+
+def per_call_us(fn, n=20000):
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    dt = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return dt
+
+
+def main():
+    x = torch.randn(32, device="cuda")
+    f = ww.jit(lambda v: v + 1.0, target="cuda")
+    f(x)
+    program = f.lower(x)
+    backend = program._backend
+    fn = backend._loaded()[0]
+    launch = backend.launches[0]
+    out = torch.empty(32, device="cuda")
+    ptrs = [x.data_ptr(), out.data_ptr()]
+    dev = x.device
+    rows = {
+        "ww.jit call": lambda: f(x),
+        "Program call": lambda: program(x),
+        "backend.run": lambda: backend.run(program, (x,)),
+        "Function.launch": lambda: fn.launch(launch.grid, launch.block, ptrs, 0),
+        "torch.empty": lambda: torch.empty((32,), dtype=torch.float32, device=dev),
+        "current raw stream": lambda: _torch_stream(torch, dev),
+        "ensure_context": driver.ensure_context,
+        "tensor checks": lambda: (type(x) is torch.Tensor and x.is_cuda and x.device == dev
+                                  and x.dtype is torch.float32 and x.shape == (32,) and x.is_contiguous()
+                                  and x.data_ptr() % 16 == 0),
+        "torch.add (eager)": lambda: torch.add(x, 1.0),
+    }
+    for name, fn_ in rows.items():
+        print(f"{name:22s} {per_call_us(fn_):6.2f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -72,7 +72,7 @@ class CudaProgram:
                         [(t.name, tuple(t.shape), t.dtype) for t in temps]
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
-        self._torch_types: list | None = None
+        self._plan: tuple | None = None
 
     def _loaded(self) -> list:
         if self._functions is None:
@@ -87,7 +87,7 @@ class CudaProgram:
         return self._functions
 
     def run(self, program, args) -> list:
-        functions = self._loaded()
+        functions = self._functions or self._loaded()
         fast = self._run_torch(args, functions)
         if fast is not None:
             return fast
@@ -132,24 +132,36 @@ class CudaProgram:
             return [o.numpy() for o in outs]
         return outs
 
+    def _torch_plan(self, functions) -> tuple:
+        """What the PyTorch hot path needs, computed once: input specs, output specs,
+        and per launch the positions of its buffers in [inputs..., allocations...]."""
+        if self._plan is None:
+            position = {n: k for k, n in enumerate(self.graph.inputs)}
+            position.update((name, len(self._inputs) + k) for k, (name, _, _) in enumerate(self._outputs))
+            inputs = [(shape, arrays._torch_dtype_of(d)) for shape, d in self._inputs]
+            outputs = [(shape, arrays._torch_dtype_of(d)) for _, shape, d in self._outputs]
+            launches = [(fn, l.grid, l.block, [position[p] for p in l.params])
+                        for l, fn in zip(self.launches, functions)]
+            results = [self._output_index[n] for n in self.graph.outputs]
+            self._plan = (inputs, outputs, launches, results)
+        return self._plan
+
     def _run_torch(self, args, functions) -> list | None:
         """The common case on the hot path: contiguous, 16-byte aligned PyTorch CUDA
         tensors of the compiled shapes and dtypes on one device. None: take the
         general path (which also reports errors)."""
         torch = sys.modules.get("torch")
-        if torch is None or not args or len(args) != len(self._inputs):
+        if torch is None or len(args) != len(self._inputs) or not args:
             return None
-        if self._torch_types is None:
-            self._torch_types = [arrays._torch_dtype_of(d) for _, d in self._inputs] + \
-                                [arrays._torch_dtype_of(d) for _, _, d in self._outputs]
-        tensor = torch.Tensor
-        if type(args[0]) is not tensor or not args[0].is_cuda:
+        first = args[0]
+        if type(first) is not torch.Tensor or not first.is_cuda:
             return None
-        device = args[0].device
+        inputs, outputs, launches, results = self._torch_plan(functions)
+        device = first.device
         pointers = []
-        for a, (shape, _), tdt in zip(args, self._inputs, self._torch_types):
-            if type(a) is not tensor or a.device != device or a.dtype is not tdt or \
-                    a.shape != shape or not a.is_contiguous():
+        for a, (shape, tdt) in zip(args, inputs):
+            if type(a) is not torch.Tensor or a.dtype is not tdt or a.shape != shape or \
+                    not a.is_contiguous() or (a is not first and a.device != device):
                 return None
             ptr = a.data_ptr()
             if ptr % 16:
@@ -157,15 +169,12 @@ class CudaProgram:
             pointers.append(ptr)
         driver.ensure_context()
         stream = _torch_stream(torch, device)
-        buffers = dict(zip(self.graph.inputs, pointers))
-        outs = []
-        for (name, shape, _), tdt in zip(self._outputs, self._torch_types[len(self._inputs):]):
-            t = torch.empty(shape, dtype=tdt, device=device)
-            buffers[name] = t.data_ptr()
-            outs.append(t)
-        for launch, fn in zip(self.launches, functions):
-            fn.launch(launch.grid, launch.block, [buffers[p] for p in launch.params], stream)
-        return [outs[self._output_index[n]] for n in self.graph.outputs]
+        empty = torch.empty
+        allocated = [empty(shape, dtype=tdt, device=device) for shape, tdt in outputs]
+        pointers += [t.data_ptr() for t in allocated]
+        for fn, grid, block, where in launches:
+            fn.launch(grid, block, [pointers[k] for k in where], stream)
+        return [allocated[k] for k in results]
 
     @staticmethod
     def _dense_copy(b: arrays.CudaBuffer, stream: int) -> arrays.CudaBuffer:

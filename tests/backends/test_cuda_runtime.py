@@ -572,3 +572,26 @@ def test_dlpack_stream_ordering_arguments():
     assert imp.versioned and imp.tensor.data != arr.ptr
     imp.release()
     s.destroy()
+
+
+def test_launch_trampoline_forwards_every_argument(monkeypatch):
+    """The native launch trampoline passes a 1-D launch through to cuLaunchKernel."""
+    import ctypes
+
+    seen = []
+    u, p = ctypes.c_uint, ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, p, u, u, u, u, u, u, u, p, p, p)
+
+    def fake_launch(*args):
+        seen.append(args)
+        return 7
+
+    fake = proto(fake_launch)
+
+    class FakeLib:
+        cuLaunchKernel = fake
+
+    monkeypatch.setattr(driver.ctypes, "CDLL", lambda name: FakeLib())
+    launch = driver._build_trampoline()
+    assert launch(0x1234, 1000, 256, 48, 0x5678, 0x9ABC) == 7
+    assert seen == [(0x1234, 1000, 1, 1, 256, 1, 1, 48, 0x5678, 0x9ABC, None)]

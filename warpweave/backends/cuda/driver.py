@@ -493,8 +493,8 @@ class Function:
         except (ValueError, TypeError) as exc:
             raise ArgumentError(f"kernel {self.name} takes {len(slots)} pointer arguments; got "
                                 f"{len(pointers)} ({exc})") from None
-        if self._raw is not None:  # the driver's entry point through ctypes: less marshalling
-            err = self._raw(self._raw_handle, grid, 1, 1, block, 1, 1, shared_bytes, stream, addr, None)
+        if self._raw is not None:  # a native trampoline to the driver: less marshalling
+            err = self._raw(self._raw_handle, grid, block, shared_bytes, stream, addr)
             if err:
                 err = cu.CUresult(err)
         else:
@@ -520,21 +520,46 @@ _RAW_LAUNCH: list = []
 
 
 def _raw_launcher():
-    """libcuda's `cuLaunchKernel` as a ctypes function (None where it cannot be
-    found): the hot path skips cuda-python's argument conversion."""
+    """`launch(func, grid, block, shared, stream, params) -> CUresult`: a native
+    trampoline around libcuda's cuLaunchKernel (1-D grid and block), compiled once
+    with llvmlite so that ctypes converts 6 arguments instead of 11; None where
+    libcuda or a JIT is not available (the cuda-python call is used then)."""
     if not _RAW_LAUNCH:
-        fn = None
         try:
-            lib = ctypes.CDLL("libcuda.so.1")
-            fn = lib.cuLaunchKernel
-            u = ctypes.c_uint
-            fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_void_p]
-            fn.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            fn = None
-        _RAW_LAUNCH.append(fn)
+            _RAW_LAUNCH.append(_build_trampoline())
+        except Exception:  # no libcuda to dlopen, or no native JIT: the slower path works
+            _RAW_LAUNCH.append(None)
     return _RAW_LAUNCH[0]
+
+
+def _build_trampoline():
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    target = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
+    address = ctypes.cast(target, ctypes.c_void_p).value
+    i32, i64, ptr = ir.IntType(32), ir.IntType(64), ir.PointerType()
+    module = ir.Module("warpweave_launch")
+    module.triple = llvm.get_process_triple()
+    fn = ir.Function(module, ir.FunctionType(i32, [ptr, i32, i32, i32, ptr, ptr]), "ww_launch")
+    b = ir.IRBuilder(fn.append_basic_block())
+    launch_ty = ir.FunctionType(i32, [ptr, i32, i32, i32, i32, i32, i32, i32, ptr, ptr, ptr])
+    callee = b.inttoptr(ir.Constant(i64, address), launch_ty.as_pointer())
+    f, grid, block, shared, stream, params = fn.args
+    one = ir.Constant(i32, 1)
+    b.ret(b.call(callee, [f, grid, one, one, block, one, one, shared, stream, params,
+                          ir.Constant(ptr, None)]))
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    mod = llvm.parse_assembly(str(module))
+    machine = llvm.Target.from_default_triple().create_target_machine()
+    engine = llvm.create_mcjit_compiler(mod, machine)
+    engine.finalize_object()
+    u = ctypes.c_uint
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, u, u, u, ctypes.c_void_p, ctypes.c_void_p)
+    launch = proto(engine.get_function_address("ww_launch"))
+    launch._engine = engine  # keep the code alive
+    return launch
 
 
 # --------------------------------------------------------------------- memory

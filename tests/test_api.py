@@ -7,18 +7,8 @@ import pytest
 
 import warpweave as ww
 from tests.utils import assert_close
-
-
-def _softmax(x):
-    m = x.max(axis=-1, keepdims=True)
-    e = ww.exp(x - m)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _np_softmax(x):
-    x = x.astype(np.float64)
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+from tests.utils import softmax as _softmax
+from tests.utils import softmax_reference as _np_softmax
 
 
 @pytest.fixture

@@ -38,6 +38,22 @@ def assert_close(got, ref, dtype, scale: float = 1.0, what: str = "") -> None:
                                rtol=rtol * scale, atol=atol * scale, err_msg=what)
 
 
+def softmax(x):
+    """Softmax over the last axis, written with warpweave operations (for ww.jit)."""
+    import warpweave as ww
+
+    m = x.max(axis=-1, keepdims=True)
+    e = ww.exp(x - m)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_reference(x):
+    """The same in float64 numpy."""
+    x = np.asarray(x).astype(np.float64)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def assert_ptxas_accepts(ptx: str, arch: str = "sm_90") -> str:
     """Assemble PTX with ptxas (skipping the test where ptxas is absent); returns its
     resource report."""

@@ -5,6 +5,8 @@ import pytest
 
 import warpweave as ww
 from tests.utils import assert_close
+from tests.utils import softmax as _softmax
+from tests.utils import softmax_reference as _np_softmax
 from warpweave.backends.cuda import driver
 
 pytestmark = pytest.mark.gpu
@@ -14,18 +16,6 @@ pytestmark = pytest.mark.gpu
 def _need_gpu():
     if not driver.available():
         pytest.skip(driver.unavailable_reason())
-
-
-def _softmax(x):
-    m = x.max(axis=-1, keepdims=True)
-    e = ww.exp(x - m)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _np_softmax(x):
-    x = x.astype(np.float64)
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 1000), (5, 4097), (300, 64), (2, 100000)])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import warpweave as ww
-from tests.utils import assert_close, random_array
+from tests.utils import assert_close, log_softmax_reference, random_array, softmax_reference
 from warpweave.ir import dtypes as dt
 
 TARGETS = ["interp", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -629,16 +629,6 @@ def test_where_non_bool_condition(cond_dtype, target):
               dtype_fn=lambda c, a, b: np.where(c != 0, a, b), what=f"where cond {cond_dtype}")
 
 
-def _softmax(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _log_softmax(x, axis):
-    d = x - x.max(axis=axis, keepdims=True)
-    return d - np.log(np.exp(d).sum(axis=axis, keepdims=True))
-
-
 SOFTMAX_PARAMS = [(d, a) for d in FLOATS for a in (-1, 0, (0, 1))] + [("int32", -1)]
 
 
@@ -649,7 +639,7 @@ def test_softmax(name, axis, dtype, target):
     rng = np.random.default_rng()
     x = rand(rng, (6, 9), dtype, low=-4.0, high=4.0)
     wfn = getattr(ww, name)
-    ref = _softmax if name == "softmax" else _log_softmax
+    ref = softmax_reference if name == "softmax" else log_softmax_reference
     run_check(target, lambda a: wfn(a, axis=axis), [x], ref_fn=lambda a: ref(a, axis),
               dtype_fn=np.exp, scale=2.0, what=f"{name} axis={axis} {dtype}")
 
@@ -660,7 +650,7 @@ def test_softmax_default_axis_3d(dtype, target):
     rng = np.random.default_rng()
     x = rand(rng, (3, 4, 10), dtype, low=-4.0, high=4.0)
     run_check(target, lambda a: (ww.softmax(a), ww.log_softmax(a)), [x],
-              ref_fn=lambda a: (_softmax(a, -1), _log_softmax(a, -1)),
+              ref_fn=lambda a: (softmax_reference(a, -1), log_softmax_reference(a, -1)),
               dtype_fn=lambda a: (np.exp(a), np.exp(a)), scale=2.0, what=f"softmax 3d {dtype}")
 
 
@@ -882,7 +872,7 @@ def test_odd_shapes(shape, dtype, target):
     run_check(target, fn, [x, r], scale=scales, what=f"odd {shape} {dtype}")
     if dtype != "int32":
         run_check(target, lambda a: (ww.softmax(a), ww.layer_norm(a)), [x],
-                  ref_fn=lambda a: (_softmax(a, -1), _layer_norm(a)),
+                  ref_fn=lambda a: (softmax_reference(a, -1), _layer_norm(a)),
                   dtype_fn=lambda a: (a, a), scale=2.0, what=f"odd norm {shape} {dtype}")
 
 

@@ -14,13 +14,17 @@ TOLERANCE = {
 }
 
 
-def random_array(rng: np.random.Generator, shape, dtype, low=-2.0, high=2.0) -> np.ndarray:
-    """Fresh random values (never all zeros) of a warpweave or numpy dtype."""
+def random_array(rng: np.random.Generator, shape, dtype, low=-2.0, high=2.0,
+                 positive: bool = False) -> np.ndarray:
+    """Fresh random values (never all zeros) of a warpweave or numpy dtype; with
+    `positive`, numbers are at least 0.25 (ints at least 1), for log, sqrt, division."""
     d = dt.dtype(dtype)
     if d.is_bool:
         return rng.random(shape) < 0.5
     if d.is_int:
-        return rng.integers(-50, 50, size=shape).astype(d.numpy)
+        return rng.integers(1 if positive else -50, 50, size=shape).astype(d.numpy)
+    if positive:
+        low, high = 0.25, max(high, 0.25) + 2.0
     return rng.uniform(low, high, size=shape).astype(d.numpy)
 
 
@@ -47,11 +51,18 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def softmax_reference(x):
-    """The same in float64 numpy."""
+def softmax_reference(x, axis=-1):
+    """Softmax in float64 numpy."""
     x = np.asarray(x).astype(np.float64)
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_reference(x, axis=-1):
+    """Log-softmax in float64 numpy."""
+    x = np.asarray(x).astype(np.float64)
+    d = x - x.max(axis=axis, keepdims=True)
+    return d - np.log(np.exp(d).sum(axis=axis, keepdims=True))
 
 
 def assert_ptxas_accepts(ptx: str, arch: str = "sm_90") -> str:

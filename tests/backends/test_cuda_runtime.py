@@ -258,7 +258,6 @@ def test_driver_errors_name_the_cuda_error():
 # -------------------------------------------------------------- kernels
 def _kernels(shape, d):
     from warpweave.backends.cuda.codegen import compile_ptx
-    from warpweave.compiler import schedule as sch
     from warpweave.compiler.lower import lower_op
 
     g, ops = graph_for(*shape, d)

@@ -6,6 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from tests.utils import log_softmax_reference, random_array, softmax_reference
 import warpweave as ww
 from warpweave.compiler.trace import trace
 from warpweave.errors import Error, ShapeError, UnsupportedError
@@ -21,15 +22,7 @@ rng = np.random.default_rng()
 
 
 def rand(shape, dtype, positive=False):
-    d = dt.dtype(dtype)
-    if d.is_float:
-        x = rng.standard_normal(shape)
-        if positive:
-            x = np.abs(x) + 0.25
-        return x.astype(d.numpy)
-    if d.is_int:
-        return rng.integers(1 if positive else -20, 20, size=shape).astype(d.numpy)
-    return rng.random(shape) < 0.5
+    return random_array(rng, shape, dtype, positive=positive)
 
 
 def run(fn, *arrays):
@@ -185,16 +178,6 @@ def test_gelu_rejects_unknown_approximation():
         ww.gelu(1.0, approximate="sigmoid")
 
 
-def _softmax(v, axis):
-    e = np.exp(v - v.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _log_softmax(v, axis):
-    d = v - v.max(axis=axis, keepdims=True)
-    return d - np.log(np.exp(d).sum(axis=axis, keepdims=True))
-
-
 @pytest.mark.parametrize("d", FLOATS + ["int32"])
 @pytest.mark.parametrize("axis", [-1, 0, 1, (0, 2), -2])
 def test_softmax_and_log_softmax(d, axis):
@@ -202,8 +185,8 @@ def test_softmax_and_log_softmax(d, axis):
     (s, ls), g = run(lambda t: (ww.softmax(t, axis=axis), ww.log_softmax(t, axis=axis)), x)
     want_dtype = np_float_result(x.dtype)
     assert s.dtype == ls.dtype == want_dtype
-    assert_close(s, _softmax(f64(x), axis))
-    assert_close(ls, _log_softmax(f64(x), axis))
+    assert_close(s, softmax_reference(f64(x), axis))
+    assert_close(ls, log_softmax_reference(f64(x), axis))
     ops = g.compute_ops
     assert any(op.label == "softmax.max" for op in ops)
     assert any(op.label == "log_softmax.log" for op in ops)

@@ -4,6 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from tests.utils import random_array
 import warpweave as ww
 from warpweave.compiler.trace import Tensor, trace
 from warpweave.errors import IndexOutOfRangeError
@@ -24,16 +25,7 @@ def np_dtype(name):
 
 
 def rand(shape, dtype, positive=False):
-    d = dt.dtype(dtype)
-    if d.is_float:
-        x = rng.standard_normal(shape)
-        if positive:
-            x = np.abs(x) + 0.5
-        return x.astype(d.numpy)
-    if d.is_int:
-        lo = 1 if positive else -20
-        return rng.integers(lo, 20, size=shape).astype(d.numpy)
-    return rng.random(shape) < 0.5
+    return random_array(rng, shape, dtype, positive=positive)
 
 
 def run(fn, *arrays):

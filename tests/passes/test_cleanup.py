@@ -4,7 +4,6 @@ import pytest
 
 from tests.compiler.test_lower import graph_for, run_interp, single_kernel_schedule
 from tests.utils import random_array
-from warpweave.compiler import schedule as sch
 from warpweave.compiler.lower import lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex

@@ -293,8 +293,11 @@ def test_vector_limit_and_edge_shape():
     k = cpu_kernel(n=2048, vec=32, inner=4)
     assert check(k) == []  # CPU vectors may span several SIMD registers (limit 256)
     assert "vector scope %5 has 32 elements; the limit is 16" in rejected(k, max_vector_elems=16)
-    assert "vector scope %5 has 32 elements; the limit is 16" in "\n".join(
-        check(dataclasses.replace(k, target="gpu"), Limits()))
+    assert check(dataclasses.replace(k, target="gpu"), Limits()) == []  # GPU limit: 32
+    k64 = cpu_kernel(n=2048, vec=64, inner=4)
+    assert check(k64) == []
+    assert "vector scope %5 has 64 elements; the limit is 32" in "\n".join(
+        check(dataclasses.replace(k64, target="gpu"), Limits()))
     k = cpu_kernel()
     edges = tuple(dataclasses.replace(e, shape=()) if e.src == "%7" else e for e in k.edges)
     assert "per-thread shape [] but %7 is a value of shape [4]" in rejected(

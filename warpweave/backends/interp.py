@@ -46,10 +46,18 @@ class _State:
         return tuple(s.attr("extent") for s in self.chains[scope])
 
     def operand(self, edge_src: str, scope: str | None) -> np.ndarray:
-        """The value of `edge_src`, broadcast to the iteration space of `scope`."""
+        """The value of `edge_src`, broadcast to the iteration space of `scope`.
+
+        The source's scope chain is a prefix of `scope`'s, position by position, up to
+        aligned sibling vector scopes (same parent, same extent): there axis k of the
+        value is the lane axis of the sibling, lane i for lane i."""
         v = np.asarray(self.values[edge_src])
         src_scope = self.k.node(edge_src).scope
-        extra = len(self.chains[scope]) - len(self.chains[src_scope])
+        src_chain, dst_chain = self.chains[src_scope], self.chains[scope]
+        if len(src_chain) > len(dst_chain) or any(
+                a.id != b.id and not _aligned(a, b) for a, b in zip(src_chain, dst_chain)):
+            raise IRError(f"{edge_src} (in {src_scope}) is not visible in scope {scope}")
+        extra = len(dst_chain) - len(src_chain)
         v = v.reshape(v.shape + (1,) * max(0, extra)) if v.ndim else v
         return np.broadcast_to(v, self.shape(scope))
 
@@ -57,6 +65,12 @@ class _State:
         if e is None:
             return np.broadcast_to(np.asarray(default), self.shape(scope))
         return np.broadcast_to(np.asarray(ex.evaluate(e, self.env(scope))), self.shape(scope))
+
+
+def _aligned(a: Node, b: Node) -> bool:
+    """Sibling vector scopes whose lanes align."""
+    return (a.scope_kind == "vector" and b.scope_kind == "vector" and a.scope == b.scope
+            and a.attr("extent") == b.attr("extent"))
 
 
 def run_kernel(kernel: Kernel, buffers: Mapping[str, np.ndarray]) -> None:

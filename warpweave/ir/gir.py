@@ -11,18 +11,34 @@ Nodes come in three families, named by the prefix of `Node.op`:
   names them. A kernel has one grid scope at the root; a GPU kernel has one block
   scope directly inside it (thread index; warp = var // 32, lane = var % 32).
   Every value defined inside a vector scope is a vector of its extent per thread.
+  **Visibility**: a node may use register values defined in its own scope or in
+  the scopes around it, plus one more case, *aligned sibling vector scopes*: a
+  value defined directly in a vector scope V1 (its `scope` is V1, not a scope
+  inside V1) may be used in a vector scope V2, or in any scope inside V2, when V1
+  and V2 are aligned — the same parent scope and the same extent. Lane i of V2
+  reads lane i of V1: the value is a per-thread register tile kept between the two
+  scopes (e.g. a softmax row: x loaded in V1, m = reduce(max over V1) in the
+  parent, then exp(x - m) in V2 and (e / s) in V3). Siblings with other extents or
+  parents, and serial/unroll siblings, share nothing; an edge from V1 into V2
+  orders V1 before V2 (code generators emit V1's vectors in the parent's block).
 * **compute** — arithmetic on register values:
   `compute.const` (attrs value: an `expr.Const`), `compute.index` (attrs expr:
   an int64 expression of scope variables), `compute.<op>` for the unary and binary
   ops of `ir.expr` plus `compute.select` and `compute.cast` (attrs dtype), and
   `compute.reduce` (attrs combiner, over: the id of a child scope, mask: an
   optional bool expression; its input is a value visible in scope `over` — defined
-  there or further out — and its result lives in the parent of `over`: the
-  combination of the input over all iterations of `over` where mask holds).
+  there, further out, or directly in an aligned sibling of `over` or of a vector
+  scope around it — and its result lives in the parent of `over`: the combination
+  of the input over all iterations of `over` where mask holds).
 * **data movement** — `move.<from>.<to>` and `sync.block`:
   `move.global.reg` / `move.shared.reg` load `buffer[offset]` (attrs buffer,
   offset: an int64 expression in elements, pred: optional bool expression,
   other: the `expr.Const` a lane reads where pred is false);
+  in a vector scope, code generators make one wide access where the offset has
+  stride 1 in the lane variable and pred does not depend on it, accesses of r
+  contiguous lanes each ("runs") where that holds after writing the lane as
+  a*r + b (b < r: e.g. j = (v // 4) * 256 + t * 4 + v % 4 is runs of 4), and
+  lane-by-lane accesses otherwise; the meaning is always lane by lane;
   `move.reg.global` / `move.reg.shared` store a register value (attrs buffer,
   offset, pred); `move.reg.reg` is a warp shuffle (attrs mode: bfly|down|idx,
   lane: an int64 expression — the xor mask, the delta, or the source lane);

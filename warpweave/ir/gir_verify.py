@@ -18,9 +18,11 @@ The checks, in order:
 4. types — edge dtype and per-thread shape match the producer, operand arity and
    slots per op, dtype rules (comparisons give bool, binary operands agree, ...);
 5. visibility — a register value flows only into its own scope or an inner one
-   (a `compute.reduce` takes a value visible in the scope it reduces over); the
-   expressions in attrs use only the scope variables around the node, with the
-   right dtypes;
+   (a `compute.reduce` takes a value visible in the scope it reduces over), or,
+   when it is defined directly in a vector scope V1, into an *aligned sibling*
+   V2 of V1 (a vector scope with the same parent and extent) or a scope inside
+   V2 — lane i reads lane i; the expressions in attrs use only the scope
+   variables around the node, with the right dtypes;
 6. barriers — a shared-memory read is separated from the last write by a
    `sync.block`; barriers and shuffles lie in the block scope, outside vector
    scopes, unpredicated; shuffles need whole warps and a constant lane < 32;
@@ -28,7 +30,8 @@ The checks, in order:
    holds (interval arithmetic refined by the predicate's affine conjuncts first,
    then an exhaustive numpy evaluation over the iteration space when that is small
    enough, else "unproven");
-8. limits — threads per block, shared bytes per block, vector width.
+8. limits — threads per block, shared bytes per block, vector width (32 elements
+   per thread on the GPU, 256 on the CPU: see `Limits.for_target`).
 """
 from __future__ import annotations
 
@@ -50,14 +53,15 @@ class Limits:
 
     max_threads_per_block: int = 1024
     max_shared_bytes: int = 48 * 1024
-    max_vector_elems: int = 16
+    max_vector_elems: int = 32
     max_exhaustive_points: int = 1 << 22
 
     @staticmethod
     def for_target(target: str) -> "Limits":
         """The defaults for a kernel's target: CPU vectors may span many SIMD registers
-        (LLVM splits them; 256 float32 lanes fill 16 AVX-512 registers); GPU threads
-        access at most 16 elements."""
+        (LLVM splits them; 256 float32 lanes fill 16 AVX-512 registers); a GPU thread
+        keeps at most 32 elements per vector value (a register tile of 32 float32 is
+        cheap on sm_90; memory accesses are split into pieces of at most 16 bytes)."""
         return Limits(max_vector_elems=256) if target == "cpu" else Limits()
 
 
@@ -574,6 +578,45 @@ class _Verifier:
             out.append((key, v, scope))
         return out
 
+    def sibling_problem(self, src: Node, use_chain: list[str]) -> str | None:
+        """For a register value `src` used in a scope whose chain is `use_chain` (not
+        inside src's scope): None when the use is allowed by the aligned-sibling rule
+        (src lies directly in a vector scope V1, and `use_chain` holds a vector scope V2
+        with V1's parent and extent), else a hint ("" or "; ...") for the message."""
+        s1 = self.scopes.get(src.scope)
+        if s1 is None:
+            return ""
+        siblings = [self.scopes[c] for c in use_chain
+                    if c in self.scopes and c != s1.id and self.scopes[c].scope == s1.scope]
+        if siblings:
+            s2 = siblings[0]
+            if s1.scope_kind == "vector" and s2.scope_kind == "vector":
+                e1, e2 = s1.attr("extent"), s2.attr("extent")
+                if e1 == e2:
+                    return None
+                return (f"; sibling vector scopes {s1.id} and {s2.id} share values only when "
+                        f"they are aligned (same extent), but {s1.id} has {e1} lanes and "
+                        f"{s2.id} has {e2}")
+            bad = s1 if s1.scope_kind != "vector" else s2
+            return (f"; only vector scopes share values with their siblings (lane i reads lane "
+                    f"i), but {self.desc(bad)} is a {bad.scope_kind} scope")
+        vec2 = [self.scopes[c] for c in use_chain
+                if c in self.scopes and self.scopes[c].scope_kind == "vector"]
+        if s1.scope_kind == "vector" and vec2:
+            s2 = vec2[-1]
+            return (f"; aligned sibling vector scopes must have the same parent, but {s1.id} "
+                    f"lies in {s1.scope} and {s2.id} in {s2.scope}")
+        outer = self.chain(s1.scope) or []
+        src_chain = [c.id for c in outer] + [s1.id]
+        for v1 in outer:
+            if v1.scope_kind != "vector":
+                continue
+            if any(c in self.scopes and c not in src_chain and self.scopes[c].scope == v1.scope
+                   and self.scopes[c].scope_kind == "vector" for c in use_chain):
+                return (f"; only values defined directly in vector scope {v1.id} (not in "
+                        f"scopes inside it) are visible in its aligned siblings")
+        return ""
+
     def check_visibility(self):
         for e in self.good_edges:
             if e.level != "reg":
@@ -587,15 +630,21 @@ class _Verifier:
                 over = dst.attr("over")
                 over_chain = self.chain_ids(over) if over in self.scopes else None
                 if over_chain is not None and src.scope is not None and src.scope not in over_chain:
+                    why = self.sibling_problem(src, over_chain)
+                    if why is None:
+                        continue
                     self.add(f"value {self.desc(src)} is used outside its scope: "
                              f"{self.desc(dst)} reduces over {over}, but {e.src} lives in "
-                             f"{src.scope}, which is not {over} or a scope around it")
+                             f"{src.scope}, which is not {over} or a scope around it{why}")
                 continue
             if src.scope is not None and src.scope not in dst_chain:
+                why = self.sibling_problem(src, dst_chain)
+                if why is None:
+                    continue
                 self.add(f"value {self.desc(src)} is used outside its scope: it lives in "
                          f"{self.desc(src.scope)} but {self.desc(dst)} is in "
                          f"{self.desc(dst.scope) if dst.scope else 'the root'}, which is not "
-                         f"inside it")
+                         f"inside it{why}")
         for n in self.nodes.values():
             if n.op == "compute.reduce":
                 over = n.attr("over")

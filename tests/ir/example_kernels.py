@@ -113,5 +113,90 @@ def two_phase_kernel(block=64, inner=16):
     return b.build()
 
 
+def _block_reduce(b, combiner, value, t, partials, threads):
+    """Warp butterflies, lane 0 of each warp -> shared `partials`, a barrier, every warp
+    reads the partials back and reduces them again: every thread holds the result."""
+    d = b._node(value).dtype
+    op = {"sum": "add", "max": "max"}[combiner]
+
+    def warp(v):
+        for off in (16, 8, 4, 2, 1):
+            v = b.compute(op, [v, b.shuffle("bfly", v, ex.Const(off, i64), t)], t, d)
+        return v
+
+    value = warp(value)
+    warps = threads // 32
+    if warps == 1:
+        return value
+    lane, wid = V("t") % 32, V("t") // 32
+    b.store(partials, wid, value, t, pred=eq(lane, 0))
+    b.sync([partials], t)
+    ident = ex.Const(-float("inf") if combiner == "max" else 0.0, d)
+    part = b.load(partials, lane, t, pred=lt(lane, warps), other=ident)
+    return warp(part)
+
+
+def softmax_tile_kernel(R=6, N=300, E=8, threads=64, d=f32):
+    """y = softmax(x) over rows of N <= threads * E, one block per row, each thread
+    holding a register tile of E elements of its row: lane v of thread t is column
+    j = (v // 4) * (threads * 4) + t * 4 + v % 4 (runs of 4 contiguous columns).
+    Three aligned sibling vector scopes share the tile: V1 loads x and reduces its max,
+    V2 computes e = exp(x - m) from V1's x and reduces its sum, V3 stores e / s."""
+    assert N <= threads * E and E % 4 == 0
+    b = KernelBuilder("softmax_tile")
+    b.add_param(Buffer("x", d, (R, N), (N, 1), "in"))
+    b.add_param(Buffer("y", d, (R, N), (N, 1), "out"))
+    b.add_shared(SharedAlloc("pmax", f32, max(1, threads // 32)))
+    b.add_shared(SharedAlloc("psum", f32, max(1, threads // 32)))
+    g = b.scope("grid", "g", R, None)
+    t = b.scope("block", "t", threads, g)
+
+    def col(v):
+        return (V(v) // 4) * (threads * 4) + V("t") * 4 + V(v) % 4
+
+    v1 = b.scope("vector", "v1", E, t)
+    j1 = col("v1")
+    x = b.load("x", V("g") * N + j1, v1, pred=lt(j1, N), other=ex.Const(-float("inf"), d))
+    if d != f32:
+        x = b.compute("cast", [x], v1, f32)
+    m = b.reduce("max", x, over=v1)
+    m = _block_reduce(b, "max", m, t, "pmax", threads)
+    v2 = b.scope("vector", "v2", E, t)
+    e = b.compute("exp", [b.compute("sub", [x, m], v2, f32)], v2, f32)  # x: from sibling v1
+    s = b.reduce("sum", e, over=v2, mask=lt(col("v2"), N))
+    s = _block_reduce(b, "sum", s, t, "psum", threads)
+    v3 = b.scope("vector", "v3", E, t)
+    j3 = col("v3")
+    o = b.compute("div", [e, s], v3, f32)  # e: from sibling v2
+    if d != f32:
+        o = b.compute("cast", [o], v3, d)
+    b.store("y", V("g") * N + j3, o, v3, pred=lt(j3, N))
+    return b.build(schedule="softmax-tile")
+
+
+def softmax_cpu_kernel(R=7, N=48, E=64, rows=2):
+    """y = softmax(x) on the CPU: blocks of `rows` rows (R need not be a multiple),
+    a serial loop over the rows of a block, and three aligned sibling vector scopes
+    inside it holding the row (lane v = column v, N <= E)."""
+    b = KernelBuilder("softmax_rows", target="cpu")
+    b.add_param(Buffer("x", f32, (R, N), (N, 1), "in"))
+    b.add_param(Buffer("y", f32, (R, N), (N, 1), "out"))
+    g = b.scope("grid", "g", -(-R // rows), None)
+    r = b.scope("serial", "r", rows, g)
+    row = V("g") * rows + V("r")
+    v1 = b.scope("vector", "v1", E, r)
+    ok1 = ex.all_of([lt(V("v1"), N), lt(row, R)])
+    x = b.load("x", row * N + V("v1"), v1, pred=ok1, other=ex.Const(-float("inf"), f32))
+    m = b.reduce("max", x, over=v1)
+    v2 = b.scope("vector", "v2", E, r)
+    e = b.compute("exp", [b.compute("sub", [x, m], v2, f32)], v2, f32)
+    s = b.reduce("sum", e, over=v2, mask=lt(V("v2"), N))
+    v3 = b.scope("vector", "v3", E, r)
+    b.store("y", row * N + V("v3"), b.compute("div", [e, s], v3, f32), v3,
+            pred=ex.all_of([lt(V("v3"), N), lt(row, R)]))
+    return b.build()
+
+
 GOOD = {"rowsum": rowsum_kernel, "cpu": cpu_kernel, "half": half_kernel,
-        "two_phase": two_phase_kernel}
+        "two_phase": two_phase_kernel, "softmax_tile": softmax_tile_kernel,
+        "softmax_cpu": softmax_cpu_kernel}

@@ -586,26 +586,26 @@ class _Verifier:
         s1 = self.scopes.get(src.scope)
         if s1 is None:
             return ""
-        siblings = [self.scopes[c] for c in use_chain
-                    if c in self.scopes and c != s1.id and self.scopes[c].scope == s1.scope]
-        if siblings:
-            s2 = siblings[0]
-            if s1.scope_kind == "vector" and s2.scope_kind == "vector":
+        used = [self.scopes[c] for c in use_chain if c in self.scopes and c != s1.id]
+        vec2 = [s for s in used if s.scope_kind == "vector"]
+        if s1.scope_kind == "vector" and vec2:
+            for s2 in vec2:
+                if s2.scope != s1.scope:
+                    continue
                 e1, e2 = s1.attr("extent"), s2.attr("extent")
                 if e1 == e2:
                     return None
                 return (f"; sibling vector scopes {s1.id} and {s2.id} share values only when "
                         f"they are aligned (same extent), but {s1.id} has {e1} lanes and "
                         f"{s2.id} has {e2}")
-            bad = s1 if s1.scope_kind != "vector" else s2
-            return (f"; only vector scopes share values with their siblings (lane i reads lane "
-                    f"i), but {self.desc(bad)} is a {bad.scope_kind} scope")
-        vec2 = [self.scopes[c] for c in use_chain
-                if c in self.scopes and self.scopes[c].scope_kind == "vector"]
-        if s1.scope_kind == "vector" and vec2:
             s2 = vec2[-1]
             return (f"; aligned sibling vector scopes must have the same parent, but {s1.id} "
                     f"lies in {s1.scope} and {s2.id} in {s2.scope}")
+        siblings = [s for s in used if s.scope == s1.scope]
+        if siblings:
+            bad = s1 if s1.scope_kind != "vector" else siblings[0]
+            return (f"; only vector scopes share values with their siblings (lane i reads lane "
+                    f"i), but {self.desc(bad)} is a {bad.scope_kind} scope")
         outer = self.chain(s1.scope) or []
         src_chain = [c.id for c in outer] + [s1.id]
         for v1 in outer:

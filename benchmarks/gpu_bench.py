@@ -2,13 +2,23 @@
 in the same process, as fractions of the bandwidth roofline.
 
     PYTHONPATH=$PWD python benchmarks/gpu_bench.py [--rows 8192 --cols 4096] [--out DIR]
+    PYTHONPATH=$PWD python benchmarks/gpu_bench.py --suite fusion --out DIR [--write]
+    PYTHONPATH=$PWD python benchmarks/gpu_bench.py --suite fusion --dry-run        # CPU, small shapes
+    python benchmarks/gpu_bench.py --suite fusion --from-json DIR/fusion_results.json --write
+
+Suites (--suite): "ops" (the default) — single operations, the per-call overhead and
+compile times; "fusion" — the multi-operation cases of the fusion issue (see
+fusion_suite.py: softmaxes, norms, bias+GELU, add+layer norm, reductions, transpose, an
+elementwise chain, a causally masked softmax, a small softmax for latency); "all" — both.
 
 The roofline of a case is the bytes it must move (each input read once, each output
 written once) divided by the device's copy bandwidth, measured here with a large
 device-to-device copy (bytes read + bytes written). Kernel times are medians of
 CUDA-event timings of CUDA-graph replays (10 calls per graph) after warm-up, so
 host overhead, measured separately, stays out of them. Writes results.json and
-results.md into --out.
+results.md (ops) and fusion_results.json and fusion_results.md (fusion) into --out.
+--write puts the fusion table into RESULTS.md (its fusion-bench section) with the
+date, device and command; --from-json does that from a saved run, without a GPU.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -189,17 +200,7 @@ def bench_compile_times():
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=8192)
-    ap.add_argument("--cols", type=int, default=4096)
-    ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--skip-ops", action="store_true")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    props = torch.cuda.get_device_properties(0)
-    bw = copy_bandwidth()
-    print(f"device {props.name}, {props.multi_processor_count} SMs; copy bandwidth {bw / 1e12:.3f} TB/s")
+def bench_ops_suite(args, props, bw):
     results = []
     if not args.skip_ops:
         bench_ops(args.rows, args.cols, bw, results)
@@ -211,8 +212,8 @@ def main():
                 copy_bandwidth_tbs=bw / 1e12, torch=torch.__version__, rows=args.rows, cols=args.cols)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(dict(meta=meta, ops=results, overhead=overhead, compile=compile_times), f, indent=1)
-    lines = [f"| case | dtype | kernels | warpweave ms (roofline) | eager ms (roofline) | "
-             f"torch.compile ms (roofline) | vs torch.compile |", "|---|---|---|---|---|---|---|"]
+    lines = ["| case | dtype | kernels | warpweave ms (roofline) | eager ms (roofline) | "
+             "torch.compile ms (roofline) | vs torch.compile |", "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['case']} | {r['dtype']} | {r['kernels']} | {r['warpweave_ms']:.3f} "
                      f"({r['warpweave_frac']:.0%}) | {r['eager_ms']:.3f} ({r['eager_frac']:.0%}) | "
@@ -221,6 +222,88 @@ def main():
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def bench_fusion_suite(args, engine, meta):
+    """The fusion suite (fusion_suite.py) on `engine`; writes fusion_results.{json,md}
+    into --out and, with --write, the fusion section of RESULTS.md."""
+    import fusion_suite as fs
+
+    if args.dry_run:  # the harness's logic at small shapes (CPU)
+        shapes = dict(rows=256, cols=512, square=256, batch=4, seq=64, small=(32, 128))
+    else:
+        shapes = dict(rows=args.rows, cols=args.cols, square=args.square, batch=args.batch,
+                      seq=args.seq, small=(32, 128))
+    meta.update(shapes, small=list(shapes["small"]), suite="fusion", command=fs.command_line(),
+                compile_backend=args.compile_backend, warpweave_commit=fs.source_commit())
+    rows = fs.run_suite(engine, dtypes=tuple(args.dtypes.split(",")), only=args.only,
+                        compile_backend=args.compile_backend, **shapes,
+                        on_row=lambda done: fs.write_outputs(args.out, meta, done, fs.summarize(done)))
+    summary = fs.summarize(rows)
+    md = fs.write_outputs(args.out, meta, rows, summary)
+    print(md)
+    if args.write:
+        fs.write_results_md(args.results_md, fs.section(meta, rows, summary, args.note))
+        print(f"wrote the fusion section of {args.results_md}")
+    return rows, summary
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", choices=("ops", "fusion", "all"), default="ops",
+                    help="ops: single operations, overhead, compile times (the default); "
+                         "fusion: the fusion issue's cases; all: both")
+    ap.add_argument("--rows", type=int, default=8192)
+    ap.add_argument("--cols", type=int, default=4096)
+    ap.add_argument("--square", type=int, default=8192, help="fusion: the transpose is [square, square]")
+    ap.add_argument("--batch", type=int, default=64, help="fusion: causal softmax [batch, seq, seq]")
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--skip-ops", action="store_true")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="fusion: dtypes to run")
+    ap.add_argument("--only", default=None, help="fusion: comma-separated substrings of case names")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="fusion: torch.compile backend (inductor; 'eager' only to test the harness)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="fusion on the CPU at small shapes: tests the harness, its numbers mean nothing")
+    ap.add_argument("--write", action="store_true", help="fusion: update RESULTS.md's fusion section")
+    ap.add_argument("--note", default=None, help="fusion: a line put under the RESULTS.md heading")
+    ap.add_argument("--results-md", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                         "RESULTS.md"))
+    ap.add_argument("--from-json", default=None,
+                    help="fusion: render (and with --write record) a saved fusion_results.json")
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import fusion_suite as fs
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        summary = fs.summarize(saved["cases"])
+        print(fs.markdown(saved["cases"], summary))
+        if args.write:
+            fs.write_results_md(args.results_md, fs.section(saved["meta"], saved["cases"], summary, args.note))
+            print(f"wrote the fusion section of {args.results_md}")
+        return
+    if args.dry_run:
+        if args.suite != "fusion":
+            ap.error("--dry-run runs the fusion suite only: pass --suite fusion")
+        engine = fs.CpuEngine()
+        meta = fs.stamp(dict(device="CPU (dry run)", sms="-", copy_bandwidth_tbs=engine.bandwidth / 1e12,
+                             torch=torch.__version__))
+        bench_fusion_suite(args, engine, meta)
+        return
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    bw = copy_bandwidth()
+    print(f"device {props.name}, {props.multi_processor_count} SMs; copy bandwidth {bw / 1e12:.3f} TB/s")
+    if args.suite in ("ops", "all"):
+        bench_ops_suite(args, props, bw)
+    if args.suite in ("fusion", "all"):
+        engine = fs.CudaEngine(graph_time_ms, event_time_ms, bw)
+        meta = fs.stamp(dict(device=props.name, sms=props.multi_processor_count,
+                             copy_bandwidth_tbs=bw / 1e12, torch=torch.__version__))
+        bench_fusion_suite(args, engine, meta)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class CudaTarget(Target):
     triple = TRIPLE
     buffer_alignment = 16  # the runtime launches only on 16-byte aligned buffers
     approximate_division = True  # float32 x/y as div.full.f32 (within 2 ulp), not IEEE div.rn
+    max_access_bytes = 16  # ld/st.v4.b32 at most: "runs" accesses are split into 16-byte pieces
 
     def __init__(self, arch: str = DEFAULT_ARCH):
         _init_llvm()

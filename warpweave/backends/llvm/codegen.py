@@ -7,6 +7,22 @@ whatever the `Target` makes of them (a loop over a range on the CPU; block and
 thread ids on the GPU). A `compute.reduce` keeps an accumulator across the
 iterations of the scope it reduces over. Memory accesses with a predicate read a
 safe address and select (loads) or branch around (stores).
+
+A vector scope's values are SSA vectors emitted in its parent's basic block, so an
+aligned sibling vector scope (same parent, same extent) emitted after it uses them
+as they are: lane i for lane i (`_order_items` orders the scope that defines a value
+before the sibling that uses it).
+
+Memory accesses in a vector scope of E lanes take one of three forms
+(`_access_plan`): "vector" — the offset has stride 1 in the lane variable and the
+predicate does not depend on it: one E-lane access; "runs" — for the largest power
+of two r < E dividing E such that, writing the lane as a*r + b (a < E/r, b < r),
+the simplified offset has stride 1 in b and the predicate does not depend on b
+(conjuncts `x < y`, `x <= y`, ... whose threshold falls on a multiple of r count
+as independent of b): E/r accesses of r lanes, each at its own base offset under
+its own predicate, assembled with (loads) or split by (stores) shufflevector, and
+further split into pieces of at most `Target.max_access_bytes`; "gather" —
+lane by lane, otherwise.
 """
 from __future__ import annotations
 
@@ -42,6 +58,8 @@ class Target:
     buffer_alignment = 1
     # float32 division may be approximate (a few ulp) instead of correctly rounded.
     approximate_division = False
+    # The widest single memory access a "runs" access is split into (None: no cap).
+    max_access_bytes: int | None = None
 
     def declare(self, module: ir.Module, kernel: Kernel) -> tuple[ir.Function, dict[str, ir.Value]]:
         """The kernel function and a map from buffer names to their pointers."""
@@ -89,6 +107,7 @@ class KernelCodegen:
             if n.op == "compute.reduce":
                 self._reduces.setdefault(n.attr("over"), []).append(n)
         self._acc: dict[str, ir.Value] = {}
+        self._plans: dict[tuple, tuple[str, list | None]] = {}
 
     # ------------------------------------------------------------------ structure
     def _order_items(self) -> dict[str | None, list[str]]:
@@ -380,7 +399,9 @@ class KernelCodegen:
         offset, pred = n.attr("offset"), n.attr("pred")
         other = self.constant(n.attr("other").value, d)
         b = self.b
-        mode = self._access_mode(offset, pred)
+        mode, pieces = self._access_plan(offset, pred, d)
+        if mode == "runs":
+            return self._load_runs(ptr, d, other, pieces)
         if mode == "vector":
             base_expr = ex.substitute(offset, {self._vector_var: ex.Const(0, dt.INDEX)})
             base = self.index(base_expr)
@@ -414,26 +435,118 @@ class KernelCodegen:
             out = b.select(preds, out, self.vec(other))
         return out
 
-    def _alignment(self, base: ex.Expr, d: dt.DType) -> int:
-        """The alignment in bytes of a `width`-lane access at element offset `base`."""
-        whole = self.width * d.itemsize
+    def _load_runs(self, ptr: ir.Value, d: dt.DType, other: ir.Value, pieces: list) -> ir.Value:
+        """A vector load as `pieces` (start lane, lanes, base offset, predicate) of
+        contiguous lanes, assembled into one `width`-lane vector."""
+        b, mty = self.b, mem_type(d)
+        parts = []
+        for start, lanes, base_expr, p in pieces:
+            rty = ir.VectorType(reg_type(d), lanes)
+            if _is_false(p):
+                parts.append((start, self.splat(other, rty)))
+                continue
+            cond = None if p is None or _is_true(p) else self.index(p)
+            base = self.index(base_expr)
+            if cond is not None:
+                base = b.select(cond, base, ir.Constant(I64, 0))
+            v = b.load(self._addr(ptr, base, mty), typ=ir.VectorType(mty, lanes),
+                       align=self._alignment(base_expr, d, lanes))
+            v = self._to_reg(v, d)
+            if cond is not None:
+                v = b.select(cond, v, self.splat(other, rty))
+            parts.append((start, v))
+        return self._assemble(parts)
+
+    def _assemble(self, parts: list[tuple[int, ir.Value]]) -> ir.Value:
+        """One `width`-lane vector from vectors holding lanes [start, start + count)."""
+        b, width = self.b, self.width
+        out = None
+        for start, v in parts:
+            n = v.type.count
+            if n == width:
+                return v
+            lanes = range(start, start + n)
+            wide = b.shuffle_vector(v, v, _mask([i - start if i in lanes else 0
+                                                  for i in range(width)]))
+            out = wide if out is None else b.shuffle_vector(
+                out, wide, _mask([width + i if i in lanes else i for i in range(width)]))
+        return out
+
+    def _split(self, value: ir.Value, start: int, lanes: int) -> ir.Value:
+        """Lanes [start, start + lanes) of a vector."""
+        if lanes == value.type.count:
+            return value
+        return self.b.shuffle_vector(value, value, _mask(list(range(start, start + lanes))))
+
+    def _alignment(self, base: ex.Expr, d: dt.DType, lanes: int | None = None) -> int:
+        """The alignment in bytes of a `lanes`-lane access (default: the vector width)
+        at element offset `base`."""
+        whole = (lanes or self.width) * d.itemsize
         if self.target.buffer_alignment < 2 or whole & (whole - 1):
             return d.itemsize
         cap = min(whole, self.target.buffer_alignment)
         return max(d.itemsize, min(cap, ex.divisor(base, cap) * d.itemsize))
 
-    def _access_mode(self, offset: ex.Expr, pred: ex.Expr | None) -> str:
+    def _access_mode(self, offset: ex.Expr, pred: ex.Expr | None, d: dt.DType | None = None) -> str:
         """scalar (outside vector scopes or lane-invariant), vector (contiguous lanes,
-        lane-invariant predicate) or gather (anything else)."""
+        lane-invariant predicate), runs (contiguous runs of lanes, run-invariant
+        predicates: see the module docstring) or gather (anything else)."""
+        return self._access_plan(offset, pred, d)[0]
+
+    def _access_plan(self, offset: ex.Expr, pred: ex.Expr | None,
+                     d: dt.DType | None = None) -> tuple[str, list | None]:
+        """(mode, pieces): for "runs", the accesses as (first lane, lanes, base offset,
+        predicate or None) in lane order; None for the other modes."""
         v = self._vector_var
         if v is None:
-            return "scalar"
+            return "scalar", None
         lane_pred = pred is not None and v in ex.free_vars(pred)
         if v not in ex.free_vars(offset) and not lane_pred:
-            return "scalar"
+            return "scalar", None
         if not lane_pred and ex.stride(offset, v, self.ranges) == 1:
-            return "vector"
-        return "gather"
+            return "vector", None
+        key = (offset, pred, v, self.width, d.itemsize if d is not None else 1)
+        if key not in self._plans:
+            pieces = None
+            r = 1 << max(0, (self.width - 1).bit_length() - 1)  # largest power of two < width
+            while r >= 2 and pieces is None:
+                if self.width % r == 0:
+                    pieces = self._runs(offset, pred, r, d.itemsize if d is not None else 1)
+                r //= 2
+            self._plans[key] = ("runs", pieces) if pieces is not None else ("gather", None)
+        return self._plans[key]
+
+    def _runs(self, offset: ex.Expr, pred: ex.Expr | None, r: int, itemsize: int) -> list | None:
+        """The pieces of a "runs" access with runs of `r` lanes, or None."""
+        v, width = self._vector_var, self.width
+        a_name, b_name = f"{v}$run", f"{v}$lane"
+        ranges = {k: rg for k, rg in self.ranges.items() if k != v}
+        ranges[a_name], ranges[b_name] = (0, width // r - 1), (0, r - 1)
+        lane = ex.Var(a_name) * r + ex.Var(b_name)
+        off = ex.simplify(ex.substitute(offset, {v: lane}), ranges)
+        if ex.stride(off, b_name, ranges) != 1:
+            return None
+        p = None
+        if pred is not None:
+            p = ex.simplify(ex.substitute(pred, {v: lane}), ranges)
+            if b_name in ex.free_vars(p):
+                p = _uniform_over_run(p, b_name, r, ranges)
+                if p is None:
+                    return None
+        piece = r
+        cap = self.target.max_access_bytes
+        while cap and piece > 1 and piece * itemsize > cap:
+            piece //= 2
+        index = dt.INDEX
+        pieces = []
+        for k in range(width // r):
+            pk = None if p is None else ex.simplify(
+                ex.substitute(p, {a_name: ex.Const(k, index)}), ranges)
+            for q in range(0, r, piece):
+                base = ex.simplify(ex.substitute(off, {a_name: ex.Const(k, index),
+                                                       b_name: ex.Const(q, index)}), ranges)
+                pieces.append((k * r + q, piece, base, pk))
+        return pieces
 
     def _store(self, n: Node) -> None:
         name = n.attr("buffer")
@@ -442,9 +555,23 @@ class KernelCodegen:
         value = next(self.values[e.src] for e in self.k.operands(n.id) if e.slot == 1)
         offset, pred = n.attr("offset"), n.attr("pred")
         b = self.b
-        mode = self._access_mode(offset, pred)
+        mode, pieces = self._access_plan(offset, pred, d)
         if mode == "scalar" and isinstance(value.type, ir.VectorType):
             mode = "gather"
+        if mode == "runs":
+            value = self.vec(value)
+            for start, lanes, base_expr, p in pieces:
+                if _is_false(p):
+                    continue
+                part = self._to_mem(self._split(value, start, lanes), d)
+                addr = self._addr(ptr, self.index(base_expr), mem_type(d))
+                align = self._alignment(base_expr, d, lanes)
+                if p is None or _is_true(p):
+                    b.store(part, addr, align=align)
+                else:
+                    with b.if_then(self.index(p)):
+                        b.store(part, addr, align=align)
+            return
         if mode in ("scalar", "vector"):
             align = d.itemsize
             if mode == "vector":
@@ -586,6 +713,65 @@ class KernelCodegen:
         nan = b.fcmp_unordered("uno", f, f)
         quiet = b.or_(b.lshr(bits, c(16)), c(0x40))
         return b.trunc(b.select(nan, quiet, rounded), ty(I16))
+
+
+def _mask(lanes: list[int]) -> ir.Constant:
+    return ir.Constant(ir.VectorType(I32, len(lanes)), lanes)
+
+
+def _is_true(p: ex.Expr | None) -> bool:
+    return isinstance(p, ex.Const) and bool(p.value)
+
+
+def _is_false(p: ex.Expr | None) -> bool:
+    return isinstance(p, ex.Const) and not bool(p.value)
+
+
+_FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+
+
+def _conjuncts(p: ex.Expr) -> list[ex.Expr]:
+    if isinstance(p, ex.Binary) and p.op == "and":
+        return _conjuncts(p.a) + _conjuncts(p.b)
+    return [p]
+
+
+def _uniform_over_run(p: ex.Expr, lane: str, r: int, ranges) -> ex.Expr | None:
+    """`p` with the run lane variable `lane` (in [0, r)) eliminated, when every
+    conjunct that uses it holds for all lanes of a run or for none; else None.
+
+    A conjunct `x < y` (or <=, >, >=) qualifies when, written as `e < 0` or `e >= 0`
+    with e = base + lane (stride 1 in the lane), `base` is a multiple of r: a run
+    [base, base + r) of consecutive integers then never straddles 0. Such a conjunct
+    equals itself at lane 0."""
+    out = []
+    index = dt.INDEX
+    zero = {lane: ex.Const(0, index)}
+    for c in _conjuncts(p):
+        if lane not in ex.free_vars(c):
+            out.append(c)
+            continue
+        if not (isinstance(c, ex.Binary) and c.op in _FLIP and c.a.dtype.is_int):
+            return None
+        x, y, op = c.a, c.b, c.op
+        if op in ("gt", "ge"):  # x > y  <=>  y < x ;  x >= y  <=>  y <= x
+            x, y, op = y, x, _FLIP[op]
+        # now x < y (e = x - y < 0) or x <= y (e = x - y - 1 < 0)
+        e = ex.binary("sub", x, y)
+        if op == "le":
+            e = ex.binary("sub", e, ex.Const(1, index))
+        e = ex.simplify(e, ranges)
+        s = ex.stride(e, lane, ranges)
+        if s == -1:  # e < 0  <=>  -e - 1 >= 0: the same question about -e - 1
+            e = ex.simplify(ex.binary("sub", ex.unary("neg", e), ex.Const(1, index)), ranges)
+            s = ex.stride(e, lane, ranges)
+        if s != 1:
+            return None
+        base = ex.simplify(ex.substitute(e, zero), ranges)
+        if ex.divisor(base, r) < r:
+            return None
+        out.append(ex.simplify(ex.substitute(c, zero), ranges))
+    return ex.all_of(out)
 
 
 def _identity(r: Node):

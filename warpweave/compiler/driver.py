@@ -19,11 +19,19 @@ from ..ir.gir import Kernel
 from ..ir.gir_dot import to_dot
 from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
-from ..passes.cleanup import DEFAULT_PASSES
+from ..passes import fuse
+from ..passes.cleanup import DCE, SIMPLIFY
+from ..passes.cost import KernelCost, device_for, kernel_cost
 from ..passes.manager import PassManager
+from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS
+from ..passes.stitch import STITCH
 from . import options as opts
 from .lower import lower
-from .schedule import DEFAULT_SM_COUNT, Schedule, choose
+from .lower_group import lower_group
+from .schedule import DEFAULT_SM_COUNT, Schedule, choose, choose_row_group, GpuElementwise, CpuElementwise
+
+# GIR passes after lowering, in order (each verified and dumped by the pass manager).
+PIPELINE = [SIMPLIFY, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, COALESCING]
 
 STAGES = ("tensor", "groups", "gir", "llvm", "ptx")
 
@@ -42,12 +50,14 @@ def resolve_target(target: str) -> str:
 
 @dataclass(frozen=True)
 class KernelInfo:
-    """One generated kernel: the operations it computes, its schedule and its GIR."""
+    """One generated kernel: the operations it computes, its schedule, its GIR and the
+    cost model's estimate."""
 
     name: str
     ops: tuple[str, ...]
     schedule: Schedule
     gir: Kernel
+    cost: KernelCost
 
     @property
     def grid(self) -> int:
@@ -55,6 +65,33 @@ class KernelInfo:
 
     def __str__(self):
         return f"{self.name}: ops {', '.join(self.ops)} schedule {self.schedule}"
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    time_us: float
+    bytes: int
+
+
+def _lower(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int, name: str):
+    """(schedule, unstitched GIR kernel) pairs for one group, in launch order."""
+    if len(group.ops) == 1:
+        op = graph[group.ops[0]]
+        schedule = choose(op, family, sm_count)
+        return [(schedule, k) for k in lower(op, graph, schedule, name)]
+    widest = max(t.dtype.itemsize for o in group.ops for t in
+                 [graph[o]] + [graph[i] for i in graph[o].inputs])
+    if group.pattern == "row":
+        rows = int(np.prod(group.rows, dtype=np.int64)) if group.rows else 1
+        schedule = choose_row_group(group.length, rows, widest, family)
+    else:
+        shape = graph[group.anchor].shape
+        lanes = max(1, (64 if family == "cpu" else 16) // max(widest, 4 if family == "cpu" else 1))
+        if family == "gpu" and shape and shape[-1] % lanes:
+            lanes = 1
+        schedule = CpuElementwise(vector=lanes) if family == "cpu" else GpuElementwise(vector=lanes)
+    kernel = lower_group(group, graph, schedule, name)
+    return [] if kernel is None else [(schedule, kernel)]
 
 
 def _sanitize(name: str) -> str:
@@ -74,12 +111,15 @@ class Program:
         self._write("tensor.txt", str(graph))
         family = "cpu" if self.target == "cpu" else "gpu"  # interp runs the GPU kernels
         sm_count = _sm_count() if self.target == "cuda" else DEFAULT_SM_COUNT
+        self.device = device_for(family, sm_count)
+        self.plan = fuse.plan(graph, self.device, fuse=options.fuse)
         self.kernels: list[KernelInfo] = []
-        for op in graph.compute_ops:
-            schedule = choose(op, family, sm_count)
-            for gir in lower(op, graph, schedule, f"{self.name}_{op.name}"):
-                pm = PassManager(DEFAULT_PASSES, verify=options.verify, dump=self._dump_kernel)
-                self.kernels.append(KernelInfo(gir.name, (op.name,), schedule, pm.run(gir)))
+        for n, group in enumerate(self.plan.groups):
+            for schedule, gir in _lower(group, graph, family, sm_count, f"{self.name}_{group.anchor}"):
+                pm = PassManager(PIPELINE, verify=options.verify, dump=self._dump_kernel)
+                gir = pm.run(gir)
+                self.kernels.append(KernelInfo(gir.name, group.ops, schedule, gir,
+                                               kernel_cost(gir, self.device)))
         self.temps = _temporaries(graph, self.kernels)
         self._scratch = threading.local()  # host intermediates, reused per thread
         self._write("groups.txt", self.dump("groups"))
@@ -93,12 +133,7 @@ class Program:
         if stage == "tensor":
             return str(self.graph)
         if stage == "groups":
-            lines = []
-            for n, k in enumerate(self.kernels):
-                kinds = ", ".join(f"{o} ({self.graph[o].kind})" for o in k.ops)
-                lines.append(f"group {n}: {kinds}\n  kernel {k.name} grid={k.gir.grid} "
-                             f"block={k.gir.block} schedule={k.schedule}")
-            return "\n".join(lines) if lines else "(no kernels: every output is empty)"
+            return self._explain()
         if stage == "gir":
             return "\n\n".join(print_kernel(k.gir) for k in self.kernels)
         if stage in self._backend.stages:
@@ -107,6 +142,34 @@ class Program:
             raise TargetError(f"stage {stage!r} does not exist for the {self.target} target "
                               f"(it has {', '.join(['tensor', 'groups', 'gir', *self._backend.stages])})")
         raise ArgumentError(f"unknown stage {stage!r}; expected one of {STAGES}")
+
+    def _explain(self) -> str:
+        """Groups, their kernels, the stitching scheme of every edge inside them and the
+        cost model's bytes per memory level."""
+        lines = [f"device model: {self.device.name}, {self.device.bandwidth / 1e9:.0f} GB/s"]
+        for n, (group, traffic) in enumerate(zip(self.plan.groups, self.plan.traffic)):
+            ops = ", ".join(f"{o} ({self.graph[o].kind})" for o in group.ops)
+            shape = f" rows={list(group.rows)} x {group.length}" if group.pattern == "row" else ""
+            lines.append(f"group {n} [{group.pattern}{shape}]: {ops}")
+            lines.append(f"  writes {', '.join(group.outputs)}; planned DRAM "
+                         f"{traffic.dram_bytes} B, {traffic.time_s * 1e6:.1f} us")
+            for k in self.kernels:
+                if k.ops != group.ops:
+                    continue
+                lines.append(f"  kernel {k.name} grid={k.gir.grid} block={k.gir.block} schedule={k.schedule}")
+                meta = dict(k.gir.meta)
+                if meta.get("stitched"):
+                    lines.append(f"    stitched: {meta['stitched']}")
+                lines.append(f"    cost: {k.cost.summary()}")
+        if not self.kernels:
+            lines.append("(no kernels: every output is empty)")
+        return "\n".join(lines)
+
+    @property
+    def cost_estimate(self) -> "CostEstimate":
+        """The cost model's estimate for one call: time and DRAM bytes of every kernel."""
+        return CostEstimate(sum(k.cost.time_s for k in self.kernels) * 1e6,
+                            sum(k.cost.dram_bytes for k in self.kernels))
 
     @property
     def dump_dir(self) -> str | None:
@@ -233,8 +296,9 @@ def _host_buffers(program: Program, args) -> dict[str, np.ndarray]:
     scratch = getattr(program._scratch, "buffers", None)
     if scratch is None:
         outputs = set(program.graph.outputs)
+        used = {p.name for k in program.kernels for p in k.gir.params}
         scratch = {op.name: np.empty(op.shape, dtype=op.dtype.numpy)
-                   for op in program.graph.compute_ops if op.name not in outputs}
+                   for op in program.graph.compute_ops if op.name not in outputs and op.name in used}
         scratch.update((t.name, np.empty(t.shape, dtype=t.dtype.numpy)) for t in program.temps)
         program._scratch.buffers = scratch
     buffers.update(scratch)

@@ -3,7 +3,8 @@
     with ww.options(dump_dir="dumps", verify=False):
         ...
 
-Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH.
+Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH,
+WARPWEAVE_FUSE (0/1).
 """
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ class Options:
     dump_dir: str | None = None   # write every stage of every compile here
     verify: bool = True           # run the GIR verifier after every pass
     cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
+    fuse: bool = True             # plan fusion groups (off: one kernel per operation)
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ArgumentError(f"unknown target {self.target!r}; expected one of {TARGETS}")
 
 
-_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH")
+_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE")
 _env_cache: dict[tuple, Options] = {}
 
 
@@ -42,11 +44,14 @@ def _from_env() -> Options:
     return opts
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no")
+
+
 def _read_env() -> Options:
-    verify = os.environ.get("WARPWEAVE_VERIFY", "1").strip().lower() not in ("0", "false", "no")
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
-                   dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=verify,
-                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None)
+                   dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=_flag("WARPWEAVE_VERIFY"),
+                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"))
 
 
 _local = threading.local()

@@ -90,8 +90,33 @@ class CpuColumnReduce:
     chunk: int = 256
 
 
+@dataclass(frozen=True)
+class GpuRowGroup:
+    """A fused row group: `row_threads` threads per row (up to a warp: shuffles only;
+    more: shuffles, then shared memory), `threads // row_threads` rows per block. Each
+    thread holds `chunks` runs of `vector` contiguous elements of its row per pass — a
+    register tile that stays live across the group's phases — and `passes` serial
+    passes cover a row too long for registers (phases then re-read their inputs)."""
+
+    threads: int = 256
+    row_threads: int = 256
+    vector: int = 4
+    chunks: int = 4
+    passes: int = 1
+
+
+@dataclass(frozen=True)
+class CpuRowGroup:
+    """A fused row group on the CPU: one row per grid step; every phase sweeps the row
+    with `vector` lanes and a scalar tail (the row stays in cache between phases)."""
+
+    vector: int = 16
+
+
 Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuSplitColumnReduce | GpuTranspose
-            | CpuElementwise | CpuRowReduce | CpuColumnReduce)
+            | GpuRowGroup | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup)
+
+MAX_TILE = 32  # register-tile elements per thread (the GPU verifier's vector limit)
 
 DEFAULT_SM_COUNT = 132  # H100 / H200; the driver passes the device's own count
 
@@ -130,6 +155,30 @@ def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Sche
     last = op.shape[-1] if op.shape else 1
     vec = lanes16 if last % lanes16 == 0 else 1
     return GpuElementwise(vector=vec)
+
+
+def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> Schedule:
+    """The mapping of a fused row group whose rows hold `length` elements of at most
+    `dtype_bytes` bytes (the widest tensor the group moves)."""
+    if target == "cpu":
+        return CpuRowGroup(vector=max(1, 64 // max(4, dtype_bytes)))
+    w = 16 // dtype_bytes
+    while w > 1 and length % w:
+        w //= 2
+    # about four 16-byte runs per thread per pass; a whole row in one pass when it fits
+    tile = min(MAX_TILE, 4 * w)
+    row_threads = min(1024, max(1, _next_pow2(-(-length // tile))))
+    chunks = max(1, min(MAX_TILE // w, -(-length // (row_threads * w))))
+    passes = -(-length // (row_threads * w * chunks))
+    threads = max(row_threads, min(256, _next_pow2(rows * row_threads)), 32)
+    return GpuRowGroup(threads=threads, row_threads=row_threads, vector=w, chunks=chunks, passes=passes)
+
+
+def _next_pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
 
 
 def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:

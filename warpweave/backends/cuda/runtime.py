@@ -67,9 +67,11 @@ class CudaProgram:
         self._functions: list | None = None
         self._module = None
         self._lock = threading.Lock()
-        # Every buffer a call allocates: the graph's tensors, then kernels' temporaries.
-        self._outputs = [(op.name, tuple(op.shape), op.dtype) for op in graph.compute_ops] + \
-                        [(t.name, tuple(t.shape), t.dtype) for t in temps]
+        # Every buffer a call allocates: the graph's tensors that leave a kernel (fused
+        # intermediates live in registers or shared memory), then kernels' temporaries.
+        used = {p.name for _, k in kernels for p in k.params} | set(graph.outputs)
+        self._outputs = [(op.name, tuple(op.shape), op.dtype) for op in graph.compute_ops
+                         if op.name in used] + [(t.name, tuple(t.shape), t.dtype) for t in temps]
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
         self._plan: tuple | None = None

@@ -1,0 +1,187 @@
+"""The cost model: bytes per memory level, instructions, launches and occupancy,
+against a device's measured bandwidth and throughput.
+
+Two views of the same question. `group_traffic` estimates a fusion group from the
+tensor graph alone (DRAM bytes in and out, arithmetic, one launch), which is what
+the fusion planner ranks plans with. `kernel_cost` reads a GIR kernel after
+stitching: every move node's bytes at its memory level, counted over the
+iterations of its scopes, plus instructions, barriers and occupancy; its time is
+what the benchmarks print next to measured times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import expr as ex
+from ..ir.gir import Kernel, Node
+from ..ir.tensor import EXPENSIVE_OPS, ComputeOp, TensorGraph
+
+# Arithmetic cost of one operation in simple-instruction units (the math library's
+# exp/tanh/erf are straight-line sequences of 10-20 instructions).
+_OP_WEIGHT = {op: 16 for op in EXPENSIVE_OPS}
+_OP_WEIGHT.update(div=4, rsqrt=4, sqrt=4)
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """What the cost model knows about a device."""
+
+    name: str
+    bandwidth: float       # DRAM bytes per second (measured copy bandwidth)
+    launch_s: float        # fixed cost of one kernel launch
+    ops_per_s: float       # simple arithmetic instructions per second (all cores)
+    sm_count: int = 1
+    threads_per_sm: int = 2048
+    shared_per_sm: int = 228 * 1024
+    registers_per_sm: int = 65536
+
+
+H100 = DeviceModel("H100 (sm_90)", bandwidth=2.99e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132)
+HOST_CPU = DeviceModel("host CPU", bandwidth=1.5e10, launch_s=5e-6, ops_per_s=4e10)
+
+
+def device_for(target: str, sm_count: int | None = None) -> DeviceModel:
+    """The model for a target family ("gpu" or "cpu")."""
+    if target == "cpu":
+        return HOST_CPU
+    if sm_count and sm_count != H100.sm_count:
+        scale = sm_count / H100.sm_count
+        return DeviceModel(f"GPU with {sm_count} SMs", H100.bandwidth * scale, H100.launch_s,
+                           H100.ops_per_s * scale, sm_count)
+    return H100
+
+
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _op_work(op: ComputeOp) -> int:
+    """Arithmetic instructions to compute `op` (per element of its iteration space)."""
+    per = 0
+    for n in ex.postorder(op.value):
+        if isinstance(n, (ex.Unary, ex.Binary)):
+            per += _OP_WEIGHT.get(n.op, 1)
+        elif isinstance(n, (ex.Select, ex.Cast)):
+            per += 1
+    space = _size(op.shape) * (_size(op.reduce.extents) if op.reduce is not None else 1)
+    return (per + (1 if op.reduce is not None else 0)) * space
+
+
+@dataclass(frozen=True)
+class GroupTraffic:
+    """A fusion group's estimated DRAM bytes, arithmetic and time."""
+
+    read_bytes: int
+    write_bytes: int
+    instructions: int
+    time_s: float
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.read_bytes + self.write_bytes
+
+
+def group_traffic(group, graph: TensorGraph, device: DeviceModel) -> GroupTraffic:
+    """DRAM traffic of a group: each tensor it reads from outside once, each output
+    written once; time = max(bytes / bandwidth, work / throughput) + one launch."""
+    members = set(group.ops)
+    read = {}
+    work = 0
+    for name in group.ops:
+        op = graph[name]
+        work += _op_work(op)
+        for src in op.inputs:
+            if src not in members:
+                t = graph[src]
+                read[src] = _size(t.shape) * t.dtype.itemsize
+    write = sum(_size(graph[n].shape) * graph[n].dtype.itemsize for n in group.outputs)
+    r = sum(read.values())
+    time = max((r + write) / device.bandwidth, work / device.ops_per_s) + device.launch_s
+    return GroupTraffic(r, write, work, time)
+
+
+# ----------------------------------------------------------------------------- GIR
+
+@dataclass(frozen=True)
+class KernelCost:
+    """Bytes per memory level and instructions of one GIR kernel, and the estimate."""
+
+    global_read: int
+    global_write: int
+    shared_bytes: int      # shared-memory traffic (loads + stores)
+    shuffle_bytes: int     # register bytes moved between lanes
+    instructions: int
+    barriers: int          # block barriers executed per block
+    occupancy: float       # resident threads per SM / the SM's maximum
+    time_s: float
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.global_read + self.global_write
+
+    def summary(self) -> str:
+        return (f"global {_fmt_bytes(self.global_read)} read + {_fmt_bytes(self.global_write)} written, "
+                f"shared {_fmt_bytes(self.shared_bytes)}, shuffles {_fmt_bytes(self.shuffle_bytes)}, "
+                f"{self.barriers} barriers/block, occupancy {self.occupancy:.0%}, "
+                f"estimate {self.time_s * 1e6:.1f} us")
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _iterations(kernel: Kernel, node: Node) -> int:
+    n = 1
+    for s in kernel.scope_chain(node.scope):
+        n *= s.attr("extent")
+    return n
+
+
+def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
+    """Bytes per level (over every iteration of every move), instructions, barriers per
+    block and occupancy; time = max(DRAM bytes / bandwidth, instructions / throughput)
+    / occupancy-limited efficiency + one launch."""
+    g_read = g_write = shared = shuffles = instr = barriers = 0
+    for n in kernel.nodes:
+        if n.is_scope or n.family == "mem":
+            continue
+        count = _iterations(kernel, n)
+        size = n.dtype.itemsize if n.dtype is not None else 0
+        if n.op == "move.global.reg":
+            g_read += count * size
+        elif n.op == "move.reg.global":
+            g_write += count * size
+        elif n.op in ("move.shared.reg", "move.reg.shared"):
+            shared += count * size
+        elif n.op == "move.reg.reg":
+            shuffles += count * size
+            instr += count
+        elif n.op == "sync.block":
+            barriers += count // max(1, kernel.grid * kernel.block)
+        elif n.family == "compute" and n.op not in ("compute.const", "compute.index"):
+            instr += count * _OP_WEIGHT.get(n.op.split(".", 1)[1], 1)
+    occupancy = _occupancy(kernel, device)
+    time = max((g_read + g_write) / device.bandwidth, instr / device.ops_per_s)
+    time = time / max(0.25, min(1.0, occupancy * 2)) + device.launch_s  # half occupancy hides latency
+    return KernelCost(g_read, g_write, shared, shuffles, instr, barriers, occupancy, time)
+
+
+def _occupancy(kernel: Kernel, device: DeviceModel) -> float:
+    """Resident threads per SM as a fraction of the maximum, from the block size,
+    shared memory per block and the grid (fewer blocks than SMs idle the rest)."""
+    if kernel.target == "cpu":
+        return 1.0
+    block = kernel.block
+    per_sm = device.threads_per_sm // block
+    if kernel.shared_bytes:
+        per_sm = min(per_sm, device.shared_per_sm // kernel.shared_bytes)
+    per_sm = max(1, min(per_sm, 32))
+    blocks = min(per_sm, -(-kernel.grid // device.sm_count))
+    used_sms = min(device.sm_count, kernel.grid)
+    return blocks * block / device.threads_per_sm * used_sms / device.sm_count

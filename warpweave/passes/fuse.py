@@ -1,0 +1,269 @@
+"""Fusion planning on the tensor graph: which operations share a kernel.
+
+A `Group` is a set of operations lowered into one kernel under one iteration
+mapping (its `pattern`):
+
+* ``elementwise`` — every operation has the same shape; each output element is
+  computed by one thread from the same elements of the group's tensors;
+* ``row`` — a tensor of `rows` × `length` with reductions over the row: every
+  operation is a row reduction (one value per row), row-elementwise (shape
+  rows + [length]) or row-scalar (one value per row, after reductions);
+* ``single`` — one operation under its own template (transpose, column
+  reduction, contraction, a reduction over several axes).
+
+Inside a group every tensor another group member reads must be read at the
+element (or row) the mapping assigns to the reader; that is what lets the
+stitcher turn the DRAM round trip into a register, shuffle or shared-memory edge.
+Each operation is computed once: a value with consumers inside and outside its
+group is an output of the group.
+
+`plan` starts from one group per operation and merges greedily — producer and
+consumer first, then independent groups with the same mapping ("remote"
+fusion) — keeping a merge only when it is legal (mapping, indexing, no cycle
+between groups) and the cost model says it is cheaper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..ir import dtypes as dt
+from ..ir import expr as ex
+from ..ir.tensor import ComputeOp, TensorGraph
+from .cost import DeviceModel, GroupTraffic, group_traffic
+
+_ROW_VAR = "__row{}"
+_COL = ex.Var("__col")
+_ELEMENTWISE_KINDS = ("elementwise", "elementwise-expensive", "broadcast")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Operations sharing one kernel, in a topological order, and the ones whose
+    values leave it (graph outputs or read by another group)."""
+
+    ops: tuple[str, ...]
+    pattern: str                 # "elementwise", "row" or "single"
+    outputs: tuple[str, ...]
+    rows: tuple[int, ...] = ()   # row pattern: the row shape (extents other than 1)
+    length: int = 0              # row pattern: elements per row
+
+    @property
+    def anchor(self) -> str:
+        """The dominant operation: the last reduction of a row group, else the last op."""
+        return self.ops[-1]
+
+    def __str__(self):
+        shape = f" rows={list(self.rows)} length={self.length}" if self.pattern == "row" else ""
+        return f"{self.pattern}{shape}: {', '.join(self.ops)} -> {', '.join(self.outputs)}"
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """Groups in launch order, with the cost model's traffic for each."""
+
+    groups: tuple[Group, ...]
+    traffic: tuple[GroupTraffic, ...]
+
+    @property
+    def estimated_time_s(self) -> float:
+        return sum(t.time_s for t in self.traffic)
+
+
+# ----------------------------------------------------------------------------- mappings
+
+def _non_unit(shape) -> tuple[int, ...]:
+    return tuple(n for n in shape if n != 1)
+
+
+def _signature(op: ComputeOp) -> tuple[str, tuple[int, ...], int]:
+    """The pattern an operation alone forms: (pattern, rows, length)."""
+    red = op.reduce
+    if red is not None:
+        if op.kind == "reduction-row" and len(red.axes) == 1 and red.extents[0] > 0 \
+                and _reduces_last_index(op):
+            return "row", _non_unit(op.shape), red.extents[0]
+        return "single", (), 0
+    if op.kind in _ELEMENTWISE_KINDS:
+        return "elementwise", tuple(op.shape), 0
+    return "single", (), 0
+
+
+def _reduces_last_index(op: ComputeOp) -> bool:
+    """Every load that uses the reduction variable uses it alone, as its last index."""
+    r = op.reduce.axes[0].name
+    for ld in ex.loads(op.value):
+        if r in ex.free_vars(ld):
+            if not ld.indices or ld.indices[-1] != op.reduce.axes[0]:
+                return False
+            if any(r in ex.free_vars(i) for i in ld.indices[:-1]):
+                return False
+    return True
+
+
+def _row_place(op: ComputeOp, rows: tuple[int, ...], length: int) -> str | None:
+    """How `op` sits in a row group: "reduce", "elementwise", "scalar" or None."""
+    if op.reduce is not None:
+        ok = (_signature(op) == ("row", rows, length))
+        return "reduce" if ok else None
+    if op.kind not in _ELEMENTWISE_KINDS:
+        return None
+    if op.shape and op.shape[-1] == length and _non_unit(op.shape[:-1]) == rows and length != 1:
+        return "elementwise"
+    if _non_unit(op.shape) == rows:
+        return "scalar"
+    return None
+
+
+def _row_indices(shape, rows_used: bool, with_col: bool) -> list[ex.Expr]:
+    """Symbolic indices of a tensor in a row group: non-unit row extents take the
+    row variables in order, unit extents 0, the last axis the column variable."""
+    out, k = [], 0
+    body = shape[:-1] if with_col else shape
+    for n in body:
+        if n == 1:
+            out.append(ex.Const(0, dt.INDEX))
+        else:
+            out.append(ex.Var(_ROW_VAR.format(k)))
+            k += 1
+    if with_col:
+        out.append(_COL)
+    return out
+
+
+def axis_map(op: ComputeOp, group: Group) -> dict[str, ex.Expr]:
+    """Symbolic position of `op`'s axes (and reduce axis) under the group's mapping."""
+    if group.pattern == "elementwise":
+        return {a.name: ex.Var(_ROW_VAR.format(k)) for k, a in enumerate(op.axes)}
+    place = _row_place(op, group.rows, group.length)
+    idx = _row_indices(op.shape, True, place == "elementwise")
+    out = {a.name: i for a, i in zip(op.axes, idx)}
+    if place == "reduce":
+        out[op.reduce.axes[0].name] = _COL
+    return out
+
+
+def _reads_in_place(consumer: ComputeOp, producer: ComputeOp, group: Group) -> bool:
+    """Every load of `producer` in `consumer` reads the element the mapping gives it."""
+    env = axis_map(consumer, group)
+    want = [axis_map(producer, group)[a.name] for a in producer.axes]
+    for ld in ex.loads(consumer.value):
+        if ld.tensor != producer.name:
+            continue
+        got = [ex.simplify(ex.substitute(i, env)) for i in ld.indices]
+        if got != [ex.simplify(w) for w in want]:
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------- planning
+
+def _merged_signature(a: Group, b: Group, graph: TensorGraph):
+    """The pattern of a ∪ b, or None when no single mapping covers both."""
+    if "single" in (a.pattern, b.pattern):
+        return None
+    if a.pattern == b.pattern == "elementwise":
+        shape_a, shape_b = (graph[a.ops[0]].shape, graph[b.ops[0]].shape)
+        return ("elementwise", (), 0) if tuple(shape_a) == tuple(shape_b) else None
+    rows = [g for g in (a, b) if g.pattern == "row"]
+    if len(rows) == 2 and (rows[0].rows, rows[0].length) != (rows[1].rows, rows[1].length):
+        return None
+    r = rows[0]
+    for g in (a, b):
+        for name in g.ops:
+            if _row_place(graph[name], r.rows, r.length) is None:
+                return None
+    return "row", r.rows, r.length
+
+
+class _Planner:
+    def __init__(self, graph: TensorGraph, device: DeviceModel):
+        self.graph = graph
+        self.device = device
+        self.ops = {op.name: op for op in graph.compute_ops}
+        self.order = {op.name: k for k, op in enumerate(graph.compute_ops)}
+        self.group_of: dict[str, int] = {}
+        self.groups: dict[int, Group] = {}
+        for k, op in enumerate(graph.compute_ops):
+            pattern, rows, length = _signature(op)
+            self.groups[k] = self._finish(Group((op.name,), pattern, (), rows, length))
+            self.group_of[op.name] = k
+
+    def _finish(self, g: Group) -> Group:
+        members = set(g.ops)
+        outs = tuple(n for n in g.ops
+                     if n in self.graph.outputs or any(c not in members for c in self.graph.consumers(n)))
+        return Group(g.ops, g.pattern, outs, g.rows, g.length)
+
+    def _group_graph(self) -> nx.DiGraph:
+        gg = nx.DiGraph()
+        gg.add_nodes_from(self.groups)
+        for name, op in self.ops.items():
+            for src in op.inputs:
+                if src in self.group_of and self.group_of[src] != self.group_of[name]:
+                    gg.add_edge(self.group_of[src], self.group_of[name])
+        return gg
+
+    def _candidate(self, a: int, b: int) -> Group | None:
+        ga, gb = self.groups[a], self.groups[b]
+        sig = _merged_signature(ga, gb, self.graph)
+        if sig is None:
+            return None
+        gg = self._group_graph()
+        for x, y in ((a, b), (b, a)):
+            for s in gg.successors(x):
+                if s != y and nx.has_path(gg, s, y):
+                    return None  # merging would put an outside group between members
+        names = sorted(ga.ops + gb.ops, key=self.order.__getitem__)
+        merged = self._finish(Group(tuple(names), sig[0], (), sig[1], sig[2]))
+        members = set(names)
+        for name in names:
+            for src in self.ops[name].inputs:
+                if src in members and not _reads_in_place(self.ops[name], self.ops[src], merged):
+                    return None
+        return merged
+
+    def _cost(self, *groups: Group) -> float:
+        return sum(group_traffic(g, self.graph, self.device).time_s for g in groups)
+
+    def _try_merge(self, a: int, b: int) -> bool:
+        if a == b:
+            return False
+        merged = self._candidate(a, b)
+        if merged is None or self._cost(merged) >= self._cost(self.groups[a], self.groups[b]):
+            return False
+        keep = min(a, b)
+        del self.groups[max(a, b)]
+        self.groups[keep] = merged
+        for name in merged.ops:
+            self.group_of[name] = keep
+        return True
+
+    def run(self) -> FusionPlan:
+        changed = True
+        while changed:  # producer → consumer merges, to a fixed point
+            changed = False
+            for name in sorted(self.ops, key=self.order.__getitem__):
+                for src in self.ops[name].inputs:
+                    if src in self.group_of and self._try_merge(self.group_of[src], self.group_of[name]):
+                        changed = True
+        ids = sorted(self.groups)
+        for i in ids:  # remote fusion: independent groups under one mapping
+            for j in ids:
+                if i < j and i in self.groups and j in self.groups:
+                    self._try_merge(i, j)
+        gg = self._group_graph()
+        order = nx.lexicographical_topological_sort(
+            gg, key=lambda k: min(self.order[n] for n in self.groups[k].ops))
+        groups = tuple(self._finish(self.groups[k]) for k in order)
+        return FusionPlan(groups, tuple(group_traffic(g, self.graph, self.device) for g in groups))
+
+
+def plan(graph: TensorGraph, device: DeviceModel, fuse: bool = True) -> FusionPlan:
+    """Partition `graph`'s operations into groups (one per operation when not `fuse`)."""
+    planner = _Planner(graph, device)
+    if not fuse:
+        groups = tuple(planner.groups[k] for k in sorted(planner.groups))
+        return FusionPlan(groups, tuple(group_traffic(g, graph, device) for g in groups))
+    return planner.run()

@@ -385,6 +385,10 @@ def summarize(rows: list[dict]) -> dict:
     for d in DTYPES:
         out[f"geomean_vs_compile_large_{d}"] = geomean(r["speedup_vs_compile"] for r in large
                                                        if r["dtype"] == d)
+        errs = [(r["rel_error"], r["eager_rel_error"]) for r in good if r["dtype"] == d]
+        if errs:  # eager's own error against the same reference: what the dtype costs
+            out[f"max_rel_error_{d}"] = max(e for e, _ in errs)
+            out[f"max_eager_rel_error_{d}"] = max(e for _, e in errs)
     return out
 
 
@@ -487,6 +491,11 @@ def markdown(rows: list[dict], summary: dict) -> str:
         lines.append(f"- Small softmax, latency per call (µs, no graph; {lat}): speed-up over eager "
                      f"**{_fmt(s['small_latency_vs_eager'], '.2f')}×** (geometric mean over dtypes; on GPU "
                      f"time alone {_fmt(s['small_gpu_time_vs_eager'], '.2f')}×).")
+    errs = [f"{d} warpweave ≤ {s[f'max_rel_error_{d}']:.1e}"
+            + (f", eager {d} ≤ {s[f'max_eager_rel_error_{d}']:.1e}" if s[f"max_eager_rel_error_{d}"] else "")
+            for d in DTYPES if s.get(f"max_rel_error_{d}") is not None]
+    if errs:
+        lines.append(f"- Largest relative error against the float32 eager reference: {'; '.join(errs)}.")
     if s["failed_correctness"]:
         lines.append(f"- Failed correctness: {', '.join(s['failed_correctness'])}.")
     if s["errors"]:

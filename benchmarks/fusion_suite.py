@@ -373,6 +373,7 @@ def summarize(rows: list[dict]) -> dict:
     large = [r for r in good if r["large"]]
     small = [r for r in good if not r["large"]]
     out = dict(
+        large_cases_timed=len(large), large_cases=sum(1 for r in rows if r["large"]),
         geomean_vs_compile_large=geomean(r["speedup_vs_compile"] for r in large),
         geomean_vs_eager_large=geomean(r["speedup_vs_eager"] for r in large),
         geomean_frac_ww_large=geomean(r["ww_frac"] for r in large),
@@ -479,7 +480,8 @@ def markdown(rows: list[dict], summary: dict) -> str:
     lines.append("")
     per = ", ".join(f"{d} {s[f'geomean_vs_compile_large_{d}']:.2f}×" for d in DTYPES
                     if s.get(f"geomean_vs_compile_large_{d}") is not None)
-    lines.append(f"- Geometric-mean speed-up over torch.compile, large cases: "
+    lines.append(f"- Geometric-mean speed-up over torch.compile, large cases "
+                 f"({s['large_cases_timed']} of {s['large_cases']} ran): "
                  f"**{_fmt(s['geomean_vs_compile_large'], '.2f')}×** ({per}); over eager "
                  f"{_fmt(s['geomean_vs_eager_large'], '.2f')}×. Geometric-mean roofline fraction: warpweave "
                  f"{_fmt(s['geomean_frac_ww_large'], '.0%')}, torch.compile "

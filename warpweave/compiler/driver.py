@@ -102,7 +102,8 @@ class Program:
     """A compiled tensor program for one target and one set of input shapes/dtypes."""
 
     def __init__(self, graph: TensorGraph, single: bool, target: str, name: str = "program"):
-        self.graph = graph
+        self.traced = graph  # as the frontend built it; `graph` after inlining
+        self.graph = fuse.inline_broadcast_producers(graph) if opts.current().fuse else graph
         self.single = single
         self.name = _sanitize(name)
         self.target = resolve_target(target)
@@ -112,10 +113,10 @@ class Program:
         family = "cpu" if self.target == "cpu" else "gpu"  # interp runs the GPU kernels
         sm_count = _sm_count() if self.target == "cuda" else DEFAULT_SM_COUNT
         self.device = device_for(family, sm_count)
-        self.plan = fuse.plan(graph, self.device, fuse=options.fuse)
+        self.plan = fuse.plan(self.graph, self.device, fuse=options.fuse)
         self.kernels: list[KernelInfo] = []
         for n, group in enumerate(self.plan.groups):
-            for schedule, gir in _lower(group, graph, family, sm_count, f"{self.name}_{group.anchor}"):
+            for schedule, gir in _lower(group, self.graph, family, sm_count, f"{self.name}_{group.anchor}"):
                 pm = PassManager(PIPELINE, verify=options.verify, dump=self._dump_kernel)
                 gir = pm.run(gir)
                 self.kernels.append(KernelInfo(gir.name, group.ops, schedule, gir,
@@ -131,7 +132,7 @@ class Program:
     def dump(self, stage: str) -> str:
         """Text of one stage: tensor, groups, gir, llvm (or ptx on CUDA)."""
         if stage == "tensor":
-            return str(self.graph)
+            return str(self.traced)
         if stage == "groups":
             return self._explain()
         if stage == "gir":
@@ -147,6 +148,9 @@ class Program:
         """Groups, their kernels, the stitching scheme of every edge inside them and the
         cost model's bytes per memory level."""
         lines = [f"device model: {self.device.name}, {self.device.bandwidth / 1e9:.0f} GB/s"]
+        inlined = [op.name for op in self.traced.compute_ops if op.name not in self.graph.ops]
+        if inlined:
+            lines.append(f"inlined into their consumers: {', '.join(inlined)}")
         for n, (group, traffic) in enumerate(zip(self.plan.groups, self.plan.traffic)):
             ops = ", ".join(f"{o} ({self.graph[o].kind})" for o in group.ops)
             shape = f" rows={list(group.rows)} x {group.length}" if group.pattern == "row" else ""

@@ -101,6 +101,10 @@ class _Lowering:
     def combine(self, combiner: str, a: str, b: str, scope: str) -> str:
         return self.b.compute(_COMBINE_OP[combiner], [a, b], scope, self.b._node(a).dtype)
 
+    def load_depth(self, tensor: str, chain: list[str]) -> int:
+        """The shallowest position in `chain` where a load of `tensor` may go."""
+        return 0
+
 
 class _Region:
     """Emits expressions at one iteration point (a chain of scopes, outermost first)."""
@@ -165,7 +169,7 @@ class _Region:
             offset = offset + i * s
         offset = low.simplify(offset)
         pred = self.guard
-        d = self._depth(offset, pred)
+        d = max(self._depth(offset, pred), low.load_depth(e.tensor, self.chain))
         scope = self.chain[d]
         node = b.load(e.tensor, offset, scope, pred)
         if dt.compute_dtype(e.dtype) != e.dtype:

@@ -53,6 +53,13 @@ class _GroupLowering(_Lowering):
             role = "out" if name_ in group.outputs else "temp"
             self.b.add_param(Buffer(name_, op.dtype, tuple(op.shape), row_major_strides(op.shape), role))
 
+    def load_depth(self, tensor: str, chain: list[str]) -> int:
+        """Loads of the group's own tensors stay inside the thread scope (stitching turns
+        them into per-thread register, shuffle or shared-memory reads)."""
+        if tensor in self.group.ops and self.b.target == "gpu" and len(chain) > 1:
+            return 1
+        return 0
+
     def store(self, op: ComputeOp, value: str, flat: ex.Expr, scope: str, guard: ex.Expr | None) -> None:
         if self.b._node(value).dtype != op.dtype:
             value = self.b.compute("cast", [value], scope, op.dtype)

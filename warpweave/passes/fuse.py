@@ -260,6 +260,69 @@ class _Planner:
         return FusionPlan(groups, tuple(group_traffic(g, self.graph, self.device) for g in groups))
 
 
+# ----------------------------------------------------------------------------- inlining
+
+_INLINE_MAX_NODES = 8
+
+
+def _cheap(op: ComputeOp) -> bool:
+    if op.reduce is not None or op.kind == "elementwise-expensive" or op.kind not in _ELEMENTWISE_KINDS:
+        return False
+    return len(ex.postorder(op.body)) <= _INLINE_MAX_NODES
+
+
+def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
+    """Substitute cheap elementwise operations (a cast of a weight, a scaled bias)
+    into consumers that read them under a broadcast: their iteration space differs
+    from every mapping the consumer's group could use, and recomputing them costs a
+    few instructions where a separate kernel costs a launch and a round trip."""
+    ops = {op.name: op for op in graph.compute_ops}
+    changed = True
+    while changed:
+        changed = False
+        for name, op in list(ops.items()):
+            consumers = [ops[c] for c in graph.graph.successors(name) if c in ops] \
+                if name in graph.graph else []
+            if name in graph.outputs or not _cheap(op) or not consumers:
+                continue
+            if all(_reads_one_to_one(c, name) for c in consumers):
+                continue  # read in place: fusion keeps it in registers
+            for c in consumers:
+                ops[c.name] = _inline_into(c, op)
+            del ops[name]
+            graph = TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),
+                                list(graph.inputs), list(graph.outputs))
+            changed = True
+            break
+    return graph
+
+
+def _reads_one_to_one(consumer: ComputeOp, producer: str) -> bool:
+    """Every load of `producer` indexes it by distinct iteration variables: each
+    element is read at one point of the consumer's iteration space (no broadcast)."""
+    space = [(a.name, n) for a, n in zip(consumer.axes, consumer.shape)]
+    if consumer.reduce is not None:
+        space += [(a.name, n) for a, n in zip(consumer.reduce.axes, consumer.reduce.extents)]
+    needed = {a for a, n in space if n > 1}
+    for ld in ex.loads(consumer.value):
+        if ld.tensor == producer:
+            names = [i.name for i in ld.indices if isinstance(i, ex.Var)]
+            if len(set(names)) != len(names) or not needed <= set(names):
+                return False
+    return True
+
+
+def _inline_into(consumer: ComputeOp, producer: ComputeOp) -> ComputeOp:
+    def rewrite(node: ex.Expr, new: ex.Expr) -> ex.Expr:
+        if isinstance(new, ex.Load) and new.tensor == producer.name:
+            body = ex.substitute(producer.body, {a.name: i for a, i in zip(producer.axes, new.indices)})
+            return body if body.dtype == producer.dtype else ex.cast(body, producer.dtype)
+        return new
+
+    return ComputeOp(consumer.name, consumer.shape, consumer.dtype, consumer.axes,
+                     ex.transform(consumer.body, rewrite), consumer.label)
+
+
 def plan(graph: TensorGraph, device: DeviceModel, fuse: bool = True) -> FusionPlan:
     """Partition `graph`'s operations into groups (one per operation when not `fuse`)."""
     planner = _Planner(graph, device)

@@ -502,7 +502,7 @@ class _Verifier:
                 e = n.attr("expr")
                 if not isinstance(e, ex.Expr):
                     self.add(f"{name}: attr expr must be an index expression, got {e!r}")
-                elif e.dtype != d or not e.dtype.is_int:
+                elif e.dtype != d or not (e.dtype.is_int or e.dtype.is_bool):
                     self.add(f"{name}: index expression {ex.to_text(e)} is {e.dtype}; "
                              f"node says {d}")
             elif op in ex.UNARY_OPS:

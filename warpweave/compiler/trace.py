@@ -34,7 +34,7 @@ from ..ir.tensor import ComputeOp, Placeholder, TensorGraph
 __all__ = ["trace", "Tensor", "IndexOutOfRangeError", "promote", "float_result",
            "elem_unary", "elem_binary", "elem_where", "elem_cast", "as_scalar", "is_scalar",
            "map_elementwise", "broadcast_shapes", "normalize_axes", "scope", "where",
-           "matmul"]
+           "matmul", "full", "arange"]
 
 
 # ============================================================================ scalar algebra
@@ -683,6 +683,31 @@ class Tensor:
         return self._view(shape, lambda vs: [ex.Const(0, dt.INDEX) if n == 1 and shape[off + k] != 1
                                              else vs[off + k] for k, n in enumerate(self._shape)])
 
+    def as_strided(self, shape, strides, offset: int = 0):
+        """The view whose element `i` is element `offset + sum(i[k] * strides[k])` of
+        this tensor flattened in C order (PyTorch's `as_strided` on contiguous storage)."""
+        shape = _check_shape(shape)
+        strides = _check_shape(strides, "strides")
+        offset = operator.index(offset)
+        if len(strides) != len(shape):
+            raise ShapeError(f"as_strided: {len(strides)} strides for a shape of rank {len(shape)}")
+        if _prod(shape) and (offset < 0 or offset + builtins.sum(
+                (n - 1) * s for n, s in zip(shape, strides)) >= self.size):
+            raise ShapeError(f"as_strided: shape {shape}, strides {strides} and offset {offset} reach "
+                             f"past the {self.size} elements of a tensor of shape {self._shape}")
+        flat = self.reshape(-1)
+
+        def fn(vs):
+            if not _prod(shape):
+                return [ex.Const(0, dt.INDEX)]
+            index = ex.Const(offset, dt.INDEX)
+            for v, n, s in zip(vs, shape, strides):
+                if n != 1 and s:
+                    index = index + (v if s == 1 else v * s)
+            return [index]
+
+        return flat._view(shape, fn)
+
     def __getitem__(self, key):
         self._check_live("indexing")
         if not isinstance(key, tuple):
@@ -1011,6 +1036,52 @@ def _expand_dims(a, axis):
     return a.reshape(tuple(1 if k in axes else next(it) for k in range(ndim)))
 
 
+# ============================================================================ constants
+
+def _active_trace(what: str) -> _Trace:
+    tr = getattr(_state, "active", None)
+    if tr is None:
+        raise UnsupportedError(f"{what} builds a traced tensor: call it inside a function being "
+                               "traced (ww.jit)")
+    return tr
+
+
+def full(shape, fill_value, dtype) -> "Tensor":
+    """A tensor of `shape` whose elements are `fill_value` stored as `dtype`; only
+    inside a traced function."""
+    tr = _active_trace("full")
+    shape = _check_shape(shape)
+    value = as_scalar(fill_value)
+    if value is None:
+        raise UnsupportedError(f"full: the fill value must be a scalar, got {_describe(fill_value)}")
+    return tr.compute(shape, _axes(len(shape)), const(value, dt.dtype(dtype)), _label("full"))
+
+
+def arange(start, stop=None, step=1, dtype=None) -> "Tensor":
+    """numpy.arange inside a traced function: `start + k * step` for k in range of the
+    length `ceil((stop - start) / step)`; integers give int64, floats float64."""
+    tr = _active_trace("arange")
+    if stop is None:
+        start, stop = 0, start
+    bounds = [as_scalar(v) for v in (start, stop, step)]
+    if any(b is None or isinstance(b, (bool, np.bool_)) for b in bounds):
+        raise UnsupportedError(f"arange: start, stop and step must be numbers, got "
+                               f"{start!r}, {stop!r}, {step!r}")
+    start, stop, step = (b.item() if isinstance(b, np.generic) else b for b in bounds)
+    if step == 0:
+        raise ShapeError("arange: step must not be zero")
+    n = builtins.max(0, math.ceil((stop - start) / step))
+    ints = all(isinstance(b, int) for b in (start, stop, step))
+    d = dt.dtype(dtype) if dtype is not None else (dt.int64 if ints else dt.float64)
+    k = _axes(1)[0]
+    if ints:
+        value = ex.Const(start, dt.INDEX) + k * step
+    else:
+        value = ex.Binary("add", ex.Binary("mul", ex.cast(k, dt.float64), ex.Const(float(step), dt.float64)),
+                          ex.Const(float(start), dt.float64))
+    return tr.compute((n,), [k], ex.cast(value, d), _label("arange"))
+
+
 # ============================================================================ matmul
 
 def matmul(a, b):
@@ -1085,11 +1156,14 @@ def trace(fn, specs) -> tuple[TensorGraph, bool]:
         args.append(tr.placeholder(f"arg{k}", _check_shape(shape, f"shape of argument {k}"),
                                    dt.dtype(dtype)))
     saved = list(_scopes())
+    outer = getattr(_state, "active", None)
     try:
         _scopes().clear()
+        _state.active = tr
         result = fn(*args)
     finally:
         _scopes()[:] = saved
+        _state.active = outer
     single = isinstance(result, Tensor)
     if single:
         outs = [result]

@@ -1,0 +1,332 @@
+"""Splitting an ATen graph between warpweave and PyTorch.
+
+`split_graph` asks `torch_ops` which nodes warpweave can compute, groups them with
+the FX capability-based partitioner, compiles each group into one warpweave
+`Program` and puts a `WarpweaveModule` in its place; everything else stays in the
+graph and runs in PyTorch. It also returns a `GraphReport` of what went where.
+
+Tensors cross the boundary in place: CUDA tensors go to the cuda target as they
+are (on PyTorch's current stream), CPU tensors to the cpu target as numpy views of
+the same memory. A non-contiguous input is read through its strides (the program
+sees the span of memory it covers), and an output PyTorch records as a permuted
+dense layout is computed in that layout and returned as the same permuted view.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass, field
+
+import ml_dtypes
+import numpy as np
+import torch
+from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+from torch.fx.passes.operator_support import OperatorSupportBase
+from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
+
+from ..ir import dtypes as dt
+from . import trace as tr
+from .driver import Program
+from .torch_ops import convert_node, node_unsupported_reason, ww_dtype, _op_name
+
+aten = torch.ops.aten
+logger = logging.getLogger("warpweave.torch")
+
+# Operations that compute nothing: a group made only of these stays in PyTorch.
+VIEW_OPS = frozenset({
+    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
+    aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.permute.default,
+    aten.transpose.int, aten.t.default, aten.expand.default, aten.slice.Tensor, aten.select.int,
+    aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int, aten.alias.default,
+    aten.detach.default, aten.clone.default, aten.lift_fresh_copy.default, operator.getitem})
+CONSTANT_OPS = frozenset({
+    aten.full.default, aten.new_full.default, aten.full_like.default, aten.scalar_tensor.default,
+    aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default, aten.ones.default,
+    aten.ones_like.default, aten.new_ones.default, aten.arange.default, aten.arange.start,
+    aten.arange.start_step})
+TARGETS_FOR_DEVICE = {"cpu": ("cpu", "interp"), "cuda": ("cuda",)}
+
+
+# ----------------------------------------------------------------------------- reports
+
+@dataclass
+class ProgramReport:
+    """One warpweave program in a torch graph: the ATen operations it computes."""
+
+    name: str
+    target: str
+    ops: list[str]
+    kernels: int
+
+
+@dataclass
+class Fallback:
+    """An ATen operation that runs in PyTorch, and why."""
+
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class GraphReport:
+    """What happened to one ATen graph (forward, backward or inference)."""
+
+    name: str
+    ops: int
+    programs: list[ProgramReport] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    views_in_torch: int = 0
+
+    @property
+    def kernels(self) -> int:
+        return sum(p.kernels for p in self.programs)
+
+    @property
+    def compiled_ops(self) -> int:
+        return sum(len(p.ops) for p in self.programs)
+
+    def summary(self) -> str:
+        """One line: how much compiled, and which operations fell back."""
+        counts: dict[str, int] = {}
+        for f in self.fallbacks:
+            counts[f.op] = counts.get(f.op, 0) + 1
+        fell = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "nothing"
+        return (f"warpweave: {self.name}: {self.compiled_ops} of {self.ops} ATen ops compiled into "
+                f"{len(self.programs)} programs ({self.kernels} kernels); fell back to PyTorch: {fell}")
+
+    def __str__(self) -> str:
+        lines = [self.summary().removeprefix("warpweave: ")]
+        for p in self.programs:
+            lines.append(f"  program {p.name} ({p.target}, {p.kernels} kernels): {', '.join(p.ops)}")
+        for f in self.fallbacks:
+            lines.append(f"  fell back: {f.node} ({f.op}): {f.reason}")
+        if self.views_in_torch:
+            lines.append(f"  {self.views_in_torch} views and constants stay with their PyTorch "
+                         "producers or consumers (no computation)")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- layouts
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+def _same_strides(shape, a, b) -> bool:
+    """Strides that address the same elements (those of size-1 axes do not matter)."""
+    return all(x == y for n, x, y in zip(shape, a, b) if n > 1)
+
+
+@dataclass(frozen=True)
+class _Input:
+    """How a program input is read: as it is (contiguous) or through its strides."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: dt.DType
+    dense: bool
+
+    @classmethod
+    def of(cls, meta: torch.Tensor) -> "_Input":
+        return cls(tuple(meta.shape), tuple(meta.stride()), ww_dtype(meta.dtype),
+                   meta.is_contiguous() or meta.numel() == 0)
+
+    @property
+    def span(self) -> int:
+        return 1 + sum((n - 1) * s for n, s in zip(self.shape, self.strides))
+
+    @property
+    def spec(self):
+        return (self.shape if self.dense else (self.span,)), self.dtype
+
+    def view(self, t: tr.Tensor) -> tr.Tensor:
+        return t if self.dense else t.as_strided(self.shape, self.strides)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return x if x.is_contiguous() else x.contiguous()
+        if not _same_strides(self.shape, x.stride(), self.strides):
+            x = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device=x.device).copy_(x)
+        return x.as_strided((self.span,), (1,))
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How a program output is laid out: C-contiguous (`perm` None), or computed as the
+    permutation `perm` of its axes and returned as the inverse permuted view."""
+
+    perm: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, meta: torch.Tensor) -> "_Output":
+        if meta.is_contiguous() or meta.numel() == 0:
+            return cls(None)
+        perm = tuple(sorted(range(meta.ndim), key=lambda k: (-meta.stride(k), k)))
+        shape = [meta.shape[k] for k in perm]
+        dense = _same_strides(shape, [meta.stride(k) for k in perm], _contiguous_strides(shape))
+        return cls(perm if dense else None)
+
+    def arrange(self, t: tr.Tensor) -> tr.Tensor:
+        return t if self.perm is None else t.transpose(self.perm)
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        if self.perm is None:
+            return y
+        inverse = [0] * len(self.perm)
+        for k, p in enumerate(self.perm):
+            inverse[p] = k
+        return y.permute(inverse)
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    x = x.detach()
+    if x.dtype == torch.bfloat16:
+        return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return x.numpy()
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+class WarpweaveModule(torch.nn.Module):
+    """Runs one warpweave Program in place of a group of nodes of a torch graph."""
+
+    def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output]):
+        super().__init__()
+        self.program = program
+        self.inputs = inputs
+        self.outputs = outputs
+        self._host = program.target != "cuda"
+
+    def forward(self, *args):
+        xs = [layout.prepare(a) for layout, a in zip(self.inputs, args)]
+        if self._host:
+            results = [_from_numpy(r) for r in self.program(*map(_to_numpy, xs))]
+        else:
+            results = self.program(*xs)
+        return tuple(layout.finish(r) for layout, r in zip(self.outputs, results))
+
+
+def build_module(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveModule:
+    """Trace a group (a graph module of ATen nodes returning a tuple) into a Program."""
+    placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+    results = list(sub.graph.output_node().args[0])
+    inputs = [_Input.of(n.meta["val"]) for n in placeholders]
+    outputs = [_Output.of(n.meta["val"]) for n in results]
+
+    def run(*tensors):
+        env = {n: layout.view(t) for n, layout, t in zip(placeholders, inputs, tensors)}
+        for node in sub.graph.nodes:
+            if node.op == "call_function":
+                env[node] = convert_node(node, env)
+        return [layout.arrange(env[n]) for n, layout in zip(results, outputs)]
+
+    graph, _ = tr.trace(run, [layout.spec for layout in inputs])
+    return WarpweaveModule(Program(graph, False, target, name), inputs, outputs)
+
+
+# ----------------------------------------------------------------------------- splitting
+
+class _Support(OperatorSupportBase):
+    def __init__(self, reasons: dict):
+        self.reasons = reasons
+
+    def is_node_supported(self, submodules, node) -> bool:
+        return node in self.reasons and self.reasons[node] is None
+
+
+def _tensors(value):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def _graph_device(gm) -> torch.device:
+    """The device a graph computes on: its first non-CPU tensor's, else the CPU."""
+    for n in gm.graph.nodes:
+        for v in _tensors(n.meta.get("val")):
+            if v.device.type != "cpu":
+                return v.device
+    return torch.device("cpu")
+
+
+def _target(device: torch.device, requested: str) -> tuple[str | None, str | None]:
+    """(target, None), or (None, why nothing can compile) for tensors on `device`."""
+    allowed = TARGETS_FOR_DEVICE.get(device.type, ())
+    if requested == "auto" and allowed:
+        return allowed[0], None
+    if requested in allowed:
+        return requested, None
+    return None, (f"tensors on {device} cannot run on warpweave target {requested!r}"
+                  + (f" (use {' or '.join(map(repr, allowed))})" if allowed else ""))
+
+
+def _reason(node, device, reasons) -> str | None:
+    if node.target is operator.getitem:
+        return reasons.get(node.args[0], "reads a value PyTorch computes")
+    for n in (*node.all_input_nodes, node):
+        for v in _tensors(n.meta.get("val")):
+            if v.device != device:
+                return f"has a tensor on {v.device}; this graph runs on {device}"
+    return node_unsupported_reason(node)
+
+
+def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
+                ) -> tuple[torch.fx.GraphModule, GraphReport]:
+    """Compile what warpweave can of an ATen graph (in place) and report it."""
+    device = _graph_device(gm)
+    target, why = _target(device, requested_target)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    reasons: dict = {}
+    for n in nodes:
+        reasons[n] = why or _reason(n, device, reasons)
+    partitioner = CapabilityBasedPartitioner(
+        gm, _Support(reasons), allows_single_node_partition=True,
+        non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS])
+    partitions = partitioner.propose_partitions()
+    partitioner.remove_bookend_non_compute_ops(partitions)
+    groups = []
+    for p in partitions:
+        members = list(p.nodes)
+        if not any(n.target not in VIEW_OPS | CONSTANT_OPS for n in members):
+            reasons.update(dict.fromkeys(members, "views and constants only: nothing to compute"))
+        elif all(i in p.nodes for n in members for i in n.all_input_nodes):
+            reasons.update(dict.fromkeys(members, "computes constants only"))
+        else:
+            groups.append(members)
+    report = GraphReport(name, len(nodes))
+    group_of = {n: k for k, members in enumerate(groups) for n in members}
+    described = {n: (n.name, _op_name(n.target)) for n in nodes}
+    fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_",
+                       always_return_tuple=True)
+    failed = {}
+    for k, members in enumerate(groups):
+        sub_name = f"warpweave_{k}"
+        try:
+            module = build_module(getattr(gm, sub_name), target, f"{name}_{k}")
+        except Exception as exc:  # the group runs in PyTorch instead: say why, keep going
+            failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
+            logger.warning("warpweave: %s: group %d runs in PyTorch: %s", name, k, failed[k])
+            continue
+        setattr(gm, sub_name, module)
+        report.programs.append(ProgramReport(f"{name}_{k}", target, [described[n][1] for n in members],
+                                             len(module.program.kernels)))
+    for n in nodes:
+        k = group_of.get(n)
+        if k is not None and k not in failed:
+            continue
+        if k is None and n.target in VIEW_OPS | CONSTANT_OPS:
+            report.views_in_torch += 1
+            continue
+        node_name, op = described[n]
+        report.fallbacks.append(Fallback(node_name, op, failed[k] if k is not None else
+                                         reasons[n] or "left to PyTorch"))
+    gm.recompile()
+    return gm, report

@@ -1,0 +1,98 @@
+"""warpweave as a torch.compile backend.
+
+    model = torch.compile(model, backend="warpweave")                  # after pip install
+    model = torch.compile(model, backend="warpweave", options={"target": "cpu"})
+    print(warpweave.torch.explain(model, x))                           # what compiled, what fell back
+
+AOTAutograd turns each graph Dynamo captures into core-ATen forward and backward
+graphs (or one inference graph). warpweave compiles the operations it supports —
+pointwise math, casts, reductions, views, where/masking, softmax, log-softmax and
+layer norm through their decompositions — into warpweave programs; matrix
+products, convolutions, random numbers, gathers/scatters, concatenation and
+anything else it cannot compile run in PyTorch (the FX capability-based
+partitioner splits the graph). Every compiled graph logs one line on the
+"warpweave.torch" logger naming what fell back; `explain` reports it in full.
+
+Tensors are used in place: CUDA tensors on the cuda target on PyTorch's current
+stream, CPU tensors on the cpu target through numpy views of the same memory.
+
+Options (`options={...}`): `target` ("auto", "cpu", "interp", "cuda"), `mode`
+(also `torch.compile(mode=...)`; every mode compiles as "default" for now), and
+`dump_dir` (write every compile stage there).
+
+Shapes: warpweave programs have static shapes. With the default `dynamic=None`
+or `dynamic=False`, each new input shape is a recompile. When Dynamo hands over a
+graph with symbolic shapes (`dynamic=True`, or Dynamo's automatic dynamic shapes
+after a shape changed), warpweave specializes it: it compiles the graph once per
+concrete input shape, the first time it is called with it, and caches that.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch as _torch
+
+from .compiler.torch_backend import MODES, TARGETS, BackendOptions, backend, collecting_reports
+from .compiler.torch_partition import Fallback, GraphReport, ProgramReport
+
+__all__ = ["backend", "explain", "Explanation", "GraphReport", "ProgramReport", "Fallback",
+           "BackendOptions", "MODES", "TARGETS"]
+
+_ISOLATES = "isolate_recompiles" in inspect.signature(_torch.compile).parameters
+
+
+@dataclass
+class Explanation:
+    """What warpweave did with each ATen graph of a model (see `explain`)."""
+
+    graphs: list[GraphReport]
+
+    @property
+    def programs(self) -> list[ProgramReport]:
+        return [p for g in self.graphs for p in g.programs]
+
+    @property
+    def kernels(self) -> int:
+        return sum(g.kernels for g in self.graphs)
+
+    @property
+    def fallbacks(self) -> list[Fallback]:
+        return [f for g in self.graphs for f in g.fallbacks]
+
+    def __str__(self) -> str:
+        head = (f"warpweave compiled {len(self.graphs)} ATen graphs into {len(self.programs)} "
+                f"programs ({self.kernels} kernels); {len(self.fallbacks)} ops fell back to PyTorch")
+        return "\n".join([head, *(str(g) for g in self.graphs)])
+
+
+def explain(model, *inputs, target: str = "auto", mode: str | None = None,
+            backward: bool = True) -> Explanation:
+    """Compile `model` (a module or function) with warpweave on `inputs`, run it, and
+    report every ATen graph: which operations compiled into how many programs and
+    kernels, which fell back to PyTorch and why.
+
+    With `backward` (the default), when an output requires grad the backward graph
+    is compiled too: gradients of the outputs' sum are taken with `torch.autograd.grad`,
+    so no `.grad` attribute changes."""
+    options = BackendOptions.parse(mode, {"target": target})
+
+    def explaining_backend(gm, example_inputs):
+        return backend(gm, example_inputs, options={"target": options.target, "mode": options.mode})
+
+    isolated = {"isolate_recompiles": True} if _ISOLATES else {}  # explaining never uses up
+    with collecting_reports() as reports:                          # the model's recompile limit
+        out = _torch.compile(model, backend=explaining_backend, **isolated)(*inputs)
+        if backward:
+            _differentiate(model, inputs, out)
+    return Explanation(list(reports))
+
+
+def _differentiate(model, inputs, out) -> None:
+    outs = [o for o in _torch.utils._pytree.tree_leaves(out)
+            if isinstance(o, _torch.Tensor) and o.requires_grad]
+    params = list(model.parameters()) if isinstance(model, _torch.nn.Module) else []
+    leaves = [t for t in (*params, *_torch.utils._pytree.tree_leaves(inputs))
+              if isinstance(t, _torch.Tensor) and t.requires_grad]
+    if outs and leaves:
+        _torch.autograd.grad([o.sum() for o in outs], leaves, allow_unused=True)

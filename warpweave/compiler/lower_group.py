@@ -54,11 +54,15 @@ class _GroupLowering(_Lowering):
             self.b.add_param(Buffer(name_, op.dtype, tuple(op.shape), row_major_strides(op.shape), role))
 
     def load_depth(self, tensor: str, chain: list[str]) -> int:
-        """Loads of the group's own tensors stay inside the thread scope (stitching turns
-        them into per-thread register, shuffle or shared-memory reads)."""
-        if tensor in self.group.ops and self.b.target == "gpu" and len(chain) > 1:
-            return 1
-        return 0
+        """Loads of the group's own tensors sit where their stores do — in the same
+        scopes for elements, in the thread scope for row scalars — so that stitching
+        can match each one with the store that wrote it."""
+        if tensor not in self.group.ops:
+            return 0
+        if self.group.pattern != "row" or \
+                _row_place(self.graph[tensor], self.group.rows, self.group.length) == "elementwise":
+            return len(chain) - 1
+        return 1 if self.b.target == "gpu" and len(chain) > 1 else 0
 
     def store(self, op: ComputeOp, value: str, flat: ex.Expr, scope: str, guard: ex.Expr | None) -> None:
         if self.b._node(value).dtype != op.dtype:
@@ -88,9 +92,9 @@ def _elementwise_gpu(low: _GroupLowering, s: sch.GpuElementwise) -> None:
         chain.append(v_id)
         flat = flat * w + v
     position = unflatten(flat, shape)
-    for op in ops:
+    for op in ops:  # stores spell offsets as the loads of their consumers do
         index = dict(zip((a.name for a in op.axes), position))
-        low.store(op, low.region(chain, index, guard).emit(op.body), flat, chain[-1], guard)
+        low.store(op, low.region(chain, index, guard).emit(op.body), _flat(op, index), chain[-1], guard)
 
 
 def _elementwise_cpu(low: _GroupLowering, s: sch.CpuElementwise) -> None:
@@ -107,7 +111,7 @@ def _elementwise_cpu(low: _GroupLowering, s: sch.CpuElementwise) -> None:
         position = unflatten(flat, shape) if shape else []
         for op in ops:
             index = dict(zip((a.name for a in op.axes), position))
-            low.store(op, low.region(chain, index).emit(op.body), flat, chain[-1], None)
+            low.store(op, low.region(chain, index).emit(op.body), _flat(op, index), chain[-1], None)
 
     _vector_main_and_tail(low, g_id, j0, length, s.vector, body)
 

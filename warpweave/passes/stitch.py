@@ -85,6 +85,13 @@ class _Rewriter:
         self.shared = list(kernel.shared)
         self.params = list(kernel.params)
         self._next = 1 + max((int(n.id[1:]) for n in kernel.nodes if n.id[1:].isdigit()), default=0)
+        self.replaced: dict[str, str] = {}  # removed node -> the node its users read now
+
+    def resolve(self, node_id: str) -> Node:
+        """The current node standing for `node_id` (after earlier redirects)."""
+        while node_id in self.replaced:
+            node_id = self.replaced[node_id]
+        return next(n for n in self.nodes if n.id == node_id)
 
     def new_id(self) -> str:
         nid = f"%{self._next}"
@@ -114,6 +121,7 @@ class _Rewriter:
             out.append(e)
         self.edges = out
         self.nodes = [n for n in self.nodes if n.id != old]
+        self.replaced[old] = new
 
     def remove(self, node_id: str) -> None:
         self.nodes = [n for n in self.nodes if n.id != node_id]
@@ -203,8 +211,8 @@ def stitch(kernel: Kernel) -> Kernel:
                 raise CompileError(f"kernel {kernel.name}: cannot stitch {load.id} reading {buf} "
                                    f"(no thread mapping proves who wrote it)")
             store, (scheme, info) = match
-            value_id = next(e.src for e in kernel.operands(store.id) if e.slot == 1)
-            value = kernel.node(value_id)
+            value = rw.resolve(next(e.src for e in kernel.operands(store.id) if e.slot == 1))
+            value_id = value.id
             decisions.append(Decision(buf, load.id, scheme))
             if scheme == "global":
                 kept += 1

@@ -147,6 +147,8 @@ def _phases(group: Group, graph: TensorGraph) -> list[tuple[list[ComputeOp], lis
 def _row_index(op: ComputeOp, group: Group, row: ex.Expr, col: ex.Expr | None) -> dict[str, ex.Expr]:
     """Index expressions of `op`'s axes (and reduce axis) at (row, col)."""
     place = _row_place(op, group.rows, group.length)
+    if group.length == 1 and col is not None:
+        col = ex.Const(0, dt.INDEX)  # spelled as the loads of one-element rows spell it
     row_pos = iter(unflatten(row, group.rows) if group.rows else [])
     shape = op.shape[:-1] if place == "elementwise" else op.shape
     index = {}

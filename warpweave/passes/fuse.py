@@ -139,8 +139,8 @@ def axis_map(op: ComputeOp, group: Group) -> dict[str, ex.Expr]:
     place = _row_place(op, group.rows, group.length)
     idx = _row_indices(op.shape, True, place == "elementwise")
     out = {a.name: i for a, i in zip(op.axes, idx)}
-    if place == "reduce":
-        out[op.reduce.axes[0].name] = _COL
+    if place == "reduce":  # a row of one element has only column 0
+        out[op.reduce.axes[0].name] = _COL if group.length != 1 else ex.Const(0, dt.INDEX)
     return out
 
 

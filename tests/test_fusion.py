@@ -8,8 +8,9 @@ import warpweave as ww
 from tests.utils import assert_close, random_array, softmax_reference
 
 TARGETS = ["interp", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-# rows of 1, 3, 1000 and 4097 elements; more rows than one grid step covers; one row
-SHAPES = [(5, 1), (7, 3), (3, 1000), (2, 4097), (300, 64), (1, 128)]
+# rows of 1, 3, 1000, 4097 and 40000 (two passes: too long for registers) elements;
+# more rows than one grid step covers; one row
+SHAPES = [(5, 1), (7, 3), (3, 1000), (2, 4097), (300, 64), (1, 128), (2, 40000)]
 
 
 def _ln_ref(x, w, b, eps=1e-5):

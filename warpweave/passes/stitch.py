@@ -160,9 +160,8 @@ def _choose(kernel: Kernel, store: Node, load: Node) -> tuple[str, dict] | None:
     block = kernel.find_scope("block")
     if tp is None or store.scope != block.id:
         return None
-    inner = [s.scope_kind for s in kernel.scope_chain(load.scope)]
-    if "block" not in inner or {"serial", "unroll"} & set(inner[inner.index("block"):]):
-        return None
+    if "block" not in [s.scope_kind for s in kernel.scope_chain(load.scope)]:
+        return None  # the exchange happens in the block scope, where the load can see it
     t = ex.Var(block.attr("var"))
     lead = {t.name: (t // tp) * tp}
     ranges_b = kernel.ranges(block.id)

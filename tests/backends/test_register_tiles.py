@@ -269,3 +269,27 @@ def test_reduce_over_a_sibling_of_the_values_scope():
         run(k, {"x": x}, {"y": y, "z": z})
         assert_close(y, 2.0 * x.astype(np.float64), "float32", what=run.__name__)
         assert_close(z, x.astype(np.float64).reshape(8, 8).sum(axis=1), "float32", what=run.__name__)
+
+
+def test_sibling_declared_first_is_emitted_after_the_scope_it_reads():
+    """V2's scope node comes before V1's in the node list; the edge from V1's value into
+    V2 still orders V1 first (and the text form keeps the kernel as it is)."""
+    from warpweave.ir.gir_text import parse_kernel, print_kernel
+
+    b = KernelBuilder("late", target="cpu")
+    b.add_param(Buffer("x", f32, (40,), (1,), "in"))
+    b.add_param(Buffer("y", f32, (40,), (1,), "out"))
+    g = b.scope("grid", "g", 5, None)
+    v2 = b.scope("vector", "c", 8, g)
+    v1 = b.scope("vector", "a", 8, g)
+    x = b.load("x", V("g") * 8 + V("a"), v1)
+    y = b.compute("exp", [x], v2, f32)
+    b.store("y", V("g") * 8 + V("c"), y, v2)
+    k = verify(b.build())
+    assert parse_kernel(print_kernel(k)) == k
+    rng = np.random.default_rng()
+    x = random_array(rng, (40,), "float32")
+    for run in (_interp, _cpu):
+        out = _poisoned((40,), "float32")
+        run(k, {"x": x}, {"y": out})
+        assert_close(out, np.exp(x.astype(np.float64)), "float32", what=run.__name__)

@@ -88,23 +88,31 @@ class GraphReport:
 
     def summary(self) -> str:
         """One line: how much compiled, and which operations fell back."""
-        counts: dict[str, int] = {}
-        for f in self.fallbacks:
-            counts[f.op] = counts.get(f.op, 0) + 1
-        fell = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "nothing"
+        fell = _counted(sorted(f.op for f in self.fallbacks)) or "nothing"
         return (f"warpweave: {self.name}: {self.compiled_ops} of {self.ops} ATen ops compiled into "
                 f"{len(self.programs)} programs ({self.kernels} kernels); fell back to PyTorch: {fell}")
 
     def __str__(self) -> str:
         lines = [self.summary().removeprefix("warpweave: ")]
         for p in self.programs:
-            lines.append(f"  program {p.name} ({p.target}, {p.kernels} kernels): {', '.join(p.ops)}")
+            lines.append(f"  program {p.name} ({p.target}, {p.kernels} kernels): {_counted(p.ops)}")
+        by_reason: dict[tuple[str, str], list[str]] = {}
         for f in self.fallbacks:
-            lines.append(f"  fell back: {f.node} ({f.op}): {f.reason}")
+            by_reason.setdefault((f.op, f.reason), []).append(f.node)
+        for (op, reason), nodes in by_reason.items():
+            lines.append(f"  fell back: {op} x{len(nodes)} ({', '.join(nodes)}): {reason}")
         if self.views_in_torch:
             lines.append(f"  {self.views_in_torch} views and constants stay with their PyTorch "
                          "producers or consumers (no computation)")
         return "\n".join(lines)
+
+
+def _counted(names) -> str:
+    """'a x2, b' for ['a', 'b', 'a']: names in order of first appearance, with counts."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(n if k == 1 else f"{n} x{k}" for n, k in counts.items())
 
 
 # ----------------------------------------------------------------------------- layouts

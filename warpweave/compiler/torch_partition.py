@@ -207,11 +207,12 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
 class WarpweaveModule(torch.nn.Module):
     """Runs one warpweave Program in place of a group of nodes of a torch graph."""
 
-    def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output]):
+    def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output], single: bool):
         super().__init__()
         self.program = program
         self.inputs = inputs
         self.outputs = outputs
+        self.single = single
         self._host = program.target != "cuda"
 
     def forward(self, *args):
@@ -220,13 +221,16 @@ class WarpweaveModule(torch.nn.Module):
             results = [_from_numpy(r) for r in self.program(*map(_to_numpy, xs))]
         else:
             results = self.program(*xs)
-        return tuple(layout.finish(r) for layout, r in zip(self.outputs, results))
+        outs = tuple(layout.finish(r) for layout, r in zip(self.outputs, results))
+        return outs[0] if self.single else outs
 
 
 def build_module(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveModule:
-    """Trace a group (a graph module of ATen nodes returning a tuple) into a Program."""
+    """Trace a group (a graph module of ATen nodes) into a Program."""
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
-    results = list(sub.graph.output_node().args[0])
+    returned = sub.graph.output_node().args[0]
+    single = not isinstance(returned, (tuple, list))
+    results = [returned] if single else list(returned)
     inputs = [_Input.of(n.meta["val"]) for n in placeholders]
     outputs = [_Output.of(n.meta["val"]) for n in results]
 
@@ -238,7 +242,7 @@ def build_module(sub: torch.fx.GraphModule, target: str, name: str) -> Warpweave
         return [layout.arrange(env[n]) for n, layout in zip(results, outputs)]
 
     graph, _ = tr.trace(run, [layout.spec for layout in inputs])
-    return WarpweaveModule(Program(graph, False, target, name), inputs, outputs)
+    return WarpweaveModule(Program(graph, False, target, name), inputs, outputs, single)
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -312,8 +316,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
     report = GraphReport(name, len(nodes))
     group_of = {n: k for k, members in enumerate(groups) for n in members}
     described = {n: (n.name, _op_name(n.target)) for n in nodes}
-    fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_",
-                       always_return_tuple=True)
+    fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_")
     failed = {}
     for k, members in enumerate(groups):
         sub_name = f"warpweave_{k}"

@@ -5,7 +5,7 @@
 
 Multi-warp row reductions (shuffles, shared memory, a barrier), tiled transposes
 through shared memory (float32 and bfloat16), split column reductions, and a
-softmax, at odd shapes; every result is checked against PyTorch.
+softmax, at odd shapes; fused row groups with every stitching scheme; every result is checked against PyTorch.
 """
 import torch
 
@@ -21,6 +21,14 @@ def main():
         ("transpose", lambda v: v.T.astype(v.dtype), lambda v: v.t().contiguous(), (130, 66), torch.bfloat16),
         ("column sum", lambda v: v.sum(axis=0), lambda v: v.sum(0), (1000, 12), torch.float32),
         ("softmax", lambda v: ww.softmax(v, axis=-1), lambda v: torch.softmax(v, -1), (9, 777), torch.float32),
+        # fused row groups: warp (shuffle) and regional (shared memory + barrier) stitching,
+        # register tiles across phases, and two serial passes over rows too long for registers
+        ("fused softmax, warp", lambda v: ww.softmax(v), lambda v: torch.softmax(v, -1), (50, 64), torch.float32),
+        ("fused layer norm, regional", lambda v: ww.layer_norm(v),
+         lambda v: torch.nn.functional.layer_norm(v, v.shape[-1:]), (37, 4096), torch.float32),
+        ("fused softmax, bf16", lambda v: ww.softmax(v), lambda v: torch.softmax(v, -1), (8, 4096), torch.bfloat16),
+        ("fused softmax, two passes", lambda v: ww.softmax(v), lambda v: torch.softmax(v, -1), (3, 40000),
+         torch.float32),
     ]
     for name, wfn, tfn, shape, dtype in cases:
         x = torch.randn(*shape, device="cuda", dtype=dtype)

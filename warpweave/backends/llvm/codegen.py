@@ -122,8 +122,12 @@ class KernelCodegen:
                 continue
             parent = n.scope
             levels.setdefault(parent, nx.DiGraph()).add_node(n.id)
-        for e in k.edges:
-            a, b = chains[e.src], chains[e.dst]
+        # a reduction's input is read while its `over` scope runs: order it before that scope
+        reads = [(e.src, e.dst) for e in k.edges]
+        reads += [(e.src, n.attr("over")) for n in k.nodes if n.op == "compute.reduce"
+                  for e in k.operands(n.id)]
+        for src, dst in reads:
+            a, b = chains[src], chains[dst]
             if not a or not b:
                 continue
             common = 0
@@ -132,10 +136,10 @@ class KernelCodegen:
             parent = a[common - 1] if common else None
             if common < len(a) and common < len(b):
                 levels.setdefault(parent, nx.DiGraph()).add_edge(a[common], b[common])
-            elif common < len(b) and common == len(a) and not k.node(e.src).is_scope:
-                levels.setdefault(parent, nx.DiGraph()).add_edge(e.src, b[common])
-            elif common < len(a) and common == len(b) and not k.node(e.dst).is_scope:
-                levels.setdefault(parent, nx.DiGraph()).add_edge(a[common], e.dst)
+            elif common < len(b) and common == len(a) and not k.node(src).is_scope:
+                levels.setdefault(parent, nx.DiGraph()).add_edge(src, b[common])
+            elif common < len(a) and common == len(b) and not k.node(dst).is_scope:
+                levels.setdefault(parent, nx.DiGraph()).add_edge(a[common], dst)
         out = {}
         for parent, g in levels.items():
             try:

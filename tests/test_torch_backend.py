@@ -1,4 +1,4 @@
-"""torch.compile(backend="warpweave"): outputs and gradients against eager PyTorch,
+"""torch.compile with warpweave's backend: outputs and gradients against eager PyTorch,
 fallback reporting, registration, layouts, shapes. GPU variants carry `gpu`."""
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def compare_with_eager(model, inputs, dtype, device="cpu", allowed=IN_TORCH, bac
     inputs = [x.to(device=device, dtype=dtype).requires_grad_(backward) if x.is_floating_point()
               else x.to(device) for x in inputs]
     with collecting_reports() as reports:
-        compiled = torch.compile(model, backend="warpweave")
+        compiled = torch.compile(model, backend=wt.backend)
         got = compiled(*inputs)
         got_grads = torch.autograd.grad(got.sum(), _leaves(model, inputs)) if backward else []
     want = model(*inputs)
@@ -216,7 +216,7 @@ def test_explain_names_what_fell_back_and_why():
 def test_one_log_line_per_graph_naming_the_fallbacks(caplog):
     model, x = MLP(), torch.randn(4, 32, requires_grad=True)
     with caplog.at_level(logging.INFO, logger="warpweave.torch"):
-        torch.compile(model, backend="warpweave")(x).sum().backward()
+        torch.compile(model, backend=wt.backend)(x).sum().backward()
     lines = [r.getMessage() for r in caplog.records if r.name == "warpweave.torch"]
     assert len(lines) == 2, lines
     assert lines[0].startswith("warpweave: forward_") and lines[1].startswith("warpweave: backward_")
@@ -229,6 +229,11 @@ def test_backend_is_registered_as_an_entry_point():
     assert points["warpweave"].value == "warpweave.torch:backend"
     assert points["warpweave"].load() is wt.backend
     assert "warpweave" in torch._dynamo.list_backends()
+    x = torch.randn(4, 3)
+    with collecting_reports() as reports:
+        out = torch.compile(lambda v: torch.sigmoid(v) * 3, backend="warpweave")(x)
+    torch.testing.assert_close(out, torch.sigmoid(x) * 3)
+    assert len(reports) == 1 and reports[0].programs
 
 
 def test_options_target_and_mode(caplog):
@@ -237,11 +242,11 @@ def test_options_target_and_mode(caplog):
 
     x = torch.randn(5, 7)
     with collecting_reports() as reports:
-        out = torch.compile(fn, backend="warpweave", options={"target": "interp"})(x)
+        out = torch.compile(fn, backend=wt.backend, options={"target": "interp"})(x)
     torch.testing.assert_close(out, fn(x))
     assert [p.target for r in reports for p in r.programs] == ["interp"]
     with caplog.at_level(logging.WARNING, logger="warpweave.torch"):
-        out = torch.compile(fn, backend="warpweave", mode="max-autotune")(x)
+        out = torch.compile(fn, backend=wt.backend, mode="max-autotune")(x)
     torch.testing.assert_close(out, fn(x))
     assert any("max-autotune" in r.getMessage() for r in caplog.records)
 
@@ -254,7 +259,7 @@ def test_cuda_target_for_cpu_tensors_falls_back_with_the_reason():
 
 def test_unknown_options_are_refused():
     with pytest.raises(Exception) as info:
-        torch.compile(lambda x: x + 1, backend="warpweave", options={"targt": "cpu"})(torch.randn(2))
+        torch.compile(lambda x: x + 1, backend=wt.backend, options={"targt": "cpu"})(torch.randn(2))
     cause = getattr(info.value, "inner_exception", info.value)  # Dynamo wraps what backends raise
     assert isinstance(cause, OptionError) and "targt" in str(cause) and "target" in str(cause)
     with pytest.raises(OptionError, match="unknown mode"):
@@ -264,7 +269,7 @@ def test_unknown_options_are_refused():
 def _compiled_fully(fn, *args):
     """fn compiled by warpweave (as one program, nothing falling back) and run on args."""
     with collecting_reports() as reports:
-        out = torch.compile(fn, backend="warpweave")(*args)
+        out = torch.compile(fn, backend=wt.backend)(*args)
     assert len(reports) == 1 and len(reports[0].programs) == 1 and not reports[0].fallbacks, \
         [str(r) for r in reports]
     return out
@@ -297,7 +302,7 @@ def test_zero_dim_tensors():
     x, s = torch.randn(5), torch.tensor(0.5)
     torch.testing.assert_close(_compiled_fully(scaled, x, s), scaled(x, s))
     a, b = torch.tensor(3.0), torch.tensor(2.0)
-    torch.testing.assert_close(torch.compile(scaled, backend="warpweave")(a, b), scaled(a, b))
+    torch.testing.assert_close(torch.compile(scaled, backend=wt.backend)(a, b), scaled(a, b))
 
 
 def test_in_place_updates_of_inputs():
@@ -308,7 +313,7 @@ def test_in_place_updates_of_inputs():
     x = torch.randn(7)
     expected = x * 2 + 1
     with collecting_reports() as reports:
-        out = torch.compile(fn, backend="warpweave")(x)
+        out = torch.compile(fn, backend=wt.backend)(x)
     torch.testing.assert_close(x, expected)
     torch.testing.assert_close(out, expected.relu())
     assert reports[0].programs
@@ -330,7 +335,7 @@ def test_recompiles_for_each_new_shape():
     def fn(x):
         return F.softmax(x, -1) * 2
 
-    compiled = torch.compile(fn, backend="warpweave")
+    compiled = torch.compile(fn, backend=wt.backend)
     for shape, compiles in [((4, 8), True), ((5, 8), True), ((5, 8), False), ((3, 2), True),
                             ((3, 2), False)]:
         x = torch.randn(shape)
@@ -344,7 +349,7 @@ def test_dynamic_shapes_are_specialized_per_shape(caplog):
         return torch.tanh(x).sum(-1)
 
     with caplog.at_level(logging.INFO, logger="warpweave.torch"):
-        compiled = torch.compile(fn, backend="warpweave", dynamic=True)
+        compiled = torch.compile(fn, backend=wt.backend, dynamic=True)
         for n in (3, 6):
             x = torch.randn(n, 4)
             torch.testing.assert_close(compiled(x), fn(x))

@@ -100,7 +100,7 @@ def test_comparisons_logic_where_and_promotion():
 
 def test_reductions_views_and_constants():
     def fn(x, b):
-        return (x.sum(), x.sum((0, 2), keepdim=True), x.mean(-1), x.amax(1), x.amin((0, 1)),
+        return (x.sum(), x.sum((0, 2), keepdim=True), x.mean(-1), x.amax(1), x.amin((0, 1)), x.max(), x.min(),
                 x.var(-1), x.var(0, correction=0), x.std(1), (x > 0).sum(-1), x.logsumexp(-1),
                 x.softmax(-1), x.log_softmax(1), torch.nn.functional.layer_norm(x, (5,), b, b),
                 x.permute(2, 0, 1) * 2, x[:, 1:3, ::2] + 1, x[1].t() - 1, x.unsqueeze(1).expand(3, 2, 4, 5) * b,

@@ -81,10 +81,11 @@ def not_compiled_reason(target) -> str:
     """Why an operation without a converter stays in PyTorch."""
     packet = getattr(target, "_overloadpacket", None)
     reason = NOT_COMPILED.get(getattr(packet, "__name__", ""))
-    return reason or f"no warpweave conversion for {_op_name(target)}"
+    return reason or f"no warpweave conversion for {op_name(target)}"
 
 
-def _op_name(target) -> str:
+def op_name(target) -> str:
+    """How reports name an operation: aten.add.Tensor."""
     if isinstance(target, torch._ops.OpOverload):
         return f"aten.{target.__name__}" if target.namespace == "aten" else str(target)
     return getattr(target, "__name__", str(target))
@@ -152,6 +153,8 @@ for _name, _op, _kind in [("mul", "mul", KIND.DEFAULT), ("div", "div", KIND.INT_
                           ("bitwise_xor", "xor", KIND.DEFAULT)]:
     for _overload in _overloads(_name, "Tensor", "Scalar", "default"):
         CONVERTERS[_overload] = _binary(_op, _kind)
+CONVERTERS[aten.max.other] = _binary("max", KIND.DEFAULT)
+CONVERTERS[aten.min.other] = _binary("min", KIND.DEFAULT)
 
 for _name in ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid"):
     CONVERTERS[getattr(aten, _name).default] = _unary(_name, KIND.INT_TO_FLOAT)
@@ -306,6 +309,16 @@ def _mean(out, x, dim=None, keepdim=False, *, dtype=None):
     return x.mean(axis=_axes(x, dim), keepdims=keepdim)
 
 
+@_register(aten.max.default)
+def _max_all(out, x):
+    return x.max()
+
+
+@_register(aten.min.default)
+def _min_all(out, x):
+    return x.min()
+
+
 @_register(aten.amax.default)
 def _amax(out, x, dim=(), keepdim=False):
     return x.max(axis=_axes(x, dim), keepdims=keepdim)
@@ -426,7 +439,7 @@ def convert_node(node, env):
 def _check_result(node, got, want):
     if isinstance(want, (list, tuple)):
         if not isinstance(got, (list, tuple)) or len(got) != len(want):
-            raise UnsupportedError(f"{node.name} ({_op_name(node.target)}): warpweave gave "
+            raise UnsupportedError(f"{node.name} ({op_name(node.target)}): warpweave gave "
                                    f"{type(got).__name__}, PyTorch has {len(want)} results")
         for g, w in zip(got, want):
             _check_result(node, g, w)
@@ -434,7 +447,7 @@ def _check_result(node, got, want):
     shape, dtype = tuple(want.shape), ww_dtype(want.dtype)
     if not isinstance(got, tr.Tensor) or got.shape != shape or dt.dtype(got.dtype) != dtype:
         what = f"{dt.dtype(got.dtype)}{list(got.shape)}" if isinstance(got, tr.Tensor) else repr(got)
-        raise UnsupportedError(f"{node.name} ({_op_name(node.target)}): warpweave computed {what}, "
+        raise UnsupportedError(f"{node.name} ({op_name(node.target)}): warpweave computed {what}, "
                                f"PyTorch records {dtype}{list(shape)}")
 
 

@@ -27,7 +27,7 @@ from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 from ..ir import dtypes as dt
 from . import trace as tr
 from .driver import Program
-from .torch_ops import convert_node, node_unsupported_reason, ww_dtype, _op_name
+from .torch_ops import convert_node, node_unsupported_reason, ww_dtype, op_name
 
 aten = torch.ops.aten
 logger = logging.getLogger("warpweave.torch")
@@ -315,7 +315,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
             groups.append(members)
     report = GraphReport(name, len(nodes))
     group_of = {n: k for k, members in enumerate(groups) for n in members}
-    described = {n: (n.name, _op_name(n.target)) for n in nodes}
+    described = {n: (n.name, op_name(n.target)) for n in nodes}
     fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_")
     failed = {}
     for k, members in enumerate(groups):

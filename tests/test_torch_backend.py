@@ -195,6 +195,14 @@ def test_inference_graph_under_no_grad():
         compare_with_eager(Block().eval(), [torch.randn(2, 16, 32)], torch.float32, backward=False)
 
 
+def test_no_grad_on_tensors_that_require_grad():
+    x = torch.randn(4, 5, requires_grad=True)
+    with torch.no_grad():
+        out = _compiled_fully(lambda v: torch.exp(v) + 1, x)
+    torch.testing.assert_close(out, torch.exp(x.detach()) + 1)
+    assert not out.requires_grad
+
+
 def test_explain_names_what_fell_back_and_why():
     model = Block(dropout=0.5).train()  # dropout in training mode draws random numbers
     x = torch.randn(2, 16, 32, requires_grad=True)

@@ -156,6 +156,8 @@ class _Input:
         return t if self.dense else t.as_strided(self.shape, self.strides)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is not torch.Tensor or x.requires_grad:  # a plain tensor of the same memory
+            x = x.detach()
         if self.dense:
             return x if x.is_contiguous() else x.contiguous()
         if not _same_strides(self.shape, x.stride(), self.strides):
@@ -192,7 +194,6 @@ class _Output:
 
 
 def _to_numpy(x: torch.Tensor) -> np.ndarray:
-    x = x.detach()
     if x.dtype == torch.bfloat16:
         return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return x.numpy()

@@ -338,7 +338,6 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
             report.views_in_torch += 1
             continue
         node_name, op = described[n]
-        report.fallbacks.append(Fallback(node_name, op, failed[k] if k is not None else
-                                         reasons[n] or "left to PyTorch"))
+        report.fallbacks.append(Fallback(node_name, op, failed[k] if k is not None else reasons[n]))
     gm.recompile()
     return gm, report

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, fields
 
 import torch
-from torch._decomp import core_aten_decompositions, get_decompositions
+from torch._decomp import core_aten_decompositions
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
@@ -65,37 +65,17 @@ class BackendOptions:
         return parsed
 
 
-def _layer_norm(x, normalized_shape, weight, bias, eps):
-    """native_layer_norm as pointwise operations and reductions, computed in float32
-    for 16-bit inputs; mean and rstd come back in the input dtype on the CPU, as
-    PyTorch's own kernels return them."""
-    dims = list(range(x.ndim - len(normalized_shape), x.ndim))
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    xc = x.to(acc)
-    var = aten.var.correction(xc, dims, correction=0, keepdim=True)
-    mean = aten.mean.dim(xc, dims, True)
-    rstd = torch.rsqrt(var + eps)
-    out = (xc - mean) * rstd
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    if x.device.type == "cpu":
-        mean, rstd = mean.to(x.dtype), rstd.to(x.dtype)
-    return out.to(x.dtype), mean, rstd
-
-
 def _var_mean(x, dim=None, *, correction=None, keepdim=False):
     return (aten.var.correction(x, dim, correction=correction, keepdim=keepdim),
             aten.mean.dim(x, dim, keepdim))
 
 
 def decompositions() -> dict:
-    """The core ATen decompositions, plus softmax, log-softmax, layer norm and
-    var_mean as pointwise operations and reductions."""
+    """The core ATen decompositions, and var_mean as var and mean. Softmax,
+    log-softmax and layer norm stay whole: warpweave converts them into their
+    decompositions itself (torch_ops), and where it cannot, PyTorch runs its fused
+    kernels rather than the pieces."""
     table = dict(core_aten_decompositions())
-    table.update(get_decompositions([aten._softmax, aten._log_softmax]))
-    table[aten.native_layer_norm.default] = _layer_norm
     table[aten.var_mean.correction] = _var_mean
     return table
 

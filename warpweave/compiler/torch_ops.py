@@ -334,6 +334,35 @@ def _var(out, x, dim=None, *, correction=None, keepdim=False):
     return x.var(axis=_axes(x, dim), ddof=1 if correction is None else correction, keepdims=keepdim)
 
 
+# ----------------------------------------------------------------------------- softmax, norms
+
+def _softmax_of(fn):
+    def convert(out, x, dim, half_to_float):
+        return fn(x.astype(ww_dtype(out.dtype)) if half_to_float else x, axis=dim)
+    return convert
+
+
+CONVERTERS[aten._softmax.default] = _softmax_of(ops.softmax)
+CONVERTERS[aten._log_softmax.default] = _softmax_of(ops.log_softmax)
+
+
+@_register(aten.native_layer_norm.default)
+def _layer_norm(out, x, normalized_shape, weight, bias, eps):
+    """(normalized, mean, 1/std) over the trailing `normalized_shape` axes, computed in
+    float32 for 16-bit inputs, each in the dtype PyTorch records."""
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    xc = x.astype(dt.compute_dtype(dt.dtype(x.dtype)))
+    mean = xc.mean(axis=axes, keepdims=True)
+    centered = xc - mean
+    rstd = ops.rsqrt((centered * centered).mean(axis=axes, keepdims=True) + eps)
+    y = centered * rstd
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return [t.astype(ww_dtype(o.dtype)) for t, o in zip((y, mean, rstd), out)]
+
+
 # ----------------------------------------------------------------------------- views
 
 @_register(aten.view.default, aten._unsafe_view.default, aten.reshape.default,

@@ -44,6 +44,10 @@ CONSTANT_OPS = frozenset({
     aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default, aten.ones.default,
     aten.ones_like.default, aten.new_ones.default, aten.arange.default, aten.arange.start,
     aten.arange.start_step})
+# Views whose results are lists, and their getitems: the partitioner keeps them with
+# the group of their producer (a group's inputs and outputs are tensors).
+_MULTI_OUTPUT = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int,
+                           operator.getitem})
 TARGETS_FOR_DEVICE = {"cpu": ("cpu", "interp"), "cuda": ("cuda",)}
 
 
@@ -302,7 +306,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
         reasons[n] = why or _reason(n, device, reasons)
     partitioner = CapabilityBasedPartitioner(
         gm, _Support(reasons), allows_single_node_partition=True,
-        non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS])
+        non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT])
     partitions = partitioner.propose_partitions()
     partitioner.remove_bookend_non_compute_ops(partitions)
     groups = []

@@ -138,7 +138,7 @@ def run(args) -> dict:
                 errors = [relative_error(out, ref_out)] + [relative_error(g, r) for g, r in zip(grads, ref_grads)]
                 checks[f"{engine} {phase}"] = max(errors)
             if engine == "warpweave":
-                reports += [r.summary() for r in compiled]
+                reports += compiled
             ms = timer(step)
             rows.append(dict(phase=phase, engine=engine, ms=ms, first_call_s=first))
             print(f"{phase:17s} {engine:9s} {ms:9.3f} ms   first call {first:6.2f} s", flush=True)
@@ -148,7 +148,10 @@ def run(args) -> dict:
                 shape=[args.batch, args.seq, args.width], heads=args.heads,
                 command="PYTHONPATH=$PWD python3 benchmarks/torch_bench.py --out $OUT"
                 + (" --dry-run" if args.dry_run else ""))
-    return dict(meta=meta, rows=rows, max_relative_error=checks, warpweave_graphs=reports)
+    failures = sorted({f"{r.name}: {f.reason}" for r in reports for f in r.fallbacks
+                       if f.reason.startswith("compile failed")})
+    return dict(meta=meta, rows=rows, max_relative_error=checks,
+                warpweave_graphs=[r.summary() for r in reports], compile_failures=failures)
 
 
 def table(results: dict) -> str:
@@ -176,6 +179,9 @@ def table(results: dict) -> str:
                      f"{i['first_call_s']:.1f} / {w['first_call_s']:.1f} | {err:.1e} |")
     lines += ["", "What warpweave compiled (one line per ATen graph):", ""]
     lines += [f"- {line.removeprefix('warpweave: ')}" for line in results["warpweave_graphs"]]
+    if results.get("compile_failures"):
+        lines += ["", "Groups that failed to compile (they ran in PyTorch):", ""]
+        lines += [f"- {line}" for line in results["compile_failures"]]
     return "\n".join(lines) + "\n"
 
 

@@ -261,6 +261,14 @@ def test_options_target_and_mode(caplog):
     assert any("max-autotune" in r.getMessage() for r in caplog.records)
 
 
+def test_dump_dir_option_writes_every_stage(tmp_path):
+    x = torch.randn(6, 5)
+    torch.compile(lambda v: torch.exp(v).sum(-1), backend=wt.backend, options={"dump_dir": str(tmp_path)})(x)
+    (program,) = tmp_path.iterdir()
+    assert program.name.startswith("inference_") and (program / "tensor.txt").exists()
+    assert (program / "llvm.ll").exists()
+
+
 def test_cuda_target_for_cpu_tensors_falls_back_with_the_reason():
     explanation = wt.explain(lambda x: torch.exp(x) + 1, torch.randn(3), target="cuda")
     assert not explanation.programs

@@ -25,7 +25,7 @@ from ..ir.gir import WARP_SIZE, Buffer, Kernel, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group, _row_place
 from . import schedule as sch
-from .lower import _Lowering, _warp_reduce, identity, row_major_strides, unflatten
+from .lower import _Lowering, identity, row_major_strides, unflatten
 
 
 class _GroupLowering(_Lowering):

@@ -199,8 +199,10 @@ def _gpu_elementwise(low: _Lowering, s: sch.GpuElementwise) -> None:
     low.store_output(region.emit(op.body), flat, chain[-1], guard)
 
 
-def _warp_reduce(low: _Lowering, combiner: str, value: str, scope: str) -> str:
-    off = WARP_SIZE // 2
+def _warp_reduce(low: _Lowering, combiner: str, value: str, scope: str, lanes: int = WARP_SIZE) -> str:
+    """Combine `value` over each aligned group of `lanes` lanes (a power of two up to a
+    warp) with butterfly shuffles; every lane of a group gets the result."""
+    off = lanes // 2
     while off >= 1:
         other = low.b.shuffle("bfly", value, ex.Const(off, dt.INDEX), scope)
         value = low.combine(combiner, value, other, scope)

@@ -25,7 +25,7 @@ from ..ir.gir import WARP_SIZE, Buffer, Kernel, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group, _row_place
 from . import schedule as sch
-from .lower import _Lowering, identity, row_major_strides, unflatten
+from .lower import _Lowering, _warp_reduce, identity, row_major_strides, unflatten
 
 
 class _GroupLowering(_Lowering):
@@ -216,11 +216,7 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
 def _row_all_reduce(low: _GroupLowering, combiner: str, value: str, t_id: str, t: ex.Expr,
                     tp: int, threads: int, name: str) -> str:
     """Combine `value` over the `tp` threads of each row; every thread gets the result."""
-    off = min(tp, WARP_SIZE) // 2
-    while off >= 1:
-        other = low.b.shuffle("bfly", value, ex.Const(off, dt.INDEX), t_id)
-        value = low.combine(combiner, value, other, t_id)
-        off //= 2
+    value = _warp_reduce(low, combiner, value, t_id, min(tp, WARP_SIZE))
     if tp <= WARP_SIZE:
         return value
     cd = low.b._node(value).dtype
@@ -232,12 +228,7 @@ def _row_all_reduce(low: _GroupLowering, combiner: str, value: str, t_id: str, t
     low.b.sync([buf], t_id)
     part = low.b.load(buf, low.simplify((t // tp) * per_row + lane32 % per_row), t_id, None,
                       identity(combiner, cd))
-    off = per_row // 2
-    while off >= 1:
-        other = low.b.shuffle("bfly", part, ex.Const(off, dt.INDEX), t_id)
-        part = low.combine(combiner, part, other, t_id)
-        off //= 2
-    return part
+    return _warp_reduce(low, combiner, part, t_id, per_row)
 
 
 def _rows_cpu(low: _GroupLowering, s: sch.CpuRowGroup) -> None:

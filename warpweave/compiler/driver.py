@@ -102,12 +102,12 @@ class Program:
     """A compiled tensor program for one target and one set of input shapes/dtypes."""
 
     def __init__(self, graph: TensorGraph, single: bool, target: str, name: str = "program"):
+        options = opts.current()
         self.traced = graph  # as the frontend built it; `graph` after inlining
-        self.graph = fuse.inline_broadcast_producers(graph) if opts.current().fuse else graph
+        self.graph = fuse.inline_broadcast_producers(graph) if options.fuse else graph
         self.single = single
         self.name = _sanitize(name)
         self.target = resolve_target(target)
-        options = opts.current()
         self._dump_dir = self._make_dump_dir(options.dump_dir)
         self._write("tensor.txt", str(graph))
         family = "cpu" if self.target == "cpu" else "gpu"  # interp runs the GPU kernels

@@ -21,9 +21,9 @@ import math
 from ..errors import CompileError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
-from ..ir.gir import WARP_SIZE, Buffer, Kernel, SharedAlloc
+from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph
-from ..passes.fuse import Group, _row_place
+from ..passes.fuse import Group, row_place
 from . import schedule as sch
 from .lower import _Lowering, _warp_reduce, identity, row_major_strides, unflatten
 
@@ -33,8 +33,6 @@ class _GroupLowering(_Lowering):
     (role "out" when the group's outputs include it, else "temp")."""
 
     def __init__(self, group: Group, graph: TensorGraph, target: str, name: str):
-        from ..ir.gir import KernelBuilder
-
         self.graph = graph
         self.group = group
         self.b = KernelBuilder(name, target)
@@ -60,7 +58,7 @@ class _GroupLowering(_Lowering):
         if tensor not in self.group.ops:
             return 0
         if self.group.pattern != "row" or \
-                _row_place(self.graph[tensor], self.group.rows, self.group.length) == "elementwise":
+                row_place(self.graph[tensor], self.group.rows, self.group.length) == "elementwise":
             return len(chain) - 1
         return 1 if self.b.target == "gpu" and len(chain) > 1 else 0
 
@@ -124,7 +122,7 @@ def _phases(group: Group, graph: TensorGraph) -> list[tuple[list[ComputeOp], lis
     slot: dict[str, int] = {}  # sweep p computes at 2p+1; results of its reductions at 2p+2
     for name in group.ops:
         op = graph[name]
-        place = _row_place(op, group.rows, group.length)
+        place = row_place(op, group.rows, group.length)
         ready = max((slot[s] for s in op.inputs if s in slot), default=0)
         if place == "scalar":
             slot[name] = ready if ready % 2 == 0 else ready + 1
@@ -137,8 +135,8 @@ def _phases(group: Group, graph: TensorGraph) -> list[tuple[list[ComputeOp], lis
     last = max(slot.values(), default=0)
     phases = []
     for p in range(0, last + 2, 2):
-        scalars = [graph[n] for n in group.ops if slot[n] == p and _row_place(graph[n], group.rows, group.length) == "scalar"]
-        elems = [graph[n] for n in group.ops if slot[n] == p + 1 and _row_place(graph[n], group.rows, group.length) == "elementwise"]
+        scalars = [graph[n] for n in group.ops if slot[n] == p and row_place(graph[n], group.rows, group.length) == "scalar"]
+        elems = [graph[n] for n in group.ops if slot[n] == p + 1 and row_place(graph[n], group.rows, group.length) == "elementwise"]
         reds = [graph[n] for n in group.ops if slot.get(n + "\0sweep") == p + 1]
         phases.append((scalars, elems, reds))
     return phases
@@ -146,7 +144,7 @@ def _phases(group: Group, graph: TensorGraph) -> list[tuple[list[ComputeOp], lis
 
 def _row_index(op: ComputeOp, group: Group, row: ex.Expr, col: ex.Expr | None) -> dict[str, ex.Expr]:
     """Index expressions of `op`'s axes (and reduce axis) at (row, col)."""
-    place = _row_place(op, group.rows, group.length)
+    place = row_place(op, group.rows, group.length)
     if group.length == 1 and col is not None:
         col = ex.Const(0, dt.INDEX)  # spelled as the loads of one-element rows spell it
     row_pos = iter(unflatten(row, group.rows) if group.rows else [])

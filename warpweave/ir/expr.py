@@ -767,9 +767,12 @@ def affine(e: Expr, variables: Iterable[str], ranges: Ranges | None = None) -> t
     return coeffs, _from_linear(rest, lin[1])
 
 
-def _conjuncts(pred: Expr) -> list[Expr]:
+def conjuncts(pred: Expr | None) -> list[Expr]:
+    """The terms of `pred` joined by `and` (none for a missing predicate)."""
+    if pred is None:
+        return []
     if isinstance(pred, Binary) and pred.op == "and":
-        return _conjuncts(pred.a) + _conjuncts(pred.b)
+        return conjuncts(pred.a) + conjuncts(pred.b)
     return [pred]
 
 
@@ -787,7 +790,7 @@ def bounds_under(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int] 
         return bounds(e, ranges)
     remaining, k0 = dict(lin[0]), lin[1]
     lo = hi = k0
-    for atom in _conjuncts(simplify(pred, ranges)):
+    for atom in conjuncts(simplify(pred, ranges)):
         if not (isinstance(atom, Binary) and atom.op in ("lt", "le") and atom.a.dtype == dt.INDEX
                 and isinstance(atom.b, Const)):
             continue

@@ -102,7 +102,7 @@ def _reduces_last_index(op: ComputeOp) -> bool:
     return True
 
 
-def _row_place(op: ComputeOp, rows: tuple[int, ...], length: int) -> str | None:
+def row_place(op: ComputeOp, rows: tuple[int, ...], length: int) -> str | None:
     """How `op` sits in a row group: "reduce", "elementwise", "scalar" or None."""
     if op.reduce is not None:
         ok = (_signature(op) == ("row", rows, length))
@@ -136,7 +136,7 @@ def axis_map(op: ComputeOp, group: Group) -> dict[str, ex.Expr]:
     """Symbolic position of `op`'s axes (and reduce axis) under the group's mapping."""
     if group.pattern == "elementwise":
         return {a.name: ex.Var(_ROW_VAR.format(k)) for k, a in enumerate(op.axes)}
-    place = _row_place(op, group.rows, group.length)
+    place = row_place(op, group.rows, group.length)
     idx = _row_indices(op.shape, True, place == "elementwise")
     out = {a.name: i for a, i in zip(op.axes, idx)}
     if place == "reduce":  # a row of one element has only column 0
@@ -172,7 +172,7 @@ def _merged_signature(a: Group, b: Group, graph: TensorGraph):
     r = rows[0]
     for g in (a, b):
         for name in g.ops:
-            if _row_place(graph[name], r.rows, r.length) is None:
+            if row_place(graph[name], r.rows, r.length) is None:
                 return None
     return "row", r.rows, r.length
 

@@ -19,9 +19,9 @@ wide access per run when `expr.divisor` proves the alignment.
 from __future__ import annotations
 
 from ..ir import expr as ex
-from ..ir.gir import Kernel, make_kernel
+from ..ir.gir import Edge, Kernel, make_kernel
 from .manager import Pass
-from .stitch import _Rewriter, aligned
+from .stitch import Rewriter, aligned
 
 
 def _read_only(kernel: Kernel) -> set[str]:
@@ -32,7 +32,7 @@ def _read_only(kernel: Kernel) -> set[str]:
 def forward_loads(kernel: Kernel) -> Kernel:
     """Reuse an earlier load's register for a repeated load of a read-only buffer."""
     readonly = _read_only(kernel)
-    rw = _Rewriter(kernel)
+    rw = Rewriter(kernel)
     seen: dict[str, list] = {}
     for n in kernel.nodes:
         if n.op != "move.global.reg" or n.attr("buffer") not in readonly:
@@ -86,8 +86,6 @@ def _vector_between(chain, keep: int) -> bool:
 
 
 def _reshape_edges(kernel: Kernel, nodes) -> list:
-    from ..ir.gir import Edge
-
     scope_of = {n.id: n.scope for n in nodes}
     out = []
     for e in kernel.edges:

@@ -42,14 +42,6 @@ class Decision:
         return f"{self.buffer}@{self.load}:{self.scheme}"
 
 
-def conjuncts(pred: ex.Expr | None) -> list[ex.Expr]:
-    if pred is None:
-        return []
-    if isinstance(pred, ex.Binary) and pred.op == "and":
-        return conjuncts(pred.a) + conjuncts(pred.b)
-    return [pred]
-
-
 def aligned(kernel: Kernel, a: str | None, b: str | None) -> tuple[dict[str, ex.Expr], set[str]] | None:
     """Whether scope chain `b` covers chain `a` position by position — the same
     scope, or a sibling of the same kind and extent — with the renaming of `a`'s
@@ -71,13 +63,14 @@ def aligned(kernel: Kernel, a: str | None, b: str | None) -> tuple[dict[str, ex.
 
 def implies(have: ex.Expr | None, need: ex.Expr | None, ranges) -> bool:
     """Every conjunct of `need` is a conjunct of `have` (both simplified)."""
-    got = {ex.simplify(c, ranges) for c in conjuncts(have)}
+    got = {ex.simplify(c, ranges) for c in ex.conjuncts(have)}
     return all(ex.simplify(c, ranges) in got or ex.simplify(c, ranges) == ex.Const(True, dt.bool_)
-               for c in conjuncts(need))
+               for c in ex.conjuncts(need))
 
 
-class _Rewriter:
-    """Mutable copy of a kernel's parts while loads are replaced."""
+class Rewriter:
+    """Mutable copy of a kernel's parts while loads are replaced (the stitch and
+    movement passes share it)."""
 
     def __init__(self, kernel: Kernel):
         self.k = kernel
@@ -136,7 +129,7 @@ def _leader_rows(kernel: Kernel, store: Node) -> int | None:
     if block is None:
         return None
     t = block.attr("var")
-    for c in conjuncts(store.attr("pred")):
+    for c in ex.conjuncts(store.attr("pred")):
         if isinstance(c, ex.Binary) and c.op == "eq" and c.b == ex.Const(0, dt.INDEX):
             if c.a == ex.Var(t):
                 return block.attr("extent")
@@ -198,7 +191,7 @@ def stitch(kernel: Kernel) -> Kernel:
             stores.setdefault(n.attr("buffer"), []).append(n)
         elif n.op == "move.global.reg":
             loads.setdefault(n.attr("buffer"), []).append(n)
-    rw = _Rewriter(kernel)
+    rw = Rewriter(kernel)
     decisions: list[Decision] = []
     for buf, ss in stores.items():
         if buf not in loads:
@@ -231,7 +224,7 @@ def stitch(kernel: Kernel) -> Kernel:
     return _rebuild(kernel, rw, decisions)
 
 
-def _keep_float32(rw: _Rewriter, value: Node) -> None:
+def _keep_float32(rw: Rewriter, value: Node) -> None:
     """A 16-bit intermediate read back in the same thread skips its rounding: readers
     that widened it to float32 take the float32 value it was rounded from (fused
     programs keep intermediates in float32, as PyTorch's compiler does)."""
@@ -247,7 +240,7 @@ def _keep_float32(rw: _Rewriter, value: Node) -> None:
             rw.redirect(user.id, wide.id, wide)
 
 
-def _shuffle(rw: _Rewriter, kernel: Kernel, value: Node, load: Node, lane: ex.Expr) -> Node:
+def _shuffle(rw: Rewriter, kernel: Kernel, value: Node, load: Node, lane: ex.Expr) -> Node:
     """The leader's value, read by every lane of its row (in the block scope)."""
     node = Node(rw.new_id(), "move.reg.reg", kernel.find_scope("block").id, value.dtype,
                 (("lane", lane), ("mode", "idx")))
@@ -256,7 +249,7 @@ def _shuffle(rw: _Rewriter, kernel: Kernel, value: Node, load: Node, lane: ex.Ex
     return node
 
 
-def _to_shared(rw: _Rewriter, kernel: Kernel, store: Node, value: Node, info) -> tuple[str, str]:
+def _to_shared(rw: Rewriter, kernel: Kernel, store: Node, value: Node, info) -> tuple[str, str]:
     """The store also writes a shared tile, followed by a barrier: (tile, barrier id)."""
     tile = f"{store.attr('buffer')}_tile"
     rw.shared.append(SharedAlloc(tile, store.dtype, info["size"]))
@@ -271,7 +264,7 @@ def _to_shared(rw: _Rewriter, kernel: Kernel, store: Node, value: Node, info) ->
     return tile, bar.id
 
 
-def _shared_load(rw: _Rewriter, kernel: Kernel, regional, load: Node, info) -> Node:
+def _shared_load(rw: Rewriter, kernel: Kernel, regional, load: Node, info) -> Node:
     tile, bar = regional
     block = kernel.find_scope("block")
     node = Node(rw.new_id(), "move.shared.reg", block.id, load.dtype,
@@ -282,7 +275,7 @@ def _shared_load(rw: _Rewriter, kernel: Kernel, regional, load: Node, info) -> N
     return node
 
 
-def _exchange(rw: _Rewriter, load: Node, got: Node) -> None:
+def _exchange(rw: Rewriter, load: Node, got: Node) -> None:
     """Users of `load` read `got`, kept to the load's predicate where it may fail."""
     pred = load.attr("pred")
     if pred is None:
@@ -298,7 +291,7 @@ def _exchange(rw: _Rewriter, load: Node, got: Node) -> None:
     rw.redirect(load.id, sel.id, sel)
 
 
-def _rebuild(kernel: Kernel, rw: _Rewriter, decisions: list[Decision]) -> Kernel:
+def _rebuild(kernel: Kernel, rw: Rewriter, decisions: list[Decision]) -> Kernel:
     used = {n.attr("buffer") for n in rw.nodes if n.family in ("move",) and n.attr("buffer")}
     dead_mem = {n.id for n in rw.nodes if n.op == "mem.global" and n.attr("buffer") not in used}
     nodes = [n for n in rw.nodes if n.id not in dead_mem]

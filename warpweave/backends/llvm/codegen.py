@@ -734,12 +734,6 @@ def _is_false(p: ex.Expr | None) -> bool:
 _FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
 
 
-def _conjuncts(p: ex.Expr) -> list[ex.Expr]:
-    if isinstance(p, ex.Binary) and p.op == "and":
-        return _conjuncts(p.a) + _conjuncts(p.b)
-    return [p]
-
-
 def _uniform_over_run(p: ex.Expr, lane: str, r: int, ranges) -> ex.Expr | None:
     """`p` with the run lane variable `lane` (in [0, r)) eliminated, when every
     conjunct that uses it holds for all lanes of a run or for none; else None.
@@ -751,7 +745,7 @@ def _uniform_over_run(p: ex.Expr, lane: str, r: int, ranges) -> ex.Expr | None:
     out = []
     index = dt.INDEX
     zero = {lane: ex.Const(0, index)}
-    for c in _conjuncts(p):
+    for c in ex.conjuncts(p):
         if lane not in ex.free_vars(c):
             out.append(c)
             continue

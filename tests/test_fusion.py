@@ -123,3 +123,35 @@ def test_groups_dump_explains_stitching():
     assert program.cost_estimate.bytes == 2 * 8 * 4096 * 4  # x read once, y written once
     gir = program.dump("gir")
     assert gir.count("move.global.reg") == 1 and "sync.block" in gir
+
+
+def test_multi_dimensional_rows_stitch_across_warps():
+    """Rows indexed by three dimensions ([2, 3, 4] × 1024): the row maximum and sum
+    cross warps through shared memory, whose tile index must not depend on the block."""
+    x = random_array(np.random.default_rng(), (2, 3, 4, 1024), "float32")
+    program = ww.jit(lambda x: ww.softmax(x), target="interp").lower(x)
+    assert len(program.kernels) == 1 and "regional" in program.dump("groups")
+    assert_close(program(x), softmax_reference(x), "float32")
+
+
+def test_a_group_that_cannot_be_stitched_compiles_op_by_op(monkeypatch):
+    """Where the stitcher proves nothing, the group's operations become separate kernels
+    (each still correct), and the groups dump says why."""
+    from warpweave.passes import stitch
+    monkeypatch.setattr(stitch, "_choose", lambda kernel, store, load: None)
+    x = random_array(np.random.default_rng(), (5, 300), "float32")
+    program = ww.jit(lambda x: ww.softmax(x), target="interp").lower(x)
+    assert len(program.kernels) == len(program.graph.compute_ops) > 1
+    assert "compiled op by op (fusion failed)" in program.dump("groups")
+    assert_close(program(x), softmax_reference(x), "float32")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_column_sum_of_a_product_reads_inputs_once(dtype):
+    """(x·y).sum(0) at 8192 × 768: the product is computed inside the split column
+    reduction (partials + combine, no product in DRAM), and its bounds verify."""
+    x = random_array(np.random.default_rng(), (8192, 768), dtype)
+    program = ww.jit(lambda x, y: (x.astype("float32") * y.astype("float32")).sum(0),
+                     target="cuda").lower(x, x)
+    assert len(program.kernels) == 2, program.dump("groups")
+    assert program.cost_estimate.bytes < 2 * x.nbytes + 4 * 1024 * 1024

@@ -7,7 +7,7 @@
 See README.md for a tour and ../shared/DESIGN.md for the architecture.
 """
 from .errors import (ArgumentError, CompileError, DTypeError, Error, IndexOutOfRangeError,
-                     IRError, OptionError, ParseError, ResourceError, ShapeError, TargetError,
+                     IRError, OptionError, ParseError, ResourceError, ShapeError, StitchError, TargetError,
                      UnsupportedError, VerificationError)
 
 __version__ = "0.1.0"

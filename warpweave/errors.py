@@ -50,6 +50,11 @@ class CompileError(Error, RuntimeError):
     """Code generation failed (LLVM, PTX, or the driver rejected a module)."""
 
 
+class StitchError(CompileError):
+    """A fused kernel has a round trip the stitcher cannot prove local, warp or
+    regional; the driver then compiles that group's operations separately."""
+
+
 class ResourceError(Error):
     """A kernel exceeds a limit of its target (threads, registers, shared memory)."""
 

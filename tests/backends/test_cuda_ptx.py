@@ -85,3 +85,21 @@ def test_math_on_other_dtypes_is_a_clear_error():
         CudaTarget().math(cg, "exp", [fn.args[0]], dt.int32)
     with pytest.raises(UnsupportedError, match="no cuda implementation of lgamma on float64"):
         CudaTarget().math(cg, "lgamma", [ir.Constant(ir.DoubleType(), 1.0)], dt.float64)
+
+
+def test_bfloat16_rounding_and_fused_multiply_adds():
+    """bfloat16 results round with one `cvt.rn.bf16.f32` each, a bfloat16 input read
+    back in float32 is not rounded twice, and a·b + c contracts into `fma.rn.f32`."""
+    import numpy as np
+
+    import warpweave as ww
+    from tests.utils import random_array
+
+    x = random_array(np.random.default_rng(), (64, 256), "bfloat16")
+    b = random_array(np.random.default_rng(), (256,), "bfloat16")
+    program = ww.jit(lambda x, b: ww.gelu(x + b, approximate="tanh"), target="cuda").lower(x, b)
+    ptx = program.dump("ptx")
+    (kernel,) = program.kernels
+    assert ptx.count("cvt.rn.bf16.f32") == kernel.schedule.vector  # one per stored element
+    assert "fma.rn.f32" in ptx and "setp.nan" not in ptx
+    assert_ptxas_accepts(ptx)

@@ -64,6 +64,10 @@ def test_bounds_under_a_predicate():
     both = ex.Binary("and", ex.binary("lt", t % 32 + g * 32, 100), ex.binary("lt", k * 2 + t // 32, 30))
     off = (k * 2 + t // 32) * 100 + t % 32 + g * 32  # a tile of a transpose: rows * 100 + column
     assert ex.bounds_under(off, both, ranges) == (0, 29 * 100 + 99)
+    # `t·4 < 768` leaves t·4 ≤ 764 (a multiple of 4), so the vector lane v < 4 fits
+    v = ex.Var("v")
+    lanes = {**ranges, "v": (0, 3)}
+    assert ex.bounds_under(k * 768 + t * 4 + v, ex.binary("lt", t * 4, 768), lanes) == (0, 16 * 768 + 767)
 
 
 def test_divisor():

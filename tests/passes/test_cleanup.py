@@ -56,3 +56,41 @@ def test_dce_removes_unused_values_only():
     y = np.full(8, np.nan, np.float32)
     run_kernel(out, {"x": x, "y": y})
     np.testing.assert_array_equal(y, -x)
+
+
+def test_fold_casts_skips_exact_round_trips_only():
+    """cast<bf16>(cast<f32>(x: bf16)) is x; cast<f32>(x: f32) is x; a narrowing round
+    trip cast<f32>(cast<bf16>(y: f32)) rounds and stays."""
+    from warpweave.passes.cleanup import fold_casts
+
+    b = KernelBuilder("k", "gpu")
+    b.add_param(Buffer("x", dt.bfloat16, (64,), (1,), "in"))
+    b.add_param(Buffer("y", dt.bfloat16, (64,), (1,), "out"))
+    b.add_param(Buffer("z", dt.float32, (64,), (1,), "out"))
+    g = b.scope("grid", "g", 1, None)
+    t = b.scope("block", "t", 64, g)
+    x = b.load("x", ex.Var("t"), t)
+    wide = b.compute("cast", [x], t, dt.float32)
+    same = b.compute("cast", [wide], t, dt.float32)
+    b.store("y", ex.Var("t"), b.compute("cast", [same], t, dt.bfloat16), t)
+    narrow = b.compute("cast", [b.compute("exp", [wide], t, dt.float32)], t, dt.bfloat16)
+    b.store("z", ex.Var("t"), b.compute("cast", [narrow], t, dt.float32), t)
+    k = b.build()
+    folded = eliminate_dead_nodes(fold_casts(k))
+    ops = [n.op for n in folded.nodes]
+    assert ops.count("compute.cast") == 3  # x→f32 for exp, exp→bf16, →f32 for z
+    store_y = next(n for n in folded.nodes if n.op == "move.reg.global" and n.attr("buffer") == "y")
+    assert folded.operands(store_y.id)[-1].src == x
+    from warpweave.backends.interp import run_kernel
+    from warpweave.ir.gir_verify import verify
+
+    verify(folded)
+    xs = random_array(np.random.default_rng(), (64,), "bfloat16")
+    outs = []
+    for kernel in (k, folded):
+        bufs = {"x": xs, "y": np.zeros(64, xs.dtype), "z": np.full(64, np.nan, np.float32)}
+        run_kernel(kernel, bufs)
+        outs.append(bufs)
+    np.testing.assert_array_equal(outs[0]["y"].view(np.uint16), xs.view(np.uint16))
+    np.testing.assert_array_equal(outs[1]["y"].view(np.uint16), xs.view(np.uint16))
+    np.testing.assert_array_equal(outs[0]["z"], outs[1]["z"])

@@ -4,6 +4,7 @@ import numpy as np
 import warpweave as ww
 from warpweave.compiler.trace import trace
 from warpweave.ir import dtypes as dt
+from warpweave.ir import expr as ex
 from warpweave.passes import fuse
 from warpweave.passes.cost import H100
 from tests.utils import softmax
@@ -86,3 +87,27 @@ def test_inlining_recomputes_broadcast_casts():
     a = evaluate(graph, dict(zip(graph.inputs, (x, w))))[graph.outputs[0]]
     b = evaluate(inlined, dict(zip(inlined.inputs, (x, w))))[inlined.outputs[0]]
     np.testing.assert_array_equal(a, b)
+
+
+def test_cheap_producers_are_inlined_into_column_reductions():
+    """(x * y).sum(0): the product is recomputed inside the column reduction instead of
+    being written to DRAM; a producer other groups also read stays for them."""
+    def fn(x, y):
+        p = x * y
+        return p.sum(0), p.sum(-1)
+
+    graph, _ = trace(fn, [((64, 48), dt.float32), ((64, 48), dt.float32)])
+    inlined = fuse.inline_broadcast_producers(graph)
+    column = next(op for op in inlined.compute_ops if op.kind == "reduction-column")
+    assert {ld.tensor for ld in ex.loads(column.value)} == set(inlined.inputs)
+    assert len(inlined.compute_ops) == len(graph.compute_ops)  # the row sum still reads it
+
+
+def test_split_replaces_a_group_by_its_operations():
+    graph, plan = _plan(lambda x: ww.softmax(x), (8, 32))
+    (group,) = plan.groups
+    parts = fuse.split(plan, 0, graph, H100)
+    assert [g.ops for g in parts.groups] == [(name,) for name in group.ops]
+    assert all(g.outputs == g.ops for g in parts.groups[:-1])
+    assert len(parts.traffic) == len(parts.groups)
+    assert parts.estimated_time_s > plan.estimated_time_s

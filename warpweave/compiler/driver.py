@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ArgumentError, DTypeError, ShapeError, TargetError
+from ..errors import ArgumentError, DTypeError, ShapeError, StitchError, TargetError
 from ..ir import dtypes as dt
 from ..ir.gir import Kernel
 from ..ir.gir_dot import to_dot
 from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
 from ..passes import fuse
-from ..passes.cleanup import DCE, SIMPLIFY
+from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY
 from ..passes.cost import KernelCost, device_for, kernel_cost
 from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS
@@ -31,7 +31,7 @@ from .lower_group import lower_group
 from .schedule import DEFAULT_SM_COUNT, Schedule, choose, choose_row_group, GpuElementwise, CpuElementwise
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
-PIPELINE = [SIMPLIFY, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, COALESCING]
+PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, COALESCING]
 
 STAGES = ("tensor", "groups", "gir", "llvm", "ptx")
 
@@ -115,18 +115,34 @@ class Program:
         self.device = device_for(family, sm_count)
         self.plan = fuse.plan(self.graph, self.device, fuse=options.fuse)
         self.kernels: list[KernelInfo] = []
-        for n, group in enumerate(self.plan.groups):
-            for schedule, gir in _lower(group, self.graph, family, sm_count, f"{self.name}_{group.anchor}"):
-                pm = PassManager(PIPELINE, verify=options.verify, dump=self._dump_kernel)
-                gir = pm.run(gir)
-                self.kernels.append(KernelInfo(gir.name, group.ops, schedule, gir,
-                                               kernel_cost(gir, self.device)))
+        self.unfused: list[str] = []  # why a planned group was compiled op by op
+        n = 0
+        while n < len(self.plan.groups):
+            group = self.plan.groups[n]
+            try:
+                self.kernels += self._compile_group(group, family, sm_count, options)
+            except StitchError as exc:
+                if len(group.ops) == 1:
+                    raise
+                self.unfused.append(f"{', '.join(group.ops)}: {exc}")
+                self.plan = fuse.split(self.plan, n, self.graph, self.device)
+                continue
+            n += 1
         self.temps = _temporaries(graph, self.kernels)
         self._scratch = threading.local()  # host intermediates, reused per thread
         self._write("groups.txt", self.dump("groups"))
         self._backend = _make_backend(self, options)
         for filename, text in self._backend.files.items():
             self._write(filename, text)
+
+    def _compile_group(self, group: fuse.Group, family: str, sm_count: int,
+                       options: opts.Options) -> list[KernelInfo]:
+        """The group's kernels, through the GIR pipeline."""
+        infos = []
+        for schedule, gir in _lower(group, self.graph, family, sm_count, f"{self.name}_{group.anchor}"):
+            gir = PassManager(PIPELINE, verify=options.verify, dump=self._dump_kernel).run(gir)
+            infos.append(KernelInfo(gir.name, group.ops, schedule, gir, kernel_cost(gir, self.device)))
+        return infos
 
     # ------------------------------------------------------------------ inspection
     def dump(self, stage: str) -> str:
@@ -151,6 +167,8 @@ class Program:
         inlined = [op.name for op in self.traced.compute_ops if op.name not in self.graph.ops]
         if inlined:
             lines.append(f"inlined into their consumers: {', '.join(inlined)}")
+        for why in self.unfused:
+            lines.append(f"compiled op by op (fusion failed): {why}")
         for n, (group, traffic) in enumerate(zip(self.plan.groups, self.plan.traffic)):
             ops = ", ".join(f"{o} ({self.graph[o].kind})" for o in group.ops)
             shape = f" rows={list(group.rows)} x {group.length}" if group.pattern == "row" else ""

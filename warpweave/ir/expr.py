@@ -803,6 +803,8 @@ def bounds_under(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int] 
         if a <= 0 or rem or any(remaining.get(t) != a * k for t, k in xterms.items()):
             continue
         x_hi = atom.b.value - (1 if atom.op == "lt" else 0)
+        step = math.gcd(*xterms.values())  # x only takes values x0 + step·n
+        x_hi -= (x_hi - x0) % step
         xb = bounds(_from_linear(xterms, x0), ranges)
         if xb is None:
             continue

@@ -1,8 +1,10 @@
-"""Clean-up passes on GIR: expression simplification and dead-node elimination."""
+"""Clean-up passes on GIR: expression simplification, cast folding and dead-node
+elimination."""
 from __future__ import annotations
 
+from ..ir import dtypes as dt
 from ..ir import expr as ex
-from ..ir.gir import Kernel, make_kernel
+from ..ir.gir import Edge, Kernel, make_kernel
 from .manager import Pass
 
 _EXPR_ATTRS = ("offset", "pred", "lane", "expr", "mask")
@@ -32,6 +34,43 @@ def simplify_exprs(kernel: Kernel) -> Kernel:
                        kernel.target, dict(kernel.meta))
 
 
+def _widens_exactly(src: dt.DType, wide: dt.DType) -> bool:
+    """Every `src` value converts to `wide` and back unchanged."""
+    if src.kind != wide.kind or wide.bits < src.bits:
+        return False
+    return src.bits < wide.bits or src == wide
+
+
+def fold_casts(kernel: Kernel) -> Kernel:
+    """Users of a cast that changes nothing read its operand instead: a cast to the
+    operand's own dtype, and `cast<T>(cast<W>(x))` for x of dtype T when W holds
+    every T exactly (a 16-bit float widened to float32 and rounded back). The
+    orphaned casts are left to dead-node elimination."""
+    source: dict[str, str] = {}  # cast node -> the value its users read instead
+    for n in kernel.nodes:
+        if n.op != "compute.cast":
+            continue
+        (operand,) = kernel.operands(n.id)
+        x = kernel.node(source.get(operand.src, operand.src))
+        if x.dtype == n.dtype:
+            source[n.id] = x.id
+        elif x.op == "compute.cast" and _widens_exactly(n.dtype, x.dtype):
+            (inner,) = kernel.operands(x.id)
+            y = kernel.node(source.get(inner.src, inner.src))
+            if y.dtype == n.dtype:
+                source[n.id] = y.id
+    if not source:
+        return kernel
+    edges = []
+    for e in kernel.edges:
+        if e.src in source:
+            src = kernel.node(source[e.src])
+            e = Edge(src.id, e.dst, e.slot, e.level, src.dtype, kernel.vector_shape(src.scope))
+        edges.append(e)
+    return make_kernel(kernel.name, kernel.params, kernel.shared, kernel.nodes, edges,
+                       kernel.target, dict(kernel.meta))
+
+
 def eliminate_dead_nodes(kernel: Kernel) -> Kernel:
     """Remove compute and load nodes whose values nobody uses."""
     live: set[str] = set()
@@ -55,5 +94,6 @@ def eliminate_dead_nodes(kernel: Kernel) -> Kernel:
 
 
 SIMPLIFY = Pass("simplify", simplify_exprs)
+FOLD_CASTS = Pass("fold-casts", fold_casts)
 DCE = Pass("dce", eliminate_dead_nodes)
 DEFAULT_PASSES = [SIMPLIFY, DCE]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import expr as ex
 from ..ir.gir import Kernel, Node
 from ..ir.tensor import EXPENSIVE_OPS, ComputeOp, TensorGraph
@@ -143,6 +145,27 @@ def _iterations(kernel: Kernel, node: Node) -> int:
     return n
 
 
+_COUNT_LIMIT = 1 << 16  # largest variable range counted value by value
+
+
+def _active(kernel: Kernel, node: Node) -> float:
+    """The fraction of a move's iterations its predicate lets through, from the
+    conjuncts in one loop variable (others count as always true)."""
+    ranges = kernel.ranges(node.scope)
+    fraction = 1.0
+    for c in ex.conjuncts(node.attr("pred")):
+        names = ex.free_vars(c)
+        if len(names) != 1:
+            continue
+        (name,) = names
+        lo, hi = ranges.get(name, (0, -1))
+        if not 0 <= hi - lo < _COUNT_LIMIT:
+            continue
+        values = np.arange(lo, hi + 1, dtype=np.int64)
+        fraction *= float(np.mean(np.broadcast_to(ex.evaluate(c, {name: values}), values.shape)))
+    return fraction
+
+
 def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
     """Bytes per level (over every iteration of every move), instructions, barriers per
     block and occupancy; time = max(DRAM bytes / bandwidth, instructions / throughput)
@@ -152,6 +175,8 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
         if n.is_scope or n.family == "mem":
             continue
         count = _iterations(kernel, n)
+        if n.family == "move" and n.attr("pred") is not None:
+            count = round(count * _active(kernel, n))
         size = n.dtype.itemsize if n.dtype is not None else 0
         if n.op == "move.global.reg":
             g_read += count * size

@@ -272,10 +272,12 @@ def _cheap(op: ComputeOp) -> bool:
 
 
 def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
-    """Substitute cheap elementwise operations (a cast of a weight, a scaled bias)
-    into consumers that read them under a broadcast: their iteration space differs
-    from every mapping the consumer's group could use, and recomputing them costs a
-    few instructions where a separate kernel costs a launch and a round trip."""
+    """Substitute cheap elementwise operations (a cast, a scaled bias, a product) into
+    the consumers that cannot share their kernel: those that read them under a
+    broadcast (no group mapping matches both iteration spaces) and those with a
+    template of their own (column reductions, transposes). Recomputing costs a few
+    instructions; a separate kernel or group output costs a DRAM round trip. The
+    operation stays where other consumers still read it."""
     ops = {op.name: op for op in graph.compute_ops}
     changed = True
     while changed:
@@ -283,13 +285,16 @@ def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
         for name, op in list(ops.items()):
             consumers = [ops[c] for c in graph.graph.successors(name) if c in ops] \
                 if name in graph.graph else []
-            if name in graph.outputs or not _cheap(op) or not consumers:
+            if not _cheap(op) or not consumers:
                 continue
-            if all(_reads_one_to_one(c, name) for c in consumers):
+            into = [c for c in consumers
+                    if not _reads_one_to_one(c, name) or _signature(c)[0] == "single"]
+            if not into:
                 continue  # read in place: fusion keeps it in registers
-            for c in consumers:
+            for c in into:
                 ops[c.name] = _inline_into(c, op)
-            del ops[name]
+            if len(into) == len(consumers) and name not in graph.outputs:
+                del ops[name]
             graph = TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),
                                 list(graph.inputs), list(graph.outputs))
             changed = True
@@ -321,6 +326,16 @@ def _inline_into(consumer: ComputeOp, producer: ComputeOp) -> ComputeOp:
 
     return ComputeOp(consumer.name, consumer.shape, consumer.dtype, consumer.axes,
                      ex.transform(consumer.body, rewrite), consumer.label)
+
+
+def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel) -> FusionPlan:
+    """The plan with group `index` replaced by one group per operation (in its order),
+    for a group whose kernel cannot be built fused."""
+    planner = _Planner(graph, device)
+    singles = tuple(planner._finish(planner.groups[planner.group_of[name]])
+                    for name in fusion.groups[index].ops)
+    groups = fusion.groups[:index] + singles + fusion.groups[index + 1:]
+    return FusionPlan(groups, tuple(group_traffic(g, graph, device) for g in groups))
 
 
 def plan(graph: TensorGraph, device: DeviceModel, fuse: bool = True) -> FusionPlan:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CompileError
+from ..errors import StitchError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.gir import WARP_SIZE, Edge, Kernel, Node, SharedAlloc, make_kernel
 from .manager import Pass
 
 SCHEMES = ("local", "warp", "regional", "global")
+MAX_TILE_BYTES = 16 * 1024  # largest shared tile one regional edge may take
 
 
 @dataclass(frozen=True)
@@ -166,19 +167,19 @@ def _choose(kernel: Kernel, store: Node, load: Node) -> tuple[str, dict] | None:
     if tp <= WARP_SIZE and WARP_SIZE % tp == 0:
         lane = ex.simplify((t % WARP_SIZE) // tp * tp, ranges_b)
         return "warp", {"lane": lane}
-    grid = kernel.find_scope("grid")
-    g = grid.attr("var")
-    band = ex.stride(store.attr("offset"), g, ranges_b)
-    if band == 0 and grid.attr("extent") == 1:  # one block: its tile is the whole buffer
-        band = kernel.param(store.attr("buffer")).size
-    if not band or band <= 0:
+    # The block's tile: offsets relative to the block's first writer (thread 0),
+    # which must not depend on the grid variable and must stay inside the tile.
+    g = kernel.find_scope("grid").attr("var")
+    base = ex.substitute(store.attr("offset"), {t.name: ex.Const(0, dt.INDEX)})
+    local_s = ex.simplify(store.attr("offset") - base, ranges_b)
+    local_l = ex.simplify(off_l - base, ranges)
+    spans = [ex.bounds(e, rg) for e, rg in ((local_s, ranges_b), (local_l, ranges))]
+    if any(b is None or b[0] < 0 for b in spans) \
+            or any(g in ex.free_vars(e) for e in (local_s, local_l)):
         return None
-    local_s = ex.simplify(store.attr("offset") - ex.Var(g) * band, ranges_b)
-    local_l = ex.simplify(off_l - ex.Var(g) * band, ranges)
-    for e, rg in ((local_s, ranges_b), (local_l, ranges)):
-        b = ex.bounds(e, rg)
-        if b is None or b[0] < 0 or b[1] >= band or g in ex.free_vars(e):
-            return None
+    band = max(b[1] for b in spans) + 1
+    if band * store.dtype.itemsize > MAX_TILE_BYTES:
+        return None
     return "regional", {"size": band, "store_offset": local_s, "load_offset": local_l}
 
 
@@ -201,8 +202,9 @@ def stitch(kernel: Kernel) -> Kernel:
         for load in loads[buf]:
             match = next(((st, c) for st in ss for c in [_choose(kernel, st, load)] if c is not None), None)
             if match is None:
-                raise CompileError(f"kernel {kernel.name}: cannot stitch {load.id} reading {buf} "
-                                   f"(no thread mapping proves who wrote it)")
+                raise StitchError(f"kernel {kernel.name}: cannot stitch {load.id} reading {buf} "
+                                  f"(no thread mapping proves who wrote it within a block, in "
+                                  f"at most {MAX_TILE_BYTES} bytes of shared memory)")
             store, (scheme, info) = match
             value = rw.resolve(next(e.src for e in kernel.operands(store.id) if e.slot == 1))
             value_id = value.id

@@ -54,6 +54,7 @@ class CudaTarget(Target):
     buffer_alignment = 16  # the runtime launches only on 16-byte aligned buffers
     approximate_division = True  # float32 x/y as div.full.f32 (within 2 ulp), not IEEE div.rn
     max_access_bytes = 16  # ld/st.v4.b32 at most: "runs" accesses are split into 16-byte pieces
+    contract = True  # a·b + c as fma.rn.f32 (one rounding), as nvcc and Triton do by default
 
     def __init__(self, arch: str = DEFAULT_ARCH):
         _init_llvm()
@@ -155,6 +156,18 @@ class CudaTarget(Target):
         if op in mathlib.FUNCTIONS:
             return mathlib.FUNCTIONS[op](b, cg.module, *args)
         raise UnsupportedError(f"no cuda implementation of {op} on {d}")
+
+    def round_to_bfloat16(self, cg: KernelCodegen, f: ir.Value) -> ir.Value:
+        """`cvt.rn.bf16.f32` (sm_80 and later) lane by lane: one instruction where the
+        integer rounding takes eight."""
+        cvt = ir.InlineAsm(ir.FunctionType(I16, [ir.FloatType()]), "cvt.rn.bf16.f32 $0, $1;", "=h,f")
+        if not isinstance(f.type, ir.VectorType):
+            return cg.b.call(cvt, [f])
+        out = ir.Constant(ir.VectorType(I16, f.type.count), ir.Undefined)
+        for lane in range(f.type.count):
+            i = ir.Constant(I32, lane)
+            out = cg.b.insert_element(out, cg.b.call(cvt, [cg.b.extract_element(f, i)]), i)
+        return out
 
     def _elementwise_intrinsic(self, cg: KernelCodegen, name: str, x: ir.Value, suffix: bool = True):
         """A float32 or float64 intrinsic, applied lane by lane to vectors (NVPTX has no

@@ -60,6 +60,8 @@ class Target:
     approximate_division = False
     # The widest single memory access a "runs" access is split into (None: no cap).
     max_access_bytes: int | None = None
+    # Floating-point multiplies and adds may contract into fused multiply-adds.
+    contract = False
 
     def declare(self, module: ir.Module, kernel: Kernel) -> tuple[ir.Function, dict[str, ir.Value]]:
         """The kernel function and a map from buffer names to their pointers."""
@@ -83,6 +85,11 @@ class Target:
     def math(self, cg: "KernelCodegen", op: str, args: list[ir.Value], d: dt.DType) -> ir.Value:
         """A math function on float scalars or vectors."""
         raise NotImplementedError
+
+    def round_to_bfloat16(self, cg: "KernelCodegen", f: ir.Value) -> ir.Value | None:
+        """float32 (scalar or vector) rounded to bfloat16 bits with a native instruction,
+        or None where the target has none (the codegen then rounds with integer ops)."""
+        return None
 
 
 class KernelCodegen:
@@ -638,6 +645,8 @@ class KernelCodegen:
             inst = getattr(b, _FLOAT_BINOPS[op])(*args)
             if op == "div" and d == dt.float32 and self.target.approximate_division:
                 inst.flags.extend(["arcp", "afn"])
+            elif op != "div" and self.target.contract:
+                inst.flags.append("contract")
             return inst
         if op == "neg":
             return b.fneg(args[0])
@@ -688,7 +697,8 @@ class KernelCodegen:
             return self.cast(b.bitcast(bits, ty(f32)), dt.float32, dst)
         if dst == dt.bfloat16:
             f = self.cast(v, src, dt.float32)
-            return self._f32_to_bf16(f, ty)
+            native = self.target.round_to_bfloat16(self, f)
+            return native if native is not None else self._f32_to_bf16(f, ty)
         if src.is_bool:
             if dst.is_float:
                 return b.uitofp(v, ty(reg_type(dst)))

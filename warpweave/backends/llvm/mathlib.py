@@ -214,9 +214,10 @@ class _Ops:
     """Arithmetic on a float or double scalar or vector; Python numbers are widened
     to constants of that type."""
 
-    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value):
+    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value, contract: bool = False):
         self.b = b
         self.module = module
+        self.flags = ["contract"] if contract else []  # a·b + c may become one fma
         t = like.type
         self.width = t.count if isinstance(t, ir.VectorType) else None
         scalar = t.element if self.width else t
@@ -245,14 +246,18 @@ class _Ops:
         return self._const(self.fmt.int, c - (1 << w) if c >> (w - 1) else c)
 
     # float arithmetic
+    def _flagged(self, inst):
+        inst.flags.extend(self.flags)
+        return inst
+
     def add(self, a, c):
-        return self.b.fadd(self.f(a), self.f(c))
+        return self._flagged(self.b.fadd(self.f(a), self.f(c)))
 
     def sub(self, a, c):
-        return self.b.fsub(self.f(a), self.f(c))
+        return self._flagged(self.b.fsub(self.f(a), self.f(c)))
 
     def mul(self, a, c):
-        return self.b.fmul(self.f(a), self.f(c))
+        return self._flagged(self.b.fmul(self.f(a), self.f(c)))
 
     def div(self, a, c):
         return self.b.fdiv(self.f(a), self.f(c))
@@ -467,8 +472,9 @@ def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
 def tanh_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2, reciprocal) -> ir.Value:
     """float32 tanh from a hardware `exp2(v)` and `reciprocal(v)` (builders of LLVM
     values; the GPU's ex2.approx and rcp.approx): the polynomial below 0.625, and
-    1 − 2/(1 + 2^(2|x|·log2 e)) above, where the approximations are within a few ulp."""
-    o = _Ops(b, module, x)
+    1 − 2/(1 + 2^(2|x|·log2 e)) above, where the approximations are within a few ulp.
+    Multiplies and adds may contract into fused multiply-adds (the GPU's default)."""
+    o = _Ops(b, module, x, contract=True)
     c = TANH[o.fmt]
     ax = o.fabs(x)
     z = o.mul(x, x)

@@ -303,6 +303,24 @@ def test_noncontiguous_and_expanded_inputs():
     torch.testing.assert_close(_compiled_fully(fn, x, y, b), fn(x, y, b))
 
 
+def test_copies_of_transposed_views_compile():
+    """`.contiguous()` of a transposed view between two matrix products is a real copy:
+    warpweave runs it (a tiled transpose), not PyTorch, and a copy of something
+    already contiguous stays a view."""
+    def fn(a, b):
+        t = (a @ b).transpose(-2, -1).contiguous()
+        return t @ b.transpose(-2, -1).contiguous(), (a @ b).contiguous() @ b.transpose(-2, -1)
+
+    a, b = torch.randn(2, 40, 24), torch.randn(2, 24, 40)
+    with collecting_reports() as reports:
+        got = torch.compile(fn, backend=wt.backend)(a, b)
+    for g, w in zip(got, fn(a, b)):
+        torch.testing.assert_close(g, w)
+    programs = [p for r in reports for p in r.programs]
+    assert sum(p.ops.count("aten.clone.default") for p in programs) == 2, [str(r) for r in reports]
+    assert {f.op for r in reports for f in r.fallbacks} <= {"aten.bmm.default", "aten.mm.default"}
+
+
 def test_output_keeps_eager_strides():
     def fn(x):
         return x.t() * 2 + 1  # eager keeps the transposed layout of x.t()

@@ -111,3 +111,18 @@ def test_split_replaces_a_group_by_its_operations():
     assert all(g.outputs == g.ops for g in parts.groups[:-1])
     assert len(parts.traffic) == len(parts.groups)
     assert parts.estimated_time_s > plan.estimated_time_s
+
+
+def test_transposed_reads_are_layout_operations():
+    """A copy that walks its input along another axis than the last is a layout
+    operation (a tiled transpose of its own) whether the input is indexed by axes,
+    by expressions of them, or through one flat strided index; a slice is not."""
+    from warpweave.ir.tensor import ComputeOp
+
+    i, j = ex.Var("i0"), ex.Var("i1")
+    load = {"axes": ex.Load("x", (j, i), dt.float32),
+            "expressions": ex.Load("x", (j, i * 2 + 1), dt.float32),
+            "flat": ex.Load("x", (j * 64 + i,), dt.float32),
+            "slice": ex.Load("x", (i, j + 3), dt.float32)}
+    kinds = {name: ComputeOp("t", (16, 16), dt.float32, (i, j), ld).kind for name, ld in load.items()}
+    assert kinds == {"axes": "layout", "expressions": "layout", "flat": "layout", "slice": "elementwise"}

@@ -48,7 +48,19 @@ CONSTANT_OPS = frozenset({
 # the group of their producer (a group's inputs and outputs are tensors).
 _MULTI_OUTPUT = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int,
                            operator.getitem})
+# Identities that copy when their input is not contiguous (a clone after a transpose):
+# such a copy is a kernel warpweave runs, gathering through the input's strides.
+_COPIES = frozenset({aten.clone.default})
 TARGETS_FOR_DEVICE = {"cpu": ("cpu", "interp"), "cuda": ("cuda",)}
+
+
+def _computes(node) -> bool:
+    """Whether `node` moves or computes data (views and constants do not)."""
+    if node.target in _COPIES:
+        (x,) = node.all_input_nodes
+        meta = x.meta.get("val")
+        return isinstance(meta, torch.Tensor) and not meta.is_contiguous()
+    return node.target not in VIEW_OPS | CONSTANT_OPS
 
 
 # ----------------------------------------------------------------------------- reports
@@ -306,13 +318,13 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
         reasons[n] = why or _reason(n, device, reasons)
     partitioner = CapabilityBasedPartitioner(
         gm, _Support(reasons), allows_single_node_partition=True,
-        non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT])
+        non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT - _COPIES])
     partitions = partitioner.propose_partitions()
     partitioner.remove_bookend_non_compute_ops(partitions)
     groups = []
     for p in partitions:
         members = list(p.nodes)
-        if not any(n.target not in VIEW_OPS | CONSTANT_OPS for n in members):
+        if not any(_computes(n) for n in members):
             reasons.update(dict.fromkeys(members, "views and constants only: nothing to compute"))
         elif all(i in p.nodes for n in members for i in n.all_input_nodes):
             reasons.update(dict.fromkeys(members, "computes constants only"))

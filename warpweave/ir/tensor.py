@@ -35,6 +35,20 @@ class Placeholder:
         return f"{self.name} = placeholder({list(self.shape)}, {self.dtype})"
 
 
+def _transposed(ld: ex.Load, axes: tuple[str, ...]) -> bool:
+    """Whether the load walks memory along an output axis other than the last: its
+    innermost index follows another axis while the last axis moves it by rows (or,
+    in one flat index, by a stride other than 1)."""
+    if len(axes) < 2 or not ld.indices:
+        return False
+    last, inner = axes[-1], ld.indices[-1]
+    used = ex.free_vars(inner)
+    if last not in used:
+        return any(last in ex.free_vars(i) for i in ld.indices[:-1]) and any(a in used for a in axes[:-1])
+    step = ex.stride(inner, last)
+    return step not in (0, 1, None) and any(ex.stride(inner, a) == 1 for a in axes[:-1])
+
+
 @dataclass(frozen=True)
 class ComputeOp:
     """`name[axes] = body` over `shape`; `label` names the source operation in dumps."""
@@ -93,8 +107,7 @@ class ComputeOp:
                 if ld.indices and red & ex.free_vars(ld.indices[-1]):
                     return "reduction-row"
             return "reduction-column"
-        index_lists = [tuple(str(i) for i in ld.indices) for ld in lds]
-        if any(il != axes[len(axes) - len(il):] and sorted(il) == sorted(axes) for il in index_lists):
+        if any(_transposed(ld, axes) for ld in lds):
             return "layout"
         if any(len(ex.free_vars(ld)) < len(axes) for ld in lds):
             return "broadcast"

@@ -9,7 +9,7 @@ import torch
 
 import warpweave as ww
 from warpweave.backends.cuda import driver
-from warpweave.backends.cuda.runtime import _torch_stream
+from warpweave.backends.cuda.runtime import _fast_empty, _torch_stream
 
 
 def per_call_us(fn, n=20000):
@@ -33,18 +33,27 @@ def main():
     out = torch.empty(32, device="cuda")
     ptrs = [x.data_ptr(), out.data_ptr()]
     dev = x.device
+    sequence = backend._sequence(backend._loaded())
+    fast_empty = _fast_empty(torch, dev)
+    s = torch.randn(32, 128, device="cuda")
+    softmax = ww.jit(lambda v: ww.softmax(v, axis=-1), target="cuda")
+    softmax(s)
     rows = {
         "ww.jit call": lambda: f(x),
         "Program call": lambda: program(x),
         "backend.run": lambda: backend.run(program, (x,)),
         "Function.launch": lambda: fn.launch(launch.grid, launch.block, ptrs, 0),
+        "LaunchSequence.run": lambda: sequence.run(ptrs, 0),
         "torch.empty": lambda: torch.empty((32,), dtype=torch.float32, device=dev),
+        "_empty_strided_cuda": lambda: fast_empty((32,), (1,), torch.float32),
         "current raw stream": lambda: _torch_stream(torch, dev),
         "ensure_context": driver.ensure_context,
         "tensor checks": lambda: (type(x) is torch.Tensor and x.is_cuda and x.device == dev
                                   and x.dtype is torch.float32 and x.shape == (32,) and x.is_contiguous()
                                   and x.data_ptr() % 16 == 0),
         "torch.add (eager)": lambda: torch.add(x, 1.0),
+        "softmax [32,128] ww.jit": lambda: softmax(s),
+        "softmax [32,128] eager": lambda: torch.softmax(s, -1),
     }
     for name, fn_ in rows.items():
         print(f"{name:22s} {per_call_us(fn_):6.2f} us")

@@ -594,3 +594,42 @@ def test_launch_trampoline_forwards_every_argument(monkeypatch):
     launch = driver._build_trampoline()
     assert launch(0x1234, 1000, 256, 48, 0x5678, 0x9ABC) == 7
     assert seen == [(0x1234, 1000, 1, 1, 256, 1, 1, 48, 0x5678, 0x9ABC, None)]
+
+
+def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
+    """LaunchSequence writes the pointer table once and the native loop launches each
+    kernel with its own parameters, stopping at the first error, which names the kernel."""
+    import ctypes
+    from types import SimpleNamespace
+
+    seen = []
+    u, p = ctypes.c_uint, ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, p, u, u, u, u, u, u, u, p, p, p)
+
+    def fake_launch(func, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        args = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
+        pointers = [ctypes.cast(args[k], ctypes.POINTER(ctypes.c_uint64))[0] for k in range(2)]
+        seen.append((func, gx, bx, stream, pointers))
+        return 1 if func == 0x3000 else 0  # CUDA_ERROR_INVALID_VALUE from the third kernel
+
+    fake = proto(fake_launch)
+    monkeypatch.setattr(driver.ctypes, "CDLL", lambda name: SimpleNamespace(cuLaunchKernel=fake))
+    monkeypatch.setattr(driver, "_RAW_SEQUENCE", [driver._build_sequence_launcher()])
+
+    def function(name, handle):
+        return SimpleNamespace(name=name, num_params=2, _raw_handle=ctypes.c_void_p(handle))
+
+    seq = driver.LaunchSequence([(function("a", 0x1000), 10, 128, (0, 2)),
+                                 (function("b", 0x2000), 20, 256, (2, 1))], 3)
+    seq.run([111, 222, 333], 0x77)
+    assert seen == [(0x1000, 10, 128, 0x77, [111, 333]), (0x2000, 20, 256, 0x77, [333, 222])]
+    seen.clear()
+    seq.run([4, 5, 6], 0x77)  # the table is rewritten per call
+    assert [s[-1] for s in seen] == [[4, 6], [6, 5]]
+    bad = driver.LaunchSequence([(function("a", 0x1000), 1, 32, (0, 1)),
+                                 (function("c", 0x3000), 7, 64, (1, 0))], 2)
+    with pytest.raises(CudaError, match="kernel c, grid 7, block 64") as info:
+        bad.run([1, 2])
+    assert info.value.name == "CUDA_ERROR_INVALID_VALUE"
+    with pytest.raises(ArgumentError, match="takes 2 pointer arguments"):
+        driver.LaunchSequence([(function("a", 0x1000), 1, 32, (0,))], 1)

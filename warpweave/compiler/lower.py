@@ -17,16 +17,8 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
-from ..ir.tensor import ComputeOp, Placeholder, TensorGraph
+from ..ir.tensor import ComputeOp, Placeholder, TensorGraph, row_major_strides
 from . import schedule as sch
-
-
-def row_major_strides(shape) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))
 
 
 def _prod(xs) -> int:

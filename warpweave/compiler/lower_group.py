@@ -22,10 +22,10 @@ from ..errors import CompileError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
-from ..ir.tensor import ComputeOp, TensorGraph
+from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
 from ..passes.fuse import Group, row_place
 from . import schedule as sch
-from .lower import _Lowering, _warp_reduce, identity, row_major_strides, unflatten
+from .lower import _Lowering, _warp_reduce, identity, unflatten
 
 
 class _GroupLowering(_Lowering):

@@ -25,6 +25,7 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from ..ir import dtypes as dt
+from ..ir.tensor import row_major_strides
 from . import trace as tr
 from .driver import Program
 from .torch_ops import convert_node, node_unsupported_reason, ww_dtype, op_name
@@ -133,14 +134,6 @@ def _counted(names) -> str:
 
 # ----------------------------------------------------------------------------- layouts
 
-def _contiguous_strides(shape) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
-
-
 def _same_strides(shape, a, b) -> bool:
     """Strides that address the same elements (those of size-1 axes do not matter)."""
     return all(x == y for n, x, y in zip(shape, a, b) if n > 1)
@@ -194,7 +187,7 @@ class _Output:
             return cls(None)
         perm = tuple(sorted(range(meta.ndim), key=lambda k: (-meta.stride(k), k)))
         shape = [meta.shape[k] for k in perm]
-        dense = _same_strides(shape, [meta.stride(k) for k in perm], _contiguous_strides(shape))
+        dense = _same_strides(shape, [meta.stride(k) for k in perm], row_major_strides(shape))
         return cls(perm if dense else None)
 
     def arrange(self, t: tr.Tensor) -> tr.Tensor:

@@ -35,6 +35,15 @@ class Placeholder:
         return f"{self.name} = placeholder({list(self.shape)}, {self.dtype})"
 
 
+def row_major_strides(shape) -> tuple[int, ...]:
+    """C-contiguous element strides of `shape` (as PyTorch gives them, empty axes too)."""
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(strides))
+
+
 def _transposed(ld: ex.Load, axes: tuple[str, ...]) -> bool:
     """Whether the load walks memory along an output axis other than the last: its
     innermost index follows another axis while the last axis moves it by rows (or,

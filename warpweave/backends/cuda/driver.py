@@ -562,6 +562,127 @@ def _build_trampoline():
     return launch
 
 
+class LaunchSequence:
+    """Kernels launched one after another on one stream, over a shared table of
+    buffer pointers: `run(pointers, stream)` writes the table and launches them all
+    in one native call (one ctypes transition instead of one per kernel).
+
+    `launches` holds (function, grid, block, positions): kernel parameter i is
+    `pointers[positions[i]]`."""
+
+    class _Record(ctypes.Structure):
+        _fields_ = [("func", ctypes.c_void_p), ("grid", ctypes.c_uint), ("block", ctypes.c_uint),
+                    ("shared", ctypes.c_uint), ("params", ctypes.c_void_p)]
+
+    def __init__(self, launches: Sequence[tuple["Function", int, int, Sequence[int]]], table_size: int):
+        for fn, grid, block, where in launches:
+            if fn.num_params is not None and fn.num_params != len(where):
+                raise ArgumentError(f"kernel {fn.name} takes {fn.num_params} pointer arguments; "
+                                    f"got {len(where)}")
+        self.launches = [(fn, int(grid), int(block), tuple(where)) for fn, grid, block, where in launches]
+        self.table_size = table_size
+        self._native = _raw_sequence_launcher()
+        self._tls = threading.local()
+
+    def _thread_state(self):
+        table = (ctypes.c_uint64 * max(1, self.table_size))()
+        base = ctypes.addressof(table)
+        params = [(ctypes.c_void_p * max(1, len(where)))(*[base + 8 * k for k in where])
+                  for _, _, _, where in self.launches]
+        records = (self._Record * max(1, len(self.launches)))()
+        for r, (fn, grid, block, _), p in zip(records, self.launches, params):
+            r.func, r.grid, r.block, r.shared, r.params = fn._raw_handle.value, grid, block, 0, \
+                ctypes.addressof(p)
+        failed = ctypes.c_int(-1)
+        state = (table, params, records, failed)
+        self._tls.state = state
+        return state
+
+    def run(self, pointers: Sequence[int], stream: int = 0) -> None:
+        if self._native is None:
+            for fn, grid, block, where in self.launches:
+                fn.launch(grid, block, [pointers[k] for k in where], stream)
+            return
+        try:
+            table, _, records, failed = self._tls.state
+        except AttributeError:
+            table, _, records, failed = self._thread_state()
+        table[:] = pointers
+        err = self._native(records, len(self.launches), stream, ctypes.byref(failed))
+        if err:
+            fn, grid, block, _ = self.launches[failed.value]
+            raise _make_error(cu.CUresult(err), "cuLaunchKernel",
+                              f"kernel {fn.name}, grid {grid}, block {block}, stream {stream}")
+
+
+_RAW_SEQUENCE: list = []
+
+
+def _raw_sequence_launcher():
+    """`launch_all(records, count, stream, failed) -> CUresult`: native code looping
+    over launch records (see LaunchSequence) and calling cuLaunchKernel for each,
+    stopping at the first error (its index is written to `failed`); None where
+    libcuda or a JIT is not available."""
+    if not _RAW_SEQUENCE:
+        try:
+            _RAW_SEQUENCE.append(_build_sequence_launcher())
+        except Exception:  # no libcuda to dlopen, or no native JIT: launch one by one
+            _RAW_SEQUENCE.append(None)
+    return _RAW_SEQUENCE[0]
+
+
+def _build_sequence_launcher():
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    target = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
+    address = ctypes.cast(target, ctypes.c_void_p).value
+    i32, i64, ptr = ir.IntType(32), ir.IntType(64), ir.PointerType()
+    record = ir.LiteralStructType([ptr, i32, i32, i32, ptr])  # the layout of LaunchSequence._Record
+    module = ir.Module("warpweave_launch_all")
+    module.triple = llvm.get_process_triple()
+    fn = ir.Function(module, ir.FunctionType(i32, [ptr, i32, ptr, ptr]), "ww_launch_all")
+    records, count, stream, failed = fn.args
+    entry, loop, body, done = (fn.append_basic_block(n) for n in ("entry", "loop", "body", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(i32)
+    i.add_incoming(ir.Constant(i32, 0), entry)
+    b.cbranch(b.icmp_signed("<", i, count), body, done)
+    b.position_at_end(body)
+    launch_ty = ir.FunctionType(i32, [ptr, i32, i32, i32, i32, i32, i32, i32, ptr, ptr, ptr])
+    callee = b.inttoptr(ir.Constant(i64, address), launch_ty.as_pointer())
+    rec = b.gep(records, [i], source_etype=record)
+
+    def field(k, ty):
+        return b.load(b.gep(rec, [ir.Constant(i32, 0), ir.Constant(i32, k)], source_etype=record), typ=ty)
+
+    one = ir.Constant(i32, 1)
+    err = b.call(callee, [field(0, ptr), field(1, i32), one, one, field(2, i32), one, one, field(3, i32),
+                          stream, field(4, ptr), ir.Constant(ptr, None)])
+    fail, next_ = fn.append_basic_block("fail"), fn.append_basic_block("next")
+    b.cbranch(b.icmp_signed("!=", err, ir.Constant(i32, 0)), fail, next_)
+    b.position_at_end(fail)
+    b.store(i, failed)
+    b.ret(err)
+    b.position_at_end(next_)
+    i.add_incoming(b.add(i, one), next_)
+    b.branch(loop)
+    b.position_at_end(done)
+    b.ret(ir.Constant(i32, 0))
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    mod = llvm.parse_assembly(str(module))
+    machine = llvm.Target.from_default_triple().create_target_machine()
+    engine = llvm.create_mcjit_compiler(mod, machine)
+    engine.finalize_object()
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    launch_all = proto(engine.get_function_address("ww_launch_all"))
+    launch_all._engine = engine  # keep the code alive
+    return launch_all
+
+
 # --------------------------------------------------------------------- memory
 class Allocation:
     """Device memory from `cuMemAlloc`, freed with `cuMemFree` when collected

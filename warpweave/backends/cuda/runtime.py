@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import ArgumentError, TargetError
 from ...ir import dtypes as dt
 from ...ir.gir import Buffer, Kernel
-from ...ir.tensor import TensorGraph
+from ...ir.tensor import TensorGraph, row_major_strides
 from . import arrays, driver
 
 
@@ -39,6 +39,17 @@ def _torch_stream(torch, device) -> int:
     if raw is not None:
         return raw(device.index if device.index is not None else torch.cuda.current_device())
     return torch.cuda.current_stream(device).cuda_stream
+
+
+def _fast_empty(torch, device):
+    """PyTorch's allocation entry point without argument parsing (the one Inductor's
+    generated code calls), `empty(shape, strides, dtype)` on the current device;
+    None where it is missing or `device` is not the current device."""
+    empty = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+    empty = getattr(empty, "_empty_strided_cuda", None)
+    if empty is None or (device.index is not None and device.index != torch.cuda.current_device()):
+        return None
+    return empty
 
 
 def _pointer(obj) -> int:
@@ -75,6 +86,7 @@ class CudaProgram:
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
         self._plan: tuple | None = None
+        self._launch_sequence: driver.LaunchSequence | None = None
 
     def _loaded(self) -> list:
         if self._functions is None:
@@ -127,25 +139,32 @@ class CudaProgram:
                 else arrays.empty(shape, dtype, stream)
             results[name] = out
             buffers[name] = _pointer(out)
-        for launch, fn in zip(self.launches, functions):
-            fn.launch(launch.grid, launch.block, [buffers[p] for p in launch.params], stream)
+        table = [buffers[n] for n in self.graph.inputs] + [buffers[n] for n, _, _ in self._outputs]
+        self._sequence(functions).run(table, stream)
         outs = [results[n] for n in self.graph.outputs]
         if template is None:
             return [o.numpy() for o in outs]
         return outs
 
-    def _torch_plan(self, functions) -> tuple:
-        """What the PyTorch hot path needs, computed once: input specs, output specs,
-        and per launch the positions of its buffers in [inputs..., allocations...]."""
-        if self._plan is None:
+    def _sequence(self, functions) -> driver.LaunchSequence:
+        """Every launch of a call over one pointer table: [inputs..., allocations...]."""
+        if self._launch_sequence is None:
             position = {n: k for k, n in enumerate(self.graph.inputs)}
             position.update((name, len(self._inputs) + k) for k, (name, _, _) in enumerate(self._outputs))
+            self._launch_sequence = driver.LaunchSequence(
+                [(fn, l.grid, l.block, [position[p] for p in l.params]) for l, fn in zip(self.launches, functions)],
+                len(self._inputs) + len(self._outputs))
+        return self._launch_sequence
+
+    def _torch_plan(self, functions) -> tuple:
+        """What the PyTorch hot path needs, computed once: input specs, output specs
+        (shape, strides, dtype) and the launch sequence."""
+        if self._plan is None:
             inputs = [(shape, arrays._torch_dtype_of(d)) for shape, d in self._inputs]
-            outputs = [(shape, arrays._torch_dtype_of(d)) for _, shape, d in self._outputs]
-            launches = [(fn, l.grid, l.block, [position[p] for p in l.params])
-                        for l, fn in zip(self.launches, functions)]
+            outputs = [(shape, row_major_strides(shape), arrays._torch_dtype_of(d))
+                       for _, shape, d in self._outputs]
             results = [self._output_index[n] for n in self.graph.outputs]
-            self._plan = (inputs, outputs, launches, results)
+            self._plan = (inputs, outputs, self._sequence(functions), results)
         return self._plan
 
     def _run_torch(self, args, functions) -> list | None:
@@ -158,7 +177,7 @@ class CudaProgram:
         first = args[0]
         if type(first) is not torch.Tensor or not first.is_cuda:
             return None
-        inputs, outputs, launches, results = self._torch_plan(functions)
+        inputs, outputs, sequence, results = self._torch_plan(functions)
         device = first.device
         pointers = []
         for a, (shape, tdt) in zip(args, inputs):
@@ -171,11 +190,13 @@ class CudaProgram:
             pointers.append(ptr)
         driver.ensure_context()
         stream = _torch_stream(torch, device)
-        empty = torch.empty
-        allocated = [empty(shape, dtype=tdt, device=device) for shape, tdt in outputs]
+        empty = _fast_empty(torch, device)
+        if empty is None:
+            allocated = [torch.empty(shape, dtype=tdt, device=device) for shape, _, tdt in outputs]
+        else:
+            allocated = [empty(shape, strides, tdt) for shape, strides, tdt in outputs]
         pointers += [t.data_ptr() for t in allocated]
-        for fn, grid, block, where in launches:
-            fn.launch(grid, block, [pointers[k] for k in where], stream)
+        sequence.run(pointers, stream)
         return [allocated[k] for k in results]
 
     @staticmethod

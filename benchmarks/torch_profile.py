@@ -3,16 +3,21 @@
     PYTHONPATH=$PWD python3 benchmarks/torch_profile.py [--phase forward|forward+backward]
 
 Profiles a few steps of torch_bench's block under torch.profiler for each engine and
-prints the GPU time per kernel name (sum over the profiled steps / steps), largest first.
+prints the GPU time per kernel name (sum over the profiled steps / steps), largest first;
+then the host (wall) time per step of each warpweave program call, with a synchronize
+after each one so that its own GPU work is inside.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import warpweave.torch
+from warpweave.compiler.torch_partition import WarpweaveModule
 from torch_bench import Block
 
 
@@ -51,6 +56,35 @@ def main():
         print(f"\n== {name} {args.phase}: GPU kernel time {total / 1e3:.3f} ms per step")
         for key, us, count in rows[:args.top]:
             print(f"{us:9.1f} us  x{count:<3d} {key[:110]}")
+        if name == "warpweave":
+            host_times(step, args.steps)
+
+
+def host_times(step, steps: int) -> None:
+    """Wall time per warpweave program call (host dispatch, then its GPU work)."""
+    spent = collections.defaultdict(float)
+    forward = WarpweaveModule.forward
+
+    def timed(self, *a):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = forward(self, *a)
+        t1 = time.perf_counter()
+        torch.cuda.synchronize()
+        spent[self.program.name, "host"] += t1 - t0
+        spent[self.program.name, "total"] += time.perf_counter() - t0
+        return out
+
+    WarpweaveModule.forward = timed
+    try:
+        for _ in range(steps):
+            step()
+    finally:
+        WarpweaveModule.forward = forward
+    names = sorted({n for n, _ in spent}, key=lambda n: -spent[n, "total"])
+    print("\n== warpweave programs: host dispatch / host + GPU, us per step")
+    for n in names:
+        print(f"{spent[n, 'host'] / steps * 1e6:9.1f} / {spent[n, 'total'] / steps * 1e6:9.1f}  {n}")
 
 
 if __name__ == "__main__":

@@ -524,42 +524,57 @@ def _raw_launcher():
     trampoline around libcuda's cuLaunchKernel (1-D grid and block), compiled once
     with llvmlite so that ctypes converts 6 arguments instead of 11; None where
     libcuda or a JIT is not available (the cuda-python call is used then)."""
-    if not _RAW_LAUNCH:
+    return _built_once(_RAW_LAUNCH, _build_trampoline)
+
+
+def _built_once(cache: list, build):
+    """`build()` the first time (None where it fails: no libcuda to dlopen, or no
+    native JIT; callers then take a slower path), the cached result after."""
+    if not cache:
         try:
-            _RAW_LAUNCH.append(_build_trampoline())
-        except Exception:  # no libcuda to dlopen, or no native JIT: the slower path works
-            _RAW_LAUNCH.append(None)
-    return _RAW_LAUNCH[0]
+            cache.append(build())
+        except Exception:
+            cache.append(None)
+    return cache[0]
+
+
+def _cu_launch_kernel(b, ir):
+    """libcuda's cuLaunchKernel as a callee for native code built with `b`."""
+    address = ctypes.cast(ctypes.CDLL("libcuda.so.1").cuLaunchKernel, ctypes.c_void_p).value
+    i32, ptr = ir.IntType(32), ir.PointerType()
+    launch_ty = ir.FunctionType(i32, [ptr, i32, i32, i32, i32, i32, i32, i32, ptr, ptr, ptr])
+    return b.inttoptr(ir.Constant(ir.IntType(64), address), launch_ty.as_pointer())
+
+
+def _jit(module, name: str, proto):
+    """The native function `name` of the llvmlite module, as a ctypes `proto`."""
+    import llvmlite.binding as llvm
+
+    module.triple = llvm.get_process_triple()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    machine = llvm.Target.from_default_triple().create_target_machine()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), machine)
+    engine.finalize_object()
+    fn = proto(engine.get_function_address(name))
+    fn._engine = engine  # keep the code alive
+    return fn
 
 
 def _build_trampoline():
-    import llvmlite.binding as llvm
     from llvmlite import ir
 
-    target = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
-    address = ctypes.cast(target, ctypes.c_void_p).value
-    i32, i64, ptr = ir.IntType(32), ir.IntType(64), ir.PointerType()
+    i32, ptr = ir.IntType(32), ir.PointerType()
     module = ir.Module("warpweave_launch")
-    module.triple = llvm.get_process_triple()
     fn = ir.Function(module, ir.FunctionType(i32, [ptr, i32, i32, i32, ptr, ptr]), "ww_launch")
     b = ir.IRBuilder(fn.append_basic_block())
-    launch_ty = ir.FunctionType(i32, [ptr, i32, i32, i32, i32, i32, i32, i32, ptr, ptr, ptr])
-    callee = b.inttoptr(ir.Constant(i64, address), launch_ty.as_pointer())
     f, grid, block, shared, stream, params = fn.args
     one = ir.Constant(i32, 1)
-    b.ret(b.call(callee, [f, grid, one, one, block, one, one, shared, stream, params,
-                          ir.Constant(ptr, None)]))
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    mod = llvm.parse_assembly(str(module))
-    machine = llvm.Target.from_default_triple().create_target_machine()
-    engine = llvm.create_mcjit_compiler(mod, machine)
-    engine.finalize_object()
+    b.ret(b.call(_cu_launch_kernel(b, ir), [f, grid, one, one, block, one, one, shared, stream, params,
+                                            ir.Constant(ptr, None)]))
     u = ctypes.c_uint
-    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, u, u, u, ctypes.c_void_p, ctypes.c_void_p)
-    launch = proto(engine.get_function_address("ww_launch"))
-    launch._engine = engine  # keep the code alive
-    return launch
+    return _jit(module, "ww_launch",
+                ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, u, u, u, ctypes.c_void_p, ctypes.c_void_p))
 
 
 class LaunchSequence:
@@ -623,24 +638,15 @@ def _raw_sequence_launcher():
     over launch records (see LaunchSequence) and calling cuLaunchKernel for each,
     stopping at the first error (its index is written to `failed`); None where
     libcuda or a JIT is not available."""
-    if not _RAW_SEQUENCE:
-        try:
-            _RAW_SEQUENCE.append(_build_sequence_launcher())
-        except Exception:  # no libcuda to dlopen, or no native JIT: launch one by one
-            _RAW_SEQUENCE.append(None)
-    return _RAW_SEQUENCE[0]
+    return _built_once(_RAW_SEQUENCE, _build_sequence_launcher)
 
 
 def _build_sequence_launcher():
-    import llvmlite.binding as llvm
     from llvmlite import ir
 
-    target = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
-    address = ctypes.cast(target, ctypes.c_void_p).value
-    i32, i64, ptr = ir.IntType(32), ir.IntType(64), ir.PointerType()
+    i32, ptr = ir.IntType(32), ir.PointerType()
     record = ir.LiteralStructType([ptr, i32, i32, i32, ptr])  # the layout of LaunchSequence._Record
     module = ir.Module("warpweave_launch_all")
-    module.triple = llvm.get_process_triple()
     fn = ir.Function(module, ir.FunctionType(i32, [ptr, i32, ptr, ptr]), "ww_launch_all")
     records, count, stream, failed = fn.args
     entry, loop, body, done = (fn.append_basic_block(n) for n in ("entry", "loop", "body", "done"))
@@ -651,8 +657,7 @@ def _build_sequence_launcher():
     i.add_incoming(ir.Constant(i32, 0), entry)
     b.cbranch(b.icmp_signed("<", i, count), body, done)
     b.position_at_end(body)
-    launch_ty = ir.FunctionType(i32, [ptr, i32, i32, i32, i32, i32, i32, i32, ptr, ptr, ptr])
-    callee = b.inttoptr(ir.Constant(i64, address), launch_ty.as_pointer())
+    callee = _cu_launch_kernel(b, ir)
     rec = b.gep(records, [i], source_etype=record)
 
     def field(k, ty):
@@ -671,16 +676,8 @@ def _build_sequence_launcher():
     b.branch(loop)
     b.position_at_end(done)
     b.ret(ir.Constant(i32, 0))
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    mod = llvm.parse_assembly(str(module))
-    machine = llvm.Target.from_default_triple().create_target_machine()
-    engine = llvm.create_mcjit_compiler(mod, machine)
-    engine.finalize_object()
-    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-    launch_all = proto(engine.get_function_address("ww_launch_all"))
-    launch_all._engine = engine  # keep the code alive
-    return launch_all
+    return _jit(module, "ww_launch_all", ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                                          ctypes.c_void_p, ctypes.c_void_p))
 
 
 # --------------------------------------------------------------------- memory

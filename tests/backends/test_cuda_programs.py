@@ -7,15 +7,8 @@ import warpweave as ww
 from tests.utils import assert_close
 from tests.utils import softmax as _softmax
 from tests.utils import softmax_reference as _np_softmax
-from warpweave.backends.cuda import driver
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def _need_gpu():
-    if not driver.available():
-        pytest.skip(driver.unavailable_reason())
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 1000), (5, 4097), (300, 64), (2, 100000)])
@@ -33,7 +26,7 @@ def test_auto_target_is_cuda_here():
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_torch_tensors_in_place_and_on_the_current_stream(dtype):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     td = getattr(torch, dtype)
     x = torch.randn(64, 3000, device="cuda", dtype=td)
     b = torch.randn(3000, device="cuda", dtype=td)
@@ -48,7 +41,7 @@ def test_torch_tensors_in_place_and_on_the_current_stream(dtype):
 
 
 def test_torch_non_contiguous_and_misaligned_inputs():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     base = torch.randn(129, 65, device="cuda")
     x = base[1:, 1:].t()  # non-contiguous, offset by one row and one column
     y = ww.jit(lambda v: v * 2.0 + 1.0, target="cuda")(x)
@@ -64,13 +57,13 @@ def test_device_arrays_and_dlpack_round_trip():
     out = ww.jit(lambda v: v.max(axis=0), target="cuda")(d)
     assert isinstance(out, ww.DeviceArray)
     np.testing.assert_array_equal(out.numpy(), x.max(axis=0))
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     t = torch.from_dlpack(out)
     assert t.data_ptr() == out.ptr
 
 
 def test_cupy_arrays():
-    cupy = pytest.importorskip("cupy")
+    cupy = pytest.importorskip("cupy", reason="CuPy interop: cupy is not installed")
     x = cupy.random.standard_normal((50, 70), dtype=cupy.float32)
     y = ww.jit(lambda v: v.T * 3.0, target="cuda")(x)
     assert isinstance(y, cupy.ndarray)
@@ -79,7 +72,7 @@ def test_cupy_arrays():
 
 @pytest.mark.parametrize("shape", [(8192, 4096), (4097, 33), (3, 70001), (1, 1)])
 def test_gpu_templates_at_scale(shape):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     x = torch.randn(*shape, device="cuda")
     f = ww.jit(lambda v: (v.sum(axis=1), v.max(axis=0), v.T.astype(v.dtype), ww.exp(v) * 0.5),
                target="cuda")
@@ -91,7 +84,7 @@ def test_gpu_templates_at_scale(shape):
 
 
 def test_wrong_device_argument_errors():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     f = ww.jit(lambda v: v + 1.0, target="cuda")
     with pytest.raises(ww.DTypeError):
         f(torch.ones(4, device="cuda", dtype=torch.float64).to(torch.complex64))

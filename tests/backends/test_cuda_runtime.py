@@ -21,11 +21,6 @@ from warpweave.backends.cuda import driver
 from warpweave.errors import ArgumentError, CudaError, DTypeError, Error, TargetError
 from warpweave.ir import dtypes as dt
 
-def _gpu():
-    if not driver.available():
-        pytest.skip(driver.unavailable_reason())
-
-
 # =============================================================== CPU tier
 @pytest.mark.skipif(driver.available(), reason="a CUDA driver is present")
 def test_unavailable_without_a_driver_never_raises():
@@ -185,7 +180,6 @@ gpu = pytest.mark.gpu
 
 @gpu
 def test_device_properties():
-    _gpu()
     d = driver.device()
     assert d.ordinal == 0 and d.name
     assert d.arch == f"sm_{d.compute_capability[0]}{d.compute_capability[1]}"
@@ -198,7 +192,6 @@ def test_device_properties():
 @pytest.mark.parametrize("d", dt.ALL, ids=lambda d: d.name)
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0), (1,), (7, 33), (2, 3, 4)])
 def test_to_device_and_back(d, shape):
-    _gpu()
     rng = np.random.default_rng(1)
     host = random_array(rng, shape, d)
     arr = A.to_device(host)
@@ -216,7 +209,6 @@ def test_to_device_and_back(d, shape):
 
 @gpu
 def test_strided_views_copy_back_correctly():
-    _gpu()
     host = np.arange(24, dtype=np.float32).reshape(4, 6)
     arr = A.to_device(host)
     t = A.DeviceArray.from_pointer(arr.ptr, (6, 4), np.float32, strides=(4, 24), owner=arr)
@@ -228,7 +220,6 @@ def test_strided_views_copy_back_correctly():
 
 @gpu
 def test_memory_primitives():
-    _gpu()
     z = driver.alloc(0)
     assert z.ptr == 0 and z.nbytes == 0
     a = driver.alloc(256)
@@ -248,7 +239,6 @@ def test_memory_primitives():
 
 @gpu
 def test_driver_errors_name_the_cuda_error():
-    _gpu()
     with pytest.raises(CudaError) as info:
         driver.alloc(1 << 62)  # far beyond any GPU
     assert info.value.name == "CUDA_ERROR_OUT_OF_MEMORY"
@@ -288,7 +278,6 @@ def _run_and_compare(module, g, ops, kernels, shape, d, stream=0):
 @pytest.mark.parametrize("d", [dt.float32, dt.float16, dt.bfloat16], ids=lambda d: d.name)
 @pytest.mark.parametrize("shape", [(1, 1), (33, 4097), (65, 3)])
 def test_gir_kernels_run_from_ptx(shape, d):
-    _gpu()
     g, ops, kernels, ptx = _kernels(shape, d)
     module = driver.Module(ptx)
     _run_and_compare(module, g, ops, kernels, shape, d)
@@ -299,7 +288,6 @@ def test_gir_kernels_run_from_ptx(shape, d):
 
 @gpu
 def test_link_ptx_produces_a_cubin_that_loads_and_runs():
-    _gpu()
     g, ops, kernels, ptx = _kernels((33, 300), dt.float32)
     cubin = driver.link_ptx(ptx)
     assert cubin[:4] == b"\x7fELF"
@@ -311,7 +299,6 @@ def test_link_ptx_produces_a_cubin_that_loads_and_runs():
 
 @gpu
 def test_bad_ptx_reports_the_jit_log():
-    _gpu()
     bad = ".version 8.0\n.target sm_90\n.address_size 64\n.visible .entry k() { bogus.instr; ret; }\n"
     with pytest.raises(CudaError) as info:
         driver.link_ptx(bad)
@@ -322,7 +309,6 @@ def test_bad_ptx_reports_the_jit_log():
 
 @gpu
 def test_launch_errors_are_cuda_errors():
-    _gpu()
     g, ops, kernels, ptx = _kernels((4, 64), dt.float32)
     k = kernels[0]
     f = driver.Module(ptx).function(k.name)
@@ -345,7 +331,6 @@ def test_launch_errors_are_cuda_errors():
 
 @gpu
 def test_launch_overhead_is_small():
-    _gpu()
     g, ops, kernels, ptx = _kernels((1, 32), dt.float32)
     k = kernels[0]
     f = driver.Module(ptx).function(k.name)
@@ -368,7 +353,6 @@ def test_launch_overhead_is_small():
 
 @gpu
 def test_launches_from_many_threads_and_streams():
-    _gpu()
     shape, d = (8, 256), dt.float32
     g, ops, kernels, ptx = _kernels(shape, d)
     module = driver.Module(ptx)
@@ -393,7 +377,6 @@ def test_launches_from_many_threads_and_streams():
 
 @gpu
 def test_events_time_work():
-    _gpu()
     a, b = driver.Event(), driver.Event()
     buf = driver.alloc(1 << 24)
     a.record()
@@ -412,7 +395,6 @@ def test_events_time_work():
 # -------------------------------------------------------------- interop
 @gpu
 def test_cuda_array_interface_export():
-    _gpu()
     arr = A.to_device(np.arange(6, dtype=np.float32).reshape(2, 3))
     cai = arr.__cuda_array_interface__
     assert cai["version"] == 3 and cai["shape"] == (2, 3) and cai["typestr"] == "<f4"
@@ -424,7 +406,6 @@ def test_cuda_array_interface_export():
 
 @gpu
 def test_foreign_cuda_array_interface_is_used_in_place():
-    _gpu()
     arr = A.to_device(np.arange(6, dtype=np.int32))
 
     class Foreign:
@@ -448,8 +429,7 @@ def test_foreign_cuda_array_interface_is_used_in_place():
 @gpu
 @pytest.mark.parametrize("d", dt.ALL, ids=lambda d: d.name)
 def test_dlpack_export_to_torch_shares_memory(d):
-    _gpu()
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     host = random_array(np.random.default_rng(3), (5, 7), d)
     arr = A.to_device(host)
     before = len(A._EXPORTS)
@@ -470,8 +450,7 @@ def test_dlpack_export_to_torch_shares_memory(d):
 
 @gpu
 def test_dlpack_export_of_empty_and_0d_arrays_to_torch():
-    _gpu()
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     for host in (np.float32(3.5) * np.ones((), np.float32), np.zeros((0, 4), np.float32)):
         t = torch.from_dlpack(A.to_device(host))
         assert tuple(t.shape) == host.shape
@@ -480,8 +459,7 @@ def test_dlpack_export_of_empty_and_0d_arrays_to_torch():
 
 @gpu
 def test_dlpack_export_to_cupy_and_cuda_array_interface_to_cupy():
-    _gpu()
-    cupy = pytest.importorskip("cupy")
+    cupy = pytest.importorskip("cupy", reason="CuPy interop: cupy is not installed")
     for d in dt.ALL:
         host = random_array(np.random.default_rng(4), (4, 9), d)
         arr = A.to_device(host)
@@ -505,8 +483,7 @@ def test_dlpack_export_to_cupy_and_cuda_array_interface_to_cupy():
 
 @gpu
 def test_torch_tensors_are_used_in_place():
-    _gpu()
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: torch is not installed")
     t = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4)
     buf = A.as_cuda_buffer(t)
     assert buf.ptr == t.data_ptr() and buf.shape == (3, 4) and buf.strides_bytes == (16, 4)
@@ -541,8 +518,7 @@ def test_torch_tensors_are_used_in_place():
 
 @gpu
 def test_cupy_arrays_are_used_in_place():
-    _gpu()
-    cupy = pytest.importorskip("cupy")
+    cupy = pytest.importorskip("cupy", reason="CuPy interop: cupy is not installed")
     c = cupy.arange(12, dtype=cupy.float32).reshape(3, 4)
     buf = A.as_cuda_buffer(c)
     assert buf.ptr == c.data.ptr and buf.strides_bytes == (16, 4) and buf.dtype is dt.float32
@@ -556,7 +532,6 @@ def test_cupy_arrays_are_used_in_place():
 
 @gpu
 def test_dlpack_stream_ordering_arguments():
-    _gpu()
     arr = A.to_device(np.ones(4, np.float32))
     s = driver.create_stream(non_blocking=True)
     for stream in (None, 1, 2, -1, s.handle):

@@ -9,7 +9,8 @@ import warpweave as ww
 from warpweave.compiler import trace as tr
 from warpweave.errors import DTypeError, OptionError, ShapeError, UnsupportedError
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 from warpweave.compiler.torch_backend import BackendOptions, decompositions  # noqa: E402

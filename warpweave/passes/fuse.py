@@ -331,9 +331,8 @@ def _inline_into(consumer: ComputeOp, producer: ComputeOp) -> ComputeOp:
 def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel) -> FusionPlan:
     """The plan with group `index` replaced by one group per operation (in its order),
     for a group whose kernel cannot be built fused."""
-    planner = _Planner(graph, device)
-    singles = tuple(planner._finish(planner.groups[planner.group_of[name]])
-                    for name in fusion.groups[index].ops)
+    planner = _Planner(graph, device)  # starts from one group per operation
+    singles = tuple(planner.groups[planner.group_of[name]] for name in fusion.groups[index].ops)
     groups = fusion.groups[:index] + singles + fusion.groups[index + 1:]
     return FusionPlan(groups, tuple(group_traffic(g, graph, device) for g in groups))
 

@@ -5,18 +5,12 @@ import numpy as np
 import pytest
 
 import warpweave as ww
-from tests.utils import assert_close, random_array, softmax_reference
+from tests.utils import assert_close, layer_norm_reference, random_array, softmax_reference
 
 TARGETS = ["interp", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 # rows of 1, 3, 1000, 4097 and 40000 (two passes: too long for registers) elements;
 # more rows than one grid step covers; one row
 SHAPES = [(5, 1), (7, 3), (3, 1000), (2, 4097), (300, 64), (1, 128), (2, 40000)]
-
-
-def _ln_ref(x, w, b, eps=1e-5):
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * w + b
 
 
 def _gelu_tanh(x):
@@ -32,14 +26,14 @@ CASES = {
     "softmax": (lambda x: ww.softmax(x), lambda x: softmax_reference(x), lambda r, n: [(r, n)]),
     "log_softmax": (lambda x: ww.log_softmax(x),
                     lambda x: np.log(softmax_reference(x)), lambda r, n: [(r, n)]),
-    "layer_norm": (lambda x, w, b: ww.layer_norm(x, w, b), _ln_ref, lambda r, n: [(r, n), (n,), (n,)]),
+    "layer_norm": (lambda x, w, b: ww.layer_norm(x, w, b), layer_norm_reference, lambda r, n: [(r, n), (n,), (n,)]),
     "rms_norm": (lambda x, w: ww.rms_norm(x, w),
                  lambda x, w: x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w,
                  lambda r, n: [(r, n), (n,)]),
     "bias_gelu": (lambda x, b: ww.gelu(x + b, approximate="tanh"), lambda x, b: _gelu_tanh(x + b),
                   lambda r, n: [(r, n), (n,)]),
     "add_layer_norm": (lambda x, r, w, b: (x + r, ww.layer_norm(x + r, w, b)),
-                       lambda x, r, w, b: (x + r, _ln_ref(x + r, w, b)),
+                       lambda x, r, w, b: (x + r, layer_norm_reference(x + r, w, b)),
                        lambda r, n: [(r, n), (r, n), (n,), (n,)]),
     "chain": (lambda x, r: ww.relu(0.5 * x + r) * ww.sigmoid(r) - x,
               lambda x, r: np.maximum(0.5 * x + r, 0) * _sigmoid(r) - x, lambda r, n: [(r, n), (r, n)]),

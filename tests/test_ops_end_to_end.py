@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import warpweave as ww
-from tests.utils import assert_close, log_softmax_reference, random_array, softmax_reference
+from tests.utils import (assert_close, layer_norm_reference, log_softmax_reference, random_array,
+                         softmax_reference)
 from warpweave.ir import dtypes as dt
 
 TARGETS = ["interp", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -654,17 +655,6 @@ def test_softmax_default_axis_3d(dtype, target):
               dtype_fn=lambda a: (np.exp(a), np.exp(a)), scale=2.0, what=f"softmax 3d {dtype}")
 
 
-def _layer_norm(x, w=None, b=None, eps=1e-5, axis=-1):
-    m = x.mean(axis=axis, keepdims=True)
-    v = ((x - m) ** 2).mean(axis=axis, keepdims=True)
-    y = (x - m) / np.sqrt(v + eps)
-    if w is not None:
-        y = y * w
-    if b is not None:
-        y = y + b
-    return y
-
-
 def _rms_norm(x, w=None, eps=1e-6, axis=-1):
     y = x / np.sqrt((x * x).mean(axis=axis, keepdims=True) + eps)
     return y if w is None else y * w
@@ -673,7 +663,7 @@ def _rms_norm(x, w=None, eps=1e-6, axis=-1):
 @targets
 @pytest.mark.parametrize("dtype", NUMERIC)
 @pytest.mark.parametrize("params", ["none", "weight", "bias", "both"])
-def test_layer_norm(params, dtype, target):
+def testlayer_norm_reference(params, dtype, target):
     rng = np.random.default_rng()
     x = rand(rng, (6, 33), dtype, low=-3.0, high=5.0)
     arrays = [x]
@@ -695,7 +685,7 @@ def test_layer_norm(params, dtype, target):
         return ww.layer_norm(x, w, b)
 
     def ref(*args):
-        return _layer_norm(*unpack(args))
+        return layer_norm_reference(*unpack(args))
 
     run_check(target, fn, arrays, ref_fn=ref, dtype_fn=lambda *a: np.exp(a[0]), scale=2.0,
               what=f"layer_norm {params} {dtype}")
@@ -709,8 +699,8 @@ def test_layer_norm_eps_and_axes(dtype, target):
     w = rand(rng, (6, 5), dtype)
     run_check(target,
               lambda a, w: (ww.layer_norm(a, w, eps=0.1, axis=(1, 2)), ww.layer_norm(a, axis=0)),
-              [x, w], ref_fn=lambda a, w: (_layer_norm(a, w, eps=0.1, axis=(1, 2)),
-                                           _layer_norm(a, axis=0)),
+              [x, w], ref_fn=lambda a, w: (layer_norm_reference(a, w, eps=0.1, axis=(1, 2)),
+                                           layer_norm_reference(a, axis=0)),
               dtype_fn=lambda a, w: (np.exp(a), np.exp(a)), scale=2.0, what=f"layer_norm axes {dtype}")
 
 
@@ -872,7 +862,7 @@ def test_odd_shapes(shape, dtype, target):
     run_check(target, fn, [x, r], scale=scales, what=f"odd {shape} {dtype}")
     if dtype != "int32":
         run_check(target, lambda a: (ww.softmax(a), ww.layer_norm(a)), [x],
-                  ref_fn=lambda a: (softmax_reference(a, -1), _layer_norm(a)),
+                  ref_fn=lambda a: (softmax_reference(a, -1), layer_norm_reference(a)),
                   dtype_fn=lambda a: (a, a), scale=2.0, what=f"odd norm {shape} {dtype}")
 
 

@@ -51,6 +51,18 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def layer_norm_reference(x, w=None, b=None, eps=1e-5, axis=-1):
+    """Layer norm over `axis` in numpy, in the precision of its inputs (pass float64)."""
+    m = x.mean(axis=axis, keepdims=True)
+    v = ((x - m) ** 2).mean(axis=axis, keepdims=True)
+    y = (x - m) / np.sqrt(v + eps)
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
+    return y
+
+
 def softmax_reference(x, axis=-1):
     """Softmax in float64 numpy."""
     x = np.asarray(x).astype(np.float64)

@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.utils import log_softmax_reference, random_array, softmax_reference
+from tests.utils import layer_norm_reference, log_softmax_reference, random_array, softmax_reference
 import warpweave as ww
 from warpweave.compiler.trace import trace
 from warpweave.errors import Error, ShapeError, UnsupportedError
@@ -201,28 +201,17 @@ def test_softmax_structure():
                                                   "softmax.sum", "softmax.div"]
 
 
-def _layer_norm(v, w, b, eps, axis):
-    mean = v.mean(axis=axis, keepdims=True)
-    var = ((v - mean) ** 2).mean(axis=axis, keepdims=True)
-    y = (v - mean) / np.sqrt(var + eps)
-    if w is not None:
-        y = y * w
-    if b is not None:
-        y = y + b
-    return y
-
-
 @pytest.mark.parametrize("d", FLOATS)
-def test_layer_norm(d):
+def testlayer_norm_reference(d):
     x = rand((4, 6, 16), d) * np.asarray(3, dt.dtype(d).numpy) + np.asarray(1, dt.dtype(d).numpy)
     w, b = rand((16,), d), rand((16,), d)
     outs, _ = run(lambda x, w, b: (ww.layer_norm(x, w, b), ww.layer_norm(x), ww.layer_norm(x, w, eps=1e-3),
                                    ww.layer_norm(x, None, b, axis=(1, 2)),
                                    ww.layer_norm(x, w[None, None, :6].reshape(6, 1), b, axis=-2)), x, w, b)
     v, wv, bv = f64(x), f64(w), f64(b)
-    wants = [_layer_norm(v, wv, bv, 1e-5, -1), _layer_norm(v, None, None, 1e-5, -1),
-             _layer_norm(v, wv, None, 1e-3, -1), _layer_norm(v, None, bv, 1e-5, (1, 2)),
-             _layer_norm(v, wv[:6].reshape(6, 1), bv, 1e-5, -2)]
+    wants = [layer_norm_reference(v, wv, bv, 1e-5, -1), layer_norm_reference(v, None, None, 1e-5, -1),
+             layer_norm_reference(v, wv, None, 1e-3, -1), layer_norm_reference(v, None, bv, 1e-5, (1, 2)),
+             layer_norm_reference(v, wv[:6].reshape(6, 1), bv, 1e-5, -2)]
     for got, want in zip(outs, wants):
         assert got.dtype == x.dtype
         assert_close(got, want)
@@ -232,7 +221,7 @@ def test_layer_norm_mixed_dtypes_and_errors():
     x, w = rand((4, 8), "float16"), rand((8,), "float32")
     (got,), _ = run(lambda x, w: ww.layer_norm(x, w), x, w)
     assert got.dtype == np.float32
-    assert_close(got, _layer_norm(f64(x), f64(w), None, 1e-5, -1), "float16")
+    assert_close(got, layer_norm_reference(f64(x), f64(w), None, 1e-5, -1), "float16")
     (got,), _ = run(lambda x: ww.layer_norm(x), rand((4, 8), "int32"))
     assert got.dtype == np.float64
     with pytest.raises(ShapeError, match=r"\(4, 8\).*\(5,\)"):

@@ -15,7 +15,8 @@ from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 from warpweave.compiler.torch_backend import BackendOptions, decompositions  # noqa: E402
 from warpweave.compiler.torch_ops import node_unsupported_reason, ww_dtype  # noqa: E402
-from warpweave.compiler.torch_partition import _Input, _Output, split_graph  # noqa: E402
+from warpweave.compiler.torch_partition import (ViewChain, WarpweaveCall, _Input, _Output,  # noqa: E402
+                                                split_graph)
 
 TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-3), torch.bfloat16: (1.6e-2, 1e-2),
              torch.float64: (1e-12, 1e-12)}
@@ -169,6 +170,51 @@ def test_interp_target_and_a_target_that_does_not_fit():
     got, want, report = split_and_run(fn, x, target="cuda")
     assert_same(got, want)
     assert not report.programs and "cannot run on warpweave target 'cuda'" in report.fallbacks[0].reason
+
+
+def test_views_left_to_pytorch_are_single_reinterpretations():
+    def fn(x, w, u):
+        h = (x * 2).view(4, 3, 8).transpose(0, 1).reshape(3, 32)  # a copy: warpweave's
+        return h.view(3, 4, 8).permute(2, 0, 1)[1:].unsqueeze(0) @ w, x.t()[::2] @ u
+
+    x, w, u = torch.randn(12, 8), torch.randn(4, 5), torch.randn(12, 5)
+    gm = aten_graph(fn, x, w, u)
+    split, report = split_graph(gm, "test", "cpu")
+    assert_same(split(x, w, u), fn(x, w, u))
+    views = [n for n in split.graph.nodes if n.op == "call_function" and n.target.__class__ is ViewChain]
+    left = [n.target for n in split.graph.nodes if n.op == "call_function"
+            and not isinstance(n.target, (ViewChain, WarpweaveCall))]
+    assert views and sorted(t.__name__ for t in left) == ["bmm.default", "mm.default"], left
+    assert max(len(n.target.ops) for n in views) >= 3  # view, permute, slice, unsqueeze: one call
+
+
+def test_view_chains_replay_where_the_base_layout_differs():
+    gm = aten_graph(lambda x: x.t()[1:].unsqueeze(0) @ torch.ones(2, 5), torch.randn(2, 4))
+    node = next(n for n in gm.graph.nodes if n.op == "call_function" and "unsqueeze" in str(n.target))
+    base, chain = ViewChain.of(node)
+    assert base.op == "placeholder" and len(chain.ops) == 3
+    x = torch.randn(2, 4)
+    made = chain(x)
+    assert made.data_ptr() == x[:, 1:].data_ptr() and torch.equal(made, x.t()[1:].unsqueeze(0))
+    other = torch.randn(4, 2).t()  # the same shape in another layout: the views are replayed
+    assert torch.equal(chain(other), other.t()[1:].unsqueeze(0))
+
+
+def test_outputs_that_view_an_input_are_views_of_the_argument():
+    """A split's piece that a matrix product reads is not copied by the program that
+    computes from the other pieces (as the q/k/v split of an attention block)."""
+    def fn(h, w):
+        q, k, v = (h @ w).split(4, -1)
+        return (q * k).softmax(-1), v.transpose(0, 1) @ h
+
+    h, w = torch.randn(6, 5), torch.randn(5, 12)
+    gm = aten_graph(fn, h, w)
+    split, report = split_graph(gm, "test", "cpu")
+    assert_same(split(h, w), fn(h, w))
+    (call,) = [n.target for n in split.graph.nodes if isinstance(n.target, WarpweaveCall)]
+    assert list(call.aliases) and len(call.program.graph.outputs) == 1
+    made = call(torch.randn(6, 12))
+    assert made[list(call.aliases)[0]].stride() == (12, 1)
 
 
 # ----------------------------------------------------------------------------- layouts, options

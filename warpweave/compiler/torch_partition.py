@@ -2,7 +2,7 @@
 
 `split_graph` asks `torch_ops` which nodes warpweave can compute, groups them with
 the FX capability-based partitioner, compiles each group into one warpweave
-`Program` and puts a `WarpweaveModule` in its place; everything else stays in the
+`Program` and calls it (a `WarpweaveCall`) in its place; everything else stays in the
 graph and runs in PyTorch. It also returns a `GraphReport` of what went where.
 
 Tensors cross the boundary in place: CUDA tensors go to the cuda target as they
@@ -49,6 +49,12 @@ CONSTANT_OPS = frozenset({
 # the group of their producer (a group's inputs and outputs are tensors).
 _MULTI_OUTPUT = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int,
                            operator.getitem})
+# Views whose result is always their input's memory reinterpreted (reshape may copy,
+# detach changes what autograd sees): a chain of them from a tensor is made at run
+# time by one reinterpretation of that tensor (see ViewChain).
+_ALIASING_VIEWS = VIEW_OPS - {aten.reshape.default, aten.detach.default, aten.clone.default,
+                              aten.lift_fresh_copy.default}
+_LIST_VIEWS = _MULTI_OUTPUT - {operator.getitem}
 # Identities that copy when their input is not contiguous (a clone after a transpose):
 # such a copy is a kernel warpweave runs, gathering through the input's strides.
 _COPIES = frozenset({aten.clone.default})
@@ -202,6 +208,67 @@ class _Output:
         return y.permute(inverse)
 
 
+def _reinterpreter():
+    """`f(base, shape, strides, offset)`: base's memory as that layout, `offset`
+    elements past base's own storage offset (PyTorch's C++ entry point Inductor
+    uses where it exists: a quarter of the cost of an ATen view call)."""
+    fast = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", None), "_reinterpret_tensor", None)
+    if fast is not None:
+        return fast
+    return lambda base, shape, strides, offset: base.as_strided(shape, strides, base.storage_offset() + offset)
+
+
+_reinterpret = _reinterpreter()
+
+
+def _is_aliasing_view(node) -> bool:
+    if not (node.op == "call_function" and node.target in _ALIASING_VIEWS):
+        return False
+    source = node.args[0] if node.args else None
+    if not isinstance(source, torch.fx.Node):
+        return False
+    if node.target is operator.getitem:  # an element of a split's list (not of a program's tuple)
+        return source.op == "call_function" and source.target in _LIST_VIEWS
+    return not any(isinstance(a, torch.fx.Node) for a in (*node.args[1:], *node.kwargs.values()))
+
+
+class ViewChain:
+    """A tensor made by view operations only from a tensor `base`: at run time one
+    reinterpretation of base's memory with the traced layout or, where base does not
+    have its traced layout, the views replayed. FX graphs call it as a function."""
+
+    __name__ = "view"
+
+    def __init__(self, ops: tuple, base_layout: tuple, layout: tuple):
+        self.__module__ = "warpweave"  # FX code calls it warpweave_view, warpweave_view_1, ...
+        self.ops = ops  # (target, args after the tensor, kwargs), first to last
+        self.base_layout = base_layout  # (shape, strides) of base when traced
+        self.layout = layout  # (shape, strides, storage offset past base's)
+
+    @classmethod
+    def of(cls, node: torch.fx.Node) -> "tuple[torch.fx.Node, ViewChain] | None":
+        """(base, chain): the nearest node before `node` that is not an aliasing view,
+        and the chain from it to node; None where node is not such a view or a layout
+        is unknown."""
+        ops, value = [], node.meta.get("val")
+        while _is_aliasing_view(node):
+            ops.append((node.target, tuple(node.args[1:]), dict(node.kwargs)))
+            node = node.args[0]
+        base = node.meta.get("val")
+        if not ops or not isinstance(base, torch.Tensor) or not isinstance(value, torch.Tensor):
+            return None
+        return node, cls(tuple(reversed(ops)), (tuple(base.shape), tuple(base.stride())),
+                         (tuple(value.shape), tuple(value.stride()),
+                          value.storage_offset() - base.storage_offset()))
+
+    def __call__(self, base: torch.Tensor) -> torch.Tensor:
+        if base.stride() == self.base_layout[1] and base.shape == self.base_layout[0]:
+            return _reinterpret(base, *self.layout)
+        for target, args, kwargs in self.ops:
+            base = target(base, *args, **kwargs)
+        return base
+
+
 def _to_numpy(x: torch.Tensor) -> np.ndarray:
     if x.dtype == torch.bfloat16:
         return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
@@ -214,45 +281,104 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-class WarpweaveModule(torch.nn.Module):
-    """Runs one warpweave Program in place of a group of nodes of a torch graph."""
+class WarpweaveCall:
+    """Runs one warpweave Program in place of a group of nodes of a torch graph (FX
+    graphs call it as a function named after the program). Outputs that are only
+    views of an input are made as views of the argument, not computed."""
 
-    def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output], single: bool):
-        super().__init__()
+    def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output],
+                 aliases: dict[int, tuple[int, ViewChain]], single: bool):
         self.program = program
         self.inputs = inputs
-        self.outputs = outputs
+        self.outputs = outputs  # of the computed results, in order
+        self.aliases = aliases  # result position -> (input position, chain)
         self.single = single
+        self.__name__, self.__module__ = program.name, "warpweave"  # what FX code calls it
         self._host = program.target != "cuda"
+        # The CUDA runtime takes dense tensors as they are (and copies what is not).
+        self._prepared = [k for k, layout in enumerate(inputs) if self._host or not layout.dense]
+        self._as_computed = not aliases and all(o.perm is None for o in outputs)
 
-    def forward(self, *args):
-        xs = [layout.prepare(a) for layout, a in zip(self.inputs, args)]
+    def __call__(self, *args):
+        xs = args
+        if self._prepared:
+            xs = list(args)
+            for k in self._prepared:
+                xs[k] = self.inputs[k].prepare(xs[k])
         if self._host:
             results = [_from_numpy(r) for r in self.program(*map(_to_numpy, xs))]
         else:
             results = self.program(*xs)
-        outs = tuple(layout.finish(r) for layout, r in zip(self.outputs, results))
-        return outs[0] if self.single else outs
+        if self._as_computed:
+            return results[0] if self.single else results
+        computed = (layout.finish(r) for layout, r in zip(self.outputs, results))
+        outs = []
+        for j in range(len(self.outputs) + len(self.aliases)):
+            alias = self.aliases.get(j)
+            outs.append(next(computed) if alias is None else alias[1](args[alias[0]]))
+        return outs[0] if self.single else tuple(outs)
 
 
-def build_module(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveModule:
+def build_call(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveCall:
     """Trace a group (a graph module of ATen nodes) into a Program."""
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
     returned = sub.graph.output_node().args[0]
     single = not isinstance(returned, (tuple, list))
     results = [returned] if single else list(returned)
     inputs = [_Input.of(n.meta["val"]) for n in placeholders]
-    outputs = [_Output.of(n.meta["val"]) for n in results]
+    position = {n: k for k, n in enumerate(placeholders)}
+    aliases = {}
+    for j, n in enumerate(results):
+        found = ViewChain.of(n)
+        if found is not None and found[0] in position:
+            aliases[j] = (position[found[0]], found[1])
+    if len(aliases) == len(results):  # nothing else to compute: compute these
+        aliases = {}
+    computed = [n for j, n in enumerate(results) if j not in aliases]
+    outputs = [_Output.of(n.meta["val"]) for n in computed]
 
     def run(*tensors):
         env = {n: layout.view(t) for n, layout, t in zip(placeholders, inputs, tensors)}
         for node in sub.graph.nodes:
             if node.op == "call_function":
                 env[node] = convert_node(node, env)
-        return [layout.arrange(env[n]) for n, layout in zip(results, outputs)]
+        return [layout.arrange(env[n]) for n, layout in zip(computed, outputs)]
 
     graph, _ = tr.trace(run, [layout.spec for layout in inputs])
-    return WarpweaveModule(Program(graph, False, target, name), inputs, outputs, single)
+    return WarpweaveCall(Program(graph, False, target, name), inputs, outputs, aliases, single)
+
+
+def _call_directly(gm: torch.fx.GraphModule, calls: dict[str, WarpweaveCall]) -> None:
+    """Nodes that call compiled group submodules call their programs instead (no
+    nn.Module dispatch), and the submodules go."""
+    for node in list(gm.graph.nodes):
+        call = calls.get(node.target) if node.op == "call_module" else None
+        if call is not None:
+            with gm.graph.inserting_before(node):
+                made = gm.graph.call_function(call, node.args, node.kwargs)
+            made.meta = dict(node.meta)
+            node.replace_all_uses_with(made)
+            gm.graph.erase_node(node)
+            delattr(gm, node.target)
+
+
+def reinterpret_views(gm: torch.fx.GraphModule) -> None:
+    """Every chain of views left to PyTorch becomes one reinterpretation of the
+    tensor it starts from (a ViewChain call), in place; links no one uses are removed."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if not _is_aliasing_view(node) or (node.users and all(map(_is_aliasing_view, node.users))):
+            continue  # not a view, or an inner link of longer chains
+        found = ViewChain.of(node)
+        if found is None:
+            continue
+        with graph.inserting_before(node):
+            made = graph.call_function(found[1], (found[0],))
+        made.meta = dict(node.meta)
+        node.replace_all_uses_with(made)
+    for node in reversed(list(graph.nodes)):
+        if _is_aliasing_view(node) and not node.users:
+            graph.erase_node(node)
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -328,17 +454,19 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
     described = {n: (n.name, op_name(n.target)) for n in nodes}
     fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_")
     failed = {}
+    calls = {}
     for k, members in enumerate(groups):
         sub_name = f"warpweave_{k}"
         try:
-            module = build_module(getattr(gm, sub_name), target, f"{name}_{k}")
+            calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}")
         except Exception as exc:  # the group runs in PyTorch instead: say why, keep going
             failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
             logger.warning("warpweave: %s: group %d runs in PyTorch: %s", name, k, failed[k])
             continue
-        setattr(gm, sub_name, module)
         report.programs.append(ProgramReport(f"{name}_{k}", target, [described[n][1] for n in members],
-                                             len(module.program.kernels)))
+                                             len(calls[sub_name].program.kernels)))
+    _call_directly(gm, calls)
+    reinterpret_views(gm)
     for n in nodes:
         k = group_of.get(n)
         if k is not None and k not in failed:

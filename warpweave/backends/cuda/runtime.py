@@ -169,19 +169,20 @@ class CudaProgram:
 
     def _run_torch(self, args, functions) -> list | None:
         """The common case on the hot path: contiguous, 16-byte aligned PyTorch CUDA
-        tensors of the compiled shapes and dtypes on one device. None: take the
+        tensors (or parameters) of the compiled shapes and dtypes on one device. None: take the
         general path (which also reports errors)."""
         torch = sys.modules.get("torch")
         if torch is None or len(args) != len(self._inputs) or not args:
             return None
         first = args[0]
-        if type(first) is not torch.Tensor or not first.is_cuda:
+        plain = (torch.Tensor, torch.nn.Parameter)
+        if type(first) not in plain or not first.is_cuda:
             return None
         inputs, outputs, sequence, results = self._torch_plan(functions)
         device = first.device
         pointers = []
         for a, (shape, tdt) in zip(args, inputs):
-            if type(a) is not torch.Tensor or a.dtype is not tdt or a.shape != shape or \
+            if type(a) not in plain or a.dtype is not tdt or a.shape != shape or \
                     not a.is_contiguous() or (a is not first and a.device != device):
                 return None
             ptr = a.data_ptr()

@@ -9,7 +9,7 @@ import torch
 
 import warpweave as ww
 from warpweave.backends.cuda import driver
-from warpweave.backends.cuda.runtime import _fast_empty, _torch_stream
+from warpweave.backends.cuda.runtime import _torch_entry_points, _torch_stream
 
 
 def per_call_us(fn, n=20000):
@@ -34,7 +34,7 @@ def main():
     ptrs = [x.data_ptr(), out.data_ptr()]
     dev = x.device
     sequence = backend._sequence(backend._loaded())
-    fast_empty = _fast_empty(torch, dev)
+    fast_empty = _torch_entry_points(torch)[2]
     s = torch.randn(32, 128, device="cuda")
     softmax = ww.jit(lambda v: ww.softmax(v, axis=-1), target="cuda")
     softmax(s)
@@ -48,7 +48,7 @@ def main():
         "_empty_strided_cuda": lambda: fast_empty((32,), (1,), torch.float32),
         "current raw stream": lambda: _torch_stream(torch, dev),
         "ensure_context": driver.ensure_context,
-        "tensor checks": lambda: (type(x) is torch.Tensor and x.is_cuda and x.device == dev
+        "tensor checks": lambda: (type(x) is torch.Tensor and x.is_cuda and x.get_device() == 0
                                   and x.dtype is torch.float32 and x.shape == (32,) and x.is_contiguous()
                                   and x.data_ptr() % 16 == 0),
         "torch.add (eager)": lambda: torch.add(x, 1.0),

@@ -742,6 +742,22 @@ def test_gelu(approximate, dtype, target):
     run_check(target, fn, [x], ref_fn=ref, dtype_fn=np.exp, what=f"gelu {approximate} {dtype}")
 
 
+@targets
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gelu_tanh_keeps_relative_accuracy_in_its_negative_tail(dtype, target):
+    """Where tanh(u) is near -1, 0.5 x (1 + tanh u) cancels to nothing; warpweave's
+    x / (1 + e^-2u) does not: each element's relative error is bounded by the
+    exponential's conditioning, a few ulps of the dtype times (1 + 2|u|)."""
+    x = -np.random.default_rng().uniform(2.0, 9.0, (4, 64)).astype(ml_dtypes.bfloat16 if dtype == "bfloat16"
+                                                                   else np.float32)
+    got = up(compile_run(lambda a: ww.gelu(a, approximate="tanh"), target, x))
+    v = up(x)  # float64, in a form that does not cancel either
+    two_u = 2.0 * math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3)
+    want = v / (1.0 + np.exp(-two_u))
+    ulp = {"float32": 2.0 ** -23, "bfloat16": 2.0 ** -7}[dtype]
+    assert np.all(np.abs(got - want) <= 4 * ulp * (1 + np.abs(two_u)) * np.abs(want))
+
+
 def test_gelu_bad_approximate():
     with pytest.raises(ww.OptionError):
         compile_run(lambda a: ww.gelu(a, approximate="fast"), "interp", np.ones(3, np.float32))

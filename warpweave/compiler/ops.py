@@ -126,7 +126,9 @@ _SQRT2_PI = math.sqrt(2.0 / math.pi)
 
 def gelu(x, approximate: str = "none"):
     """GELU: exact `0.5 x (1 + erf(x / sqrt 2))` or, with approximate="tanh",
-    `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`. One elementwise operation."""
+    `0.5 x (1 + tanh(u))`, u = sqrt(2/pi) (x + 0.044715 x^3), computed as the equal
+    `x / (1 + exp(-2u))`: one exponential and no cancellation where tanh(u) is near
+    -1 (there it is more accurate than the tanh form). One elementwise operation."""
     if approximate not in ("none", "tanh"):
         raise OptionError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
@@ -134,12 +136,13 @@ def gelu(x, approximate: str = "none"):
         out = tr.float_result(a.dtype if isinstance(a, ex.Expr) else tr.promote(a))
         c = dt.compute_dtype(out)
         v = tr.elem_cast(a, c)
-        if approximate == "none":
-            inner = elem_unary("erf", elem_binary("mul", v, _SQRT1_2))
-        else:
-            cube = elem_binary("mul", elem_binary("mul", v, v), v)
-            arg = elem_binary("mul", elem_binary("add", v, elem_binary("mul", cube, 0.044715)), _SQRT2_PI)
-            inner = elem_unary("tanh", arg)
+        if approximate == "tanh":
+            # -2u = v (c1 + c2 v²)
+            minus_2u = elem_binary("mul", v, elem_binary("add", elem_binary("mul", elem_binary("mul", v, v),
+                                                                          -2 * _SQRT2_PI * 0.044715),
+                                                       -2 * _SQRT2_PI))
+            return ex.cast(elem_binary("div", v, elem_binary("add", elem_unary("exp", minus_2u), 1.0)), out)
+        inner = elem_unary("erf", elem_binary("mul", v, _SQRT1_2))
         y = elem_binary("mul", elem_binary("mul", v, 0.5), elem_binary("add", inner, 1.0))
         return ex.cast(y, out)
 

@@ -32,24 +32,29 @@ class _Launch:
     params: tuple[str, ...]
 
 
+_TORCH_ENTRY_POINTS: list = []
+
+
+def _torch_entry_points(torch) -> tuple:
+    """(current device index, raw current stream by device index, empty(shape,
+    strides, dtype) on the current device): PyTorch's entry points without argument
+    parsing (those Inductor's generated code calls), looked up once; the last two are
+    None where this PyTorch lacks them."""
+    if not _TORCH_ENTRY_POINTS:
+        guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+        _TORCH_ENTRY_POINTS.append((getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device),
+                                    getattr(torch._C, "_cuda_getCurrentRawStream", None),
+                                    getattr(guards, "_empty_strided_cuda", None)))
+    return _TORCH_ENTRY_POINTS[0]
+
+
 def _torch_stream(torch, device) -> int:
     """PyTorch's current stream on `device` as a driver handle, without building a
     torch.cuda.Stream object when the raw accessor exists."""
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    current_device, raw, _ = _torch_entry_points(torch)
     if raw is not None:
-        return raw(device.index if device.index is not None else torch.cuda.current_device())
+        return raw(device.index if device.index is not None else current_device())
     return torch.cuda.current_stream(device).cuda_stream
-
-
-def _fast_empty(torch, device):
-    """PyTorch's allocation entry point without argument parsing (the one Inductor's
-    generated code calls), `empty(shape, strides, dtype)` on the current device;
-    None where it is missing or `device` is not the current device."""
-    empty = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
-    empty = getattr(empty, "_empty_strided_cuda", None)
-    if empty is None or (device.index is not None and device.index != torch.cuda.current_device()):
-        return None
-    return empty
 
 
 def _pointer(obj) -> int:
@@ -179,21 +184,21 @@ class CudaProgram:
         if type(first) not in plain or not first.is_cuda:
             return None
         inputs, outputs, sequence, results = self._torch_plan(functions)
-        device = first.device
+        index = first.get_device()
         pointers = []
         for a, (shape, tdt) in zip(args, inputs):
             if type(a) not in plain or a.dtype is not tdt or a.shape != shape or \
-                    not a.is_contiguous() or (a is not first and a.device != device):
+                    not a.is_contiguous() or (a is not first and a.get_device() != index):
                 return None
             ptr = a.data_ptr()
             if ptr % 16:
                 return None
             pointers.append(ptr)
         driver.ensure_context()
-        stream = _torch_stream(torch, device)
-        empty = _fast_empty(torch, device)
-        if empty is None:
-            allocated = [torch.empty(shape, dtype=tdt, device=device) for shape, _, tdt in outputs]
+        current_device, raw_stream, empty = _torch_entry_points(torch)
+        stream = _torch_stream(torch, first.device) if raw_stream is None else raw_stream(index)
+        if empty is None or current_device() != index:
+            allocated = [torch.empty(shape, dtype=tdt, device=first.device) for shape, _, tdt in outputs]
         else:
             allocated = [empty(shape, strides, tdt) for shape, strides, tdt in outputs]
         pointers += [t.data_ptr() for t in allocated]

@@ -693,8 +693,7 @@ class KernelCodegen:
 
         f32 = ir.FloatType()
         if src == dt.bfloat16:
-            bits = b.shl(b.zext(v, ty(I32)), self.vec(ir.Constant(I32, 16)) if width else ir.Constant(I32, 16))
-            return self.cast(b.bitcast(bits, ty(f32)), dt.float32, dst)
+            return self.cast(b.bitcast(self._bf16_bits_to_f32(v, width), ty(f32)), dt.float32, dst)
         if dst == dt.bfloat16:
             f = self.cast(v, src, dt.float32)
             native = self.target.round_to_bfloat16(self, f)
@@ -713,6 +712,20 @@ class KernelCodegen:
         if src.is_int:
             return b.sitofp(v, ty(reg_type(dst)))
         return b.fptosi(v, ty(reg_type(dst)))
+
+    def _bf16_bits_to_f32(self, v: ir.Value, width: int | None) -> ir.Value:
+        """bfloat16 bits widened to float32 bits (the high half). An even number of lanes
+        is read as 32-bit words, two lanes each: the low lane is the word shifted up, the
+        high lane the word with its low half cleared (one instruction per lane, where
+        widening each 16-bit lane first takes two)."""
+        b = self.b
+        if not width or width % 2:
+            wide = b.zext(v, ir.VectorType(I32, width) if width else I32)
+            return b.shl(wide, self.vec(ir.Constant(I32, 16)) if width else ir.Constant(I32, 16))
+        words = b.bitcast(v, ir.VectorType(I32, width // 2))
+        low = b.shl(words, ir.Constant(words.type, [16] * (width // 2)))
+        high = b.and_(words, ir.Constant(words.type, [0xFFFF0000 - (1 << 32)] * (width // 2)))
+        return b.shuffle_vector(low, high, _mask([k // 2 + (width // 2) * (k % 2) for k in range(width)]))
 
     def _f32_to_bf16(self, f: ir.Value, ty) -> ir.Value:
         """Round a float32 to bfloat16 bits, to nearest even; NaN stays a quiet NaN."""

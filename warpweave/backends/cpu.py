@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +150,12 @@ def optimize(ir_text: str) -> llvm.ModuleRef:
 
 
 def default_threads() -> int:
-    env = os.environ.get("WARPWEAVE_NUM_THREADS")
+    """WARPWEAVE_NUM_THREADS, else the CPU count (asked once: it reads the system)."""
+    return _threads(os.environ.get("WARPWEAVE_NUM_THREADS"))
+
+
+@functools.lru_cache(maxsize=8)
+def _threads(env: str | None) -> int:
     return max(1, int(env)) if env else max(1, os.cpu_count() or 1)
 
 

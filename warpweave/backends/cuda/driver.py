@@ -609,7 +609,8 @@ class LaunchSequence:
             r.func, r.grid, r.block, r.shared, r.params = fn._raw_handle.value, grid, block, 0, \
                 ctypes.addressof(p)
         failed = ctypes.c_int(-1)
-        state = (table, params, records, failed)
+        # the native call takes plain addresses (no ctypes conversions per call)
+        state = (table, ctypes.addressof(records), ctypes.addressof(failed), failed, params, records)
         self._tls.state = state
         return state
 
@@ -619,11 +620,11 @@ class LaunchSequence:
                 fn.launch(grid, block, [pointers[k] for k in where], stream)
             return
         try:
-            table, _, records, failed = self._tls.state
+            table, records, failed_at, failed, _, _ = self._tls.state
         except AttributeError:
-            table, _, records, failed = self._thread_state()
+            table, records, failed_at, failed, _, _ = self._thread_state()
         table[:] = pointers
-        err = self._native(records, len(self.launches), stream, ctypes.byref(failed))
+        err = self._native(records, len(self.launches), stream, failed_at)
         if err:
             fn, grid, block, _ = self.launches[failed.value]
             raise _make_error(cu.CUresult(err), "cuLaunchKernel",

@@ -758,6 +758,33 @@ def test_gelu_tanh_keeps_relative_accuracy_in_its_negative_tail(dtype, target):
     assert np.all(np.abs(got - want) <= 4 * ulp * (1 + np.abs(two_u)) * np.abs(want))
 
 
+@targets
+@pytest.mark.parametrize("widths, axis", [((4, 1, 3), 1), ((1000, 4097), -1), ((5,), 0), ((2, 3), 0)],
+                         ids=["three", "long", "one", "rows"])
+def test_concatenate(widths, axis, target):
+    """Pieces of other dtypes (promoted), transposed and broadcast pieces, and
+    computation on the result, which fuses with it."""
+    rng = np.random.default_rng()
+    rows = 3 if axis != 0 else 7
+    shapes = [((rows, w) if axis != 0 else (w, rows)) for w in widths]
+    pieces = [rand(rng, s, "float32" if k % 2 else "bfloat16") for k, s in enumerate(shapes)]
+    run_check(target, lambda *p: np.concatenate(p, axis=axis) * 2 - 1, pieces,
+              what=f"concatenate {widths} axis {axis}")
+    a, b = rand(rng, (4, 3), "float32"), rand(rng, (4,), "float32")
+    run_check(target, lambda a, b: np.concatenate([a.T, np.broadcast_to(b, (2, 4))]), [a, b],
+              what="concatenate views")
+
+
+def test_concatenate_errors():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ww.ShapeError, match="differ outside axis 1"):
+        compile_run(lambda a, b: np.concatenate([a, b], axis=1), "interp", x, np.ones((3, 3), np.float32))
+    with pytest.raises(ww.ShapeError, match="one rank"):
+        compile_run(lambda a, b: np.concatenate([a, b]), "interp", x, np.ones(3, np.float32))
+    with pytest.raises(ww.UnsupportedError, match="list or tuple of traced tensors"):
+        compile_run(lambda a: np.concatenate([a, [1.0, 2.0, 3.0]]), "interp", x)
+
+
 def test_gelu_bad_approximate():
     with pytest.raises(ww.OptionError):
         compile_run(lambda a: ww.gelu(a, approximate="fast"), "interp", np.ones(3, np.float32))

@@ -20,8 +20,8 @@ from warpweave.errors import OptionError  # noqa: E402
 # Largest difference from eager allowed, relative to the largest magnitude in eager's result.
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 4e-2}
 MATMULS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default"}
-# What stays in PyTorch: matrix products, and the concatenation of the q/k/v gradients.
-IN_TORCH = MATMULS | {"aten.cat.default"}
+# What stays in PyTorch: matrix products.
+IN_TORCH = MATMULS
 # A GPT's loss also leaves embeddings (gathers; scatters in backward) and the loss's gather.
 GPT_IN_TORCH = IN_TORCH | {"aten.embedding.default", "aten.index_put.default", "aten.gather.default",
                            "aten.scatter.value"}

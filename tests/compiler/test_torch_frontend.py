@@ -172,6 +172,23 @@ def test_interp_target_and_a_target_that_does_not_fit():
     assert not report.programs and "cannot run on warpweave target 'cuda'" in report.fallbacks[0].reason
 
 
+def test_concatenation_compiles_with_its_producers():
+    """The q/k/v gradients of attention: three transposed products concatenated (one
+    program with the transposes), and cat's dtype promotion and empty 1-D pieces."""
+    def fn(a, b, c, w, h, e):
+        q, k, v = ((x @ w).transpose(1, 2).reshape(2, 5, 12) for x in (a, b, c))
+        return torch.cat([q, k, v], 2) @ torch.ones(36, 3), torch.cat([h, w[0], e]), torch.cat([a[0], e])
+
+    a, b, c = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    w, h, e = torch.randn(4, 4), torch.randn(3, dtype=torch.bfloat16), torch.randn(0)
+    got, want, report = split_and_run(fn, a, b, c, w, h, e)
+    assert_same(got, want)
+    assert sum(p.ops.count("aten.cat.default") for p in report.programs) == 3, str(report)
+    assert {f.op for f in report.fallbacks} == {"aten.mm.default"}, str(report)
+    (qkv,) = [p for p in report.programs if "aten.clone.default" in p.ops]
+    assert "aten.cat.default" in qkv.ops, str(report)
+
+
 def test_views_left_to_pytorch_are_single_reinterpretations():
     def fn(x, w, u):
         h = (x * 2).view(4, 3, 8).transpose(0, 1).reshape(3, 32)  # a copy: warpweave's

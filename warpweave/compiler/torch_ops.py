@@ -54,7 +54,7 @@ CONVERTERS: dict = {}
 _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cuDNN)"
 _RANDOM = "random numbers come from PyTorch's generator"
 _GATHER = "data-dependent indexing (gather, scatter, embedding) has no warpweave index expression"
-_PIECES = "writing pieces into a larger tensor (concatenation, padding, scatter) is not supported yet"
+_PIECES = "writing pieces into a larger tensor (padding, scatter) is not supported yet"
 _ROUND = "rounding (floor, ceil, trunc, remainder) is not in warpweave's expression language"
 _ARG = "reductions that return indices, and scans, are not supported"
 NOT_COMPILED = {
@@ -65,7 +65,7 @@ NOT_COMPILED = {
     **dict.fromkeys(["embedding", "embedding_dense_backward", "index", "index_select", "gather",
                      "scatter", "scatter_add", "scatter_reduce", "index_put", "_unsafe_index",
                      "_unsafe_index_put", "index_add"], _GATHER),
-    **dict.fromkeys(["cat", "constant_pad_nd", "slice_scatter", "select_scatter",
+    **dict.fromkeys(["constant_pad_nd", "slice_scatter", "select_scatter",
                      "as_strided_scatter", "diagonal_scatter"], _PIECES),
     **dict.fromkeys(["floor", "ceil", "round", "trunc", "remainder", "fmod", "floor_divide",
                      "sign"], _ROUND),
@@ -369,6 +369,13 @@ def _layer_norm(out, x, normalized_shape, weight, bias, eps):
            aten.unsqueeze.default, aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims)
 def _reshape(out, x, *shape_or_dims):
     return x.reshape(tuple(out.shape))
+
+
+@_register(aten.cat.default)
+def _cat(out, tensors, dim=0):
+    # PyTorch skips 1-D empty pieces beside pieces of other ranks (legacy behaviour)
+    pieces = [t for t in tensors if not (t.ndim == 1 and t.size == 0 and len(out.shape) != 1)]
+    return tr.concatenate(pieces or list(tensors), dim, ww_dtype(out.dtype))
 
 
 @_register(aten.permute.default)

@@ -1024,7 +1024,7 @@ def _array_function_table():
         "broadcast_to": lambda a, shape, subok=False: a.broadcast_to(shape),
         "where": ops.where, "matmul": matmul, "ndim": lambda a: a.ndim,
         "shape": lambda a: a.shape, "size": lambda a, axis=None: a.size if axis is None else a.shape[axis],
-        "expand_dims": _expand_dims,
+        "expand_dims": _expand_dims, "concatenate": concatenate,
     }
 
 
@@ -1055,6 +1055,46 @@ def full(shape, fill_value, dtype) -> "Tensor":
     if value is None:
         raise UnsupportedError(f"full: the fill value must be a scalar, got {_describe(fill_value)}")
     return tr.compute(shape, _axes(len(shape)), const(value, dt.dtype(dtype)), _label("full"))
+
+
+def concatenate(tensors, axis=0, dtype=None) -> "Tensor":
+    """numpy.concatenate of traced tensors: one ComputeOp whose element j along `axis`
+    reads piece k at j - offset_k. Each piece's index is clamped into the piece, so
+    the reads of the pieces a select does not take stay in bounds (and hit the cache)."""
+    what = "concatenate"
+    pieces = list(tensors) if isinstance(tensors, (list, tuple)) else None
+    if not pieces or not all(isinstance(t, Tensor) for t in pieces):
+        raise UnsupportedError(f"{what}: takes a non-empty list or tuple of traced tensors, got "
+                               f"{_describe(tensors)}")
+    tr = _common_trace(pieces, what)
+    ndim = pieces[0].ndim
+    if ndim == 0 or any(t.ndim != ndim for t in pieces):
+        raise ShapeError(f"{what}: pieces must have one rank of at least 1, got shapes "
+                         f"{', '.join(_shape_text(t.shape) for t in pieces)}")
+    (axis,) = normalize_axes(axis, ndim, what)
+    for t in pieces:
+        if any(n != m for k, (n, m) in enumerate(zip(t.shape, pieces[0].shape)) if k != axis):
+            raise ShapeError(f"{what}: shapes {', '.join(_shape_text(t.shape) for t in pieces)} differ "
+                             f"outside axis {axis}")
+    out = dt.dtype(dtype) if dtype is not None else promote(*(t._dt for t in pieces))
+    pieces = [t for t in pieces if t.shape[axis]] or pieces[:1]
+    shape = list(pieces[0].shape)
+    shape[axis] = builtins.sum(t.shape[axis] for t in pieces)
+    axes = _axes(ndim)
+    ranges = _ranges(axes, shape)
+    j = axes[axis]
+    body, end = None, shape[axis]
+    for t in reversed(pieces):  # the last piece innermost: select(j < start_k, ..., piece k)
+        start = end - t.shape[axis]
+        index = ex.binary("sub", j, start) if start else j
+        if start:
+            index = ex.binary("max", index, ex.Const(0, dt.INDEX))
+        if end < shape[axis]:
+            index = ex.binary("min", index, ex.Const(t.shape[axis] - 1, dt.INDEX))
+        value = ex.cast(t._load([index if k == axis else a for k, a in enumerate(axes)], ranges), out)
+        body = value if body is None else ex.select(ex.binary("lt", j, end), value, body)
+        end = start
+    return tr.compute(shape, axes, body, _label(what))
 
 
 def arange(start, stop=None, step=1, dtype=None) -> "Tensor":

@@ -212,7 +212,7 @@ def test_float64_uses_libm_unless_asked():
 
 
 def test_two_over_pi_table():
-    mp = pytest.importorskip("mpmath")
+    mp = pytest.importorskip("mpmath", reason="mpmath is not installed (the test extra installs it)")
     with mp.workprec(24 * len(mathlib.TWO_OVER_PI_24) + 64):
         t = 2 / mp.pi
         for chunk in mathlib.TWO_OVER_PI_24:

@@ -46,7 +46,7 @@ def main():
         "LaunchSequence.run": lambda: sequence.run(ptrs, 0),
         "torch.empty": lambda: torch.empty((32,), dtype=torch.float32, device=dev),
         "_empty_strided_cuda": lambda: fast_empty((32,), (1,), torch.float32),
-        "current raw stream": lambda: _torch_stream(torch, dev),
+        "current raw stream": lambda: _torch_stream(torch, x.get_device()),
         "ensure_context": driver.ensure_context,
         "tensor checks": lambda: (type(x) is torch.Tensor and x.is_cuda and x.get_device() == 0
                                   and x.dtype is torch.float32 and x.shape == (32,) and x.is_contiguous()

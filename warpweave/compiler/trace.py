@@ -1084,7 +1084,7 @@ def concatenate(tensors, axis=0, dtype=None) -> "Tensor":
     ranges = _ranges(axes, shape)
     j = axes[axis]
     body, end = None, shape[axis]
-    for t in reversed(pieces):  # the last piece innermost: select(j < start_k, ..., piece k)
+    for t in reversed(pieces):  # from the last piece out: select(j < end_k, piece k, the later pieces)
         start = end - t.shape[axis]
         index = ex.binary("sub", j, start) if start else j
         if start:

@@ -10,6 +10,7 @@ C-contiguous (the code generator relies on it): other inputs are copied first.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from dataclasses import dataclass
@@ -32,29 +33,22 @@ class _Launch:
     params: tuple[str, ...]
 
 
-_TORCH_ENTRY_POINTS: list = []
-
-
+@functools.cache
 def _torch_entry_points(torch) -> tuple:
     """(current device index, raw current stream by device index, empty(shape,
     strides, dtype) on the current device): PyTorch's entry points without argument
     parsing (those Inductor's generated code calls), looked up once; the last two are
     None where this PyTorch lacks them."""
-    if not _TORCH_ENTRY_POINTS:
-        guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
-        _TORCH_ENTRY_POINTS.append((getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device),
-                                    getattr(torch._C, "_cuda_getCurrentRawStream", None),
-                                    getattr(guards, "_empty_strided_cuda", None)))
-    return _TORCH_ENTRY_POINTS[0]
+    guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+    return (getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device),
+            getattr(torch._C, "_cuda_getCurrentRawStream", None), getattr(guards, "_empty_strided_cuda", None))
 
 
-def _torch_stream(torch, device) -> int:
-    """PyTorch's current stream on `device` as a driver handle, without building a
-    torch.cuda.Stream object when the raw accessor exists."""
-    current_device, raw, _ = _torch_entry_points(torch)
-    if raw is not None:
-        return raw(device.index if device.index is not None else current_device())
-    return torch.cuda.current_stream(device).cuda_stream
+def _torch_stream(torch, index: int) -> int:
+    """PyTorch's current stream on CUDA device `index` as a driver handle, without
+    building a torch.cuda.Stream object when the raw accessor exists."""
+    raw = _torch_entry_points(torch)[1]
+    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
 
 
 def _pointer(obj) -> int:
@@ -195,8 +189,8 @@ class CudaProgram:
                 return None
             pointers.append(ptr)
         driver.ensure_context()
-        current_device, raw_stream, empty = _torch_entry_points(torch)
-        stream = _torch_stream(torch, first.device) if raw_stream is None else raw_stream(index)
+        current_device, _, empty = _torch_entry_points(torch)
+        stream = _torch_stream(torch, index)
         if empty is None or current_device() != index:
             allocated = [torch.empty(shape, dtype=tdt, device=first.device) for shape, _, tdt in outputs]
         else:

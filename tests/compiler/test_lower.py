@@ -10,6 +10,8 @@ from warpweave.compiler import schedule as sch
 from warpweave.compiler.lower import lower, lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
+from warpweave.errors import VerificationError
+from warpweave.ir.gir import make_kernel
 from warpweave.ir.gir_verify import verify
 from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph, evaluate
 
@@ -147,9 +149,110 @@ def test_split_column_reduction_on_the_interpreter(shape):
         assert_close(run_interp(kernels, op, inputs), ref[op.name], "float32")
 
 
-def test_column_reductions_split_when_outputs_are_few():
+def test_column_reduction_schedules_follow_the_output_count():
     g, ops = graph_for(8192, 4096, dt.float32)
-    s = sch.choose(ops[3], "gpu")
-    assert isinstance(s, sch.GpuSplitColumnReduce) and s.splits * 4 >= 2 * 132  # 4 column tiles
+    assert sch.choose(ops[3], "gpu") == sch.GpuColumnTile(vector=4)  # 128 tiles of 32 outputs
+    assert sch.choose(graph_for(8192, 1536, dt.float32)[1][3], "gpu") == sch.GpuColumnTile(vector=4)  # 48 tiles
+    g1, ops1 = graph_for(8192, 768, dt.float32)
+    s = sch.choose(ops1[3], "gpu")
+    assert isinstance(s, sch.GpuSplitColumnReduce) and s.splits >= 2 * 132  # one column tile of 1024
     g2, ops2 = graph_for(64, 100000, dt.float32)
     assert isinstance(sch.choose(ops2[3], "gpu"), sch.GpuColumnReduce)  # enough outputs already
+    g3, ops3 = graph_for(512, 4096, dt.float32)
+    assert isinstance(sch.choose(ops3[3], "gpu"), sch.GpuSplitColumnReduce)  # too few rows per tile
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (3, 33), (1000, 100), (4097, 3), (300, 4)])
+@pytest.mark.parametrize("d", [dt.float32, dt.bfloat16])
+def test_column_tile_on_the_interpreter(shape, d):
+    """A block per 32 outputs: rows strided over the block's threads, partials combined
+    through shared memory by a warp per output (min, and a sum with a broadcast operand)."""
+    rng = np.random.default_rng()
+    x = Placeholder("x", shape, d)
+    y = Placeholder("y", (shape[0],), d)
+    L = ex.Load("x", (r, j), d)
+    ops = [ComputeOp("colmin", (shape[1],), d, (j,), ex.Reduce("min", L, (r,), (shape[0],))),
+           ComputeOp("colsum", (shape[1],), d, (j,),
+                     ex.Reduce("sum", ex.binary("mul", L, ex.Load("y", (r,), d)), (r,), (shape[0],)))]
+    g = TensorGraph([x, y, *ops], ["x", "y"], ["colmin", "colsum"])
+    inputs = {"x": random_array(rng, shape, d), "y": random_array(rng, (shape[0],), d)}
+    ref = evaluate(g, inputs)
+    for op in ops:
+        for schedule in (sch.GpuColumnTile(vector=4, unroll=2), sch.GpuColumnTile(vector=1, unroll=3)):
+            if shape[1] % schedule.vector:
+                continue
+            (k,) = [verify(k) for k in lower(op, g, schedule)]
+            assert k.block == 1024 and k.grid == -(-shape[1] // 32)
+            assert_close(run_interp(k, op, inputs), ref[op.name], d, max(1.0, np.sqrt(shape[0])),
+                         what=f"{op.name} {schedule} {shape}")
+
+
+def test_column_tile_needs_its_barrier():
+    g, ops = graph_for(2000, 64, dt.float32)
+    k = verify(lower_op(ops[3], g, sch.GpuColumnTile()))
+    bar = next(n for n in k.nodes if n.op == "sync.block")
+    (into,) = [e for e in k.edges if e.dst == bar.id]
+    edges = [e.__class__(into.src if e.src == bar.id else e.src, e.dst, e.slot, e.level, e.dtype, e.shape)
+             for e in k.edges if e.dst != bar.id]
+    broken = make_kernel(k.name, k.params, k.shared, [n for n in k.nodes if n.id != bar.id], edges,
+                         k.target, dict(k.meta))
+    with pytest.raises(VerificationError, match="missing barrier"):
+        verify(broken)
+
+
+def _truth(e, env):
+    return np.asarray(ex.evaluate(e, env))
+
+
+@pytest.mark.parametrize("lane", [
+    "t * 4 + v",                                  # one 4-lane vector
+    "(v // 4) * 16 + v % 4 + t * 4",              # runs of 4 lanes
+    "t * 4 + (3 - v)",                            # lanes in reverse
+])
+@pytest.mark.parametrize("cond", [
+    "le(j, i)", "gt(j, i + 3)", "not(lt(j, 5))", "and(ge(j, i - 2), lt(j, 9))", "or(lt(j, 2), ge(j, i))",
+    "not(and(ge(j, 3), lt(j, i)))",
+])
+def test_lane_superset_holds_wherever_some_lane_of_its_run_holds(lane, cond):
+    """cond ⇒ superset on every lane, the superset is the same on all lanes of a run,
+    and it rules some runs out."""
+    from warpweave.compiler.lower import _lane_superset
+    from warpweave.ir.expr_text import parse_expr
+    extent = 16 if "//" in lane else 4
+    run = 4
+    ranges = {"t": (0, 7), "i": (0, 40), "v": (0, extent - 1)}
+    c = ex.substitute(parse_expr(cond), {"j": parse_expr(lane)})
+    got = _lane_superset(c, "v", extent, ranges)
+    assert got is not None
+    t, i_, v = np.meshgrid(np.arange(8), np.arange(41), np.arange(extent), indexing="ij")
+    env = {"t": t, "i": i_, "v": v}
+    exact = np.broadcast_to(_truth(c, env), v.shape)
+    sup = np.broadcast_to(_truth(got, env), v.shape)
+    assert not (exact & ~sup).any()  # never drops a lane that is needed
+    runs = sup.reshape(8, 41, extent // run, run)
+    assert (runs == runs[..., :1]).all()  # one value per run: wide accesses stay wide
+    assert (~sup).any()
+
+
+def test_index_select_predicates_the_loads_of_each_branch():
+    """where(j <= i, x, y): the kernel reads x only on and below the diagonal, y only
+    above it (in whole 4-lane runs), and computes the same values."""
+    rng = np.random.default_rng()
+    n = 64
+    x, y = Placeholder("x", (n, n), dt.float32), Placeholder("y", (n, n), dt.float32)
+    op = ComputeOp("m", (n, n), dt.float32, (i, j),
+                   ex.select(ex.binary("le", j, i), ex.Load("x", (i, j), dt.float32),
+                             ex.Load("y", (i, j), dt.float32)))
+    g = TensorGraph([x, y, op], ["x", "y"], ["m"])
+    k = verify(lower_op(op, g, sch.GpuElementwise(threads=32, vector=4)))
+    grid = dict(zip("gtv", np.meshgrid(np.arange(k.grid), np.arange(32), np.arange(4), indexing="ij")))
+    row, col = np.divmod(np.arange(n * n), n)
+    for load in (nd for nd in k.nodes if nd.op == "move.global.reg"):
+        pred = load.attr("pred")
+        assert pred is not None and "v" not in ex.free_vars(pred)
+        read = np.zeros(n * n, bool)
+        read[_truth(load.attr("offset"), grid)[np.broadcast_to(_truth(pred, grid), grid["v"].shape)]] = True
+        needed = col <= row if load.attr("buffer") == "x" else col > row
+        assert (read >= needed).all() and not (read & (np.abs(col - row) > 4) & ~needed).any()
+    a, b = random_array(rng, (n, n), "float32"), random_array(rng, (n, n), "float32")
+    np.testing.assert_array_equal(run_interp(k, op, {"x": a, "y": b}), np.where(np.tri(n, dtype=bool), a, b))

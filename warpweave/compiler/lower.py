@@ -136,6 +136,8 @@ class _Region:
             out = (b.index(idx, self.chain[d]), d)
         elif isinstance(e, ex.Load):
             out = self._load(e)
+        elif isinstance(e, ex.Select) and not ex.loads(e.cond):
+            out = self._select(e)
         else:
             args = [self._emit(c) for c in e.children]
             d = max((a[1] for a in args), default=0)
@@ -152,6 +154,34 @@ class _Region:
         self.memo[e] = out
         return out
 
+    def _select(self, e: ex.Select) -> tuple[str, int]:
+        """A select on an index condition: each branch is emitted with the condition
+        (or its negation) added to the guard of its loads, so that what the select
+        discards is never read from memory (a causal mask reads half the scores)."""
+        cond, dc = self._emit(e.cond)
+        where = ex.substitute(e.cond, self.index)
+        a, da = self._branch(where)._emit(e.a)
+        b, db = self._branch(ex.unary("not", where))._emit(e.b)
+        d = max(dc, da, db)
+        return self.low.b.compute("select", [cond, a, b], self.chain[d], dt.compute_dtype(e.dtype)), d
+
+    def _branch(self, cond: ex.Expr) -> "_Region":
+        """This region with `cond` (weakened to hold on whole runs of vector lanes, so
+        that wide accesses stay wide) added to its guard; itself where no such
+        condition is found."""
+        low = self.low
+        for sid in self.chain:
+            scope = low.b._node(sid)
+            if scope.op == "parallel.vector" and cond is not None:
+                cond = _lane_superset(cond, scope.attr("var"), scope.attr("extent"), low.ranges)
+        cond = low.simplify(cond)
+        if cond is None:
+            return self
+        child = _Region(low, self.chain, self.index, low.simplify(ex.all_of([self.guard, cond]) if self.guard
+                                                                  is not None else cond), self.staged)
+        child.memo = dict(self.memo)
+        return child
+
     def _load(self, e: ex.Load) -> tuple[str, int]:
         b, low = self.low.b, self.low
         src = low.graph[e.tensor]
@@ -167,6 +197,63 @@ class _Region:
         if dt.compute_dtype(e.dtype) != e.dtype:
             node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
         return node, d
+
+
+_FLIP = {"lt": "ge", "le": "gt", "gt": "le", "ge": "lt", "eq": "ne", "ne": "eq"}
+
+
+def _lane_superset(cond: ex.Expr, var: str, extent: int, ranges) -> ex.Expr | None:
+    """A condition that holds wherever `cond` holds on some lane of the same run of
+    r lanes of vector variable `var` (lanes r·a .. r·a + r - 1, r the largest power of
+    two dividing `extent` over which `cond`'s comparisons are affine), and that is
+    the same on every lane of a run: the predicate of loads whose values matter only
+    where `cond` holds. None: no such condition was found (every lane loads)."""
+    if var not in ex.free_vars(cond):
+        return cond
+    r = extent
+    while r >= 1:
+        if extent % r == 0:
+            found = _exists_in_run(cond, var, r, extent, ranges)
+            if found is not False:
+                return found
+        r //= 2
+    return None
+
+
+def _exists_in_run(c: ex.Expr, var: str, r: int, extent: int, ranges):
+    """`_lane_superset` for runs of r lanes: an expression, None (true) or False (the
+    comparisons are not affine within runs of r)."""
+    if var not in ex.free_vars(c):
+        return c
+    if isinstance(c, ex.Unary) and c.op == "not" and isinstance(c.a, ex.Binary):
+        inner = c.a
+        if inner.op in _FLIP:
+            return _exists_in_run(ex.Binary(_FLIP[inner.op], inner.a, inner.b), var, r, extent, ranges)
+        if inner.op in ("and", "or"):
+            flip = "or" if inner.op == "and" else "and"
+            return _exists_in_run(ex.Binary(flip, ex.unary("not", inner.a), ex.unary("not", inner.b)),
+                                  var, r, extent, ranges)
+    if isinstance(c, ex.Binary) and c.op in ("and", "or"):
+        a = _exists_in_run(c.a, var, r, extent, ranges)
+        b = _exists_in_run(c.b, var, r, extent, ranges)
+        if a is False or b is False:
+            return False
+        if c.op == "and":  # over-approximated: each side on its own best lane
+            return b if a is None else a if b is None else ex.Binary("and", a, b)
+        return None if a is None or b is None else ex.Binary("or", a, b)
+    if isinstance(c, ex.Binary) and c.op in ("lt", "le", "gt", "ge") and c.a.dtype.is_int:
+        run, lane = f"{var}_run", f"{var}_lane"
+        local = {**ranges, run: (0, extent // r - 1), lane: (0, r - 1)}
+        split = {var: ex.Var(run) * r + ex.Var(lane)}
+        diff = ex.simplify(ex.substitute(c.a - c.b, split), local)
+        step = ex.stride(diff, lane, local)
+        if step is None:
+            return False
+        smallest = c.op in ("lt", "le")  # the lane that makes a - b smallest (largest for gt/ge)
+        first = (step >= 0) == smallest
+        at = (ex.Var(var) // r) * r + (0 if first else r - 1)
+        return ex.Binary(c.op, ex.substitute(c.a, {var: at}), ex.substitute(c.b, {var: at}))
+    return None
 
 
 # ----------------------------------------------------------------------------- templates
@@ -253,6 +340,48 @@ def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
     value = low.region([g_id, t_id, k_id], index, guard).emit(red.body)
     acc = low.b.reduce(red.combiner, value, k_id)
     low.store_output(acc, flat, t_id, guard)
+
+
+def _gpu_column_tile(low: _Lowering, s: sch.GpuColumnTile) -> None:
+    """Block g reduces outputs [32g, 32g + 32): thread (row r, column c) of its
+    `row_threads` × `col_threads` accumulates rows r, r + row_threads, ... of outputs
+    32g + c·vector + [0, vector); the partials go to shared memory (rows padded to an
+    odd length, so that warp w reading column w down the rows hits distinct banks),
+    and after a barrier warp w sums column w: each lane a few rows, then shuffles."""
+    op = low.op
+    red = op.reduce
+    total, k_total = _prod(op.shape), _prod(red.extents)
+    w, unroll, tile = s.vector, s.unroll, s.tile
+    cols, rows = s.col_threads, s.row_threads
+    g_id, g = low.scope("grid", "g", math.ceil(total / tile), None)
+    t_id, t = low.scope("block", "t", s.threads, g_id)
+    c, r = t % cols, t // cols
+    base = g * tile + c * w
+    inner, flat = t_id, base
+    if w > 1:
+        inner, v = low.scope("vector", "v", w, t_id)
+        flat = base + v
+    k_id, k = low.scope("serial", "k", math.ceil(k_total / (rows * unroll)), inner)
+    u_id, u = low.scope("unroll", "u", unroll, k_id)
+    row = (k * unroll + u) * rows + r
+    guard = ex.all_of([ex.binary("lt", base, total), ex.binary("lt", row, k_total)])
+    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+    index.update(zip((a.name for a in red.axes), unflatten(row, red.extents)))
+    chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id, u_id]
+    value = low.region(chain, index, guard).emit(red.body)
+    acc = low.b.reduce(red.combiner, value, u_id, low.simplify(guard))
+    acc = low.b.reduce(red.combiner, acc, k_id)
+    pitch = tile + 1
+    cd = low.b._node(acc).dtype
+    low.b.add_shared(SharedAlloc("partials", cd, rows * pitch))
+    low.b.store("partials", low.simplify(r * pitch + (flat - g * tile)), acc, inner)
+    low.b.sync(["partials"], t_id)
+    lane, warp = t % WARP_SIZE, t // WARP_SIZE
+    i_id, i = low.scope("unroll", "i", rows // WARP_SIZE, t_id)
+    part = low.b.load("partials", low.simplify((i * WARP_SIZE + lane) * pitch + warp), i_id)
+    acc = _warp_reduce(low, red.combiner, low.b.reduce(red.combiner, part, i_id), t_id)
+    out = g * tile + warp
+    low.store_output(acc, out, t_id, ex.all_of([ex.binary("eq", lane, 0), ex.binary("lt", out, total)]))
 
 
 def _gpu_column_partials(low: _Lowering, s: sch.GpuSplitColumnReduce) -> None:
@@ -478,12 +607,13 @@ _TEMPLATES = {
     sch.GpuElementwise: _gpu_elementwise,
     sch.GpuRowReduce: _gpu_row_reduce,
     sch.GpuColumnReduce: _gpu_column_reduce,
+    sch.GpuColumnTile: _gpu_column_tile,
     sch.GpuTranspose: _gpu_transpose,
     sch.CpuElementwise: _cpu_elementwise,
     sch.CpuRowReduce: _cpu_row_reduce,
     sch.CpuColumnReduce: _cpu_column_reduce,
 }
-_NEEDS_REDUCE = (sch.GpuRowReduce, sch.GpuColumnReduce, sch.CpuRowReduce, sch.CpuColumnReduce)
+_NEEDS_REDUCE = (sch.GpuRowReduce, sch.GpuColumnReduce, sch.GpuColumnTile, sch.CpuRowReduce, sch.CpuColumnReduce)
 
 
 def lower(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str | None = None) -> list[Kernel]:

@@ -11,6 +11,7 @@ that a thread pool splits, with explicit vector scopes and no barriers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp
@@ -40,6 +41,30 @@ class GpuColumnReduce:
     when consecutive outputs are consecutive in memory: column sums, matmul)."""
 
     threads: int = 256
+
+
+@dataclass(frozen=True)
+class GpuColumnTile:
+    """A column reduction whose outputs fill the GPU a block per tile but not a thread
+    per output: a block per `32` consecutive outputs (a tile), `32 // vector` threads
+    across the tile (each reading `vector` consecutive outputs' inputs) times
+    `32 * vector` threads striding down the reduction with `unroll` rows in flight;
+    their partials meet in padded shared memory, where one warp per output combines
+    them. One kernel, every input read once."""
+
+    vector: int = 4
+    unroll: int = 8
+
+    tile: ClassVar[int] = 32
+    threads: ClassVar[int] = 1024
+
+    @property
+    def col_threads(self) -> int:
+        return self.tile // self.vector
+
+    @property
+    def row_threads(self) -> int:
+        return self.threads // self.col_threads
 
 
 @dataclass(frozen=True)
@@ -113,7 +138,7 @@ class CpuRowGroup:
     vector: int = 16
 
 
-Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuSplitColumnReduce | GpuTranspose
+Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuColumnTile | GpuSplitColumnReduce | GpuTranspose
             | GpuRowGroup | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup)
 
 MAX_TILE = 32  # register-tile elements per thread (the GPU verifier's vector limit)
@@ -182,8 +207,10 @@ def _next_pow2(n: int) -> int:
 
 
 def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:
-    """One thread per output when that fills the GPU; else split the reduction so
-    that about four blocks per SM stream the rows."""
+    """One thread per output when that fills the GPU; for a long reduction, a block
+    of 1024 threads per 32 outputs when that occupies a third of the SMs or more (on
+    the H100 it beats a split reduction's two kernels down to 64 blocks); else split
+    the reduction so that about four blocks per SM stream the rows."""
     outputs, k = 1, 1
     for n in op.shape:
         outputs *= n
@@ -192,6 +219,9 @@ def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:
     plain = GpuColumnReduce()
     if -(-outputs // plain.threads) >= 2 * sm_count or k < 64:
         return plain
+    tile = GpuColumnTile(vector=4 if outputs % 4 == 0 else 1)
+    if 3 * -(-outputs // tile.tile) >= sm_count and k >= tile.row_threads * tile.unroll:
+        return tile
     vec = 4 if outputs % 4 == 0 else 1
     tiles = -(-outputs // (256 * vec))
     splits = max(2, min(k // 16, -(-4 * sm_count // tiles)))

@@ -145,25 +145,28 @@ def _iterations(kernel: Kernel, node: Node) -> int:
     return n
 
 
-_COUNT_LIMIT = 1 << 16  # largest variable range counted value by value
+_COUNT_LIMIT = 1 << 16  # largest iteration space counted point by point; larger ones are sampled
 
 
 def _active(kernel: Kernel, node: Node) -> float:
-    """The fraction of a move's iterations its predicate lets through, from the
-    conjuncts in one loop variable (others count as always true)."""
+    """The fraction of a move's iterations its predicate lets through: counted over
+    every combination of the predicate's scope variables when there are at most
+    `_COUNT_LIMIT`, else over that many points drawn at random (with a fixed seed)."""
+    pred = node.attr("pred")
     ranges = kernel.ranges(node.scope)
-    fraction = 1.0
-    for c in ex.conjuncts(node.attr("pred")):
-        names = ex.free_vars(c)
-        if len(names) != 1:
-            continue
-        (name,) = names
-        lo, hi = ranges.get(name, (0, -1))
-        if not 0 <= hi - lo < _COUNT_LIMIT:
-            continue
-        values = np.arange(lo, hi + 1, dtype=np.int64)
-        fraction *= float(np.mean(np.broadcast_to(ex.evaluate(c, {name: values}), values.shape)))
-    return fraction
+    names = sorted(ex.free_vars(pred))
+    if any(n not in ranges for n in names):
+        return 1.0
+    spans = [ranges[n][1] - ranges[n][0] + 1 for n in names]
+    if int(np.prod(spans, dtype=np.float64)) <= _COUNT_LIMIT:
+        grids = np.meshgrid(*[np.arange(ranges[n][0], ranges[n][1] + 1, dtype=np.int64) for n in names],
+                            indexing="ij")
+        env = dict(zip(names, grids))
+    else:
+        rng = np.random.default_rng(0)
+        env = {n: rng.integers(ranges[n][0], ranges[n][1] + 1, _COUNT_LIMIT) for n in names}
+    shape = np.broadcast_shapes(*(v.shape for v in env.values())) if env else ()
+    return float(np.mean(np.broadcast_to(ex.evaluate(pred, env), shape)))
 
 
 def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:

@@ -4,8 +4,9 @@
     compute-sanitizer --tool racecheck python tests/backends/sanitizer_sample.py
 
 Multi-warp row reductions (shuffles, shared memory, a barrier), tiled transposes
-through shared memory (float32 and bfloat16), split column reductions, and a
-softmax, at odd shapes; fused row groups with every stitching scheme; every result is checked against PyTorch.
+through shared memory (float32 and bfloat16), split and tiled column reductions
+(a block per 32 outputs, partials exchanged through shared memory), and a softmax, at
+odd shapes; fused row groups with every stitching scheme; every result is checked against PyTorch.
 """
 import torch
 
@@ -20,6 +21,8 @@ def main():
         ("transpose", lambda v: v.T.astype(v.dtype), lambda v: v.t().contiguous(), (70, 33), torch.float32),
         ("transpose", lambda v: v.T.astype(v.dtype), lambda v: v.t().contiguous(), (130, 66), torch.bfloat16),
         ("column sum", lambda v: v.sum(axis=0), lambda v: v.sum(0), (1000, 12), torch.float32),
+        ("column tile", lambda v: v.sum(axis=0), lambda v: v.sum(0), (1500, 4100), torch.float32),
+        ("column tile", lambda v: v.max(axis=0), lambda v: v.amax(0), (2049, 1999), torch.bfloat16),
         ("softmax", lambda v: ww.softmax(v, axis=-1), lambda v: torch.softmax(v, -1), (9, 777), torch.float32),
         # fused row groups: warp (shuffle) and regional (shared memory + barrier) stitching,
         # register tiles across phases, and two serial passes over rows too long for registers

@@ -152,8 +152,8 @@ def test_split_column_reduction_on_the_interpreter(shape):
 def test_column_reduction_schedules_follow_the_output_count():
     g, ops = graph_for(8192, 4096, dt.float32)
     assert sch.choose(ops[3], "gpu") == sch.GpuColumnTile(vector=4)  # 128 tiles of 32 outputs
-    assert sch.choose(graph_for(8192, 1536, dt.float32)[1][3], "gpu") == sch.GpuColumnTile(vector=4)  # 48 tiles
-    g1, ops1 = graph_for(8192, 768, dt.float32)
+    assert sch.choose(graph_for(8192, 768, dt.float32)[1][3], "gpu") == sch.GpuColumnTile(vector=4)  # 24 tiles
+    g1, ops1 = graph_for(8192, 256, dt.float32)
     s = sch.choose(ops1[3], "gpu")
     assert isinstance(s, sch.GpuSplitColumnReduce) and s.splits >= 2 * 132  # one column tile of 1024
     g2, ops2 = graph_for(64, 100000, dt.float32)

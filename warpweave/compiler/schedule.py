@@ -208,8 +208,8 @@ def _next_pow2(n: int) -> int:
 
 def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:
     """One thread per output when that fills the GPU; for a long reduction, a block
-    of 1024 threads per 32 outputs when that occupies a third of the SMs or more (on
-    the H100 it beats a split reduction's two kernels down to 64 blocks); else split
+    of 1024 threads per 32 outputs when that occupies a sixth of the SMs or more (on
+    the H100 it beats a split reduction's two kernels down to 24 blocks); else split
     the reduction so that about four blocks per SM stream the rows."""
     outputs, k = 1, 1
     for n in op.shape:
@@ -220,7 +220,7 @@ def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:
     if -(-outputs // plain.threads) >= 2 * sm_count or k < 64:
         return plain
     tile = GpuColumnTile(vector=4 if outputs % 4 == 0 else 1)
-    if 3 * -(-outputs // tile.tile) >= sm_count and k >= tile.row_threads * tile.unroll:
+    if 6 * -(-outputs // tile.tile) >= sm_count and k >= tile.row_threads * tile.unroll:
         return tile
     vec = 4 if outputs % 4 == 0 else 1
     tiles = -(-outputs // (256 * vec))

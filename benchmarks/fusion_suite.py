@@ -444,7 +444,8 @@ def _fmt(x, spec, none="—"):
 LEGEND = """\
 Columns: **bytes** — what must move through DRAM: every input read once and every output
 written once (the tensors counted are named in *moved*; intermediates never count; the
-causal softmax counts all of x as read, though a kernel could skip its masked half).
+causal softmax counts all of x as read, though a kernel can skip its masked half: warpweave's
+does, hence its fraction above 100%).
 **kernels** — warpweave's `len(Program.kernels)`. Times are GPU µs per call, medians of
 CUDA-event timings of CUDA-graph replays (10 calls per graph, 25 replays) after warm-up;
 in parentheses the fraction of the bandwidth roofline, bytes ÷ measured copy bandwidth ÷

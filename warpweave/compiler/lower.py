@@ -342,6 +342,20 @@ def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
     low.store_output(acc, flat, t_id, guard)
 
 
+def _row_partial(low: _Lowering, chain: list[str], flat: ex.Expr, base: ex.Expr, row: ex.Expr) -> str:
+    """A thread's partial of a column reduction: the body at output `flat` (whose
+    vector lanes start at `base`) and reduction row `row`, combined over the serial and
+    unroll loops that end `chain` (rows past the end and outputs past the last masked)."""
+    op = low.op
+    red = op.reduce
+    guard = ex.all_of([ex.binary("lt", base, _prod(op.shape)), ex.binary("lt", row, _prod(red.extents))])
+    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+    index.update(zip((a.name for a in red.axes), unflatten(row, red.extents)))
+    value = low.region(chain, index, guard).emit(red.body)
+    acc = low.b.reduce(red.combiner, value, chain[-1], low.simplify(guard))
+    return low.b.reduce(red.combiner, acc, chain[-2])
+
+
 def _gpu_column_tile(low: _Lowering, s: sch.GpuColumnTile) -> None:
     """Block g reduces outputs [32g, 32g + 32): thread (row r, column c) of its
     `row_threads` × `col_threads` accumulates rows r, r + row_threads, ... of outputs
@@ -363,14 +377,8 @@ def _gpu_column_tile(low: _Lowering, s: sch.GpuColumnTile) -> None:
         flat = base + v
     k_id, k = low.scope("serial", "k", math.ceil(k_total / (rows * unroll)), inner)
     u_id, u = low.scope("unroll", "u", unroll, k_id)
-    row = (k * unroll + u) * rows + r
-    guard = ex.all_of([ex.binary("lt", base, total), ex.binary("lt", row, k_total)])
-    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
-    index.update(zip((a.name for a in red.axes), unflatten(row, red.extents)))
     chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id, u_id]
-    value = low.region(chain, index, guard).emit(red.body)
-    acc = low.b.reduce(red.combiner, value, u_id, low.simplify(guard))
-    acc = low.b.reduce(red.combiner, acc, k_id)
+    acc = _row_partial(low, chain, flat, base, (k * unroll + u) * rows + r)
     pitch = tile + 1
     cd = low.b._node(acc).dtype
     low.b.add_shared(SharedAlloc("partials", cd, rows * pitch))
@@ -404,14 +412,8 @@ def _gpu_column_partials(low: _Lowering, s: sch.GpuSplitColumnReduce) -> None:
         flat = base + v
     k_id, k = low.scope("serial", "k", chunk // unroll, inner)
     u_id, u = low.scope("unroll", "u", unroll, k_id)
-    row = split * chunk + k * unroll + u
-    guard = ex.all_of([ex.binary("lt", base, total), ex.binary("lt", row, k_total)])
-    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
-    index.update(zip((a.name for a in red.axes), unflatten(row, red.extents)))
     chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id, u_id]
-    value = low.region(chain, index, guard).emit(red.body)
-    acc = low.b.reduce(red.combiner, value, u_id, low.simplify(guard))
-    acc = low.b.reduce(red.combiner, acc, k_id)
+    acc = _row_partial(low, chain, flat, base, split * chunk + k * unroll + u)
     low.store_output(acc, split * total + flat, inner, ex.binary("lt", base, total))
 
 

@@ -8,9 +8,12 @@ coalescing report.
 * `hoist_loads` — a load of a read-only buffer moves out of every scope whose
   variable its offset and predicate do not use.
 * `coalescing` — for each global access, the element stride between consecutive
-  threads of a block (1, or contiguous vector lanes, is coalesced); recorded in the
-  kernel's meta for `Program.dump("groups")`. Uncoalesced patterns are re-mapped
-  by the schedules (transposes are staged through padded shared memory).
+  threads of a block (1, or contiguous vector lanes, is coalesced); where the
+  offset is not affine in the thread index (a block split into rows × columns of
+  threads), the 32-byte sectors the first warp touches against the fewest that
+  hold its elements. Recorded in the kernel's meta for `Program.dump("groups")`.
+  Uncoalesced patterns are re-mapped by the schedules (transposes are staged
+  through padded shared memory).
 
 Widening to 16-byte accesses happens where it is decided: schedules give each
 thread runs of contiguous elements in vector scopes, and code generation emits a
@@ -18,8 +21,10 @@ wide access per run when `expr.divisor` proves the alignment.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..ir import expr as ex
-from ..ir.gir import Edge, Kernel, make_kernel
+from ..ir.gir import WARP_SIZE, Edge, Kernel, make_kernel
 from .manager import Pass
 from .stitch import Rewriter, aligned
 
@@ -95,6 +100,27 @@ def _reshape_edges(kernel: Kernel, nodes) -> list:
     return out
 
 
+def _warp_sectors(kernel: Kernel, node, t: str) -> str:
+    """"coalesced" when the first warp's accesses (every vector lane, the other scope
+    variables at their first value, predicates ignored) touch no more 32-byte sectors
+    than their distinct elements need; else how many they touch."""
+    env = {}
+    axes = []
+    for scope in kernel.scope_chain(node.scope):
+        var, extent = scope.attr("var"), scope.attr("extent")
+        if var == t or scope.scope_kind == "vector":
+            axes.append((var, min(extent, WARP_SIZE) if var == t else extent))
+        else:
+            env[var] = 0
+    grids = np.meshgrid(*[np.arange(n, dtype=np.int64) for _, n in axes], indexing="ij")
+    env.update((var, g) for (var, _), g in zip(axes, grids))
+    offsets = np.unique(np.broadcast_to(ex.evaluate(node.attr("offset"), env), grids[0].shape))
+    size = node.dtype.itemsize
+    sectors = len(np.unique(offsets * size // 32))
+    fewest = -(-len(offsets) * size // 32)
+    return "coalesced" if sectors <= fewest else f"{sectors} sectors/warp, fewest {fewest}"
+
+
 def coalescing(kernel: Kernel) -> Kernel:
     """Record, per global access, the stride between neighbouring threads."""
     block = kernel.find_scope("block")
@@ -110,7 +136,7 @@ def coalescing(kernel: Kernel) -> Kernel:
         lanes = kernel.vector_shape(n.scope)
         width = lanes[0] if lanes else 1
         if step is None:
-            verdict = "irregular"
+            verdict = _warp_sectors(kernel, n, t)
         elif step == 0:
             verdict = "broadcast"
         elif step <= width:
@@ -119,7 +145,7 @@ def coalescing(kernel: Kernel) -> Kernel:
             verdict = f"stride {step}"
         notes.append(f"{n.attr('buffer')}@{n.id}:{verdict}")
     meta = dict(kernel.meta)
-    meta["coalescing"] = " ".join(notes)
+    meta["coalescing"] = "; ".join(notes)
     return make_kernel(kernel.name, kernel.params, kernel.shared, kernel.nodes, kernel.edges,
                        kernel.target, meta)
 

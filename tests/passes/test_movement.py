@@ -1,0 +1,42 @@
+"""The coalescing report: strides where the offset is affine in the thread index,
+32-byte sectors per warp where it is not."""
+from warpweave.compiler import schedule as sch
+from warpweave.compiler.lower import lower_op
+from warpweave.ir import dtypes as dt
+from warpweave.ir import expr as ex
+from warpweave.ir.gir import Buffer, KernelBuilder
+from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
+from warpweave.passes.movement import coalescing
+
+
+def _verdicts(kernel):
+    return [note.split(":", 1)[1] for note in dict(coalescing(kernel).meta)["coalescing"].split("; ")]
+
+
+def _gather(offset: str):
+    """y[t] = x[offset(t)] over one warp."""
+    from warpweave.ir.expr_text import parse_expr
+    b = KernelBuilder("gather")
+    b.add_param(Buffer("x", dt.float32, (4096,), (1,), "in"))
+    b.add_param(Buffer("y", dt.float32, (32,), (1,), "out"))
+    g = b.scope("grid", "g", 1, None)
+    t = b.scope("block", "t", 32, g)
+    v = b.load("x", parse_expr(offset), t)
+    b.store("y", ex.Var("t"), v, t)
+    return b.build()
+
+
+def test_rows_of_threads_are_checked_sector_by_sector():
+    # 4 rows of 8 threads, each row 32 contiguous bytes: as few sectors as can be
+    assert _verdicts(_gather("(t % 8) + (t // 8) * 1024"))[0] == "coalesced"
+    # 8 rows of 4 threads: 16 bytes used of each sector
+    assert _verdicts(_gather("(t % 4) + (t // 4) * 64"))[0] == "8 sectors/warp, fewest 4"
+    assert _verdicts(_gather("t * 2"))[0] == "stride 2"
+
+
+def test_column_tiles_read_whole_sectors():
+    j, r = ex.Var("j"), ex.Var("r")
+    x = Placeholder("x", (4096, 1024), dt.bfloat16)
+    op = ComputeOp("c", (1024,), dt.bfloat16, (j,), ex.Reduce("sum", ex.Load("x", (r, j), dt.bfloat16), (r,), (4096,)))
+    k = lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile())
+    assert _verdicts(k)[0] == "coalesced"

@@ -7,9 +7,10 @@ from tests.utils import assert_close, random_array
 from warpweave.backends.cpu import CpuExecutable
 from warpweave.backends.interp import run_kernel
 from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower import lower, lower_op
+from warpweave.compiler.lower import _lane_superset, lower, lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
+from warpweave.ir.expr_text import parse_expr
 from warpweave.errors import VerificationError
 from warpweave.ir.gir import make_kernel
 from warpweave.ir.gir_verify import verify
@@ -216,8 +217,6 @@ def _truth(e, env):
 def test_lane_superset_holds_wherever_some_lane_of_its_run_holds(lane, cond):
     """cond ⇒ superset on every lane, the superset is the same on all lanes of a run,
     and it rules some runs out."""
-    from warpweave.compiler.lower import _lane_superset
-    from warpweave.ir.expr_text import parse_expr
     extent = 16 if "//" in lane else 4
     run = 4
     ranges = {"t": (0, 7), "i": (0, 40), "v": (0, extent - 1)}

@@ -4,6 +4,7 @@ from warpweave.compiler import schedule as sch
 from warpweave.compiler.lower import lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
+from warpweave.ir.expr_text import parse_expr
 from warpweave.ir.gir import Buffer, KernelBuilder
 from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
 from warpweave.passes.movement import coalescing
@@ -15,7 +16,6 @@ def _verdicts(kernel):
 
 def _gather(offset: str):
     """y[t] = x[offset(t)] over one warp."""
-    from warpweave.ir.expr_text import parse_expr
     b = KernelBuilder("gather")
     b.add_param(Buffer("x", dt.float32, (4096,), (1,), "in"))
     b.add_param(Buffer("y", dt.float32, (32,), (1,), "out"))

@@ -177,8 +177,8 @@ class _Region:
         cond = low.simplify(cond)
         if cond is None:
             return self
-        child = _Region(low, self.chain, self.index, low.simplify(ex.all_of([self.guard, cond]) if self.guard
-                                                                  is not None else cond), self.staged)
+        guard = low.simplify(ex.all_of(c for c in (self.guard, cond) if c is not None))
+        child = _Region(low, self.chain, self.index, guard, self.staged)
         child.memo = dict(self.memo)
         return child
 

@@ -34,6 +34,7 @@ def main():
     ptrs = [x.data_ptr(), out.data_ptr()]
     dev = x.device
     sequence = backend._sequence(backend._loaded())
+    fast = program.fast_path()
     fast_empty = _torch_entry_points(torch)[2]
     s = torch.randn(32, 128, device="cuda")
     softmax = ww.jit(lambda v: ww.softmax(v, axis=-1), target="cuda")
@@ -41,9 +42,11 @@ def main():
     rows = {
         "ww.jit call": lambda: f(x),
         "Program call": lambda: program(x),
-        "backend.run": lambda: backend.run(program, (x,)),
+        "Program.fast_path": lambda: fast((x,)),
+        "backend.run (general)": lambda: backend.run(program, (x,)),
         "Function.launch": lambda: fn.launch(launch.grid, launch.block, ptrs, 0),
         "LaunchSequence.run": lambda: sequence.run(ptrs, 0),
+        "launch_all (native)": lambda: sequence.launch_all(*ptrs, 0),
         "torch.empty": lambda: torch.empty((32,), dtype=torch.float32, device=dev),
         "_empty_strided_cuda": lambda: fast_empty((32,), (1,), torch.float32),
         "current raw stream": lambda: _torch_stream(torch, x.get_device()),

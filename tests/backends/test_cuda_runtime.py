@@ -589,7 +589,7 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
 
     fake = proto(fake_launch)
     monkeypatch.setattr(driver.ctypes, "CDLL", lambda name: SimpleNamespace(cuLaunchKernel=fake))
-    monkeypatch.setattr(driver, "_RAW_SEQUENCE", [driver._build_sequence_launcher()])
+    monkeypatch.setattr(driver, "_NATIVE_SEQUENCE", [driver._build_native_sequence_launcher()])
 
     def function(name, handle):
         return SimpleNamespace(name=name, num_params=2, _raw_handle=ctypes.c_void_p(handle))
@@ -608,3 +608,21 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
     assert info.value.name == "CUDA_ERROR_INVALID_VALUE"
     with pytest.raises(ArgumentError, match="takes 2 pointer arguments"):
         driver.LaunchSequence([(function("a", 0x1000), 1, 32, (0,))], 1)
+    seen.clear()
+    with pytest.raises(ArgumentError, match="takes 3 pointers and a stream"):
+        seq.run([1, 2], 0)
+    with pytest.raises(TypeError):  # Python's own error, from the native argument reader
+        seq.run([1, "2", 3], 0)
+    with pytest.raises(OverflowError):
+        seq.run([1, -2, 3], 0)
+    assert seen == []  # nothing launched on bad arguments
+    # the table lives on the native stack: threads share one sequence
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: seq.run([k, k + 1, k + 2], 0), range(200)))
+    assert sorted(s[-1] for s in seen if s[0] == 0x1000) == sorted([k, k + 2] for k in range(200))
+    # more pointers than the native table holds: kernel by kernel through Function.launch
+    wide = driver.LaunchSequence([(SimpleNamespace(name="w", num_params=1), 1, 32, (driver.MAX_TABLE,))],
+                                 driver.MAX_TABLE + 1)
+    assert wide.launch_all is None

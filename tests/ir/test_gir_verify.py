@@ -334,3 +334,26 @@ def test_malformed_kernels_never_crash_the_verifier():
                 nodes.pop(rng.randrange(len(nodes)))
         probs = check(make_kernel(k.name, k.params, k.shared, nodes, edges, k.target))
         assert not [p for p in probs if "could not finish" in p], probs
+
+
+# ----------------------------------------------------------------------------- load hints
+
+def _copy_kernel(hint, write_back=False):
+    """y[t] = x[t] (or x[t] = x[t] + 1 with write_back), the load carrying l2_prefetch=hint."""
+    b = KernelBuilder("copy")
+    b.add_param(Buffer("x", f32, (64,), (1,), "inout" if write_back else "in"))
+    if not write_back:
+        b.add_param(Buffer("y", f32, (64,), (1,), "out"))
+    t = b.scope("block", "t", 64, b.scope("grid", "g", 1, None))
+    v = b.load("x", V("t"), t)
+    b.store("x" if write_back else "y", V("t"), v, t)
+    k = b.build()
+    nodes = [n.replace(attrs={**n.attr_map, "l2_prefetch": hint}) if n.op == "move.global.reg" else n
+             for n in k.nodes]
+    return make_kernel(k.name, k.params, k.shared, nodes, k.edges, k.target)
+
+
+def test_l2_prefetch_hints():
+    assert problems_of(_copy_kernel(128)) == []
+    assert "must be one of (64, 128, 256)" in rejected(_copy_kernel(100))
+    assert "which the kernel writes" in rejected(_copy_kernel(128, write_back=True))

@@ -1,5 +1,6 @@
-"""The coalescing report: strides where the offset is affine in the thread index,
-32-byte sectors per warp where it is not."""
+"""The coalescing report (strides where the offset is affine in the thread index,
+32-byte sectors per warp where it is not) and the L2 prefetch hint on loads that
+read half lines."""
 from warpweave.compiler import schedule as sch
 from warpweave.compiler.lower import lower_op
 from warpweave.ir import dtypes as dt
@@ -7,7 +8,9 @@ from warpweave.ir import expr as ex
 from warpweave.ir.expr_text import parse_expr
 from warpweave.ir.gir import Buffer, KernelBuilder
 from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
-from warpweave.passes.movement import coalescing
+from warpweave.ir.gir_text import parse_kernel, print_kernel
+from warpweave.ir.gir_verify import verify
+from warpweave.passes.movement import coalescing, prefetch_lines
 
 
 def _verdicts(kernel):
@@ -40,3 +43,38 @@ def test_column_tiles_read_whole_sectors():
     op = ComputeOp("c", (1024,), dt.bfloat16, (j,), ex.Reduce("sum", ex.Load("x", (r, j), dt.bfloat16), (r,), (4096,)))
     k = lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile())
     assert _verdicts(k)[0] == "coalesced"
+
+
+# ----------------------------------------------------------------------------- prefetch-lines
+
+def _column_tile(dtype, cols=1024):
+    j, r = ex.Var("j"), ex.Var("r")
+    x = Placeholder("x", (4096, cols), dtype)
+    op = ComputeOp("c", (cols,), dtype, (j,), ex.Reduce("sum", ex.Load("x", (r, j), dtype), (r,), (4096,)))
+    return lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile())
+
+
+def _hints(kernel):
+    return [n.attr("l2_prefetch") for n in prefetch_lines(kernel).nodes if n.op == "move.global.reg"]
+
+
+def test_half_lines_read_by_neighbouring_blocks_get_the_hint():
+    # 32 bfloat16 columns per tile: 64 bytes of each 128-byte line; the next tile reads the rest
+    assert _hints(_column_tile(dt.bfloat16)) == [128]
+    assert "L2 prefetch 128 B" in _verdicts(prefetch_lines(_column_tile(dt.bfloat16)))[0]
+    # float32 tiles read whole lines already
+    assert _hints(_column_tile(dt.float32)) == [None]
+    # a single tile: nobody reads the other half of its lines
+    assert _hints(_column_tile(dt.bfloat16, cols=32)) == [None]
+
+
+def test_partial_lines_nobody_else_reads_get_no_hint():
+    assert _hints(_gather("(t % 4) + (t // 4) * 64")) == [None]  # 16 of every 128 bytes, once
+    assert _hints(_gather("t")) == [None]  # whole lines
+
+
+def test_the_hint_verifies_and_round_trips_through_the_text_form():
+    kernel = prefetch_lines(_column_tile(dt.bfloat16))
+    verify(kernel)
+    assert parse_kernel(print_kernel(kernel)) == kernel
+    assert "l2_prefetch=128" in print_kernel(kernel)

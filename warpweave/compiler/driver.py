@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from ..passes import fuse
 from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY
 from ..passes.cost import KernelCost, device_for, kernel_cost
 from ..passes.manager import PassManager
-from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS
+from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
 from ..passes.stitch import STITCH
 from . import options as opts
 from .lower import lower
@@ -31,7 +33,7 @@ from .lower_group import lower_group
 from .schedule import DEFAULT_SM_COUNT, Schedule, choose, choose_row_group, GpuElementwise, CpuElementwise
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
-PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, COALESCING]
+PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFETCH_LINES, COALESCING]
 
 STAGES = ("tensor", "groups", "gir", "llvm", "ptx")
 
@@ -132,6 +134,7 @@ class Program:
         self._scratch = threading.local()  # host intermediates, reused per thread
         self._write("groups.txt", self.dump("groups"))
         self._backend = _make_backend(self, options)
+        self._fast = None  # the backend's hot path, made on first use (see fast_path)
         for filename, text in self._backend.files.items():
             self._write(filename, text)
 
@@ -250,11 +253,30 @@ class Program:
             raise DTypeError(f"argument {k} of {self.name}: expected dtype {s.dtype}, got {dtype}")
 
     def __call__(self, *args):
+        out = self.fast_path()(args)
+        if out is not None:
+            return out
         outs = self._backend.run(self, args)
         return outs[0] if self.single else tuple(outs)
 
+    def fast_path(self) -> Callable:
+        """`call(args)`: this program's result for the arguments its backend runs
+        without checks beyond a few attribute tests (PyTorch CUDA tensors of the
+        compiled shapes and dtypes, see CudaProgram.torch_call); None for any other
+        arguments. Made on first use, once PyTorch is imported."""
+        if self._fast is None:
+            make = getattr(self._backend, "torch_call", None)
+            if make is None or "torch" not in sys.modules:
+                return _no_fast_path
+            self._fast = make(self.single) or _no_fast_path
+        return self._fast
+
     def __repr__(self):
         return f"<warpweave.Program {self.name} target={self.target} kernels={len(self.kernels)}>"
+
+
+def _no_fast_path(args):
+    return None
 
 
 def spec_of(value) -> tuple[tuple[int, ...], dt.DType]:

@@ -33,7 +33,10 @@ Nodes come in three families, named by the prefix of `Node.op`:
 * **data movement** — `move.<from>.<to>` and `sync.block`:
   `move.global.reg` / `move.shared.reg` load `buffer[offset]` (attrs buffer,
   offset: an int64 expression in elements, pred: optional bool expression,
-  other: the `expr.Const` a lane reads where pred is false);
+  other: the `expr.Const` a lane reads where pred is false; a global load may
+  carry l2_prefetch: 64, 128 or 256, a hint that the L2 fetch the whole aligned
+  span of that many bytes around each access — a hint only, the meaning is the
+  same without it);
   in a vector scope, code generators make one wide access where the offset has
   stride 1 in the lane variable and pred does not depend on it, accesses of r
   contiguous lanes each ("runs") where that holds after writing the lane as
@@ -72,6 +75,7 @@ ROLES = ("in", "out", "inout", "temp")
 SCOPE_KINDS = ("grid", "block", "serial", "unroll", "vector")
 SHUFFLE_MODES = ("bfly", "down", "idx")
 WARP_SIZE = 32
+L2_PREFETCH_SIZES = (64, 128, 256)  # bytes: the hint `l2_prefetch` on a global load
 COMPUTE_OPS = ("const", "index", "select", "cast", "reduce") + ex.UNARY_OPS + ex.BINARY_OPS
 
 

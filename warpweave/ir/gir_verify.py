@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
-from .gir import COMPUTE_OPS, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, WARP_SIZE, Edge, Kernel, Node
+from .gir import COMPUTE_OPS, L2_PREFETCH_SIZES, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, WARP_SIZE, Edge, Kernel, Node
 
 __all__ = ["Limits", "verify", "check"]
 
@@ -106,6 +106,7 @@ def _level_of_move_end(op: str, end: int) -> str | None:
 class _Verifier:
     def __init__(self, kernel: Kernel, limits: Limits):
         self.k = kernel
+        self.written = {n.attr("buffer") for n in kernel.nodes if n.op in STORES}
         self.lim = limits
         self.problems: list[str] = []
         self.nodes: dict[str, Node] = {}
@@ -555,6 +556,13 @@ class _Verifier:
                          f"{ex.to_text(other) if isinstance(other, ex.Expr) else repr(other)}")
             if pred is not None and other is None:
                 self.add(f"{name}: a predicated load needs 'other' (the value where pred is false)")
+            hint = n.attr("l2_prefetch")
+            if hint is not None and (n.op != "move.global.reg" or hint not in L2_PREFETCH_SIZES):
+                self.add(f"{name}: l2_prefetch {hint!r} must be one of {L2_PREFETCH_SIZES} on a "
+                         f"global load")
+            elif hint is not None and n.attr("buffer") in self.written:
+                self.add(f"{name}: l2_prefetch on {n.attr('buffer')}, which the kernel writes "
+                         f"(the hint reads through the non-coherent path: read-only buffers only)")
         elif n.op == SHUFFLE:
             if n.attr("mode") not in SHUFFLE_MODES:
                 self.add(f"{name}: unknown shuffle mode {n.attr('mode')!r}; expected one of "

@@ -7,6 +7,9 @@ coalescing report.
   read by the max, the sum and the output of a softmax is loaded from DRAM once.
 * `hoist_loads` — a load of a read-only buffer moves out of every scope whose
   variable its offset and predicate do not use.
+* `prefetch_lines` — a load whose warps read only part of each 128-byte line,
+  the rest being read by neighbouring threads or blocks, gets the hint
+  `l2_prefetch=128` (the L2 fetches whole lines).
 * `coalescing` — for each global access, the element stride between consecutive
   threads of a block (1, or contiguous vector lanes, is coalesced); where the
   offset is not affine in the thread index (a block split into rows × columns of
@@ -100,25 +103,83 @@ def _reshape_edges(kernel: Kernel, nodes) -> list:
     return out
 
 
-def _warp_sectors(kernel: Kernel, node, t: str) -> str:
-    """"coalesced" when the first warp's accesses (every vector lane, the other scope
-    variables at their first value, predicates ignored) touch no more 32-byte sectors
-    than their distinct elements need; else how many they touch."""
+def _sample_offsets(kernel: Kernel, node, counts: dict[str, int]) -> np.ndarray:
+    """The distinct element offsets `node` accesses with each scope variable named in
+    `counts` over its first counts[var] values, vector lanes over all of theirs and
+    the other scope variables at 0 (predicates ignored)."""
     env = {}
     axes = []
     for scope in kernel.scope_chain(node.scope):
         var, extent = scope.attr("var"), scope.attr("extent")
-        if var == t or scope.scope_kind == "vector":
-            axes.append((var, min(extent, WARP_SIZE) if var == t else extent))
+        if var in counts or scope.scope_kind == "vector":
+            axes.append((var, min(extent, counts.get(var, extent))))
         else:
             env[var] = 0
     grids = np.meshgrid(*[np.arange(n, dtype=np.int64) for _, n in axes], indexing="ij")
     env.update((var, g) for (var, _), g in zip(axes, grids))
-    offsets = np.unique(np.broadcast_to(ex.evaluate(node.attr("offset"), env), grids[0].shape))
+    shape = grids[0].shape if grids else ()
+    return np.unique(np.broadcast_to(ex.evaluate(node.attr("offset"), env), shape))
+
+
+def _warp_sectors(kernel: Kernel, node, t: str) -> str:
+    """"coalesced" when the first warp's accesses (every vector lane, the other scope
+    variables at their first value, predicates ignored) touch no more 32-byte sectors
+    than their distinct elements need; else how many they touch."""
+    offsets = _sample_offsets(kernel, node, {t: WARP_SIZE})
     size = node.dtype.itemsize
     sectors = len(np.unique(offsets * size // 32))
     fewest = -(-len(offsets) * size // 32)
     return "coalesced" if sectors <= fewest else f"{sectors} sectors/warp, fewest {fewest}"
+
+
+LINE = 128  # bytes: the L2 prefetch hint's span
+NEIGHBOUR_BLOCKS = 16  # blocks sampled for the rest of a line
+
+
+def _splits_lines(kernel: Kernel, node, t: str, g: str | None) -> bool:
+    """Whether the first warp uses only part of some 128-byte line it touches, and
+    the threads of the first few blocks (at the same iteration) read all of every
+    such line: the rest of the line is wanted soon, by a neighbour."""
+    size = _buffer_dtype(kernel, node.attr("buffer")).itemsize
+    if LINE % size:
+        return False
+    per_line = LINE // size
+
+    def lines(offsets):
+        ids, counts = np.unique(offsets // per_line, return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist()))
+
+    warp = lines(_sample_offsets(kernel, node, {t: WARP_SIZE}))
+    if all(c == per_line for c in warp.values()):
+        return False
+    counts = {t: kernel.block} | ({g: NEIGHBOUR_BLOCKS} if g is not None else {})
+    around = lines(_sample_offsets(kernel, node, counts))
+    return all(around.get(line) == per_line for line in warp)
+
+
+def _buffer_dtype(kernel: Kernel, name: str):
+    return next(p.dtype for p in kernel.params if p.name == name)
+
+
+def prefetch_lines(kernel: Kernel) -> Kernel:
+    """Give a load of a read-only buffer the hint `l2_prefetch=128` where each warp
+    reads only part of the 128-byte lines it touches and neighbouring threads or
+    blocks read the rest (a column tile of 32 bfloat16 columns reads 64 bytes of each
+    line; the next tile reads the other 64): the L2 then fetches each line from DRAM
+    once, in one request, instead of in two halves at different times."""
+    block, grid = kernel.find_scope("block"), kernel.find_scope("grid")
+    if kernel.target != "gpu" or block is None:
+        return kernel
+    t, g = block.attr("var"), grid.attr("var") if grid is not None else None
+    readonly = _read_only(kernel)
+    nodes = []
+    for n in kernel.nodes:
+        if n.op == "move.global.reg" and n.attr("buffer") in readonly and n.attr("l2_prefetch") is None \
+                and _splits_lines(kernel, n, t, g):
+            n = n.replace(attrs={**n.attr_map, "l2_prefetch": LINE})
+        nodes.append(n)
+    return make_kernel(kernel.name, kernel.params, kernel.shared, nodes, kernel.edges, kernel.target,
+                       dict(kernel.meta))
 
 
 def coalescing(kernel: Kernel) -> Kernel:
@@ -143,6 +204,8 @@ def coalescing(kernel: Kernel) -> Kernel:
             verdict = "coalesced"
         else:
             verdict = f"stride {step}"
+        if n.attr("l2_prefetch"):
+            verdict += f", L2 prefetch {n.attr('l2_prefetch')} B"
         notes.append(f"{n.attr('buffer')}@{n.id}:{verdict}")
     meta = dict(kernel.meta)
     meta["coalescing"] = "; ".join(notes)
@@ -152,4 +215,5 @@ def coalescing(kernel: Kernel) -> Kernel:
 
 FORWARD_LOADS = Pass("forward-loads", forward_loads)
 HOIST_LOADS = Pass("hoist-loads", hoist_loads)
+PREFETCH_LINES = Pass("prefetch-lines", prefetch_lines)
 COALESCING = Pass("coalescing", coalescing)

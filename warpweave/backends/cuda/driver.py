@@ -546,8 +546,9 @@ def _cu_launch_kernel(b, ir):
     return b.inttoptr(ir.Constant(ir.IntType(64), address), launch_ty.as_pointer())
 
 
-def _jit(module, name: str, proto):
-    """The native function `name` of the llvmlite module, as a ctypes `proto`."""
+def _jit_address(module, name: str):
+    """(engine, address) of the native function `name` of the llvmlite module; the
+    code lives as long as the engine."""
     import llvmlite.binding as llvm
 
     module.triple = llvm.get_process_triple()
@@ -556,7 +557,13 @@ def _jit(module, name: str, proto):
     machine = llvm.Target.from_default_triple().create_target_machine()
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), machine)
     engine.finalize_object()
-    fn = proto(engine.get_function_address(name))
+    return engine, engine.get_function_address(name)
+
+
+def _jit(module, name: str, proto):
+    """The native function `name` of the llvmlite module, as a ctypes `proto`."""
+    engine, address = _jit_address(module, name)
+    fn = proto(address)
     fn._engine = engine  # keep the code alive
     return fn
 
@@ -578,16 +585,19 @@ def _build_trampoline():
 
 
 class LaunchSequence:
-    """Kernels launched one after another on one stream, over a shared table of
-    buffer pointers: `run(pointers, stream)` writes the table and launches them all
-    in one native call (one ctypes transition instead of one per kernel).
+    """Kernels launched one after another on one stream over a shared table of
+    buffer pointers, in one native call: `run(pointers, stream)`, or on the hot path
+    `launch_all(*pointers, stream)` with the result checked by `check`.
 
     `launches` holds (function, grid, block, positions): kernel parameter i is
-    `pointers[positions[i]]`."""
+    `pointers[positions[i]]`. The launcher is a builtin function made from native
+    code (`_native_sequence_launcher`): Python calls it like any builtin, with no
+    ctypes conversions, and it writes the pointer table on its own stack (so one
+    sequence serves any number of threads)."""
 
-    class _Record(ctypes.Structure):
+    class _Launch(ctypes.Structure):
         _fields_ = [("func", ctypes.c_void_p), ("grid", ctypes.c_uint), ("block", ctypes.c_uint),
-                    ("shared", ctypes.c_uint), ("params", ctypes.c_void_p)]
+                    ("shared", ctypes.c_uint), ("nparams", ctypes.c_uint), ("positions", ctypes.c_void_p)]
 
     def __init__(self, launches: Sequence[tuple["Function", int, int, Sequence[int]]], table_size: int):
         for fn, grid, block, where in launches:
@@ -596,89 +606,173 @@ class LaunchSequence:
                                     f"got {len(where)}")
         self.launches = [(fn, int(grid), int(block), tuple(where)) for fn, grid, block, where in launches]
         self.table_size = table_size
-        self._native = _raw_sequence_launcher()
-        self._tls = threading.local()
+        self.launch_all = self._native_launcher()
 
-    def _thread_state(self):
-        table = (ctypes.c_uint64 * max(1, self.table_size))()
-        base = ctypes.addressof(table)
-        params = [(ctypes.c_void_p * max(1, len(where)))(*[base + 8 * k for k in where])
-                  for _, _, _, where in self.launches]
-        records = (self._Record * max(1, len(self.launches)))()
-        for r, (fn, grid, block, _), p in zip(records, self.launches, params):
-            r.func, r.grid, r.block, r.shared, r.params = fn._raw_handle.value, grid, block, 0, \
-                ctypes.addressof(p)
-        failed = ctypes.c_int(-1)
-        # the native call takes plain addresses (no ctypes conversions per call)
-        state = (table, ctypes.addressof(records), ctypes.addressof(failed), failed, params, records)
-        self._tls.state = state
-        return state
+    def _native_launcher(self):
+        """The builtin `launch_all(*pointers, stream) -> int` over this sequence's launch
+        records (kept alive by it), or None (no libcuda, no JIT, or more pointers
+        than the native table holds): `run` then launches kernel by kernel."""
+        native = _native_sequence_launcher()
+        if native is None or self.table_size > MAX_TABLE or \
+                any(len(where) > MAX_TABLE for *_, where in self.launches):
+            return None
+        positions = [(ctypes.c_uint * max(1, len(where)))(*where) for *_, where in self.launches]
+        header = (ctypes.c_uint * 2)(len(self.launches), self.table_size)
+        records = (self._Launch * max(1, len(self.launches)))()
+        for r, (fn, grid, block, where), pos in zip(records, self.launches, positions):
+            r.func, r.grid, r.block, r.shared = fn._raw_handle.value, grid, block, 0
+            r.nparams, r.positions = len(where), ctypes.addressof(pos)
+        return native(header, records, positions)
 
     def run(self, pointers: Sequence[int], stream: int = 0) -> None:
-        if self._native is None:
+        if self.launch_all is None:
             for fn, grid, block, where in self.launches:
                 fn.launch(grid, block, [pointers[k] for k in where], stream)
             return
-        try:
-            table, records, failed_at, failed, _, _ = self._tls.state
-        except AttributeError:
-            table, records, failed_at, failed, _, _ = self._thread_state()
-        table[:] = pointers
-        err = self._native(records, len(self.launches), stream, failed_at)
-        if err:
-            fn, grid, block, _ = self.launches[failed.value]
-            raise _make_error(cu.CUresult(err), "cuLaunchKernel",
-                              f"kernel {fn.name}, grid {grid}, block {block}, stream {stream}")
+        self.check(self.launch_all(*pointers, stream))
+
+    def check(self, status: int) -> None:
+        """Raise for a nonzero status of `launch_all`: -1 for a wrong argument count,
+        else (index of the failing launch << 32) | its CUresult."""
+        if status == 0:
+            return
+        if status < 0:
+            raise ArgumentError(f"this launch sequence takes {self.table_size} pointers and a stream")
+        fn, grid, block, _ = self.launches[status >> 32]
+        raise _make_error(cu.CUresult(status & 0xFFFFFFFF), "cuLaunchKernel",
+                          f"kernel {fn.name}, grid {grid}, block {block}")
 
 
-_RAW_SEQUENCE: list = []
+MAX_TABLE = 1024  # pointers (and parameters per kernel) a native launch sequence takes
+
+_NATIVE_SEQUENCE: list = []
 
 
-def _raw_sequence_launcher():
-    """`launch_all(records, count, stream, failed) -> CUresult`: native code looping
-    over launch records (see LaunchSequence) and calling cuLaunchKernel for each,
-    stopping at the first error (its index is written to `failed`); None where
-    libcuda or a JIT is not available."""
-    return _built_once(_RAW_SEQUENCE, _build_sequence_launcher)
+def _native_sequence_launcher():
+    """`bind(header, records, positions)` -> a builtin `launch_all(*pointers, stream)`
+    (see LaunchSequence), or None where libcuda or a JIT is not available."""
+    return _built_once(_NATIVE_SEQUENCE, _build_native_sequence_launcher)
 
 
-def _build_sequence_launcher():
+class _MethodDef(ctypes.Structure):
+    """CPython's PyMethodDef."""
+    _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int),
+                ("doc", ctypes.c_char_p)]
+
+
+_METH_FASTCALL = 0x80
+
+
+def _build_native_sequence_launcher():
+    """Native code with CPython's fast-call convention, `f(self, args, nargs)`: `self`
+    is a tuple (header address, records address, what must outlive the builtin); args are the table's pointers and
+    the stream, read with PyLong_AsUnsignedLongLong into a stack table; then
+    cuLaunchKernel per record. Returns 0, -1 (wrong argument count), the failing
+    launch's (index << 32) | CUresult, or NULL with Python's error set (an argument
+    that is no int)."""
     from llvmlite import ir
 
-    i32, ptr = ir.IntType(32), ir.PointerType()
-    record = ir.LiteralStructType([ptr, i32, i32, i32, ptr])  # the layout of LaunchSequence._Record
+    i32, i64, ptr = ir.IntType(32), ir.IntType(64), ir.PointerType()
+    record = ir.LiteralStructType([ptr, i32, i32, i32, i32, ptr])  # LaunchSequence._Launch
     module = ir.Module("warpweave_launch_all")
-    fn = ir.Function(module, ir.FunctionType(i32, [ptr, i32, ptr, ptr]), "ww_launch_all")
-    records, count, stream, failed = fn.args
-    entry, loop, body, done = (fn.append_basic_block(n) for n in ("entry", "loop", "body", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(loop)
-    b.position_at_end(loop)
-    i = b.phi(i32)
-    i.add_incoming(ir.Constant(i32, 0), entry)
-    b.cbranch(b.icmp_signed("<", i, count), body, done)
-    b.position_at_end(body)
-    callee = _cu_launch_kernel(b, ir)
-    rec = b.gep(records, [i], source_etype=record)
+    fn = ir.Function(module, ir.FunctionType(ptr, [ptr, ptr, i64]), "ww_launch_all")
+    self_, args, nargs = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
 
-    def field(k, ty):
-        return b.load(b.gep(rec, [ir.Constant(i32, 0), ir.Constant(i32, k)], source_etype=record), typ=ty)
+    def api(name, ret, params):
+        address = ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
+        return b.inttoptr(ir.Constant(i64, address), ir.FunctionType(ret, params).as_pointer())
 
-    one = ir.Constant(i32, 1)
-    err = b.call(callee, [field(0, ptr), field(1, i32), one, one, field(2, i32), one, one, field(3, i32),
-                          stream, field(4, ptr), ir.Constant(ptr, None)])
-    fail, next_ = fn.append_basic_block("fail"), fn.append_basic_block("next")
-    b.cbranch(b.icmp_signed("!=", err, ir.Constant(i32, 0)), fail, next_)
-    b.position_at_end(fail)
-    b.store(i, failed)
-    b.ret(err)
-    b.position_at_end(next_)
-    i.add_incoming(b.add(i, one), next_)
-    b.branch(loop)
-    b.position_at_end(done)
-    b.ret(ir.Constant(i32, 0))
-    return _jit(module, "ww_launch_all", ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                                                          ctypes.c_void_p, ctypes.c_void_p))
+    as_u64 = api("PyLong_AsUnsignedLongLong", i64, [ptr])
+    from_i64 = api("PyLong_FromLongLong", ptr, [i64])
+    err_occurred = api("PyErr_Occurred", ptr, [])
+    item = api("PyTuple_GetItem", ptr, [ptr, i64])
+    launch = _cu_launch_kernel(b, ir)
+    header = b.inttoptr(b.call(as_u64, [b.call(item, [self_, ir.Constant(i64, 0)])]), ptr)
+    records = b.inttoptr(b.call(as_u64, [b.call(item, [self_, ir.Constant(i64, 1)])]), ptr)
+    count = b.zext(b.load(header, typ=i32), i64)
+    size = b.zext(b.load(b.gep(header, [ir.Constant(i64, 1)], source_etype=i32), typ=i32), i64)
+    table = b.alloca(i64, MAX_TABLE)
+    params = b.alloca(ptr, MAX_TABLE)
+    counters = {name: b.alloca(i64, name=name) for name in ("read", "launch", "params")}
+
+    def ret(value):
+        b.ret(b.call(from_i64, [value]))
+
+    def counted_loop(name, stop, body):
+        """for (i = 0; i < stop; ++i) body(i), counting in the entry block's slot `name`."""
+        counter = counters[name]
+        b.store(ir.Constant(i64, 0), counter)
+        test, work, after = (fn.append_basic_block(f"{name}.{x}") for x in ("test", "body", "end"))
+        b.branch(test)
+        b.position_at_end(test)
+        i = b.load(counter, typ=i64)
+        b.cbranch(b.icmp_signed("<", i, stop), work, after)
+        b.position_at_end(work)
+        body(i)
+        b.store(b.add(i, ir.Constant(i64, 1)), counter)
+        b.branch(test)
+        b.position_at_end(after)
+
+    def read_int(index):
+        """args[index] as an unsigned 64-bit int; returns NULL where Python raised."""
+        v = b.call(as_u64, [b.load(b.gep(args, [index], source_etype=ptr), typ=ptr)])
+        maybe, fine = fn.append_basic_block("maybe_error"), fn.append_basic_block("fine")
+        b.cbranch(b.icmp_signed("==", v, ir.Constant(i64, -1)), maybe, fine)
+        b.position_at_end(maybe)
+        raised, not_raised = fn.append_basic_block("raised"), fine
+        b.cbranch(b.icmp_unsigned("!=", b.call(err_occurred, []), ir.Constant(ptr, None)), raised, not_raised)
+        b.position_at_end(raised)
+        b.ret(ir.Constant(ptr, None))
+        b.position_at_end(fine)
+        return v
+
+    bad, good = fn.append_basic_block("bad_count"), fn.append_basic_block("good_count")
+    b.cbranch(b.icmp_signed("!=", nargs, b.add(size, ir.Constant(i64, 1))), bad, good)
+    b.position_at_end(bad)
+    ret(ir.Constant(i64, -1))
+    b.position_at_end(good)
+    counted_loop("read", size, lambda i: b.store(read_int(i), b.gep(table, [i], source_etype=i64)))
+    stream = b.inttoptr(read_int(size), ptr)
+
+    def launch_one(k):
+        rec = b.gep(records, [k], source_etype=record)
+
+        def field(index, ty):
+            return b.load(b.gep(rec, [ir.Constant(i32, 0), ir.Constant(i32, index)], source_etype=record), typ=ty)
+
+        positions = field(5, ptr)
+
+        def point(i):
+            where = b.zext(b.load(b.gep(positions, [i], source_etype=i32), typ=i32), i64)
+            b.store(b.gep(table, [where], source_etype=i64), b.gep(params, [i], source_etype=ptr))
+
+        counted_loop("params", b.zext(field(4, i32), i64), point)
+        one = ir.Constant(i32, 1)
+        err = b.call(launch, [field(0, ptr), field(1, i32), one, one, field(2, i32), one, one, field(3, i32),
+                              stream, params, ir.Constant(ptr, None)])
+        failed, next_ = fn.append_basic_block("failed"), fn.append_basic_block("next")
+        b.cbranch(b.icmp_signed("!=", err, ir.Constant(i32, 0)), failed, next_)
+        b.position_at_end(failed)
+        ret(b.or_(b.shl(k, ir.Constant(i64, 32)), b.zext(err, i64)))
+        b.position_at_end(next_)
+
+    counted_loop("launch", count, launch_one)
+    ret(ir.Constant(i64, 0))
+    engine, address = _jit_address(module, "ww_launch_all")
+    method = _MethodDef(b"launch_all", address, _METH_FASTCALL, None)
+    new_function = ctypes.pythonapi.PyCFunction_NewEx
+    new_function.restype = ctypes.py_object
+    new_function.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
+
+    def bind(header, records, positions):
+        """The builtin over these ctypes arrays; it holds them, the method record and
+        the native code (through its `self`), so it may outlive everything else."""
+        owned = (engine, method, header, records, positions)
+        return new_function(ctypes.addressof(method), (ctypes.addressof(header), ctypes.addressof(records),
+                                                       owned), None)
+
+    return bind
 
 
 # --------------------------------------------------------------------- memory

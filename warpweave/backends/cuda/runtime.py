@@ -84,7 +84,6 @@ class CudaProgram:
                          if op.name in used] + [(t.name, tuple(t.shape), t.dtype) for t in temps]
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
-        self._plan: tuple | None = None
         self._launch_sequence: driver.LaunchSequence | None = None
 
     def _loaded(self) -> list:
@@ -101,9 +100,6 @@ class CudaProgram:
 
     def run(self, program, args) -> list:
         functions = self._functions or self._loaded()
-        fast = self._run_torch(args, functions)
-        if fast is not None:
-            return fast
         program.check_arg_count(args)
         driver.ensure_context()
         buffers: dict[str, int] = {}
@@ -155,49 +151,59 @@ class CudaProgram:
                 len(self._inputs) + len(self._outputs))
         return self._launch_sequence
 
-    def _torch_plan(self, functions) -> tuple:
-        """What the PyTorch hot path needs, computed once: input specs, output specs
-        (shape, strides, dtype) and the launch sequence."""
-        if self._plan is None:
-            inputs = [(shape, arrays._torch_dtype_of(d)) for shape, d in self._inputs]
-            outputs = [(shape, row_major_strides(shape), arrays._torch_dtype_of(d))
-                       for _, shape, d in self._outputs]
-            results = [self._output_index[n] for n in self.graph.outputs]
-            self._plan = (inputs, outputs, self._sequence(functions), results)
-        return self._plan
-
-    def _run_torch(self, args, functions) -> list | None:
-        """The common case on the hot path: contiguous, 16-byte aligned PyTorch CUDA
-        tensors (or parameters) of the compiled shapes and dtypes on one device. None: take the
-        general path (which also reports errors)."""
+    def torch_call(self, single: bool) -> Callable | None:
+        """The PyTorch hot path as one closure, `call(args)`: the outputs (one, or a
+        tuple) for contiguous, 16-byte aligned PyTorch CUDA tensors (or parameters)
+        of the compiled shapes and dtypes on the current device; None for anything
+        else (the general path, `run`, takes those and reports errors). None where
+        torch is not imported or this PyTorch or driver lacks the entry points."""
         torch = sys.modules.get("torch")
-        if torch is None or len(args) != len(self._inputs) or not args:
+        if torch is None or not self._inputs:
             return None
-        first = args[0]
+        current_device, raw_stream, empty = _torch_entry_points(torch)
+        if raw_stream is None or empty is None:
+            return None
+        sequence = self._sequence(self._functions or self._loaded())
+        launch_all, check = sequence.launch_all, sequence.check
+        if launch_all is None:
+            return None
         plain = (torch.Tensor, torch.nn.Parameter)
-        if type(first) not in plain or not first.is_cuda:
-            return None
-        inputs, outputs, sequence, results = self._torch_plan(functions)
-        index = first.get_device()
-        pointers = []
-        for a, (shape, tdt) in zip(args, inputs):
-            if type(a) not in plain or a.dtype is not tdt or a.shape != shape or \
-                    not a.is_contiguous() or (a is not first and a.get_device() != index):
+        inputs = [(torch.Size(shape), arrays._torch_dtype_of(d)) for shape, d in self._inputs]
+        outputs = [(shape, row_major_strides(shape), arrays._torch_dtype_of(d)) for _, shape, d in self._outputs]
+        results = [self._output_index[n] for n in self.graph.outputs]
+        first_result, arity = results[0], len(inputs)
+        ensure_context = driver.ensure_context
+
+        def call(args):
+            if len(args) != arity:
                 return None
-            ptr = a.data_ptr()
-            if ptr % 16:
+            first = args[0]
+            if type(first) not in plain:
                 return None
-            pointers.append(ptr)
-        driver.ensure_context()
-        current_device, _, empty = _torch_entry_points(torch)
-        stream = _torch_stream(torch, index)
-        if empty is None or current_device() != index:
-            allocated = [torch.empty(shape, dtype=tdt, device=first.device) for shape, _, tdt in outputs]
-        else:
+            index = first.get_device()  # -1 on the CPU
+            if index < 0:
+                return None
+            pointers = []
+            for a, (shape, tdt) in zip(args, inputs):
+                if type(a) not in plain or a.dtype is not tdt or a.shape != shape or \
+                        not a.is_contiguous() or (a is not first and a.get_device() != index):
+                    return None
+                ptr = a.data_ptr()
+                if ptr % 16:
+                    return None
+                pointers.append(ptr)
+            ensure_context()
+            if current_device() != index:
+                return None
             allocated = [empty(shape, strides, tdt) for shape, strides, tdt in outputs]
-        pointers += [t.data_ptr() for t in allocated]
-        sequence.run(pointers, stream)
-        return [allocated[k] for k in results]
+            status = launch_all(*pointers, *[t.data_ptr() for t in allocated], raw_stream(index))
+            if status:
+                check(status)
+            if single:
+                return allocated[first_result]
+            return tuple(allocated[k] for k in results)
+
+        return call
 
     @staticmethod
     def _dense_copy(b: arrays.CudaBuffer, stream: int) -> arrays.CudaBuffer:

@@ -91,6 +91,12 @@ class Target:
         or None where the target has none (the codegen then rounds with integer ops)."""
         return None
 
+    def global_load(self, cg: "KernelCodegen", address: ir.Value, ty: ir.Type, align: int | None,
+                    l2_prefetch: int | None) -> ir.Value:
+        """A `ty` load from a read-only global buffer; `l2_prefetch` (bytes) is a hint a
+        target may ignore."""
+        return cg.b.load(address, typ=ty, align=align)
+
 
 class KernelCodegen:
     """Lowers one GIR kernel into a function of an LLVM module."""
@@ -411,15 +417,16 @@ class KernelCodegen:
         other = self.constant(n.attr("other").value, d)
         b = self.b
         mode, pieces = self._access_plan(offset, pred, d)
+        hint = n.attr("l2_prefetch")
         if mode == "runs":
-            return self._load_runs(ptr, d, other, pieces)
+            return self._load_runs(ptr, d, other, pieces, hint)
         if mode == "vector":
             base_expr = ex.substitute(offset, {self._vector_var: ex.Const(0, dt.INDEX)})
             base = self.index(base_expr)
             if pred is not None:
                 base = b.select(self.index(pred), base, ir.Constant(I64, 0))
             vty = ir.VectorType(mty, self.width)
-            v = b.load(self._addr(ptr, base, mty), typ=vty, align=self._alignment(base_expr, d))
+            v = self._global_load(ptr, base, vty, self._alignment(base_expr, d), hint)
             v = self._to_reg(v, d)
             if pred is not None:
                 v = b.select(self.index(pred), v, self.vec(other))
@@ -429,7 +436,7 @@ class KernelCodegen:
             if pred is not None:
                 p = self.index(pred)
                 off = b.select(p, off, ir.Constant(I64, 0))
-            v = self._to_reg(b.load(self._addr(ptr, off, mty), typ=mty), d)
+            v = self._to_reg(self._global_load(ptr, off, mty, d.itemsize, hint), d)
             if pred is not None:
                 v = b.select(p, v, other)
             return v
@@ -446,7 +453,8 @@ class KernelCodegen:
             out = b.select(preds, out, self.vec(other))
         return out
 
-    def _load_runs(self, ptr: ir.Value, d: dt.DType, other: ir.Value, pieces: list) -> ir.Value:
+    def _load_runs(self, ptr: ir.Value, d: dt.DType, other: ir.Value, pieces: list,
+                   hint: int | None) -> ir.Value:
         """A vector load as `pieces` (start lane, lanes, base offset, predicate) of
         contiguous lanes, assembled into one `width`-lane vector."""
         b, mty = self.b, mem_type(d)
@@ -460,13 +468,22 @@ class KernelCodegen:
             base = self.index(base_expr)
             if cond is not None:
                 base = b.select(cond, base, ir.Constant(I64, 0))
-            v = b.load(self._addr(ptr, base, mty), typ=ir.VectorType(mty, lanes),
-                       align=self._alignment(base_expr, d, lanes))
+            v = self._global_load(ptr, base, ir.VectorType(mty, lanes),
+                                  self._alignment(base_expr, d, lanes), hint)
             v = self._to_reg(v, d)
             if cond is not None:
                 v = b.select(cond, v, self.splat(other, rty))
             parts.append((start, v))
         return self._assemble(parts)
+
+    def _global_load(self, ptr: ir.Value, offset: ir.Value, ty: ir.Type, align: int | None,
+                     hint: int | None) -> ir.Value:
+        """A load at element `offset` of `ptr`: through the target where the load carries
+        an L2 prefetch hint (only global loads of read-only buffers do), else plain."""
+        address = self._addr(ptr, offset, ty.element if isinstance(ty, ir.VectorType) else ty)
+        if hint is None:
+            return self.b.load(address, typ=ty, align=align)
+        return self.target.global_load(self, address, ty, align, hint)
 
     def _assemble(self, parts: list[tuple[int, ir.Value]]) -> ir.Value:
         """One `width`-lane vector from vectors holding lanes [start, start + count)."""

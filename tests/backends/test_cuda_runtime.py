@@ -626,3 +626,56 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
     wide = driver.LaunchSequence([(SimpleNamespace(name="w", num_params=1), 1, 32, (driver.MAX_TABLE,))],
                                  driver.MAX_TABLE + 1)
     assert wide.launch_all is None
+
+
+def test_the_generated_torch_launcher_checks_every_input_and_launches_once():
+    """The hot path's Python source (stage "launcher"), run against stand-ins for
+    PyTorch tensors and entry points: pointers in table order, outputs in the
+    program's order, None (the general path) for anything it does not check."""
+    import warpweave as ww
+
+    program = ww.jit(lambda a, b: (a * b, a + b), target="cuda").lower(
+        np.ones((4, 8), np.float32), np.ones((8,), np.float32))
+    source = program.dump("launcher")
+
+    class Tensor:
+        def __init__(self, shape, dtype="f32", ptr=0x1000, device=0, contiguous=True):
+            self.shape, self.dtype, self.ptr, self.device, self.contiguous = shape, dtype, ptr, device, contiguous
+
+        def get_device(self):
+            return self.device
+
+        def data_ptr(self):
+            return self.ptr
+
+        def is_contiguous(self):
+            return self.contiguous
+
+    launched, made = [], []
+
+    def empty(shape, strides, dtype):
+        made.append(Tensor(shape, dtype, ptr=0x9000 + 0x100 * len(made)))
+        return made[-1]
+
+    namespace = {"PLAIN": (Tensor,), "SHAPE0": (4, 8), "DTYPE0": "f32", "SHAPE1": (8,), "DTYPE1": "f32",
+                 "launch_all": lambda *a: launched.append(a) or 0, "check": None,
+                 "ensure_context": lambda: None, "current_device": lambda: 0, "raw_stream": lambda i: 0x77,
+                 "empty": empty}
+    backend = program._backend
+    for k, (_, shape, _) in enumerate(backend._outputs):
+        namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": None, f"OUT{k}_DTYPE": "f32"})
+    exec(source, namespace)
+    call = namespace["call"]
+    a, b = Tensor((4, 8), ptr=0x1000), Tensor((8,), ptr=0x2000)
+    outs = call((a, b))
+    assert len(launched) == 1 and launched[0][:2] == (0x1000, 0x2000) and launched[0][-1] == 0x77
+    assert launched[0][2:-1] == tuple(t.ptr for t in made)
+    names = [n for n, _, _ in backend._outputs]
+    assert [made.index(o) for o in outs] == [names.index(n) for n in program.graph.outputs]
+    launched.clear()
+    for bad in [(a,), (a, b, b), (a, Tensor((8,), "bf16")), (a, Tensor((9,))), (Tensor((4, 8), device=-1), b),
+                (a, Tensor((8,), device=1)), (a, Tensor((8,), ptr=0x2004)), (a, Tensor((8,), contiguous=False))]:
+        assert call(bad) is None
+    namespace["current_device"] = lambda: 1
+    assert call((a, b)) is None
+    assert launched == []

@@ -268,7 +268,7 @@ class Program:
             make = getattr(self._backend, "torch_call", None)
             if make is None or "torch" not in sys.modules:
                 return _no_fast_path
-            self._fast = make(self.single) or _no_fast_path
+            self._fast = make() or _no_fast_path
         return self._fast
 
     def __repr__(self):
@@ -412,4 +412,4 @@ def _cuda_backend(program: Program, options: opts.Options):
                                   lambda: driver.link_ptx(texts["ptx"], arch))
 
     return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
-                       texts["llvm"], texts["ptx"], load_image)
+                       texts["llvm"], texts["ptx"], load_image, program.single)

@@ -67,7 +67,7 @@ class CudaProgram:
     cache); it runs on the first call, so compiling needs no GPU."""
 
     def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], temps: list[Buffer],
-                 llvm_ir: str, ptx: str, load_image: Callable[[], bytes]):
+                 llvm_ir: str, ptx: str, load_image: Callable[[], bytes], single: bool = True):
         self.graph = graph
         self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params))
                          for name, k in kernels]
@@ -85,6 +85,8 @@ class CudaProgram:
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
         self._launch_sequence: driver.LaunchSequence | None = None
+        if self._inputs:
+            self.stages["launcher"] = self.files["launcher.py"] = self._launcher_source(single)
 
     def _loaded(self) -> list:
         if self._functions is None:
@@ -151,59 +153,68 @@ class CudaProgram:
                 len(self._inputs) + len(self._outputs))
         return self._launch_sequence
 
-    def torch_call(self, single: bool) -> Callable | None:
-        """The PyTorch hot path as one closure, `call(args)`: the outputs (one, or a
-        tuple) for contiguous, 16-byte aligned PyTorch CUDA tensors (or parameters)
-        of the compiled shapes and dtypes on the current device; None for anything
-        else (the general path, `run`, takes those and reports errors). None where
-        torch is not imported or this PyTorch or driver lacks the entry points."""
+    def torch_call(self) -> Callable | None:
+        """The PyTorch hot path, `call(args)`: the outputs (one, or a tuple) for
+        contiguous, 16-byte aligned PyTorch CUDA tensors (or parameters) of the
+        compiled shapes and dtypes on the current device; None for anything else
+        (the general path, `run`, takes those and reports errors). It is Python
+        generated for this program (dumped as the stage "launcher"), so that a
+        call runs no loops. None where torch is not imported or this PyTorch or
+        driver lacks the entry points."""
         torch = sys.modules.get("torch")
-        if torch is None or not self._inputs:
+        if torch is None or "launcher" not in self.stages:
             return None
         current_device, raw_stream, empty = _torch_entry_points(torch)
         if raw_stream is None or empty is None:
             return None
         sequence = self._sequence(self._functions or self._loaded())
-        launch_all, check = sequence.launch_all, sequence.check
-        if launch_all is None:
+        if sequence.launch_all is None:
             return None
-        plain = (torch.Tensor, torch.nn.Parameter)
-        inputs = [(torch.Size(shape), arrays._torch_dtype_of(d)) for shape, d in self._inputs]
-        outputs = [(shape, row_major_strides(shape), arrays._torch_dtype_of(d)) for _, shape, d in self._outputs]
+        namespace = {"PLAIN": (torch.Tensor, torch.nn.Parameter), "launch_all": sequence.launch_all,
+                     "check": sequence.check, "ensure_context": driver.ensure_context,
+                     "current_device": current_device, "raw_stream": raw_stream, "empty": empty}
+        for k, (shape, d) in enumerate(self._inputs):
+            namespace[f"SHAPE{k}"], namespace[f"DTYPE{k}"] = torch.Size(shape), arrays._torch_dtype_of(d)
+        for k, (_, shape, d) in enumerate(self._outputs):
+            namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": row_major_strides(shape),
+                              f"OUT{k}_DTYPE": arrays._torch_dtype_of(d)})
+        exec(compile(self.stages["launcher"], "<warpweave launcher>", "exec"), namespace)
+        return namespace["call"]
+
+    def _launcher_source(self, single: bool) -> str:
+        """The Python source of `torch_call`'s function (names in capitals and the
+        entry points are bound when it is made)."""
+        n_in, n_out = len(self._inputs), len(self._outputs)
+        xs = [f"x{k}" for k in range(n_in)]
+        same_device = "".join(f" or x{k}.get_device() != index" for k in range(1, n_in))
+        ps = [f"p{k}" for k in range(n_in)]
         results = [self._output_index[n] for n in self.graph.outputs]
-        first_result, arity = results[0], len(inputs)
-        ensure_context = driver.ensure_context
-
-        def call(args):
-            if len(args) != arity:
-                return None
-            first = args[0]
-            if type(first) not in plain:
-                return None
-            index = first.get_device()  # -1 on the CPU
-            if index < 0:
-                return None
-            pointers = []
-            for a, (shape, tdt) in zip(args, inputs):
-                if type(a) not in plain or a.dtype is not tdt or a.shape != shape or \
-                        not a.is_contiguous() or (a is not first and a.get_device() != index):
-                    return None
-                ptr = a.data_ptr()
-                if ptr % 16:
-                    return None
-                pointers.append(ptr)
-            ensure_context()
-            if current_device() != index:
-                return None
-            allocated = [empty(shape, strides, tdt) for shape, strides, tdt in outputs]
-            status = launch_all(*pointers, *[t.data_ptr() for t in allocated], raw_stream(index))
-            if status:
-                check(status)
-            if single:
-                return allocated[first_result]
-            return tuple(allocated[k] for k in results)
-
-        return call
+        returned = f"y{results[0]}" if single else "(" + "".join(f"y{k}, " for k in results) + ")"
+        lines = [
+            "def call(args):",
+            f"    if len(args) != {n_in}:",
+            "        return None",
+            f"    {', '.join(xs)}, = args",
+            *[line for k, x in enumerate(xs) for line in (
+                f"    if type({x}) not in PLAIN or {x}.dtype is not DTYPE{k} or {x}.shape != SHAPE{k} or "
+                f"not {x}.is_contiguous():", "        return None")],
+            "    index = x0.get_device()  # -1 on the CPU",
+            f"    if index < 0{same_device}:",
+            "        return None",
+            f"    {', '.join(ps)}, = {', '.join(f'{x}.data_ptr()' for x in xs)},",
+            f"    if ({' | '.join(ps)}) % 16:",
+            "        return None",
+            "    ensure_context()",
+            "    if current_device() != index:",
+            "        return None",
+            *[f"    y{k} = empty(OUT{k}_SHAPE, OUT{k}_STRIDES, OUT{k}_DTYPE)" for k in range(n_out)],
+            f"    status = launch_all({''.join(f'{p}, ' for p in ps)}"
+            f"{''.join(f'y{k}.data_ptr(), ' for k in range(n_out))}raw_stream(index))",
+            "    if status:",
+            "        check(status)",
+            f"    return {returned}",
+        ]
+        return "\n".join(lines) + "\n"
 
     @staticmethod
     def _dense_copy(b: arrays.CudaBuffer, stream: int) -> arrays.CudaBuffer:

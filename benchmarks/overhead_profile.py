@@ -9,7 +9,7 @@ import torch
 
 import warpweave as ww
 from warpweave.backends.cuda import driver
-from warpweave.backends.cuda.runtime import _torch_entry_points, _torch_stream
+from warpweave.backends.cuda.runtime import _torch_entry_points
 
 
 def per_call_us(fn, n=20000):
@@ -35,7 +35,7 @@ def main():
     dev = x.device
     sequence = backend._sequence(backend._loaded())
     fast = program.fast_path()
-    fast_empty = _torch_entry_points(torch)[2]
+    _, raw_stream, fast_empty = _torch_entry_points(torch)
     s = torch.randn(32, 128, device="cuda")
     softmax = ww.jit(lambda v: ww.softmax(v, axis=-1), target="cuda")
     softmax(s)
@@ -49,7 +49,7 @@ def main():
         "launch_all (native)": lambda: sequence.launch_all(*ptrs, 0),
         "torch.empty": lambda: torch.empty((32,), dtype=torch.float32, device=dev),
         "_empty_strided_cuda": lambda: fast_empty((32,), (1,), torch.float32),
-        "current raw stream": lambda: _torch_stream(torch, x.get_device()),
+        "current raw stream": lambda: raw_stream(x.get_device()),
         "ensure_context": driver.ensure_context,
         "tensor checks": lambda: (type(x) is torch.Tensor and x.is_cuda and x.get_device() == 0
                                   and x.dtype is torch.float32 and x.shape == (32,) and x.is_contiguous()

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: random inputs and per-dtype comparison with numpy."""
+"""Helpers shared by the tests: random inputs, per-dtype comparison with numpy, and
+small GIR kernels."""
 from __future__ import annotations
 
 import numpy as np
@@ -97,3 +98,25 @@ def assert_ptxas_accepts(ptx: str, arch: str = "sm_90") -> str:
                            capture_output=True, text=True)
     assert r.returncode == 0, f"ptxas rejected the PTX:\n{r.stderr}\n{ptx[:4000]}"
     return r.stderr
+
+
+def column_sum_tile(d: dt.DType, rows: int, cols: int):
+    """The GIR kernel of c[j] = sum over r of x[r, j] (x: [rows, cols]) as column tiles."""
+    from warpweave.compiler import schedule as sch
+    from warpweave.compiler.lower import lower_op
+    from warpweave.ir import expr as ex
+    from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
+
+    j, r = ex.Var("j"), ex.Var("r")
+    x = Placeholder("x", (rows, cols), d)
+    op = ComputeOp("c", (cols,), d, (j,), ex.Reduce("sum", ex.Load("x", (r, j), d), (r,), (rows,)))
+    return lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile())
+
+
+def with_l2_prefetch(kernel, size: int):
+    """`kernel` with the hint l2_prefetch=size on every global load."""
+    from warpweave.ir.gir import make_kernel
+
+    nodes = [n.replace(attrs={**n.attr_map, "l2_prefetch": size}) if n.op == "move.global.reg" else n
+             for n in kernel.nodes]
+    return make_kernel(kernel.name, kernel.params, kernel.shared, nodes, kernel.edges, kernel.target)

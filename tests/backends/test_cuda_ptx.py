@@ -6,14 +6,14 @@ import pytest
 from llvmlite import ir
 
 from tests.compiler.test_lower import graph_for, single_kernel_schedule
-from tests.utils import assert_ptxas_accepts
+from tests.utils import assert_ptxas_accepts, column_sum_tile, with_l2_prefetch
 from warpweave.backends.cuda.codegen import CudaTarget, compile_ptx
 from warpweave.compiler import schedule as sch
 from warpweave.compiler.lower import lower_op
 from warpweave.errors import DTypeError, UnsupportedError
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
-from warpweave.ir.gir import Buffer, KernelBuilder, make_kernel
+from warpweave.ir.gir import Buffer, KernelBuilder
 from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
 
 pytestmark = pytest.mark.ptx
@@ -108,19 +108,10 @@ def test_bfloat16_rounding_and_fused_multiply_adds():
     assert_ptxas_accepts(ptx)
 
 
-def _with_hint(kernel, size):
-    nodes = [n.replace(attrs={**n.attr_map, "l2_prefetch": size}) if n.op == "move.global.reg" else n
-             for n in kernel.nodes]
-    return make_kernel(kernel.name, kernel.params, kernel.shared, nodes, kernel.edges, kernel.target)
-
-
 @pytest.mark.parametrize("d, width", [(dt.float32, 16), (dt.bfloat16, 8), (dt.float16, 8)])
 @pytest.mark.parametrize("size", [64, 128, 256])
 def test_l2_prefetch_hints_become_ld_global_nc_with_a_prefetch_size(d, width, size):
-    j, r = ex.Var("j"), ex.Var("r")
-    x = Placeholder("x", (512, 1024), d)
-    op = ComputeOp("c", (1024,), d, (j,), ex.Reduce("sum", ex.Load("x", (r, j), d), (r,), (512,)))
-    kernel = _with_hint(lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile()), size)
+    kernel = with_l2_prefetch(column_sum_tile(d, 512, 1024), size)
     _, ptx = compile_ptx([kernel])
     loads = [line for line in ptx.splitlines() if "ld.global" in line]
     shape = {16: ".v4.b32", 8: ".v2.b32"}[width]
@@ -136,7 +127,7 @@ def test_l2_prefetch_hints_on_scalar_loads(d, form):
     b.add_param(Buffer("y", d, (64,), (1,), "out"))
     t = b.scope("block", "t", 64, b.scope("grid", "g", 1, None))
     b.store("y", ex.Var("t"), b.load("x", ex.Var("t"), t), t)
-    _, ptx = compile_ptx([_with_hint(b.build(), 128)])
+    _, ptx = compile_ptx([with_l2_prefetch(b.build(), 128)])
     loads = [line for line in ptx.splitlines() if "ld.global" in line]
     assert len(loads) == 1 and (form in loads[0] if form else "L2::" not in loads[0]), loads
     assert_ptxas_accepts(ptx)

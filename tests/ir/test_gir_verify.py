@@ -11,6 +11,7 @@ from warpweave.ir.gir import Buffer, Edge, KernelBuilder, SharedAlloc, make_kern
 from warpweave.ir.gir_verify import Limits, check, verify
 
 from tests.ir.example_kernels import GOOD, V, cpu_kernel, lt, rowsum_kernel
+from tests.utils import with_l2_prefetch
 
 f16, f32, i64 = dt.float16, dt.float32, dt.int64
 
@@ -339,7 +340,7 @@ def test_malformed_kernels_never_crash_the_verifier():
 # ----------------------------------------------------------------------------- load hints
 
 def _copy_kernel(hint, write_back=False):
-    """y[t] = x[t] (or x[t] = x[t] + 1 with write_back), the load carrying l2_prefetch=hint."""
+    """y[t] = x[t] (or x[t] = x[t] with write_back), the load carrying l2_prefetch=hint."""
     b = KernelBuilder("copy")
     b.add_param(Buffer("x", f32, (64,), (1,), "inout" if write_back else "in"))
     if not write_back:
@@ -347,10 +348,7 @@ def _copy_kernel(hint, write_back=False):
     t = b.scope("block", "t", 64, b.scope("grid", "g", 1, None))
     v = b.load("x", V("t"), t)
     b.store("x" if write_back else "y", V("t"), v, t)
-    k = b.build()
-    nodes = [n.replace(attrs={**n.attr_map, "l2_prefetch": hint}) if n.op == "move.global.reg" else n
-             for n in k.nodes]
-    return make_kernel(k.name, k.params, k.shared, nodes, k.edges, k.target)
+    return with_l2_prefetch(b.build(), hint)
 
 
 def test_l2_prefetch_hints():

@@ -1,13 +1,11 @@
 """The coalescing report (strides where the offset is affine in the thread index,
 32-byte sectors per warp where it is not) and the L2 prefetch hint on loads that
 read half lines."""
-from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower import lower_op
+from tests.utils import column_sum_tile
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.expr_text import parse_expr
 from warpweave.ir.gir import Buffer, KernelBuilder
-from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
 from warpweave.ir.gir_text import parse_kernel, print_kernel
 from warpweave.ir.gir_verify import verify
 from warpweave.passes.movement import coalescing, prefetch_lines
@@ -38,20 +36,13 @@ def test_rows_of_threads_are_checked_sector_by_sector():
 
 
 def test_column_tiles_read_whole_sectors():
-    j, r = ex.Var("j"), ex.Var("r")
-    x = Placeholder("x", (4096, 1024), dt.bfloat16)
-    op = ComputeOp("c", (1024,), dt.bfloat16, (j,), ex.Reduce("sum", ex.Load("x", (r, j), dt.bfloat16), (r,), (4096,)))
-    k = lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile())
-    assert _verdicts(k)[0] == "coalesced"
+    assert _verdicts(_column_tile(dt.bfloat16))[0] == "coalesced"
 
 
 # ----------------------------------------------------------------------------- prefetch-lines
 
 def _column_tile(dtype, cols=1024):
-    j, r = ex.Var("j"), ex.Var("r")
-    x = Placeholder("x", (4096, cols), dtype)
-    op = ComputeOp("c", (cols,), dtype, (j,), ex.Reduce("sum", ex.Load("x", (r, j), dtype), (r,), (4096,)))
-    return lower_op(op, TensorGraph([x, op], ["x"], ["c"]), sch.GpuColumnTile())
+    return column_sum_tile(dtype, 4096, cols)
 
 
 def _hints(kernel):

@@ -140,7 +140,7 @@ def _splits_lines(kernel: Kernel, node, t: str, g: str | None) -> bool:
     """Whether the first warp uses only part of some 128-byte line it touches, and
     the threads of the first few blocks (at the same iteration) read all of every
     such line: the rest of the line is wanted soon, by a neighbour."""
-    size = _buffer_dtype(kernel, node.attr("buffer")).itemsize
+    size = kernel.param(node.attr("buffer")).dtype.itemsize
     if LINE % size:
         return False
     per_line = LINE // size
@@ -155,10 +155,6 @@ def _splits_lines(kernel: Kernel, node, t: str, g: str | None) -> bool:
     counts = {t: kernel.block} | ({g: NEIGHBOUR_BLOCKS} if g is not None else {})
     around = lines(_sample_offsets(kernel, node, counts))
     return all(around.get(line) == per_line for line in warp)
-
-
-def _buffer_dtype(kernel: Kernel, name: str):
-    return next(p.dtype for p in kernel.params if p.name == name)
 
 
 def prefetch_lines(kernel: Kernel) -> Kernel:

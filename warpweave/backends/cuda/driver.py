@@ -665,9 +665,9 @@ _METH_FASTCALL = 0x80
 
 def _build_native_sequence_launcher():
     """Native code with CPython's fast-call convention, `f(self, args, nargs)`: `self`
-    is a tuple (header address, records address, what must outlive the builtin); args are the table's pointers and
-    the stream, read with PyLong_AsUnsignedLongLong into a stack table; then
-    cuLaunchKernel per record. Returns 0, -1 (wrong argument count), the failing
+    is a tuple (header address, records address, what must outlive the builtin);
+    args are the table's pointers and the stream, read with PyLong_AsUnsignedLongLong
+    into a stack table; then cuLaunchKernel per record. Returns 0, -1 (wrong argument count), the failing
     launch's (index << 32) | CUresult, or NULL with Python's error set (an argument
     that is no int)."""
     from llvmlite import ir
@@ -720,8 +720,8 @@ def _build_native_sequence_launcher():
         maybe, fine = fn.append_basic_block("maybe_error"), fn.append_basic_block("fine")
         b.cbranch(b.icmp_signed("==", v, ir.Constant(i64, -1)), maybe, fine)
         b.position_at_end(maybe)
-        raised, not_raised = fn.append_basic_block("raised"), fine
-        b.cbranch(b.icmp_unsigned("!=", b.call(err_occurred, []), ir.Constant(ptr, None)), raised, not_raised)
+        raised = fn.append_basic_block("raised")
+        b.cbranch(b.icmp_unsigned("!=", b.call(err_occurred, []), ir.Constant(ptr, None)), raised, fine)
         b.position_at_end(raised)
         b.ret(ir.Constant(ptr, None))
         b.position_at_end(fine)

@@ -44,13 +44,6 @@ def _torch_entry_points(torch) -> tuple:
             getattr(torch._C, "_cuda_getCurrentRawStream", None), getattr(guards, "_empty_strided_cuda", None))
 
 
-def _torch_stream(torch, index: int) -> int:
-    """PyTorch's current stream on CUDA device `index` as a driver handle, without
-    building a torch.cuda.Stream object when the raw accessor exists."""
-    raw = _torch_entry_points(torch)[1]
-    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
-
-
 def _pointer(obj) -> int:
     """The device address of an array we allocated (torch, CuPy or DeviceArray)."""
     if isinstance(obj, arrays.DeviceArray):
@@ -67,7 +60,7 @@ class CudaProgram:
     cache); it runs on the first call, so compiling needs no GPU."""
 
     def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], temps: list[Buffer],
-                 llvm_ir: str, ptx: str, load_image: Callable[[], bytes], single: bool = True):
+                 llvm_ir: str, ptx: str, load_image: Callable[[], bytes], single: bool):
         self.graph = graph
         self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params))
                          for name, k in kernels]

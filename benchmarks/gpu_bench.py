@@ -175,7 +175,7 @@ def bench_overhead():
 def bench_compile_times():
     """Cold compile of one kernel (trace, lower, LLVM, PTX, driver load) and a warm
     disk-cache hit (a fresh process state, the cache directory populated)."""
-    from warpweave.compiler import cache as cache_mod
+    from warpweave.pipeline import cache as cache_mod
 
     x = torch.randn(4096, 4096, device="cuda")
     out = {}

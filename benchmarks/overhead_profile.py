@@ -27,7 +27,7 @@ def main():
     f = ww.jit(lambda v: v + 1.0, target="cuda")
     f(x)
     program = f.lower(x)
-    backend = program._backend
+    backend = program.runner
     fn = backend._loaded()[0]
     launch = backend.launches[0]
     out = torch.empty(32, device="cuda")

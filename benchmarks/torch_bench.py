@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import warpweave.torch
-from warpweave.compiler.torch_backend import collecting_reports
+from warpweave.frontend.torch.backend import collecting_reports
 
 ENGINES = ("eager", "inductor", "warpweave")
 PHASES = ("forward", "forward+backward")

@@ -18,7 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import warpweave.torch
-from warpweave.compiler.torch_partition import WarpweaveCall
+from warpweave.frontend.torch.partition import WarpweaveCall
 from torch_bench import Block
 
 
@@ -129,7 +129,7 @@ def host_pieces(step, reps: int = 200) -> None:
     print("\n== warpweave programs replayed alone: host us of module / program / allocations / launches")
     for name, (module, a) in sorted(calls.items()):
         xs = [layout.prepare(x) for layout, x in zip(module.inputs, a)]
-        backend = module.program._backend
+        backend = module.program.runner
         inputs, outputs, sequence, _ = backend._torch_plan(backend._functions)
         allocated = [torch.empty_strided(shape, strides, dtype=d, device="cuda") for shape, strides, d in outputs]
         pointers = [x.data_ptr() for x in xs] + [t.data_ptr() for t in allocated]
@@ -155,7 +155,7 @@ def host_times(step, steps: int) -> None:
         torch.cuda.synchronize()
         spent[self.program.name, "host"] += t1 - t0
         spent[self.program.name, "total"] += time.perf_counter() - t0
-        shapes[self.program.name] = (len(a), len(self.program._backend._outputs), len(self.program.kernels))
+        shapes[self.program.name] = (len(a), len(self.program.runner._outputs), len(self.program.kernels))
         return out
 
     WarpweaveCall.__call__ = timed

@@ -115,7 +115,7 @@ def test_dump_dir_from_environment(tmp_path, monkeypatch, x):
             assert f"{k.name}.{stage}.gir" in files
         assert f"{k.name}.dot" in files
     text = open(os.path.join(p.dump_dir, f"{p.kernels[0].name}.dce.gir")).read()
-    from warpweave.ir.gir_text import parse_kernel
+    from warpweave.ir.gir_parse import parse_kernel
 
     assert parse_kernel(text) == p.kernels[0].gir
 

@@ -102,8 +102,8 @@ def assert_ptxas_accepts(ptx: str, arch: str = "sm_90") -> str:
 
 def column_sum_tile(d: dt.DType, rows: int, cols: int):
     """The GIR kernel of c[j] = sum over r of x[r, j] (x: [rows, cols]) as column tiles."""
-    from warpweave.compiler import schedule as sch
-    from warpweave.compiler.lower import lower_op
+    from warpweave.schedule import templates as sch
+    from warpweave.lower.op import lower_op
     from warpweave.ir import expr as ex
     from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph
 

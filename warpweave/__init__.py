@@ -4,25 +4,25 @@
     def f(x, b):
         return ww.gelu(x + b, approximate="tanh")
 
-See README.md for a tour and ../shared/DESIGN.md for the architecture.
+See README.md for a tour and docs/architecture.md for how the compiler is built.
 """
 from .errors import (ArgumentError, CompileError, DTypeError, Error, IndexOutOfRangeError,
                      IRError, OptionError, ParseError, ResourceError, ShapeError, StitchError, TargetError,
                      UnsupportedError, VerificationError)
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # Element types.
 from .ir.dtypes import bfloat16, bool_, float16, float32, float64, int32, int64
 # The function library (on traced tensors and on tensor-expression values).
-from .compiler.ops import (abs, cos, erf, exp, gelu, layer_norm, log, log_softmax, matmul, maximum,
+from .frontend.ops import (abs, cos, erf, exp, gelu, layer_norm, log, log_softmax, matmul, maximum,
                            minimum, relu, rms_norm, rsqrt, sigmoid, sin, softmax, sqrt, tanh, where)
 # Tensor expressions (sum/max/min are also the reducers inside ww.compute).
-from .compiler.te import compute, max, min, placeholder, reduce_axis, sum
+from .frontend.te import compute, max, min, placeholder, reduce_axis, sum
 # Compiling and running.
-from .compiler.driver import KernelInfo, Program
-from .compiler.jit import JitFunction, build, jit
-from .compiler.options import Options, options
+from .program import KernelInfo, Program
+from .frontend.jit import JitFunction, build, jit
+from .options import Options, options
 
 _CUDA_NAMES = {"to_device": "to_device", "DeviceArray": "DeviceArray"}
 

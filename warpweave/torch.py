@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import torch as _torch
 
-from .compiler.torch_backend import MODES, TARGETS, BackendOptions, backend, collecting_reports
-from .compiler.torch_partition import Fallback, GraphReport, ProgramReport
+from .frontend.torch.backend import MODES, TARGETS, BackendOptions, backend, collecting_reports
+from .frontend.torch.partition import Fallback, GraphReport, ProgramReport
 
 __all__ = ["backend", "explain", "Explanation", "GraphReport", "ProgramReport", "Fallback",
            "BackendOptions", "MODES", "TARGETS"]

@@ -1,11 +1,12 @@
 """The CPU runtime: results do not depend on how the grid is split across threads."""
 import numpy as np
 
-from tests.compiler.test_lower import graph_for
+from tests.lower.test_lower import graph_for
 from tests.utils import assert_close, random_array
 from warpweave.backends import cpu
-from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower import lower_op
+from warpweave.schedule import templates as sch
+from warpweave.schedule.choose import choose
+from warpweave.lower.op import lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir.tensor import evaluate
 
@@ -15,7 +16,7 @@ def test_parallel_and_serial_launches_agree(monkeypatch):
     g, ops = graph_for(300, 257, dt.float32)
     inputs = {"x": random_array(rng, (300, 257), "float32"), "y": random_array(rng, (257,), "float32")}
     ref = evaluate(g, inputs)
-    kernels = [lower_op(op, g, sch.choose(op, "cpu")) for op in ops]
+    kernels = [lower_op(op, g, choose(op, "cpu")) for op in ops]
     exe = cpu.CpuExecutable(kernels, [10**6] * len(kernels))  # large work: always parallel
     for threads in ("1", "2", "3"):
         monkeypatch.setenv("WARPWEAVE_NUM_THREADS", threads)

@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 from llvmlite import ir
 
-from tests.compiler.test_lower import graph_for, single_kernel_schedule
+from tests.lower.test_lower import graph_for, single_kernel_schedule
 from tests.utils import assert_ptxas_accepts, column_sum_tile, with_l2_prefetch
 from warpweave.backends.cuda.codegen import CudaTarget, compile_ptx
-from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower import lower_op
+from warpweave.schedule import templates as sch
+from warpweave.lower.op import lower_op
 from warpweave.errors import DTypeError, UnsupportedError
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.compiler.test_lower import graph_for, single_kernel_schedule
+from tests.lower.test_lower import graph_for, single_kernel_schedule
 from tests.utils import assert_close, random_array
 from warpweave.backends.cuda import arrays as A
-from warpweave.backends.cuda import driver
+from warpweave.backends.cuda import driver, launch
 from warpweave.errors import ArgumentError, CudaError, DTypeError, Error, TargetError
 from warpweave.ir import dtypes as dt
 
@@ -248,7 +248,7 @@ def test_driver_errors_name_the_cuda_error():
 # -------------------------------------------------------------- kernels
 def _kernels(shape, d):
     from warpweave.backends.cuda.codegen import compile_ptx
-    from warpweave.compiler.lower import lower_op
+    from warpweave.lower.op import lower_op
 
     g, ops = graph_for(*shape, d)
     kernels = [lower_op(op, g, single_kernel_schedule(op, "gpu")) for op in ops]
@@ -279,7 +279,7 @@ def _run_and_compare(module, g, ops, kernels, shape, d, stream=0):
 @pytest.mark.parametrize("shape", [(1, 1), (33, 4097), (65, 3)])
 def test_gir_kernels_run_from_ptx(shape, d):
     g, ops, kernels, ptx = _kernels(shape, d)
-    module = driver.Module(ptx)
+    module = launch.Module(ptx)
     _run_and_compare(module, g, ops, kernels, shape, d)
     f = module.function(kernels[0].name)
     assert f.num_regs > 0 and f.local_bytes >= 0 and f.shared_bytes >= 0
@@ -291,7 +291,7 @@ def test_link_ptx_produces_a_cubin_that_loads_and_runs():
     g, ops, kernels, ptx = _kernels((33, 300), dt.float32)
     cubin = driver.link_ptx(ptx)
     assert cubin[:4] == b"\x7fELF"
-    module = driver.Module(cubin)
+    module = launch.Module(cubin)
     _run_and_compare(module, g, ops, kernels, (33, 300), dt.float32)
     module.close()
     module.close()
@@ -304,14 +304,14 @@ def test_bad_ptx_reports_the_jit_log():
         driver.link_ptx(bad)
     assert "CUDA_ERROR" in info.value.name and "bogus" in str(info.value)
     with pytest.raises(CudaError):
-        driver.Module(bad)
+        launch.Module(bad)
 
 
 @gpu
 def test_launch_errors_are_cuda_errors():
     g, ops, kernels, ptx = _kernels((4, 64), dt.float32)
     k = kernels[0]
-    f = driver.Module(ptx).function(k.name)
+    f = launch.Module(ptx).function(k.name)
     bufs = {"x": A.empty((4, 64), np.float32), "y": A.empty((64,), np.float32),
             k.params[-1].name: A.empty((4, 64), np.float32)}
     ptrs = [bufs[p.name].ptr for p in k.params]
@@ -322,7 +322,7 @@ def test_launch_errors_are_cuda_errors():
     with pytest.raises(ArgumentError, match="pointer arguments"):
         f.launch(1, 32, ptrs[:1])
     with pytest.raises(CudaError, match="CUDA_ERROR_NOT_FOUND"):
-        driver.Module(ptx).function("no_such_kernel")
+        launch.Module(ptx).function("no_such_kernel")
     if f.num_params is not None:  # the driver reports parameter counts (CUDA 12.4+)
         assert f.num_params == len(k.params)
         with pytest.raises(ArgumentError, match="parameters"):
@@ -333,7 +333,7 @@ def test_launch_errors_are_cuda_errors():
 def test_launch_overhead_is_small():
     g, ops, kernels, ptx = _kernels((1, 32), dt.float32)
     k = kernels[0]
-    f = driver.Module(ptx).function(k.name)
+    f = launch.Module(ptx).function(k.name)
     bufs = {"x": A.empty((1, 32), np.float32), "y": A.empty((32,), np.float32), k.params[-1].name:
             A.empty((1, 32), np.float32)}
     ptrs = [bufs[p.name].ptr for p in k.params]
@@ -355,7 +355,7 @@ def test_launch_overhead_is_small():
 def test_launches_from_many_threads_and_streams():
     shape, d = (8, 256), dt.float32
     g, ops, kernels, ptx = _kernels(shape, d)
-    module = driver.Module(ptx)
+    module = launch.Module(ptx)
     errors = []
 
     def work():
@@ -565,9 +565,9 @@ def test_launch_trampoline_forwards_every_argument(monkeypatch):
     class FakeLib:
         cuLaunchKernel = fake
 
-    monkeypatch.setattr(driver.ctypes, "CDLL", lambda name: FakeLib())
-    launch = driver._build_trampoline()
-    assert launch(0x1234, 1000, 256, 48, 0x5678, 0x9ABC) == 7
+    monkeypatch.setattr(launch.ctypes, "CDLL", lambda name: FakeLib())
+    trampoline = launch._build_trampoline()
+    assert trampoline(0x1234, 1000, 256, 48, 0x5678, 0x9ABC) == 7
     assert seen == [(0x1234, 1000, 1, 1, 256, 1, 1, 48, 0x5678, 0x9ABC, None)]
 
 
@@ -588,26 +588,26 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
         return 1 if func == 0x3000 else 0  # CUDA_ERROR_INVALID_VALUE from the third kernel
 
     fake = proto(fake_launch)
-    monkeypatch.setattr(driver.ctypes, "CDLL", lambda name: SimpleNamespace(cuLaunchKernel=fake))
-    monkeypatch.setattr(driver, "_NATIVE_SEQUENCE", [driver._build_native_sequence_launcher()])
+    monkeypatch.setattr(launch.ctypes, "CDLL", lambda name: SimpleNamespace(cuLaunchKernel=fake))
+    monkeypatch.setattr(launch, "_NATIVE_SEQUENCE", [launch._build_native_sequence_launcher()])
 
     def function(name, handle):
         return SimpleNamespace(name=name, num_params=2, _raw_handle=ctypes.c_void_p(handle))
 
-    seq = driver.LaunchSequence([(function("a", 0x1000), 10, 128, (0, 2)),
+    seq = launch.LaunchSequence([(function("a", 0x1000), 10, 128, (0, 2)),
                                  (function("b", 0x2000), 20, 256, (2, 1))], 3)
     seq.run([111, 222, 333], 0x77)
     assert seen == [(0x1000, 10, 128, 0x77, [111, 333]), (0x2000, 20, 256, 0x77, [333, 222])]
     seen.clear()
     seq.run([4, 5, 6], 0x77)  # the table is rewritten per call
     assert [s[-1] for s in seen] == [[4, 6], [6, 5]]
-    bad = driver.LaunchSequence([(function("a", 0x1000), 1, 32, (0, 1)),
+    bad = launch.LaunchSequence([(function("a", 0x1000), 1, 32, (0, 1)),
                                  (function("c", 0x3000), 7, 64, (1, 0))], 2)
     with pytest.raises(CudaError, match="kernel c, grid 7, block 64") as info:
         bad.run([1, 2])
     assert info.value.name == "CUDA_ERROR_INVALID_VALUE"
     with pytest.raises(ArgumentError, match="takes 2 pointer arguments"):
-        driver.LaunchSequence([(function("a", 0x1000), 1, 32, (0,))], 1)
+        launch.LaunchSequence([(function("a", 0x1000), 1, 32, (0,))], 1)
     seen.clear()
     with pytest.raises(ArgumentError, match="takes 3 pointers and a stream"):
         seq.run([1, 2], 0)
@@ -623,8 +623,8 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
         list(pool.map(lambda k: seq.run([k, k + 1, k + 2], 0), range(200)))
     assert sorted(s[-1] for s in seen if s[0] == 0x1000) == sorted([k, k + 2] for k in range(200))
     # more pointers than the native table holds: kernel by kernel through Function.launch
-    wide = driver.LaunchSequence([(SimpleNamespace(name="w", num_params=1), 1, 32, (driver.MAX_TABLE,))],
-                                 driver.MAX_TABLE + 1)
+    wide = launch.LaunchSequence([(SimpleNamespace(name="w", num_params=1), 1, 32, (launch.MAX_TABLE,))],
+                                 launch.MAX_TABLE + 1)
     assert wide.launch_all is None
 
 
@@ -661,7 +661,7 @@ def test_the_generated_torch_launcher_checks_every_input_and_launches_once():
                  "launch_all": lambda *a: launched.append(a) or 0, "check": None,
                  "ensure_context": lambda: None, "current_device": lambda: 0, "raw_stream": lambda i: 0x77,
                  "empty": empty}
-    backend = program._backend
+    backend = program.runner
     for k, (_, shape, _) in enumerate(backend._outputs):
         namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": None, f"OUT{k}_DTYPE": "f32"})
     exec(source, namespace)

@@ -9,8 +9,8 @@ import pytest
 
 from warpweave.backends.cpu import CpuExecutable, CpuTarget
 from warpweave.backends.llvm import mathlib
-from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower import lower_op
+from warpweave.schedule import templates as sch
+from warpweave.lower.op import lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.tensor import ComputeOp, Placeholder, TensorGraph

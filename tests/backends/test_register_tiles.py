@@ -228,7 +228,7 @@ def test_half_run_loads_and_stores_in_ptx(d):
 def test_run_predicates_are_exact():
     """`_uniform_over_run` drops the run lane only from conjuncts that hold on a whole
     run or on none of it; brute force over every point agrees."""
-    from warpweave.backends.llvm.codegen import _uniform_over_run
+    from warpweave.backends.llvm.access import _uniform_over_run
 
     a, b, t = V("a"), V("b"), V("t")
     r = 4
@@ -274,7 +274,8 @@ def test_reduce_over_a_sibling_of_the_values_scope():
 def test_sibling_declared_first_is_emitted_after_the_scope_it_reads():
     """V2's scope node comes before V1's in the node list; the edge from V1's value into
     V2 still orders V1 first (and the text form keeps the kernel as it is)."""
-    from warpweave.ir.gir_text import parse_kernel, print_kernel
+    from warpweave.ir.gir_parse import parse_kernel
+    from warpweave.ir.gir_text import print_kernel
 
     b = KernelBuilder("late", target="cpu")
     b.add_param(Buffer("x", f32, (40,), (1,), "in"))

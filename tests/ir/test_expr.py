@@ -6,6 +6,7 @@ import pytest
 from warpweave.errors import DTypeError, IRError
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
+from warpweave.ir import simplify as sx
 
 b, t, v = ex.Var("b"), ex.Var("t"), ex.Var("v")
 RANGES = {"b": (0, 99), "t": (0, 255), "v": (0, 3)}
@@ -38,18 +39,18 @@ def test_dtype_rules():
 
 
 def test_simplify_folds_and_normalizes():
-    assert ex.simplify(t - t + 3) == ex.Const(3, dt.INDEX)
-    assert ex.simplify(ex.const(2.0, dt.float32) * ex.const(3.0, dt.float32)) == ex.Const(6.0, dt.float32)
-    assert ex.simplify((t * 8 + v) // 8, RANGES) == t
-    assert ex.simplify((t * 8 + v) % 8, RANGES) == v
+    assert sx.simplify(t - t + 3) == ex.Const(3, dt.INDEX)
+    assert sx.simplify(ex.const(2.0, dt.float32) * ex.const(3.0, dt.float32)) == ex.Const(6.0, dt.float32)
+    assert sx.simplify((t * 8 + v) // 8, RANGES) == t
+    assert sx.simplify((t * 8 + v) % 8, RANGES) == v
     flat = (b * 256 + t) * 4 + v
-    assert ex.simplify(flat // 4096, RANGES) == b // 4
+    assert sx.simplify(flat // 4096, RANGES) == b // 4
 
 
 def test_simplify_merges_unflatten_then_relinearize():
     f = b * 256 + t
-    assert ex.simplify((f // 3) * 3 + f % 3) == ex.simplify(f)
-    assert ex.simplify(((f // 7) * 7 + f % 7) * 2 + 1) == ex.simplify(f * 2 + 1)
+    assert sx.simplify((f // 3) * 3 + f % 3) == sx.simplify(f)
+    assert sx.simplify(((f // 7) * 7 + f % 7) * 2 + 1) == sx.simplify(f * 2 + 1)
 
 
 def test_bounds_under_a_predicate():
@@ -59,41 +60,41 @@ def test_bounds_under_a_predicate():
     g = ex.Var("g")
     offset = g * 4097 + k * 256 + t
     pred = ex.binary("lt", k * 256 + t, 4097)
-    assert ex.bounds(offset, ranges)[1] >= 4096 * 4097
-    assert ex.bounds_under(offset, pred, ranges) == (0, 4096 * 4097 - 1)
+    assert sx.bounds(offset, ranges)[1] >= 4096 * 4097
+    assert sx.bounds_under(offset, pred, ranges) == (0, 4096 * 4097 - 1)
     both = ex.Binary("and", ex.binary("lt", t % 32 + g * 32, 100), ex.binary("lt", k * 2 + t // 32, 30))
     off = (k * 2 + t // 32) * 100 + t % 32 + g * 32  # a tile of a transpose: rows * 100 + column
-    assert ex.bounds_under(off, both, ranges) == (0, 29 * 100 + 99)
+    assert sx.bounds_under(off, both, ranges) == (0, 29 * 100 + 99)
     # `t·4 < 768` leaves t·4 ≤ 764 (a multiple of 4), so the vector lane v < 4 fits
     v = ex.Var("v")
     lanes = {**ranges, "v": (0, 3)}
-    assert ex.bounds_under(k * 768 + t * 4 + v, ex.binary("lt", t * 4, 768), lanes) == (0, 16 * 768 + 767)
+    assert sx.bounds_under(k * 768 + t * 4 + v, ex.binary("lt", t * 4, 768), lanes) == (0, 16 * 768 + 767)
 
 
 def test_divisor():
-    assert ex.divisor((b * 256 + t) * 4, 16) == 4
-    assert ex.divisor(((b * 256 + t) * 4) % 4096 + b * 8192, 16) == 4
-    assert ex.divisor(t * 4 + 2, 16) == 2
-    assert ex.divisor(t + 1, 16) == 1
+    assert sx.divisor((b * 256 + t) * 4, 16) == 4
+    assert sx.divisor(((b * 256 + t) * 4) % 4096 + b * 8192, 16) == 4
+    assert sx.divisor(t * 4 + 2, 16) == 2
+    assert sx.divisor(t + 1, 16) == 1
 
 
 def test_simplify_decides_comparisons_from_ranges():
     flat = (b * 256 + t) * 4 + v
-    assert ex.simplify(ex.binary("lt", flat, 100 * 1024), RANGES) == ex.Const(True, dt.bool_)
-    assert ex.simplify(ex.binary("ge", flat, 0), RANGES) == ex.Const(True, dt.bool_)
-    undecided = ex.simplify(ex.binary("lt", flat, 1000), RANGES)
+    assert sx.simplify(ex.binary("lt", flat, 100 * 1024), RANGES) == ex.Const(True, dt.bool_)
+    assert sx.simplify(ex.binary("ge", flat, 0), RANGES) == ex.Const(True, dt.bool_)
+    undecided = sx.simplify(ex.binary("lt", flat, 1000), RANGES)
     assert not isinstance(undecided, ex.Const)
 
 
 def test_stride_and_affine():
     flat = (b * 256 + t) * 4 + v
-    assert ex.stride(flat % 4096, "v", RANGES) == 1
-    assert ex.stride(flat // 4096, "v", RANGES) == 0
-    assert ex.stride(flat, "t", RANGES) == 4
-    coeffs, rest = ex.affine(flat * 2 + 7, ["t", "v"], RANGES)
+    assert sx.stride(flat % 4096, "v", RANGES) == 1
+    assert sx.stride(flat // 4096, "v", RANGES) == 0
+    assert sx.stride(flat, "t", RANGES) == 4
+    coeffs, rest = sx.affine(flat * 2 + 7, ["t", "v"], RANGES)
     assert coeffs == {"t": 8, "v": 2}
-    assert ex.simplify(rest - (b * 2048 + 7)) == ex.Const(0, dt.INDEX)
-    assert ex.affine((t * t), ["t"]) is None
+    assert sx.simplify(rest - (b * 2048 + 7)) == ex.Const(0, dt.INDEX)
+    assert sx.affine((t * t), ["t"]) is None
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -117,15 +118,15 @@ def test_simplify_preserves_value(seed):
                 e = e % k
             else:
                 e = (e + k) - k
-        s = ex.simplify(e, RANGES)
+        s = sx.simplify(e, RANGES)
         np.testing.assert_array_equal(np.broadcast_to(ex.evaluate(e, env), (64,)),
                                       np.broadcast_to(ex.evaluate(s, env), (64,)), err_msg=str(e))
 
 
 def test_bounds():
-    assert ex.bounds((t * 4 + v) % 16, RANGES) == (0, 15)
-    assert ex.bounds(t * 4 + v, RANGES) == (0, 1023)
-    assert ex.bounds(t + ex.Var("unknown"), RANGES) is None
+    assert sx.bounds((t * 4 + v) % 16, RANGES) == (0, 15)
+    assert sx.bounds(t * 4 + v, RANGES) == (0, 1023)
+    assert sx.bounds(t + ex.Var("unknown"), RANGES) is None
 
 
 def test_substitute_and_free_vars():

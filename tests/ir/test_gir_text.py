@@ -9,7 +9,8 @@ from warpweave.errors import ParseError
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.gir import Edge, Kernel, Node, SharedAlloc, make_kernel
-from warpweave.ir.gir_text import format_value, parse_kernel, parse_value, print_kernel
+from warpweave.ir.gir_parse import parse_kernel, parse_value
+from warpweave.ir.gir_text import format_value, print_kernel
 
 
 from tests.ir import example_kernels as EX  # noqa: E402

@@ -7,7 +7,8 @@ from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.gir import Buffer, KernelBuilder
 from warpweave.ir.gir_dot import to_dot
-from warpweave.ir.gir_text import parse_kernel, print_kernel
+from warpweave.ir.gir_parse import parse_kernel
+from warpweave.ir.gir_text import print_kernel
 from warpweave.ir.gir_verify import check, verify
 
 from tests.ir.example_kernels import V, lt, softmax_cpu_kernel, softmax_tile_kernel

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from tests.compiler.test_lower import graph_for, run_interp, single_kernel_schedule
+from tests.lower.test_lower import graph_for, run_interp, single_kernel_schedule
 from tests.utils import random_array
-from warpweave.compiler.lower import lower_op
+from warpweave.lower.op import lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.gir import Buffer, KernelBuilder

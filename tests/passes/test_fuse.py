@@ -2,7 +2,7 @@
 import numpy as np
 
 import warpweave as ww
-from warpweave.compiler.trace import trace
+from warpweave.frontend.trace import trace
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.passes import fuse

@@ -6,7 +6,8 @@ from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.expr_text import parse_expr
 from warpweave.ir.gir import Buffer, KernelBuilder
-from warpweave.ir.gir_text import parse_kernel, print_kernel
+from warpweave.ir.gir_parse import parse_kernel
+from warpweave.ir.gir_text import print_kernel
 from warpweave.ir.gir_verify import verify
 from warpweave.passes.movement import coalescing, prefetch_lines
 

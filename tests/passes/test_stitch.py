@@ -4,12 +4,12 @@ import pytest
 
 import warpweave as ww
 from warpweave.backends.interp import run_kernel
-from warpweave.compiler import schedule as sch
-from warpweave.compiler.lower_group import lower_group
-from warpweave.compiler.trace import trace
+from warpweave.schedule import templates as sch
+from warpweave.lower.group import lower_group
+from warpweave.frontend.trace import trace
 from warpweave.errors import VerificationError
 from warpweave.ir import dtypes as dt
-from warpweave.ir import expr as ex
+from warpweave.ir import simplify as sx
 from warpweave.ir.gir import make_kernel
 from warpweave.ir.gir_verify import verify
 from warpweave.passes import fuse
@@ -70,7 +70,7 @@ def test_warp_scheme_shuffles_from_the_row_leader():
     x = random_array(np.random.default_rng(), (20, 64), "float32")
     assert_close(_run(graph, k, x), softmax_reference(x), "float32")
     # a shuffle from the wrong lane reads another row's maximum: the result is wrong
-    wrong = [n.replace(attrs={**n.attr_map, "lane": ex.simplify(n.attr("lane") + 16)})
+    wrong = [n.replace(attrs={**n.attr_map, "lane": sx.simplify(n.attr("lane") + 16)})
              if n.op == "move.reg.reg" and n.attr("mode") == "idx" else n for n in k.nodes]
     bad = make_kernel(k.name, k.params, k.shared, wrong, k.edges, k.target, dict(k.meta))
     assert not np.allclose(_run(graph, bad, x), softmax_reference(x), atol=1e-3)

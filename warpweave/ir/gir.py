@@ -69,6 +69,7 @@ import networkx as nx
 from ..errors import IRError
 from . import expr as ex
 from .dtypes import DType
+from .gir_text import print_kernel
 
 LEVELS = ("global", "shared", "reg")
 ROLES = ("in", "out", "inout", "temp")
@@ -277,8 +278,6 @@ class Kernel:
         return sum(s.nbytes for s in self.shared)
 
     def __str__(self):
-        from .gir_text import print_kernel
-
         return print_kernel(self)
 
 

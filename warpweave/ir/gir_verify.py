@@ -2,7 +2,8 @@
 
 It raises `VerificationError` listing every problem it found (each names the node
 ids, buffers and numbers involved); `check(kernel)` returns that list instead.
-The checks, in order:
+The checks, in order (1-5, well-formedness, here; 6-8, memory safety, in
+`gir_verify_memory`):
 
 1. structure — ids unique, known ops, edge ends exist, emission order (every
    edge's source and every node's scope come before the node), buffers declared
@@ -37,12 +38,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-import numpy as np
 
 from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
-from .gir import COMPUTE_OPS, L2_PREFETCH_SIZES, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, WARP_SIZE, Edge, Kernel, Node
+from .gir import COMPUTE_OPS, L2_PREFETCH_SIZES, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, Edge, Kernel, Node
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC
+from .gir_verify_memory import MemoryChecks
 
 __all__ = ["Limits", "verify", "check"]
 
@@ -65,10 +67,6 @@ class Limits:
         return Limits(max_vector_elems=256) if target == "cpu" else Limits()
 
 
-LOADS = ("move.global.reg", "move.shared.reg")
-STORES = ("move.reg.global", "move.reg.shared")
-SHUFFLE = "move.reg.reg"
-SYNC = "sync.block"
 MEMS = ("mem.global", "mem.shared")
 KNOWN_OPS = frozenset(
     [f"parallel.{k}" for k in SCOPE_KINDS] + [f"compute.{op}" for op in COMPUTE_OPS]
@@ -103,32 +101,9 @@ def _level_of_move_end(op: str, end: int) -> str | None:
     return parts[1 + end] if len(parts) == 3 else None
 
 
-class _Verifier:
-    def __init__(self, kernel: Kernel, limits: Limits):
-        self.k = kernel
-        self.written = {n.attr("buffer") for n in kernel.nodes if n.op in STORES}
-        self.lim = limits
-        self.problems: list[str] = []
-        self.nodes: dict[str, Node] = {}
-        self.pos: dict[str, int] = {}
-        for i, n in enumerate(kernel.nodes):
-            if n.id not in self.nodes:
-                self.nodes[n.id] = n
-                self.pos[n.id] = i
-        self.scopes = {nid: n for nid, n in self.nodes.items() if n.is_scope}
-        self.params = {}
-        for b in kernel.params:
-            self.params.setdefault(b.name, b)
-        self.allocs = {}
-        for s in kernel.shared:
-            self.allocs.setdefault(s.name, s)
-        self.good_edges: list[Edge] = []
-        self.inputs: dict[str, list[Edge]] = {nid: [] for nid in self.nodes}
-        self.block = None
-        self._states: dict[str, frozenset] = {}
-
-    def add(self, msg: str):
-        self.problems.append(msg)
+class _Verifier(MemoryChecks):
+    """Checks 1-5 (structure, scopes, levels and buffers, types, visibility) here,
+    6-8 (barriers, bounds, limits) in `MemoryChecks`."""
 
     def run(self) -> list[str]:
         for step in (self.check_structure, self.check_scopes, self.check_levels,
@@ -142,27 +117,6 @@ class _Verifier:
         return self.problems
 
     # ------------------------------------------------------------------ helpers
-    def desc(self, n: Node | str) -> str:
-        if isinstance(n, str):
-            n = self.nodes.get(n, n)
-            if isinstance(n, str):
-                return n
-        if n.is_scope:
-            return f"{n.id} ({n.op} {n.attr('var')} < {n.attr('extent')})"
-        buf = n.attr("buffer")
-        return f"{n.id} ({n.op}{' ' + str(buf) if buf is not None else ''})"
-
-    def chain(self, scope_id) -> list[Node] | None:
-        out, seen = [], set()
-        while scope_id is not None:
-            s = self.scopes.get(scope_id) if isinstance(scope_id, str) else None
-            if s is None or scope_id in seen:
-                return None
-            seen.add(scope_id)
-            out.append(s)
-            scope_id = s.scope
-        return out[::-1]
-
     def chain_ids(self, scope_id) -> list[str] | None:
         c = self.chain(scope_id)
         return None if c is None else [s.id for s in c]
@@ -172,9 +126,6 @@ class _Verifier:
         if c is None:
             return None
         return tuple(s.attr("extent") for s in c if s.scope_kind == "vector")
-
-    def buffer(self, name):
-        return self.params.get(name) or self.allocs.get(name)
 
     @staticmethod
     def is_value_producer(n: Node) -> bool:
@@ -703,141 +654,3 @@ class _Verifier:
                 if not isinstance(v, ex.Expr) or not v.dtype.is_bool:
                     shown = ex.to_text(v) if isinstance(v, ex.Expr) else repr(v)
                     self.add(f"{self.desc(n)}: {key} {shown} must be a bool expression")
-
-    # ------------------------------------------------------------------ 6. barriers
-    def check_barriers(self):
-        for n in self.nodes.values():
-            if n.op != "move.shared.reg":
-                continue
-            for e in self.inputs[n.id]:
-                if e.slot != 0 or e.level != "shared":
-                    continue
-                w = self.nodes[e.src]
-                if w.op.startswith("move.") and w.op.endswith(".shared"):
-                    buf = n.attr("buffer")
-                    self.add(f"missing barrier between {w.id} (write {w.attr('buffer')}) and "
-                             f"{n.id} (read {buf}): put a sync.block on {buf} between them")
-        block = self.block
-        for n in self.nodes.values():
-            if n.op not in (SYNC, SHUFFLE):
-                continue
-            what = "sync.block" if n.op == SYNC else "shuffle"
-            chain = self.chain(n.scope)
-            if chain is None:
-                continue
-            if self.k.target == "gpu":
-                if block is None or block.id not in [s.id for s in chain]:
-                    self.add(f"{what} {n.id} must lie inside the block scope")
-                vec = [s.id for s in chain if s.scope_kind == "vector"]
-                if vec:
-                    self.add(f"{what} {n.id} lies inside vector scope {vec[-1]}; it must be "
-                             f"outside vector scopes")
-            if n.attr("pred") is not None:
-                self.add(f"{what} {n.id} has a predicate; every thread of the block "
-                         f"(warp) must execute it")
-            if n.op == SHUFFLE:
-                if block is not None and isinstance(block.attr("extent"), int) and \
-                        block.attr("extent") % WARP_SIZE:
-                    self.add(f"shuffle {n.id} needs whole warps, but the block scope {block.id} "
-                             f"has {block.attr('extent')} threads (not a multiple of {WARP_SIZE})")
-                mode, lane = n.attr("mode"), n.attr("lane")
-                if mode in ("bfly", "down"):
-                    if not (isinstance(lane, ex.Const) and lane.dtype.is_int
-                            and 0 <= lane.value < WARP_SIZE):
-                        shown = ex.to_text(lane) if isinstance(lane, ex.Expr) else repr(lane)
-                        self.add(f"shuffle {n.id} ({mode}) needs a constant lane argument in "
-                                 f"[0, {WARP_SIZE}), got {shown}")
-                elif mode == "idx" and isinstance(lane, ex.Expr) and chain is not None:
-                    b = ex.bounds(lane, {s.attr("var"): (0, s.attr("extent") - 1) for s in chain
-                                         if isinstance(s.attr("extent"), int)})
-                    if b is not None and (b[0] < 0 or b[1] >= WARP_SIZE):
-                        self.add(f"shuffle {n.id} (idx) reads source lanes {b[0]}..{b[1]}, "
-                                 f"outside [0, {WARP_SIZE})")
-
-    # ------------------------------------------------------------------ 7. bounds
-    @staticmethod
-    def span(buf) -> int:
-        """How many elements from the base an access may reach: [0, span)."""
-        if hasattr(buf, "strides"):
-            if any(s == 0 for s in buf.shape):
-                return 0
-            return 1 + sum((s - 1) * max(st, 0) for s, st in zip(buf.shape, buf.strides))
-        return buf.size
-
-    def check_bounds(self):
-        for n in self.nodes.values():
-            if n.op not in LOADS and n.op not in STORES:
-                continue
-            buf = self.buffer(n.attr("buffer"))
-            off, pred = n.attr("offset"), n.attr("pred")
-            chain = self.chain(n.scope)
-            if buf is None or chain is None or not isinstance(off, ex.Expr) or \
-                    not off.dtype.is_int:
-                continue
-            if pred is not None and not (isinstance(pred, ex.Expr) and pred.dtype.is_bool):
-                continue
-            extents = {s.attr("var"): s.attr("extent") for s in chain}
-            if any(not isinstance(v, int) or v < 1 for v in extents.values()):
-                continue
-            used = ex.free_vars(off) | (ex.free_vars(pred) if pred is not None else frozenset())
-            if used - set(extents) or ex.loads(off) or (pred is not None and ex.loads(pred)):
-                continue  # reported by the visibility checks
-            size = self.span(buf)
-            kind = "load" if n.op in LOADS else "store"
-            b = ex.bounds_under(off, pred, {v: (0, e - 1) for v, e in extents.items()})
-            if b is not None and b[0] >= 0 and b[1] < size:
-                continue
-            order = [s.attr("var") for s in chain if s.attr("var") in used]
-            points = 1
-            for v in order:
-                points *= extents[v]
-            if points > self.lim.max_exhaustive_points:
-                rng = f"{b[0]}..{b[1]}" if b is not None else "unknown"
-                self.add(f"unproven bounds: {kind} {self.desc(n)} at {ex.to_text(off)} (range "
-                         f"{rng}) may leave {buf.name}'s [0, {size}); its iteration space has "
-                         f"{points} points, more than the {self.lim.max_exhaustive_points} the "
-                         f"verifier evaluates exhaustively")
-                continue
-            env = {}
-            for axis, v in enumerate(order):
-                shape = [1] * len(order)
-                shape[axis] = extents[v]
-                env[v] = np.arange(extents[v], dtype=np.int64).reshape(shape)
-            full = tuple(extents[v] for v in order)
-            offs = np.broadcast_to(np.asarray(ex.evaluate(off, env)), full)
-            mask = (np.broadcast_to(np.asarray(ex.evaluate(pred, env), dtype=bool), full)
-                    if pred is not None else np.ones(full, dtype=bool))
-            bad = mask & ((offs < 0) | (offs >= size))
-            if bad.any():
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
-                at = ", ".join(f"{v}={i}" for v, i in zip(order, first)) or "every point"
-                count = int(bad.sum())
-                verb = "reads" if kind == "load" else "writes"
-                where = " where its predicate holds" if pred is not None else ""
-                self.add(f"out-of-bounds {kind}: {self.desc(n)} {verb} {buf.name}"
-                         f"[{int(offs[first])}] at {at}{where} (valid offsets 0..{size - 1}; "
-                         f"{count} of {mask.size} points out of bounds; offset "
-                         f"{ex.to_text(off)})")
-
-    # ------------------------------------------------------------------ 8. limits
-    def check_limits(self):
-        lim = self.lim
-        for s in self.scopes.values():
-            e = s.attr("extent")
-            if not isinstance(e, int):
-                continue
-            if s.scope_kind == "block" and e > lim.max_threads_per_block:
-                self.add(f"block scope {s.id} has {e} threads; the limit is "
-                         f"{lim.max_threads_per_block} per block")
-            if s.scope_kind == "vector" and e > lim.max_vector_elems:
-                self.add(f"vector scope {s.id} has {e} elements; the limit is "
-                         f"{lim.max_vector_elems}")
-        try:
-            total = sum(a.size * a.dtype.itemsize for a in self.k.shared)
-        except (TypeError, AttributeError):
-            return
-        if total > lim.max_shared_bytes:
-            parts = ", ".join(f"{a.name} {a.size * a.dtype.itemsize} B" for a in self.k.shared)
-            self.add(f"shared memory: {total} B per block ({parts}) exceeds the limit of "
-                     f"{lim.max_shared_bytes} B")
-

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import IRError, ShapeError
 from . import dtypes as dt
 from . import expr as ex
+from . import simplify as sx
 from .dtypes import DType
 
 EXPENSIVE_OPS = frozenset({"exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf",
@@ -54,8 +55,8 @@ def _transposed(ld: ex.Load, axes: tuple[str, ...]) -> bool:
     used = ex.free_vars(inner)
     if last not in used:
         return any(last in ex.free_vars(i) for i in ld.indices[:-1]) and any(a in used for a in axes[:-1])
-    step = ex.stride(inner, last)
-    return step not in (0, 1, None) and any(ex.stride(inner, a) == 1 for a in axes[:-1])
+    step = sx.stride(inner, last)
+    return step not in (0, 1, None) and any(sx.stride(inner, a) == 1 for a in axes[:-1])
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..ir import dtypes as dt
 from ..ir import expr as ex
+from ..ir import simplify as sx
 from ..ir.gir import Edge, Kernel, make_kernel
 from .manager import Pass
 
@@ -25,7 +26,7 @@ def simplify_exprs(kernel: Kernel) -> Kernel:
         for key in _EXPR_ATTRS:
             e = attrs.get(key)
             if isinstance(e, ex.Expr):
-                e = ex.simplify(e, ranges)
+                e = sx.simplify(e, ranges)
                 if key in ("pred", "mask") and isinstance(e, ex.Const) and e.value:
                     e = None
                 attrs[key] = e

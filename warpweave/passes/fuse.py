@@ -30,6 +30,7 @@ import networkx as nx
 
 from ..ir import dtypes as dt
 from ..ir import expr as ex
+from ..ir import simplify as sx
 from ..ir.tensor import ComputeOp, TensorGraph
 from .cost import DeviceModel, GroupTraffic, group_traffic
 
@@ -151,8 +152,8 @@ def _reads_in_place(consumer: ComputeOp, producer: ComputeOp, group: Group) -> b
     for ld in ex.loads(consumer.value):
         if ld.tensor != producer.name:
             continue
-        got = [ex.simplify(ex.substitute(i, env)) for i in ld.indices]
-        if got != [ex.simplify(w) for w in want]:
+        got = [sx.simplify(ex.substitute(i, env)) for i in ld.indices]
+        if got != [sx.simplify(w) for w in want]:
             return False
     return True
 

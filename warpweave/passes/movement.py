@@ -20,13 +20,14 @@ coalescing report.
 
 Widening to 16-byte accesses happens where it is decided: schedules give each
 thread runs of contiguous elements in vector scopes, and code generation emits a
-wide access per run when `expr.divisor` proves the alignment.
+wide access per run when `simplify.divisor` proves the alignment.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import expr as ex
+from ..ir import simplify as sx
 from ..ir.gir import WARP_SIZE, Edge, Kernel, make_kernel
 from .manager import Pass
 from .stitch import Rewriter, aligned
@@ -46,18 +47,18 @@ def forward_loads(kernel: Kernel) -> Kernel:
         if n.op != "move.global.reg" or n.attr("buffer") not in readonly:
             continue
         ranges = kernel.ranges(n.scope)
-        key = ex.simplify(n.attr("offset"), ranges)
+        key = sx.simplify(n.attr("offset"), ranges)
         for first in seen.get(n.attr("buffer"), []):
             al = aligned(kernel, first.scope, n.scope)
             if al is None or not al[1] <= {"vector"} or first.attr("other") != n.attr("other"):
                 continue
             rename = al[0]
-            if ex.simplify(ex.substitute(first.attr("offset"), rename), ranges) != key:
+            if sx.simplify(ex.substitute(first.attr("offset"), rename), ranges) != key:
                 continue
             p_first, p_n = first.attr("pred"), n.attr("pred")
             if (p_first is None) != (p_n is None) or (
-                    p_first is not None and ex.simplify(ex.substitute(p_first, rename), ranges)
-                    != ex.simplify(p_n, ranges)):
+                    p_first is not None and sx.simplify(ex.substitute(p_first, rename), ranges)
+                    != sx.simplify(p_n, ranges)):
                 continue
             rw.redirect(n.id, first.id, first)
             break
@@ -189,7 +190,7 @@ def coalescing(kernel: Kernel) -> Kernel:
         if n.op not in ("move.global.reg", "move.reg.global"):
             continue
         ranges = kernel.ranges(n.scope)
-        step = ex.stride(n.attr("offset"), t, ranges)
+        step = sx.stride(n.attr("offset"), t, ranges)
         lanes = kernel.vector_shape(n.scope)
         width = lanes[0] if lanes else 1
         if step is None:

@@ -1,6 +1,6 @@
 """Stitching: turn DRAM round trips inside a fused kernel into cheaper edges.
 
-An unstitched group kernel (`compiler.lower_group`) passes every tensor through
+An unstitched group kernel (`lower.group`) passes every tensor through
 its buffer: one store (`move.reg.global`) and loads (`move.global.reg`). For each
 load of a buffer written in the kernel, the pass proves which thread wrote the
 element it reads and picks the cheapest legal scheme:
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..errors import StitchError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
+from ..ir import simplify as sx
 from ..ir.gir import WARP_SIZE, Edge, Kernel, Node, SharedAlloc, make_kernel
 from .manager import Pass
 
@@ -64,9 +65,9 @@ def aligned(kernel: Kernel, a: str | None, b: str | None) -> tuple[dict[str, ex.
 
 def implies(have: ex.Expr | None, need: ex.Expr | None, ranges) -> bool:
     """Every conjunct of `need` is a conjunct of `have` (both simplified)."""
-    got = {ex.simplify(c, ranges) for c in ex.conjuncts(have)}
-    return all(ex.simplify(c, ranges) in got or ex.simplify(c, ranges) == ex.Const(True, dt.bool_)
-               for c in ex.conjuncts(need))
+    got = {sx.simplify(c, ranges) for c in sx.conjuncts(have)}
+    return all(sx.simplify(c, ranges) in got or sx.simplify(c, ranges) == ex.Const(True, dt.bool_)
+               for c in sx.conjuncts(need))
 
 
 class Rewriter:
@@ -130,7 +131,7 @@ def _leader_rows(kernel: Kernel, store: Node) -> int | None:
     if block is None:
         return None
     t = block.attr("var")
-    for c in ex.conjuncts(store.attr("pred")):
+    for c in sx.conjuncts(store.attr("pred")):
         if isinstance(c, ex.Binary) and c.op == "eq" and c.b == ex.Const(0, dt.INDEX):
             if c.a == ex.Var(t):
                 return block.attr("extent")
@@ -143,11 +144,11 @@ def _leader_rows(kernel: Kernel, store: Node) -> int | None:
 def _choose(kernel: Kernel, store: Node, load: Node) -> tuple[str, dict] | None:
     """The scheme for one (store, load) pair and what its rewrite needs."""
     ranges = kernel.ranges(load.scope)
-    off_l = ex.simplify(load.attr("offset"), ranges)
+    off_l = sx.simplify(load.attr("offset"), ranges)
     al = aligned(kernel, store.scope, load.scope)
     if al is not None:
         rename, kinds = al
-        off_s = ex.simplify(ex.substitute(store.attr("offset"), rename), ranges)
+        off_s = sx.simplify(ex.substitute(store.attr("offset"), rename), ranges)
         pred_s = ex.substitute(store.attr("pred"), rename) if store.attr("pred") is not None else None
         if off_s == off_l and implies(load.attr("pred"), pred_s, ranges):
             return ("local", {}) if kinds <= {"vector"} else ("global", {})
@@ -160,20 +161,20 @@ def _choose(kernel: Kernel, store: Node, load: Node) -> tuple[str, dict] | None:
     t = ex.Var(block.attr("var"))
     lead = {t.name: (t // tp) * tp}
     ranges_b = kernel.ranges(block.id)
-    off_s = ex.simplify(ex.substitute(store.attr("offset"), lead), ranges)
-    pred_s = ex.simplify(ex.substitute(store.attr("pred"), lead), ranges_b)
+    off_s = sx.simplify(ex.substitute(store.attr("offset"), lead), ranges)
+    pred_s = sx.simplify(ex.substitute(store.attr("pred"), lead), ranges_b)
     if off_s != off_l or not implies(load.attr("pred"), pred_s, ranges):
         return None
     if tp <= WARP_SIZE and WARP_SIZE % tp == 0:
-        lane = ex.simplify((t % WARP_SIZE) // tp * tp, ranges_b)
+        lane = sx.simplify((t % WARP_SIZE) // tp * tp, ranges_b)
         return "warp", {"lane": lane}
     # The block's tile: offsets relative to the block's first writer (thread 0),
     # which must not depend on the grid variable and must stay inside the tile.
     g = kernel.find_scope("grid").attr("var")
     base = ex.substitute(store.attr("offset"), {t.name: ex.Const(0, dt.INDEX)})
-    local_s = ex.simplify(store.attr("offset") - base, ranges_b)
-    local_l = ex.simplify(off_l - base, ranges)
-    spans = [ex.bounds(e, rg) for e, rg in ((local_s, ranges_b), (local_l, ranges))]
+    local_s = sx.simplify(store.attr("offset") - base, ranges_b)
+    local_l = sx.simplify(off_l - base, ranges)
+    spans = [sx.bounds(e, rg) for e, rg in ((local_s, ranges_b), (local_l, ranges))]
     if any(b is None or b[0] < 0 for b in spans) \
             or any(g in ex.free_vars(e) for e in (local_s, local_l)):
         return None

@@ -22,7 +22,7 @@ from ...errors import ArgumentError, TargetError
 from ...ir import dtypes as dt
 from ...ir.gir import Buffer, Kernel
 from ...ir.tensor import TensorGraph, row_major_strides
-from . import arrays, driver
+from . import arrays, driver, launch
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class CudaProgram:
                          if op.name in used] + [(t.name, tuple(t.shape), t.dtype) for t in temps]
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
-        self._launch_sequence: driver.LaunchSequence | None = None
+        self._launch_sequence: launch.LaunchSequence | None = None
         if self._inputs:
             self.stages["launcher"] = self.files["launcher.py"] = self._launcher_source(single)
 
@@ -89,7 +89,7 @@ class CudaProgram:
                         raise TargetError(f"cannot run a cuda program here: {driver.unavailable_reason()} "
                                           "(lowering and dump('ptx') work without a GPU)")
                     driver.ensure_context()
-                    self._module = driver.Module(self._load_image())
+                    self._module = launch.Module(self._load_image())
                     self._functions = [self._module.function(l.name, len(l.params)) for l in self.launches]
         return self._functions
 
@@ -136,12 +136,12 @@ class CudaProgram:
             return [o.numpy() for o in outs]
         return outs
 
-    def _sequence(self, functions) -> driver.LaunchSequence:
+    def _sequence(self, functions) -> launch.LaunchSequence:
         """Every launch of a call over one pointer table: [inputs..., allocations...]."""
         if self._launch_sequence is None:
             position = {n: k for k, n in enumerate(self.graph.inputs)}
             position.update((name, len(self._inputs) + k) for k, (name, _, _) in enumerate(self._outputs))
-            self._launch_sequence = driver.LaunchSequence(
+            self._launch_sequence = launch.LaunchSequence(
                 [(fn, l.grid, l.block, [position[p] for p in l.params]) for l, fn in zip(self.launches, functions)],
                 len(self._inputs) + len(self._outputs))
         return self._launch_sequence

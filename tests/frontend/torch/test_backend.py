@@ -1,0 +1,429 @@
+"""torch.compile with warpweave's backend: outputs and gradients against eager PyTorch,
+fallback reporting, registration, layouts, shapes. GPU variants carry `gpu`."""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
+nn = torch.nn
+F = torch.nn.functional
+
+import warpweave.torch as wt  # noqa: E402
+from warpweave.frontend.torch.backend import collecting_reports  # noqa: E402
+from warpweave.errors import OptionError  # noqa: E402
+
+# Largest difference from eager allowed, relative to the largest magnitude in eager's result.
+TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 4e-2}
+MATMULS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default"}
+# What stays in PyTorch: matrix products.
+IN_TORCH = MATMULS
+# A GPT's loss also leaves embeddings (gathers; scatters in backward) and the loss's gather.
+GPT_IN_TORCH = IN_TORCH | {"aten.embedding.default", "aten.index_put.default", "aten.gather.default",
+                           "aten.scatter.value"}
+
+
+# ----------------------------------------------------------------------------- models
+
+class MLP(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class LayerNormResidual(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.norm, self.fc = nn.LayerNorm(d), nn.Linear(d, d)
+
+    def forward(self, x):
+        return x + F.gelu(self.fc(self.norm(x)))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(1 + 0.1 * torch.randn(d))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+class LlamaMLP(nn.Module):
+    """RMSNorm, then a SiLU-gated MLP, with a residual."""
+
+    def __init__(self, d=32, hidden=64):
+        super().__init__()
+        self.norm = RMSNorm(d)
+        self.gate, self.up = nn.Linear(d, hidden, bias=False), nn.Linear(d, hidden, bias=False)
+        self.down = nn.Linear(hidden, d, bias=False)
+
+    def forward(self, x):
+        h = self.norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class CausalAttention(nn.Module):
+    def __init__(self, d=32, heads=4, seq=16):
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.register_buffer("mask", torch.tril(torch.ones(seq, seq, dtype=torch.bool)))
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+                   for z in self.qkv(x).split(c, dim=2))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads)
+        att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: residuals around attention and an MLP, with dropout."""
+
+    def __init__(self, d=32, heads=4, seq=16, dropout=0.1):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d), CausalAttention(d, heads, seq)
+        self.ln2, self.mlp, self.drop = nn.LayerNorm(d), MLP(d), nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, vocab=64, d=32, heads=4, seq=16, layers=2):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(seq, d)
+        self.blocks = nn.ModuleList(Block(d, heads, seq) for _ in range(layers))
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln(x))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test starts without Dynamo's memory of earlier shapes (which would make
+    its graphs dynamic) and earlier compiles."""
+    torch._dynamo.reset()
+    yield
+
+
+def _leaves(model, inputs):
+    return [*model.parameters(), *(x for x in inputs if x.requires_grad)]
+
+
+def assert_matches(got, want, dtype, what):
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    scale = max(want.detach().abs().max().item(), 1e-3) if want.numel() else 1.0
+    torch.testing.assert_close(got, want, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def compare_with_eager(model, inputs, dtype, device="cpu", allowed=IN_TORCH, backward=True):
+    """Run `model` compiled by warpweave and eagerly on the same fresh inputs; outputs
+    and gradients must agree, and only `allowed` ops may fall back. Returns the reports."""
+    model = model.to(device=device, dtype=dtype)
+    inputs = [x.to(device=device, dtype=dtype).requires_grad_(backward) if x.is_floating_point()
+              else x.to(device) for x in inputs]
+    with collecting_reports() as reports:
+        compiled = torch.compile(model, backend=wt.backend)
+        got = compiled(*inputs)
+        got_grads = torch.autograd.grad(got.sum(), _leaves(model, inputs)) if backward else []
+    want = model(*inputs)
+    want_grads = torch.autograd.grad(want.sum(), _leaves(model, inputs)) if backward else []
+    name = type(model).__name__
+    assert_matches(got, want, dtype, f"{name} output")
+    for k, (g, w) in enumerate(zip(got_grads, want_grads)):
+        assert_matches(g, w, dtype, f"{name} gradient {k}")
+    kinds = sorted(r.name.split("_")[0] for r in reports)
+    assert kinds == (["backward", "forward"] if backward else ["inference"]), kinds
+    assert all(r.programs for r in reports), [str(r) for r in reports]
+    fell = {f.op for r in reports for f in r.fallbacks}
+    assert fell <= allowed, [str(r) for r in reports]
+    return reports
+
+
+def _cuda_usable() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    from warpweave.backends.cuda import driver
+
+    return driver.available()
+
+
+requires_cuda = pytest.mark.skipif(not _cuda_usable(), reason="needs a CUDA GPU usable by PyTorch and warpweave")
+
+MODULES = [(MLP, (4, 8, 32)), (LayerNormResidual, (4, 8, 32)), (LlamaMLP, (4, 8, 32)),
+           (CausalAttention, (2, 16, 32)), (Block, (2, 16, 32))]
+
+
+# ----------------------------------------------------------------------------- CPU tier
+
+@pytest.mark.parametrize("cls,shape", MODULES, ids=[c.__name__ for c, _ in MODULES])
+def test_modules_match_eager_float32(cls, shape):
+    compare_with_eager(cls().eval(), [torch.randn(shape)], torch.float32)
+
+
+@pytest.mark.parametrize("cls,shape", [MODULES[2], MODULES[4]], ids=["LlamaMLP", "Block"])
+def test_modules_match_eager_bfloat16(cls, shape):
+    compare_with_eager(cls().eval(), [torch.randn(shape)], torch.bfloat16)
+
+
+def test_tiny_gpt_forward_and_backward():
+    idx, targets = torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16))
+    reports = compare_with_eager(TinyGPT().eval(), [idx, targets], torch.float32, allowed=GPT_IN_TORCH)
+    assert sum(len(r.programs) for r in reports) >= 8
+
+
+def test_inference_graph_under_no_grad():
+    with torch.no_grad():
+        compare_with_eager(Block().eval(), [torch.randn(2, 16, 32)], torch.float32, backward=False)
+
+
+def test_no_grad_on_tensors_that_require_grad():
+    x = torch.randn(4, 5, requires_grad=True)
+    with torch.no_grad():
+        out = _compiled_fully(lambda v: torch.exp(v) + 1, x)
+    torch.testing.assert_close(out, torch.exp(x.detach()) + 1)
+    assert not out.requires_grad
+
+
+def test_explain_names_what_fell_back_and_why():
+    model = Block(dropout=0.5).train()  # dropout in training mode draws random numbers
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    explanation = wt.explain(model, x)
+    assert [g.name.split("_")[0] for g in explanation.graphs] == ["forward", "backward"]
+    reasons = {f.op: f.reason for f in explanation.fallbacks}
+    assert "random numbers" in reasons["aten.native_dropout.default"]
+    assert "matrix products" in reasons["aten.bmm.default"]
+    assert set(reasons) <= IN_TORCH | {"aten.native_dropout.default"}
+    assert explanation.kernels >= len(explanation.programs) > 0
+    compiled_ops = {op for p in explanation.programs for op in p.ops}
+    # softmax and layer norm whole in the forward graph; their backwards as decompositions
+    assert {"aten._softmax.default", "aten.native_layer_norm.default", "aten.gelu.default",
+            "aten.sum.dim_IntList", "aten.mul.Tensor"} <= compiled_ops
+    text = str(explanation)
+    assert "fell back: " in text and "native_dropout" in text and "program forward_" in text
+    assert all(p.target == "cpu" for p in explanation.programs)
+    assert model.attn.qkv.weight.grad is None  # explaining touched no gradients
+
+
+def test_one_log_line_per_graph_naming_the_fallbacks(caplog):
+    model, x = MLP(), torch.randn(4, 32, requires_grad=True)
+    with caplog.at_level(logging.INFO, logger="warpweave.torch"):
+        torch.compile(model, backend=wt.backend)(x).sum().backward()
+    lines = [r.getMessage() for r in caplog.records if r.name == "warpweave.torch"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("warpweave: forward_") and lines[1].startswith("warpweave: backward_")
+    assert "fell back to PyTorch: aten.addmm.default x2" in lines[0]
+    assert "aten.mm.default x" in lines[1]
+
+
+def test_backend_is_registered_as_an_entry_point():
+    points = importlib.metadata.entry_points(group="torch_dynamo_backends")
+    assert points["warpweave"].value == "warpweave.torch:backend"
+    assert points["warpweave"].load() is wt.backend
+    assert "warpweave" in torch._dynamo.list_backends()
+    x = torch.randn(4, 3)
+    with collecting_reports() as reports:
+        out = torch.compile(lambda v: torch.sigmoid(v) * 3, backend="warpweave")(x)
+    torch.testing.assert_close(out, torch.sigmoid(x) * 3)
+    assert len(reports) == 1 and reports[0].programs
+
+
+def test_options_target_and_mode(caplog):
+    def fn(x):
+        return torch.tanh(x) * 2
+
+    x = torch.randn(5, 7)
+    with collecting_reports() as reports:
+        out = torch.compile(fn, backend=wt.backend, options={"target": "interp"})(x)
+    torch.testing.assert_close(out, fn(x))
+    assert [p.target for r in reports for p in r.programs] == ["interp"]
+    with caplog.at_level(logging.WARNING, logger="warpweave.torch"):
+        out = torch.compile(fn, backend=wt.backend, mode="max-autotune")(x)
+    torch.testing.assert_close(out, fn(x))
+    assert any("max-autotune" in r.getMessage() for r in caplog.records)
+
+
+def test_dump_dir_option_writes_every_stage(tmp_path):
+    x = torch.randn(6, 5)
+    torch.compile(lambda v: torch.exp(v).sum(-1), backend=wt.backend, options={"dump_dir": str(tmp_path)})(x)
+    (program,) = tmp_path.iterdir()
+    assert program.name.startswith("inference_") and (program / "tensor.txt").exists()
+    assert (program / "llvm.ll").exists()
+
+
+def test_cuda_target_for_cpu_tensors_falls_back_with_the_reason():
+    explanation = wt.explain(lambda x: torch.exp(x) + 1, torch.randn(3), target="cuda")
+    assert not explanation.programs
+    assert all("cannot run on warpweave target 'cuda'" in f.reason for f in explanation.fallbacks)
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(Exception) as info:
+        torch.compile(lambda x: x + 1, backend=wt.backend, options={"targt": "cpu"})(torch.randn(2))
+    cause = getattr(info.value, "inner_exception", info.value)  # Dynamo wraps what backends raise
+    assert isinstance(cause, OptionError) and "targt" in str(cause) and "target" in str(cause)
+    with pytest.raises(OptionError, match="unknown mode"):
+        wt.BackendOptions.parse("fastest", None)
+
+
+def _compiled_fully(fn, *args):
+    """fn compiled by warpweave (as one program, nothing falling back) and run on args."""
+    with collecting_reports() as reports:
+        out = torch.compile(fn, backend=wt.backend)(*args)
+    assert len(reports) == 1 and len(reports[0].programs) == 1 and not reports[0].fallbacks, \
+        [str(r) for r in reports]
+    return out
+
+
+def test_noncontiguous_and_expanded_inputs():
+    def fn(x, y, b):
+        return torch.sigmoid(x) * y + b
+
+    x = torch.randn(8, 6).t()                 # transposed
+    y = torch.randn(6, 16)[:, 1::2]           # strided slice with an offset
+    b = torch.randn(8).expand(6, 8)           # stride 0
+    torch.testing.assert_close(_compiled_fully(fn, x, y, b), fn(x, y, b))
+
+
+def test_copies_of_transposed_views_compile():
+    """`.contiguous()` of a transposed view between two matrix products is a real copy:
+    warpweave runs it (a tiled transpose), not PyTorch, and a copy of something
+    already contiguous stays a view."""
+    def fn(a, b):
+        t = (a @ b).transpose(-2, -1).contiguous()
+        return t @ b.transpose(-2, -1).contiguous(), (a @ b).contiguous() @ b.transpose(-2, -1)
+
+    a, b = torch.randn(2, 40, 24), torch.randn(2, 24, 40)
+    with collecting_reports() as reports:
+        got = torch.compile(fn, backend=wt.backend)(a, b)
+    for g, w in zip(got, fn(a, b)):
+        torch.testing.assert_close(g, w)
+    programs = [p for r in reports for p in r.programs]
+    assert sum(p.ops.count("aten.clone.default") for p in programs) == 2, [str(r) for r in reports]
+    assert {f.op for r in reports for f in r.fallbacks} <= {"aten.bmm.default", "aten.mm.default"}
+
+
+def test_output_keeps_eager_strides():
+    def fn(x):
+        return x.t() * 2 + 1  # eager keeps the transposed layout of x.t()
+
+    x = torch.randn(3, 5)
+    got, want = _compiled_fully(fn, x), fn(x)
+    torch.testing.assert_close(got, want)
+    assert got.stride() == want.stride() == (1, 5)
+
+
+def test_zero_dim_tensors():
+    def scaled(x, s):
+        return x * s + torch.exp(s)
+
+    x, s = torch.randn(5), torch.tensor(0.5)
+    torch.testing.assert_close(_compiled_fully(scaled, x, s), scaled(x, s))
+    a, b = torch.tensor(3.0), torch.tensor(2.0)
+    torch.testing.assert_close(torch.compile(scaled, backend=wt.backend)(a, b), scaled(a, b))
+
+
+def test_in_place_updates_of_inputs():
+    def fn(x):
+        x.mul_(2).add_(1)
+        return x.relu()
+
+    x = torch.randn(7)
+    expected = x * 2 + 1
+    with collecting_reports() as reports:
+        out = torch.compile(fn, backend=wt.backend)(x)
+    torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(out, expected.relu())
+    assert reports[0].programs
+    assert {f.op for f in reports[0].fallbacks} <= {"aten.copy_.default"}
+
+
+def test_dtypes_promote_as_in_pytorch():
+    def fn(i, h, s):
+        return i + 1.5, h * s, (i > 2).sum(), i / 4, torch.where(i > 1, h, 0.25), h.float().mean()
+
+    i, h, s = torch.arange(6, dtype=torch.int32), torch.randn(6, dtype=torch.float16), torch.tensor(3.0)
+    got, want = _compiled_fully(fn, i, h, s), fn(i, h, s)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w)
+
+
+def test_recompiles_for_each_new_shape():
+    def fn(x):
+        return F.softmax(x, -1) * 2
+
+    compiled = torch.compile(fn, backend=wt.backend)
+    for shape, compiles in [((4, 8), True), ((5, 8), True), ((5, 8), False), ((3, 2), True),
+                            ((3, 2), False)]:
+        x = torch.randn(shape)
+        with collecting_reports() as reports:
+            torch.testing.assert_close(compiled(x), fn(x))
+        assert bool(reports) == compiles, (shape, [str(r) for r in reports])
+
+
+def test_dynamic_shapes_are_specialized_per_shape(caplog):
+    def fn(x):
+        return torch.tanh(x).sum(-1)
+
+    with caplog.at_level(logging.INFO, logger="warpweave.torch"):
+        compiled = torch.compile(fn, backend=wt.backend, dynamic=True)
+        for n in (3, 6):
+            x = torch.randn(n, 4)
+            torch.testing.assert_close(compiled(x), fn(x))
+    assert any("dynamic shapes" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------- GPU tier
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("cls,shape", MODULES, ids=[c.__name__ for c, _ in MODULES])
+def test_modules_match_eager_cuda(cls, shape, dtype):
+    reports = compare_with_eager(cls().eval(), [torch.randn(shape)], dtype, device="cuda")
+    assert {p.target for r in reports for p in r.programs} == {"cuda"}
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_tiny_gpt_cuda():
+    idx, targets = torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16))
+    compare_with_eager(TinyGPT().eval(), [idx.cuda(), targets.cuda()], torch.float32, device="cuda",
+                       allowed=GPT_IN_TORCH)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_inputs_in_place_and_on_the_current_stream():
+    def fn(x, y, b):
+        return torch.sigmoid(x) * y + b
+
+    x = torch.randn(64, 48, device="cuda").t()
+    y = torch.randn(48, 128, device="cuda")[:, ::2]
+    b = torch.randn(64, device="cuda").expand(48, 64)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = _compiled_fully(fn, x, y, b)
+    stream.synchronize()
+    torch.testing.assert_close(out, fn(x, y, b))
+    assert out.device == x.device

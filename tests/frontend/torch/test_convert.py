@@ -1,0 +1,274 @@
+"""The pieces of the torch frontend: ATen converters, graph splitting, layouts, options,
+and the trace helpers they use (full, arange, as_strided)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import warpweave as ww
+from warpweave.frontend import constructors as tr
+from warpweave.errors import DTypeError, OptionError, ShapeError, UnsupportedError
+
+torch = pytest.importorskip(
+    "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
+from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
+
+from warpweave.frontend.torch.backend import BackendOptions, decompositions  # noqa: E402
+from warpweave.frontend.torch.convert import node_unsupported_reason, ww_dtype  # noqa: E402
+from warpweave.frontend.torch.partition import (ViewChain, WarpweaveCall, _Input, _Output,  # noqa: E402
+                                                split_graph)
+
+TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-3), torch.bfloat16: (1.6e-2, 1e-2),
+             torch.float64: (1e-12, 1e-12)}
+
+
+# ----------------------------------------------------------------------------- trace helpers
+
+def test_full_arange_and_as_strided_in_a_trace():
+    @ww.jit(target="cpu")
+    def f(x):
+        window = x.as_strided((3, 2), (1, 3), 1)
+        return window + tr.full((3, 2), 0.5, "float32"), tr.arange(2, 9, 3) * 2, \
+            tr.arange(0.5, 2.0, 0.5, dtype="float32") + x[0]
+
+    x = np.random.default_rng().standard_normal(12).astype(np.float32)
+    window, ints, floats = f(x)
+    np.testing.assert_array_equal(window, np.lib.stride_tricks.as_strided(x[1:], (3, 2), (4, 12)) + 0.5)
+    np.testing.assert_array_equal(ints, np.arange(2, 9, 3) * 2)
+    assert ints.dtype == np.int64
+    np.testing.assert_allclose(floats, np.arange(0.5, 2.0, 0.5, dtype=np.float32) + x[0])
+
+
+def test_trace_helper_errors():
+    with pytest.raises(UnsupportedError, match="inside a function being traced"):
+        tr.full((2,), 1.0, "float32")
+    with pytest.raises(ShapeError, match="reach past"):
+        ww.jit(lambda x: x.as_strided((3, 2), (2, 2)), target="cpu").lower(np.zeros(5, np.float32))
+    with pytest.raises(ShapeError, match="step must not be zero"):
+        ww.jit(lambda x: x + tr.arange(0, 4, 0), target="cpu").lower(np.zeros(4, np.float32))
+
+
+# ----------------------------------------------------------------------------- ATen graphs
+
+def aten_graph(fn, *args):
+    """fn traced to a core-ATen graph (with the backend's decompositions) on fake tensors."""
+    return make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(*args)
+
+
+def split_and_run(fn, *args, target="cpu"):
+    gm = aten_graph(fn, *args)
+    split, report = split_graph(gm, "test", target)
+    return split(*args), fn(*args), report
+
+
+def assert_same(got, want):
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g, w)
+        rtol, atol = TOLERANCE.get(w.dtype, (0, 0))
+        torch.testing.assert_close(g, w, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def _pointwise(x, y):
+    return (x + y * 2, x - 1.5, x * y, x / y, torch.exp(x), torch.log(y.abs() + 1), torch.tanh(x),
+            torch.sqrt(y.abs()), torch.rsqrt(y.abs() + 1), torch.sin(x), torch.cos(x), torch.erf(x),
+            torch.sigmoid(x), torch.abs(x), -x, torch.reciprocal(y), x ** 2, y.abs() ** 0.5,
+            y.abs() ** 3.5, torch.maximum(x, y), torch.minimum(x, y), torch.clamp(x, -0.5, 0.5),
+            torch.relu(x), torch.nn.functional.gelu(x), torch.nn.functional.gelu(x, approximate="tanh"),
+            torch.nn.functional.silu(x), torch.nn.functional.leaky_relu(x, 0.2),
+            torch.nn.functional.hardtanh(x), x.to(torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_pointwise_ops_match_pytorch(dtype):
+    x, y = torch.randn(4, 6, dtype=dtype), torch.randn(6, dtype=dtype) + 3
+    got, want, report = split_and_run(_pointwise, x, y)
+    assert_same(got, want)
+    assert len(report.programs) == 1 and not report.fallbacks, str(report)
+
+
+def test_comparisons_logic_where_and_promotion():
+    def fn(i, x, m, s):
+        return (i + 1.5, i / 4, x * s, i * x, x > s, i <= 2, i == i.flip(0), x != 0, m & (i > 1),
+                m | (x < 0), m ^ m.flip(0), ~m, torch.logical_not(x), torch.logical_and(i, x),
+                torch.where(m, x, -1.0), torch.where(m, i, 7), x.masked_fill(m, float("-inf")),
+                m.to(torch.float16), x.to(torch.int32), x.to(torch.bool), i.to(torch.float64))
+
+    i = torch.arange(-3, 5, dtype=torch.int32)
+    x, m, s = torch.randn(8) * 3, torch.rand(8) > 0.5, torch.tensor(0.25, dtype=torch.float64)
+    got, want, report = split_and_run(fn, i, x, m, s)
+    assert_same(got, want)
+    assert {f.op for f in report.fallbacks} <= {"aten.flip.default"}, str(report)
+
+
+def test_reductions_views_and_constants():
+    def fn(x, b):
+        return (x.sum(), x.sum((0, 2), keepdim=True), x.mean(-1), x.amax(1), x.amin((0, 1)), x.max(), x.min(),
+                x.var(-1), x.var(0, correction=0), x.std(1), (x > 0).sum(-1), x.logsumexp(-1),
+                x.softmax(-1), x.log_softmax(1), torch.nn.functional.layer_norm(x, (5,), b, b),
+                x.permute(2, 0, 1) * 2, x[:, 1:3, ::2] + 1, x[1].t() - 1, x.unsqueeze(1).expand(3, 2, 4, 5) * b,
+                x.reshape(12, 5) / 3, *(s + 0 for s in x.split([1, 3], dim=1)), x.unbind(0)[2] * 1,
+                torch.full((2, 3), 7.0) + x[0, 0, 0], torch.arange(5) * b, torch.zeros_like(b) + b)
+
+    x, b = torch.randn(3, 4, 5), torch.randn(5)
+    got, want, report = split_and_run(fn, x, b)
+    assert_same(got, want)
+    assert not report.fallbacks, str(report)
+
+
+def test_zero_dim_and_noncontiguous_inputs():
+    def fn(x, s, t):
+        return x * s + t, (x * s).sum(), s + 1
+
+    x, s, t = torch.randn(4, 6).t(), torch.tensor(2.5), torch.randn(8)[::2].expand(6, 4)
+    got, want, report = split_and_run(fn, x, s, t)
+    assert_same(got, want)
+    assert len(report.programs) == 1 and not report.fallbacks
+
+
+def test_fallback_reasons():
+    def fn(x, w, q):
+        return torch.floor(x @ w), torch.cumsum(x, 0), torch.div(x, 2, rounding_mode="floor"), q * 2
+
+    x, w, q = torch.randn(4, 4), torch.randn(4, 4), torch.ones(4, dtype=torch.int8)
+    gm = aten_graph(fn, x, w, q)
+    reasons = {n.target.__name__: node_unsupported_reason(n) for n in gm.graph.nodes
+               if n.op == "call_function"}
+    assert "matrix products" in reasons["mm.default"]
+    assert "rounding" in reasons["floor.default"] and "rounding" in reasons["div.Tensor_mode"]
+    assert "scans" in reasons["cumsum.default"]
+    assert "torch.int8 is not a warpweave dtype" in reasons["mul.Tensor"]
+    split, report = split_graph(gm, "test", "cpu")
+    assert_same(split(x, w, q), fn(x, w, q))
+    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.floor.default",
+                                                 "aten.cumsum.default", "aten.div.Tensor_mode",
+                                                 "aten.mul.Tensor"}
+    assert report.summary().endswith("fell back to PyTorch: aten.cumsum.default, aten.div.Tensor_mode, "
+                                     "aten.floor.default, aten.mm.default, aten.mul.Tensor")
+    assert "fell back: aten.mm.default x1 (mm): matrix products" in str(report)
+
+
+def test_groups_split_around_matrix_products():
+    def fn(x, w):
+        h = torch.relu(x * 2) @ w
+        return torch.tanh(h) + 1
+
+    x, w = torch.randn(8, 16), torch.randn(16, 4)
+    got, want, report = split_and_run(fn, x, w)
+    assert_same(got, want)
+    assert len(report.programs) == 2
+    assert [f.op for f in report.fallbacks] == ["aten.mm.default"]
+
+
+def test_interp_target_and_a_target_that_does_not_fit():
+    def fn(x):
+        return torch.exp(x) - 1
+
+    x = torch.randn(3, 3)
+    got, want, report = split_and_run(fn, x, target="interp")
+    assert_same(got, want)
+    assert [p.target for p in report.programs] == ["interp"]
+    got, want, report = split_and_run(fn, x, target="cuda")
+    assert_same(got, want)
+    assert not report.programs and "cannot run on warpweave target 'cuda'" in report.fallbacks[0].reason
+
+
+def test_concatenation_compiles_with_its_producers():
+    """The q/k/v gradients of attention: three transposed products concatenated (one
+    program with the transposes), and cat's dtype promotion and empty 1-D pieces."""
+    def fn(a, b, c, w, h, e):
+        q, k, v = ((x @ w).transpose(1, 2).reshape(2, 5, 12) for x in (a, b, c))
+        return torch.cat([q, k, v], 2) @ torch.ones(36, 3), torch.cat([h, w[0], e]), torch.cat([a[0], e])
+
+    a, b, c = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    w, h, e = torch.randn(4, 4), torch.randn(3, dtype=torch.bfloat16), torch.randn(0)
+    got, want, report = split_and_run(fn, a, b, c, w, h, e)
+    assert_same(got, want)
+    assert sum(p.ops.count("aten.cat.default") for p in report.programs) == 3, str(report)
+    assert {f.op for f in report.fallbacks} == {"aten.mm.default"}, str(report)
+    (qkv,) = [p for p in report.programs if "aten.clone.default" in p.ops]
+    assert "aten.cat.default" in qkv.ops, str(report)
+
+
+def test_views_left_to_pytorch_are_single_reinterpretations():
+    def fn(x, w, u):
+        h = (x * 2).view(4, 3, 8).transpose(0, 1).reshape(3, 32)  # a copy: warpweave's
+        return h.view(3, 4, 8).permute(2, 0, 1)[1:].unsqueeze(0) @ w, x.t()[::2] @ u
+
+    x, w, u = torch.randn(12, 8), torch.randn(4, 5), torch.randn(12, 5)
+    gm = aten_graph(fn, x, w, u)
+    split, report = split_graph(gm, "test", "cpu")
+    assert_same(split(x, w, u), fn(x, w, u))
+    views = [n for n in split.graph.nodes if n.op == "call_function" and n.target.__class__ is ViewChain]
+    left = [n.target for n in split.graph.nodes if n.op == "call_function"
+            and not isinstance(n.target, (ViewChain, WarpweaveCall))]
+    assert views and sorted(t.__name__ for t in left) == ["bmm.default", "mm.default"], left
+    assert max(len(n.target.ops) for n in views) >= 3  # view, permute, slice, unsqueeze: one call
+
+
+def test_view_chains_replay_where_the_base_layout_differs():
+    gm = aten_graph(lambda x: x.t()[1:].unsqueeze(0) @ torch.ones(2, 5), torch.randn(2, 4))
+    node = next(n for n in gm.graph.nodes if n.op == "call_function" and "unsqueeze" in str(n.target))
+    base, chain = ViewChain.of(node)
+    assert base.op == "placeholder" and len(chain.ops) == 3
+    x = torch.randn(2, 4)
+    made = chain(x)
+    assert made.data_ptr() == x[:, 1:].data_ptr() and torch.equal(made, x.t()[1:].unsqueeze(0))
+    other = torch.randn(4, 2).t()  # the same shape in another layout: the views are replayed
+    assert torch.equal(chain(other), other.t()[1:].unsqueeze(0))
+
+
+def test_outputs_that_view_an_input_are_views_of_the_argument():
+    """A split's piece that a matrix product reads is not copied by the program that
+    computes from the other pieces (as the q/k/v split of an attention block)."""
+    def fn(h, w):
+        q, k, v = (h @ w).split(4, -1)
+        return (q * k).softmax(-1), v.transpose(0, 1) @ h
+
+    h, w = torch.randn(6, 5), torch.randn(5, 12)
+    gm = aten_graph(fn, h, w)
+    split, report = split_graph(gm, "test", "cpu")
+    assert_same(split(h, w), fn(h, w))
+    (call,) = [n.target for n in split.graph.nodes if isinstance(n.target, WarpweaveCall)]
+    assert list(call.aliases) and len(call.program.graph.outputs) == 1
+    made = call(torch.randn(6, 12))
+    assert made[list(call.aliases)[0]].stride() == (12, 1)
+
+
+# ----------------------------------------------------------------------------- layouts, options
+
+def test_input_layouts():
+    dense = _Input.of(torch.empty(3, 4))
+    assert dense.dense and dense.spec == ((3, 4), ww.float32)
+    strided = _Input.of(torch.empty(4, 6)[:, ::2].t())
+    assert not strided.dense and strided.spec == ((1 + 2 * 2 + 3 * 6,), ww.float32)
+    x = torch.randn(4, 6)[:, ::2].t()
+    flat = strided.prepare(x)
+    assert flat.shape == (strided.span,) and flat.data_ptr() == x.data_ptr()
+    other = torch.randn(3, 4)  # the strides compiled for do not match: a copy with them
+    assert torch.equal(strided.prepare(other).as_strided(strided.shape, strided.strides), other)
+
+
+def test_output_layouts():
+    assert _Output.of(torch.empty(3, 4)).perm is None
+    permuted = torch.empty(2, 3, 4).permute(2, 0, 1)
+    layout = _Output.of(permuted)
+    assert layout.perm == (1, 2, 0)
+    assert layout.finish(torch.empty(2, 3, 4)).stride() == permuted.stride()
+    assert _Output.of(torch.empty(4).expand(3, 4)).perm is None  # overlapping: stays contiguous
+
+
+def test_backend_options():
+    assert BackendOptions.parse(None, {"target": "cpu"}) == BackendOptions(target="cpu")
+    assert BackendOptions.parse("max-autotune", None).mode == "max-autotune"
+    with pytest.raises(OptionError, match="unknown warpweave target"):
+        BackendOptions.parse(None, {"target": "tpu"})
+    with pytest.raises(OptionError, match="disagree"):
+        BackendOptions.parse("default", {"mode": "reduce-overhead"})
+    with pytest.raises(OptionError, match=r"known: \['dump_dir', 'mode', 'target'\]"):
+        BackendOptions.parse(None, {"fast": True})
+
+
+def test_dtype_map():
+    assert ww_dtype(torch.bfloat16) == ww.bfloat16 and ww_dtype(torch.bool) == ww.bool_
+    with pytest.raises(DTypeError, match="torch.complex64 is not a warpweave dtype"):
+        ww_dtype(torch.complex64)

@@ -1,0 +1,1 @@
+"""The `torch.compile` backend: FX/ATen conversion to tensor graphs, graph partitioning with fallback to PyTorch, and the Dynamo entry point. Public entry point: `warpweave.torch`."""

@@ -1,0 +1,179 @@
+"""The torch.compile backend: AOTAutograd, the split between warpweave and PyTorch,
+per-shape specialization, reports.
+
+Dynamo hands `backend` a graph of torch calls; AOTAutograd turns it into core-ATen
+forward and backward graphs (or one inference graph) with the decompositions of
+`decompositions()`, and each of those is split by `torch_partition.split_graph`.
+Every compiled ATen graph logs one line on the "warpweave.torch" logger (INFO)
+and is handed to whoever is collecting reports (`explain`).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, fields
+
+import torch
+from torch._decomp import core_aten_decompositions
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.aot_autograd import make_boxed_func
+
+from ...options import options as scoped_options
+from ...errors import OptionError
+from .partition import GraphReport, split_graph
+
+aten = torch.ops.aten
+logger = logging.getLogger("warpweave.torch")
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+TARGETS = ("auto", "cpu", "interp", "cuda")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What `torch.compile(..., backend="warpweave", options={...})` accepts.
+
+    target: "auto" (cuda for CUDA tensors, cpu for CPU tensors), "cpu", "interp"
+        (the GIR interpreter, for CPU tensors; slow) or "cuda".
+    mode: PyTorch's mode names; warpweave has no CUDA graphs or autotuner yet, so
+        every mode compiles as "default" (a warning says so once).
+    dump_dir: write every stage of every warpweave compile there (like WARPWEAVE_DUMP).
+    """
+
+    target: str = "auto"
+    mode: str = "default"
+    dump_dir: str | None = None
+
+    @classmethod
+    def parse(cls, mode: str | None = None, options: dict | None = None) -> "BackendOptions":
+        options = dict(options or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise OptionError(f"unknown warpweave option(s) {unknown}; known: {sorted(known)}")
+        if mode is not None:
+            if options.get("mode", mode) != mode:
+                raise OptionError(f"mode={mode!r} and options={{'mode': {options['mode']!r}}} disagree")
+            options["mode"] = mode
+        parsed = cls(**options)
+        if parsed.target not in TARGETS:
+            raise OptionError(f"unknown warpweave target {parsed.target!r}; expected one of {TARGETS}")
+        if parsed.mode not in MODES:
+            raise OptionError(f"unknown mode {parsed.mode!r}; expected one of {MODES}")
+        return parsed
+
+
+def _var_mean(x, dim=None, *, correction=None, keepdim=False):
+    return (aten.var.correction(x, dim, correction=correction, keepdim=keepdim),
+            aten.mean.dim(x, dim, keepdim))
+
+
+def decompositions() -> dict:
+    """The core ATen decompositions, and var_mean as var and mean. Softmax,
+    log-softmax and layer norm stay whole: warpweave converts them into their
+    decompositions itself (torch_ops), and where it cannot, PyTorch runs its fused
+    kernels rather than the pieces."""
+    table = dict(core_aten_decompositions())
+    table[aten.var_mean.correction] = _var_mean
+    return table
+
+
+# ----------------------------------------------------------------------------- reports
+
+_graph_numbers = itertools.count()
+_collectors: list[list[GraphReport]] = []
+_collectors_lock = threading.Lock()
+_warned_modes: set[str] = set()
+
+
+def _publish(report: GraphReport) -> None:
+    logger.info(report.summary())
+    with _collectors_lock:
+        for reports in _collectors:
+            reports.append(report)
+
+
+@contextlib.contextmanager
+def collecting_reports():
+    """Inside the block, every compiled graph's report is appended to the yielded list
+    (from any thread: backward graphs may compile on autograd's threads)."""
+    reports: list[GraphReport] = []
+    with _collectors_lock:
+        _collectors.append(reports)
+    try:
+        yield reports
+    finally:
+        with _collectors_lock:
+            _collectors.remove(reports)
+
+
+# ----------------------------------------------------------------------------- compiling
+
+def _compiler(kind: str, options: BackendOptions):
+    def compile_graph(gm: torch.fx.GraphModule, example_inputs):
+        name = f"{kind}_{next(_graph_numbers)}"
+        scope = scoped_options(dump_dir=options.dump_dir) if options.dump_dir else contextlib.nullcontext()
+        with scope:
+            split, report = split_graph(gm, name, options.target)
+        _publish(report)
+        return make_boxed_func(split.forward)
+    return compile_graph
+
+
+def _aot(options: BackendOptions):
+    return aot_autograd(fw_compiler=_compiler("forward", options),
+                        bw_compiler=_compiler("backward", options),
+                        inference_compiler=_compiler("inference", options),
+                        decompositions=decompositions(), keep_inference_input_mutations=True)
+
+
+def _is_dynamic(gm: torch.fx.GraphModule, example_inputs) -> bool:
+    if any(isinstance(x, torch.SymInt) for x in example_inputs):
+        return True
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            v = n.meta.get("example_value")
+            if isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and any(
+                    isinstance(s, torch.SymInt) for s in (*v.shape, *v.stride()))):
+                return True
+    return False
+
+
+def _signature(value):
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.dtype, value.device, value.requires_grad)
+    return (type(value), value)
+
+
+class _PerShape:
+    """A graph with symbolic shapes, compiled for each concrete input signature when
+    it is first called with it (warpweave programs have static shapes)."""
+
+    def __init__(self, gm: torch.fx.GraphModule, options: BackendOptions):
+        self.gm = gm
+        self.options = options
+        self.compiled: dict[tuple, object] = {}
+
+    def __call__(self, *args):
+        key = (torch.is_grad_enabled(), *map(_signature, args))
+        fn = self.compiled.get(key)
+        if fn is None:
+            fn = self.compiled[key] = _aot(self.options)(self.gm, list(args))
+        return fn(*args)
+
+
+def backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None,
+            options: dict | None = None):
+    """The torch.compile backend (see warpweave.torch)."""
+    parsed = BackendOptions.parse(mode, options)
+    if parsed.mode != "default" and parsed.mode not in _warned_modes:
+        _warned_modes.add(parsed.mode)
+        logger.warning("warpweave: mode=%r compiles as 'default': warpweave has no CUDA graphs "
+                       "or autotuner yet", parsed.mode)
+    if _is_dynamic(gm, example_inputs):
+        logger.info("warpweave: the graph has dynamic shapes; warpweave compiles it once per "
+                    "concrete input shape, when first called with it")
+        return _PerShape(gm, parsed)
+    return _aot(parsed)(gm, example_inputs)

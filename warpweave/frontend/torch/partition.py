@@ -1,0 +1,482 @@
+"""Splitting an ATen graph between warpweave and PyTorch.
+
+`split_graph` asks `torch_ops` which nodes warpweave can compute, groups them with
+the FX capability-based partitioner, compiles each group into one warpweave
+`Program` and calls it (a `WarpweaveCall`) in its place; everything else stays in the
+graph and runs in PyTorch. It also returns a `GraphReport` of what went where.
+
+Tensors cross the boundary in place: CUDA tensors go to the cuda target as they
+are (on PyTorch's current stream), CPU tensors to the cpu target as numpy views of
+the same memory. A non-contiguous input is read through its strides (the program
+sees the span of memory it covers), and an output PyTorch records as a permuted
+dense layout is computed in that layout and returned as the same permuted view.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass, field
+
+import ml_dtypes
+import numpy as np
+import torch
+from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+from torch.fx.passes.operator_support import OperatorSupportBase
+from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
+
+from ...ir import dtypes as dt
+from ...ir.tensor import row_major_strides
+from ...pipeline.compile import compile_graph
+from ...program import Program
+from ..tensor import Tensor
+from ..trace import trace
+from .convert import convert_node, node_unsupported_reason, ww_dtype, op_name
+
+aten = torch.ops.aten
+logger = logging.getLogger("warpweave.torch")
+
+# Operations that compute nothing: a group made only of these stays in PyTorch.
+VIEW_OPS = frozenset({
+    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
+    aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.permute.default,
+    aten.transpose.int, aten.t.default, aten.expand.default, aten.slice.Tensor, aten.select.int,
+    aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int, aten.alias.default,
+    aten.detach.default, aten.clone.default, aten.lift_fresh_copy.default, operator.getitem})
+CONSTANT_OPS = frozenset({
+    aten.full.default, aten.new_full.default, aten.full_like.default, aten.scalar_tensor.default,
+    aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default, aten.ones.default,
+    aten.ones_like.default, aten.new_ones.default, aten.arange.default, aten.arange.start,
+    aten.arange.start_step})
+# Views whose results are lists, and their getitems: the partitioner keeps them with
+# the group of their producer (a group's inputs and outputs are tensors).
+_MULTI_OUTPUT = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int,
+                           operator.getitem})
+# Views whose result is always their input's memory reinterpreted (reshape may copy,
+# detach changes what autograd sees): a chain of them from a tensor is made at run
+# time by one reinterpretation of that tensor (see ViewChain).
+_ALIASING_VIEWS = VIEW_OPS - {aten.reshape.default, aten.detach.default, aten.clone.default,
+                              aten.lift_fresh_copy.default}
+_LIST_VIEWS = _MULTI_OUTPUT - {operator.getitem}
+# Identities that copy when their input is not contiguous (a clone after a transpose):
+# such a copy is a kernel warpweave runs, gathering through the input's strides.
+_COPIES = frozenset({aten.clone.default})
+TARGETS_FOR_DEVICE = {"cpu": ("cpu", "interp"), "cuda": ("cuda",)}
+
+
+def _computes(node) -> bool:
+    """Whether `node` moves or computes data (views and constants do not)."""
+    if node.target in _COPIES:
+        (x,) = node.all_input_nodes
+        meta = x.meta.get("val")
+        return isinstance(meta, torch.Tensor) and not meta.is_contiguous()
+    return node.target not in VIEW_OPS | CONSTANT_OPS
+
+
+# ----------------------------------------------------------------------------- reports
+
+@dataclass
+class ProgramReport:
+    """One warpweave program in a torch graph: the ATen operations it computes."""
+
+    name: str
+    target: str
+    ops: list[str]
+    kernels: int
+
+
+@dataclass
+class Fallback:
+    """An ATen operation that runs in PyTorch, and why."""
+
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class GraphReport:
+    """What happened to one ATen graph (forward, backward or inference)."""
+
+    name: str
+    ops: int
+    programs: list[ProgramReport] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    views_in_torch: int = 0
+
+    @property
+    def kernels(self) -> int:
+        return sum(p.kernels for p in self.programs)
+
+    @property
+    def compiled_ops(self) -> int:
+        return sum(len(p.ops) for p in self.programs)
+
+    def summary(self) -> str:
+        """One line: how much compiled, and which operations fell back."""
+        fell = _counted(sorted(f.op for f in self.fallbacks)) or "nothing"
+        return (f"warpweave: {self.name}: {self.compiled_ops} of {self.ops} ATen ops compiled into "
+                f"{len(self.programs)} programs ({self.kernels} kernels); fell back to PyTorch: {fell}")
+
+    def __str__(self) -> str:
+        lines = [self.summary().removeprefix("warpweave: ")]
+        for p in self.programs:
+            lines.append(f"  program {p.name} ({p.target}, {p.kernels} kernels): {_counted(p.ops)}")
+        by_reason: dict[tuple[str, str], list[str]] = {}
+        for f in self.fallbacks:
+            by_reason.setdefault((f.op, f.reason), []).append(f.node)
+        for (op, reason), nodes in by_reason.items():
+            lines.append(f"  fell back: {op} x{len(nodes)} ({', '.join(nodes)}): {reason}")
+        if self.views_in_torch:
+            lines.append(f"  {self.views_in_torch} views and constants stay with their PyTorch "
+                         "producers or consumers (no computation)")
+        return "\n".join(lines)
+
+
+def _counted(names) -> str:
+    """'a x2, b' for ['a', 'b', 'a']: names in order of first appearance, with counts."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(n if k == 1 else f"{n} x{k}" for n, k in counts.items())
+
+
+# ----------------------------------------------------------------------------- layouts
+
+def _same_strides(shape, a, b) -> bool:
+    """Strides that address the same elements (those of size-1 axes do not matter)."""
+    return all(x == y for n, x, y in zip(shape, a, b) if n > 1)
+
+
+@dataclass(frozen=True)
+class _Input:
+    """How a program input is read: as it is (contiguous) or through its strides."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: dt.DType
+    dense: bool
+
+    @classmethod
+    def of(cls, meta: torch.Tensor) -> "_Input":
+        return cls(tuple(meta.shape), tuple(meta.stride()), ww_dtype(meta.dtype),
+                   meta.is_contiguous() or meta.numel() == 0)
+
+    @property
+    def span(self) -> int:
+        return 1 + sum((n - 1) * s for n, s in zip(self.shape, self.strides))
+
+    @property
+    def spec(self):
+        return (self.shape if self.dense else (self.span,)), self.dtype
+
+    def view(self, t: Tensor) -> Tensor:
+        return t if self.dense else t.as_strided(self.shape, self.strides)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is not torch.Tensor or x.requires_grad:  # a plain tensor of the same memory
+            x = x.detach()
+        if self.dense:
+            return x if x.is_contiguous() else x.contiguous()
+        if not _same_strides(self.shape, x.stride(), self.strides):
+            x = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device=x.device).copy_(x)
+        return x.as_strided((self.span,), (1,))
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How a program output is laid out: C-contiguous (`perm` None), or computed as the
+    permutation `perm` of its axes and returned as the inverse permuted view."""
+
+    perm: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, meta: torch.Tensor) -> "_Output":
+        if meta.is_contiguous() or meta.numel() == 0:
+            return cls(None)
+        perm = tuple(sorted(range(meta.ndim), key=lambda k: (-meta.stride(k), k)))
+        shape = [meta.shape[k] for k in perm]
+        dense = _same_strides(shape, [meta.stride(k) for k in perm], row_major_strides(shape))
+        return cls(perm if dense else None)
+
+    def arrange(self, t: Tensor) -> Tensor:
+        return t if self.perm is None else t.transpose(self.perm)
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        if self.perm is None:
+            return y
+        inverse = [0] * len(self.perm)
+        for k, p in enumerate(self.perm):
+            inverse[p] = k
+        return y.permute(inverse)
+
+
+def _reinterpreter():
+    """`f(base, shape, strides, offset)`: base's memory as that layout, `offset`
+    elements past base's own storage offset (PyTorch's C++ entry point Inductor
+    uses where it exists: a quarter of the cost of an ATen view call)."""
+    fast = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", None), "_reinterpret_tensor", None)
+    if fast is not None:
+        return fast
+    return lambda base, shape, strides, offset: base.as_strided(shape, strides, base.storage_offset() + offset)
+
+
+_reinterpret = _reinterpreter()
+
+
+def _is_aliasing_view(node) -> bool:
+    if not (node.op == "call_function" and node.target in _ALIASING_VIEWS):
+        return False
+    source = node.args[0] if node.args else None
+    if not isinstance(source, torch.fx.Node):
+        return False
+    if node.target is operator.getitem:  # an element of a split's list (not of a program's tuple)
+        return source.op == "call_function" and source.target in _LIST_VIEWS
+    return not any(isinstance(a, torch.fx.Node) for a in (*node.args[1:], *node.kwargs.values()))
+
+
+class ViewChain:
+    """A tensor made by view operations only from a tensor `base`: at run time one
+    reinterpretation of base's memory with the traced layout or, where base does not
+    have its traced layout, the views replayed. FX graphs call it as a function."""
+
+    __name__ = "view"
+
+    def __init__(self, ops: tuple, base_layout: tuple, layout: tuple):
+        self.__module__ = "warpweave"  # FX code calls it warpweave_view, warpweave_view_1, ...
+        self.ops = ops  # (target, args after the tensor, kwargs), first to last
+        self.base_layout = base_layout  # (shape, strides) of base when traced
+        self.layout = layout  # (shape, strides, storage offset past base's)
+
+    @classmethod
+    def of(cls, node: torch.fx.Node) -> "tuple[torch.fx.Node, ViewChain] | None":
+        """(base, chain): the nearest node before `node` that is not an aliasing view,
+        and the chain from it to node; None where node is not such a view or a layout
+        is unknown."""
+        ops, value = [], node.meta.get("val")
+        while _is_aliasing_view(node):
+            ops.append((node.target, tuple(node.args[1:]), dict(node.kwargs)))
+            node = node.args[0]
+        base = node.meta.get("val")
+        if not ops or not isinstance(base, torch.Tensor) or not isinstance(value, torch.Tensor):
+            return None
+        return node, cls(tuple(reversed(ops)), (tuple(base.shape), tuple(base.stride())),
+                         (tuple(value.shape), tuple(value.stride()),
+                          value.storage_offset() - base.storage_offset()))
+
+    def __call__(self, base: torch.Tensor) -> torch.Tensor:
+        if base.stride() == self.base_layout[1] and base.shape == self.base_layout[0]:
+            return _reinterpret(base, *self.layout)
+        for target, args, kwargs in self.ops:
+            base = target(base, *args, **kwargs)
+        return base
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    if x.dtype == torch.bfloat16:
+        return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return x.numpy()
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+class WarpweaveCall:
+    """Runs one warpweave Program in place of a group of nodes of a torch graph (FX
+    graphs call it as a function named after the program). Outputs that are only
+    views of an input are made as views of the argument, not computed."""
+
+    def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output],
+                 aliases: dict[int, tuple[int, ViewChain]], single: bool):
+        self.program = program
+        self.inputs = inputs
+        self.outputs = outputs  # of the computed results, in order
+        self.aliases = aliases  # result position -> (input position, chain)
+        self.single = single
+        self.__name__, self.__module__ = program.name, "warpweave"  # what FX code calls it
+        self._host = program.target != "cuda"
+        # The CUDA runtime takes dense tensors as they are (and copies what is not).
+        self._prepared = [k for k, layout in enumerate(inputs) if self._host or not layout.dense]
+        self._as_computed = not aliases and all(o.perm is None for o in outputs)
+
+    def __call__(self, *args):
+        xs = args
+        if self._prepared:
+            xs = list(args)
+            for k in self._prepared:
+                xs[k] = self.inputs[k].prepare(xs[k])
+        if self._host:
+            results = [_from_numpy(r) for r in self.program(*map(_to_numpy, xs))]
+        else:
+            results = self.program(*xs)
+        if self._as_computed:
+            return results[0] if self.single else results
+        computed = (layout.finish(r) for layout, r in zip(self.outputs, results))
+        outs = []
+        for j in range(len(self.outputs) + len(self.aliases)):
+            alias = self.aliases.get(j)
+            outs.append(next(computed) if alias is None else alias[1](args[alias[0]]))
+        return outs[0] if self.single else tuple(outs)
+
+
+def build_call(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveCall:
+    """Trace a group (a graph module of ATen nodes) into a Program."""
+    placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+    returned = sub.graph.output_node().args[0]
+    single = not isinstance(returned, (tuple, list))
+    results = [returned] if single else list(returned)
+    inputs = [_Input.of(n.meta["val"]) for n in placeholders]
+    position = {n: k for k, n in enumerate(placeholders)}
+    aliases = {}
+    for j, n in enumerate(results):
+        found = ViewChain.of(n)
+        if found is not None and found[0] in position:
+            aliases[j] = (position[found[0]], found[1])
+    if len(aliases) == len(results):  # nothing else to compute: compute these
+        aliases = {}
+    computed = [n for j, n in enumerate(results) if j not in aliases]
+    outputs = [_Output.of(n.meta["val"]) for n in computed]
+
+    def run(*tensors):
+        env = {n: layout.view(t) for n, layout, t in zip(placeholders, inputs, tensors)}
+        for node in sub.graph.nodes:
+            if node.op == "call_function":
+                env[node] = convert_node(node, env)
+        return [layout.arrange(env[n]) for n, layout in zip(computed, outputs)]
+
+    graph, _ = trace(run, [layout.spec for layout in inputs])
+    return WarpweaveCall(compile_graph(graph, False, target, name), inputs, outputs, aliases, single)
+
+
+def _call_directly(gm: torch.fx.GraphModule, calls: dict[str, WarpweaveCall]) -> None:
+    """Nodes that call compiled group submodules call their programs instead (no
+    nn.Module dispatch), and the submodules go."""
+    for node in list(gm.graph.nodes):
+        call = calls.get(node.target) if node.op == "call_module" else None
+        if call is not None:
+            with gm.graph.inserting_before(node):
+                made = gm.graph.call_function(call, node.args, node.kwargs)
+            made.meta = dict(node.meta)
+            node.replace_all_uses_with(made)
+            gm.graph.erase_node(node)
+            delattr(gm, node.target)
+
+
+def reinterpret_views(gm: torch.fx.GraphModule) -> None:
+    """Every chain of views left to PyTorch becomes one reinterpretation of the
+    tensor it starts from (a ViewChain call), in place; links no one uses are removed."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if not _is_aliasing_view(node) or (node.users and all(map(_is_aliasing_view, node.users))):
+            continue  # not a view, or an inner link of longer chains
+        found = ViewChain.of(node)
+        if found is None:
+            continue
+        with graph.inserting_before(node):
+            made = graph.call_function(found[1], (found[0],))
+        made.meta = dict(node.meta)
+        node.replace_all_uses_with(made)
+    for node in reversed(list(graph.nodes)):
+        if _is_aliasing_view(node) and not node.users:
+            graph.erase_node(node)
+
+
+# ----------------------------------------------------------------------------- splitting
+
+class _Support(OperatorSupportBase):
+    def __init__(self, reasons: dict):
+        self.reasons = reasons
+
+    def is_node_supported(self, submodules, node) -> bool:
+        return node in self.reasons and self.reasons[node] is None
+
+
+def _tensors(value):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def _graph_device(gm) -> torch.device:
+    """The device a graph computes on: its first non-CPU tensor's, else the CPU."""
+    for n in gm.graph.nodes:
+        for v in _tensors(n.meta.get("val")):
+            if v.device.type != "cpu":
+                return v.device
+    return torch.device("cpu")
+
+
+def _target(device: torch.device, requested: str) -> tuple[str | None, str | None]:
+    """(target, None), or (None, why nothing can compile) for tensors on `device`."""
+    allowed = TARGETS_FOR_DEVICE.get(device.type, ())
+    if requested == "auto" and allowed:
+        return allowed[0], None
+    if requested in allowed:
+        return requested, None
+    return None, (f"tensors on {device} cannot run on warpweave target {requested!r}"
+                  + (f" (use {' or '.join(map(repr, allowed))})" if allowed else ""))
+
+
+def _reason(node, device, reasons) -> str | None:
+    if node.target is operator.getitem:
+        return reasons.get(node.args[0], "reads a value PyTorch computes")
+    for n in (*node.all_input_nodes, node):
+        for v in _tensors(n.meta.get("val")):
+            if v.device != device:
+                return f"has a tensor on {v.device}; this graph runs on {device}"
+    return node_unsupported_reason(node)
+
+
+def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
+                ) -> tuple[torch.fx.GraphModule, GraphReport]:
+    """Compile what warpweave can of an ATen graph (in place) and report it."""
+    device = _graph_device(gm)
+    target, why = _target(device, requested_target)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    reasons: dict = {}
+    for n in nodes:
+        reasons[n] = why or _reason(n, device, reasons)
+    partitioner = CapabilityBasedPartitioner(
+        gm, _Support(reasons), allows_single_node_partition=True,
+        non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT - _COPIES])
+    partitions = partitioner.propose_partitions()
+    partitioner.remove_bookend_non_compute_ops(partitions)
+    groups = []
+    for p in partitions:
+        members = list(p.nodes)
+        if not any(_computes(n) for n in members):
+            reasons.update(dict.fromkeys(members, "views and constants only: nothing to compute"))
+        elif all(i in p.nodes for n in members for i in n.all_input_nodes):
+            reasons.update(dict.fromkeys(members, "computes constants only"))
+        else:
+            groups.append(members)
+    report = GraphReport(name, len(nodes))
+    group_of = {n: k for k, members in enumerate(groups) for n in members}
+    described = {n: (n.name, op_name(n.target)) for n in nodes}
+    fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_")
+    failed = {}
+    calls = {}
+    for k, members in enumerate(groups):
+        sub_name = f"warpweave_{k}"
+        try:
+            calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}")
+        except Exception as exc:  # the group runs in PyTorch instead: say why, keep going
+            failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
+            logger.warning("warpweave: %s: group %d runs in PyTorch: %s", name, k, failed[k])
+            continue
+        report.programs.append(ProgramReport(f"{name}_{k}", target, [described[n][1] for n in members],
+                                             len(calls[sub_name].program.kernels)))
+    _call_directly(gm, calls)
+    reinterpret_views(gm)
+    for n in nodes:
+        k = group_of.get(n)
+        if k is not None and k not in failed:
+            continue
+        if k is None and n.target in VIEW_OPS | CONSTANT_OPS:
+            report.views_in_torch += 1
+            continue
+        node_name, op = described[n]
+        report.fallbacks.append(Fallback(node_name, op, failed[k] if k is not None else reasons[n]))
+    gm.recompile()
+    return gm, report

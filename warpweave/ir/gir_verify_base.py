@@ -1,0 +1,68 @@
+"""What the GIR verifier's checks share: the op groups they test for and the kernel
+indexed for checking (nodes by id and emission position, scopes, declared buffers,
+edges by destination), with the helpers that describe nodes and walk scope chains."""
+from __future__ import annotations
+
+from .gir import Edge, Kernel, Node
+
+LOADS = ("move.global.reg", "move.shared.reg")
+STORES = ("move.reg.global", "move.reg.shared")
+SHUFFLE = "move.reg.reg"
+SYNC = "sync.block"
+
+
+class VerifierBase:
+    """A kernel indexed for checking; `add` records a problem. `limits` is a
+    `gir_verify.Limits`."""
+
+    def __init__(self, kernel: Kernel, limits):
+        self.k = kernel
+        self.written = {n.attr("buffer") for n in kernel.nodes if n.op in STORES}
+        self.lim = limits
+        self.problems: list[str] = []
+        self.nodes: dict[str, Node] = {}
+        self.pos: dict[str, int] = {}
+        for i, n in enumerate(kernel.nodes):
+            if n.id not in self.nodes:
+                self.nodes[n.id] = n
+                self.pos[n.id] = i
+        self.scopes = {nid: n for nid, n in self.nodes.items() if n.is_scope}
+        self.params = {}
+        for b in kernel.params:
+            self.params.setdefault(b.name, b)
+        self.allocs = {}
+        for s in kernel.shared:
+            self.allocs.setdefault(s.name, s)
+        self.good_edges: list[Edge] = []
+        self.inputs: dict[str, list[Edge]] = {nid: [] for nid in self.nodes}
+        self.block = None
+        self._states: dict[str, frozenset] = {}
+
+    def add(self, msg: str):
+        self.problems.append(msg)
+
+    # ------------------------------------------------------------------ helpers
+    def desc(self, n: Node | str) -> str:
+        if isinstance(n, str):
+            n = self.nodes.get(n, n)
+            if isinstance(n, str):
+                return n
+        if n.is_scope:
+            return f"{n.id} ({n.op} {n.attr('var')} < {n.attr('extent')})"
+        buf = n.attr("buffer")
+        return f"{n.id} ({n.op}{' ' + str(buf) if buf is not None else ''})"
+
+    def chain(self, scope_id) -> list[Node] | None:
+        out, seen = [], set()
+        while scope_id is not None:
+            s = self.scopes.get(scope_id) if isinstance(scope_id, str) else None
+            if s is None or scope_id in seen:
+                return None
+            seen.add(scope_id)
+            out.append(s)
+            scope_id = s.scope
+        return out[::-1]
+
+    def buffer(self, name):
+        return self.params.get(name) or self.allocs.get(name)
+

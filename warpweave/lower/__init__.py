@@ -1,0 +1,1 @@
+"""Lowering: (operation or fusion group, schedule) → GIR kernels."""

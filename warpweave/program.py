@@ -1,0 +1,239 @@
+"""`Program`: a compiled tensor program — its kernels, its launch and buffer plan, and
+the target's runner — that checks arguments, runs, and shows what the compiler did.
+
+The pipeline (`warpweave.pipeline.compile`) builds it; nothing here compiles.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .errors import ArgumentError, DTypeError, ShapeError, TargetError
+from .ir import dtypes as dt
+from .ir.gir import Buffer, Kernel
+from .ir.gir_text import print_kernel
+from .ir.tensor import TensorGraph
+from .passes.cost import DeviceModel, KernelCost
+from .passes.fuse import FusionPlan
+from .schedule.templates import Schedule
+
+STAGES = ("tensor", "groups", "gir", "llvm", "ptx", "launcher")
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """One generated kernel: the operations it computes, its schedule, its GIR and the
+    cost model's estimate."""
+
+    name: str
+    ops: tuple[str, ...]
+    schedule: Schedule
+    gir: Kernel
+    cost: KernelCost
+
+    @property
+    def grid(self) -> int:
+        return self.gir.grid
+
+    def __str__(self):
+        return f"{self.name}: ops {', '.join(self.ops)} schedule {self.schedule}"
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    time_us: float
+    bytes: int
+
+
+class Runner(Protocol):
+    """How a target runs a program's kernels: `stages` (text for `Program.dump`),
+    `files` (what a dump directory gets) and `run`; optionally `torch_call`."""
+
+    stages: dict[str, str]
+    files: dict[str, str]
+
+    def run(self, program: "Program", args) -> list: ...
+
+
+class Program:
+    """A compiled tensor program for one target and one set of input shapes/dtypes."""
+
+    def __init__(self, *, name: str, target: str, single: bool, traced: TensorGraph,
+                 graph: TensorGraph, plan: FusionPlan, kernels: list[KernelInfo], unfused: list[str],
+                 temps: list[Buffer], device: DeviceModel, dump_dir: str | None):
+        self.name = name
+        self.target = target
+        self.single = single
+        self.traced = traced  # as the frontend built it; `graph` after inlining
+        self.graph = graph
+        self.plan = plan
+        self.kernels = kernels
+        self.unfused = unfused  # why a planned group was compiled op by op
+        self.temps = temps  # buffers kernels pass each other that are not tensors of the graph
+        self.device = device
+        self.dump_dir = dump_dir  # where this compile's stages were written, if anywhere
+        self.runner: Runner | None = None  # set by the pipeline once the target code exists
+        self._scratch = threading.local()  # host intermediates, reused per thread
+        self._fast = None  # the runner's hot path, made on first use (see fast_path)
+
+    # ------------------------------------------------------------------ inspection
+    def dump(self, stage: str) -> str:
+        """Text of one stage: tensor, groups, gir, llvm, and on CUDA ptx and launcher."""
+        if stage == "tensor":
+            return str(self.traced)
+        if stage == "groups":
+            return self.explain_groups()
+        if stage == "gir":
+            return "\n\n".join(print_kernel(k.gir) for k in self.kernels)
+        if stage in self.runner.stages:
+            return self.runner.stages[stage]
+        if stage in STAGES:
+            raise TargetError(f"stage {stage!r} does not exist for the {self.target} target "
+                              f"(it has {', '.join(['tensor', 'groups', 'gir', *self.runner.stages])})")
+        raise ArgumentError(f"unknown stage {stage!r}; expected one of {STAGES}")
+
+    def explain_groups(self) -> str:
+        """Groups, their kernels, the stitching scheme of every edge inside them and the
+        cost model's bytes per memory level."""
+        lines = [f"device model: {self.device.name}, {self.device.bandwidth / 1e9:.0f} GB/s"]
+        inlined = [op.name for op in self.traced.compute_ops if op.name not in self.graph.ops]
+        if inlined:
+            lines.append(f"inlined into their consumers: {', '.join(inlined)}")
+        for why in self.unfused:
+            lines.append(f"compiled op by op (fusion failed): {why}")
+        for n, (group, traffic) in enumerate(zip(self.plan.groups, self.plan.traffic)):
+            ops = ", ".join(f"{o} ({self.graph[o].kind})" for o in group.ops)
+            shape = f" rows={list(group.rows)} x {group.length}" if group.pattern == "row" else ""
+            lines.append(f"group {n} [{group.pattern}{shape}]: {ops}")
+            lines.append(f"  writes {', '.join(group.outputs)}; planned DRAM "
+                         f"{traffic.dram_bytes} B, {traffic.time_s * 1e6:.1f} us")
+            for k in self.kernels:
+                if k.ops != group.ops:
+                    continue
+                lines.append(f"  kernel {k.name} grid={k.gir.grid} block={k.gir.block} schedule={k.schedule}")
+                meta = dict(k.gir.meta)
+                if meta.get("stitched"):
+                    lines.append(f"    stitched: {meta['stitched']}")
+                lines.append(f"    cost: {k.cost.summary()}")
+        if not self.kernels:
+            lines.append("(no kernels: every output is empty)")
+        return "\n".join(lines)
+
+    @property
+    def cost_estimate(self) -> CostEstimate:
+        """The cost model's estimate for one call: time and DRAM bytes of every kernel."""
+        return CostEstimate(sum(k.cost.time_s for k in self.kernels) * 1e6,
+                            sum(k.cost.dram_bytes for k in self.kernels))
+
+    # ------------------------------------------------------------------ arguments
+    @property
+    def input_specs(self):
+        return [self.graph[n] for n in self.graph.inputs]
+
+    def check_host_args(self, args) -> list[np.ndarray]:
+        """The arguments as C-contiguous numpy arrays, or an error naming what is wrong."""
+        specs = self.input_specs
+        self.check_arg_count(args)
+        out = []
+        for k, (a, s) in enumerate(zip(args, specs)):
+            if not isinstance(a, (np.ndarray, np.generic)):
+                raise ArgumentError(f"argument {k} of {self.name} must be a numpy array "
+                                    f"({s.dtype}{list(s.shape)}), got {type(a).__name__}")
+            a = np.asarray(a)
+            self.check_arg(k, tuple(a.shape), dt.dtype(a.dtype))
+            out.append(np.ascontiguousarray(a))
+        return out
+
+    def check_arg_count(self, args) -> None:
+        specs = self.input_specs
+        if len(args) != len(specs):
+            want = ", ".join(f"{s.dtype}{list(s.shape)}" for s in specs)
+            raise ArgumentError(f"{self.name} takes {len(specs)} arguments ({want}), got {len(args)}")
+
+    def check_arg(self, k: int, shape: tuple, dtype: dt.DType) -> None:
+        s = self.input_specs[k]
+        if shape != tuple(s.shape):
+            raise ShapeError(f"argument {k} of {self.name}: expected shape {tuple(s.shape)}, got {shape}")
+        if dtype != s.dtype:
+            raise DTypeError(f"argument {k} of {self.name}: expected dtype {s.dtype}, got {dtype}")
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, *args):
+        out = self.fast_path()(args)
+        if out is not None:
+            return out
+        outs = self.runner.run(self, args)
+        return outs[0] if self.single else tuple(outs)
+
+    def fast_path(self) -> Callable:
+        """`call(args)`: this program's result for the arguments its runner takes
+        without checks beyond a few attribute tests (PyTorch CUDA tensors of the
+        compiled shapes and dtypes, see CudaProgram.torch_call); None for any other
+        arguments. Made on first use, once PyTorch is imported."""
+        if self._fast is None:
+            make = getattr(self.runner, "torch_call", None)
+            if make is None or "torch" not in sys.modules:
+                return _no_fast_path
+            self._fast = make() or _no_fast_path
+        return self._fast
+
+    def host_buffers(self, args) -> dict[str, np.ndarray]:
+        """Inputs as given, fresh outputs, and intermediates reused across calls (one set
+        per thread: touching new pages costs as much as a memory-bound kernel)."""
+        arrays = self.check_host_args(args)
+        buffers = dict(zip(self.graph.inputs, arrays))
+        scratch = getattr(self._scratch, "buffers", None)
+        if scratch is None:
+            outputs = set(self.graph.outputs)
+            used = {p.name for k in self.kernels for p in k.gir.params}
+            scratch = {op.name: np.empty(op.shape, dtype=op.dtype.numpy)
+                       for op in self.graph.compute_ops if op.name not in outputs and op.name in used}
+            scratch.update((t.name, np.empty(t.shape, dtype=t.dtype.numpy)) for t in self.temps)
+            self._scratch.buffers = scratch
+        buffers.update(scratch)
+        for name in self.graph.outputs:
+            if name not in buffers or name in scratch:
+                op = self.graph[name]
+                buffers[name] = np.empty(op.shape, dtype=op.dtype.numpy)
+        return buffers
+
+    def __repr__(self):
+        return f"<warpweave.Program {self.name} target={self.target} kernels={len(self.kernels)}>"
+
+
+def _no_fast_path(args):
+    return None
+
+
+class InterpRunner:
+    """Runs the GIR kernels with the numpy interpreter."""
+
+    stages: dict[str, str] = {}
+    files: dict[str, str] = {}
+
+    def run(self, program: Program, args) -> list[np.ndarray]:
+        from .backends.interp import run_kernel
+
+        buffers = program.host_buffers(args)
+        for k in program.kernels:
+            run_kernel(k.gir, {p.name: buffers[p.name].reshape(-1) for p in k.gir.params})
+        return [buffers[n] for n in program.graph.outputs]
+
+
+class CpuRunner:
+    """Native code through LLVM (a `backends.cpu.CpuExecutable`), run on the CPU thread pool."""
+
+    def __init__(self, exe):
+        self.exe = exe
+        self.stages = {"llvm": exe.optimized_ir}
+        self.files = {"llvm.ll": exe.llvm_ir, "llvm.opt.ll": exe.optimized_ir}
+
+    def run(self, program: Program, args) -> list[np.ndarray]:
+        buffers = program.host_buffers(args)
+        for k in program.kernels:
+            self.exe.launch(k.name, [buffers[p.name].ctypes.data for p in k.gir.params])
+        return [buffers[n] for n in program.graph.outputs]

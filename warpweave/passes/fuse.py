@@ -329,6 +329,28 @@ def _inline_into(consumer: ComputeOp, producer: ComputeOp) -> ComputeOp:
                      ex.transform(consumer.body, rewrite), consumer.label)
 
 
+def recompute_row_intermediates(group: Group, graph: TensorGraph) -> tuple[Group, TensorGraph]:
+    """A row group whose rows take several passes keeps no row in registers: each
+    phase re-reads what it needs. Substitute the group's row-elementwise
+    intermediates (those no other group reads) into their consumers, so later phases
+    recompute them from the group's inputs — re-read from L2 — instead of storing and
+    reloading them through DRAM. Returns the smaller group and the rewritten graph."""
+    ops = {op.name: op for op in graph.compute_ops}
+    dropped = []
+    for name in group.ops:
+        op = ops[name]
+        if name in group.outputs or row_place(op, group.rows, group.length) != "elementwise":
+            continue
+        for c in graph.graph.successors(name):
+            ops[c] = _inline_into(ops[c], op)
+        del ops[name]
+        dropped.append(name)
+        graph = TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),
+                            list(graph.inputs), list(graph.outputs))
+    kept = tuple(n for n in group.ops if n not in dropped)
+    return Group(kept, group.pattern, group.outputs, group.rows, group.length), graph
+
+
 def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel) -> FusionPlan:
     """The plan with group `index` replaced by one group per operation (in its order),
     for a group whose kernel cannot be built fused."""

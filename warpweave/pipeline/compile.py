@@ -29,7 +29,7 @@ from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
-from ..schedule.choose import DEFAULT_SM_COUNT, choose, choose_group
+from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
 from ..schedule.templates import Schedule
 
@@ -98,8 +98,7 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
     pipeline."""
     source = "default" if chosen is None else "override"
     if chosen is None:
-        chosen = choose(graph[group.ops[0]], family, sm_count) if len(group.ops) == 1 else \
-            choose_group(group, graph, family)
+        chosen = default_schedule(group, graph, family, sm_count)
     infos = []
     for gir in lower_kernels(group, graph, chosen, name):
         gir = PassManager(PIPELINE, verify=options.verify, dump=dumps.kernel).run(gir)
@@ -109,7 +108,7 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
 
 def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
     """The unstitched GIR kernels of one group under `schedule`, in launch order."""
-    if len(group.ops) == 1:
+    if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)
     return [] if kernel is None else [kernel]

@@ -22,7 +22,7 @@ LAYERS = [
     ["program"],
     ["pipeline"],
     ["frontend"],
-    ["torch", "__init__", "__main__", "cli"],
+    ["torch", "__init__", "__main__", "cli", "calibrate"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 800

@@ -32,6 +32,7 @@ from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
 from ..schedule.templates import Schedule
+from .profiles import gpu_model
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
 PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFETCH_LINES, COALESCING]
@@ -63,7 +64,7 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     dumps.write("tensor.txt", str(graph))
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
-    device = device_for(family, sm_count)
+    device = _device_model(family, target)
     plan = fuse.plan(inlined, device, fuse=options.fuse)
     kernels: list[KernelInfo] = []
     unfused: list[str] = []
@@ -144,6 +145,17 @@ def _temporaries(graph: TensorGraph, kernels: list[KernelInfo]):
             if p.name not in graph.ops and p.name not in seen:
                 seen[p.name] = p
     return list(seen.values())
+
+
+def _device_model(family: str, target: str):
+    """The cost model's device: the GPU in use (its calibrated or shipped profile) for
+    the cuda target where one is usable, else the family's default."""
+    if target == "cuda":
+        from ..backends.cuda import driver
+
+        if driver.available():
+            return gpu_model()
+    return device_for(family)
 
 
 def _sm_count() -> int:

@@ -49,6 +49,17 @@ class CostEstimate:
     bytes: int
 
 
+def check_plain_array(value, what: str) -> None:
+    """An ArgumentError for an ndarray subclass (np.matrix, masked arrays, ...): its
+    semantics (matrix products, masks) would be silently dropped."""
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        hint = ("x.filled(fill_value) to fill the masked elements, or np.asarray(x) to drop the mask"
+                if isinstance(value, np.ma.MaskedArray) else "np.asarray(x)")
+        raise ArgumentError(f"{what} is a {kind}, a numpy ndarray subclass whose meaning warpweave "
+                            f"cannot keep; pass a plain array: {hint}")
+
+
 class Runner(Protocol):
     """How a target runs a program's kernels: `stages` (text for `Program.dump`),
     `files` (what a dump directory gets) and `run`; optionally `torch_call`."""
@@ -79,6 +90,17 @@ class Program:
         self.runner: Runner | None = None  # set by the pipeline once the target code exists
         self._scratch = threading.local()  # host intermediates, reused per thread
         self._fast = None  # the runner's hot path, made on first use (see fast_path)
+
+    def __getstate__(self):
+        """What the disk cache keeps: everything but the runner and per-process state."""
+        state = dict(self.__dict__)
+        for transient in ("runner", "_scratch", "_fast"):
+            del state[transient]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.runner, self._scratch, self._fast = None, threading.local(), None
 
     # ------------------------------------------------------------------ inspection
     def dump(self, stage: str) -> str:
@@ -143,6 +165,7 @@ class Program:
             if not isinstance(a, (np.ndarray, np.generic)):
                 raise ArgumentError(f"argument {k} of {self.name} must be a numpy array "
                                     f"({s.dtype}{list(s.shape)}), got {type(a).__name__}")
+            check_plain_array(a, f"argument {k} of {self.name}")
             a = np.asarray(a)
             self.check_arg(k, tuple(a.shape), dt.dtype(a.dtype))
             out.append(np.ascontiguousarray(a))

@@ -32,8 +32,25 @@ class Placeholder:
     shape: tuple[int, ...]
     dtype: DType
 
+    def __post_init__(self):
+        check_elements(f"shape of placeholder {self.name}", self.shape)
+
     def __str__(self):
         return f"{self.name} = placeholder({list(self.shape)}, {self.dtype})"
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def check_elements(what: str, shape) -> None:
+    """A ShapeError if `shape` (`what`, e.g. "shape of A") has more elements than
+    int64 indexes count."""
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count > INT64_MAX:
+        raise ShapeError(f"{what} {tuple(shape)} has {count} elements, more than "
+                         f"int64 indexing allows ({INT64_MAX})")
 
 
 def row_major_strides(shape) -> tuple[int, ...]:
@@ -75,6 +92,8 @@ class ComputeOp:
             raise IRError(f"{self.name}: {len(self.axes)} axes for a rank-{len(self.shape)} shape")
         if any(s < 0 for s in self.shape):
             raise ShapeError(f"{self.name}: negative extent in shape {self.shape}")
+        reduced = self.body.extents if isinstance(self.body, ex.Reduce) else ()
+        check_elements(f"{'iteration space' if reduced else 'shape'} of {self.name}", (*self.shape, *reduced))
         inner = self.body.body if isinstance(self.body, ex.Reduce) else self.body
         if any(isinstance(n, ex.Reduce) for n in ex.postorder(inner)):
             raise IRError(f"{self.name}: a reduction may only be the root of a compute body")

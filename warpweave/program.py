@@ -42,6 +42,18 @@ class KernelInfo:
     def __str__(self):
         return f"{self.name}: ops {', '.join(self.ops)} schedule {self.schedule}"
 
+    def __repr__(self):
+        return (f"<KernelInfo {self.name} ops=[{', '.join(self.ops)}] grid={self.gir.grid} "
+                f"block={self.gir.block} schedule={type(self.schedule).__name__} "
+                f"estimate={self.cost.time_s * 1e6:.1f}us>")
+
+
+class KernelList(list):
+    """A program's kernels: a list, shown one kernel per line."""
+
+    def __repr__(self):
+        return "[" + ",\n ".join(repr(k) for k in self) + "]"
+
 
 @dataclass(frozen=True)
 class CostEstimate:
@@ -82,7 +94,7 @@ class Program:
         self.traced = traced  # as the frontend built it; `graph` after inlining
         self.graph = graph
         self.plan = plan
-        self.kernels = kernels
+        self.kernels = KernelList(kernels)
         self.unfused = unfused  # why a planned group was compiled op by op
         self.temps = temps  # buffers kernels pass each other that are not tensors of the graph
         self.device = device
@@ -131,8 +143,8 @@ class Program:
             ops = ", ".join(f"{o} ({self.graph[o].kind})" for o in group.ops)
             shape = f" rows={list(group.rows)} x {group.length}" if group.pattern == "row" else ""
             lines.append(f"group {n} [{group.pattern}{shape}]: {ops}")
-            lines.append(f"  writes {', '.join(group.outputs)}; planned DRAM "
-                         f"{traffic.dram_bytes} B, {traffic.time_s * 1e6:.1f} us")
+            lines.append(f"  writes {', '.join(group.outputs)}; planned DRAM traffic "
+                         f"{traffic.dram_bytes} B")
             for k in self.kernels:
                 if k.ops != group.ops:
                     continue
@@ -225,7 +237,9 @@ class Program:
         return buffers
 
     def __repr__(self):
-        return f"<warpweave.Program {self.name} target={self.target} kernels={len(self.kernels)}>"
+        inputs = ", ".join(f"{s.dtype}{list(s.shape)}" for s in self.input_specs)
+        return (f"<warpweave.Program {self.name}({inputs}) target={self.target} "
+                f"kernels={len(self.kernels)} estimate={self.cost_estimate.time_us:.1f}us>")
 
 
 def _no_fast_path(args):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 from collections import OrderedDict
 
@@ -75,6 +76,10 @@ class JitFunction:
             out = last[2](args)  # the last program's hot path checks shapes and dtypes
             if out is not None:
                 return out
+        if "torch" in sys.modules and any(_is_torch_cpu(a) for a in args):
+            outs = self(*[_torch_to_numpy(a) if _is_torch_cpu(a) else a for a in args])
+            return _numpy_to_torch(outs) if isinstance(outs, np.ndarray) else \
+                tuple(_numpy_to_torch(o) for o in outs)
         try:  # numpy, PyTorch and CuPy arrays all have .shape and .dtype
             key = (target, opts, *[(a.shape, a.dtype) for a in args])
             program = self._fast.get(key)
@@ -89,6 +94,27 @@ class JitFunction:
 
     def __repr__(self):
         return f"<warpweave.jit {getattr(self.fn, '__qualname__', self.fn)} target={self.target or 'auto'}>"
+
+
+def _is_torch_cpu(value) -> bool:
+    torch = sys.modules["torch"]
+    return isinstance(value, torch.Tensor) and value.device.type == "cpu"
+
+
+def _torch_to_numpy(t):
+    """A numpy view of a PyTorch CPU tensor's memory (bfloat16 through ml_dtypes)."""
+    torch = sys.modules["torch"]
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(dt.bfloat16.numpy)
+    return t.numpy()
+
+
+def _numpy_to_torch(a):
+    torch = sys.modules["torch"]
+    if a.dtype == dt.bfloat16.numpy:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def jit(fn=None, *, target: str | None = None):

@@ -22,7 +22,8 @@ LAYERS = [
     ["program"],
     ["pipeline"],
     ["frontend"],
-    ["torch", "__init__", "__main__", "cli", "calibrate"],
+    ["torch", "__init__", "cli", "calibrate"],
+    ["__main__"],  # `python -m warpweave` runs the command line
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 800

@@ -123,7 +123,10 @@ def _column_reduce(op: ComputeOp, sm_count: int) -> Schedule:
     if 6 * -(-outputs // tile.tile) >= sm_count and k >= tile.row_threads * tile.unroll:
         return tile
     vec = 4 if outputs % 4 == 0 else 1
-    tiles = -(-outputs // (256 * vec))
-    splits = max(2, min(k // 16, -(-4 * sm_count // tiles)))
+    # as many threads across the outputs as there are outputs (up to 256), and enough
+    # blocks for about a thousand threads per SM
+    threads = min(256, max(32, _next_pow2(-(-outputs // vec))))
+    tiles = -(-outputs // (threads * vec))
+    splits = max(2, min(k // 16, -(-4 * (256 // threads) * sm_count // tiles)))
     chunk = -(-k // splits)
-    return GpuSplitColumnReduce(splits=-(-k // chunk), vector=vec)
+    return GpuSplitColumnReduce(splits=-(-k // chunk), threads=threads, vector=vec)

@@ -491,16 +491,29 @@ def tanh_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2, reciprocal)
     return _finish(o, x, o.select(o.lt(ax, 0.625), small, large), zero_keeps_sign=True)
 
 
+def _erf32(o: "_Ops", x: ir.Value, exp_fn) -> ir.Value:
+    c = ERF32
+    ax = o.fabs(x)
+    small = o.add(x, o.mul(x, o.poly(o.mul(x, x), c.small)))
+    t = o.select(o.lt(ax, c.clamp), ax, c.clamp)
+    tail = o.copysign(o.sub(1.0, exp_fn(o.poly(t, c.large))), x)
+    return _finish(o, x, o.select(o.gt(ax, c.split), tail, small))
+
+
+def erf_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2) -> ir.Value:
+    """float32 erf from a hardware `exp2(v)` (the GPU's ex2.approx: in the tail,
+    1 − e^Q, its few-ulp error is scaled by e^Q ≤ 0.2); multiplies and adds may
+    contract into fused multiply-adds."""
+    o = _Ops(b, module, x, contract=True)
+    return _erf32(o, x, lambda v: exp2(o.mul(v, 1.4426950408889634)))
+
+
 def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     o = _Ops(b, module, x)
+    if not o.double:
+        return _erf32(o, x, lambda v: exp(b, module, v))
     ax = o.fabs(x)
     z = o.mul(x, x)
-    if not o.double:
-        c = ERF32
-        small = o.add(x, o.mul(x, o.poly(z, c.small)))
-        t = o.select(o.lt(ax, c.clamp), ax, c.clamp)
-        tail = o.copysign(o.sub(1.0, exp(b, module, o.poly(t, c.large))), x)
-        return _finish(o, x, o.select(o.gt(ax, c.split), tail, small))
     c = ERF64
     near0 = o.add(x, o.mul(x, o.div(o.poly(z, c.pp), o.poly(z, c.qq))))
     subnormal = o.mul(0.125, o.add(o.mul(x, 8.0), o.mul(x, c.efx8)))  # no underflow in x·0.128

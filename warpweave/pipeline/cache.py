@@ -336,10 +336,7 @@ class KernelCache:
             try:
                 return decode(data)
             except Exception:  # noqa: BLE001 - whatever a bad payload raises, rebuild it
-                with self._lock:
-                    self.stats.corrupt += 1
-                    self._memory.pop(key, None)
-                _remove(self.entry_path(key))
+                self.discard(key)
                 data = None
         if data is None:
             data = build()
@@ -349,6 +346,14 @@ class KernelCache:
             data = bytes(data)
             self.put(key, data)
         return data if decode is None else decode(data)
+
+    def discard(self, key: str) -> None:
+        """Drop an entry whose payload turned out bad (counted as corrupt)."""
+        path = self.entry_path(key)
+        with self._lock:
+            self.stats.corrupt += 1
+            self._memory.pop(key, None)
+        _remove(path)
 
     def _trim(self) -> None:
         """Keep the memory layer to MEMORY_ENTRIES (the disk keeps everything)."""

@@ -2,6 +2,7 @@
 baseline, PyTorch CPU tensors through ww.jit."""
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -51,3 +52,17 @@ def test_pytorch_cpu_tensors_go_in_and_come_out():
     z = ww.jit(lambda x: x * 2.0, target="cpu")(x.detach().to(torch.bfloat16))
     assert z.dtype == torch.bfloat16
     torch.testing.assert_close(z, (x.detach() * 2).to(torch.bfloat16))
+
+
+def test_svg_beside_each_dot_where_graphviz_is_installed(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dot"  # stands in for Graphviz: `dot -Tsvg IN -o OUT`
+    fake.write_text(f"#!{sys.executable}\nimport sys\nopen(sys.argv[4], 'w').write('<svg/>')\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with ww.options(dump_dir=str(tmp_path / "dumps")):
+        program = ww.jit(_softmax, target="interp").lower(np.ones((2, 16), np.float32))
+    files = os.listdir(program.dump_dir)
+    dots = sorted(f[:-4] for f in files if f.endswith(".dot"))
+    assert dots and dots == sorted(f[:-4] for f in files if f.endswith(".svg"))

@@ -67,7 +67,8 @@ def _parse_arch(value, source: str) -> str | None:
     raise OptionError(f"{source}={value!r} is not a CUDA architecture; use e.g. 'sm_90'")
 
 
-def _parse_size(value, source: str) -> int:
+def parse_count(value, source: str) -> int:
+    """A positive integer option (or environment variable `source`)."""
     try:
         size = int(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
@@ -84,7 +85,7 @@ _REGISTRY = {
     "verify": ("WARPWEAVE_VERIFY", parse_flag, True),
     "cuda_arch": ("WARPWEAVE_CUDA_ARCH", _parse_arch, True),
     "fuse": ("WARPWEAVE_FUSE", parse_flag, True),
-    "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", _parse_size, False),
+    "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", parse_count, False),
 }
 ENV = {field: env for field, (env, _, _) in _REGISTRY.items()}
 

@@ -17,7 +17,9 @@ from ..program import Program, check_plain_array
 
 
 class JitFunction:
-    """A Python function compiled on first call per (shapes, dtypes, target)."""
+    """A Python function compiled on first call per (shapes, dtypes, target, and the
+    options that change the result); the `jit_cache_size` most recently used programs
+    are kept."""
 
     def __init__(self, fn, target: str | None):
         self.fn = fn
@@ -45,7 +47,7 @@ class JitFunction:
             program = self._programs.get(key)
             if program is None:
                 graph, single = trace(self.fn, specs)
-                program = compile_graph(graph, single, key[1], getattr(self.fn, "__name__", "program"))
+                program = compile_graph(graph, single, key[1], name)
                 self._programs[key] = program
                 while len(self._programs) > opts.jit_cache_size:
                     self._evict(self._programs.popitem(last=False)[1])
@@ -54,7 +56,7 @@ class JitFunction:
         return program
 
     def _evict(self, program: Program) -> None:
-        for k in [k for k, p in self._fast.items() if p is program]:
+        for k in [k for k, p in list(self._fast.items()) if p is program]:
             del self._fast[k]
 
     def _check_arity(self, args) -> None:

@@ -272,3 +272,20 @@ def test_dtype_map():
     assert ww_dtype(torch.bfloat16) == ww.bfloat16 and ww_dtype(torch.bool) == ww.bool_
     with pytest.raises(DTypeError, match="torch.complex64 is not a warpweave dtype"):
         ww_dtype(torch.complex64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ops_inductor_keeps_whole(dtype):
+    """What the backend's decompositions leave whole (as Inductor does) converts."""
+    def fn(x, y, w, g, s, r):
+        return (torch.nn.functional.silu(x), torch.nn.functional.glu(x, -1), torch.addcmul(x, y, x, value=0.5),
+                torch.addcdiv(x, y, y.abs() + 1, value=-2), torch.lerp(x, y, 0.3), torch.lerp(x, y, 0.7),
+                torch.lerp(x, y, w), torch.clamp_min(x, 0.1), x.sum(),
+                torch.ops.aten._softmax_backward_data(g, x.softmax(-1), -1, x.dtype),
+                torch.slice_scatter(x, s, 1, 2, 5), torch.select_scatter(x, r, 1, -1))
+
+    x, y, w, g = (torch.randn(4, 6, dtype=dtype) for _ in range(4))
+    s, r = torch.randn(4, 3, dtype=dtype), torch.randn(4, dtype=dtype)
+    got, want, report = split_and_run(fn, x, y, w, g, s, r)
+    assert_same(got, want)
+    assert len(report.programs) == 1 and not report.fallbacks, str(report)

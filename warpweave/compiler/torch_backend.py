@@ -10,13 +10,14 @@ and is handed to whoever is collecting reports (`explain`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
 from dataclasses import dataclass, fields
 
 import torch
-from torch._decomp import core_aten_decompositions
+from torch._decomp import core_aten_decompositions, remove_decompositions
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 
@@ -70,14 +71,24 @@ def _var_mean(x, dim=None, *, correction=None, keepdim=False):
             aten.mean.dim(x, dim, keepdim))
 
 
-def decompositions() -> dict:
-    """The core ATen decompositions, and var_mean as var and mean. Softmax,
-    log-softmax and layer norm stay whole: warpweave converts them into their
-    decompositions itself (torch_ops), and where it cannot, PyTorch runs its fused
-    kernels rather than the pieces."""
+@functools.cache
+def _decomposition_table() -> dict:
+    from torch._inductor.decomposition import decomps_to_exclude
+
     table = dict(core_aten_decompositions())
+    remove_decompositions(table, decomps_to_exclude)
     table[aten.var_mean.correction] = _var_mean
     return table
+
+
+def decompositions() -> dict:
+    """The core ATen decompositions less those PyTorch's own compiler (Inductor)
+    removes — among them attention's, whose CPU flash-attention decomposition returns
+    values its backward does not expect — and var_mean as var and mean. Softmax,
+    log-softmax, layer norm and what Inductor keeps whole stay whole: warpweave
+    converts them itself (torch_ops), and where it cannot, PyTorch runs its fused
+    kernels rather than the pieces."""
+    return dict(_decomposition_table())
 
 
 # ----------------------------------------------------------------------------- reports

@@ -1,5 +1,12 @@
-"""Test-wide hooks: the gpu tier skips, with the driver's reason, where no CUDA GPU is usable."""
+"""Test-wide hooks: the gpu tier skips, with the driver's reason, where no CUDA GPU is usable;
+the torch backend runs strict (a fallback after a failure raises; tests that expect one
+turn strict off and assert it)."""
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def strict_torch_backend(monkeypatch):
+    monkeypatch.setenv("WARPWEAVE_STRICT", "1")
 
 
 def pytest_runtest_setup(item):

@@ -24,7 +24,7 @@ MATMULS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default"}
 # What stays in PyTorch: matrix products.
 IN_TORCH = MATMULS
 # A GPT's loss also leaves embeddings (gathers; scatters in backward) and the loss's gather.
-GPT_IN_TORCH = IN_TORCH | {"aten.embedding.default", "aten.index_put.default", "aten.gather.default",
+GPT_IN_TORCH = IN_TORCH | {"aten.embedding.default", "aten.embedding_dense_backward.default", "aten.gather.default",
                            "aten.scatter.value"}
 
 

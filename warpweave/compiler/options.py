@@ -4,7 +4,7 @@
         ...
 
 Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH,
-WARPWEAVE_FUSE (0/1).
+WARPWEAVE_FUSE (0/1), WARPWEAVE_STRICT (0/1).
 """
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ class Options:
     verify: bool = True           # run the GIR verifier after every pass
     cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
+    strict: bool = False          # torch backend: raise where it would fall back after a failure
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ArgumentError(f"unknown target {self.target!r}; expected one of {TARGETS}")
 
 
-_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE")
+_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE",
+        "WARPWEAVE_STRICT")
 _env_cache: dict[tuple, Options] = {}
 
 
@@ -44,14 +46,14 @@ def _from_env() -> Options:
     return opts
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no")
+def _flag(name: str, default: str = "1") -> bool:
+    return (os.environ.get(name) or default).strip().lower() not in ("0", "false", "no")
 
 
 def _read_env() -> Options:
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
                    dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=_flag("WARPWEAVE_VERIFY"),
-                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"))
+                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE", "WARPWEAVE_STRICT"))
 
 
 _local = threading.local()

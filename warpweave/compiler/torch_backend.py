@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import threading
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -41,11 +42,17 @@ class BackendOptions:
     mode: PyTorch's mode names; warpweave has no CUDA graphs or autotuner yet, so
         every mode compiles as "default" (a warning says so once).
     dump_dir: write every stage of every warpweave compile there (like WARPWEAVE_DUMP).
+    strict: raise warpweave.FallbackError where a failure (an operation that does not
+        convert, lower or compile; arguments a program cannot take) would make part of
+        the graph run in PyTorch; None (the default) takes `ww.options(strict=...)`,
+        else WARPWEAVE_STRICT. Without it, such parts run in PyTorch with one
+        FallbackWarning per operation and reason.
     """
 
     target: str = "auto"
     mode: str = "default"
     dump_dir: str | None = None
+    strict: bool | None = None
 
     @classmethod
     def parse(cls, mode: str | None = None, options: dict | None = None) -> "BackendOptions":
@@ -63,6 +70,8 @@ class BackendOptions:
             raise OptionError(f"unknown warpweave target {parsed.target!r}; expected one of {TARGETS}")
         if parsed.mode not in MODES:
             raise OptionError(f"unknown mode {parsed.mode!r}; expected one of {MODES}")
+        if parsed.strict is None:
+            parsed = dataclasses.replace(parsed, strict=ww_options.current().strict)
         return parsed
 
 
@@ -127,7 +136,7 @@ def _compiler(kind: str, options: BackendOptions):
         name = f"{kind}_{next(_graph_numbers)}"
         scope = ww_options.options(dump_dir=options.dump_dir) if options.dump_dir else contextlib.nullcontext()
         with scope:
-            split, report = split_graph(gm, name, options.target)
+            split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
         return make_boxed_func(split.forward)
     return compile_graph

@@ -455,6 +455,33 @@ def test_decompositions_follow_inductor():
     assert aten.silu_backward.default in ours and aten.gelu_backward.default in ours
 
 
+def test_mixed_precision_batch_norm_training():
+    """bfloat16 activations with float32 batch-norm statistics (autocast): the backward
+    read the saved mean as bfloat16 (PyTorch's meta function records it so; its CPU
+    kernel returns float32). Batch norm now decomposes as Inductor decomposes it, into
+    operations whose dtypes PyTorch's records and its kernels agree on."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8)).train()
+    twin = copy.deepcopy(model)
+    x, weights = torch.randn(2, 3, 8, 8), torch.randn(2, 8, 6, 6)
+    outs = []
+    with collecting_reports() as reports:
+        for m, fn in ((model, torch.compile(model, backend=wt.backend)), (twin, twin)):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = fn(x)
+            (out.float() * weights).sum().backward()
+            outs.append(out)
+    assert outs[0].dtype == outs[1].dtype == torch.bfloat16
+    assert_matches(outs[0], outs[1], torch.bfloat16, "output")
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert_matches(p.grad, q.grad, torch.bfloat16, f"gradient of {name}")
+    for (name, b), c in zip(model.named_buffers(), twin.buffers()):
+        assert_matches(b, c, torch.bfloat16, name)
+    fell = {f.op for r in reports for f in r.fallbacks}
+    assert fell == {"aten.convolution.default", "aten.convolution_backward.default", "aten.copy_.default"}, fell
+
+
 # ----------------------------------------------------------------------------- GPU tier
 
 @pytest.mark.gpu

@@ -24,6 +24,7 @@ from torch._functorch.aot_autograd import make_boxed_func
 
 from ..errors import OptionError
 from . import options as ww_options
+from .torch_ops import CONVERTERS
 from .torch_partition import GraphReport, split_graph
 
 aten = torch.ops.aten
@@ -82,21 +83,24 @@ def _var_mean(x, dim=None, *, correction=None, keepdim=False):
 
 @functools.cache
 def _decomposition_table() -> dict:
-    from torch._inductor.decomposition import decomps_to_exclude
+    from torch._inductor.decomposition import decomps_to_exclude, inductor_decompositions
 
     table = dict(core_aten_decompositions())
-    remove_decompositions(table, decomps_to_exclude)
+    table.update((op, fn) for op, fn in inductor_decompositions.items()
+                 if isinstance(op, torch._ops.OpOverload) and op not in CONVERTERS)
+    remove_decompositions(table, [*decomps_to_exclude, aten.flip])  # flip: into prims.rev, not ATen
     table[aten.var_mean.correction] = _var_mean
     return table
 
 
 def decompositions() -> dict:
-    """The core ATen decompositions less those PyTorch's own compiler (Inductor)
-    removes — among them attention's, whose CPU flash-attention decomposition returns
-    values its backward does not expect — and var_mean as var and mean. Softmax,
-    log-softmax, layer norm and what Inductor keeps whole stay whole: warpweave
-    converts them itself (torch_ops), and where it cannot, PyTorch runs its fused
-    kernels rather than the pieces."""
+    """The decompositions PyTorch's own compiler (Inductor) applies: the core ATen
+    ones and its own generic ones (batch norm, group norm, ...), less those it removes
+    — among them attention's, whose CPU flash-attention decomposition returns values
+    its backward does not expect — and var_mean as var and mean. What warpweave
+    converts whole stays whole (softmax, log-softmax, layer norm, gelu: torch_ops
+    converts them into their decompositions itself, and where it cannot, PyTorch
+    runs its fused kernels rather than the pieces)."""
     return dict(_decomposition_table())
 
 

@@ -482,6 +482,37 @@ def test_mixed_precision_batch_norm_training():
     assert fell == {"aten.convolution.default", "aten.convolution_backward.default", "aten.copy_.default"}, fell
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_dynamic_python_scalars_are_runtime_arguments(dtype):
+    """Under dynamic=True Dynamo passes a Python float as a symbolic scalar (read from a
+    0-d tensor with `item`): tracing it failed (DataDependentOutputException). It is now
+    a runtime argument of the program: a new value neither recompiles nor is ignored."""
+    def fn(x, s):
+        return (x * s).relu() + s
+
+    compiled = torch.compile(fn, backend=wt.backend, dynamic=True)
+    with collecting_reports() as reports:
+        for shape, s in [((4, 5), 2.5), ((4, 5), -1.5), ((7, 3), 0.75)]:
+            x = torch.randn(shape, dtype=dtype)
+            assert_matches(compiled(x, s), fn(x, s), dtype, f"{shape}, {s}")
+    assert len(reports) == 2 and all(r.programs for r in reports), [str(r) for r in reports]
+    fell = {f.op for r in reports for f in r.fallbacks}
+    assert fell <= {"aten._local_scalar_dense.default"}, fell
+
+
+def test_values_read_from_tensors_are_runtime_scalars():
+    def fn(x, t):
+        s = t.item()  # a graph break: the second graph takes s as a symbolic float
+        return (x * s).exp() + s
+
+    compiled = torch.compile(fn, backend=wt.backend, dynamic=True)
+    with collecting_reports() as reports:
+        for s in (0.5, -2.0):
+            x, t = torch.randn(4, 5), torch.tensor(s)
+            assert_matches(compiled(x, t), fn(x, t), torch.float32, str(s))
+    assert sum(len(r.programs) for r in reports) == 1, [str(r) for r in reports]
+
+
 # ----------------------------------------------------------------------------- GPU tier
 
 @pytest.mark.gpu

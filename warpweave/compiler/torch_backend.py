@@ -21,6 +21,8 @@ import torch
 from torch._decomp import core_aten_decompositions, remove_decompositions
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from ..errors import OptionError
 from . import options as ww_options
@@ -173,7 +175,10 @@ def _signature(value):
 
 class _PerShape:
     """A graph with symbolic shapes, compiled for each concrete input signature when
-    it is first called with it (warpweave programs have static shapes)."""
+    it is first called with it (warpweave programs have static shapes). It is traced on
+    fake tensors of those shapes with a shape environment, so that values read from
+    tensors (`x.item()`, Dynamo's dynamic Python scalars) stay symbolic: runtime scalar
+    arguments of the programs, not constants."""
 
     def __init__(self, gm: torch.fx.GraphModule, options: BackendOptions):
         self.gm = gm
@@ -184,7 +189,10 @@ class _PerShape:
         key = (torch.is_grad_enabled(), *map(_signature, args))
         fn = self.compiled.get(key)
         if fn is None:
-            fn = self.compiled[key] = _aot(self.options)(self.gm, list(args))
+            fake = FakeTensorMode(shape_env=ShapeEnv())
+            examples = [fake.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a
+                        for a in args]
+            fn = self.compiled[key] = _aot(self.options)(self.gm, examples)
         return fn(*args)
 
 

@@ -76,6 +76,8 @@ NOT_COMPILED = {
                      "_scaled_dot_product_efficient_attention_backward",
                      "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward"],
                     "attention runs in PyTorch's fused attention kernels"),
+    "_local_scalar_dense": "reading a tensor's value into a Python scalar stays in PyTorch (programs "
+                           "take the scalar as a runtime argument)",
     "log1p": "log1p needs accuracy near 0 that log(1 + x) lacks",
     "expm1": "expm1 needs accuracy near 0 that exp(x) - 1 lacks",
     "as_strided": "as_strided reads the storage layout of its input, which warpweave does not keep",
@@ -566,9 +568,14 @@ def node_unsupported_reason(node) -> str | None:
         return not_compiled_reason(node.target)
     inputs = node.all_input_nodes
     specs = []
+    scalars = []
     try:
         for n in inputs:
             v = n.meta.get("val")
+            if type(v) in _SYMBOLIC_SCALARS:  # a runtime scalar: a 0-d tensor argument
+                specs.append(((), ww_dtype(_SYMBOLIC_SCALARS[type(v)])))
+                scalars.append(n.name)
+                continue
             if not isinstance(v, torch.Tensor):
                 return (f"reads {n.name}, a {type(v).__name__} rather than a tensor (values known "
                         "only at run time are not supported)")
@@ -588,4 +595,11 @@ def node_unsupported_reason(node) -> str | None:
         tr.trace(run, specs)
     except Error as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a converter that takes no tensor where it reads a scalar
+        if not scalars:
+            raise
+        return f"reads the runtime scalar {', '.join(scalars)} where it takes no tensor ({type(exc).__name__}: {exc})"
     return None
+
+
+_SYMBOLIC_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}

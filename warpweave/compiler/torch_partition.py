@@ -170,17 +170,25 @@ def _overlaps(shape, strides) -> bool:
     return False
 
 
+_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}
+
+
 @dataclass(frozen=True)
 class _Input:
-    """How a program input is read: as it is (contiguous) or through its strides."""
+    """How a program input is read: as it is (contiguous), through its strides, or as a
+    0-d tensor made from a Python scalar (a value PyTorch reads from a tensor at run time)."""
 
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     dtype: dt.DType
     dense: bool
+    scalar: torch.dtype | None = None
 
     @classmethod
-    def of(cls, meta: torch.Tensor) -> "_Input":
+    def of(cls, meta) -> "_Input":
+        scalar = _SCALARS.get(type(meta))
+        if scalar is not None:
+            return cls((), (), ww_dtype(scalar), True, scalar)
         return cls(tuple(meta.shape), tuple(meta.stride()), ww_dtype(meta.dtype),
                    meta.is_contiguous() or meta.numel() == 0)
 
@@ -195,9 +203,11 @@ class _Input:
     def view(self, t: tr.Tensor) -> tr.Tensor:
         return t if self.dense else t.as_strided(self.shape, self.strides)
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor | None:
+    def prepare(self, x, device: str = "cpu") -> torch.Tensor | None:
         """x as the program reads it; None where its layout cannot be made (the program
         reads an overlapping layout, and x has other strides)."""
+        if self.scalar is not None:
+            return torch.tensor(x, dtype=self.scalar, device=device)
         if type(x) is not torch.Tensor or x.requires_grad:  # a plain tensor of the same memory
             x = x.detach()
         if self.dense:
@@ -343,7 +353,9 @@ class WarpweaveCall:
         self.__name__, self.__module__ = program.name, "warpweave"  # what FX code calls it
         self._host = program.target != "cuda"
         # The CUDA runtime takes dense tensors as they are (and copies what is not).
-        self._prepared = [k for k, layout in enumerate(inputs) if self._host or not layout.dense]
+        self._device = "cpu" if self._host else "cuda"
+        self._prepared = [k for k, layout in enumerate(inputs)
+                          if self._host or not layout.dense or layout.scalar is not None]
         self._as_computed = (results == [("output", k, None) for k in range(len(outputs))]
                              and all(o.perm is None and o.strides is None for o in outputs))
         self._fell_back: set[str] = set()
@@ -370,7 +382,7 @@ class WarpweaveCall:
         if self._prepared:
             xs = list(args)
             for k in self._prepared:
-                xs[k] = self.inputs[k].prepare(args[k])
+                xs[k] = self.inputs[k].prepare(args[k], self._device)
                 if xs[k] is None:
                     raise UnsupportedError(
                         f"argument {k} has strides {tuple(args[k].stride())}; the program reads the "

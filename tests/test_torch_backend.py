@@ -513,6 +513,27 @@ def test_values_read_from_tensors_are_runtime_scalars():
     assert sum(len(r.programs) for r in reports) == 1, [str(r) for r in reports]
 
 
+def test_fused_16_bit_intermediate_has_one_precision():
+    """sin(x)·o in bfloat16 feeds layer norm's mean (in the same thread: it skipped the
+    rounding) and its centering (re-read: rounded); on nearly constant rows the mixture
+    gave 0.9 where eager gives 0. Every consumer now reads the rounded value, as eager."""
+    def fn(x, o, z):
+        return F.layer_norm(torch.sin(x) * o, (16,)) + z
+
+    torch.manual_seed(0)
+    compiled = torch.compile(fn, backend=wt.backend)
+    for shape in [(64, 16), (8, 32, 16)]:
+        rows = torch.randn(*shape[:-1], 1)
+        x = (rows + 1e-3 * torch.randn(shape)).bfloat16()  # nearly constant rows: ill-conditioned,
+        o, z = (1 + 1e-3 * torch.randn(shape)).bfloat16(), torch.randn(shape).bfloat16()  # as rounded
+        assert_matches(compiled(x, o, z), fn(x, o, z), torch.bfloat16, f"{shape} against eager")
+        x, o = torch.randn(shape).bfloat16(), torch.randn(shape).bfloat16()  # well-conditioned
+        got = compiled(x, o, z)
+        assert_matches(got, fn(x, o, z), torch.bfloat16, f"{shape}, random, against eager")
+        assert_matches(got.double(), fn(x.double(), o.double(), z.double()), torch.bfloat16,
+                       f"{shape}, random, against float64")
+
+
 # ----------------------------------------------------------------------------- GPU tier
 
 @pytest.mark.gpu

@@ -16,7 +16,9 @@ F = torch.nn.functional
 
 import warpweave.torch as wt  # noqa: E402
 from warpweave.compiler.torch_backend import collecting_reports  # noqa: E402
-from warpweave.errors import OptionError  # noqa: E402
+import warpweave as ww  # noqa: E402
+from warpweave.compiler.torch_ops import CONVERTERS  # noqa: E402
+from warpweave.errors import FallbackError, OptionError  # noqa: E402
 
 # Largest difference from eager allowed, relative to the largest magnitude in eager's result.
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 4e-2}
@@ -532,6 +534,79 @@ def test_fused_16_bit_intermediate_has_one_precision():
         assert_matches(got, fn(x, o, z), torch.bfloat16, f"{shape}, random, against eager")
         assert_matches(got.double(), fn(x.double(), o.double(), z.double()), torch.bfloat16,
                        f"{shape}, random, against float64")
+
+
+# ----------------------------------------------------------------------------- failures, strict mode
+
+def _raising(*args, **kwargs):
+    raise RuntimeError("injected failure")
+
+
+def _fallback_error(info) -> FallbackError | None:
+    """The FallbackError among an exception's causes (Dynamo wraps what backends raise)."""
+    exc = info.value
+    while exc is not None and not isinstance(exc, FallbackError):
+        exc = exc.__cause__ or getattr(exc, "inner_exception", None)
+    return exc
+
+
+def test_a_failing_conversion_falls_back_with_one_warning(monkeypatch):
+    """An op whose converter breaks runs in PyTorch: one warning naming it and the
+    reason (however often it is compiled), listed by explain(); strict mode raises."""
+    monkeypatch.setitem(CONVERTERS, torch.ops.aten.tanh.default, _raising)
+
+    def fn(x):
+        return torch.tanh(x * 2) + 1
+
+    with ww.options(strict=False), pytest.warns(ww.FallbackWarning) as caught:
+        for shape in [(4, 8), (5, 8)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(torch.compile(fn, backend=wt.backend)(x), fn(x))
+        explanation = wt.explain(fn, torch.randn(3, 8))
+    messages = [str(w.message) for w in caught if issubclass(w.category, ww.FallbackWarning)]
+    assert len(messages) == 1 and "aten.tanh.default" in messages[0] and "injected failure" in messages[0]
+    (fallback,) = explanation.fallbacks
+    assert fallback.op == "aten.tanh.default" and "conversion failed" in fallback.reason
+    assert {op for p in explanation.programs for op in p.ops} == {"aten.mul.Tensor", "aten.add.Tensor"}
+    torch._dynamo.reset()  # forget the compiles above
+    with pytest.raises(Exception) as info:  # the suite runs strict (WARPWEAVE_STRICT=1)
+        torch.compile(fn, backend=wt.backend)(torch.randn(6, 8))
+    assert _fallback_error(info) is not None and "injected failure" in str(_fallback_error(info))
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(fn, backend=wt.backend, options={"strict": True})(torch.randn(7, 8))
+    assert _fallback_error(info) is not None
+
+
+def test_a_group_that_fails_to_compile_runs_in_pytorch(monkeypatch):
+    """A group that converts op by op but fails to lower or compile as a whole runs in
+    PyTorch, named with its ops and the reason."""
+    import warpweave.compiler.torch_partition as partition
+
+    monkeypatch.setattr(partition, "Program", _raising)
+    model, x = MLP(), torch.randn(4, 32, requires_grad=True)
+    with pytest.warns(ww.FallbackWarning, match="injected failure"):
+        explanation = wt.explain(model, x, strict=False)
+    assert not explanation.programs
+    reasons = {f.op: f.reason for f in explanation.fallbacks}
+    assert "compile failed" in reasons["aten.gelu.default"] and "injected" in reasons["aten.gelu.default"]
+    out = torch.compile(model, backend=wt.backend, options={"strict": False})(x)
+    torch.testing.assert_close(out, model(x))
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(model, backend=wt.backend)(torch.randn(5, 32))
+    assert _fallback_error(info) is not None
+
+
+def test_strict_from_the_environment_and_options(monkeypatch):
+    from warpweave.compiler import options as ww_options
+
+    assert ww_options.current().strict  # conftest
+    monkeypatch.setenv("WARPWEAVE_STRICT", "0")
+    assert not ww_options.current().strict and not wt.BackendOptions.parse(None, None).strict
+    with ww.options(strict=True):
+        assert wt.BackendOptions.parse(None, None).strict
+    assert not wt.BackendOptions.parse(None, {"strict": False}).strict
 
 
 # ----------------------------------------------------------------------------- GPU tier

@@ -53,7 +53,8 @@ def _flag(name: str, default: str = "1") -> bool:
 def _read_env() -> Options:
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
                    dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=_flag("WARPWEAVE_VERIFY"),
-                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE", "WARPWEAVE_STRICT"))
+                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"),
+                   strict=_flag("WARPWEAVE_STRICT", "0"))
 
 
 _local = threading.local()

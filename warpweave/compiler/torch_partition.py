@@ -141,15 +141,18 @@ def _counted(names) -> str:
 _warned: set[tuple[str, str]] = set()
 
 
-def fall_back(ops: str, reason: str, strict: bool, cause: BaseException | None = None) -> None:
-    """`ops` run in PyTorch after a failure: in strict mode raise FallbackError, else
-    warn (a FallbackWarning, once per `ops` and reason)."""
-    message = f"warpweave: {ops} runs in PyTorch: {reason}"
+def fall_back(ops: list[str], reason: str, strict: bool, cause: BaseException | None = None,
+              where: str = "") -> None:
+    """The operations `ops` (of the program or group `where`) run in PyTorch after a
+    failure: in strict mode raise FallbackError, else warn (a FallbackWarning, once per
+    kind of operations and reason)."""
+    kinds = ", ".join(dict.fromkeys(ops))
+    message = f"warpweave: {where + ' (' + kinds + ')' if where else kinds} runs in PyTorch: {reason}"
     if strict:
         raise FallbackError(f"{message} (strict mode raises where PyTorch would run it; "
                             "set strict=False or WARPWEAVE_STRICT=0 to fall back)") from cause
-    if (ops, reason) not in _warned:
-        _warned.add((ops, reason))
+    if (kinds, reason) not in _warned:
+        _warned.add((kinds, reason))
         warnings.warn(message, FallbackWarning, stacklevel=3)
 
 
@@ -394,7 +397,7 @@ class WarpweaveCall:
     def _fall_back(self, args, exc: Exception):
         reason = f"at run time ({type(exc).__name__}: {exc})"
         kinds = list(dict.fromkeys(self.ops))
-        fall_back(f"program {self.__name__} ({', '.join(kinds)})", reason, self.strict, exc)
+        fall_back(kinds, reason, self.strict, exc, f"program {self.__name__}")
         if reason not in self._fell_back and self.report is not None:
             self._fell_back.add(reason)
             self.report.fallbacks.extend(Fallback(self.__name__, op, reason) for op in kinds)
@@ -518,7 +521,7 @@ def _reason(node, device, reasons, strict: bool) -> str | None:
         return node_unsupported_reason(node)
     except Exception as exc:  # noqa: BLE001 - a failure, not a known limit: say so, run it in PyTorch
         reason = f"conversion failed ({type(exc).__name__}: {exc})"
-        fall_back(op_name(node.target), reason, strict, exc)
+        fall_back([op_name(node.target)], reason, strict, exc)
         return reason
 
 
@@ -560,7 +563,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
             calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}", ops, report, strict)
         except Exception as exc:  # noqa: BLE001 - the group runs in PyTorch instead: say why, keep going
             failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
-            fall_back(f"{name}_{k} ({', '.join(dict.fromkeys(ops))})", failed[k], strict, exc)
+            fall_back(ops, failed[k], strict, exc, f"group {name}_{k}")
             continue
         report.programs.append(ProgramReport(f"{name}_{k}", target, ops, len(calls[sub_name].program.kernels)))
     _call_directly(gm, calls)

@@ -177,23 +177,65 @@ class _PerShape:
     """A graph with symbolic shapes, compiled for each concrete input signature when
     it is first called with it (warpweave programs have static shapes). It is traced on
     fake tensors of those shapes with a shape environment, so that values read from
-    tensors (`x.item()`, Dynamo's dynamic Python scalars) stay symbolic: runtime scalar
-    arguments of the programs, not constants."""
+    tensors (`item`: Dynamo's dynamic Python scalars) stay symbolic, runtime scalar
+    arguments of the programs. Where the trace needs such a value (code branches on
+    it), that graph is compiled with the values of that call as constants, and keyed
+    by them."""
 
     def __init__(self, gm: torch.fx.GraphModule, options: BackendOptions):
         self.gm = gm
         self.options = options
         self.compiled: dict[tuple, object] = {}
+        self.by_value: dict[tuple, tuple[int, ...]] = {}  # signature -> positions of scalars
 
     def __call__(self, *args):
         key = (torch.is_grad_enabled(), *map(_signature, args))
+        scalars = self.by_value.get(key)
+        if scalars is not None:
+            key = (key, *(args[k].item() for k in scalars))
         fn = self.compiled.get(key)
         if fn is None:
-            fake = FakeTensorMode(shape_env=ShapeEnv())
-            examples = [fake.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a
-                        for a in args]
-            fn = self.compiled[key] = _aot(self.options)(self.gm, examples)
+            try:
+                fn = _aot(self.options)(self.gm, _static_fakes(args))
+            except Exception:  # the trace needed a value it holds as a symbol
+                scalars = _read_scalars(self.gm)
+                if not scalars:
+                    raise
+                self.by_value[key] = tuple(scalars)
+                key = (key, *(args[k].item() for k in scalars))
+                fn = _aot(self.options)(_with_values(self.gm, scalars, args), _static_fakes(args))
+            self.compiled[key] = fn
         return fn(*args)
+
+
+def _static_fakes(args) -> list:
+    fake = FakeTensorMode(shape_env=ShapeEnv())
+    return [fake.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+def _read_scalars(gm: torch.fx.GraphModule) -> dict[int, list[torch.fx.Node]]:
+    """Graph inputs whose value the graph reads (`x.item()`): position -> the item nodes."""
+    found: dict[int, list[torch.fx.Node]] = {}
+    for k, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        for user in n.users:
+            if user.op == "call_method" and user.target == "item":
+                found.setdefault(k, []).append(user)
+    return found
+
+
+def _with_values(gm: torch.fx.GraphModule, scalars: dict, args) -> torch.fx.GraphModule:
+    """A copy of gm with the values of this call's scalars in place of their `item` calls."""
+    graph = torch.fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    copy = torch.fx.GraphModule(gm, graph)
+    placeholders = [n for n in copy.graph.nodes if n.op == "placeholder"]
+    for k in scalars:
+        for user in list(placeholders[k].users):
+            if user.op == "call_method" and user.target == "item":
+                user.replace_all_uses_with(args[k].item())
+                copy.graph.erase_node(user)
+    copy.recompile()
+    return copy
 
 
 def backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None,

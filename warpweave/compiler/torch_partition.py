@@ -99,7 +99,7 @@ class GraphReport:
     ops: int
     programs: list[ProgramReport] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
-    views_in_torch: int = 0
+    views_in_torch: int = 0  # views, constants, and groups computing from constants alone
 
     @property
     def kernels(self) -> int:
@@ -125,8 +125,8 @@ class GraphReport:
         for (op, reason), nodes in by_reason.items():
             lines.append(f"  fell back: {op} x{len(nodes)} ({', '.join(nodes)}): {reason}")
         if self.views_in_torch:
-            lines.append(f"  {self.views_in_torch} views and constants stay with their PyTorch "
-                         "producers or consumers (no computation)")
+            lines.append(f"  {self.views_in_torch} views, constants and operations on constants alone "
+                         "stay in PyTorch, with their producers or consumers")
         return "\n".join(lines)
 
 
@@ -541,13 +541,12 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
         non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT - _COPIES])
     partitions = partitioner.propose_partitions()
     partitioner.remove_bookend_non_compute_ops(partitions)
-    groups = []
+    groups, constant = [], set()  # constant: nodes of groups with no tensor input, left to PyTorch
     for p in partitions:
         members = list(p.nodes)
-        if not any(_computes(n) for n in members):
-            reasons.update(dict.fromkeys(members, "views and constants only: nothing to compute"))
-        elif all(i in p.nodes for n in members for i in n.all_input_nodes):
-            reasons.update(dict.fromkeys(members, "computes constants only"))
+        if not any(_computes(n) for n in members) or all(
+                i in p.nodes for n in members for i in n.all_input_nodes):
+            constant.update(members)
         else:
             groups.append(members)
     report = GraphReport(name, len(nodes))
@@ -572,7 +571,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
         k = group_of.get(n)
         if k is not None and k not in failed:
             continue
-        if k is None and n.target in VIEW_OPS | CONSTANT_OPS:
+        if k is None and (n.target in VIEW_OPS | CONSTANT_OPS or n in constant):
             report.views_in_torch += 1
             continue
         node_name, op = described[n]

@@ -86,6 +86,7 @@ _REGISTRY = {
     "cuda_arch": ("WARPWEAVE_CUDA_ARCH", _parse_arch, True),
     "fuse": ("WARPWEAVE_FUSE", parse_flag, True),
     "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", parse_count, False),
+    "strict": ("WARPWEAVE_STRICT", parse_flag, False),  # torch backend: raise instead of falling back
 }
 ENV = {field: env for field, (env, _, _) in _REGISTRY.items()}
 
@@ -98,6 +99,7 @@ class Options:
     cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
     jit_cache_size: int = 64      # compiled programs each ww.jit function keeps (least recently used go)
+    strict: bool = False          # torch backend: raise where it would fall back after a failure
 
     def __post_init__(self):
         for field, (_, parse, _) in _REGISTRY.items():

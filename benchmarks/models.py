@@ -180,8 +180,12 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--warm", action="store_true",
                     help="also time each first call in a fresh process sharing the cold run's caches")
-    ap.add_argument("--first-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--write", default=None,
+                    help="record these models.json files (GPU, then CPU) in RESULTS.md and stop")
+    ap.add_argument("--command", default=None, help="with --write: the command that produced them")
     args = ap.parse_args()
+    if args.write:
+        return write_results(args.write.split(","), args.command)
     caches = os.environ.get("BENCH_CACHES") or tempfile.mkdtemp(prefix="ww-bench-")
     os.environ.setdefault("WARPWEAVE_CACHE_DIR", os.path.join(caches, "warpweave"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(caches, "inductor"))
@@ -233,6 +237,38 @@ def markdown(rows) -> str:
                      f"{f('inductor_kernels', 'd')} / {f('warpweave_kernels', 'd')} | "
                      f"{f('inductor_rel_err', '.1e')} / {f('warpweave_rel_err', '.1e')} |")
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- models-bench:begin -->", "<!-- models-bench:end -->"
+
+
+def write_results(paths: list[str], command: str | None) -> None:
+    """The models section of RESULTS.md from saved runs."""
+    parts = ["## Real models through torch.compile (issue 14): eager, Inductor and warpweave", "",
+             "Each model built from its `transformers` (or timm) config with random weights, dropout "
+             "off; every backend on the same weights and inputs in one process; Inductor with "
+             "`dynamic=False`, a fresh Dynamo state per backend. Step time: median of CUDA-event "
+             "(GPU) or wall-clock (CPU) timed steps after warm-up; first call: compile and run with "
+             "empty caches; kernels per step from torch.profiler; rel. err: ‖backend − eager‖/‖eager‖ "
+             "over the outputs (inference) or the loss and all parameter gradients as one vector "
+             "(training).", ""]
+    for p in paths:
+        with open(p) as f:
+            saved = json.load(f)
+        parts += [f"### {saved['gpu']} ({saved['device']}), {saved['dtype']}, {saved['date']}, PyTorch "
+                  f"{saved['torch']}", "", f"Command: `{command or 'benchmarks/models.py'}` ({p}).", "",
+                  markdown(saved["rows"]), ""]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+    with open(path) as f:
+        doc = f.read()
+    block = BEGIN + "\n" + "\n".join(parts).rstrip() + "\n" + END
+    if BEGIN in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+    print(f"wrote the models section of {path}")
 
 
 def _ratio(r) -> str:

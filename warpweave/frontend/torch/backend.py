@@ -10,19 +10,19 @@ and is handed to whoever is collecting reports (`explain`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
 import threading
-import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
 from torch._decomp import core_aten_decompositions, remove_decompositions
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.symbolic_shapes import ShapeEnv
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, ShapeEnv
 
 from ...errors import OptionError
 from ...options import current as current_options
@@ -198,11 +198,11 @@ class _PerShape:
         if fn is None:
             try:
                 fn = _aot(self.options)(self.gm, _static_fakes(args))
-            except Exception:  # the trace needed a value it holds as a symbol
+            except (GuardOnDataDependentSymNode, DataDependentOutputException):  # it needed a value
                 scalars = _read_scalars(self.gm)
                 if not scalars:
                     raise
-                self.by_value[key] = tuple(scalars)
+                self.by_value[key] = scalars
                 key = (key, *(args[k].item() for k in scalars))
                 fn = _aot(self.options)(_with_values(self.gm, scalars, args), _static_fakes(args))
             self.compiled[key] = fn
@@ -214,17 +214,14 @@ def _static_fakes(args) -> list:
     return [fake.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a for a in args]
 
 
-def _read_scalars(gm: torch.fx.GraphModule) -> dict[int, list[torch.fx.Node]]:
-    """Graph inputs whose value the graph reads (`x.item()`): position -> the item nodes."""
-    found: dict[int, list[torch.fx.Node]] = {}
-    for k, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
-        for user in n.users:
-            if user.op == "call_method" and user.target == "item":
-                found.setdefault(k, []).append(user)
-    return found
+def _read_scalars(gm: torch.fx.GraphModule) -> tuple[int, ...]:
+    """The positions of the graph inputs whose value the graph reads (`x.item()`)."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    return tuple(k for k, n in enumerate(placeholders)
+                 if any(u.op == "call_method" and u.target == "item" for u in n.users))
 
 
-def _with_values(gm: torch.fx.GraphModule, scalars: dict, args) -> torch.fx.GraphModule:
+def _with_values(gm: torch.fx.GraphModule, scalars: tuple[int, ...], args) -> torch.fx.GraphModule:
     """A copy of gm with the values of this call's scalars in place of their `item` calls."""
     graph = torch.fx.Graph()
     graph.output(graph.graph_copy(gm.graph, {}))

@@ -39,6 +39,8 @@ TORCH_DTYPES = {torch.bool: dt.bool_, torch.int32: dt.int32, torch.int64: dt.int
                 torch.float16: dt.float16, torch.bfloat16: dt.bfloat16, torch.float32: dt.float32,
                 torch.float64: dt.float64}
 _TO_TORCH = {v: k for k, v in TORCH_DTYPES.items()}
+# A symbolic Python scalar (a value read from a tensor at run time) is a 0-d tensor of these.
+SYMBOLIC_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}
 
 
 def ww_dtype(torch_dtype) -> dt.DType:
@@ -575,8 +577,8 @@ def node_unsupported_reason(node) -> str | None:
     try:
         for n in inputs:
             v = n.meta.get("val")
-            if type(v) in _SYMBOLIC_SCALARS:  # a runtime scalar: a 0-d tensor argument
-                specs.append(((), ww_dtype(_SYMBOLIC_SCALARS[type(v)])))
+            if type(v) in SYMBOLIC_SCALARS:  # a runtime scalar: a 0-d tensor argument
+                specs.append(((), ww_dtype(SYMBOLIC_SCALARS[type(v)])))
                 scalars.append(n.name)
                 continue
             if not isinstance(v, torch.Tensor):
@@ -603,6 +605,3 @@ def node_unsupported_reason(node) -> str | None:
             raise
         return f"reads the runtime scalar {', '.join(scalars)} where it takes no tensor ({type(exc).__name__}: {exc})"
     return None
-
-
-_SYMBOLIC_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}

@@ -4,12 +4,17 @@
 the FX capability-based partitioner, compiles each group into one warpweave
 `Program` and calls it (a `WarpweaveCall`) in its place; everything else stays in the
 graph and runs in PyTorch. It also returns a `GraphReport` of what went where.
+A failure (a node or group that does not convert, lower or compile; arguments a
+program cannot take) leaves that part to PyTorch with one FallbackWarning per
+operation kinds and reason, or raises FallbackError in strict mode.
 
 Tensors cross the boundary in place: CUDA tensors go to the cuda target as they
 are (on PyTorch's current stream), CPU tensors to the cpu target as numpy views of
 the same memory. A non-contiguous input is read through its strides (the program
-sees the span of memory it covers), and an output PyTorch records as a permuted
-dense layout is computed in that layout and returned as the same permuted view.
+sees the span of memory it covers); outputs have the layout PyTorch records: a
+permuted dense layout is computed in that layout and returned as the same permuted
+view, a view of a computed tensor is made as that view of it (aliasing included),
+and a layout with gaps is copied into. Nothing is ever copied into overlapping memory.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from ...pipeline.compile import compile_graph
 from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
-from .convert import convert_node, node_unsupported_reason, op_name, ww_dtype
+from .convert import SYMBOLIC_SCALARS, convert_node, node_unsupported_reason, op_name, ww_dtype
 
 aten = torch.ops.aten
 
@@ -149,7 +154,8 @@ def fall_back(ops: list[str], reason: str, strict: bool, cause: BaseException | 
     failure: in strict mode raise FallbackError, else warn (a FallbackWarning, once per
     kind of operations and reason)."""
     kinds = ", ".join(dict.fromkeys(ops))
-    message = f"warpweave: {where + ' (' + kinds + ')' if where else kinds} runs in PyTorch: {reason}"
+    what = f"{where} ({kinds})" if where else kinds
+    message = f"warpweave: {what} runs in PyTorch: {reason}"
     if strict:
         raise FallbackError(f"{message} (strict mode raises where PyTorch would run it; "
                             "set strict=False or WARPWEAVE_STRICT=0 to fall back)") from cause
@@ -175,9 +181,6 @@ def _overlaps(shape, strides) -> bool:
     return False
 
 
-_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}
-
-
 @dataclass(frozen=True)
 class _Input:
     """How a program input is read: as it is (contiguous), through its strides, or as a
@@ -191,7 +194,7 @@ class _Input:
 
     @classmethod
     def of(cls, meta) -> "_Input":
-        scalar = _SCALARS.get(type(meta))
+        scalar = SYMBOLIC_SCALARS.get(type(meta))
         if scalar is not None:
             return cls((), (), ww_dtype(scalar), True, scalar)
         return cls(tuple(meta.shape), tuple(meta.stride()), ww_dtype(meta.dtype),

@@ -4,7 +4,7 @@
         ...
 
 Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH,
-WARPWEAVE_FUSE (0/1).
+WARPWEAVE_FUSE (0/1), WARPWEAVE_TUNING_DB (the tuning database's path), WARPWEAVE_TUNED (0/1).
 """
 from __future__ import annotations
 
@@ -26,13 +26,16 @@ class Options:
     verify: bool = True           # run the GIR verifier after every pass
     cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
+    tuning_db: str | None = None  # the tuning database; default: tuning.db in the cache directory
+    tuned: bool = True            # compiles take the database's (or the predictor's) schedules
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ArgumentError(f"unknown target {self.target!r}; expected one of {TARGETS}")
 
 
-_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE")
+_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE",
+        "WARPWEAVE_TUNING_DB", "WARPWEAVE_TUNED")
 _env_cache: dict[tuple, Options] = {}
 
 
@@ -51,7 +54,8 @@ def _flag(name: str) -> bool:
 def _read_env() -> Options:
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
                    dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=_flag("WARPWEAVE_VERIFY"),
-                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"))
+                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"),
+                   tuning_db=os.environ.get("WARPWEAVE_TUNING_DB") or None, tuned=_flag("WARPWEAVE_TUNED"))
 
 
 _local = threading.local()

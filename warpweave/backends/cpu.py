@@ -179,6 +179,12 @@ class CpuFunction:
     cfunc: object
 
 
+def object_code(kernels: list[Kernel], name: str = "warpweave", math: str = "libm") -> bytes:
+    """Relocatable native code (an object file) for `kernels`, optimized as
+    `CpuExecutable` does: what a tuning worker in another process loads."""
+    return _target_machine().emit_object(optimize(str(generate_module(kernels, name, math))))
+
+
 class CpuExecutable:
     """Native code for a list of kernels, kept alive with its execution engine."""
 
@@ -190,14 +196,28 @@ class CpuExecutable:
         mod = optimize(self.llvm_ir)
         self.optimized_ir = str(mod)
         self._engine = llvm.create_mcjit_compiler(mod, _target_machine())
+        self._bind([(k.name, k.grid, work, len(k.params)) for k, work in zip(kernels, works)])
+
+    @classmethod
+    def from_object(cls, obj: bytes, functions: list[tuple[str, int, int, int]]) -> "CpuExecutable":
+        """Load `object_code`'s output; `functions`: (name, grid, work, parameters) per kernel."""
+        self = cls.__new__(cls)
+        self.llvm_ir = self.optimized_ir = ""
+        _init_llvm()
+        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self._bind(functions)
+        return self
+
+    def _bind(self, functions: list[tuple[str, int, int, int]]) -> None:
         self._engine.finalize_object()
         self.functions: dict[str, CpuFunction] = {}
-        for k, work in zip(kernels, works):
-            proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * len(k.params)))
-            addr = self._engine.get_function_address(k.name)
+        for name, grid, work, params in functions:
+            proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * params))
+            addr = self._engine.get_function_address(name)
             if not addr:
-                raise CompileError(f"kernel {k.name} is missing from the compiled module")
-            self.functions[k.name] = CpuFunction(k.name, k.grid, work, proto(addr))
+                raise CompileError(f"kernel {name} is missing from the compiled module")
+            self.functions[name] = CpuFunction(name, grid, work, proto(addr))
 
     def launch(self, name: str, pointers: list[int]) -> None:
         f = self.functions[name]

@@ -26,14 +26,16 @@ STAGES = ("tensor", "groups", "gir", "llvm", "ptx", "launcher")
 
 @dataclass(frozen=True)
 class KernelInfo:
-    """One generated kernel: the operations it computes, its schedule, its GIR and the
-    cost model's estimate."""
+    """One generated kernel: the operations it computes, its schedule and where the
+    schedule came from (`source`: "default", "override", "database", "predicted"), its
+    GIR and the cost model's estimate."""
 
     name: str
     ops: tuple[str, ...]
     schedule: Schedule
     gir: Kernel
     cost: KernelCost
+    source: str = "default"
 
     @property
     def grid(self) -> int:
@@ -114,7 +116,7 @@ class Program:
             for k in self.kernels:
                 if k.ops != group.ops:
                     continue
-                lines.append(f"  kernel {k.name} grid={k.gir.grid} block={k.gir.block} schedule={k.schedule}")
+                lines.append(f"  kernel {k.name} grid={k.gir.grid} block={k.gir.block} schedule={k.schedule} ({k.source})")
                 meta = dict(k.gir.meta)
                 if meta.get("stitched"):
                     lines.append(f"    stitched: {meta['stitched']}")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+from typing import Mapping
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_L
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.choose import DEFAULT_SM_COUNT, choose, choose_group
+from ..schedule.space import group_key
+from ..schedule.templates import Schedule
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
 PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFETCH_LINES, COALESCING]
@@ -46,9 +49,12 @@ def resolve_target(target: str) -> str:
     return target
 
 
-def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "program") -> Program:
+def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "program",
+                  schedules: Mapping[str, Schedule] | None = None) -> Program:
     """Compile a tensor graph for a target under the current options. `single`: the
-    program returns its one output rather than a tuple."""
+    program returns its one output rather than a tuple. `schedules` maps a group's
+    key (`schedule.space.group_key`) to the schedule to use for it (a point of its
+    space); other groups take their default."""
     options = current()
     name = re.sub(r"[^A-Za-z0-9_]", "_", name) or "program"
     target = resolve_target(target)
@@ -65,8 +71,9 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     while n < len(plan.groups):
         group = plan.groups[n]
         try:
+            chosen = (schedules or {}).get(group_key(group, inlined))
             kernels += _compile_group(group, inlined, family, sm_count, device, options, dumps,
-                                      f"{name}_{group.anchor}")
+                                      f"{name}_{group.anchor}", chosen)
         except StitchError as exc:
             if len(group.ops) == 1:
                 raise
@@ -85,24 +92,27 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
 
 
 def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int, device,
-                   options: Options, dumps: "_Dumps", name: str) -> list[KernelInfo]:
-    """The group's kernels, through the GIR pipeline."""
+                   options: Options, dumps: "_Dumps", name: str,
+                   chosen: Schedule | None) -> list[KernelInfo]:
+    """The group's kernels under `chosen` (else its default schedule), through the GIR
+    pipeline."""
+    source = "default" if chosen is None else "override"
+    if chosen is None:
+        chosen = choose(graph[group.ops[0]], family, sm_count) if len(group.ops) == 1 else \
+            choose_group(group, graph, family)
     infos = []
-    for schedule, gir in _lower(group, graph, family, sm_count, name):
+    for gir in lower_kernels(group, graph, chosen, name):
         gir = PassManager(PIPELINE, verify=options.verify, dump=dumps.kernel).run(gir)
-        infos.append(KernelInfo(gir.name, group.ops, schedule, gir, kernel_cost(gir, device)))
+        infos.append(KernelInfo(gir.name, group.ops, chosen, gir, kernel_cost(gir, device), source))
     return infos
 
 
-def _lower(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int, name: str):
-    """(schedule, unstitched GIR kernel) pairs for one group, in launch order."""
+def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
+    """The unstitched GIR kernels of one group under `schedule`, in launch order."""
     if len(group.ops) == 1:
-        op = graph[group.ops[0]]
-        schedule = choose(op, family, sm_count)
-        return [(schedule, k) for k in lower(op, graph, schedule, name)]
-    schedule = choose_group(group, graph, family)
+        return lower(graph[group.ops[0]], graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)
-    return [] if kernel is None else [(schedule, kernel)]
+    return [] if kernel is None else [kernel]
 
 
 class _Dumps:

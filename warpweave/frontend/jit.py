@@ -10,6 +10,7 @@ import numpy as np
 from ..options import Options, current
 from ..errors import ArgumentError
 from ..ir import dtypes as dt
+from ..pipeline.autotune import tune_graph
 from ..pipeline.compile import compile_graph, resolve_target
 from ..program import Program
 
@@ -17,9 +18,10 @@ from ..program import Program
 class JitFunction:
     """A Python function compiled on first call per (shapes, dtypes, target)."""
 
-    def __init__(self, fn, target: str | None):
+    def __init__(self, fn, target: str | None, tune: bool | dict = False):
         self.fn = fn
         self.target = target
+        self.tune = tune  # tune groups the database has no result for, on first compile per shape
         self._programs: dict[tuple, Program] = {}
         self._fast: dict[tuple, Program] = {}  # (requested target, (shape, dtype) per arg) -> program
         self._last: tuple | None = None  # (requested target, fast_path of the program last called)
@@ -40,7 +42,12 @@ class JitFunction:
             program = self._programs.get(key)
             if program is None:
                 graph, single = trace(self.fn, specs)
-                program = compile_graph(graph, single, key[1], getattr(self.fn, "__name__", "program"))
+                name = getattr(self.fn, "__name__", "program")
+                if self.tune and key[1] in ("cpu", "cuda"):
+                    settings = self.tune if isinstance(self.tune, dict) else {}
+                    program = tune_graph(graph, single, key[1], name, retune=False, **settings).program
+                else:
+                    program = compile_graph(graph, single, key[1], name)
                 self._programs[key] = program
         return program
 
@@ -78,14 +85,16 @@ class JitFunction:
         return f"<warpweave.jit {getattr(self.fn, '__qualname__', self.fn)} target={self.target or 'auto'}>"
 
 
-def jit(fn=None, *, target: str | None = None):
+def jit(fn=None, *, target: str | None = None, tune: bool | dict = False):
     """Compile a numpy-style function: `@ww.jit`, `@ww.jit(target="cpu")` or
-    `ww.jit(fn, target=...)`. Targets: "auto" (default), "cpu", "interp", "cuda"."""
+    `ww.jit(fn, target=...)`. Targets: "auto" (default), "cpu", "interp", "cuda".
+    `tune=True` (or a dict of `ww.tune` settings: budget, strategy, db, ...) tunes, on
+    the first call per shape, every group the tuning database has no result for."""
     if target is not None:
         Options(target=target)  # validates the name
     if fn is None:
-        return lambda f: JitFunction(f, target)
-    return JitFunction(fn, target)
+        return lambda f: JitFunction(f, target, tune)
+    return JitFunction(fn, target, tune)
 
 
 def build(outputs, inputs, target: str | None = None, name: str = "te_program") -> Program:

@@ -1,111 +1,18 @@
-"""`ww.tune`: measured search over each fusion group's schedule space, results into the
-tuning database, which later compiles on the same device read by themselves.
+"""`ww.tune`: measured search over each fusion group's schedule space; the results go
+into the tuning database, which later compiles on the same device read by themselves.
 
     report = ww.tune(fn, x, b, target="cuda", budget=32, strategy="model")
     print(report)             # per group: default vs tuned time, speed-up, trials
     report.program(x, b)      # compiled with the tuned schedules
-
-This module wires the pipeline (the fusion plan, one group's GIR under a schedule)
-into `warpweave.tune`, which measures, searches and records.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..errors import ArgumentError
-from ..ir.tensor import TensorGraph
-from ..options import options as scoped_options
-from ..passes.fuse import Group
-from ..pipeline.cache import tuning_db_path
-from ..pipeline.compile import compile_graph, compile_group, default_schedule, resolve_target, work_per_step
-from ..program import Program
-from ..schedule.space import group_key, space
-from ..schedule.templates import Schedule
+from ..pipeline.autotune import TuneReport, tune_graph
 from ..tune.database import Database
-from ..tune.executors import Executor, LocalExecutor
-from ..tune.features import describe
-from ..tune.measure import Artifact, Settings, build_artifact
-from ..tune.records import DeviceInfo, cuda_device, host_device
-from ..tune.session import GroupResult, Task, table, tune_tasks
-from ..tune.strategies import Problem
-
-
-@dataclass
-class TuneReport:
-    """What `tune` did: one result per group, and the program compiled afterwards."""
-
-    groups: list[GroupResult]
-    program: Program
-    database: str
-
-    def __str__(self):
-        return f"{table(self.groups)}\n(tuning database: {self.database})"
-
-
-def _device(target: str) -> DeviceInfo:
-    if target == "cuda":
-        from ..backends.cuda import driver
-
-        return cuda_device(driver.current_ordinal())
-    return host_device()
-
-
-def group_task(group: Group, graph: TensorGraph, target: str, sm_count: int) -> Task:
-    """The search task of one group: its space, default, cost model and how a candidate
-    compiles (GIR through the passes, then native code or a cubin)."""
-    family = "cpu" if target == "cpu" else "gpu"
-    compiled: dict[Schedule, list] = {}
-
-    def kernels(schedule: Schedule):
-        if schedule not in compiled:
-            compiled[schedule] = compile_group(group, graph, target, schedule)
-        return compiled[schedule]
-
-    def estimate(schedule: Schedule) -> float:
-        return sum(k.cost.time_s for k in kernels(schedule))
-
-    members = set(group.ops)
-    inputs = {i for o in group.ops for i in graph[o].inputs if i not in members}
-
-    def compile_candidate(schedule: Schedule) -> Artifact:
-        infos = kernels(schedule)
-        return build_artifact(target, [k.gir for k in infos], [work_per_step(graph, k) for k in infos],
-                              inputs, set(group.outputs))
-
-    info = describe(group, graph)
-    default = default_schedule(group, graph, family, sm_count)
-    points = space(group, graph, target, sm_count)
-    points = [default] + [s for s in points if s != default]
-    problem = Problem(group_key(group, graph), info.shapes, info.dtypes, points, default, estimate)
-    return Task(problem, info, compile_candidate)
-
-
-def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str = "program", *,
-               budget: int | None = None, strategy: str = "model", db: str | Database | None = None,
-               executor: Executor | None = None, settings: Settings | None = None,
-               progress: bool = True) -> TuneReport:
-    """Tune every group of a tensor graph's default compile; see `tune`."""
-    target = resolve_target(target)
-    if target not in ("cpu", "cuda"):
-        raise ArgumentError(f"target {target!r} cannot be tuned: tune for 'cpu' or 'cuda'")
-    path = db.path if isinstance(db, Database) else (db or tuning_db_path())
-    database = db if isinstance(db, Database) else Database(path)
-    with scoped_options(tuned=False):  # the plan and the defaults, never earlier results
-        baseline = compile_graph(graph, single, target, name)
-    sm_count = baseline.device.sm_count if target == "cuda" else 1
-    tasks = [group_task(g, baseline.graph, target, sm_count) for g in baseline.plan.groups
-             if any(k.ops == g.ops for k in baseline.kernels)]
-    own = executor is None
-    executor = executor or LocalExecutor(target)
-    try:
-        results = tune_tasks(tasks, executor=executor, db=database, device=_device(target), strategy=strategy,
-                             budget=budget, settings=settings or Settings(), progress=progress)
-    finally:
-        if own:
-            executor.close()
-    with scoped_options(tuning_db=path, tuned=True):
-        program = compile_graph(graph, single, target, name)
-    return TuneReport(results, program, path)
+from ..tune.executors import Executor
+from ..tune.measure import Settings
+from .jit import JitFunction, spec_of
+from .trace import trace
 
 
 def tune(fn, *example_args, target: str = "auto", budget: int | None = None, strategy: str = "model",
@@ -122,9 +29,6 @@ def tune(fn, *example_args, target: str = "auto", budget: int | None = None, str
     executor: where candidates run (default: local worker processes, one per device;
         `tune.executors.DaskExecutor` for a cluster).
     settings: how candidates are timed (`tune.measure.Settings`)."""
-    from .jit import JitFunction, spec_of
-    from .trace import trace
-
     fn = fn.fn if isinstance(fn, JitFunction) else fn
     graph, single = trace(fn, tuple(spec_of(a) for a in example_args))
     return tune_graph(graph, single, target, getattr(fn, "__name__", "program"), budget=budget,

@@ -32,6 +32,7 @@ from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.choose import DEFAULT_SM_COUNT, choose, choose_group
 from ..schedule.space import group_key
 from ..schedule.templates import Schedule
+from .tuned import tuned_schedules
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
 PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFETCH_LINES, COALESCING]
@@ -54,7 +55,8 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     """Compile a tensor graph for a target under the current options. `single`: the
     program returns its one output rather than a tuple. `schedules` maps a group's
     key (`schedule.space.group_key`) to the schedule to use for it (a point of its
-    space); other groups take their default."""
+    space); other groups take the tuning database's schedule for this device, or the
+    predictor's (`pipeline.tuned`), else their default."""
     options = current()
     name = re.sub(r"[^A-Za-z0-9_]", "_", name) or "program"
     target = resolve_target(target)
@@ -65,15 +67,19 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
     device = device_for(family, sm_count)
     plan = fuse.plan(inlined, device, fuse=options.fuse)
+    tuned = tuned_schedules(target)
     kernels: list[KernelInfo] = []
     unfused: list[str] = []
     n = 0
     while n < len(plan.groups):
         group = plan.groups[n]
         try:
-            chosen = (schedules or {}).get(group_key(group, inlined))
+            key = group_key(group, inlined)
+            chosen, source = (schedules or {}).get(key), "override"
+            if chosen is None and tuned is not None:
+                chosen, source = tuned.choose(group, inlined, key, family, sm_count) or (None, "default")
             kernels += _compile_group(group, inlined, family, sm_count, device, options, dumps,
-                                      f"{name}_{group.anchor}", chosen)
+                                      f"{name}_{group.anchor}", chosen, source)
         except StitchError as exc:
             if len(group.ops) == 1:
                 raise
@@ -93,18 +99,33 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
 
 def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int, device,
                    options: Options, dumps: "_Dumps", name: str,
-                   chosen: Schedule | None) -> list[KernelInfo]:
+                   chosen: Schedule | None, source: str = "override") -> list[KernelInfo]:
     """The group's kernels under `chosen` (else its default schedule), through the GIR
-    pipeline."""
-    source = "default" if chosen is None else "override"
+    pipeline; `source` says where `chosen` came from."""
     if chosen is None:
-        chosen = choose(graph[group.ops[0]], family, sm_count) if len(group.ops) == 1 else \
-            choose_group(group, graph, family)
+        chosen, source = default_schedule(group, graph, family, sm_count), "default"
     infos = []
     for gir in lower_kernels(group, graph, chosen, name):
         gir = PassManager(PIPELINE, verify=options.verify, dump=dumps.kernel).run(gir)
         infos.append(KernelInfo(gir.name, group.ops, chosen, gir, kernel_cost(gir, device), source))
     return infos
+
+
+def default_schedule(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int) -> Schedule:
+    """The schedule a group gets without tuning (`family`: "gpu" or "cpu")."""
+    if len(group.ops) == 1:
+        return choose(graph[group.ops[0]], family, sm_count)
+    return choose_group(group, graph, family)
+
+
+def compile_group(group: fuse.Group, graph: TensorGraph, target: str, schedule: Schedule,
+                  name: str = "candidate") -> list[KernelInfo]:
+    """One group's kernels under `schedule` through the GIR passes, with their costs
+    (no code generation): what the tuner compiles each candidate into."""
+    family = "cpu" if target == "cpu" else "gpu"
+    sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
+    return _compile_group(group, graph, family, sm_count, device_for(family, sm_count), current(),
+                          _Dumps(None, name, target, graph), name, schedule)
 
 
 def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
@@ -153,7 +174,7 @@ def _sm_count() -> int:
     return driver.device().sm_count if driver.available() else DEFAULT_SM_COUNT
 
 
-def _work(graph: TensorGraph, k: KernelInfo) -> int:
+def work_per_step(graph: TensorGraph, k: KernelInfo) -> int:
     """Element operations per grid step: whether a CPU launch is worth splitting."""
     op = graph[k.ops[0]]
     total = int(np.prod(op.shape, dtype=np.int64))
@@ -168,7 +189,7 @@ def _make_runner(program: Program, options: Options):
     if program.target == "cpu":
         from ..backends.cpu import CpuExecutable
 
-        works = [_work(program.graph, k) for k in program.kernels]
+        works = [work_per_step(program.graph, k) for k in program.kernels]
         return CpuRunner(CpuExecutable([k.gir for k in program.kernels], works, program.name))
     return _cuda_runner(program, options)
 

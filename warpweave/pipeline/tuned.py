@@ -14,7 +14,7 @@ import threading
 from ..ir.tensor import TensorGraph
 from ..options import current
 from ..passes.fuse import Group
-from ..schedule.space import group_key, space
+from ..schedule.space import space
 from ..schedule.templates import Schedule
 from ..tune.database import Database, DatabaseError
 from ..tune.features import describe
@@ -32,10 +32,12 @@ class TunedSchedules:
         self.device = device
         self.predictor = Predictor(db.trials(target=device.target, device_name=device.name, status="ok"))
 
-    def choose(self, group: Group, graph: TensorGraph, target: str, sm_count: int) -> tuple[Schedule, str] | None:
-        """(schedule, "database" or "predicted") for the group, or None."""
-        points = space(group, graph, target, sm_count)
-        best = self.db.best(group_key(group, graph), self.device)
+    def choose(self, group: Group, graph: TensorGraph, key: str, family: str,
+               sm_count: int) -> tuple[Schedule, str] | None:
+        """(schedule, "database" or "predicted") for the group whose `group_key` is
+        `key` (`family`: "gpu" or "cpu"), or None."""
+        points = space(group, graph, family, sm_count)
+        best = self.db.best(key, self.device)
         if best is not None:
             try:
                 schedule = schedule_from_json(best.schedule)

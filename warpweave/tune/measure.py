@@ -8,15 +8,18 @@ as the reference, and for every candidate checks the outputs against it before
 timing: warm-up runs, then `repeat` runs with the caches flushed between them (CUDA
 events on the GPU), reporting the median and the minimum.
 
-`Worker` owns one worker process (spawned; on the GPU one per device). A job that
+`Worker` owns one worker process (a fresh interpreter; on the GPU one per device). A job that
 crashes the process, hits an illegal address or a launch failure, or runs past its
 timeout comes back as a failed or timed-out result; the process is restarted on the
 next job.
 """
 from __future__ import annotations
 
-import multiprocessing
+import os
+import subprocess
+import sys
 import traceback
+from multiprocessing.connection import Connection
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -91,7 +94,8 @@ class Settings:
     warmup: int = 3
     repeat: int = 20
     timeout_s: float = 30.0        # per job, compile excluded
-    flush_bytes: int = 256 << 20   # written between runs to evict the caches (L2 on the GPU)
+    flush_bytes: int | None = None  # written between runs to evict the caches; default:
+    #                                 32 MiB on the CPU, 256 MiB on the GPU (L2)
     seed: int = 0
 
 
@@ -180,8 +184,9 @@ class _CpuBench:
         outputs = {n: buffers[n].copy() for n in artifact.outputs}
         times = []
         if timed:
-            if self._flush is None or self._flush.nbytes != settings.flush_bytes:
-                self._flush = np.empty(settings.flush_bytes // 8, np.float64)
+            flush = settings.flush_bytes or (32 << 20)
+            if self._flush is None or self._flush.nbytes != flush:
+                self._flush = np.empty(flush // 8, np.float64)
             for k in range(settings.warmup + settings.repeat):
                 self._flush.fill(k)
                 start = time.perf_counter_ns()
@@ -238,12 +243,13 @@ class _CudaBench:
                 outputs[b.name] = host
         times = []
         if timed:
-            if self._flush is None or self._flush.nbytes != settings.flush_bytes:
-                self._flush = drv.alloc(settings.flush_bytes)
+            flush = settings.flush_bytes or (256 << 20)
+            if self._flush is None or self._flush.nbytes != flush:
+                self._flush = drv.alloc(flush)
             for _ in range(settings.warmup):
                 once()
             for _ in range(settings.repeat):
-                drv.memset_d8(self._flush.ptr, 0, settings.flush_bytes)
+                drv.memset_d8(self._flush.ptr, 0, flush)
                 start, end = drv.Event(), drv.Event()
                 start.record()
                 once()
@@ -269,19 +275,25 @@ def _measure(bench, job: Job, references: dict) -> Result:
     return Result("ok", float(np.median(times)), float(np.min(times)), len(times))
 
 
-def worker_main(conn, target: str, ordinal: int, hook: Callable[[Job], None] | None) -> None:
-    """The worker process: receive jobs, send results, until it receives None. `hook`
-    (tests only: fault injection) is called with each job before it runs."""
-    bench = None
+def serve(read_fd: int, write_fd: int) -> None:
+    """The worker process's main loop (`python -c` runs it, see `Worker`): the first
+    message is (target, device ordinal, hook); then receive jobs and send results
+    until None arrives. `hook` (tests only: fault injection) is called with each job
+    before it runs."""
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    target, ordinal, hook = inbox.recv()
     references: dict = {}
     try:
         bench = (_CudaBench if target == "cuda" else _CpuBench)(ordinal)
-        conn.send("ready")
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send(f"{type(exc).__name__}: {exc}")
+        outbox.send(f"{type(exc).__name__}: {exc}")
         return
+    outbox.send("ready")
     while True:
-        job = conn.recv()
+        try:
+            job = inbox.recv()
+        except EOFError:  # the parent went away
+            return
         if job is None:
             return
         poisoned = False
@@ -293,7 +305,7 @@ def worker_main(conn, target: str, ordinal: int, hook: Callable[[Job], None] | N
             result, poisoned = Result("failed", error=f"{exc}"), True
         except Exception as exc:  # noqa: BLE001 - any failure of one candidate is a failed trial
             result = Result("failed", error="".join(traceback.format_exception_only(exc)).strip())
-        conn.send(result)
+        outbox.send(result)
         if poisoned:
             return
 
@@ -312,58 +324,71 @@ class Worker:
         self.target = target
         self.ordinal = ordinal
         self.hook = hook
-        self.restarts = 0
-        self._process = None
-        self._conn = None
+        self.restarts = 0  # after a crash or a timeout
+        self._process: subprocess.Popen | None = None
+        self._send = self._recv = None
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._process = ctx.Process(target=worker_main, args=(child, self.target, self.ordinal, self.hook),
-                                    daemon=True, name=f"warpweave-tune-{self.target}{self.ordinal}")
-        self._process.start()
-        child.close()
-        self._conn = parent
-        if not parent.poll(self.START_TIMEOUT_S):
-            self.stop()
-            raise WorkerError(f"the {self.target} measurement worker did not start within "
-                              f"{self.START_TIMEOUT_S:.0f} s")
+        # A fresh interpreter (not multiprocessing's spawn, which re-imports the caller's
+        # __main__), talking over two pipes.
+        from_parent, to_child = os.pipe()
+        from_child, to_parent = os.pipe()
+        path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", f"from warpweave.tune.measure import serve; serve({from_parent}, {to_parent})"],
+            pass_fds=(from_parent, to_parent), env={**os.environ, "PYTHONPATH": path})
+        os.close(from_parent)
+        os.close(to_parent)
+        self._send = Connection(to_child, readable=False)
+        self._recv = Connection(from_child, writable=False)
+        hello = None
         try:
-            hello = parent.recv()
-        except EOFError:
-            hello = f"it exited with code {self._process.exitcode}"
+            self._send.send((self.target, self.ordinal, self.hook))
+            if self._recv.poll(self.START_TIMEOUT_S):
+                hello = self._recv.recv()
+        except (EOFError, OSError):
+            pass
         if hello != "ready":
+            code = self._process.poll()
             self.stop()
-            raise WorkerError(f"the {self.target} measurement worker failed to start: {hello}")
+            raise WorkerError(f"the {self.target} measurement worker failed to start: "
+                              + (hello or (f"it exited with code {code}" if code is not None else
+                                           f"no answer within {self.START_TIMEOUT_S:.0f} s")))
 
     def run(self, job: Job) -> Result:
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or self._process.poll() is not None:
             if self._process is not None:
+                self.stop()
                 self.restarts += 1
             self._start()
-        self._conn.send(job)
-        if not self._conn.poll(job.settings.timeout_s):
+        try:
+            self._send.send(job)
+            ready = self._recv.poll(job.settings.timeout_s)
+        except (EOFError, OSError):
+            ready = True
+        if not ready:
             self.stop()
+            self.restarts += 1
             return Result("timeout", error=f"no result within {job.settings.timeout_s:g} s; worker restarted")
         try:
-            return self._conn.recv()
+            return self._recv.recv()
         except (EOFError, OSError):
-            self._process.join(5)
-            code = self._process.exitcode
+            code = self._process.wait(5)
             self.stop()
+            self.restarts += 1
             return Result("failed", error=f"the worker process died (exit code {code}); restarted")
 
     def stop(self) -> None:
+        """End the worker process (asked politely, then killed)."""
         if self._process is None:
             return
-        if self._process.is_alive():
+        if self._process.poll() is None:
             try:
-                self._conn.send(None)
-                self._process.join(1)
-            except (OSError, ValueError):
-                pass
-            if self._process.is_alive():
+                self._send.send(None)
+                self._process.wait(2)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self._process.kill()
-                self._process.join(5)
-        self._conn.close()
-        self._process = self._conn = None
+                self._process.wait(5)
+        self._send.close()
+        self._recv.close()
+        self._process = self._send = self._recv = None

@@ -4,7 +4,7 @@
         ...
 
 Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH,
-WARPWEAVE_FUSE (0/1), WARPWEAVE_TUNING_DB (the tuning database's path), WARPWEAVE_TUNED (0/1).
+WARPWEAVE_FUSE (0/1), WARPWEAVE_TUNING_DB (the tuning database's path), WARPWEAVE_TUNED (0/1), WARPWEAVE_AUTOTUNE (0/1).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class Options:
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
     tuning_db: str | None = None  # the tuning database; default: tuning.db in the cache directory
     tuned: bool = True            # compiles take the database's (or the predictor's) schedules
+    autotune: bool = False        # frontends tune groups the database lacks before compiling
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -35,7 +36,7 @@ class Options:
 
 
 _ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE",
-        "WARPWEAVE_TUNING_DB", "WARPWEAVE_TUNED")
+        "WARPWEAVE_TUNING_DB", "WARPWEAVE_TUNED", "WARPWEAVE_AUTOTUNE")
 _env_cache: dict[tuple, Options] = {}
 
 
@@ -55,7 +56,8 @@ def _read_env() -> Options:
     return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
                    dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=_flag("WARPWEAVE_VERIFY"),
                    cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"),
-                   tuning_db=os.environ.get("WARPWEAVE_TUNING_DB") or None, tuned=_flag("WARPWEAVE_TUNED"))
+                   tuning_db=os.environ.get("WARPWEAVE_TUNING_DB") or None, tuned=_flag("WARPWEAVE_TUNED"),
+                   autotune=os.environ.get("WARPWEAVE_AUTOTUNE", "0").strip().lower() in ("1", "true", "yes"))
 
 
 _local = threading.local()

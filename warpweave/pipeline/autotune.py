@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import ArgumentError
 from ..ir.tensor import TensorGraph
-from ..options import options as scoped_options
+from ..options import current, options as scoped_options
 from ..passes.fuse import Group
 from ..program import Program
 from ..schedule.choose import DEFAULT_SM_COUNT
@@ -105,3 +105,12 @@ def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str
     with scoped_options(tuning_db=path, tuned=True):
         program = compile_graph(graph, single, target, name)
     return TuneReport(results, program, path)
+
+
+def compile_program(graph: TensorGraph, single: bool, target: str, name: str = "program") -> Program:
+    """`compile_graph`, after tuning the groups the database lacks when the `autotune`
+    option is on (`torch.compile(mode="max-autotune")` turns it on) and the target is
+    tunable."""
+    if current().autotune and resolve_target(target) in ("cpu", "cuda"):
+        return tune_graph(graph, single, target, name, retune=False).program
+    return compile_graph(graph, single, target, name)

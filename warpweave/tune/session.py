@@ -50,11 +50,10 @@ def table(results: list[GroupResult]) -> str:
     def us(v):
         return f"{v:10.1f}" if v is not None else f"{'-':>10}"
 
-    lines = [f"{'group':<60} {'default us':>10} {'tuned us':>10} {'speed-up':>8} {'trials':>8}"]
+    lines = [f"{'default us':>10} {'tuned us':>10} {'speed-up':>8} {'trials (failed)':>15}  group"]
     for r in results:
         speedup = f"{r.speedup:7.2f}x" if r.speedup else f"{'-':>8}"
-        name = r.summary if len(r.summary) <= 60 else r.summary[:57] + "..."
-        lines.append(f"{name:<60} {us(r.default_us)} {us(r.best_us)} {speedup} {r.trials:>4} ({r.failed})")
+        lines.append(f"{us(r.default_us)} {us(r.best_us)} {speedup} {f'{r.trials} ({r.failed})':>15}  {r.summary}")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from ...ir import dtypes as dt
 from ...ir.tensor import row_major_strides
-from ...pipeline.compile import compile_graph
+from ...pipeline.autotune import compile_program
 from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
@@ -347,7 +347,7 @@ def build_call(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveCa
         return [layout.arrange(env[n]) for n, layout in zip(computed, outputs)]
 
     graph, _ = trace(run, [layout.spec for layout in inputs])
-    return WarpweaveCall(compile_graph(graph, False, target, name), inputs, outputs, aliases, single)
+    return WarpweaveCall(compile_program(graph, False, target, name), inputs, outputs, aliases, single)
 
 
 def _call_directly(gm: torch.fx.GraphModule, calls: dict[str, WarpweaveCall]) -> None:

@@ -229,23 +229,30 @@ class Database:
     def export_jsonl(self, path: str, **filters) -> int:
         """Write the matching trials as JSON lines (one record per line); returns how many."""
         trials = self.trials(**filters)
-        with open(path, "w") as f:
-            for t in trials:
-                f.write(json.dumps(t.to_dict(), sort_keys=True) + "\n")
+        try:
+            with open(path, "w") as f:
+                for t in trials:
+                    f.write(json.dumps(t.to_dict(), sort_keys=True) + "\n")
+        except OSError as exc:
+            raise DatabaseError(f"cannot write {path}: {exc}") from None
         return len(trials)
 
     def import_jsonl(self, path: str) -> int:
         """Add the trials of a JSON lines file (those already here are skipped); returns
         how many were new."""
         trials = []
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    trials.append(Trial.from_dict(json.loads(line)))
-                except (ValueError, TypeError, KeyError, ArgumentError) as exc:
-                    raise DatabaseError(f"{path}, line {n}: not a tuning record ({exc})") from None
+        try:
+            with open(path) as f:
+                lines = f.readlines()
+        except OSError as exc:
+            raise DatabaseError(f"cannot read {path}: {exc}") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                trials.append(Trial.from_dict(json.loads(line)))
+            except (ValueError, TypeError, KeyError, ArgumentError) as exc:
+                raise DatabaseError(f"{path}, line {n}: not a tuning record ({exc})") from None
         return self.add(trials)
 
     def close(self) -> None:

@@ -342,7 +342,7 @@ def run_case(case: Case, dtype_name: str, engine, compile_backend: str = "induct
     # torch.compile: a fresh Dynamo state per case, so no case sees another's guards
     # or automatic dynamic shapes (each compile is as if alone in its process)
     torch._dynamo.reset()
-    compiled = torch.compile(case.torch_fn, backend=compile_backend)
+    compiled = torch.compile(case.torch_fn, backend=compile_backend, dynamic=False)
     t0 = time.perf_counter()
     compiled(*inputs)
     engine.sync()

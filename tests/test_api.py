@@ -106,15 +106,18 @@ def test_tensor_expressions_build():
 def test_dump_dir_from_environment(tmp_path, monkeypatch, x):
     monkeypatch.setenv("WARPWEAVE_DUMP", str(tmp_path))
     p = ww.jit(_softmax, target="cpu").lower(x)
-    files = os.listdir(p.dump_dir)
+    files = sorted(os.listdir(p.dump_dir))
     assert os.path.dirname(p.dump_dir) == str(tmp_path)
-    for name in ("tensor.txt", "groups.txt", "llvm.ll", "llvm.opt.ll"):
-        assert name in files
-    for k in p.kernels:
-        for stage in ("lowered", "simplify", "dce"):
-            assert f"{k.name}.{stage}.gir" in files
-        assert f"{k.name}.dot" in files
-    text = open(os.path.join(p.dump_dir, f"{p.kernels[0].name}.dce.gir")).read()
+    (k,) = p.kernels
+    gir = [f for f in files if f.endswith(".gir")]
+    assert gir == [f"02-{k.name}.{n:02d}-{s}.gir" for n, s in enumerate(
+        ["lowered", "simplify", "fold-casts", "stitch", "forward-loads", "hoist-loads", "dce",
+         "prefetch-lines", "coalescing"])]
+    assert [f[:-4] for f in files if f.endswith(".dot")] == [f[:-4] for f in gir]
+    assert "after stitch" in open(os.path.join(p.dump_dir, f"02-{k.name}.03-stitch.dot")).read()
+    assert [f for f in files if not f.endswith((".gir", ".dot", ".svg"))] == \
+        ["00-tensor.txt", "01-groups.txt", "03-llvm.ll", "04-llvm.opt.ll"]
+    text = open(os.path.join(p.dump_dir, f"02-{k.name}.06-dce.gir")).read()
     from warpweave.ir.gir_parse import parse_kernel
 
     assert parse_kernel(text) == p.kernels[0].gir

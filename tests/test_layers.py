@@ -23,7 +23,9 @@ LAYERS = [
     ["program"],
     ["pipeline"],
     ["frontend"],
-    ["torch", "__init__", "__main__", "cli"],
+    ["calibrate"],  # a tool over the frontend: measures the GPU for the cost model
+    ["torch", "__init__", "cli"],
+    ["__main__"],  # `python -m warpweave` runs the command line
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 800

@@ -3,61 +3,135 @@
     with ww.options(dump_dir="dumps", verify=False):
         ...
 
-Environment: WARPWEAVE_TARGET, WARPWEAVE_DUMP, WARPWEAVE_VERIFY (0/1), WARPWEAVE_CUDA_ARCH,
-WARPWEAVE_FUSE (0/1), WARPWEAVE_TUNING_DB (the tuning database's path), WARPWEAVE_TUNED (0/1), WARPWEAVE_AUTOTUNE (0/1).
+Every option has one environment variable (`ENV`); values from either place go
+through the same parsers, so `fuse="no"`, `WARPWEAVE_FUSE=off` and `fuse=False`
+mean the same and anything unrecognised is an `OptionError` naming the option (or
+variable) and the value. Flags take 0/1/true/false/on/off/yes/no, any case.
+
+`compile_key(options)` is the part of the options that changes what a compile
+produces (or writes): ww.jit keys its compiled programs on it, so a change of
+options is never silently ignored.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import re
 import threading
 from dataclasses import dataclass
 
-from .errors import ArgumentError
+from .errors import ArgumentError, OptionError
 
 TARGETS = ("auto", "interp", "cpu", "cuda")
+_TRUE = ("1", "true", "on", "yes")
+_FALSE = ("0", "false", "off", "no")
+
+
+def parse_flag(value, source: str) -> bool:
+    """A boolean option from a bool, 0/1, or a string in 0/1/true/false/on/off/yes/no
+    (any case); `source` names the option or environment variable in the error."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise OptionError(f"{source}={value!r} is not a flag; use one of "
+                      f"{'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
+
+
+def _parse_target(value, source: str) -> str:
+    if isinstance(value, str) and value.strip().lower() in TARGETS:
+        return value.strip().lower()
+    raise OptionError(f"unknown target {value!r} ({source}); expected one of {TARGETS}")
+
+
+def _parse_path(value, source: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise OptionError(f"{source}={value!r} must be a directory path")
+
+
+def _parse_arch(value, source: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and re.fullmatch(r"sm_[0-9]{2,3}a?", value.strip()):
+        return value.strip()
+    raise OptionError(f"{source}={value!r} is not a CUDA architecture; use e.g. 'sm_90'")
+
+
+def _parse_size(value, source: str) -> int:
+    try:
+        size = int(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        size = 0
+    if isinstance(value, bool) or size < 1:
+        raise OptionError(f"{source}={value!r} must be a positive integer")
+    return size
+
+
+# field -> (environment variable, parser, changes the compiled result)
+_REGISTRY = {
+    "target": ("WARPWEAVE_TARGET", _parse_target, False),  # ww.jit keys on the resolved target
+    "dump_dir": ("WARPWEAVE_DUMP", _parse_path, True),       # a new dump dir is a new compile
+    "verify": ("WARPWEAVE_VERIFY", parse_flag, True),
+    "cuda_arch": ("WARPWEAVE_CUDA_ARCH", _parse_arch, True),
+    "fuse": ("WARPWEAVE_FUSE", parse_flag, True),
+    "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", _parse_size, False),
+    "tuning_db": ("WARPWEAVE_TUNING_DB", _parse_path, True),
+    "tuned": ("WARPWEAVE_TUNED", parse_flag, True),
+    "autotune": ("WARPWEAVE_AUTOTUNE", parse_flag, True),
+}
+ENV = {field: env for field, (env, _, _) in _REGISTRY.items()}
 
 
 @dataclass(frozen=True)
 class Options:
     target: str = "auto"          # default target of ww.jit / ww.build
     dump_dir: str | None = None   # write every stage of every compile here
-    verify: bool = True           # run the GIR verifier after every pass
+    verify: bool = True           # run the GIR verifier after every pass (bounds are always proven)
     cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
+    jit_cache_size: int = 64      # compiled programs each ww.jit function keeps (least recently used go)
     tuning_db: str | None = None  # the tuning database; default: tuning.db in the cache directory
     tuned: bool = True            # compiles take the database's (or the predictor's) schedules
-    autotune: bool = False        # frontends tune groups the database lacks before compiling
+    autotune: bool = False        # frontends tune the groups the database lacks before compiling
 
     def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ArgumentError(f"unknown target {self.target!r}; expected one of {TARGETS}")
+        for field, (_, parse, _) in _REGISTRY.items():
+            object.__setattr__(self, field, parse(getattr(self, field), f"option {field!r}"))
 
 
-_ENV = ("WARPWEAVE_TARGET", "WARPWEAVE_DUMP", "WARPWEAVE_VERIFY", "WARPWEAVE_CUDA_ARCH", "WARPWEAVE_FUSE",
-        "WARPWEAVE_TUNING_DB", "WARPWEAVE_TUNED", "WARPWEAVE_AUTOTUNE")
+def compile_key(opts: Options) -> tuple:
+    """The options that change what a compile produces or writes, as a hashable tuple."""
+    return tuple(getattr(opts, f) for f, (_, _, keyed) in _REGISTRY.items() if keyed)
+
+
 _env_cache: dict[tuple, Options] = {}
 
 
 def _from_env() -> Options:
-    key = tuple(os.environ.get(k) for k in _ENV)
+    key = tuple(os.environ.get(env) for env in ENV.values())
     opts = _env_cache.get(key)
     if opts is None:
         opts = _env_cache[key] = _read_env()
     return opts
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no")
-
-
 def _read_env() -> Options:
-    return Options(target=os.environ.get("WARPWEAVE_TARGET", "auto") or "auto",
-                   dump_dir=os.environ.get("WARPWEAVE_DUMP") or None, verify=_flag("WARPWEAVE_VERIFY"),
-                   cuda_arch=os.environ.get("WARPWEAVE_CUDA_ARCH") or None, fuse=_flag("WARPWEAVE_FUSE"),
-                   tuning_db=os.environ.get("WARPWEAVE_TUNING_DB") or None, tuned=_flag("WARPWEAVE_TUNED"),
-                   autotune=os.environ.get("WARPWEAVE_AUTOTUNE", "0").strip().lower() in ("1", "true", "yes"))
+    values = {}
+    for field, (env, parse, _) in _REGISTRY.items():
+        raw = os.environ.get(env)
+        if raw is not None and raw.strip() != "":
+            values[field] = parse(raw, env)
+    return Options(**values)
 
 
 _local = threading.local()
@@ -72,10 +146,9 @@ def current() -> Options:
 @contextlib.contextmanager
 def options(**overrides):
     """Change options inside a `with` block (per thread)."""
-    fields = {f.name for f in dataclasses.fields(Options)}
-    unknown = set(overrides) - fields
+    unknown = set(overrides) - set(_REGISTRY)
     if unknown:
-        raise ArgumentError(f"unknown options {sorted(unknown)}; known: {sorted(fields)}")
+        raise ArgumentError(f"unknown options {sorted(unknown)}; known: {sorted(_REGISTRY)}")
     new = dataclasses.replace(current(), **overrides)
     stack = getattr(_local, "stack", None)
     if stack is None:

@@ -44,11 +44,34 @@ class KernelInfo:
     def __str__(self):
         return f"{self.name}: ops {', '.join(self.ops)} schedule {self.schedule}"
 
+    def __repr__(self):
+        return (f"<KernelInfo {self.name} ops=[{', '.join(self.ops)}] grid={self.gir.grid} "
+                f"block={self.gir.block} schedule={type(self.schedule).__name__} "
+                f"estimate={self.cost.time_s * 1e6:.1f}us>")
+
+
+class KernelList(list):
+    """A program's kernels: a list, shown one kernel per line."""
+
+    def __repr__(self):
+        return "[" + ",\n ".join(repr(k) for k in self) + "]"
+
 
 @dataclass(frozen=True)
 class CostEstimate:
     time_us: float
     bytes: int
+
+
+def check_plain_array(value, what: str) -> None:
+    """An ArgumentError for an ndarray subclass (np.matrix, masked arrays, ...): its
+    semantics (matrix products, masks) would be silently dropped."""
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        hint = ("x.filled(fill_value) to fill the masked elements, or np.asarray(x) to drop the mask"
+                if isinstance(value, np.ma.MaskedArray) else "np.asarray(x)")
+        raise ArgumentError(f"{what} is a {kind}, a numpy ndarray subclass whose meaning warpweave "
+                            f"cannot keep; pass a plain array: {hint}")
 
 
 class Runner(Protocol):
@@ -73,7 +96,7 @@ class Program:
         self.traced = traced  # as the frontend built it; `graph` after inlining
         self.graph = graph
         self.plan = plan
-        self.kernels = kernels
+        self.kernels = KernelList(kernels)
         self.unfused = unfused  # why a planned group was compiled op by op
         self.temps = temps  # buffers kernels pass each other that are not tensors of the graph
         self.device = device
@@ -81,6 +104,17 @@ class Program:
         self.runner: Runner | None = None  # set by the pipeline once the target code exists
         self._scratch = threading.local()  # host intermediates, reused per thread
         self._fast = None  # the runner's hot path, made on first use (see fast_path)
+
+    def __getstate__(self):
+        """What the disk cache keeps: everything but the runner and per-process state."""
+        state = dict(self.__dict__)
+        for transient in ("runner", "_scratch", "_fast"):
+            del state[transient]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.runner, self._scratch, self._fast = None, threading.local(), None
 
     # ------------------------------------------------------------------ inspection
     def dump(self, stage: str) -> str:
@@ -111,8 +145,8 @@ class Program:
             ops = ", ".join(f"{o} ({self.graph[o].kind})" for o in group.ops)
             shape = f" rows={list(group.rows)} x {group.length}" if group.pattern == "row" else ""
             lines.append(f"group {n} [{group.pattern}{shape}]: {ops}")
-            lines.append(f"  writes {', '.join(group.outputs)}; planned DRAM "
-                         f"{traffic.dram_bytes} B, {traffic.time_s * 1e6:.1f} us")
+            lines.append(f"  writes {', '.join(group.outputs)}; planned DRAM traffic "
+                         f"{traffic.dram_bytes} B")
             for k in self.kernels:
                 if k.ops != group.ops:
                     continue
@@ -145,6 +179,7 @@ class Program:
             if not isinstance(a, (np.ndarray, np.generic)):
                 raise ArgumentError(f"argument {k} of {self.name} must be a numpy array "
                                     f"({s.dtype}{list(s.shape)}), got {type(a).__name__}")
+            check_plain_array(a, f"argument {k} of {self.name}")
             a = np.asarray(a)
             self.check_arg(k, tuple(a.shape), dt.dtype(a.dtype))
             out.append(np.ascontiguousarray(a))
@@ -204,7 +239,9 @@ class Program:
         return buffers
 
     def __repr__(self):
-        return f"<warpweave.Program {self.name} target={self.target} kernels={len(self.kernels)}>"
+        inputs = ", ".join(f"{s.dtype}{list(s.shape)}" for s in self.input_specs)
+        return (f"<warpweave.Program {self.name}({inputs}) target={self.target} "
+                f"kernels={len(self.kernels)} estimate={self.cost_estimate.time_us:.1f}us>")
 
 
 def _no_fast_path(args):

@@ -179,37 +179,72 @@ class CpuFunction:
     cfunc: object
 
 
-def object_code(kernels: list[Kernel], name: str = "warpweave", math: str = "libm") -> bytes:
-    """Relocatable native code (an object file) for `kernels`, optimized as
-    `CpuExecutable` does: what a tuning worker in another process loads."""
-    return _target_machine().emit_object(optimize(str(generate_module(kernels, name, math))))
+def host_key() -> tuple:
+    """What native code depends on besides the kernels: triple, CPU and its features."""
+    _init_llvm()
+    return (llvm.get_process_triple(), llvm.get_host_cpu_name(),
+            llvm.get_host_cpu_features().flatten())
+
+
+@dataclass(frozen=True)
+class CpuCode:
+    """A compiled module: its LLVM IR, the optimized IR and the host object file."""
+
+    llvm_ir: str
+    optimized_ir: str
+    object: bytes
+
+    def to_bytes(self) -> bytes:
+        parts = [self.llvm_ir.encode(), self.optimized_ir.encode(), self.object]
+        return b"".join(len(p).to_bytes(8, "little") + p for p in parts)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "CpuCode":
+        parts, pos = [], 0
+        for _ in range(3):
+            n = int.from_bytes(blob[pos:pos + 8], "little")
+            if pos + 8 + n > len(blob):
+                raise CompileError("truncated CPU code")
+            parts.append(blob[pos + 8:pos + 8 + n])
+            pos += 8 + n
+        if pos != len(blob) or not parts[2]:
+            raise CompileError("malformed CPU code")
+        return cls(parts[0].decode(), parts[1].decode(), parts[2])
+
+
+def compile_code(kernels: list[Kernel], name: str = "warpweave", math: str = "libm") -> CpuCode:
+    """LLVM IR for the kernels, optimized and compiled to a host object file."""
+    llvm_ir = str(generate_module(kernels, name, math))
+    mod = optimize(llvm_ir)
+    return CpuCode(llvm_ir, str(mod), _target_machine().emit_object(mod))
 
 
 class CpuExecutable:
-    """Native code for a list of kernels, kept alive with its execution engine."""
+    """Native code for a list of kernels (compiled here, or `code` from the cache),
+    kept alive with its execution engine."""
 
     PARALLEL_MIN_WORK = 1 << 15
 
     def __init__(self, kernels: list[Kernel], works: list[int], name: str = "warpweave",
-                 math: str = "libm"):
-        self.llvm_ir = str(generate_module(kernels, name, math))
-        mod = optimize(self.llvm_ir)
-        self.optimized_ir = str(mod)
-        self._engine = llvm.create_mcjit_compiler(mod, _target_machine())
-        self._bind([(k.name, k.grid, work, len(k.params)) for k, work in zip(kernels, works)])
+                 math: str = "libm", code: CpuCode | None = None):
+        code = code or compile_code(kernels, name, math)
+        self.llvm_ir, self.optimized_ir = code.llvm_ir, code.optimized_ir
+        self._load(code.object, [(k.name, k.grid, work, len(k.params)) for k, work in zip(kernels, works)])
 
     @classmethod
     def from_object(cls, obj: bytes, functions: list[tuple[str, int, int, int]]) -> "CpuExecutable":
-        """Load `object_code`'s output; `functions`: (name, grid, work, parameters) per kernel."""
+        """Load a host object file (`CpuCode.object`) without its kernels' GIR (a tuning
+        worker does): `functions` holds (name, grid, work, parameters) per kernel."""
         self = cls.__new__(cls)
         self.llvm_ir = self.optimized_ir = ""
-        _init_llvm()
-        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self._bind(functions)
+        self._load(obj, functions)
         return self
 
-    def _bind(self, functions: list[tuple[str, int, int, int]]) -> None:
+    def _load(self, obj: bytes, functions: list[tuple[str, int, int, int]]) -> None:
+        tm = _target_machine()
+        empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
+        self._engine = llvm.create_mcjit_compiler(empty, tm)
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()
         self.functions: dict[str, CpuFunction] = {}
         for name, grid, work, params in functions:

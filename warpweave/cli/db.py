@@ -15,17 +15,17 @@ def register(subparsers) -> None:
     common.add_argument("--db", help="the database (default: WARPWEAVE_TUNING_DB, else tuning.db in the "
                                      "cache directory)")
     show = commands.add_parser("show", parents=[common], help="one line per tuned group and device")
-    show.set_defaults(run=_show)
+    show.set_defaults(func=_show)
     export = commands.add_parser("export", parents=[common], help="write every trial as JSON lines")
     export.add_argument("path")
     export.add_argument("--device", help="only this device's trials (its name)")
-    export.set_defaults(run=_export)
+    export.set_defaults(func=_export)
     imp = commands.add_parser("import", parents=[common], help="add the trials of a JSON lines file")
     imp.add_argument("path")
-    imp.set_defaults(run=_import)
+    imp.set_defaults(func=_import)
     clear = commands.add_parser("clear", parents=[common], help="delete trials")
     clear.add_argument("--device", help="only this device's trials (its name)")
-    clear.set_defaults(run=_clear)
+    clear.set_defaults(func=_clear)
 
 
 def _open(args) -> Database:

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--dask", metavar="ADDRESS", help="measure on a Dask cluster (scheduler address)")
     parser.add_argument("--repeat", type=int, default=Settings.repeat, help="timed runs per candidate")
     parser.add_argument("--timeout", type=float, default=Settings.timeout_s, help="seconds per candidate")
-    parser.set_defaults(run=_run)
+    parser.set_defaults(func=_run)
 
 
 def parse_arg(text: str) -> np.ndarray:

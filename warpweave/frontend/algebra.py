@@ -15,6 +15,7 @@ from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.dtypes import DType
+from ..ir.tensor import check_elements
 
 # ============================================================================ scalar algebra
 
@@ -287,4 +288,5 @@ def check_shape(shape, what="shape") -> tuple[int, ...]:
         raise ShapeError(f"{what} must be a tuple of ints, got {shape!r}") from None
     if any(s < 0 for s in shape):
         raise ShapeError(f"{what} {shape} has a negative extent")
+    check_elements(what, shape)
     return shape

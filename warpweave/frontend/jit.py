@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
-from ..options import Options, current
+from ..options import Options, compile_key, current
 from ..errors import ArgumentError
 from ..ir import dtypes as dt
 from ..pipeline.autotune import tune_graph
 from ..pipeline.compile import compile_graph, resolve_target
-from ..program import Program
+from ..program import Program, check_plain_array
 
 
 class JitFunction:
@@ -22,9 +24,10 @@ class JitFunction:
         self.fn = fn
         self.target = target
         self.tune = tune  # tune groups the database has no result for, on first compile per shape
-        self._programs: dict[tuple, Program] = {}
-        self._fast: dict[tuple, Program] = {}  # (requested target, (shape, dtype) per arg) -> program
-        self._last: tuple | None = None  # (requested target, fast_path of the program last called)
+        # (specs, target, options' compile key) -> program, least recently used first
+        self._programs: OrderedDict[tuple, Program] = OrderedDict()
+        self._fast: dict[tuple, Program] = {}  # (requested target, options, (shape, dtype) per arg) -> program
+        self._last: tuple | None = None  # (requested target, options, fast_path of the program last called)
         self._lock = threading.Lock()
         functools.update_wrapper(self, fn)
 
@@ -36,8 +39,10 @@ class JitFunction:
         from .trace import trace
 
         self._check_arity(args)
-        specs = tuple(spec_of(a) for a in args)
-        key = (specs, self._target())
+        name = getattr(self.fn, "__name__", "function")
+        specs = tuple(spec_of(a, f"argument {k} of {name}") for k, a in enumerate(args))
+        opts = current()
+        key = (specs, self._target(), compile_key(opts))
         with self._lock:
             program = self._programs.get(key)
             if program is None:
@@ -49,7 +54,15 @@ class JitFunction:
                 else:
                     program = compile_graph(graph, single, key[1], name)
                 self._programs[key] = program
+                while len(self._programs) > opts.jit_cache_size:
+                    self._evict(self._programs.popitem(last=False)[1])
+            else:
+                self._programs.move_to_end(key)
         return program
+
+    def _evict(self, program: Program) -> None:
+        for k in [k for k, p in self._fast.items() if p is program]:
+            del self._fast[k]
 
     def _check_arity(self, args) -> None:
         try:
@@ -63,14 +76,19 @@ class JitFunction:
             raise ArgumentError(f"{name}{sig} was called with {len(args)} arguments: {exc}") from None
 
     def __call__(self, *args):
-        target = self.target or current().target
+        opts = current()
+        target = self.target or opts.target
         last = self._last
-        if last is not None and last[0] == target:  # the last program's hot path checks shapes and dtypes
-            out = last[1](args)
+        if last is not None and last[0] == target and (last[1] is opts or last[1] == opts):
+            out = last[2](args)  # the last program's hot path checks shapes and dtypes
             if out is not None:
                 return out
+        if "torch" in sys.modules and any(_is_torch_cpu(a) for a in args):
+            outs = self(*[_torch_to_numpy(a) if _is_torch_cpu(a) else a for a in args])
+            return _numpy_to_torch(outs) if isinstance(outs, np.ndarray) else \
+                tuple(_numpy_to_torch(o) for o in outs)
         try:  # numpy, PyTorch and CuPy arrays all have .shape and .dtype
-            key = (target, *[(a.shape, a.dtype) for a in args])
+            key = (target, opts, *[(a.shape, a.dtype) for a in args])
             program = self._fast.get(key)
         except (AttributeError, TypeError):
             key = program = None
@@ -78,11 +96,32 @@ class JitFunction:
             program = self.lower(*args)
             if key is not None:
                 self._fast[key] = program
-        self._last = (target, program.fast_path())
+        self._last = (target, opts, program.fast_path())
         return program(*args)
 
     def __repr__(self):
         return f"<warpweave.jit {getattr(self.fn, '__qualname__', self.fn)} target={self.target or 'auto'}>"
+
+
+def _is_torch_cpu(value) -> bool:
+    torch = sys.modules["torch"]
+    return isinstance(value, torch.Tensor) and value.device.type == "cpu"
+
+
+def _torch_to_numpy(t):
+    """A numpy view of a PyTorch CPU tensor's memory (bfloat16 through ml_dtypes)."""
+    torch = sys.modules["torch"]
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(dt.bfloat16.numpy)
+    return t.numpy()
+
+
+def _numpy_to_torch(a):
+    torch = sys.modules["torch"]
+    if a.dtype == dt.bfloat16.numpy:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def jit(fn=None, *, target: str | None = None, tune: bool | dict = False):
@@ -107,11 +146,12 @@ def build(outputs, inputs, target: str | None = None, name: str = "te_program") 
     return compile_graph(graph, single, target or current().target, name)
 
 
-def spec_of(value) -> tuple[tuple[int, ...], dt.DType]:
+def spec_of(value, what: str = "an argument") -> tuple[tuple[int, ...], dt.DType]:
     """(shape, dtype) of a jit argument — a numpy array or scalar, or a CUDA array
     (PyTorch, CuPy, DeviceArray, anything with the CUDA array interface or DLPack)
     — or an ArgumentError saying what came."""
     if isinstance(value, (np.ndarray, np.generic)):
+        check_plain_array(value, what)
         a = np.asarray(value)
         return tuple(int(s) for s in a.shape), dt.dtype(a.dtype)
     if not isinstance(value, (int, float, complex, bool, str, bytes, list, tuple, dict)):

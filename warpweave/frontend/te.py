@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ArgumentError, DTypeError, ShapeError, UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
+from ..ir.simplify import int_problems
 from ..ir.tensor import ComputeOp, Placeholder, TensorGraph
 from .algebra import as_scalar, check_shape, const, elem_binary, elem_cast, elem_unary, promote
 from .tensor import Tensor
@@ -388,9 +389,24 @@ def compute(shape, fn, name: str | None = None) -> TeTensor:
         body = ex.Reduce(body.combiner, new_inner, [mapping[v.name] for v in rvars], body.extents)
     else:
         body = ex.substitute(body, mapping)
+    _check_index_arithmetic(name, body, shape)
     axes = tuple(ex.Var(f"i{k}") for k in range(len(shape)))
     op = ComputeOp(name, shape, body.dtype, axes, body, label=name if not auto else "compute")
     return TeTensor(name, shape, body.dtype, op=op, deps=deps, auto_name=auto)
+
+
+def _check_index_arithmetic(name: str, body: ex.Expr, shape: tuple[int, ...]) -> None:
+    """A ShapeError if integer arithmetic in the body divides by zero or overflows
+    for some point of the iteration space (native code would read anything)."""
+    extents = list(shape) + (list(body.extents) if isinstance(body, ex.Reduce) else [])
+    if 0 in extents:
+        return
+    ranges = {f"i{k}": (0, n - 1) for k, n in enumerate(shape)}
+    if isinstance(body, ex.Reduce):
+        ranges.update({v.name: (0, n - 1) for v, n in zip(body.axes, body.extents)})
+    problems = int_problems(body.body if isinstance(body, ex.Reduce) else body, ranges)
+    if problems:
+        raise ShapeError(f"compute {name}: " + "; ".join(problems))
 
 
 def build_graph(outputs, inputs) -> TensorGraph:

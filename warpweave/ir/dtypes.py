@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
+import sys
+
 import numpy as np
 
 from ..errors import DTypeError
@@ -39,7 +40,8 @@ class DType:
 
     @property
     def numpy(self) -> np.dtype:
-        return _TO_NUMPY[self.name]
+        d = _TO_NUMPY.get(self.name)
+        return d if d is not None else _bfloat16()
 
     def __str__(self) -> str:
         return self.name
@@ -65,11 +67,20 @@ _TO_NUMPY = {
     "int32": np.dtype(np.int32),
     "int64": np.dtype(np.int64),
     "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
 }
 _FROM_NUMPY = {v: BY_NAME[k] for k, v in _TO_NUMPY.items()}
+
+
+def _bfloat16() -> np.dtype:
+    """numpy's bfloat16 (from ml_dtypes, imported on first use: it takes most of a
+    second, and a bfloat16 host array means the caller has imported it already)."""
+    import ml_dtypes
+
+    d = _TO_NUMPY["bfloat16"] = np.dtype(ml_dtypes.bfloat16)
+    _FROM_NUMPY[d] = bfloat16
+    return d
 
 
 def dtype(value) -> DType:
@@ -82,6 +93,8 @@ def dtype(value) -> DType:
         np_dtype = np.dtype(value)
     except TypeError:
         np_dtype = None
+    if np_dtype is not None and np_dtype not in _FROM_NUMPY and "ml_dtypes" in sys.modules:
+        _bfloat16()
     if np_dtype is not None and np_dtype in _FROM_NUMPY:
         return _FROM_NUMPY[np_dtype]
     supported = ", ".join(d.name for d in ALL)

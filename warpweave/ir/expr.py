@@ -54,6 +54,14 @@ class Expr:
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    def __setstate__(self, state):
+        """Unpickling (the disk cache): slots are set directly; the hash is recomputed,
+        since string hashes differ between processes."""
+        for part in state if isinstance(state, tuple) else (state,):
+            for k, v in (part or {}).items():
+                if k != "_hash":
+                    object.__setattr__(self, k, v)
+
     def _init(self, **values):
         for k, v in values.items():
             object.__setattr__(self, k, v)

@@ -62,14 +62,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Mapping
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import IRError
 from . import expr as ex
 from .dtypes import DType
 from .gir_text import print_kernel
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 LEVELS = ("global", "shared", "reg")
 ROLES = ("in", "out", "inout", "temp")
@@ -186,6 +187,11 @@ class Kernel:
     meta: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     # ------------------------------------------------------------------ lookups
+    def __getstate__(self):
+        """Pickled (the disk cache) without the cached lookups, rebuilt on use."""
+        return {k: v for k, v in self.__dict__.items()
+                if not isinstance(getattr(Kernel, k, None), cached_property)}
+
     @cached_property
     def node_map(self) -> dict[str, Node]:
         return {n.id: n for n in self.nodes}
@@ -198,6 +204,8 @@ class Kernel:
 
     @cached_property
     def graph(self) -> nx.MultiDiGraph:
+        import networkx as nx
+
         g = nx.MultiDiGraph()
         for n in self.nodes:
             g.add_node(n.id, node=n)

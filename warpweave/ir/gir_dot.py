@@ -76,8 +76,9 @@ def _node_label(n: Node, tdt) -> str:
     return "\n".join(lines)
 
 
-def to_dot(kernel: Kernel) -> str:
-    """DOT text for `kernel` (see the module docstring)."""
+def to_dot(kernel: Kernel, stage: str | None = None) -> str:
+    """DOT text for `kernel` (see the module docstring); `stage` (e.g. "after stitch")
+    goes into the graph's label."""
     tdt = {b.name: b.dtype for b in (*kernel.shared, *kernel.params)}
     nodes = {}
     for n in kernel.nodes:
@@ -106,7 +107,7 @@ def to_dot(kernel: Kernel) -> str:
 
     out = [f"digraph {_q(kernel.name)} {{",
            "  graph [rankdir=TB, compound=true, fontname=\"Helvetica\", "
-           f"label={_q(_graph_label(kernel))}, labelloc=t];",
+           f"label={_q(_graph_label(kernel, stage))}, labelloc=t];",
            "  node [fontname=\"Helvetica\", fontsize=10, style=filled];",
            "  edge [fontname=\"Helvetica\", fontsize=9];"]
     counter = [0]
@@ -147,8 +148,8 @@ def to_dot(kernel: Kernel) -> str:
     return "\n".join(out) + "\n"
 
 
-def _graph_label(k: Kernel) -> str:
-    parts = [f"kernel {k.name}", f"target={k.target}"]
+def _graph_label(k: Kernel, stage: str | None = None) -> str:
+    parts = [f"kernel {k.name}", *([stage] if stage else []), f"target={k.target}"]
     try:
         parts += [f"grid={k.grid}", f"block={k.block}", f"shared={k.shared_bytes}B"]
     except Exception:  # noqa: BLE001 - a malformed kernel still renders

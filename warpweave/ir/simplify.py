@@ -50,6 +50,29 @@ def _bounds_node(n: Expr, c, ranges):
     return None
 
 
+def int_problems(e: Expr, ranges: Ranges) -> list[str]:
+    """Integer sub-expressions of `e` that divide by zero (a divisor whose bounds
+    contain 0) or leave their dtype's range (int64 for index arithmetic), for the
+    variables in `ranges`; one message per problem, naming the sub-expression."""
+    problems = []
+    memo: dict[Expr, tuple[int, int] | None] = {}
+    for n in postorder(e):
+        c = [memo[x] for x in n.children]
+        if isinstance(n, Binary) and n.op in ("floordiv", "mod") and c[1] is not None \
+                and c[1][0] <= 0 <= c[1][1]:
+            problems.append(f"{to_text(n)} divides by zero (the divisor {to_text(n.b)} ranges over "
+                            f"{c[1][0]}..{c[1][1]})")
+            memo[n] = None
+            continue
+        b = memo[n] = _bounds_node(n, c, ranges)
+        if b is not None and n.dtype.is_int:
+            lo, hi = -(1 << (n.dtype.bits - 1)), (1 << (n.dtype.bits - 1)) - 1
+            if b[0] < lo or b[1] > hi:
+                problems.append(f"{to_text(n)} overflows {n.dtype} (it ranges over {b[0]}..{b[1]})")
+                memo[n] = None
+    return problems
+
+
 def _linear(e: Expr) -> tuple[dict[Expr, int], int] | None:
     """Decompose an int64 expression into {term: coefficient} + constant."""
     if e.dtype != dt.INDEX:

@@ -8,10 +8,10 @@ fold them into the index expressions of the loads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import heapq
 from functools import cached_property
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import networkx as nx
 import numpy as np
 
 from ..errors import IRError, ShapeError
@@ -19,6 +19,9 @@ from . import dtypes as dt
 from . import expr as ex
 from . import simplify as sx
 from .dtypes import DType
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 EXPENSIVE_OPS = frozenset({"exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf",
                            "sigmoid", "div", "pow"})
@@ -32,8 +35,25 @@ class Placeholder:
     shape: tuple[int, ...]
     dtype: DType
 
+    def __post_init__(self):
+        check_elements(f"shape of placeholder {self.name}", self.shape)
+
     def __str__(self):
         return f"{self.name} = placeholder({list(self.shape)}, {self.dtype})"
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def check_elements(what: str, shape) -> None:
+    """A ShapeError if `shape` (`what`, e.g. "shape of A") has more elements than
+    int64 indexes count."""
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count > INT64_MAX:
+        raise ShapeError(f"{what} {tuple(shape)} has {count} elements, more than "
+                         f"int64 indexing allows ({INT64_MAX})")
 
 
 def row_major_strides(shape) -> tuple[int, ...]:
@@ -75,6 +95,8 @@ class ComputeOp:
             raise IRError(f"{self.name}: {len(self.axes)} axes for a rank-{len(self.shape)} shape")
         if any(s < 0 for s in self.shape):
             raise ShapeError(f"{self.name}: negative extent in shape {self.shape}")
+        reduced = self.body.extents if isinstance(self.body, ex.Reduce) else ()
+        check_elements(f"{'iteration space' if reduced else 'shape'} of {self.name}", (*self.shape, *reduced))
         inner = self.body.body if isinstance(self.body, ex.Reduce) else self.body
         if any(isinstance(n, ex.Reduce) for n in ex.postorder(inner)):
             raise IRError(f"{self.name}: a reduction may only be the root of a compute body")
@@ -160,8 +182,37 @@ class TensorGraph:
                     if len(ld.indices) != len(src.shape):
                         raise IRError(f"{op.name} indexes rank-{len(src.shape)} {ld.tensor} "
                                       f"with {len(ld.indices)} indices")
-        if not nx.is_directed_acyclic_graph(self.graph):
+        self._consumers: dict[str, list[str]] = {name: [] for name in self._ops}
+        for op in ops:
+            if isinstance(op, ComputeOp):
+                for src in dict.fromkeys(op.inputs):
+                    self._consumers[src].append(op.name)
+        self._topological = self._sort()
+
+    def _sort(self) -> list[str]:
+        """Names in topological order, earliest defined first among the ready ones;
+        IRError on a cycle. (Plain Python: importing networkx costs more than this.)"""
+        position = {name: k for k, name in enumerate(self._ops)}
+        waiting = {name: len(set(op.inputs)) if isinstance(op, ComputeOp) else 0
+                   for name, op in self._ops.items()}
+        ready = [(position[n], n) for n, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, name = heapq.heappop(ready)
+            order.append(name)
+            for c in self._consumers[name]:
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    heapq.heappush(ready, (position[c], c))
+        if len(order) != len(self._ops):
             raise IRError("tensor graph has a cycle")
+        return order
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("graph", None)  # the networkx view is rebuilt on use
+        return state
 
     @property
     def ops(self) -> Mapping[str, Op]:
@@ -172,6 +223,8 @@ class TensorGraph:
 
     @cached_property
     def graph(self) -> nx.DiGraph:
+        import networkx as nx
+
         g = nx.DiGraph()
         for name, op in self._ops.items():
             g.add_node(name, op=op)
@@ -184,14 +237,10 @@ class TensorGraph:
     @property
     def compute_ops(self) -> list[ComputeOp]:
         """Compute operations in a topological order."""
-        return [self._ops[n] for n in nx.lexicographical_topological_sort(self.graph, key=self._order)
-                if isinstance(self._ops[n], ComputeOp)]
-
-    def _order(self, name: str):
-        return list(self._ops).index(name)
+        return [self._ops[n] for n in self._topological if isinstance(self._ops[n], ComputeOp)]
 
     def consumers(self, name: str) -> list[str]:
-        return list(self.graph.successors(name))
+        return list(self._consumers[name])
 
     def __str__(self):
         lines = [str(self._ops[n]) for n in self.inputs]

@@ -23,7 +23,7 @@ from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
-from ..passes.fuse import Group, row_place
+from ..passes.fuse import Group, recompute_row_intermediates, row_place
 from ..schedule import templates as sch
 from .op import _Lowering, _warp_reduce, identity, unflatten
 
@@ -233,6 +233,7 @@ def _rows_cpu(low: _GroupLowering, s: sch.CpuRowGroup) -> None:
     group, graph = low.group, low.graph
     R, N = math.prod(group.rows), group.length
     w = s.vector if N >= s.vector else 1
+    sums = any(graph[o].reduce is not None and graph[o].reduce.combiner == "sum" for o in group.ops)
     g_id, g = low.scope("grid", "g", R, None)
     for n, (scalars, elems, reds) in enumerate(_phases(group, graph)):
         for op in scalars:
@@ -240,24 +241,28 @@ def _rows_cpu(low: _GroupLowering, s: sch.CpuRowGroup) -> None:
             low.store(op, value, _row_flat(op, group, g, None), g_id, None)
         if not (elems or reds):
             continue
-        sweeps = []  # (chain, column): w lanes across a serial loop, then a scalar tail
+        # sweeps (vector scope or None, serial loops, column, mask): w lanes across serial
+        # loops (a tree of loops when the group sums: the same loops in every phase, so
+        # that a value one phase stores is read back under aligned scopes), then a tail
+        sweeps = []
         if N // w:
             v_id, v = low.scope("vector", f"v{n}", w, g_id)
-            k_id, k = low.scope("serial", f"k{n}", N // w, v_id)
-            sweeps.append(([g_id, v_id, k_id], k * w + v))
+            ids, k, mask = low.serial_loops([g_id, v_id], f"k{n}", N // w, tree=sums)
+            sweeps.append((v_id, ids, k * w + v, mask))
         if N % w:
-            kt_id, kt = low.scope("serial", f"kt{n}", N % w, g_id)
-            sweeps.append(([g_id, kt_id], (N // w) * w + kt))
+            ids, kt, _ = low.serial_loops([g_id], f"kt{n}", N % w, tree=False)
+            sweeps.append((None, ids, (N // w) * w + kt, None))
         parts: dict[str, list[str]] = {op.name: [] for op in reds}
-        for chain, j in sweeps:
+        for v_id, ids, j, mask in sweeps:
+            chain = [g_id] + ([v_id] if v_id else []) + ids
             for op in elems:
-                value = low.region(chain, _row_index(op, group, g, j)).emit(op.body)
-                low.store(op, value, _row_flat(op, group, g, j), chain[-1], None)
+                value = low.region(chain, _row_index(op, group, g, j), mask).emit(op.body)
+                low.store(op, value, _row_flat(op, group, g, j), chain[-1], mask)
             for op in reds:
-                value = low.region(chain, _row_index(op, group, g, j)).emit(op.reduce.body)
-                acc = low.b.reduce(op.reduce.combiner, value, chain[-1])
-                if len(chain) == 3:  # then across the vector lanes
-                    acc = low.b.reduce(op.reduce.combiner, acc, chain[1])
+                value = low.region(chain, _row_index(op, group, g, j), mask).emit(op.reduce.body)
+                acc = low.reduce_loops(op.reduce.combiner, value, ids, mask)
+                if v_id:  # then across the vector lanes
+                    acc = low.b.reduce(op.reduce.combiner, acc, v_id)
                 parts[op.name].append(acc)
         for op in reds:
             acc = parts[op.name][0]
@@ -282,6 +287,8 @@ def lower_group(group: Group, graph: TensorGraph, schedule: sch.Schedule, name: 
     template = _TEMPLATES.get(type(schedule))
     if template is None:
         raise CompileError(f"schedule {schedule} cannot lower a {group.pattern} group")
+    if isinstance(schedule, sch.GpuRowGroup) and schedule.passes > 1:
+        group, graph = recompute_row_intermediates(group, graph)
     target = "cpu" if type(schedule).__name__.startswith("Cpu") else "gpu"
     low = _GroupLowering(group, graph, target, name)
     template(low, schedule)

@@ -49,6 +49,7 @@ def identity(combiner: str, dtype: dt.DType) -> ex.Const:
 
 
 _COMBINE_OP = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}
+TREE_FANOUT = 64  # the most terms one serial loop adds before its partial joins a tree
 
 
 class _Lowering:
@@ -93,6 +94,39 @@ class _Lowering:
 
     def combine(self, combiner: str, a: str, b: str, scope: str) -> str:
         return self.b.compute(_COMBINE_OP[combiner], [a, b], scope, self.b._node(a).dtype)
+
+    def serial_loops(self, chain: list[str], var: str, count: int, tree: bool):
+        """Serial loops over `k` in [0, count) under `chain[-1]`: one loop, or with
+        `tree` and more than `TREE_FANOUT` iterations, nested loops of at most that
+        many iterations each. Returns (scope ids outermost first, k, the mask that
+        keeps k below count or None)."""
+        levels = [count]
+        while tree and levels[0] > TREE_FANOUT:
+            levels = [-(-levels[0] // TREE_FANOUT), TREE_FANOUT] + levels[1:]
+        ids, k = [], ex.Const(0, dt.INDEX)
+        for n, extent in enumerate(levels):
+            sid, v = self.scope("serial", var if len(levels) == 1 else f"{var}l{n}", extent, (chain + ids)[-1])
+            ids.append(sid)
+            k = k * extent + v if n else v
+        return ids, k, (ex.binary("lt", k, count) if math.prod(levels) != count else None)
+
+    def reduce_loops(self, combiner: str, value: str, ids: list[str], mask: ex.Expr | None) -> str:
+        """Combine `value` over nested serial loops, innermost first: a sum over a tree
+        of loops errs as a pairwise sum does, with the depth of the tree, not with
+        the number of terms."""
+        acc = self.b.reduce(combiner, value, ids[-1], self.simplify(mask))
+        for sid in reversed(ids[:-1]):
+            acc = self.b.reduce(combiner, acc, sid)
+        return acc
+
+    def serial_reduce(self, combiner: str, chain: list[str], var: str, count: int, body) -> str:
+        """Reduce over `k` in [0, count) in serial loops under `chain[-1]` (a tree of
+        loops for sums); `body(chain, k, bound)` emits the value at `k` — reading only
+        where `bound` (k < count, or None when the loops fit exactly) holds — and
+        returns it with the mask of the terms to combine (or None)."""
+        ids, k, bound = self.serial_loops(chain, var, count, tree=combiner == "sum")
+        value, mask = body(chain + ids, k, bound)
+        return self.reduce_loops(combiner, value, ids, ex.all_of([m for m in (mask, bound) if m is not None]))
 
     def load_depth(self, tensor: str, chain: list[str]) -> int:
         """The shallowest position in `chain` where a load of `tensor` may go."""
@@ -302,14 +336,16 @@ def _gpu_row_reduce(low: _Lowering, s: sch.GpuRowReduce) -> None:
     if w > 1:
         inner, v = low.scope("vector", "v", w, t_id)
     steps = max(1, math.ceil(k_total / (threads * w)))
-    k_id, k = low.scope("serial", "k", steps, inner)
-    kf = (k * threads + t) * w + v if w > 1 else k * threads + t
-    guard = low.simplify(ex.binary("lt", (k * threads + t) * w, k_total))  # w divides k_total
-    index = dict(zip((a.name for a in op.axes), unflatten(g, op.shape)))
-    index.update(zip((a.name for a in red.axes), unflatten(kf, red.extents)))
-    chain = [g_id, t_id] + ([inner] if w > 1 else []) + [k_id]
-    value = low.region(chain, index, guard).emit(red.body)
-    acc = low.b.reduce(red.combiner, value, k_id, guard)
+    out_index = dict(zip((a.name for a in op.axes), unflatten(g, op.shape)))
+
+    def body(chain, k, bound):
+        kf = (k * threads + t) * w + v if w > 1 else k * threads + t
+        guard = low.simplify(ex.binary("lt", (k * threads + t) * w, k_total))  # w divides k_total
+        index = dict(out_index)
+        index.update(zip((a.name for a in red.axes), unflatten(kf, red.extents)))
+        return low.region(chain, index, guard).emit(red.body), guard
+
+    acc = low.serial_reduce(red.combiner, [g_id, t_id] + ([inner] if w > 1 else []), "k", steps, body)
     if w > 1:
         acc = low.b.reduce(red.combiner, acc, inner)
     acc = _warp_reduce(low, red.combiner, acc, t_id)
@@ -335,11 +371,14 @@ def _gpu_column_reduce(low: _Lowering, s: sch.GpuColumnReduce) -> None:
     t_id, t = low.scope("block", "t", threads, g_id)
     flat = g * threads + t
     guard = ex.binary("lt", flat, total)
-    k_id, k = low.scope("serial", "k", k_total, t_id)
-    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
-    index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
-    value = low.region([g_id, t_id, k_id], index, guard).emit(red.body)
-    acc = low.b.reduce(red.combiner, value, k_id)
+    out_index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+
+    def body(chain, k, bound):
+        index = dict(out_index)
+        index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
+        return low.region(chain, index, ex.all_of([m for m in (guard, bound) if m is not None])).emit(red.body), None
+
+    acc = low.serial_reduce(red.combiner, [g_id, t_id], "k", k_total, body)
     low.store_output(acc, flat, t_id, guard)
 
 
@@ -564,15 +603,15 @@ def _cpu_row_reduce(low: _Lowering, s: sch.CpuRowReduce) -> None:
     w = s.vector
     parts = []
 
-    def body(chain, k):
+    def body(chain, k, bound=None):
         index = dict(out_index)
         index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
-        return low.region(chain, index).emit(red.body)
+        return low.region(chain, index, bound).emit(red.body)
 
     if k_total // w:
         v_id, v = low.scope("vector", "v", w, g_id)
-        ko_id, ko = low.scope("serial", "ko", k_total // w, v_id)
-        acc = low.b.reduce(red.combiner, body([g_id, v_id, ko_id], ko * w + v), ko_id)
+        acc = low.serial_reduce(red.combiner, [g_id, v_id], "ko", k_total // w,
+                                lambda chain, ko, bound: (body(chain, ko * w + v, bound), None))
         parts.append(low.b.reduce(red.combiner, acc, v_id))
     if k_total % w:
         kt_id, kt = low.scope("serial", "kt", k_total % w, g_id)
@@ -596,10 +635,13 @@ def _cpu_column_reduce(low: _Lowering, s: sch.CpuColumnReduce) -> None:
         index = dict(out_index)
         if last is not None:
             index[last] = j
-        k_id, k = low.scope("serial", f"k{len(low.ranges)}", k_total, chain[-1])
-        index.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
-        value = low.region(chain + [k_id], index).emit(red.body)
-        acc = low.b.reduce(red.combiner, value, k_id)
+
+        def term(inner, k, bound):
+            at = dict(index)
+            at.update(zip((a.name for a in red.axes), unflatten(k, red.extents)))
+            return low.region(inner, at, bound).emit(red.body), None
+
+        acc = low.serial_reduce(red.combiner, chain, f"k{len(low.ranges)}", k_total, term)
         flat = row * n + j if op.shape else ex.Const(0, dt.INDEX)
         low.store_output(acc, flat, chain[-1], None)
 

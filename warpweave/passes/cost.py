@@ -41,16 +41,24 @@ class DeviceModel:
 
 
 H100 = DeviceModel("H100 (sm_90)", bandwidth=2.99e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132)
+# H200: the H100's SMs and clocks with HBM3e; copy bandwidth measured 4.14-4.25 TB/s (2026-12-02)
+H200 = DeviceModel("H200 (sm_90)", bandwidth=4.2e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132,
+                   sm_bandwidth=1.1e11)
 HOST_CPU = DeviceModel("host CPU", bandwidth=1.5e10, launch_s=5e-6, ops_per_s=4e10)
+# Shipped profiles, by the device name CUDA reports (a calibrated profile overrides them).
+SHIPPED = {"NVIDIA H100 80GB HBM3": H100, "NVIDIA H100": H100, "NVIDIA H200": H200}
 
 
-def device_for(target: str, sm_count: int | None = None) -> DeviceModel:
-    """The model for a target family ("gpu" or "cpu")."""
+def device_for(target: str, sm_count: int | None = None, name: str | None = None) -> DeviceModel:
+    """The model for a target family ("gpu" or "cpu"): a shipped profile for a GPU it
+    knows by `name`, else the H100's scaled to `sm_count` SMs."""
     if target == "cpu":
         return HOST_CPU
+    if name in SHIPPED and (not sm_count or SHIPPED[name].sm_count == sm_count):
+        return SHIPPED[name]
     if sm_count and sm_count != H100.sm_count:
         scale = sm_count / H100.sm_count
-        return DeviceModel(f"GPU with {sm_count} SMs", H100.bandwidth * scale, H100.launch_s,
+        return DeviceModel(f"{name or 'GPU'} with {sm_count} SMs", H100.bandwidth * scale, H100.launch_s,
                            H100.ops_per_s * scale, sm_count)
     return H100
 

@@ -25,14 +25,16 @@ between groups) and the cost model says it is cheaper.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
 from ..ir.tensor import ComputeOp, TensorGraph
 from .cost import DeviceModel, GroupTraffic, group_traffic
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 _ROW_VAR = "__row{}"
 _COL = ex.Var("__col")
@@ -198,6 +200,8 @@ class _Planner:
         return Group(g.ops, g.pattern, outs, g.rows, g.length)
 
     def _group_graph(self) -> nx.DiGraph:
+        import networkx as nx
+
         gg = nx.DiGraph()
         gg.add_nodes_from(self.groups)
         for name, op in self.ops.items():
@@ -211,6 +215,8 @@ class _Planner:
         sig = _merged_signature(ga, gb, self.graph)
         if sig is None:
             return None
+        import networkx as nx
+
         gg = self._group_graph()
         for x, y in ((a, b), (b, a)):
             for s in gg.successors(x):
@@ -254,6 +260,8 @@ class _Planner:
             for j in ids:
                 if i < j and i in self.groups and j in self.groups:
                     self._try_merge(i, j)
+        import networkx as nx
+
         gg = self._group_graph()
         order = nx.lexicographical_topological_sort(
             gg, key=lambda k: min(self.order[n] for n in self.groups[k].ops))
@@ -327,6 +335,28 @@ def _inline_into(consumer: ComputeOp, producer: ComputeOp) -> ComputeOp:
 
     return ComputeOp(consumer.name, consumer.shape, consumer.dtype, consumer.axes,
                      ex.transform(consumer.body, rewrite), consumer.label)
+
+
+def recompute_row_intermediates(group: Group, graph: TensorGraph) -> tuple[Group, TensorGraph]:
+    """A row group whose rows take several passes keeps no row in registers: each
+    phase re-reads what it needs. Substitute the group's row-elementwise
+    intermediates (those no other group reads) into their consumers, so later phases
+    recompute them from the group's inputs — re-read from L2 — instead of storing and
+    reloading them through DRAM. Returns the smaller group and the rewritten graph."""
+    ops = {op.name: op for op in graph.compute_ops}
+    dropped = []
+    for name in group.ops:
+        op = ops[name]
+        if name in group.outputs or row_place(op, group.rows, group.length) != "elementwise":
+            continue
+        for c in graph.graph.successors(name):
+            ops[c] = _inline_into(ops[c], op)
+        del ops[name]
+        dropped.append(name)
+        graph = TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),
+                            list(graph.inputs), list(graph.outputs))
+    kept = tuple(n for n in group.ops if n not in dropped)
+    return Group(kept, group.pattern, group.outputs, group.rows, group.length), graph
 
 
 def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel) -> FusionPlan:

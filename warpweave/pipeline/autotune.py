@@ -11,7 +11,7 @@ from ..ir.tensor import TensorGraph
 from ..options import current, options as scoped_options
 from ..passes.fuse import Group
 from ..program import Program
-from ..schedule.choose import DEFAULT_SM_COUNT
+from ..schedule.choose import DEFAULT_SM_COUNT, default_schedule
 from ..schedule.space import group_key, space
 from ..schedule.templates import Schedule
 from ..tune.database import Database
@@ -22,7 +22,7 @@ from ..tune.records import DeviceInfo, cuda_device, host_device
 from ..tune.session import GroupResult, Task, table, tune_tasks
 from ..tune.strategies import Problem
 from .cache import tuning_db_path
-from .compile import compile_graph, compile_group, default_schedule, resolve_target, work_per_step
+from .compile import compile_graph, compile_group, resolve_target, work_per_step
 
 
 @dataclass

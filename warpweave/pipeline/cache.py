@@ -28,6 +28,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import struct
 import sys
 import tempfile
@@ -224,6 +225,25 @@ def _parse(key: str, blob: bytes) -> bytes:
     return payload
 
 
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of the regular file at `path`, opened without following a symbolic
+    link or blocking (a FIFO or device there is an OSError, never a hang)."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _serialize(key: str, data: bytes) -> bytes:
     kb = key.encode("ascii")
     return _HEADER.pack(MAGIC, FORMAT_VERSION, len(kb), len(data),
@@ -304,10 +324,22 @@ class KernelCache:
         if self._write_disk:
             self._write(path, _serialize(key, data))
 
-    def get_or_build(self, key: str, build: Callable[[], bytes]) -> bytes:
+    def get_or_build(self, key: str, build: Callable[[], bytes],
+                     decode: Callable[[bytes], object] | None = None):
         """The cached bytes for `key`, else `build()`'s result, stored. If `build`
-        raises, the error propagates and nothing is stored."""
+        raises, the error propagates and nothing is stored. With `decode`, the result
+        is `decode(bytes)`; a cached entry that does not decode (its checksum was
+        right, its payload is not) counts as corrupt and is rebuilt."""
         data = self.get(key)
+        if data is not None and decode is not None:
+            try:
+                return decode(data)
+            except Exception:  # noqa: BLE001 - whatever a bad payload raises, rebuild it
+                with self._lock:
+                    self.stats.corrupt += 1
+                    self._memory.pop(key, None)
+                _remove(self.entry_path(key))
+                data = None
         if data is None:
             data = build()
             if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -315,7 +347,7 @@ class KernelCache:
                                     f"{type(data).__name__}, expected bytes")
             data = bytes(data)
             self.put(key, data)
-        return data
+        return data if decode is None else decode(data)
 
     def clear(self) -> None:
         """Forget every entry: the in-memory layer, and this cache's files on disk
@@ -349,8 +381,7 @@ class KernelCache:
 
     def _read(self, key: str, path: str) -> bytes | None:
         try:
-            with open(path, "rb") as f:
-                blob = f.read()
+            blob = _read_regular(path)
         except FileNotFoundError:
             return None
         except NotADirectoryError as e:

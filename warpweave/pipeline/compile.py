@@ -6,15 +6,23 @@ shows each one, and `WARPWEAVE_DUMP=<dir>` writes them all to disk.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
+import logging
 import os
+import pickle
 import re
+import shutil
+import subprocess
+import sys
+import time
 from typing import Mapping
 
 import numpy as np
 
-from ..options import Options, TARGETS, current
+from ..options import Options, TARGETS, compile_key, current
 from ..errors import StitchError, TargetError
 from ..ir.gir import Kernel
 from ..ir.gir_dot import to_dot
@@ -29,10 +37,14 @@ from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
-from ..schedule.choose import DEFAULT_SM_COUNT, choose, choose_group
+from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
 from ..schedule.templates import Schedule
-from .tuned import tuned_schedules
+from .cache import default_cache, make_key
+from .tuned import TunedSchedules, tuned_schedules
+from .profiles import gpu_model
+
+log = logging.getLogger("warpweave")
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
 PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFETCH_LINES, COALESCING]
@@ -42,6 +54,8 @@ def resolve_target(target: str) -> str:
     """The concrete target for a requested one ("auto" → cuda where a GPU is usable,
     else cpu). "cuda" always compiles (to PTX); running it needs a GPU."""
     if target == "auto":
+        if not _driver_library_loads():
+            return "cpu"
         from ..backends.cuda import driver
 
         return "cuda" if driver.available() else "cpu"
@@ -50,24 +64,87 @@ def resolve_target(target: str) -> str:
     return target
 
 
+@functools.lru_cache(maxsize=None)
+def _driver_library_loads() -> bool:
+    """Whether the CUDA driver library can be loaded at all: a dlopen, far cheaper
+    than importing cuda-python, which the full probe needs."""
+    name = {"win32": "nvcuda.dll", "darwin": None}.get(sys.platform, "libcuda.so.1")
+    try:
+        return name is not None and bool(ctypes.CDLL(name))
+    except OSError:
+        return False
+
+
 def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "program",
                   schedules: Mapping[str, Schedule] | None = None) -> Program:
     """Compile a tensor graph for a target under the current options. `single`: the
     program returns its one output rather than a tuple. `schedules` maps a group's
     key (`schedule.space.group_key`) to the schedule to use for it (a point of its
     space); other groups take the tuning database's schedule for this device, or the
-    predictor's (`pipeline.tuned`), else their default."""
+    predictor's (`pipeline.tuned`), else their default.
+
+    The planned and lowered program comes from the disk cache when it has it (unless
+    a dump directory asks for every stage); target code comes from its own cache
+    entries, keyed by the final GIR (`_make_runner`)."""
     options = current()
     name = re.sub(r"[^A-Za-z0-9_]", "_", name) or "program"
     target = resolve_target(target)
+    start = time.perf_counter()
+    dumps = _Dumps(options.dump_dir, name, target, graph)
+    tuned = tuned_schedules(target)
+    if dumps.path:
+        program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
+    else:
+        sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
+        device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
+        key = make_key("program", target, name, single, str(graph), list(graph.inputs),
+                       list(graph.outputs), sm_count, device, sorted((k, repr(v)) for k, v in (schedules or {}).items()),
+                       tuned.stamp if tuned else None, *compile_key(options))
+        built = []
+
+        def build() -> bytes:
+            built.append(_compile_kernels(graph, single, target, name, options, dumps, schedules, tuned))
+            return pickle.dumps(built[0], protocol=pickle.HIGHEST_PROTOCOL)
+
+        program = default_cache().get_or_build(key, build, decode=_load_program)
+        if built:
+            program = built[0]
+        else:
+            log.debug("%s: plan and kernels from the disk cache (%.1f ms)", name,
+                      (time.perf_counter() - start) * 1e3)
+    t = time.perf_counter()
+    program.runner = _make_runner(program, options)
+    log.debug("%s: %s code in %.1f ms", name, target, (time.perf_counter() - t) * 1e3)
+    for filename, text in program.runner.files.items():
+        dumps.write(filename, text)
+    log.debug("%s: compiled for %s in %.1f ms: %d kernels", name, target,
+              (time.perf_counter() - start) * 1e3, len(program.kernels))
+    return program
+
+
+def _load_program(blob: bytes) -> Program:
+    """A Program from the disk cache (entries are checksummed and live in the user's
+    own cache directory, like the native code loaded beside them)."""
+    program = pickle.loads(blob)
+    if not isinstance(program, Program):
+        raise TypeError(f"cache entry holds a {type(program).__name__}, not a Program")
+    return program
+
+
+def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
+                     options: Options, dumps: "_Dumps", schedules: Mapping[str, Schedule] | None,
+                     tuned: TunedSchedules | None) -> Program:
+    """The program without its runner: fusion plan, schedules, GIR through the passes."""
+    t = time.perf_counter()
     inlined = fuse.inline_broadcast_producers(graph) if options.fuse else graph
-    dumps = _Dumps(options.dump_dir, name, target, inlined)
     dumps.write("tensor.txt", str(graph))
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
-    device = device_for(family, sm_count)
+    device = _device_model(family, target)
     plan = fuse.plan(inlined, device, fuse=options.fuse)
-    tuned = tuned_schedules(target)
+    log.debug("%s: fusion plan in %.1f ms: %d groups", name, (time.perf_counter() - t) * 1e3,
+              len(plan.groups))
+    t = time.perf_counter()
     kernels: list[KernelInfo] = []
     unfused: list[str] = []
     n = 0
@@ -84,16 +161,16 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
             if len(group.ops) == 1:
                 raise
             unfused.append(f"{', '.join(group.ops)}: {exc}")
+            log.debug("%s: group %s compiled op by op: %s", name, ", ".join(group.ops), exc)
             plan = fuse.split(plan, n, inlined, device)
             continue
         n += 1
+    log.debug("%s: lowering and GIR passes in %.1f ms: %d kernels", name,
+              (time.perf_counter() - t) * 1e3, len(kernels))
     program = Program(name=name, target=target, single=single, traced=graph, graph=inlined,
                       plan=plan, kernels=kernels, unfused=unfused,
                       temps=_temporaries(inlined, kernels), device=device, dump_dir=dumps.path)
     dumps.write("groups.txt", program.dump("groups"))
-    program.runner = _make_runner(program, options)
-    for filename, text in program.runner.files.items():
-        dumps.write(filename, text)
     return program
 
 
@@ -111,51 +188,71 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
     return infos
 
 
-def default_schedule(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int) -> Schedule:
-    """The schedule a group gets without tuning (`family`: "gpu" or "cpu")."""
-    if len(group.ops) == 1:
-        return choose(graph[group.ops[0]], family, sm_count)
-    return choose_group(group, graph, family)
-
-
 def compile_group(group: fuse.Group, graph: TensorGraph, target: str, schedule: Schedule,
                   name: str = "candidate") -> list[KernelInfo]:
     """One group's kernels under `schedule` through the GIR passes, with their costs
     (no code generation): what the tuner compiles each candidate into."""
     family = "cpu" if target == "cpu" else "gpu"
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
-    return _compile_group(group, graph, family, sm_count, device_for(family, sm_count), current(),
+    return _compile_group(group, graph, family, sm_count, _device_model(family, target), current(),
                           _Dumps(None, name, target, graph), name, schedule)
 
 
 def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
     """The unstitched GIR kernels of one group under `schedule`, in launch order."""
-    if len(group.ops) == 1:
+    if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)
     return [] if kernel is None else [kernel]
 
 
 class _Dumps:
-    """The dump directory of one compile (`WARPWEAVE_DUMP` / `options(dump_dir=...)`)."""
+    """The dump directory of one compile (`WARPWEAVE_DUMP` / `options(dump_dir=...)`).
+    Files are numbered in pipeline order: 00-tensor.txt, 01-groups.txt, then per
+    kernel `NN-<kernel>.MM-<stage>.gir` and `.dot` (`.svg` too where Graphviz's `dot`
+    is installed) for its input and after every pass, then the target's files."""
+
+    FIXED = {"tensor.txt": 0, "groups.txt": 1}
 
     def __init__(self, root: str | None, name: str, target: str, graph: TensorGraph):
         self.path = None
+        self.kernels: dict[str, list] = {}  # kernel name -> [its number, stages written]
+        self.files = 0  # target files written so far
         if root:
             digest = hashlib.sha256(str(graph).encode()).hexdigest()[:10]
             self.path = os.path.join(root, f"{name}-{target}-{digest}")
             os.makedirs(self.path, exist_ok=True)
 
-    def write(self, filename: str, text: str) -> None:
-        if self.path:
-            with open(os.path.join(self.path, filename), "w") as f:
-                f.write(text)
+    def write(self, filename: str, text: str) -> str | None:
+        if not self.path:
+            return None
+        if filename in self.FIXED:
+            number = self.FIXED[filename]
+        else:  # the target's files come after every kernel
+            number = len(self.FIXED) + len(self.kernels) + self.files
+            self.files += 1
+        return self._write(f"{number:02d}-{filename}", text)
+
+    def _write(self, filename: str, text: str) -> str:
+        path = os.path.join(self.path, filename)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
 
     def kernel(self, stage: str, kernel: Kernel) -> None:
-        if self.path:
-            self.write(f"{kernel.name}.{stage}.gir", print_kernel(kernel))
-            if stage == "lowered":
-                self.write(f"{kernel.name}.dot", to_dot(kernel))
+        if not self.path:
+            return
+        entry = self.kernels.setdefault(kernel.name, [len(self.FIXED) + len(self.kernels), 0])
+        stem = f"{entry[0]:02d}-{kernel.name}.{entry[1]:02d}-{stage}"
+        entry[1] += 1
+        self._write(stem + ".gir", print_kernel(kernel))
+        dot = self._write(stem + ".dot", to_dot(kernel, "lowered" if stage == "lowered" else f"after {stage}"))
+        if shutil.which("dot"):
+            try:
+                subprocess.run(["dot", "-Tsvg", dot, "-o", dot[:-4] + ".svg"],
+                               check=True, capture_output=True, timeout=60)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("Graphviz could not render %s: %s", dot, exc)
 
 
 def _temporaries(graph: TensorGraph, kernels: list[KernelInfo]):
@@ -166,6 +263,17 @@ def _temporaries(graph: TensorGraph, kernels: list[KernelInfo]):
             if p.name not in graph.ops and p.name not in seen:
                 seen[p.name] = p
     return list(seen.values())
+
+
+def _device_model(family: str, target: str):
+    """The cost model's device: the GPU in use (its calibrated or shipped profile) for
+    the cuda target where one is usable, else the family's default."""
+    if target == "cuda":
+        from ..backends.cuda import driver
+
+        if driver.available():
+            return gpu_model()
+    return device_for(family)
 
 
 def _sm_count() -> int:
@@ -187,10 +295,14 @@ def _make_runner(program: Program, options: Options):
     if program.target == "interp":
         return InterpRunner()
     if program.target == "cpu":
-        from ..backends.cpu import CpuExecutable
+        from ..backends.cpu import CpuCode, CpuExecutable, compile_code, host_key
 
+        girs = [k.gir for k in program.kernels]
+        key = make_key("cpu-object", host_key(), program.name, *(print_kernel(g) for g in girs))
+        code = default_cache().get_or_build(key, lambda: compile_code(girs, program.name).to_bytes(),
+                                            decode=CpuCode.from_bytes)
         works = [work_per_step(program.graph, k) for k in program.kernels]
-        return CpuRunner(CpuExecutable([k.gir for k in program.kernels], works, program.name))
+        return CpuRunner(CpuExecutable(girs, works, program.name, code=code))
     return _cuda_runner(program, options)
 
 
@@ -199,7 +311,6 @@ def _cuda_runner(program: Program, options: Options):
     module image linked for the device on first use (cached too)."""
     from ..backends.cuda import codegen, driver
     from ..backends.cuda.runtime import CudaProgram
-    from .cache import default_cache, make_key
 
     arch = codegen.check_arch(options.cuda_arch) if options.cuda_arch else \
         (driver.device().arch if driver.available() else codegen.DEFAULT_ARCH)
@@ -211,7 +322,7 @@ def _cuda_runner(program: Program, options: Options):
         llvm_ir, ptx = codegen.compile_ptx(girs, arch, program.name)
         return json.dumps({"llvm": llvm_ir, "ptx": ptx}).encode()
 
-    texts = json.loads(cache.get_or_build(key, build))
+    texts = cache.get_or_build(key, build, decode=_ptx_texts)
 
     def load_image() -> bytes:
         return cache.get_or_build(make_key("cubin", arch, driver.driver_version(), texts["ptx"]),
@@ -219,3 +330,10 @@ def _cuda_runner(program: Program, options: Options):
 
     return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
                        texts["llvm"], texts["ptx"], load_image, program.single)
+
+
+def _ptx_texts(blob: bytes) -> dict[str, str]:
+    texts = json.loads(blob)
+    if not (isinstance(texts, dict) and all(isinstance(texts.get(k), str) for k in ("llvm", "ptx"))):
+        raise ValueError("cache entry is not a PTX record")
+    return texts

@@ -27,9 +27,10 @@ from .cache import tuning_db_path
 class TunedSchedules:
     """The database's records for one device, read once per database file version."""
 
-    def __init__(self, db: Database, device: DeviceInfo):
+    def __init__(self, db: Database, device: DeviceInfo, stamp: tuple):
         self.db = db
         self.device = device
+        self.stamp = stamp  # the database file's identity and version: part of compiled programs' keys
         self.predictor = Predictor(db.trials(target=device.target, device_name=device.name, status="ok"))
 
     def choose(self, group: Group, graph: TensorGraph, key: str, family: str,
@@ -82,7 +83,7 @@ def tuned_schedules(target: str) -> TunedSchedules | None:
         if key not in _LOADED:
             try:
                 db = Database(path)
-                _LOADED[key] = TunedSchedules(db, device) if db.has_device(device) else None
+                _LOADED[key] = TunedSchedules(db, device, (path, stamp, device.target, device.name)) if db.has_device(device) else None
             except DatabaseError:
                 _LOADED[key] = None
         return _LOADED[key]

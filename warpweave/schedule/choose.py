@@ -68,6 +68,18 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
     return GpuRowGroup(threads=threads, row_threads=row_threads, vector=w, chunks=chunks, passes=passes)
 
 
+GROUP_TEMPLATES = (GpuRowGroup, CpuRowGroup)  # templates that lower a group of any size
+
+
+def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Schedule:
+    """The default schedule of a fusion group on `target` ("gpu" or "cpu"). On the GPU a
+    row group of one reduction takes the row-group template too: it maps several short
+    rows to a block (a block per row of seven elements wastes the GPU)."""
+    if len(group.ops) > 1 or (target == "gpu" and group.pattern == "row"):
+        return choose_group(group, graph, target)
+    return choose(graph[group.ops[0]], target, sm_count)
+
+
 def choose_group(group: Group, graph: TensorGraph, target: str) -> Schedule:
     """The default schedule of a fused group of several operations on `target`
     ("gpu" or "cpu"): a row group's mapping, or an elementwise vector width."""

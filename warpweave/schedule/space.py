@@ -16,7 +16,7 @@ import re
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
-from .choose import DEFAULT_SM_COUNT, choose, choose_group
+from .choose import DEFAULT_SM_COUNT, default_schedule
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuTranspose, Schedule)
@@ -27,18 +27,18 @@ _SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opting
 
 def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> list[Schedule]:
     """Every legal schedule of `group` on `target` ("gpu" or "cpu"), the default first."""
+    default = default_schedule(group, graph, target, sm_count)
+    points: list[Schedule] = []
     if len(group.ops) == 1:
         op = graph[group.ops[0]]
-        default = choose(op, target, sm_count)
         points = _single_cpu(op) if target == "cpu" else _single_gpu(op, graph)
-    else:
-        default = choose_group(group, graph, target)
+    if len(group.ops) > 1 or (target == "gpu" and group.pattern == "row"):
         widest = _widest(group, graph)
         if group.pattern == "row":
-            points = _row_group_cpu() if target == "cpu" else _row_group_gpu(group, widest)
+            points += _row_group_cpu() if target == "cpu" else _row_group_gpu(group, widest)
         else:
             last = graph[group.anchor].shape[-1] if graph[group.anchor].shape else 1
-            points = _elementwise_cpu(widest) if target == "cpu" else _elementwise_gpu(last, widest)
+            points += _elementwise_cpu(widest) if target == "cpu" else _elementwise_gpu(last, widest)
     return [default] + [p for p in dict.fromkeys(points) if p != default]
 
 

@@ -73,9 +73,9 @@ def build_artifact(target: str, kernels: list[Kernel], works: list[int], inputs,
     launches = tuple(LaunchSpec(k.name, k.grid, k.block, tuple(p.name for p in k.params), w)
                      for k, w in zip(kernels, works))
     if target == "cpu":
-        from ..backends.cpu import object_code
+        from ..backends.cpu import compile_code
 
-        image = object_code(kernels, "candidate")
+        image = compile_code(kernels, "candidate").object
     elif target == "cuda":
         from ..backends.cuda import codegen, driver
 

@@ -18,7 +18,6 @@ Expressions and arithmetic are emitted by `arith.Arithmetic`, loads and stores b
 """
 from __future__ import annotations
 
-import networkx as nx
 from llvmlite import ir
 
 from ...errors import CompileError
@@ -109,6 +108,8 @@ class KernelCodegen(Arithmetic, MemoryAccess):
     # ------------------------------------------------------------------ structure
     def _order_items(self) -> dict[str | None, list[str]]:
         """For each scope, its own nodes and child scopes in a dependency order."""
+        import networkx as nx  # on first code generation, not when a cached module loads
+
         k = self.k
         pos = {n.id: i for i, n in enumerate(k.nodes)}
         chains = {n.id: [s.id for s in k.scope_chain(n.scope)] + ([n.id] if n.is_scope else [])

@@ -1,0 +1,243 @@
+"""Real models through torch.compile (issue 14): eager, Inductor (default mode,
+`dynamic=False`) and warpweave in one process on the same inputs and weights.
+
+Per model and phase (inference; a training step: forward, loss, backward):
+step time (median of CUDA-event timed steps after warm-up), the first call cold
+(fresh compile caches), kernels launched per step (torch.profiler), and the largest
+relative error against eager (outputs, and every parameter gradient in training).
+With --warm, each backend's first call is timed again in a fresh process that
+shares the cold run's cache directories (the disk caches warm).
+
+    PYTHONPATH=$PWD python3 benchmarks/models.py --out $OUT [--models gpt2,bert] [--phases infer,train]
+    PYTHONPATH=$PWD python3 benchmarks/models.py --device cpu --dtype float32 --small   # CPU table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+BACKENDS = ("eager", "inductor", "warpweave")
+
+
+def build(name: str, small: bool):
+    """(model, make_inputs(batch-first tensors), loss(outputs)) from configs, random weights."""
+    import transformers as tf
+
+    if name == "gpt2":
+        cfg = tf.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000) if small else tf.GPT2Config()
+        model, batch, seq = tf.GPT2LMHeadModel(cfg), (2 if small else 8), (32 if small else 1024)
+        return model, lambda d: dict(input_ids=torch.randint(0, cfg.vocab_size, (batch, seq), device=d)), \
+            lambda out: out.logits.float().logsumexp(-1).mean()
+    if name == "llama":
+        cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, vocab_size=1000) if small else \
+            tf.LlamaConfig(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                           num_key_value_heads=4, vocab_size=32000)
+        model, batch, seq = tf.LlamaForCausalLM(cfg), (2 if small else 4), (32 if small else 1024)
+        return model, lambda d: dict(input_ids=torch.randint(0, cfg.vocab_size, (batch, seq), device=d)), \
+            lambda out: out.logits.float().logsumexp(-1).mean()
+    if name == "bert":
+        cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                            vocab_size=1000) if small else tf.BertConfig()
+        model, batch, seq = tf.BertModel(cfg), (2 if small else 16), (32 if small else 512)
+        return model, lambda d: dict(input_ids=torch.randint(0, cfg.vocab_size, (batch, seq), device=d)), \
+            lambda out: out.last_hidden_state.float().pow(2).mean()
+    if name == "vit":
+        cfg = tf.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                           image_size=32, patch_size=8) if small else tf.ViTConfig()
+        model, batch = tf.ViTModel(cfg), (2 if small else 64)
+        return model, lambda d: dict(pixel_values=torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=d)), \
+            lambda out: out.last_hidden_state.float().pow(2).mean()
+    if name in ("resnet50", "convnext_tiny"):
+        import timm
+
+        model, batch = timm.create_model(name, pretrained=False), (2 if small else 64)
+        size = 64 if small else 224
+        return model, lambda d: dict(x=torch.randn(batch, 3, size, size, device=d)), \
+            lambda out: out.float().logsumexp(-1).mean()
+    raise SystemExit(f"unknown model {name}")
+
+
+def _outputs(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    return [t for t in out if isinstance(t, torch.Tensor)]
+
+
+def _rel(a, b) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def run(args, name: str, phase: str) -> dict:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    model, make_inputs, loss_fn = build(name, args.small)
+    model = model.to(device=device, dtype=dtype)
+    model.train(phase == "train")
+    for m in model.modules():  # dropout off: every backend must compute the same function
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    inputs = make_inputs(device)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    row = dict(model=name, phase=phase, dtype=args.dtype, device=args.device)
+    ref_outs = None
+    for backend in args.backends.split(","):
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        torch._dynamo.reset()
+        if backend == "eager":
+            fn = model
+        else:
+            fn = torch.compile(model, backend=backend, dynamic=False)
+
+        def step():
+            if phase == "infer":
+                with torch.no_grad():
+                    return _outputs(fn(**inputs))
+            model.zero_grad(set_to_none=True)
+            loss = loss_fn(fn(**inputs))
+            loss.backward()
+            return [loss] + [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+
+        _sync(device)
+        t0 = time.perf_counter()
+        got = [t.detach().clone() for t in step()]  # compiled code may reuse its buffers later
+        _sync(device)
+        row[f"{backend}_first_s"] = time.perf_counter() - t0
+        times = []
+        for _ in range(args.warmup):
+            step()
+        for _ in range(args.steps):
+            times.append(_timed(step, device))
+        row[f"{backend}_ms"] = statistics.median(times) * 1e3
+        row[f"{backend}_kernels"] = _kernels_per_step(step, device)
+        if ref_outs is None:
+            ref_outs = got
+        else:
+            # outputs (or the loss) one by one; gradients as one vector, since a parameter
+            # whose exact gradient is zero (a key bias under softmax) has only rounding noise
+            n = len(got) if phase == "infer" else 1
+            errs = [_rel(a, b) for a, b in zip(got[:n], ref_outs[:n])]
+            if phase == "train":
+                errs.append(_rel(torch.cat([g.flatten().float() for g in got[1:]]),
+                                 torch.cat([g.flatten().float() for g in ref_outs[1:]])))
+            row[f"{backend}_rel_err"] = max(errs)
+        print(json.dumps({k: v for k, v in row.items() if k.startswith(backend)}), flush=True)
+    return row
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(step, device) -> float:
+    if device.type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        step()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b) * 1e-3
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def _kernels_per_step(step, device) -> int | None:
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="gpt2,llama,bert,vit,resnet50,convnext_tiny")
+    ap.add_argument("--phases", default="infer,train")
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--small", action="store_true", help="tiny configs (the CPU table)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--warm", action="store_true",
+                    help="also time each first call in a fresh process sharing the cold run's caches")
+    ap.add_argument("--first-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    caches = os.environ.get("BENCH_CACHES") or tempfile.mkdtemp(prefix="ww-bench-")
+    os.environ.setdefault("WARPWEAVE_CACHE_DIR", os.path.join(caches, "warpweave"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(caches, "inductor"))
+    import warpweave.torch  # noqa: F401,E402  (registers the backend)
+
+    rows = []
+    for name in args.models.split(","):
+        for phase in args.phases.split(","):
+            try:
+                row = run(args, name, phase)
+            except Exception as exc:  # one failing model must not cost the table
+                row = dict(model=name, phase=phase, error=f"{type(exc).__name__}: {exc}"[:400])
+                print(row, flush=True)
+            if args.warm and "error" not in row:
+                env = dict(os.environ, BENCH_CACHES=caches)
+                cmd = [sys.executable, __file__, "--models", name, "--phases", phase, "--device", args.device,
+                       "--dtype", args.dtype, "--steps", "1", "--warmup", "0", "--out", caches]
+                cmd += ["--small"] if args.small else []
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                try:
+                    with open(os.path.join(caches, "models.json")) as f:
+                        warm = json.load(f)["rows"][0]
+                    for b in BACKENDS:
+                        row[f"{b}_warm_first_s"] = warm.get(f"{b}_first_s")
+                except (OSError, KeyError, IndexError, ValueError):
+                    row["warm_error"] = r.stderr[-300:]
+            rows.append(row)
+            with open(os.path.join(args.out, "models.json"), "w") as f:
+                json.dump(dict(rows=rows, device=args.device, dtype=args.dtype,
+                               gpu=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                               torch=torch.__version__, date=time.strftime("%Y-%m-%d")), f, indent=1)
+    print(markdown(rows))
+
+
+def markdown(rows) -> str:
+    lines = ["| model | phase | eager ms | Inductor ms | warpweave ms | vs Inductor | first call s (eager / Inductor / "
+             "warpweave) | warm first s (Inductor / warpweave) | kernels/step (Ind. / ww) | rel. err (Ind. / ww) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['phase']} | **error**: {r['error'][:150]} | | | | | | | |")
+            continue
+        f = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else "—"  # noqa: E731
+        lines.append(f"| {r['model']} | {r['phase']} | {f('eager_ms', '.2f')} | {f('inductor_ms', '.2f')} | "
+                     f"{f('warpweave_ms', '.2f')} | "
+                     f"{_ratio(r)} | {f('eager_first_s', '.1f')} / "
+                     f"{f('inductor_first_s', '.1f')} / {f('warpweave_first_s', '.1f')} | "
+                     f"{f('inductor_warm_first_s', '.1f')} / {f('warpweave_warm_first_s', '.1f')} | "
+                     f"{f('inductor_kernels', 'd')} / {f('warpweave_kernels', 'd')} | "
+                     f"{f('inductor_rel_err', '.1e')} / {f('warpweave_rel_err', '.1e')} |")
+    return "\n".join(lines)
+
+
+def _ratio(r) -> str:
+    return f"{r['inductor_ms'] / r['warpweave_ms']:.2f}×" if r.get("warpweave_ms") and r.get("inductor_ms") else "—"
+
+
+if __name__ == "__main__":
+    main()

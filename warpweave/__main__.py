@@ -1,0 +1,4 @@
+"""`python -m warpweave`: the command line (see warpweave.cli)."""
+from .cli import main
+
+raise SystemExit(main())

@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from tqdm.auto import tqdm
-
 from ..errors import Error
 from ..schedule.templates import Schedule
 from .database import Database
@@ -70,6 +68,8 @@ def tune_tasks(tasks: list[Task], *, executor: Executor, db: Database, device: D
                settings: Settings = Settings(), progress: bool = True) -> list[GroupResult]:
     """Search each task's space (at most `budget` trials per group, the default's
     included; None: the whole space) and return one result per task."""
+    from tqdm.auto import tqdm  # imported here: `import warpweave` stays light
+
     results = []
     total = sum(min(len(t.problem.space), budget or len(t.problem.space)) for t in tasks)
     bar = tqdm(total=total, desc=f"tuning ({strategy})", unit="trial", disable=not progress)

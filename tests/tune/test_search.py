@@ -101,3 +101,11 @@ def test_predictor_leave_one_out_beats_a_random_point(recorded):
     synthetic_result = predict.leave_one_out([t for rows in (256, 512, 1024, 2048, 4096) for t in
                                               synthetic(rows, best_at)])
     assert synthetic_result.predicted < min(synthetic_result.default, synthetic_result.space_mean)
+
+
+def test_learned_predictor_leave_one_out(recorded):
+    result = predict.leave_one_out([t for s in recorded for t in s.trials], "learned")
+    assert result.shapes == len(recorded) and result.predicted < result.space_mean, result
+    synthetic_result = predict.leave_one_out([t for rows in (256, 512, 1024, 2048, 4096) for t in
+                                              synthetic(rows, best_at)], "learned")
+    assert synthetic_result.predicted < min(synthetic_result.default, synthetic_result.space_mean)

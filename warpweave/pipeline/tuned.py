@@ -48,7 +48,7 @@ class TunedSchedules:
                 return schedule, "database"
         info = describe(group, graph)
         predicted = self.predictor.predict(self.device.target, self.device.name, info.structure, info.shapes,
-                                           info.dtypes, points)
+                                           info.dtypes, points, points[0])
         return (predicted, "predicted") if predicted is not None else None
 
 

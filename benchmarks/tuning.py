@@ -2,7 +2,14 @@
 
     # record an exhaustive sweep (every point of every group's space) on a device
     python benchmarks/tuning.py record --target cuda --out benchmarks/data/h200_sweep.jsonl
-    python benchmarks/tuning.py record --target cpu --out benchmarks/data/cpu_sweep.jsonl
+    WARPWEAVE_NUM_THREADS=1 python benchmarks/tuning.py record --target cpu --out benchmarks/data/cpu_sweep.jsonl
+
+    # candidates compile one at a time here (~0.5 s each; a GPU row group has ~400 points),
+    # so split a long sweep over GPUs, one process each, and merge the files:
+    i=0; for c in softmax layer_norm row_sum col_sum; do
+        CUDA_VISIBLE_DEVICES=$i python benchmarks/tuning.py record --target cuda --cases $c \
+            --out /tmp/h200_$c.jsonl --quiet & i=$((i+1)); done; wait
+    cat /tmp/h200_*.jsonl > benchmarks/data/h200_sweep.jsonl
 
     # compare the strategies by simulation on a recorded sweep (no device needed):
     # mean trials to within 3 % and 1 % of each group's best point, and the predictor's

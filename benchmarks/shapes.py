@@ -134,6 +134,7 @@ def main():
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--part", default="1/1", help="k/n: run the k-th of n slices of the cases")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: tests the harness only")
+    ap.add_argument("--only", default=None, help="comma-separated substrings of case names")
     ap.add_argument("--write", default=None, help="merge these fusion_results-style JSON files into RESULTS.md")
     args = ap.parse_args()
     if args.write:
@@ -152,6 +153,9 @@ def main():
         cases = sweep_cases()
         meta = fs.stamp(dict(device=props.name, sms=props.multi_processor_count,
                              copy_bandwidth_tbs=bw / 1e12, torch=torch.__version__))
+    if args.only:
+        wanted = [w.strip().lower() for w in args.only.split(",")]
+        cases = [c for c in cases if any(w in c.name.lower() for w in wanted)]
     jobs = [(c, d) for d in args.dtypes.split(",") for c in cases]
     jobs = jobs[(k - 1) * len(jobs) // n: k * len(jobs) // n]
     meta.update(command=fs.command_line(), warpweave_commit=fs.source_commit(), part=args.part)

@@ -175,6 +175,10 @@ class CudaTarget(Target):
                 exp2=lambda v: self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", v, suffix=False),
                 reciprocal=lambda v: self._elementwise_intrinsic(cg, "llvm.nvvm.rcp.approx.ftz", v,
                                                                  suffix=False))
+        if op == "erf" and d == dt.float32:
+            return mathlib.erf_with(
+                b, cg.module, args[0],
+                exp2=lambda v: self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", v, suffix=False))
         if op in mathlib.FUNCTIONS:
             return mathlib.FUNCTIONS[op](b, cg.module, *args)
         raise UnsupportedError(f"no cuda implementation of {op} on {d}")

@@ -25,7 +25,7 @@ def test_python_dash_m_and_help():
     assert out.returncode == 0
     for group in ("doctor", "dump", "explain", "cache", "calibrate", "tune", "db"):
         assert group in out.stdout
-    assert len(GROUPS) == 6
+    assert GROUPS == ("doctor", "inspect", "cache", "calibrate", "tune", "db")
 
 
 def test_doctor_reports_each_component(capsys, cache_dir):
@@ -75,3 +75,12 @@ def test_cache_info_and_clear(capsys, cache_dir):
     assert "removed 1 entries" in capsys.readouterr().out
     assert main(["cache", "info"]) == 0
     assert "entries:   0" in capsys.readouterr().out
+
+
+def test_calibrate_without_a_gpu_says_so(capsys):
+    from warpweave.backends.cuda import driver
+
+    if driver.available():
+        pytest.skip("a GPU is usable here: the gpu tier calibrates it")
+    assert main(["calibrate"]) == 1
+    assert "no usable CUDA GPU" in capsys.readouterr().out

@@ -81,3 +81,13 @@ def test_in_process_cache_is_least_recently_used(x):
         for n in range(1, 5):
             f(x[:n])
         assert len(f._programs) == 2 and set(f._fast.values()) <= set(f._programs.values())
+
+
+def test_thread_count_from_the_environment_is_validated(monkeypatch):
+    from warpweave.backends import cpu
+
+    monkeypatch.setenv("WARPWEAVE_NUM_THREADS", "3")
+    assert cpu.default_threads() == 3
+    monkeypatch.setenv("WARPWEAVE_NUM_THREADS", "many")
+    with pytest.raises(ww.OptionError, match="WARPWEAVE_NUM_THREADS='many'"):
+        cpu.default_threads()

@@ -6,7 +6,8 @@
 
 See README.md for a tour and docs/architecture.md for how the compiler is built.
 """
-from .errors import (ArgumentError, CompileError, DTypeError, Error, IndexOutOfRangeError,
+from .errors import (ArgumentError, CompileError, DTypeError, Error, FallbackError, FallbackWarning,
+                     IndexOutOfRangeError,
                      IRError, OptionError, ParseError, ResourceError, ShapeError, StitchError, TargetError,
                      UnsupportedError, VerificationError)
 

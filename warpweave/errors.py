@@ -71,3 +71,13 @@ class CudaError(Error, RuntimeError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.name, self.code, self.call))
+
+
+class FallbackError(Error, RuntimeError):
+    """In strict mode (`strict=True`, `WARPWEAVE_STRICT=1`), raised where the torch
+    backend would otherwise run part of a graph in PyTorch after a failure."""
+
+
+class FallbackWarning(UserWarning):
+    """The torch backend ran part of a graph in PyTorch after a failure (warned once
+    per operation and reason)."""

@@ -67,7 +67,8 @@ def _parse_arch(value, source: str) -> str | None:
     raise OptionError(f"{source}={value!r} is not a CUDA architecture; use e.g. 'sm_90'")
 
 
-def _parse_size(value, source: str) -> int:
+def parse_count(value, source: str) -> int:
+    """A positive integer option (or environment variable `source`)."""
     try:
         size = int(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
@@ -84,7 +85,8 @@ _REGISTRY = {
     "verify": ("WARPWEAVE_VERIFY", parse_flag, True),
     "cuda_arch": ("WARPWEAVE_CUDA_ARCH", _parse_arch, True),
     "fuse": ("WARPWEAVE_FUSE", parse_flag, True),
-    "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", _parse_size, False),
+    "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", parse_count, False),
+    "strict": ("WARPWEAVE_STRICT", parse_flag, False),  # torch backend: raise instead of falling back
     "tuning_db": ("WARPWEAVE_TUNING_DB", _parse_path, True),
     "tuned": ("WARPWEAVE_TUNED", parse_flag, True),
     "autotune": ("WARPWEAVE_AUTOTUNE", parse_flag, True),
@@ -100,6 +102,7 @@ class Options:
     cuda_arch: str | None = None  # e.g. "sm_90"; default: the device's, else sm_90
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
     jit_cache_size: int = 64      # compiled programs each ww.jit function keeps (least recently used go)
+    strict: bool = False          # torch backend: raise where it would fall back after a failure
     tuning_db: str | None = None  # the tuning database; default: tuning.db in the cache directory
     tuned: bool = True            # compiles take the database's (or the predictor's) schedules
     autotune: bool = False        # frontends tune the groups the database lacks before compiling

@@ -17,8 +17,14 @@ Tensors are used in place: CUDA tensors on the cuda target on PyTorch's current
 stream, CPU tensors on the cpu target through numpy views of the same memory.
 
 Options (`options={...}`): `target` ("auto", "cpu", "interp", "cuda"), `mode`
-(also `torch.compile(mode=...)`; every mode compiles as "default" for now), and
-`dump_dir` (write every compile stage there).
+(also `torch.compile(mode=...)`; every mode compiles as "default" for now),
+`dump_dir` (write every compile stage there), and `strict`.
+
+Failures never break a model that runs eagerly: an operation that fails to convert,
+lower or compile, and arguments a program was not compiled for (dtype, strides,
+device), run in PyTorch with one `warpweave.FallbackWarning` per operation and
+reason. `strict=True` (or `ww.options(strict=True)`, or `WARPWEAVE_STRICT=1`)
+raises `warpweave.FallbackError` instead.
 
 Shapes: warpweave programs have static shapes. With the default `dynamic=None`
 or `dynamic=False`, each new input shape is a recompile. When Dynamo hands over a
@@ -67,18 +73,20 @@ class Explanation:
 
 
 def explain(model, *inputs, target: str = "auto", mode: str | None = None,
-            backward: bool = True) -> Explanation:
+            backward: bool = True, strict: bool | None = None) -> Explanation:
     """Compile `model` (a module or function) with warpweave on `inputs`, run it, and
     report every ATen graph: which operations compiled into how many programs and
     kernels, which fell back to PyTorch and why.
 
     With `backward` (the default), when an output requires grad the backward graph
     is compiled too: gradients of the outputs' sum are taken with `torch.autograd.grad`,
-    so no `.grad` attribute changes."""
-    options = BackendOptions.parse(mode, {"target": target})
+    so no `.grad` attribute changes. Failures that made something run in PyTorch are
+    listed too, with their reasons (`strict` as in the backend's options)."""
+    options = BackendOptions.parse(mode, {"target": target, "strict": strict})
 
     def explaining_backend(gm, example_inputs):
-        return backend(gm, example_inputs, options={"target": options.target, "mode": options.mode})
+        return backend(gm, example_inputs, options={"target": options.target, "mode": options.mode,
+                                                    "strict": options.strict})
 
     isolated = {"isolate_recompiles": True} if _ISOLATES else {}  # explaining never uses up
     with collecting_reports() as reports:                          # the model's recompile limit

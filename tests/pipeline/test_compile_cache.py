@@ -110,3 +110,13 @@ def test_a_second_process_compiles_from_the_cache(tmp_path):
     second = min(seconds() for _ in range(2))
     print(f"compile: first process {first:.3f} s, second {second:.3f} s")
     assert second <= 0.3 * first, (first, second)
+
+
+def test_the_memory_layer_is_bounded(cache_dir, monkeypatch):
+    monkeypatch.setattr(C.KernelCache, "MEMORY_ENTRIES", 3)
+    c = C.default_cache()
+    keys = [C.make_key("bounded", n) for n in range(5)]
+    for k in keys:
+        c.put(k, b"v")
+    assert list(c._memory) == keys[2:]
+    assert c.get(keys[0]) == b"v" and c.stats.disk_hits == 1  # still on disk

@@ -19,6 +19,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
+from ..options import parse_count
 from ..ir import dtypes as dt
 from ..ir.gir import Kernel, Node
 from .llvm import mathlib
@@ -156,7 +157,7 @@ def default_threads() -> int:
 
 @functools.lru_cache(maxsize=8)
 def _threads(env: str | None) -> int:
-    return max(1, int(env)) if env else max(1, os.cpu_count() or 1)
+    return parse_count(env, "WARPWEAVE_NUM_THREADS") if env else max(1, os.cpu_count() or 1)
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -18,7 +18,9 @@ from ..program import Program, check_plain_array
 
 
 class JitFunction:
-    """A Python function compiled on first call per (shapes, dtypes, target)."""
+    """A Python function compiled on first call per (shapes, dtypes, target, and the
+    options that change the result); the `jit_cache_size` most recently used programs
+    are kept."""
 
     def __init__(self, fn, target: str | None, tune: bool | dict = False):
         self.fn = fn
@@ -47,7 +49,6 @@ class JitFunction:
             program = self._programs.get(key)
             if program is None:
                 graph, single = trace(self.fn, specs)
-                name = getattr(self.fn, "__name__", "program")
                 if self.tune and key[1] in ("cpu", "cuda"):
                     settings = self.tune if isinstance(self.tune, dict) else {}
                     program = tune_graph(graph, single, key[1], name, retune=False, **settings).program
@@ -61,7 +62,7 @@ class JitFunction:
         return program
 
     def _evict(self, program: Program) -> None:
-        for k in [k for k, p in self._fast.items() if p is program]:
+        for k in [k for k, p in list(self._fast.items()) if p is program]:
             del self._fast[k]
 
     def _check_arity(self, args) -> None:

@@ -6,8 +6,10 @@ load of a buffer written in the kernel, the pass proves which thread wrote the
 element it reads and picks the cheapest legal scheme:
 
 * **local** — the same thread wrote it in an aligned scope (the same scopes, or
-  a sibling vector scope: a register tile): the load becomes a register edge (a
-  16-bit float intermediate then stays in float32: its rounding is skipped);
+  a sibling vector scope: a register tile): the load becomes a register edge. It
+  carries the value as stored, so a 16-bit float intermediate is rounded for every
+  reader alike (one precision per intermediate, as PyTorch eager rounds each op's
+  result), whichever scheme each reader gets;
 * **warp** — the writer is the leader of the reader's row within the same warp:
   a shuffle from the leader's lane;
 * **regional** — the writer is in the same block but another warp: the value
@@ -214,7 +216,6 @@ def stitch(kernel: Kernel) -> Kernel:
                 kept += 1
             elif scheme == "local":
                 rw.redirect(load.id, value_id, value)
-                _keep_float32(rw, value)
             elif scheme == "warp":
                 _exchange(rw, load, _shuffle(rw, kernel, value, load, info["lane"]))
             else:
@@ -225,22 +226,6 @@ def stitch(kernel: Kernel) -> Kernel:
             for store in ss:
                 rw.remove(store.id)
     return _rebuild(kernel, rw, decisions)
-
-
-def _keep_float32(rw: Rewriter, value: Node) -> None:
-    """A 16-bit intermediate read back in the same thread skips its rounding: readers
-    that widened it to float32 take the float32 value it was rounded from (fused
-    programs keep intermediates in float32, as PyTorch's compiler does)."""
-    if value.op != "compute.cast" or value.dtype.name not in ("bfloat16", "float16"):
-        return
-    (src_edge,) = [e for e in rw.edges if e.dst == value.id]
-    wide = rw.resolve(src_edge.src)
-    if wide.dtype.name != "float32":
-        return
-    for e in [e for e in rw.edges if e.src == value.id]:
-        user = rw.resolve(e.dst)
-        if user.op == "compute.cast" and user.dtype == wide.dtype and user.scope == value.scope:
-            rw.redirect(user.id, wide.id, wide)
 
 
 def _shuffle(rw: Rewriter, kernel: Kernel, value: Node, load: Node, lane: ex.Expr) -> Node:

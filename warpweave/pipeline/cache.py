@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections import OrderedDict
 from typing import Callable
 
 from ..errors import ArgumentError
@@ -268,13 +269,16 @@ class KernelCache:
     """Compiled-kernel bytes by key: an in-process dict in front of a directory.
 
     `get`, `put` and `get_or_build` never raise because of the directory; a bad entry
-    is a miss, an unusable directory degrades to memory (one RuntimeWarning)."""
+    is a miss, an unusable directory degrades to memory (one RuntimeWarning). The
+    memory layer keeps the MEMORY_ENTRIES most recently used entries."""
+
+    MEMORY_ENTRIES = 256
 
     def __init__(self, directory: str | None = None):
         self.directory = os.path.abspath(os.path.expanduser(directory if directory is not None
                                                             else cache_dir()))
         self.stats = CacheStats()
-        self._memory: dict[str, bytes] = {}
+        self._memory: OrderedDict[str, bytes] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._read_disk = True   # False once the directory itself is unusable
         self._write_disk = True  # False once writing has failed
@@ -301,6 +305,7 @@ class KernelCache:
         with self._lock:
             data = self._memory.get(key)
             if data is not None:
+                self._memory.move_to_end(key)
                 self.stats.hits += 1
                 return data
         data = self._read(key, path) if self._read_disk else None
@@ -311,6 +316,7 @@ class KernelCache:
                 self.stats.hits += 1
                 self.stats.disk_hits += 1
                 data = self._memory.setdefault(key, data)
+                self._trim()
         return data
 
     def put(self, key: str, data: bytes) -> None:
@@ -321,6 +327,8 @@ class KernelCache:
         data = bytes(data)
         with self._lock:
             self._memory[key] = data
+            self._memory.move_to_end(key)
+            self._trim()
         if self._write_disk:
             self._write(path, _serialize(key, data))
 
@@ -335,10 +343,7 @@ class KernelCache:
             try:
                 return decode(data)
             except Exception:  # noqa: BLE001 - whatever a bad payload raises, rebuild it
-                with self._lock:
-                    self.stats.corrupt += 1
-                    self._memory.pop(key, None)
-                _remove(self.entry_path(key))
+                self.discard(key)
                 data = None
         if data is None:
             data = build()
@@ -348,6 +353,19 @@ class KernelCache:
             data = bytes(data)
             self.put(key, data)
         return data if decode is None else decode(data)
+
+    def discard(self, key: str) -> None:
+        """Drop an entry whose payload turned out bad (counted as corrupt)."""
+        path = self.entry_path(key)
+        with self._lock:
+            self.stats.corrupt += 1
+            self._memory.pop(key, None)
+        _remove(path)
+
+    def _trim(self) -> None:
+        """Keep the memory layer to MEMORY_ENTRIES (the disk keeps everything)."""
+        while len(self._memory) > self.MEMORY_ENTRIES:
+            self._memory.popitem(last=False)
 
     def clear(self) -> None:
         """Forget every entry: the in-memory layer, and this cache's files on disk

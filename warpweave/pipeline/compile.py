@@ -98,17 +98,13 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
         sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
         device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
         key = make_key("program", target, name, single, str(graph), list(graph.inputs),
-                       list(graph.outputs), sm_count, device, sorted((k, repr(v)) for k, v in (schedules or {}).items()),
+                       list(graph.outputs), sm_count, device,
+                       sorted((k, repr(v)) for k, v in (schedules or {}).items()),
                        tuned.stamp if tuned else None, *compile_key(options))
-        built = []
-
-        def build() -> bytes:
-            built.append(_compile_kernels(graph, single, target, name, options, dumps, schedules, tuned))
-            return pickle.dumps(built[0], protocol=pickle.HIGHEST_PROTOCOL)
-
-        program = default_cache().get_or_build(key, build, decode=_load_program)
-        if built:
-            program = built[0]
+        program = _cached_program(key)
+        if program is None:
+            program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
+            default_cache().put(key, pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL))
         else:
             log.debug("%s: plan and kernels from the disk cache (%.1f ms)", name,
                       (time.perf_counter() - start) * 1e3)
@@ -122,13 +118,22 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     return program
 
 
-def _load_program(blob: bytes) -> Program:
-    """A Program from the disk cache (entries are checksummed and live in the user's
-    own cache directory, like the native code loaded beside them)."""
-    program = pickle.loads(blob)
-    if not isinstance(program, Program):
-        raise TypeError(f"cache entry holds a {type(program).__name__}, not a Program")
-    return program
+def _cached_program(key: str) -> Program | None:
+    """The Program cached under `key`, or None; an entry that does not unpickle into
+    one is discarded. (Entries are checksummed and live in the user's own cache
+    directory, like the native code loaded beside them.)"""
+    cache = default_cache()
+    blob = cache.get(key)
+    if blob is None:
+        return None
+    try:
+        program = pickle.loads(blob)
+        if isinstance(program, Program):
+            return program
+    except Exception:  # noqa: BLE001 - whatever a bad payload raises, it is rebuilt
+        pass
+    cache.discard(key)
+    return None
 
 
 def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,

@@ -234,6 +234,44 @@ def test_outputs_that_view_an_input_are_views_of_the_argument():
     assert made[list(call.aliases)[0]].stride() == (12, 1)
 
 
+def test_views_of_computed_tensors_keep_their_layout_between_programs():
+    """An expanded view of a computed tensor, read by the group that computes it and
+    by a later program, comes back as that expanded view of the computed tensor (it came
+    back contiguous, and the later program copied it into overlapping memory)."""
+    def fn(x, w):
+        e = torch.sin(x).unsqueeze(0).expand(3, 8, 8)
+        return torch.bmm(e * 2, w) + e, e
+
+    x, w = torch.randn(8, 8), torch.randn(3, 8, 8)
+    got, want, report = split_and_run(fn, x, w)
+    assert_same(got, want)
+    assert got[1].stride() == want[1].stride() == (0, 8, 1)
+    assert len(report.programs) == 2 and {f.op for f in report.fallbacks} == {"aten.bmm.default"}
+
+
+def test_arguments_a_program_cannot_take_run_in_pytorch(monkeypatch):
+    """A program compiled for an expanded input, given a tensor of other strides (it
+    cannot copy into overlapping memory) or another dtype, runs its nodes in PyTorch with
+    one warning, recorded in the report; strict mode raises."""
+    x = torch.randn(4, 1).expand(4, 6)
+    gm = aten_graph(lambda v: torch.exp(v) * 2, x)
+    split, report = split_graph(gm, "test", "cpu", strict=False)
+    (call,) = [n.target for n in split.graph.nodes if isinstance(n.target, WarpweaveCall)]
+    dense = torch.randn(4, 6)
+    with pytest.warns(ww.FallbackWarning, match="overlapping layout") as caught:
+        torch.testing.assert_close(split(dense), torch.exp(dense) * 2)
+        torch.testing.assert_close(split(dense), torch.exp(dense) * 2)
+    assert len(caught) == 1
+    wide = torch.randn(4, 1, dtype=torch.float64).expand(4, 6)
+    with pytest.warns(ww.FallbackWarning, match="dtype"):
+        torch.testing.assert_close(split(wide), torch.exp(wide) * 2)
+    assert {f.op for f in report.fallbacks} == {"aten.exp.default", "aten.mul.Tensor"}
+    assert all(f.node == call.__name__ and "at run time" in f.reason for f in report.fallbacks)
+    call.strict = True
+    with pytest.raises(ww.FallbackError, match="overlapping layout"):
+        split(dense)
+
+
 # ----------------------------------------------------------------------------- layouts, options
 
 def test_input_layouts():
@@ -246,6 +284,9 @@ def test_input_layouts():
     assert flat.shape == (strided.span,) and flat.data_ptr() == x.data_ptr()
     other = torch.randn(3, 4)  # the strides compiled for do not match: a copy with them
     assert torch.equal(strided.prepare(other).as_strided(strided.shape, strided.strides), other)
+    expanded = _Input.of(torch.empty(4).expand(3, 4))  # never a copy into overlapping memory
+    assert expanded.prepare(torch.randn(3, 4)) is None
+    assert expanded.prepare(torch.randn(4).expand(3, 4)) is not None
 
 
 def test_output_layouts():
@@ -254,17 +295,24 @@ def test_output_layouts():
     layout = _Output.of(permuted)
     assert layout.perm == (1, 2, 0)
     assert layout.finish(torch.empty(2, 3, 4)).stride() == permuted.stride()
-    assert _Output.of(torch.empty(4).expand(3, 4)).perm is None  # overlapping: stays contiguous
+    gapped = _Output.of(torch.empty(3, 8)[:, ::2])
+    assert gapped.strides == (8, 2) and gapped.finish(torch.ones(3, 4)).stride() == (8, 2)
+    with pytest.raises(UnsupportedError, match="overlapping layout"):  # only as a view it computes
+        _Output.of(torch.empty(4).expand(3, 4))
 
 
 def test_backend_options():
-    assert BackendOptions.parse(None, {"target": "cpu"}) == BackendOptions(target="cpu")
+    with ww.options(strict=False):
+        assert BackendOptions.parse(None, {"target": "cpu"}) == BackendOptions(target="cpu", strict=False)
+        assert BackendOptions.parse(None, {"strict": True}).strict is True
+    with ww.options(strict=True):
+        assert BackendOptions.parse(None, None).strict is True
     assert BackendOptions.parse("max-autotune", None).mode == "max-autotune"
     with pytest.raises(OptionError, match="unknown warpweave target"):
         BackendOptions.parse(None, {"target": "tpu"})
     with pytest.raises(OptionError, match="disagree"):
         BackendOptions.parse("default", {"mode": "reduce-overhead"})
-    with pytest.raises(OptionError, match=r"known: \['dump_dir', 'mode', 'target'\]"):
+    with pytest.raises(OptionError, match=r"known: \['dump_dir', 'mode', 'strict', 'target'\]"):
         BackendOptions.parse(None, {"fast": True})
 
 
@@ -272,3 +320,20 @@ def test_dtype_map():
     assert ww_dtype(torch.bfloat16) == ww.bfloat16 and ww_dtype(torch.bool) == ww.bool_
     with pytest.raises(DTypeError, match="torch.complex64 is not a warpweave dtype"):
         ww_dtype(torch.complex64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ops_inductor_keeps_whole(dtype):
+    """What the backend's decompositions leave whole (as Inductor does) converts."""
+    def fn(x, y, w, g, s, r):
+        return (torch.nn.functional.silu(x), torch.nn.functional.glu(x, -1), torch.addcmul(x, y, x, value=0.5),
+                torch.addcdiv(x, y, y.abs() + 1, value=-2), torch.lerp(x, y, 0.3), torch.lerp(x, y, 0.7),
+                torch.lerp(x, y, w), torch.clamp_min(x, 0.1), x.sum(),
+                torch.ops.aten._softmax_backward_data(g, x.softmax(-1), -1, x.dtype),
+                torch.slice_scatter(x, s, 1, 2, 5), torch.select_scatter(x, r, 1, -1))
+
+    x, y, w, g = (torch.randn(4, 6, dtype=dtype) for _ in range(4))
+    s, r = torch.randn(4, 3, dtype=dtype), torch.randn(4, dtype=dtype)
+    got, want, report = split_and_run(fn, x, y, w, g, s, r)
+    assert_same(got, want)
+    assert len(report.programs) == 1 and not report.fallbacks, str(report)

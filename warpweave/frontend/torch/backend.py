@@ -10,18 +10,24 @@ and is handed to whoever is collecting reports (`explain`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
-from torch._decomp import core_aten_decompositions
+from torch._decomp import core_aten_decompositions, remove_decompositions
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-from ...options import options as scoped_options
 from ...errors import OptionError
+from ...options import current as current_options
+from ...options import options as scoped_options
+from .convert import CONVERTERS
 from .partition import GraphReport, split_graph
 
 aten = torch.ops.aten
@@ -41,11 +47,17 @@ class BackendOptions:
         every group the tuning database lacks before compiling it (`ww.tune`); warpweave
         has no CUDA graphs, so "reduce-overhead" compiles as "default" (a warning says so once).
     dump_dir: write every stage of every warpweave compile there (like WARPWEAVE_DUMP).
+    strict: raise warpweave.FallbackError where a failure (an operation that does not
+        convert, lower or compile; arguments a program cannot take) would make part of
+        the graph run in PyTorch; None (the default) takes `ww.options(strict=...)`,
+        else WARPWEAVE_STRICT. Without it, such parts run in PyTorch with one
+        FallbackWarning per operation and reason.
     """
 
     target: str = "auto"
     mode: str = "default"
     dump_dir: str | None = None
+    strict: bool | None = None
 
     @classmethod
     def parse(cls, mode: str | None = None, options: dict | None = None) -> "BackendOptions":
@@ -63,6 +75,8 @@ class BackendOptions:
             raise OptionError(f"unknown warpweave target {parsed.target!r}; expected one of {TARGETS}")
         if parsed.mode not in MODES:
             raise OptionError(f"unknown mode {parsed.mode!r}; expected one of {MODES}")
+        if parsed.strict is None:
+            parsed = dataclasses.replace(parsed, strict=current_options().strict)
         return parsed
 
 
@@ -71,14 +85,27 @@ def _var_mean(x, dim=None, *, correction=None, keepdim=False):
             aten.mean.dim(x, dim, keepdim))
 
 
-def decompositions() -> dict:
-    """The core ATen decompositions, and var_mean as var and mean. Softmax,
-    log-softmax and layer norm stay whole: warpweave converts them into their
-    decompositions itself (torch_ops), and where it cannot, PyTorch runs its fused
-    kernels rather than the pieces."""
+@functools.cache
+def _decomposition_table() -> dict:
+    from torch._inductor.decomposition import decomps_to_exclude, inductor_decompositions
+
     table = dict(core_aten_decompositions())
+    table.update((op, fn) for op, fn in inductor_decompositions.items()
+                 if isinstance(op, torch._ops.OpOverload) and op not in CONVERTERS)
+    remove_decompositions(table, [*decomps_to_exclude, aten.flip])  # flip: into prims.rev, not ATen
     table[aten.var_mean.correction] = _var_mean
     return table
+
+
+def decompositions() -> dict:
+    """The decompositions PyTorch's own compiler (Inductor) applies: the core ATen
+    ones and its own generic ones (batch norm, group norm, ...), less those it removes
+    — among them attention's, whose CPU flash-attention decomposition returns values
+    its backward does not expect — and var_mean as var and mean. What warpweave
+    converts whole stays whole (softmax, log-softmax, layer norm, gelu: torch_ops
+    converts them into their decompositions itself, and where it cannot, PyTorch
+    runs its fused kernels rather than the pieces)."""
+    return dict(_decomposition_table())
 
 
 # ----------------------------------------------------------------------------- reports
@@ -120,7 +147,7 @@ def _compiler(kind: str, options: BackendOptions):
             scoped["autotune"] = True
         scope = scoped_options(**scoped) if scoped else contextlib.nullcontext()
         with scope:
-            split, report = split_graph(gm, name, options.target)
+            split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
         return make_boxed_func(split.forward)
     return compile_graph
@@ -153,19 +180,67 @@ def _signature(value):
 
 class _PerShape:
     """A graph with symbolic shapes, compiled for each concrete input signature when
-    it is first called with it (warpweave programs have static shapes)."""
+    it is first called with it (warpweave programs have static shapes). It is traced on
+    fake tensors of those shapes with a shape environment, so that values read from
+    tensors (`item`: Dynamo's dynamic Python scalars) stay symbolic, runtime scalar
+    arguments of the programs. Where the trace needs such a value (code branches on
+    it), that graph is compiled with the values of that call as constants, and keyed
+    by them."""
 
     def __init__(self, gm: torch.fx.GraphModule, options: BackendOptions):
         self.gm = gm
         self.options = options
         self.compiled: dict[tuple, object] = {}
+        self.by_value: dict[tuple, tuple[int, ...]] = {}  # signature -> positions of scalars
 
     def __call__(self, *args):
         key = (torch.is_grad_enabled(), *map(_signature, args))
+        scalars = self.by_value.get(key)
+        if scalars is not None:
+            key = (key, *(args[k].item() for k in scalars))
         fn = self.compiled.get(key)
         if fn is None:
-            fn = self.compiled[key] = _aot(self.options)(self.gm, list(args))
+            try:
+                fn = _aot(self.options)(self.gm, _static_fakes(args))
+            except Exception:  # the trace needed a value it holds as a symbol
+                scalars = _read_scalars(self.gm)
+                if not scalars:
+                    raise
+                self.by_value[key] = tuple(scalars)
+                key = (key, *(args[k].item() for k in scalars))
+                fn = _aot(self.options)(_with_values(self.gm, scalars, args), _static_fakes(args))
+            self.compiled[key] = fn
         return fn(*args)
+
+
+def _static_fakes(args) -> list:
+    fake = FakeTensorMode(shape_env=ShapeEnv())
+    return [fake.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+def _read_scalars(gm: torch.fx.GraphModule) -> dict[int, list[torch.fx.Node]]:
+    """Graph inputs whose value the graph reads (`x.item()`): position -> the item nodes."""
+    found: dict[int, list[torch.fx.Node]] = {}
+    for k, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        for user in n.users:
+            if user.op == "call_method" and user.target == "item":
+                found.setdefault(k, []).append(user)
+    return found
+
+
+def _with_values(gm: torch.fx.GraphModule, scalars: dict, args) -> torch.fx.GraphModule:
+    """A copy of gm with the values of this call's scalars in place of their `item` calls."""
+    graph = torch.fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    copy = torch.fx.GraphModule(gm, graph)
+    placeholders = [n for n in copy.graph.nodes if n.op == "placeholder"]
+    for k in scalars:
+        for user in list(placeholders[k].users):
+            if user.op == "call_method" and user.target == "item":
+                user.replace_all_uses_with(args[k].item())
+                copy.graph.erase_node(user)
+    copy.recompile()
+    return copy
 
 
 def backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None,

@@ -68,11 +68,19 @@ NOT_COMPILED = {
     **dict.fromkeys(["embedding", "embedding_dense_backward", "index", "index_select", "gather",
                      "scatter", "scatter_add", "scatter_reduce", "index_put", "_unsafe_index",
                      "_unsafe_index_put", "index_add"], _GATHER),
-    **dict.fromkeys(["constant_pad_nd", "slice_scatter", "select_scatter",
-                     "as_strided_scatter", "diagonal_scatter"], _PIECES),
+    **dict.fromkeys(["constant_pad_nd", "as_strided_scatter", "diagonal_scatter"], _PIECES),
     **dict.fromkeys(["floor", "ceil", "round", "trunc", "remainder", "fmod", "floor_divide",
                      "sign"], _ROUND),
     **dict.fromkeys(["argmax", "argmin", "max", "min", "sort", "topk", "cumsum", "cumprod"], _ARG),
+    **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
+                     "_scaled_dot_product_flash_attention_for_cpu_backward",
+                     "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
+                     "_scaled_dot_product_efficient_attention",
+                     "_scaled_dot_product_efficient_attention_backward",
+                     "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward"],
+                    "attention runs in PyTorch's fused attention kernels"),
+    "_local_scalar_dense": "reading a tensor's value into a Python scalar stays in PyTorch (programs "
+                           "take the scalar as a runtime argument)",
     "log1p": "log1p needs accuracy near 0 that log(1 + x) lacks",
     "expm1": "expm1 needs accuracy near 0 that exp(x) - 1 lacks",
     "as_strided": "as_strided reads the storage layout of its input, which warpweave does not keep",
@@ -244,6 +252,45 @@ def _gelu(out, x, *, approximate="none"):
     return ops.gelu(x, approximate=approximate)
 
 
+@_register(aten.silu.default)
+def _silu(out, x):
+    return _pointwise("silu", lambda v: elem_binary("mul", v, elem_unary("sigmoid", v)), out, x,
+                      kind=KIND.INT_TO_FLOAT)
+
+
+@_register(aten.glu.default)
+def _glu(out, x, dim=-1):
+    d = _dim(x, dim)
+    half = x.shape[d] // 2
+    a, b = (x[(slice(None),) * d + (slice(s, s + half),)] for s in (0, half))
+    return _pointwise("glu", lambda u, v: elem_binary("mul", u, elem_unary("sigmoid", v)), out, a, b)
+
+
+def _add_combined(op):
+    def convert(out, x, t1, t2, *, value=1):
+        kind = KIND.DEFAULT if op == "mul" else KIND.INT_TO_FLOAT
+        return _pointwise(f"addc{op}", lambda a, b, c, s: elem_binary(
+            "add", a, elem_binary("mul", s, elem_binary(op, b, c))), out, x, t1, t2, value, kind=kind)
+    return convert
+
+
+CONVERTERS[aten.addcmul.default] = _add_combined("mul")
+CONVERTERS[aten.addcdiv.default] = _add_combined("div")
+
+
+@_register(aten.lerp.Scalar, aten.lerp.Tensor)
+def _lerp(out, start, end, weight):
+    """start + weight·(end − start), or end − (1 − weight)·(end − start) where
+    |weight| ≥ 0.5, as PyTorch computes it."""
+    def fn(a, b, w):
+        diff = elem_binary("sub", b, a)
+        near_start = elem_binary("lt", elem_unary("abs", w), _as(0.5, w.dtype))
+        return ex.Select(near_start, elem_binary("add", a, elem_binary("mul", w, diff)),
+                         elem_binary("sub", b, elem_binary("mul", diff, elem_binary(
+                             "sub", _as(1, w.dtype), w))))
+    return _pointwise("lerp", fn, out, start, end, weight)
+
+
 @_register(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar)
 def _where(out, cond, a, b):
     c, res = _computation_dtype(KIND.DEFAULT, a, b), ww_dtype(out.dtype)
@@ -349,6 +396,14 @@ CONVERTERS[aten._softmax.default] = _softmax_of(ops.softmax)
 CONVERTERS[aten._log_softmax.default] = _softmax_of(ops.log_softmax)
 
 
+@_register(aten._softmax_backward_data.default)
+def _softmax_backward(out, grad, y, dim, input_dtype):
+    """y · (grad − Σ grad·y), in float32 for 16-bit tensors."""
+    c = dt.compute_dtype(dt.dtype(grad.dtype))
+    g, yc = grad.astype(c), y.astype(c)
+    return (yc * (g - (g * yc).sum(axis=dim, keepdims=True))).astype(ww_dtype(out.dtype))
+
+
 @_register(aten.native_layer_norm.default)
 def _layer_norm(out, x, normalized_shape, weight, bias, eps):
     """(normalized, mean, 1/std) over the trailing `normalized_shape` axes, computed in
@@ -432,6 +487,25 @@ def _unbind(out, x, dim=0):
     return [_select(None, x, dim, k) for k in range(x.shape[_dim(x, dim)])]
 
 
+@_register(aten.slice_scatter.default)
+def _slice_scatter(out, x, src, dim=0, start=None, end=None, step=1):
+    """x with src in place of x[start:end] along dim: the pieces concatenated."""
+    d = _dim(x, dim)
+    start, end, step = slice(start, end, step).indices(x.shape[d])
+    if step != 1:
+        raise UnsupportedError(f"slice_scatter with step {step}: {_PIECES}")
+    before = (slice(None),) * d
+    return concatenate([x[before + (slice(0, start),)], src, x[before + (slice(max(end, start), None),)]],
+                          d, ww_dtype(out.dtype))
+
+
+@_register(aten.select_scatter.default)
+def _select_scatter(out, x, src, dim, index):
+    d = _dim(x, dim)
+    index %= x.shape[d]
+    return _slice_scatter(out, x, src.reshape(src.shape[:d] + (1,) + src.shape[d:]), d, index, index + 1)
+
+
 @_register(operator.getitem)
 def _getitem(out, values, index):
     return values[index]
@@ -497,9 +571,14 @@ def node_unsupported_reason(node) -> str | None:
         return not_compiled_reason(node.target)
     inputs = node.all_input_nodes
     specs = []
+    scalars = []
     try:
         for n in inputs:
             v = n.meta.get("val")
+            if type(v) in _SYMBOLIC_SCALARS:  # a runtime scalar: a 0-d tensor argument
+                specs.append(((), ww_dtype(_SYMBOLIC_SCALARS[type(v)])))
+                scalars.append(n.name)
+                continue
             if not isinstance(v, torch.Tensor):
                 return (f"reads {n.name}, a {type(v).__name__} rather than a tensor (values known "
                         "only at run time are not supported)")
@@ -519,4 +598,11 @@ def node_unsupported_reason(node) -> str | None:
         trace(run, specs)
     except Error as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a converter that takes no tensor where it reads a scalar
+        if not scalars:
+            raise
+        return f"reads the runtime scalar {', '.join(scalars)} where it takes no tensor ({type(exc).__name__}: {exc})"
     return None
+
+
+_SYMBOLIC_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}

@@ -13,8 +13,8 @@ dense layout is computed in that layout and returned as the same permuted view.
 """
 from __future__ import annotations
 
-import logging
 import operator
+import warnings
 from dataclasses import dataclass, field
 
 import ml_dtypes
@@ -24,16 +24,16 @@ from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
+from ...errors import FallbackError, FallbackWarning, UnsupportedError
 from ...ir import dtypes as dt
 from ...ir.tensor import row_major_strides
 from ...pipeline.autotune import compile_program
 from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
-from .convert import convert_node, node_unsupported_reason, ww_dtype, op_name
+from .convert import convert_node, node_unsupported_reason, op_name, ww_dtype
 
 aten = torch.ops.aten
-logger = logging.getLogger("warpweave.torch")
 
 # Operations that compute nothing: a group made only of these stays in PyTorch.
 VIEW_OPS = frozenset({
@@ -101,7 +101,7 @@ class GraphReport:
     ops: int
     programs: list[ProgramReport] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
-    views_in_torch: int = 0
+    views_in_torch: int = 0  # views, constants, and groups computing from constants alone
 
     @property
     def kernels(self) -> int:
@@ -127,8 +127,8 @@ class GraphReport:
         for (op, reason), nodes in by_reason.items():
             lines.append(f"  fell back: {op} x{len(nodes)} ({', '.join(nodes)}): {reason}")
         if self.views_in_torch:
-            lines.append(f"  {self.views_in_torch} views and constants stay with their PyTorch "
-                         "producers or consumers (no computation)")
+            lines.append(f"  {self.views_in_torch} views, constants and operations on constants alone "
+                         "stay in PyTorch, with their producers or consumers")
         return "\n".join(lines)
 
 
@@ -140,6 +140,24 @@ def _counted(names) -> str:
     return ", ".join(n if k == 1 else f"{n} x{k}" for n, k in counts.items())
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def fall_back(ops: list[str], reason: str, strict: bool, cause: BaseException | None = None,
+              where: str = "") -> None:
+    """The operations `ops` (of the program or group `where`) run in PyTorch after a
+    failure: in strict mode raise FallbackError, else warn (a FallbackWarning, once per
+    kind of operations and reason)."""
+    kinds = ", ".join(dict.fromkeys(ops))
+    message = f"warpweave: {where + ' (' + kinds + ')' if where else kinds} runs in PyTorch: {reason}"
+    if strict:
+        raise FallbackError(f"{message} (strict mode raises where PyTorch would run it; "
+                            "set strict=False or WARPWEAVE_STRICT=0 to fall back)") from cause
+    if (kinds, reason) not in _warned:
+        _warned.add((kinds, reason))
+        warnings.warn(message, FallbackWarning, stacklevel=3)
+
+
 # ----------------------------------------------------------------------------- layouts
 
 def _same_strides(shape, a, b) -> bool:
@@ -147,17 +165,35 @@ def _same_strides(shape, a, b) -> bool:
     return all(x == y for n, x, y in zip(shape, a, b) if n > 1)
 
 
+def _overlaps(shape, strides) -> bool:
+    """Whether two elements of the layout share a memory location."""
+    extent = 0  # the span of the axes with smaller strides
+    for stride, n in sorted((abs(s), n) for n, s in zip(shape, strides) if n > 1):
+        if stride <= extent:
+            return True
+        extent += (n - 1) * stride
+    return False
+
+
+_SCALARS = {torch.SymFloat: torch.float64, torch.SymInt: torch.int64, torch.SymBool: torch.bool}
+
+
 @dataclass(frozen=True)
 class _Input:
-    """How a program input is read: as it is (contiguous) or through its strides."""
+    """How a program input is read: as it is (contiguous), through its strides, or as a
+    0-d tensor made from a Python scalar (a value PyTorch reads from a tensor at run time)."""
 
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     dtype: dt.DType
     dense: bool
+    scalar: torch.dtype | None = None
 
     @classmethod
-    def of(cls, meta: torch.Tensor) -> "_Input":
+    def of(cls, meta) -> "_Input":
+        scalar = _SCALARS.get(type(meta))
+        if scalar is not None:
+            return cls((), (), ww_dtype(scalar), True, scalar)
         return cls(tuple(meta.shape), tuple(meta.stride()), ww_dtype(meta.dtype),
                    meta.is_contiguous() or meta.numel() == 0)
 
@@ -172,22 +208,31 @@ class _Input:
     def view(self, t: Tensor) -> Tensor:
         return t if self.dense else t.as_strided(self.shape, self.strides)
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x, device: str = "cpu") -> torch.Tensor | None:
+        """x as the program reads it; None where its layout cannot be made (the program
+        reads an overlapping layout, and x has other strides)."""
+        if self.scalar is not None:
+            return torch.tensor(x, dtype=self.scalar, device=device)
         if type(x) is not torch.Tensor or x.requires_grad:  # a plain tensor of the same memory
             x = x.detach()
         if self.dense:
             return x if x.is_contiguous() else x.contiguous()
         if not _same_strides(self.shape, x.stride(), self.strides):
+            if _overlaps(self.shape, self.strides):
+                return None
             x = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device=x.device).copy_(x)
         return x.as_strided((self.span,), (1,))
 
 
 @dataclass(frozen=True)
 class _Output:
-    """How a program output is laid out: C-contiguous (`perm` None), or computed as the
-    permutation `perm` of its axes and returned as the inverse permuted view."""
+    """How a program output is laid out as PyTorch records it: C-contiguous (`perm` and
+    `strides` None); computed as the permutation `perm` of its axes and returned as the
+    inverse permuted view; or computed contiguous and copied into its `strides` (a
+    layout with gaps)."""
 
     perm: tuple[int, ...] | None
+    strides: tuple[int, ...] | None = None
 
     @classmethod
     def of(cls, meta: torch.Tensor) -> "_Output":
@@ -195,13 +240,19 @@ class _Output:
             return cls(None)
         perm = tuple(sorted(range(meta.ndim), key=lambda k: (-meta.stride(k), k)))
         shape = [meta.shape[k] for k in perm]
-        dense = _same_strides(shape, [meta.stride(k) for k in perm], row_major_strides(shape))
-        return cls(perm if dense else None)
+        if _same_strides(shape, [meta.stride(k) for k in perm], row_major_strides(shape)):
+            return cls(perm)
+        if _overlaps(meta.shape, meta.stride()):
+            raise UnsupportedError(f"an output with the overlapping layout {tuple(meta.stride())} that "
+                                   "is not a view of a tensor the program computes")
+        return cls(None, tuple(meta.stride()))
 
     def arrange(self, t: Tensor) -> Tensor:
         return t if self.perm is None else t.transpose(self.perm)
 
     def finish(self, y: torch.Tensor) -> torch.Tensor:
+        if self.strides is not None:
+            return torch.empty_strided(y.shape, self.strides, dtype=y.dtype, device=y.device).copy_(y)
         if self.perm is None:
             return y
         inverse = [0] * len(self.perm)
@@ -285,58 +336,99 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
 
 class WarpweaveCall:
     """Runs one warpweave Program in place of a group of nodes of a torch graph (FX
-    graphs call it as a function named after the program). Outputs that are only
-    views of an input are made as views of the argument, not computed."""
+    graphs call it as a function named after the program). Results that are only views
+    of an argument or of a computed tensor are made as such views, with the layout and
+    aliasing PyTorch records. Arguments the program cannot take (another dtype or
+    device, a layout it cannot read) run the group's nodes in PyTorch instead, or raise
+    FallbackError in strict mode."""
 
     def __init__(self, program: Program, inputs: list[_Input], outputs: list[_Output],
-                 aliases: dict[int, tuple[int, ViewChain]], single: bool):
+                 results: list[tuple[str, int, ViewChain | None]], single: bool,
+                 module: torch.fx.GraphModule, ops: list[str], report: GraphReport | None = None,
+                 strict: bool = False):
         self.program = program
         self.inputs = inputs
-        self.outputs = outputs  # of the computed results, in order
-        self.aliases = aliases  # result position -> (input position, chain)
+        self.outputs = outputs  # of the computed tensors, in order
+        self.results = results  # ("input" or "output", position, view chain or None) per result
         self.single = single
+        self.module = module  # the group's nodes, run in PyTorch where the program cannot run
+        self.ops = ops
+        self.report = report
+        self.strict = strict
         self.__name__, self.__module__ = program.name, "warpweave"  # what FX code calls it
         self._host = program.target != "cuda"
         # The CUDA runtime takes dense tensors as they are (and copies what is not).
-        self._prepared = [k for k, layout in enumerate(inputs) if self._host or not layout.dense]
-        self._as_computed = not aliases and all(o.perm is None for o in outputs)
+        self._device = "cpu" if self._host else "cuda"
+        self._prepared = [k for k, layout in enumerate(inputs)
+                          if self._host or not layout.dense or layout.scalar is not None]
+        self._as_computed = (results == [("output", k, None) for k in range(len(outputs))]
+                             and all(o.perm is None and o.strides is None for o in outputs))
+        self._fell_back: set[str] = set()
+
+    @property
+    def aliases(self) -> dict[int, tuple[int, ViewChain]]:
+        """Result position -> (argument position, chain) for the results that view an argument."""
+        return {j: (k, chain) for j, (source, k, chain) in enumerate(self.results) if source == "input"}
 
     def __call__(self, *args):
+        try:
+            results = self._run(args)
+        except Exception as exc:  # noqa: BLE001 - whatever the cause, PyTorch can run the group
+            return self._fall_back(args, exc)
+        if self._as_computed:
+            return results[0] if self.single else results
+        made = [layout.finish(r) for layout, r in zip(self.outputs, results)]
+        outs = [(args if source == "input" else made)[k] if chain is None
+                else chain((args if source == "input" else made)[k]) for source, k, chain in self.results]
+        return outs[0] if self.single else tuple(outs)
+
+    def _run(self, args) -> list:
         xs = args
         if self._prepared:
             xs = list(args)
             for k in self._prepared:
-                xs[k] = self.inputs[k].prepare(xs[k])
+                xs[k] = self.inputs[k].prepare(args[k], self._device)
+                if xs[k] is None:
+                    raise UnsupportedError(
+                        f"argument {k} has strides {tuple(args[k].stride())}; the program reads the "
+                        f"overlapping layout {self.inputs[k].strides} it was compiled for")
         if self._host:
-            results = [_from_numpy(r) for r in self.program(*map(_to_numpy, xs))]
-        else:
-            results = self.program(*xs)
-        if self._as_computed:
-            return results[0] if self.single else results
-        computed = (layout.finish(r) for layout, r in zip(self.outputs, results))
-        outs = []
-        for j in range(len(self.outputs) + len(self.aliases)):
-            alias = self.aliases.get(j)
-            outs.append(next(computed) if alias is None else alias[1](args[alias[0]]))
-        return outs[0] if self.single else tuple(outs)
+            return [_from_numpy(r) for r in self.program(*map(_to_numpy, xs))]
+        return self.program(*xs)
+
+    def _fall_back(self, args, exc: Exception):
+        reason = f"at run time ({type(exc).__name__}: {exc})"
+        kinds = list(dict.fromkeys(self.ops))
+        fall_back(kinds, reason, self.strict, exc, f"program {self.__name__}")
+        if reason not in self._fell_back and self.report is not None:
+            self._fell_back.add(reason)
+            self.report.fallbacks.extend(Fallback(self.__name__, op, reason) for op in kinds)
+        return self.module(*args)
 
 
-def build_call(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveCall:
+def build_call(sub: torch.fx.GraphModule, target: str, name: str, ops: list[str] | None = None,
+               report: GraphReport | None = None, strict: bool = False) -> WarpweaveCall:
     """Trace a group (a graph module of ATen nodes) into a Program."""
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
     returned = sub.graph.output_node().args[0]
     single = not isinstance(returned, (tuple, list))
-    results = [returned] if single else list(returned)
+    nodes = [returned] if single else list(returned)
     inputs = [_Input.of(n.meta["val"]) for n in placeholders]
     position = {n: k for k, n in enumerate(placeholders)}
-    aliases = {}
-    for j, n in enumerate(results):
-        found = ViewChain.of(n)
-        if found is not None and found[0] in position:
-            aliases[j] = (position[found[0]], found[1])
-    if len(aliases) == len(results):  # nothing else to compute: compute these
-        aliases = {}
-    computed = [n for j, n in enumerate(results) if j not in aliases]
+    chains = [ViewChain.of(n) for n in nodes]
+    of_inputs = [c is not None and c[0] in position for c in chains]
+    if all(of_inputs):  # nothing else to compute: compute these
+        chains, of_inputs = [None] * len(nodes), [False] * len(nodes)
+    computed: list[torch.fx.Node] = []
+    results = []
+    for n, found, of_input in zip(nodes, chains, of_inputs):
+        if of_input:
+            results.append(("input", position[found[0]], found[1]))
+            continue
+        base, chain = found if found is not None else (n, None)  # a view of a computed tensor:
+        if base not in computed:                                  # compute that tensor
+            computed.append(base)
+        results.append(("output", computed.index(base), chain))
     outputs = [_Output.of(n.meta["val"]) for n in computed]
 
     def run(*tensors):
@@ -347,7 +439,9 @@ def build_call(sub: torch.fx.GraphModule, target: str, name: str) -> WarpweaveCa
         return [layout.arrange(env[n]) for n, layout in zip(computed, outputs)]
 
     graph, _ = trace(run, [layout.spec for layout in inputs])
-    return WarpweaveCall(compile_program(graph, False, target, name), inputs, outputs, aliases, single)
+    ops = ops if ops is not None else [op_name(n.target) for n in sub.graph.nodes if n.op == "call_function"]
+    return WarpweaveCall(compile_program(graph, False, target, name), inputs, outputs, results, single, sub, ops,
+                         report, strict)
 
 
 def _call_directly(gm: torch.fx.GraphModule, calls: dict[str, WarpweaveCall]) -> None:
@@ -418,37 +512,43 @@ def _target(device: torch.device, requested: str) -> tuple[str | None, str | Non
                   + (f" (use {' or '.join(map(repr, allowed))})" if allowed else ""))
 
 
-def _reason(node, device, reasons) -> str | None:
+def _reason(node, device, reasons, strict: bool) -> str | None:
     if node.target is operator.getitem:
         return reasons.get(node.args[0], "reads a value PyTorch computes")
     for n in (*node.all_input_nodes, node):
         for v in _tensors(n.meta.get("val")):
             if v.device != device:
                 return f"has a tensor on {v.device}; this graph runs on {device}"
-    return node_unsupported_reason(node)
+    try:
+        return node_unsupported_reason(node)
+    except Exception as exc:  # noqa: BLE001 - a failure, not a known limit: say so, run it in PyTorch
+        reason = f"conversion failed ({type(exc).__name__}: {exc})"
+        fall_back([op_name(node.target)], reason, strict, exc)
+        return reason
 
 
-def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
+def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, strict: bool = False
                 ) -> tuple[torch.fx.GraphModule, GraphReport]:
-    """Compile what warpweave can of an ATen graph (in place) and report it."""
+    """Compile what warpweave can of an ATen graph (in place) and report it. What fails
+    to convert, lower or compile runs in PyTorch with a FallbackWarning (FallbackError
+    in `strict` mode)."""
     device = _graph_device(gm)
     target, why = _target(device, requested_target)
     nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
     reasons: dict = {}
     for n in nodes:
-        reasons[n] = why or _reason(n, device, reasons)
+        reasons[n] = why or _reason(n, device, reasons, strict)
     partitioner = CapabilityBasedPartitioner(
         gm, _Support(reasons), allows_single_node_partition=True,
         non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT - _COPIES])
     partitions = partitioner.propose_partitions()
     partitioner.remove_bookend_non_compute_ops(partitions)
-    groups = []
+    groups, constant = [], set()  # constant: nodes of groups with no tensor input, left to PyTorch
     for p in partitions:
         members = list(p.nodes)
-        if not any(_computes(n) for n in members):
-            reasons.update(dict.fromkeys(members, "views and constants only: nothing to compute"))
-        elif all(i in p.nodes for n in members for i in n.all_input_nodes):
-            reasons.update(dict.fromkeys(members, "computes constants only"))
+        if not any(_computes(n) for n in members) or all(
+                i in p.nodes for n in members for i in n.all_input_nodes):
+            constant.update(members)
         else:
             groups.append(members)
     report = GraphReport(name, len(nodes))
@@ -459,21 +559,21 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str
     calls = {}
     for k, members in enumerate(groups):
         sub_name = f"warpweave_{k}"
+        ops = [described[n][1] for n in members]
         try:
-            calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}")
-        except Exception as exc:  # the group runs in PyTorch instead: say why, keep going
+            calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}", ops, report, strict)
+        except Exception as exc:  # noqa: BLE001 - the group runs in PyTorch instead: say why, keep going
             failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
-            logger.warning("warpweave: %s: group %d runs in PyTorch: %s", name, k, failed[k])
+            fall_back(ops, failed[k], strict, exc, f"group {name}_{k}")
             continue
-        report.programs.append(ProgramReport(f"{name}_{k}", target, [described[n][1] for n in members],
-                                             len(calls[sub_name].program.kernels)))
+        report.programs.append(ProgramReport(f"{name}_{k}", target, ops, len(calls[sub_name].program.kernels)))
     _call_directly(gm, calls)
     reinterpret_views(gm)
     for n in nodes:
         k = group_of.get(n)
         if k is not None and k not in failed:
             continue
-        if k is None and n.target in VIEW_OPS | CONSTANT_OPS:
+        if k is None and (n.target in VIEW_OPS | CONSTANT_OPS or n in constant):
             report.views_in_torch += 1
             continue
         node_name, op = described[n]

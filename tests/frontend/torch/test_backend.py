@@ -583,7 +583,7 @@ def test_a_group_that_fails_to_compile_runs_in_pytorch(monkeypatch):
     PyTorch, named with its ops and the reason."""
     import warpweave.frontend.torch.partition as partition
 
-    monkeypatch.setattr(partition, "compile_graph", _raising)
+    monkeypatch.setattr(partition, "compile_program", _raising)
     model, x = MLP(), torch.randn(4, 32, requires_grad=True)
     with pytest.warns(ww.FallbackWarning, match="injected failure"):
         explanation = wt.explain(model, x, strict=False)

@@ -24,6 +24,8 @@ import time
 
 import torch
 
+import warpweave.torch
+
 BACKENDS = ("eager", "inductor", "warpweave")
 
 
@@ -89,7 +91,7 @@ def run(args, name: str, phase: str) -> dict:
     for m in model.modules():  # dropout off: every backend must compute the same function
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    inputs = make_inputs(device)
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in make_inputs(device).items()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
     row = dict(model=name, phase=phase, dtype=args.dtype, device=args.device)
     ref_outs = None
@@ -99,8 +101,9 @@ def run(args, name: str, phase: str) -> dict:
         torch._dynamo.reset()
         if backend == "eager":
             fn = model
-        else:
-            fn = torch.compile(model, backend=backend, dynamic=False)
+        else:  # warpweave by its callable: the entry point exists only where it is pip-installed
+            fn = torch.compile(model, backend=warpweave.torch.backend if backend == "warpweave" else backend,
+                               dynamic=False)
 
         def step():
             if phase == "infer":
@@ -180,12 +183,15 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--warm", action="store_true",
                     help="also time each first call in a fresh process sharing the cold run's caches")
-    ap.add_argument("--first-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--write", default=None,
+                    help="record these models.json files (GPU, then CPU) in RESULTS.md and stop")
+    ap.add_argument("--command", default=None, help="with --write: the command that produced them")
     args = ap.parse_args()
+    if args.write:
+        return write_results(args.write.split(","), args.command)
     caches = os.environ.get("BENCH_CACHES") or tempfile.mkdtemp(prefix="ww-bench-")
     os.environ.setdefault("WARPWEAVE_CACHE_DIR", os.path.join(caches, "warpweave"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(caches, "inductor"))
-    import warpweave.torch  # noqa: F401,E402  (registers the backend)
 
     rows = []
     for name in args.models.split(","):
@@ -233,6 +239,38 @@ def markdown(rows) -> str:
                      f"{f('inductor_kernels', 'd')} / {f('warpweave_kernels', 'd')} | "
                      f"{f('inductor_rel_err', '.1e')} / {f('warpweave_rel_err', '.1e')} |")
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- models-bench:begin -->", "<!-- models-bench:end -->"
+
+
+def write_results(paths: list[str], command: str | None) -> None:
+    """The models section of RESULTS.md from saved runs."""
+    parts = ["## Real models through torch.compile (issue 14): eager, Inductor and warpweave", "",
+             "Each model built from its `transformers` (or timm) config with random weights, dropout "
+             "off; every backend on the same weights and inputs in one process; Inductor with "
+             "`dynamic=False`, a fresh Dynamo state per backend. Step time: median of CUDA-event "
+             "(GPU) or wall-clock (CPU) timed steps after warm-up; first call: compile and run with "
+             "empty caches; kernels per step from torch.profiler; rel. err: ‖backend − eager‖/‖eager‖ "
+             "over the outputs (inference) or the loss and all parameter gradients as one vector "
+             "(training).", ""]
+    for p in paths:
+        with open(p) as f:
+            saved = json.load(f)
+        parts += [f"### {saved['gpu']} ({saved['device']}), {saved['dtype']}, {saved['date']}, PyTorch "
+                  f"{saved['torch']}", "", f"Command: `{command or 'benchmarks/models.py'}` ({p}).", "",
+                  markdown(saved["rows"]), ""]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+    with open(path) as f:
+        doc = f.read()
+    block = BEGIN + "\n" + "\n".join(parts).rstrip() + "\n" + END
+    if BEGIN in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+    print(f"wrote the models section of {path}")
 
 
 def _ratio(r) -> str:

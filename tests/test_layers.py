@@ -19,6 +19,7 @@ LAYERS = [
     ["passes"],
     ["schedule"],
     ["lower"],
+    ["tune"],
     ["program"],
     ["pipeline"],
     ["frontend"],

@@ -23,6 +23,7 @@ from .frontend.te import compute, max, min, placeholder, reduce_axis, sum
 # Compiling and running.
 from .program import KernelInfo, Program
 from .frontend.jit import JitFunction, build, jit
+from .frontend.tuning import tune
 from .options import Options, options
 
 _CUDA_NAMES = {"to_device": "to_device", "DeviceArray": "DeviceArray"}

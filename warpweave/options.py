@@ -87,6 +87,9 @@ _REGISTRY = {
     "fuse": ("WARPWEAVE_FUSE", parse_flag, True),
     "jit_cache_size": ("WARPWEAVE_JIT_CACHE_SIZE", parse_count, False),
     "strict": ("WARPWEAVE_STRICT", parse_flag, False),  # torch backend: raise instead of falling back
+    "tuning_db": ("WARPWEAVE_TUNING_DB", _parse_path, True),
+    "tuned": ("WARPWEAVE_TUNED", parse_flag, True),
+    "autotune": ("WARPWEAVE_AUTOTUNE", parse_flag, True),
 }
 ENV = {field: env for field, (env, _, _) in _REGISTRY.items()}
 
@@ -100,6 +103,9 @@ class Options:
     fuse: bool = True             # plan fusion groups (off: one kernel per operation)
     jit_cache_size: int = 64      # compiled programs each ww.jit function keeps (least recently used go)
     strict: bool = False          # torch backend: raise where it would fall back after a failure
+    tuning_db: str | None = None  # the tuning database; default: tuning.db in the cache directory
+    tuned: bool = True            # compiles take the database's (or the predictor's) schedules
+    autotune: bool = False        # frontends tune the groups the database lacks before compiling
 
     def __post_init__(self):
         for field, (_, parse, _) in _REGISTRY.items():

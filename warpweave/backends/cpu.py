@@ -230,18 +230,30 @@ class CpuExecutable:
                  math: str = "libm", code: CpuCode | None = None):
         code = code or compile_code(kernels, name, math)
         self.llvm_ir, self.optimized_ir = code.llvm_ir, code.optimized_ir
+        self._load(code.object, [(k.name, k.grid, work, len(k.params)) for k, work in zip(kernels, works)])
+
+    @classmethod
+    def from_object(cls, obj: bytes, functions: list[tuple[str, int, int, int]]) -> "CpuExecutable":
+        """Load a host object file (`CpuCode.object`) without its kernels' GIR (a tuning
+        worker does): `functions` holds (name, grid, work, parameters) per kernel."""
+        self = cls.__new__(cls)
+        self.llvm_ir = self.optimized_ir = ""
+        self._load(obj, functions)
+        return self
+
+    def _load(self, obj: bytes, functions: list[tuple[str, int, int, int]]) -> None:
         tm = _target_machine()
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
         self._engine = llvm.create_mcjit_compiler(empty, tm)
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(code.object))
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()
         self.functions: dict[str, CpuFunction] = {}
-        for k, work in zip(kernels, works):
-            proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * len(k.params)))
-            addr = self._engine.get_function_address(k.name)
+        for name, grid, work, params in functions:
+            proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * params))
+            addr = self._engine.get_function_address(name)
             if not addr:
-                raise CompileError(f"kernel {k.name} is missing from the compiled module")
-            self.functions[k.name] = CpuFunction(k.name, k.grid, work, proto(addr))
+                raise CompileError(f"kernel {name} is missing from the compiled module")
+            self.functions[name] = CpuFunction(name, grid, work, proto(addr))
 
     def launch(self, name: str, pointers: list[int]) -> None:
         f = self.functions[name]

@@ -14,7 +14,7 @@ import sys
 from ..errors import Error
 from ..version import __version__
 
-GROUPS = ("doctor", "inspect", "cache", "calibrate")
+GROUPS = ("doctor", "inspect", "cache", "calibrate", "tune", "db")
 
 
 def build_parser() -> argparse.ArgumentParser:

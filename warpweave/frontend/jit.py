@@ -12,6 +12,7 @@ import numpy as np
 from ..options import Options, compile_key, current
 from ..errors import ArgumentError
 from ..ir import dtypes as dt
+from ..pipeline.autotune import tune_graph
 from ..pipeline.compile import compile_graph, resolve_target
 from ..program import Program, check_plain_array
 
@@ -21,9 +22,10 @@ class JitFunction:
     options that change the result); the `jit_cache_size` most recently used programs
     are kept."""
 
-    def __init__(self, fn, target: str | None):
+    def __init__(self, fn, target: str | None, tune: bool | dict = False):
         self.fn = fn
         self.target = target
+        self.tune = tune  # tune groups the database has no result for, on first compile per shape
         # (specs, target, options' compile key) -> program, least recently used first
         self._programs: OrderedDict[tuple, Program] = OrderedDict()
         self._fast: dict[tuple, Program] = {}  # (requested target, options, (shape, dtype) per arg) -> program
@@ -47,7 +49,11 @@ class JitFunction:
             program = self._programs.get(key)
             if program is None:
                 graph, single = trace(self.fn, specs)
-                program = compile_graph(graph, single, key[1], name)
+                if self.tune and key[1] in ("cpu", "cuda"):
+                    settings = self.tune if isinstance(self.tune, dict) else {}
+                    program = tune_graph(graph, single, key[1], name, retune=False, **settings).program
+                else:
+                    program = compile_graph(graph, single, key[1], name)
                 self._programs[key] = program
                 while len(self._programs) > opts.jit_cache_size:
                     self._evict(self._programs.popitem(last=False)[1])
@@ -119,14 +125,16 @@ def _numpy_to_torch(a):
     return torch.from_numpy(a)
 
 
-def jit(fn=None, *, target: str | None = None):
+def jit(fn=None, *, target: str | None = None, tune: bool | dict = False):
     """Compile a numpy-style function: `@ww.jit`, `@ww.jit(target="cpu")` or
-    `ww.jit(fn, target=...)`. Targets: "auto" (default), "cpu", "interp", "cuda"."""
+    `ww.jit(fn, target=...)`. Targets: "auto" (default), "cpu", "interp", "cuda".
+    `tune=True` (or a dict of `ww.tune` settings: budget, strategy, db, ...) tunes, on
+    the first call per shape, every group the tuning database has no result for."""
     if target is not None:
         Options(target=target)  # validates the name
     if fn is None:
-        return lambda f: JitFunction(f, target)
-    return JitFunction(fn, target)
+        return lambda f: JitFunction(f, target, tune)
+    return JitFunction(fn, target, tune)
 
 
 def build(outputs, inputs, target: str | None = None, name: str = "te_program") -> Program:

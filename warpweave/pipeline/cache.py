@@ -38,9 +38,10 @@ from collections import OrderedDict
 from typing import Callable
 
 from ..errors import ArgumentError
+from ..options import current
 from ..version import __version__
 
-__all__ = ["cache_dir", "source_hash", "make_key", "KernelCache", "CacheStats", "default_cache",
+__all__ = ["cache_dir", "tuning_db_path", "source_hash", "make_key", "KernelCache", "CacheStats", "default_cache",
            "ENV_VAR", "FORMAT_VERSION"]
 
 ENV_VAR = "WARPWEAVE_CACHE_DIR"
@@ -59,6 +60,12 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------------------------------
 # Where the cache lives.
+
+def tuning_db_path() -> str:
+    """The tuning database: the `tuning_db` option (`WARPWEAVE_TUNING_DB`), else
+    `tuning.db` in the cache directory."""
+    return os.path.abspath(os.path.expanduser(current().tuning_db or os.path.join(cache_dir(), "tuning.db")))
+
 
 def cache_dir() -> str:
     """The on-disk cache directory (absolute): `$WARPWEAVE_CACHE_DIR` if set and non-empty,

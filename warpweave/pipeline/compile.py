@@ -41,6 +41,7 @@ from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedul
 from ..schedule.space import group_key
 from ..schedule.templates import Schedule
 from .cache import default_cache, make_key
+from .tuned import TunedSchedules, tuned_schedules
 from .profiles import gpu_model
 
 log = logging.getLogger("warpweave")
@@ -79,7 +80,8 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     """Compile a tensor graph for a target under the current options. `single`: the
     program returns its one output rather than a tuple. `schedules` maps a group's
     key (`schedule.space.group_key`) to the schedule to use for it (a point of its
-    space); other groups take their default.
+    space); other groups take the tuning database's schedule for this device, or the
+    predictor's (`pipeline.tuned`), else their default.
 
     The planned and lowered program comes from the disk cache when it has it (unless
     a dump directory asks for every stage); target code comes from its own cache
@@ -89,17 +91,19 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     target = resolve_target(target)
     start = time.perf_counter()
     dumps = _Dumps(options.dump_dir, name, target, graph)
+    tuned = tuned_schedules(target)
     if dumps.path:
-        program = _compile_kernels(graph, single, target, name, options, dumps, schedules)
+        program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
     else:
         sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
         device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
         key = make_key("program", target, name, single, str(graph), list(graph.inputs),
                        list(graph.outputs), sm_count, device,
-                       sorted((k, repr(v)) for k, v in (schedules or {}).items()), *compile_key(options))
+                       sorted((k, repr(v)) for k, v in (schedules or {}).items()),
+                       tuned.stamp if tuned else None, *compile_key(options))
         program = _cached_program(key)
         if program is None:
-            program = _compile_kernels(graph, single, target, name, options, dumps, schedules)
+            program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
             default_cache().put(key, pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL))
         else:
             log.debug("%s: plan and kernels from the disk cache (%.1f ms)", name,
@@ -133,7 +137,8 @@ def _cached_program(key: str) -> Program | None:
 
 
 def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
-                     options: Options, dumps: "_Dumps", schedules: Mapping[str, Schedule] | None) -> Program:
+                     options: Options, dumps: "_Dumps", schedules: Mapping[str, Schedule] | None,
+                     tuned: TunedSchedules | None) -> Program:
     """The program without its runner: fusion plan, schedules, GIR through the passes."""
     t = time.perf_counter()
     inlined = fuse.inline_broadcast_producers(graph) if options.fuse else graph
@@ -151,9 +156,12 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
     while n < len(plan.groups):
         group = plan.groups[n]
         try:
-            chosen = (schedules or {}).get(group_key(group, inlined))
+            key = group_key(group, inlined)
+            chosen, source = (schedules or {}).get(key), "override"
+            if chosen is None and tuned is not None:
+                chosen, source = tuned.choose(group, inlined, key, family, sm_count) or (None, "default")
             kernels += _compile_group(group, inlined, family, sm_count, device, options, dumps,
-                                      f"{name}_{group.anchor}", chosen)
+                                      f"{name}_{group.anchor}", chosen, source)
         except StitchError as exc:
             if len(group.ops) == 1:
                 raise
@@ -173,17 +181,26 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
 
 def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count: int, device,
                    options: Options, dumps: "_Dumps", name: str,
-                   chosen: Schedule | None) -> list[KernelInfo]:
+                   chosen: Schedule | None, source: str = "override") -> list[KernelInfo]:
     """The group's kernels under `chosen` (else its default schedule), through the GIR
-    pipeline."""
-    source = "default" if chosen is None else "override"
+    pipeline; `source` says where `chosen` came from."""
     if chosen is None:
-        chosen = default_schedule(group, graph, family, sm_count)
+        chosen, source = default_schedule(group, graph, family, sm_count), "default"
     infos = []
     for gir in lower_kernels(group, graph, chosen, name):
         gir = PassManager(PIPELINE, verify=options.verify, dump=dumps.kernel).run(gir)
         infos.append(KernelInfo(gir.name, group.ops, chosen, gir, kernel_cost(gir, device), source))
     return infos
+
+
+def compile_group(group: fuse.Group, graph: TensorGraph, target: str, schedule: Schedule,
+                  name: str = "candidate") -> list[KernelInfo]:
+    """One group's kernels under `schedule` through the GIR passes, with their costs
+    (no code generation): what the tuner compiles each candidate into."""
+    family = "cpu" if target == "cpu" else "gpu"
+    sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
+    return _compile_group(group, graph, family, sm_count, _device_model(family, target), current(),
+                          _Dumps(None, name, target, graph), name, schedule)
 
 
 def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
@@ -270,7 +287,7 @@ def _sm_count() -> int:
     return driver.device().sm_count if driver.available() else DEFAULT_SM_COUNT
 
 
-def _work(graph: TensorGraph, k: KernelInfo) -> int:
+def work_per_step(graph: TensorGraph, k: KernelInfo) -> int:
     """Element operations per grid step: whether a CPU launch is worth splitting."""
     op = graph[k.ops[0]]
     total = int(np.prod(op.shape, dtype=np.int64))
@@ -289,7 +306,7 @@ def _make_runner(program: Program, options: Options):
         key = make_key("cpu-object", host_key(), program.name, *(print_kernel(g) for g in girs))
         code = default_cache().get_or_build(key, lambda: compile_code(girs, program.name).to_bytes(),
                                             decode=CpuCode.from_bytes)
-        works = [_work(program.graph, k) for k in program.kernels]
+        works = [work_per_step(program.graph, k) for k in program.kernels]
         return CpuRunner(CpuExecutable(girs, works, program.name, code=code))
     return _cuda_runner(program, options)
 

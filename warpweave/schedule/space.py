@@ -22,7 +22,8 @@ from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, 
                         GpuSplitColumnReduce, GpuTranspose, Schedule)
 
 _POW2 = [1 << k for k in range(11)]  # 1 .. 1024
-_SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opting in
+_SHARED_BYTES = 48 * 1024
+MAX_CPU_LANES = 256  # the verifier's limit on a vector scope's lanes  # static shared memory a block may use without opting in
 
 
 def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> list[Schedule]:
@@ -159,5 +160,6 @@ def _single_cpu(op: ComputeOp) -> list[Schedule]:
     if op.kind == "reduction-row":
         return [CpuRowReduce(vector=w) for w in _lanes(itemsize)]
     if op.kind in ("reduction-column", "contraction"):
-        return [CpuColumnReduce(vector=w * m, chunk=w * m) for w in _lanes(itemsize) for m in (1, 4, 16)]
+        return [CpuColumnReduce(vector=w * m, chunk=w * m) for w in _lanes(itemsize) for m in (1, 4, 16)
+                if w * m <= MAX_CPU_LANES]
     return _elementwise_cpu(op.dtype.itemsize)

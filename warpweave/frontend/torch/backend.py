@@ -43,8 +43,9 @@ class BackendOptions:
 
     target: "auto" (cuda for CUDA tensors, cpu for CPU tensors), "cpu", "interp"
         (the GIR interpreter, for CPU tensors; slow) or "cuda".
-    mode: PyTorch's mode names; warpweave has no CUDA graphs or autotuner yet, so
-        every mode compiles as "default" (a warning says so once).
+    mode: PyTorch's mode names; "max-autotune" and "max-autotune-no-cudagraphs" tune
+        every group the tuning database lacks before compiling it (`ww.tune`); warpweave
+        has no CUDA graphs, so "reduce-overhead" compiles as "default" (a warning says so once).
     dump_dir: write every stage of every warpweave compile there (like WARPWEAVE_DUMP).
     strict: raise warpweave.FallbackError where a failure (an operation that does not
         convert, lower or compile; arguments a program cannot take) would make part of
@@ -141,7 +142,10 @@ def collecting_reports():
 def _compiler(kind: str, options: BackendOptions):
     def compile_graph(gm: torch.fx.GraphModule, example_inputs):
         name = f"{kind}_{next(_graph_numbers)}"
-        scope = scoped_options(dump_dir=options.dump_dir) if options.dump_dir else contextlib.nullcontext()
+        scoped = {"dump_dir": options.dump_dir} if options.dump_dir else {}
+        if options.mode.startswith("max-autotune"):
+            scoped["autotune"] = True
+        scope = scoped_options(**scoped) if scoped else contextlib.nullcontext()
         with scope:
             split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
@@ -240,10 +244,9 @@ def backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None,
             options: dict | None = None):
     """The torch.compile backend (see warpweave.torch)."""
     parsed = BackendOptions.parse(mode, options)
-    if parsed.mode != "default" and parsed.mode not in _warned_modes:
+    if parsed.mode == "reduce-overhead" and parsed.mode not in _warned_modes:
         _warned_modes.add(parsed.mode)
-        logger.warning("warpweave: mode=%r compiles as 'default': warpweave has no CUDA graphs "
-                       "or autotuner yet", parsed.mode)
+        logger.warning("warpweave: mode=%r compiles as 'default': warpweave has no CUDA graphs", parsed.mode)
     if _is_dynamic(gm, example_inputs):
         logger.info("warpweave: the graph has dynamic shapes; warpweave compiles it once per "
                     "concrete input shape, when first called with it")

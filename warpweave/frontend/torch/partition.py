@@ -32,7 +32,7 @@ from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 from ...errors import FallbackError, FallbackWarning, UnsupportedError
 from ...ir import dtypes as dt
 from ...ir.tensor import row_major_strides
-from ...pipeline.compile import compile_graph
+from ...pipeline.autotune import compile_program
 from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
@@ -443,7 +443,7 @@ def build_call(sub: torch.fx.GraphModule, target: str, name: str, ops: list[str]
 
     graph, _ = trace(run, [layout.spec for layout in inputs])
     ops = ops if ops is not None else [op_name(n.target) for n in sub.graph.nodes if n.op == "call_function"]
-    return WarpweaveCall(compile_graph(graph, False, target, name), inputs, outputs, results, single, sub, ops,
+    return WarpweaveCall(compile_program(graph, False, target, name), inputs, outputs, results, single, sub, ops,
                          report, strict)
 
 

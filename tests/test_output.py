@@ -42,7 +42,7 @@ def test_quickstart_baseline_is_float32_numpy():
 
 
 def test_pytorch_cpu_tensors_go_in_and_come_out():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch interop: .ci/run installs torch==2.13.0, the CPU build")
     f = ww.jit(lambda x, b: (ww.relu(x + b), (x * b).sum()), target="cpu")
     x, b = torch.randn(4, 8, requires_grad=True), torch.randn(8)
     y, s = f(x, b)

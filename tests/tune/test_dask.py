@@ -8,7 +8,8 @@ from warpweave.tune.executors import DaskExecutor
 
 from .conftest import FAST, softmax, traced
 
-distributed = pytest.importorskip("distributed")
+distributed = pytest.importorskip(
+    "distributed", reason="the Dask executor needs dask.distributed (the tune and test extras install it)")
 
 
 def test_tuning_on_a_local_dask_cluster(db_path):

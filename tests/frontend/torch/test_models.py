@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip(
     "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip(
+    "transformers", reason="the zoo builds its models from transformers configs (the test extra installs it)")
 
 import warpweave.torch as wt  # noqa: E402
 from warpweave.frontend.torch.backend import collecting_reports  # noqa: E402

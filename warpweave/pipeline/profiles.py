@@ -25,7 +25,7 @@ def gpu_model() -> DeviceModel:
     from ..backends.cuda import driver
 
     dev = driver.device()
-    path = profile_path(dev.name, dev.sm_count, _clock_khz())
+    path = profile_path(dev.name, dev.sm_count, dev.clock_khz)
     if path not in _CALIBRATED:
         _CALIBRATED[path] = _read(path)
     return _CALIBRATED[path] or device_for("gpu", dev.sm_count, dev.name)
@@ -40,21 +40,12 @@ def _read(path: str) -> DeviceModel | None:
         return None
 
 
-def _clock_khz() -> int:
-    from cuda.bindings import driver as cu
-
-    from ..backends.cuda import driver
-
-    attr = cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_CLOCK_RATE
-    return int(driver.check(cu.cuDeviceGetAttribute(attr, driver.current_ordinal())))
-
-
 def save_profile(model: DeviceModel) -> str:
     """Write a measured profile of the current GPU (atomically); returns its path."""
     from ..backends.cuda import driver
 
     dev = driver.device()
-    path = profile_path(dev.name, dev.sm_count, _clock_khz())
+    path = profile_path(dev.name, dev.sm_count, dev.clock_khz)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:

@@ -160,6 +160,7 @@ class Device:
     arch: str  # e.g. "sm_90"
     compute_capability: tuple[int, int]
     sm_count: int
+    clock_khz: int  # the SM clock CUDA reports (peak)
     max_threads_per_block: int
     max_shared_per_block: int  # bytes a block gets without opting in
     max_shared_per_block_optin: int  # bytes a block can get with set_max_dynamic_shared
@@ -211,6 +212,7 @@ def device(ordinal: int | None = None) -> Device:
         arch=f"sm_{major}{minor}",
         compute_capability=(major, minor),
         sm_count=attr(A.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+        clock_khz=attr(A.CU_DEVICE_ATTRIBUTE_CLOCK_RATE),
         max_threads_per_block=attr(A.CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
         max_shared_per_block=attr(A.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK),
         max_shared_per_block_optin=attr(A.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),

@@ -528,13 +528,14 @@ def section(meta: dict, rows: list[dict], summary: dict, note: str | None) -> st
     return "\n".join(head) + "\n" + markdown(rows, summary) + "\n\n" + LEGEND
 
 
-def write_results_md(path: str, text: str) -> None:
-    """Replace the fusion section of RESULTS.md (between its markers), or append one."""
+def write_results_md(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace a section of RESULTS.md (between its markers; the fusion suite's by
+    default), or append one."""
     with open(path) as f:
         doc = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, doc, count=1, flags=re.S)
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, doc, count=1, flags=re.S)
     else:
         doc = doc.rstrip("\n") + "\n\n" + block + "\n"
     with open(path, "w") as f:

@@ -260,16 +260,11 @@ def write_results(paths: list[str], command: str | None) -> None:
         parts += [f"### {saved['gpu']} ({saved['device']}), {saved['dtype']}, {saved['date']}, PyTorch "
                   f"{saved['torch']}", "", f"Command: `{command or 'benchmarks/models.py'}` ({p}).", "",
                   markdown(saved["rows"]), ""]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import fusion_suite as fs
+
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-    with open(path) as f:
-        doc = f.read()
-    block = BEGIN + "\n" + "\n".join(parts).rstrip() + "\n" + END
-    if BEGIN in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
+    fs.write_results_md(path, "\n".join(parts).rstrip(), BEGIN, END)
     print(f"wrote the models section of {path}")
 
 

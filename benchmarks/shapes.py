@@ -203,16 +203,7 @@ def write_results(paths: list[str]) -> None:
         f"- Cases moving ≥ 64 MB below 90 % of the roofline ({len(under90)} of {len(big)}): "
         f"{'; '.join(under90) or 'none'}.", "", fs.LEGEND]
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-    with open(path) as f:
-        doc = f.read()
-    block = f"{BEGIN}\n" + "\n".join(head) + f"\n{END}"
-    if BEGIN in doc:
-        start, stop = doc.index(BEGIN), doc.index(END) + len(END)
-        doc = doc[:start] + block + doc[stop:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
+    fs.write_results_md(path, "\n".join(head), BEGIN, END)
     print(f"wrote the shape-sweep section of {path}")
 
 

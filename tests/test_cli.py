@@ -23,9 +23,9 @@ def test_python_dash_m_and_help():
     out = subprocess.run([sys.executable, "-m", "warpweave", "--help"], cwd=ROOT, capture_output=True,
                          text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
     assert out.returncode == 0
-    for group in ("doctor", "dump", "explain", "cache", "calibrate", "tune", "db"):
+    for group in ("doctor", "dump", "explain", "cache", "calibrate", "tune", "db", "cluster"):
         assert group in out.stdout
-    assert GROUPS == ("doctor", "inspect", "cache", "calibrate", "tune", "db")
+    assert GROUPS == ("doctor", "inspect", "cache", "calibrate", "tune", "db", "cluster")
 
 
 def test_doctor_reports_each_component(capsys, cache_dir):

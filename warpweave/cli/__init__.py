@@ -14,7 +14,7 @@ import sys
 from ..errors import Error
 from ..version import __version__
 
-GROUPS = ("doctor", "inspect", "cache", "calibrate", "tune", "db")
+GROUPS = ("doctor", "inspect", "cache", "calibrate", "tune", "db", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:

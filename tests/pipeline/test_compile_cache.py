@@ -1,10 +1,10 @@
 """The disk cache serves every target: whole programs and CPU object code come back in
 a new process; entries that are not regular files or do not decode are rebuilt."""
+import dataclasses
 import os
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -120,3 +120,36 @@ def test_the_memory_layer_is_bounded(cache_dir, monkeypatch):
         c.put(k, b"v")
     assert list(c._memory) == keys[2:]
     assert c.get(keys[0]) == b"v" and c.stats.disk_hits == 1  # still on disk
+
+
+def test_programs_that_differ_only_in_name_and_labels_compile_once(cache_dir):
+    """A model's repeated layers trace to one graph but for the labels of their source
+    operations and the program's name: the second takes the first's compiled code
+    under its own name."""
+    from warpweave.frontend.jit import spec_of
+    from warpweave.frontend.trace import trace
+    from warpweave.ir.tensor import TensorGraph
+    from warpweave.pipeline.compile import compile_graph
+
+    x = np.random.default_rng(2).standard_normal((6, 33)).astype(np.float32)
+    graph, single = trace(_softmax, [spec_of(x)])
+    relabelled = TensorGraph([graph[n] for n in graph.inputs] +
+                             [dataclasses.replace(op, label=f"layer_7.{op.label}") for op in graph.compute_ops],
+                             list(graph.inputs), list(graph.outputs))
+    assert str(relabelled) != str(graph) and relabelled.text(labels=False) == graph.text(labels=False)
+    first = compile_graph(graph, single, "cpu", "layer_0")
+    misses = C.default_cache().stats.misses
+    second = compile_graph(relabelled, single, "cpu", "layer_7")
+    assert C.default_cache().stats.misses == misses  # neither the plan nor the code was built again
+    assert (first.name, second.name) == ("layer_0", "layer_7")
+    np.testing.assert_array_equal(second(x), first(x))
+    with pytest.raises(ww.errors.ShapeError, match="argument 0 of layer_7"):
+        second(np.ones((6, 34), np.float32))
+    other = compile_graph(trace(_softmax, [spec_of(x[:, :32])])[0], single, "cpu", "layer_0")
+    assert C.default_cache().stats.misses > misses  # another shape is another program
+    np.testing.assert_allclose(other(x[:, :32]), _np_softmax(x[:, :32]), rtol=1e-5, atol=1e-6)
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)

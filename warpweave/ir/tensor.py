@@ -122,7 +122,7 @@ class ComputeOp:
     def inputs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(ld.tensor for ld in ex.loads(self.value)))
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """For planning: elementwise, elementwise-expensive, broadcast, layout,
         reduction-row, reduction-column or contraction."""
@@ -148,8 +148,13 @@ class ComputeOp:
         return "elementwise-expensive" if heavy else "elementwise"
 
     def __str__(self):
+        return self.text()
+
+    def text(self, labels: bool = True) -> str:
+        """The operation in one line; `labels=False` leaves out the source operation's
+        name, so operations that differ only in where they came from read the same."""
         idx = ", ".join(a.name for a in self.axes)
-        label = f"  # {self.label}" if self.label else ""
+        label = f"  # {self.label}" if self.label and labels else ""
         return (f"{self.name}[{idx}] = {self.body}   "
                 f": {self.dtype}{list(self.shape)} {self.kind}{label}")
 
@@ -243,8 +248,12 @@ class TensorGraph:
         return list(self._consumers[name])
 
     def __str__(self):
+        return self.text()
+
+    def text(self, labels: bool = True) -> str:
+        """One line per operation, inputs first; `labels=False`: see `ComputeOp.text`."""
         lines = [str(self._ops[n]) for n in self.inputs]
-        lines += [str(op) for op in self.compute_ops]
+        lines += [op.text(labels) for op in self.compute_ops]
         lines.append(f"outputs: {', '.join(self.outputs)}")
         return "\n".join(lines)
 

@@ -97,7 +97,9 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     else:
         sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
         device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
-        key = make_key("program", target, name, single, str(graph), list(graph.inputs),
+        # neither the name nor the source labels: programs that differ only there (the
+        # layers of a model) share one compile; the copy from the cache takes this name
+        key = make_key("program", target, single, graph.text(labels=False), list(graph.inputs),
                        list(graph.outputs), sm_count, device,
                        sorted((k, repr(v)) for k, v in (schedules or {}).items()),
                        tuned.stamp if tuned else None, *compile_key(options))
@@ -106,6 +108,7 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
             program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
             default_cache().put(key, pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL))
         else:
+            program.name = name
             log.debug("%s: plan and kernels from the disk cache (%.1f ms)", name,
                       (time.perf_counter() - start) * 1e3)
     t = time.perf_counter()
@@ -303,7 +306,7 @@ def _make_runner(program: Program, options: Options):
         from ..backends.cpu import CpuCode, CpuExecutable, compile_code, host_key
 
         girs = [k.gir for k in program.kernels]
-        key = make_key("cpu-object", host_key(), program.name, *(print_kernel(g) for g in girs))
+        key = make_key("cpu-object", host_key(), *(print_kernel(g) for g in girs))  # not the name: see above
         code = default_cache().get_or_build(key, lambda: compile_code(girs, program.name).to_bytes(),
                                             decode=CpuCode.from_bytes)
         works = [work_per_step(program.graph, k) for k in program.kernels]

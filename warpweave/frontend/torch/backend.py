@@ -3,7 +3,8 @@ per-shape specialization, reports.
 
 Dynamo hands `backend` a graph of torch calls; AOTAutograd turns it into core-ATen
 forward and backward graphs (or one inference graph) with the decompositions of
-`decompositions()`, and each of those is split by `torch_partition.split_graph`.
+`decompositions()`; in each of those, misaligned CUDA matrix products are padded where
+that measures faster (`pad_matmuls`), and the graph is split by `partition.split_graph`.
 Every compiled ATen graph logs one line on the "warpweave.torch" logger (INFO)
 and is handed to whoever is collecting reports (`explain`).
 """
@@ -28,6 +29,7 @@ from ...errors import OptionError
 from ...options import current as current_options
 from ...options import options as scoped_options
 from .convert import CONVERTERS
+from .pad_matmuls import pad_matmuls
 from .partition import GraphReport, split_graph
 
 aten = torch.ops.aten
@@ -147,6 +149,8 @@ def _compiler(kind: str, options: BackendOptions):
             scoped["autotune"] = True
         scope = scoped_options(**scoped) if scoped else contextlib.nullcontext()
         with scope:
+            if options.target in ("auto", "cuda"):
+                gm = pad_matmuls(gm)
             split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
         return make_boxed_func(split.forward)

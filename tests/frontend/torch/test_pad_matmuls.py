@@ -1,0 +1,90 @@
+"""Padded matrix products (frontend/torch/pad_matmuls): the rewrite keeps every value,
+and only misaligned, large products are candidates."""
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
+
+from warpweave.frontend.torch.pad_matmuls import pad_matmuls, padding  # noqa: E402
+
+aten = torch.ops.aten
+
+
+def _graph(fn, *args):
+    return make_fx(fn, tracing_mode="fake")(*args)
+
+
+def _randn(*shape, dtype=torch.float64):
+    return torch.randn(*shape, dtype=dtype)
+
+
+CASES = {
+    "mm": (lambda a, b: torch.mm(a, b) * 2, lambda: (_randn(130, 67), _randn(67, 301))),
+    "mm transposed": (lambda a, b: torch.mm(a.t(), b.t()), lambda: (_randn(67, 130), _randn(301, 67))),
+    "addmm vector bias": (lambda c, a, b: torch.addmm(c, a, b).relu(),
+                          lambda: (_randn(301), _randn(130, 67), _randn(67, 301))),
+    "addmm matrix bias": (lambda c, a, b: torch.addmm(c, a, b),
+                          lambda: (_randn(130, 301), _randn(130, 67), _randn(67, 301))),
+    "addmm row bias": (lambda c, a, b: torch.addmm(c, a, b),
+                       lambda: (_randn(130, 1), _randn(130, 67), _randn(67, 301))),
+    "bmm": (lambda a, b: torch.bmm(a, b) + 1, lambda: (_randn(3, 33, 17), _randn(3, 17, 45))),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_padded_graph_computes_the_same_values(case):
+    fn, make = CASES[case]
+    args = make()
+    gm = _graph(fn, *args)
+    seen = []
+    padded = pad_matmuls(gm, faster=lambda sig: seen.append(sig) or True, device="cpu", min_flops=0)
+    assert seen and padded is not gm
+    targets = [n.target for n in padded.graph.nodes if n.op == "call_function"]
+    assert aten.constant_pad_nd.default in targets and aten.slice.Tensor in targets
+    for n in padded.graph.nodes:  # every product runs on extents of whole 16-byte units
+        if n.target in (aten.mm.default, aten.bmm.default, aten.addmm.default):
+            shapes = [a.meta["val"].shape for a in n.args if isinstance(a, torch.fx.Node)][-2:]
+            assert not any(padding(shapes[0][-2], shapes[1][-1], shapes[0][-1], torch.float64))
+    fresh = make()
+    torch.testing.assert_close(padded(*fresh), fn(*fresh), rtol=1e-12, atol=1e-12)
+
+
+def test_declined_padding_returns_the_graph_itself():
+    fn, make = CASES["mm"]
+    gm = _graph(fn, *make())
+    assert pad_matmuls(gm, faster=lambda sig: False, device="cpu", min_flops=0) is gm
+
+
+def test_only_large_misaligned_products_are_candidates():
+    seen = []
+    decide = lambda sig: seen.append(sig) or False  # noqa: E731
+    aligned = _graph(torch.mm, _randn(64, 64), _randn(64, 64))
+    small = _graph(torch.mm, _randn(5, 7), _randn(7, 3))
+    other_device = _graph(torch.mm, *CASES["mm"][1]())
+    pad_matmuls(aligned, faster=decide, device="cpu", min_flops=0)
+    pad_matmuls(small, faster=decide, device="cpu")
+    pad_matmuls(other_device, faster=decide, device="cuda", min_flops=0)
+    assert seen == []
+    pad_matmuls(other_device, faster=decide, device="cpu", min_flops=0)
+    assert len(seen) == 1
+
+
+def test_padding_reaches_sixteen_bytes():
+    assert padding(8192, 50257, 768, torch.bfloat16) == (0, 7, 0)
+    assert padding(10, 12, 3, torch.float32) == (2, 0, 1)
+    assert padding(7, 7, 7, torch.float64) == (1, 1, 1)
+
+
+@pytest.mark.gpu
+def test_logits_product_on_the_gpu_matches_eager():
+    """GPT-2's logits product (a vocabulary of 50257 columns) through the backend: the
+    same values whether or not the measurement chose padding."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import warpweave.torch as wt
+
+    h = torch.randn(512, 768, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(50257, 768, device="cuda", dtype=torch.bfloat16)
+    fn = lambda h, w: (h @ w.t()).float()  # noqa: E731
+    got = torch.compile(fn, backend=wt.backend, dynamic=False)(h, w)
+    torch.testing.assert_close(got, fn(h, w), rtol=2e-2, atol=2e-2)

@@ -15,6 +15,7 @@ import functools
 from typing import Callable
 
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 aten = torch.ops.aten
 
@@ -82,7 +83,13 @@ def _time_ms(fn: Callable[[], object], reps: int = 10) -> float:
 def measured_faster(signature: Signature) -> bool:
     """Whether the padded product beats the plain one on this GPU by SPEED_UP, timed
     on random operands of the signature's shapes, strides and dtype (CUDA events,
-    median of 10 after warm-up; cached per signature for the process)."""
+    median of 10 after warm-up; cached per signature for the process). Runs outside
+    the fake-tensor mode that compiling is traced under."""
+    with unset_fake_temporarily(), torch.no_grad():
+        return _measured_faster(signature)
+
+
+def _measured_faster(signature: Signature) -> bool:
     name, layouts, dtype, bias_shape = signature
     op = getattr(aten, name).default
     gen = torch.Generator(device="cuda").manual_seed(0)

@@ -259,10 +259,10 @@ def test_options_target_and_mode(caplog):
         out = torch.compile(fn, backend=wt.backend, options={"target": "interp"})(x)
     torch.testing.assert_close(out, fn(x))
     assert [p.target for r in reports for p in r.programs] == ["interp"]
-    with caplog.at_level(logging.WARNING, logger="warpweave.torch"):
+    with caplog.at_level(logging.WARNING, logger="warpweave.torch"):  # CUDA graphs: CPU tensors run as they are
         out = torch.compile(fn, backend=wt.backend, mode="reduce-overhead")(x)
     torch.testing.assert_close(out, fn(x))
-    assert any("reduce-overhead" in r.getMessage() for r in caplog.records)  # max-autotune: tests/tune
+    assert not caplog.records  # max-autotune: tests/tune
 
 
 def test_dump_dir_option_writes_every_stage(tmp_path):

@@ -29,6 +29,7 @@ from ...errors import OptionError
 from ...options import current as current_options
 from ...options import options as scoped_options
 from .convert import CONVERTERS
+from .cuda_graphs import GraphedCall, mutated_inputs
 from .pad_matmuls import pad_matmuls
 from .partition import GraphReport, split_graph
 
@@ -46,8 +47,9 @@ class BackendOptions:
     target: "auto" (cuda for CUDA tensors, cpu for CPU tensors), "cpu", "interp"
         (the GIR interpreter, for CPU tensors; slow) or "cuda".
     mode: PyTorch's mode names; "max-autotune" and "max-autotune-no-cudagraphs" tune
-        every group the tuning database lacks before compiling it (`ww.tune`); warpweave
-        has no CUDA graphs, so "reduce-overhead" compiles as "default" (a warning says so once).
+        every group the tuning database lacks before compiling it (`ww.tune`);
+        "reduce-overhead" replays each compiled graph's CUDA work from CUDA graphs
+        (`cuda_graphs.GraphedCall`: one recording per input signature).
     dump_dir: write every stage of every warpweave compile there (like WARPWEAVE_DUMP).
     strict: raise warpweave.FallbackError where a failure (an operation that does not
         convert, lower or compile; arguments a program cannot take) would make part of
@@ -115,7 +117,6 @@ def decompositions() -> dict:
 _graph_numbers = itertools.count()
 _collectors: list[list[GraphReport]] = []
 _collectors_lock = threading.Lock()
-_warned_modes: set[str] = set()
 
 
 def _publish(report: GraphReport) -> None:
@@ -148,11 +149,14 @@ def _compiler(kind: str, options: BackendOptions):
         if options.mode.startswith("max-autotune"):
             scoped["autotune"] = True
         scope = scoped_options(**scoped) if scoped else contextlib.nullcontext()
+        mutated = mutated_inputs(gm)
         with scope:
             if options.target in ("auto", "cuda"):
                 gm = pad_matmuls(gm)
             split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
+        if options.mode == "reduce-overhead":
+            return make_boxed_func(GraphedCall(split.forward, mutated, name))
         return make_boxed_func(split.forward)
     return compile_graph
 
@@ -248,9 +252,6 @@ def backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None,
             options: dict | None = None):
     """The torch.compile backend (see warpweave.torch)."""
     parsed = BackendOptions.parse(mode, options)
-    if parsed.mode == "reduce-overhead" and parsed.mode not in _warned_modes:
-        _warned_modes.add(parsed.mode)
-        logger.warning("warpweave: mode=%r compiles as 'default': warpweave has no CUDA graphs", parsed.mode)
     if _is_dynamic(gm, example_inputs):
         logger.info("warpweave: the graph has dynamic shapes; warpweave compiles it once per "
                     "concrete input shape, when first called with it")

@@ -95,20 +95,22 @@ def test_running_statistics_update_in_place_on_every_replay():
 
 
 @pytest.mark.gpu
-def test_moved_inputs_read_in_place_are_recorded_anew():
+def test_inputs_that_stay_put_are_read_in_place_and_moved_ones_record_anew():
     device = _cuda()
     w = torch.randn(8, device=device)
+    x = torch.randn(8, device=device)
     calls = []
 
-    def fn(x, weight):
+    def fn(a, weight):
         calls.append(1)
-        return x * weight + 1
+        return a * weight + 1
 
     graphed = GraphedCall(fn, name="t")
-    x = torch.randn(8, device=device)
-    for _ in range(3):  # warm, record, replay
-        torch.testing.assert_close(graphed(x.clone(), w), x * w + 1)
+    for _ in range(4):  # warm, record, replay, replay: new values in the same storage are read
+        x.copy_(torch.randn(8, device=device))
+        torch.testing.assert_close(graphed(x, w), x * w + 1)
     assert len(calls) == 2 and len(graphed.recorded) == 1
-    w2 = torch.randn(8, device=device)  # the weight's storage moved: record again, right values
-    torch.testing.assert_close(graphed(x, w2), x * w2 + 1)
-    torch.testing.assert_close(graphed(x, w2), x * w2 + 1)
+    for _ in range(3):  # both inputs in new storage every call: recorded again, then copied in
+        x2, w2 = torch.randn(8, device=device), torch.randn(8, device=device)
+        torch.testing.assert_close(graphed(x2, w2), x2 * w2 + 1)
+    assert len(calls) <= 4

@@ -45,10 +45,10 @@ CASES = {
 SHAPES = {"cuda": [(4096, 1024), (16384, 768), (1024, 32768)], "cpu": [(256, 1000), (512, 512)]}
 
 
-def tasks(target: str, cases: list[str], dtype: str):
+def tasks(target: str, cases: list[str], dtype: str, shapes: list[tuple[int, int]] | None = None):
     npdt = ww.bfloat16.numpy if dtype == "bfloat16" else np.dtype(dtype)
     for name in cases:
-        for shape in SHAPES[target]:
+        for shape in shapes or SHAPES[target]:
             yield f"{name} {shape[0]}x{shape[1]} {dtype}", trace(CASES[name], [spec_of(np.zeros(shape, npdt))])
 
 
@@ -118,6 +118,7 @@ def main(argv=None) -> None:
     parser.add_argument("--target", default="cuda", choices=("cpu", "cuda"))
     parser.add_argument("--gpus", default="0,1", help="CUDA_VISIBLE_DEVICES per worker, comma-separated")
     parser.add_argument("--cases", default="softmax,layer_norm,row_sum")
+    parser.add_argument("--shapes", default=None, help="ROWSxCOLS,... (default: the target's list)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=15)
@@ -126,7 +127,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="JSON summary")
     args = parser.parse_args(argv)
     gpus = args.gpus.split(",")
-    work = list(tasks(args.target, args.cases.split(","), args.dtype))
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else None
+    work = list(tasks(args.target, args.cases.split(","), args.dtype, shapes))
     runs = set(args.runs.split(","))
     results, summary = {}, {"target": args.target, "gpus": gpus, "tasks": [w[0] for w in work],
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

@@ -27,6 +27,7 @@ def _gelu(x):
 CASES = [
     ("softmax", lambda x: ww.softmax(x), [(3, 40)], lambda x: softmax_reference(x)),
     ("layer_norm", lambda x: ww.layer_norm(x), [(5, 24)], lambda x: layer_norm_reference(x)),
+    ("softmax_split_rows", lambda x: ww.softmax(x), [(2, 1031)], lambda x: softmax_reference(x)),
     ("row_sum_odd", lambda x: x.sum(axis=-1), [(4, 37)], lambda x: x.sum(axis=-1)),
     ("column_sum", lambda x: x.sum(axis=0), [(70, 12)], lambda x: x.sum(axis=0)),
     ("middle_sum", lambda x: x.sum(axis=1), [(3, 33, 8)], lambda x: x.sum(axis=1)),

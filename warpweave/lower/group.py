@@ -25,7 +25,8 @@ from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
 from ..passes.fuse import Group, recompute_row_intermediates, row_place
 from ..schedule import templates as sch
-from .op import _Lowering, _warp_reduce, identity, unflatten
+from ..schedule.choose import flat_elementwise
+from .op import _Lowering, _warp_reduce, gpu_elementwise_parts, identity, unflatten
 
 
 class _GroupLowering(_Lowering):
@@ -78,21 +79,13 @@ def _flat(op: ComputeOp, index: dict[str, ex.Expr]) -> ex.Expr:
 def _elementwise_gpu(low: _GroupLowering, s: sch.GpuElementwise) -> None:
     ops = [low.graph[n] for n in low.group.ops]
     shape = ops[0].shape
-    total = math.prod(shape)
-    w = s.vector if (shape and shape[-1] % s.vector == 0) else 1
-    threads = min(s.threads, max(WARP_SIZE, 1 << max(0, (math.ceil(total / w) - 1).bit_length())))
-    g_id, g = low.scope("grid", "g", math.ceil(total / (threads * w)), None)
-    t_id, t = low.scope("block", "t", threads, g_id)
-    chain, flat = [g_id, t_id], g * threads + t
-    guard = ex.binary("lt", flat * w, total)
-    if w > 1:
-        v_id, v = low.scope("vector", "v", w, t_id)
-        chain.append(v_id)
-        flat = flat * w + v
-    position = unflatten(flat, shape)
-    for op in ops:  # stores spell offsets as the loads of their consumers do
-        index = dict(zip((a.name for a in op.axes), position))
-        low.store(op, low.region(chain, index, guard).emit(op.body), _flat(op, index), chain[-1], guard)
+    flat_ok = flat_elementwise(ops, low.graph)
+    w = s.vector if flat_ok or (shape and shape[-1] % s.vector == 0) else 1
+    for chain, flat, guard in gpu_elementwise_parts(low, math.prod(shape), s.threads, w):
+        position = unflatten(flat, shape)
+        for op in ops:  # stores spell offsets as the loads of their consumers do
+            index = dict(zip((a.name for a in op.axes), position))
+            low.store(op, low.region(chain, index, guard).emit(op.body), _flat(op, index), chain[-1], guard)
 
 
 def _elementwise_cpu(low: _GroupLowering, s: sch.CpuElementwise) -> None:

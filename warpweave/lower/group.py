@@ -184,15 +184,30 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
         v_id, v = low.scope("vector", f"v{n}", w * c, chain[-1])
         chain.append(v_id)
         run_start = col_base + (v // w) * (tp * w) + lane * w
-        col = run_start + v % w
         bounds = [row_ok] if row_ok is not None else []
-        if s.passes * tp * w * c != N:
-            bounds.append(ex.binary("lt", run_start, N))  # w divides N: a run is all in or all out
+        ends = []  # the scalar head and tail of a ragged row: (column, guard)
+        if N % w:  # runs from the row's first w-aligned element; a scalar head and tail
+            start = ((row * N + (w - 1)) // w) * w
+            head = start - row * N
+            col = head + run_start + v % w
+            bounds += [ex.binary("le", head + run_start + w, N),     # the run lies in the row
+                       ex.binary("le", start + run_start + w, R * N)]  # implied; for the verifier
+            few = ex.binary("lt", lane, w)  # implied; for the verifier
+            ends = [(lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, head)) if c is not None])),
+                    (N - 1 - lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, (N - head) % w))
+                                              if c is not None]))]
+        else:
+            col = run_start + v % w
+            if s.passes * tp * w * c != N:
+                bounds.append(ex.binary("lt", run_start, N))  # w divides N: a run is all in or all out
         guard = ex.all_of(bounds) if bounds else None
         for op in elems:
             index = _row_index(op, group, row, col)
             value = low.region(chain, index, guard).emit(op.body)
             low.store(op, value, _row_flat(op, group, row, col), v_id, guard)
+            for end, ok in ends:
+                value = low.region([g_id, t_id], _row_index(op, group, row, end), ok).emit(op.body)
+                low.store(op, value, _row_flat(op, group, row, end), t_id, ok)
         for op in reds:
             red = op.reduce
             index = _row_index(op, group, row, col)
@@ -200,6 +215,12 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
             acc = low.b.reduce(red.combiner, value, v_id, low.simplify(guard))
             if s.passes > 1:
                 acc = low.b.reduce(red.combiner, acc, chain[-2])
+            for end, ok in ends:
+                term = low.region([g_id, t_id], _row_index(op, group, row, end), ok).emit(red.body)
+                cd = low.b._node(term).dtype
+                kept = low.b.compute("select", [low.b.index(low.simplify(ok), t_id), term,
+                                                low.b.const(identity(red.combiner, cd), t_id)], t_id, cd)
+                acc = low.combine(red.combiner, acc, kept, t_id)
             acc = _row_all_reduce(low, red.combiner, acc, t_id, t, tp, s.threads, op.name)
             low.store(op, acc, _row_flat(op, group, row, None), t_id, leader)
 

@@ -32,6 +32,10 @@ def lower_split_rows(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, name
         return []
     group, graph = recompute_row_intermediates(group, graph)
     phases = _phases(group, graph)
+    online = _online_sums(group, graph, phases)
+    moved = {graph[m].name: [graph[n] for n, mm in online.items() if mm == m] for m in online.values()}
+    phases = [(scalars, elems, [o for o in reds if o.name not in online] + [x for o in reds for x in moved.get(o.name, [])])
+              for scalars, elems, reds in phases]
     # when each row-scalar value is first known: a scalar op of phase m at m, a
     # reduction swept in phase m at m + 1
     ready: dict[str, int] = {}
@@ -44,8 +48,29 @@ def lower_split_rows(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, name
     kernels = []
     for k, m in enumerate(stops):
         home = {o for o in group.outputs if o in ready and (k == 0 or ready[o] > stops[k - 1]) and ready[o] <= m}
-        kernels.append(_kernel(group, graph, s, phases, m, home, f"{name}_{k}" if len(stops) > 1 else name))
+        kernels.append(_kernel(group, graph, s, phases, online, m, home, f"{name}_{k}" if len(stops) > 1 else name))
     return kernels
+
+
+def _online_sums(group: Group, graph: TensorGraph, phases) -> dict[str, str]:
+    """{s: m} for each sum reduction s = sum(exp(a - m)) swept in the phase after the
+    max reduction m = max(a) (softmax, log-softmax): s is swept with m, each block
+    summing exp(a - its own maximum); combining rescales (sum of s_j·exp(m_j - m))."""
+    row, col = ex.Var("row$"), ex.Var("col$")
+    pairs = {}
+    for q in range(len(phases) - 1):
+        for m in phases[q][2]:
+            if m.reduce.combiner != "max":
+                continue
+            a = ex.substitute(m.value, _row_index(m, group, row, col))
+            for s in phases[q + 1][2]:
+                v = s.value
+                if s.reduce.combiner == "sum" and isinstance(v, ex.Unary) and v.op == "exp" \
+                        and isinstance(v.a, ex.Binary) and v.a.op == "sub" and isinstance(v.a.b, ex.Load) \
+                        and v.a.b.tensor == m.name and s.name not in pairs \
+                        and ex.substitute(v.a.a, _row_index(s, group, row, col)) == a:
+                    pairs[s.name] = m.name
+    return pairs
 
 
 def _partials(graph: TensorGraph, op_name: str, rows: int, splits: int) -> Buffer:
@@ -53,7 +78,7 @@ def _partials(graph: TensorGraph, op_name: str, rows: int, splits: int) -> Buffe
     return Buffer(f"{op_name}_partials", cd, (rows, splits), (splits, 1), "temp")
 
 
-def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, m: int,
+def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, online: dict[str, str], m: int,
             home: set[str], name: str) -> Kernel:
     """The kernel that sweeps phase `m` (or, past the last phase, only combines),
     storing the group outputs in `home` that are row scalars."""
@@ -81,9 +106,15 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, m: in
         op = graph[tensor]
         if tensor in earlier_names:
             cd = dt.compute_dtype(op.dtype)
-            buf = f"{tensor}_partials"
-            part = low.b.load(buf, low.simplify(row * s.splits + t), t_id,
-                              low.simplify(ex.binary("lt", t, s.splits)), identity(op.reduce.combiner, cd))
+            mine = low.simplify(ex.binary("lt", t, s.splits))
+            at = low.simplify(row * s.splits + t)
+            part = low.b.load(f"{tensor}_partials", at, t_id, mine, identity(op.reduce.combiner, cd))
+            if tensor in online:  # s_j · exp(m_j - m): each block summed against its own maximum
+                top = value(online[tensor])
+                m_cd = dt.compute_dtype(graph[online[tensor]].dtype)
+                m_j = low.b.load(f"{online[tensor]}_partials", at, t_id, mine, identity("max", m_cd))
+                shift = low.b.compute("exp", [low.b.compute("sub", [m_j, top], t_id, m_cd)], t_id, m_cd)
+                part = low.b.compute("mul", [part, shift], t_id, cd)
             v = _row_all_reduce(low, op.reduce.combiner, part, t_id, t, T, T, f"{tensor}_c")
         else:
             v = low.region([g_id, t_id], _row_index(op, group, row, None), None, staged(op.body)).emit(op.body)
@@ -106,28 +137,43 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, m: in
     _, elems, reds = phases[m]
     w, c = s.vector, s.chunks
     L, passes = s.slice_length(N), s.passes(N)
-    chain, col_base = [g_id, t_id], split * L
-    if passes > 1:
-        k_id, k = low.scope("serial", "k", passes, t_id)
-        chain.append(k_id)
-        col_base = col_base + k * (T * w * c)
-    v_id, v = low.scope("vector", "v", w * c, chain[-1])
-    chain.append(v_id)
-    run_start = col_base + (v // w) * (T * w) + t * w
-    col = run_start + v % w
-    guard = ex.binary("lt", run_start, N) if S * L != N else None  # w divides N: whole runs
-    for op in elems:
-        value_id = low.region(chain, _row_index(op, group, row, col), guard, staged(op.body)).emit(op.body)
-        low.store(op, value_id, _row_flat(op, group, row, col), v_id, guard)
-    for op in reds:
+
+    def sweep(tag: str):
+        """Scopes over the block's slice: (chain, columns, guard)."""
+        chain, col_base = [g_id, t_id], split * L
+        if passes > 1:
+            k_id, k = low.scope("serial", f"k{tag}", passes, t_id)
+            chain.append(k_id)
+            col_base = col_base + k * (T * w * c)
+        v_id, v = low.scope("vector", f"v{tag}", w * c, chain[-1])
+        chain.append(v_id)
+        run_start = col_base + (v // w) * (T * w) + t * w
+        guard = ex.binary("lt", run_start, N) if S * L != N else None  # w divides N: whole runs
+        return chain, run_start + v % w, guard
+
+    def reduce(op: ex.Expr, chain, col, guard, extra) -> str:
         red = op.reduce
-        term = low.region(chain, _row_index(op, group, row, col), guard, staged(red.body)).emit(red.body)
-        acc = low.b.reduce(red.combiner, term, v_id, low.simplify(guard))
+        body = red.body
+        term = low.region(chain, _row_index(op, group, row, col), guard, {**staged(body), **extra}).emit(body)
+        acc = low.b.reduce(red.combiner, term, chain[-1], low.simplify(guard))
         if passes > 1:
             acc = low.b.reduce(red.combiner, acc, chain[-2])
         acc = _row_all_reduce(low, red.combiner, acc, t_id, t, T, T, op.name)
         low.b.store(f"{op.name}_partials", low.simplify(row * s.splits + split), acc, t_id,
                     low.simplify(ex.binary("eq", t, 0)))
+        return acc
+
+    chain, col, guard = sweep("")
+    for op in elems:
+        value_id = low.region(chain, _row_index(op, group, row, col), guard, staged(op.body)).emit(op.body)
+        low.store(op, value_id, _row_flat(op, group, row, col), chain[-1], guard)
+    block: dict[str, str] = {}  # the block's own maxima, for the online sums swept after them
+    for op in reds:
+        if op.name in online:
+            extra = {ld: block[online[op.name]] for ld in ex.loads(op.reduce.body) if ld.tensor == online[op.name]}
+            reduce(op, *sweep("o"), extra)
+        else:
+            block[op.name] = reduce(op, chain, col, guard, {})
     return _build(low, group, s)
 
 

@@ -16,7 +16,7 @@ import re
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
-from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise
+from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
@@ -86,12 +86,18 @@ def _elementwise_gpu(last: int, itemsize: int, flat: bool) -> list[Schedule]:
 
 def _row_group_gpu(group: Group, itemsize: int) -> list[Schedule]:
     """Threads per row × vector × chunks per pass; passes cover the rest of the row.
+    Vectors divide the row, or for long rows take 16 bytes with a scalar head and tail.
     Points whose first pass is more than twice the row, or that need more than 64
     passes, are left out (they only idle threads or re-read too often)."""
     rows, n = math.prod(group.rows) if group.rows else 1, group.length
     out = []
-    for w in _vectors(n, itemsize):
+    widths = _vectors(n, itemsize)
+    if ragged_vector(n, itemsize) not in widths:  # 16-byte runs, a scalar head and tail
+        widths.append(ragged_vector(n, itemsize))
+    for w in widths:
         for row_threads in _POW2:
+            if n % w and row_threads < w:
+                continue  # the head's and the tail's lanes
             for chunks in _POW2:
                 per_pass = row_threads * w * chunks
                 if w * chunks > MAX_TILE or per_pass > 2 * max(n, w) and chunks > 1:

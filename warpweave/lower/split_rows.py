@@ -9,8 +9,11 @@ shared memory — and compute the row-scalar operations from them in registers, 
 row scalar never crosses DRAM except as partials (or as a group output, stored once
 by block j = 0 of the kernel that first has it). Elementwise intermediates are
 recomputed from the inputs in each sweep (`recompute_row_intermediates`), as in a
-multi-pass row group. A final kernel, a block per row, combines the last sweep's
-partials where the group outputs a row scalar that no sweep kernel has.
+multi-pass row group. A sum of exp(a - m) swept after m = max(a) (softmax,
+log-softmax) is swept with m, online: each block sums against its own maximum m_j,
+and combining rescales, sum over j of s_j·exp(m_j - m), so x is read twice, not three
+times. A final kernel, a block per row, combines the last sweep's partials where the
+group outputs a row scalar that no sweep kernel has.
 """
 from __future__ import annotations
 
@@ -33,9 +36,9 @@ def lower_split_rows(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, name
     group, graph = recompute_row_intermediates(group, graph)
     phases = _phases(group, graph)
     online = _online_sums(group, graph, phases)
-    moved = {graph[m].name: [graph[n] for n, mm in online.items() if mm == m] for m in online.values()}
-    phases = [(scalars, elems, [o for o in reds if o.name not in online] + [x for o in reds for x in moved.get(o.name, [])])
-              for scalars, elems, reds in phases]
+    with_max = {m: [graph[n] for n, mm in online.items() if mm == m] for m in online.values()}
+    phases = [(scalars, elems, [o for o in reds if o.name not in online]
+               + [x for o in reds for x in with_max.get(o.name, [])]) for scalars, elems, reds in phases]
     # when each row-scalar value is first known: a scalar op of phase m at m, a
     # reduction swept in phase m at m + 1
     ready: dict[str, int] = {}
@@ -151,7 +154,8 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, onlin
         guard = ex.binary("lt", run_start, N) if S * L != N else None  # w divides N: whole runs
         return chain, run_start + v % w, guard
 
-    def reduce(op: ex.Expr, chain, col, guard, extra) -> str:
+    def reduce(op, chain, col, guard, extra: dict) -> str:
+        """Sweep reduction `op` over the slice into its partial (loads in `extra` staged)."""
         red = op.reduce
         body = red.body
         term = low.region(chain, _row_index(op, group, row, col), guard, {**staged(body), **extra}).emit(body)

@@ -123,3 +123,17 @@ def test_split_rows_on_the_gpu(name, shape, dtype):
     _, _, inlined, group = _row_group(CASES[name][0], shape, dtype)
     _run(name, shape, dtype, default_schedule(group, inlined, "gpu") if shape[1] >= 65536 else
          GpuSplitRows(splits=16, threads=256, vector=1, chunks=8), target="cuda")
+
+
+def test_online_softmax_reads_x_twice():
+    """The cost model's count of the kernels' DRAM reads: x twice (the statistics, then
+    the output), plus the partials."""
+    from warpweave.passes.cost import H100, kernel_cost
+    from warpweave.passes.manager import PassManager
+    from warpweave.pipeline.compile import PIPELINE
+
+    point = GpuSplitRows(splits=32, threads=256, vector=4, chunks=8)
+    kernels = [PassManager(PIPELINE).run(k) for k in _kernels("softmax", (8, 262144), "float32", point)]
+    x = 8 * 262144 * 4
+    read = sum(kernel_cost(k, H100).global_read for k in kernels)
+    assert len(kernels) == 2 and 2 * x <= read <= 2 * x + 4 * 8 * 32 * 4 * 256

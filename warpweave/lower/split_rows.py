@@ -9,10 +9,10 @@ shared memory — and compute the row-scalar operations from them in registers, 
 row scalar never crosses DRAM except as partials (or as a group output, stored once
 by block j = 0 of the kernel that first has it). Elementwise intermediates are
 recomputed from the inputs in each sweep (`recompute_row_intermediates`), as in a
-multi-pass row group. A sum of exp(a - m) swept after m = max(a) (softmax,
-log-softmax) is swept with m, online: each block sums against its own maximum m_j,
-and combining rescales, sum over j of s_j·exp(m_j - m), so x is read twice, not three
-times. A final kernel, a block per row, combines the last sweep's partials where the
+multi-pass row group. Softmax's sum of exp(a - max(a)) and layer norm's sum of
+(a - mean)² are swept with the reduction they depend on, each block against its own
+maximum or mean, and combined in closed form (`_online_sums`): x is read twice, not
+three times. A final kernel, a block per row, combines the last sweep's partials where the
 group outputs a row scalar that no sweep kernel has.
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ def lower_split_rows(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, name
     group, graph = recompute_row_intermediates(group, graph)
     phases = _phases(group, graph)
     online = _online_sums(group, graph, phases)
-    with_max = {m: [graph[n] for n, mm in online.items() if mm == m] for m in online.values()}
+    partner = {m: [graph[n] for n, (_, mm) in online.items() if mm == m] for _, m in online.values()}
     phases = [(scalars, elems, [o for o in reds if o.name not in online]
-               + [x for o in reds for x in with_max.get(o.name, [])]) for scalars, elems, reds in phases]
+               + [x for o in reds for x in partner.get(o.name, [])]) for scalars, elems, reds in phases]
     # when each row-scalar value is first known: a scalar op of phase m at m, a
     # reduction swept in phase m at m + 1
     ready: dict[str, int] = {}
@@ -55,24 +55,39 @@ def lower_split_rows(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, name
     return kernels
 
 
-def _online_sums(group: Group, graph: TensorGraph, phases) -> dict[str, str]:
-    """{s: m} for each sum reduction s = sum(exp(a - m)) swept in the phase after the
-    max reduction m = max(a) (softmax, log-softmax): s is swept with m, each block
-    summing exp(a - its own maximum); combining rescales (sum of s_j·exp(m_j - m))."""
+def _online_sums(group: Group, graph: TensorGraph, phases) -> dict[str, tuple[str, str]]:
+    """{s: (kind, m)} for each sum reduction s swept in the phase after reduction m that
+    a block can sweep together with m, its partials combined in closed form:
+    "exp" — s = sum(exp(a - m)), m = max(a) (softmax, log-softmax): each block sums
+    against its own maximum m_j, combined as the sum of s_j·exp(m_j - m);
+    "centered" — s = sum((a - m/N)²), m = sum(a) (layer norm's variance): each block
+    centres on its own mean, combined as Chan's sum of s_j + n_j·(m_j/n_j - m/N)²."""
     row, col = ex.Var("row$"), ex.Var("col$")
     pairs = {}
     for q in range(len(phases) - 1):
         for m in phases[q][2]:
-            if m.reduce.combiner != "max":
-                continue
             a = ex.substitute(m.value, _row_index(m, group, row, col))
             for s in phases[q + 1][2]:
                 v = s.value
-                if s.reduce.combiner == "sum" and isinstance(v, ex.Unary) and v.op == "exp" \
-                        and isinstance(v.a, ex.Binary) and v.a.op == "sub" and isinstance(v.a.b, ex.Load) \
-                        and v.a.b.tensor == m.name and s.name not in pairs \
-                        and ex.substitute(v.a.a, _row_index(s, group, row, col)) == a:
-                    pairs[s.name] = m.name
+                if s.reduce.combiner != "sum" or s.name in pairs:
+                    continue
+                if m.reduce.combiner == "max" and isinstance(v, ex.Unary) and v.op == "exp":
+                    d, kind = v.a, "exp"
+                elif m.reduce.combiner == "sum" and isinstance(v, ex.Binary) and v.op == "mul" and v.a == v.b:
+                    d, kind = v.a, "centered"
+                else:
+                    continue
+                if not (isinstance(d, ex.Binary) and d.op == "sub"):
+                    continue
+                center = d.b
+                if kind == "centered":
+                    if not (isinstance(center, ex.Binary) and center.op == "div" and isinstance(center.b, ex.Const)
+                            and center.b.value == group.length):
+                        continue
+                    center = center.a
+                if isinstance(center, ex.Load) and center.tensor == m.name \
+                        and ex.substitute(d.a, _row_index(s, group, row, col)) == a:
+                    pairs[s.name] = (kind, m.name)
     return pairs
 
 
@@ -81,14 +96,14 @@ def _partials(graph: TensorGraph, op_name: str, rows: int, splits: int) -> Buffe
     return Buffer(f"{op_name}_partials", cd, (rows, splits), (splits, 1), "temp")
 
 
-def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, online: dict[str, str], m: int,
+def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, online: dict[str, tuple[str, str]], m: int,
             home: set[str], name: str) -> Kernel:
     """The kernel that sweeps phase `m` (or, past the last phase, only combines),
     storing the group outputs in `home` that are row scalars."""
     R, N = math.prod(group.rows), group.length
     final = m >= len(phases)
     S = 1 if final else s.splits
-    T = s.threads
+    T, L, passes = s.threads, s.slice_length(N), s.passes(N)
     low = _GroupLowering(group, graph, "gpu", name)
     earlier = [op for q in range(min(m, len(phases))) for op in phases[q][2]]
     swept = [] if final else phases[m][2]
@@ -112,12 +127,8 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, onlin
             mine = low.simplify(ex.binary("lt", t, s.splits))
             at = low.simplify(row * s.splits + t)
             part = low.b.load(f"{tensor}_partials", at, t_id, mine, identity(op.reduce.combiner, cd))
-            if tensor in online:  # s_j · exp(m_j - m): each block summed against its own maximum
-                top = value(online[tensor])
-                m_cd = dt.compute_dtype(graph[online[tensor]].dtype)
-                m_j = low.b.load(f"{online[tensor]}_partials", at, t_id, mine, identity("max", m_cd))
-                shift = low.b.compute("exp", [low.b.compute("sub", [m_j, top], t_id, m_cd)], t_id, m_cd)
-                part = low.b.compute("mul", [part, shift], t_id, cd)
+            if tensor in online:
+                part = combine_online(tensor, part, at, mine, cd)
             v = _row_all_reduce(low, op.reduce.combiner, part, t_id, t, T, T, f"{tensor}_c")
         else:
             v = low.region([g_id, t_id], _row_index(op, group, row, None), None, staged(op.body)).emit(op.body)
@@ -127,6 +138,25 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, onlin
             v = low.b.compute("cast", [low.b.compute("cast", [v], t_id, op.dtype)], t_id, low.b._node(v).dtype)
         values[tensor] = v
         return v
+
+    def count(j: ex.Expr, scope: str, cd: dt.DType, least: int) -> str:
+        """The elements of the row in block j's slice (at least `least`), as a `cd` value."""
+        n = ex.binary("max", ex.binary("min", ex.Const(L, dt.INDEX), N - j * L), ex.Const(least, dt.INDEX))
+        return low.b.compute("cast", [low.b.index(low.simplify(n), scope)], scope, cd)
+
+    def combine_online(tensor: str, part: str, at: ex.Expr, mine: ex.Expr, cd: dt.DType) -> str:
+        """Block t's term of an online sum's combination (identity past the partials)."""
+        kind, m = online[tensor]
+        b = low.b
+        m_j = b.load(f"{m}_partials", at, t_id, mine, identity(graph[m].reduce.combiner, cd))
+        if kind == "exp":  # s_j · exp(m_j - m)
+            return b.compute("mul", [part, b.compute("exp", [b.compute("sub", [m_j, value(m)], t_id, cd)],
+                                                     t_id, cd)], t_id, cd)
+        mean = b.compute("div", [value(m), b.const(ex.Const(N, cd), t_id)], t_id, cd)  # s_j + n_j·(m_j/n_j - m/N)²
+        gap = b.compute("sub", [b.compute("div", [m_j, count(t, t_id, cd, 1)], t_id, cd), mean], t_id, cd)
+        term = b.compute("add", [part, b.compute("mul", [count(t, t_id, cd, 0), b.compute("mul", [gap, gap], t_id, cd)],
+                                                 t_id, cd)], t_id, cd)
+        return b.compute("select", [b.index(mine, t_id), term, b.const(ex.Const(0, cd), t_id)], t_id, cd)
 
     def staged(body: ex.Expr) -> dict[ex.Load, str]:
         return {ld: value(ld.tensor) for ld in ex.loads(body)
@@ -139,7 +169,6 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, onlin
         return _build(low, group, s)
     _, elems, reds = phases[m]
     w, c = s.vector, s.chunks
-    L, passes = s.slice_length(N), s.passes(N)
 
     def sweep(tag: str):
         """Scopes over the block's slice: (chain, columns, guard)."""
@@ -171,13 +200,18 @@ def _kernel(group: Group, graph: TensorGraph, s: sch.GpuSplitRows, phases, onlin
     for op in elems:
         value_id = low.region(chain, _row_index(op, group, row, col), guard, staged(op.body)).emit(op.body)
         low.store(op, value_id, _row_flat(op, group, row, col), chain[-1], guard)
-    block: dict[str, str] = {}  # the block's own maxima, for the online sums swept after them
+    block: dict[str, str] = {}  # the block's own statistics, for the online sums swept after them
     for op in reds:
-        if op.name in online:
-            extra = {ld: block[online[op.name]] for ld in ex.loads(op.reduce.body) if ld.tensor == online[op.name]}
-            reduce(op, *sweep("o"), extra)
-        else:
+        if op.name not in online:
             block[op.name] = reduce(op, chain, col, guard, {})
+            continue
+        kind, m = online[op.name]
+        own = block[m]  # its maximum; or its sum, scaled so that dividing by N gives its mean
+        if kind == "centered":
+            cd = low.b._node(own).dtype
+            scale = low.b.compute("div", [low.b.const(ex.Const(N, cd), t_id), count(split, t_id, cd, 1)], t_id, cd)
+            own = low.b.compute("mul", [own, scale], t_id, cd)
+        reduce(op, *sweep("o"), {ld: own for ld in ex.loads(op.reduce.body) if ld.tensor == m})
     return _build(low, group, s)
 
 

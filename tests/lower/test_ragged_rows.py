@@ -91,3 +91,16 @@ def test_ragged_rows_on_the_gpu(name, rows, n, dtype):
     if not isinstance(point, GpuRowGroup) or n % point.vector == 0:
         point = GpuRowGroup(threads=1024, row_threads=1024, vector=4, chunks=4, passes=-(-n // 16384))
     _check(name, rows, n, dtype, point, target="cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_large_ragged_rows_verify(dtype):
+    """Bounds too many to check point by point are proven: a weight's column is taken
+    modulo the row (`_wrap_broadcast_columns`), the row's runs under their guard."""
+    from warpweave.ir.gir_verify import verify
+
+    _, _, inlined, group = _group("layer_norm", 4096, 4095, dtype)
+    point = default_schedule(group, inlined, "gpu")
+    assert 4095 % point.vector
+    for k in lower_kernels(group, inlined, point, "k"):
+        verify(k)

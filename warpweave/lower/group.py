@@ -158,6 +158,30 @@ def _row_flat(op: ComputeOp, group: Group, row: ex.Expr, col: ex.Expr | None) ->
     return _flat(op, {a.name: index[a.name] for a in op.axes})
 
 
+def _wrap_broadcast_columns(op: ComputeOp, group: Group) -> ComputeOp:
+    """`op` with the column index of each load that no row index reaches (a weight that
+    every row reads) taken modulo the row length: the same element for every column of
+    the row, and a bound that the verifier sees where a ragged row's columns are spelled
+    from its first aligned element."""
+    place = row_place(op, group.rows, group.length)
+    if place == "scalar":
+        return op
+    column = op.reduce.axes[0].name if place == "reduce" else op.axes[-1].name
+    rows = {a.name for a in op.axes} - {column}
+
+    def wrap(_orig: ex.Expr, e: ex.Expr) -> ex.Expr:
+        if not isinstance(e, ex.Load):
+            return e
+        used = set().union(*(ex.free_vars(i) for i in e.indices)) if e.indices else set()
+        if column not in used or used & rows:
+            return e
+        wrapped = {column: ex.Var(column) % group.length}
+        return ex.Load(e.tensor, [ex.substitute(i, wrapped) for i in e.indices], e.dtype)
+
+    body = ex.transform(op.body, wrap)
+    return op if body == op.body else ComputeOp(op.name, op.shape, op.dtype, op.axes, body, op.label)
+
+
 def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
     group, graph = low.group, low.graph
     R, N = math.prod(group.rows), group.length
@@ -193,6 +217,8 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
             bounds += [ex.binary("le", head + run_start + w, N),     # the run lies in the row
                        ex.binary("le", start + run_start + w, R * N)]  # implied; for the verifier
             few = ex.binary("lt", lane, w)  # implied; for the verifier
+            elems = [_wrap_broadcast_columns(op, group) for op in elems]
+            reds = [_wrap_broadcast_columns(op, group) for op in reds]
             ends = [(lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, head)) if c is not None])),
                     (N - 1 - lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, (N - head) % w))
                                               if c is not None]))]

@@ -135,6 +135,8 @@ def main():
     ap.add_argument("--part", default="1/1", help="k/n: run the k-th of n slices of the cases")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: tests the harness only")
     ap.add_argument("--only", default=None, help="comma-separated substrings of case names")
+    ap.add_argument("--shapes", default=None, help="semicolon-separated case:shape pairs to keep, "
+                    "e.g. 'softmax:8×262144' (a shape as the table writes it, × or x)")
     ap.add_argument("--write", default=None, help="merge these fusion_results-style JSON files into RESULTS.md")
     args = ap.parse_args()
     if args.write:
@@ -156,6 +158,10 @@ def main():
     if args.only:
         wanted = [w.strip().lower() for w in args.only.split(",")]
         cases = [c for c in cases if any(w in c.name.lower() for w in wanted)]
+    if args.shapes:
+        pairs = [(n, sh.replace("x", "×")) for n, sh in (p.split(":") for p in args.shapes.split(";"))]
+        cases = [c for c in cases if any(c.name == n and " ; ".join("×".join(map(str, s)) for s in c.shapes)
+                                         .split(" ; ")[0] == sh for n, sh in pairs)]
     jobs = [(c, d) for d in args.dtypes.split(",") for c in cases]
     jobs = jobs[(k - 1) * len(jobs) // n: k * len(jobs) // n]
     meta.update(command=fs.command_line(), warpweave_commit=fs.source_commit(), part=args.part)

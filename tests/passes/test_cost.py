@@ -34,3 +34,15 @@ def test_unpredicated_loads_count_every_iteration():
     cost = kernel_cost(lower_op(op, TensorGraph([x, op], ["x"], ["e"]), sch.GpuElementwise()), H100)
     assert cost.global_read == cost.global_write == n * n * 4
     assert cost.time_s >= n * n * 8 / H100.bandwidth + H100.launch_s
+
+
+def test_row_sweeps_few_blocks_pull_what_their_sms_can():
+    """Eight blocks over eight long rows move what eight SMs pull; 256 blocks reach the
+    DRAM bandwidth and pay for their extra launches only in halves."""
+    from warpweave.passes.cost import row_sweeps_time
+
+    few = row_sweeps_time(8, 262144, 4, 3, 8, 1, H100)
+    many = row_sweeps_time(8, 262144, 4, 3, 256, 3, H100)
+    assert few == 3 * 8 * 262144 * 4 / (8 * H100.sm_bandwidth) + H100.launch_s
+    assert many == 3 * 8 * 262144 * 4 / H100.bandwidth + 2 * H100.launch_s
+    assert many < few / 2

@@ -27,6 +27,8 @@ def _gelu(x):
 CASES = [
     ("softmax", lambda x: ww.softmax(x), [(3, 40)], lambda x: softmax_reference(x)),
     ("layer_norm", lambda x: ww.layer_norm(x), [(5, 24)], lambda x: layer_norm_reference(x)),
+    ("softmax_ragged_rows", lambda x: ww.softmax(x), [(3, 263)], lambda x: softmax_reference(x)),
+    ("softmax_split_rows", lambda x: ww.softmax(x), [(2, 1031)], lambda x: softmax_reference(x)),
     ("row_sum_odd", lambda x: x.sum(axis=-1), [(4, 37)], lambda x: x.sum(axis=-1)),
     ("column_sum", lambda x: x.sum(axis=0), [(70, 12)], lambda x: x.sum(axis=0)),
     ("middle_sum", lambda x: x.sum(axis=1), [(3, 33, 8)], lambda x: x.sum(axis=1)),
@@ -76,16 +78,20 @@ def test_default_point_comes_first_and_points_are_distinct():
                 assert len(set(points)) == len(points)
 
 
-def test_row_group_points_fit_the_row():
-    """Vector widths divide the row; the register tile stays within MAX_TILE; passes
-    cover the row exactly once."""
-    graph, _, groups = _groups(lambda x: ww.softmax(x), [(8, 3000)], "gpu")
+@pytest.mark.parametrize("n", [3000, 3001])
+def test_row_group_points_fit_the_row(n):
+    """Vector widths divide the row, or take 16 bytes with a lane per element of the
+    scalar head and tail; the register tile stays within MAX_TILE; passes cover the
+    row exactly once."""
+    graph, _, groups = _groups(lambda x: ww.softmax(x), [(8, n)], "gpu")
     (group,) = groups
     points = [p for p in space(group, graph, "gpu") if isinstance(p, GpuRowGroup)]
     assert len(points) > 50
+    assert any(n % p.vector for p in points) == bool(n % 4)
     for p in points:
-        assert 3000 % p.vector == 0 and p.vector * p.chunks <= 32 and p.threads % p.row_threads == 0
-        assert (p.passes - 1) * p.row_threads * p.vector * p.chunks < 3000 <= \
+        assert n % p.vector == 0 or (p.vector == 4 and p.row_threads >= 4)
+        assert p.vector * p.chunks <= 32 and p.threads % p.row_threads == 0
+        assert (p.passes - 1) * p.row_threads * p.vector * p.chunks < n <= \
             p.passes * p.row_threads * p.vector * p.chunks
 
 

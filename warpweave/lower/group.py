@@ -25,7 +25,8 @@ from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
 from ..passes.fuse import Group, recompute_row_intermediates, row_place
 from ..schedule import templates as sch
-from .op import _Lowering, _warp_reduce, identity, unflatten
+from ..schedule.choose import flat_elementwise
+from .op import _Lowering, _warp_reduce, gpu_elementwise_parts, identity, unflatten
 
 
 class _GroupLowering(_Lowering):
@@ -78,21 +79,13 @@ def _flat(op: ComputeOp, index: dict[str, ex.Expr]) -> ex.Expr:
 def _elementwise_gpu(low: _GroupLowering, s: sch.GpuElementwise) -> None:
     ops = [low.graph[n] for n in low.group.ops]
     shape = ops[0].shape
-    total = math.prod(shape)
-    w = s.vector if (shape and shape[-1] % s.vector == 0) else 1
-    threads = min(s.threads, max(WARP_SIZE, 1 << max(0, (math.ceil(total / w) - 1).bit_length())))
-    g_id, g = low.scope("grid", "g", math.ceil(total / (threads * w)), None)
-    t_id, t = low.scope("block", "t", threads, g_id)
-    chain, flat = [g_id, t_id], g * threads + t
-    guard = ex.binary("lt", flat * w, total)
-    if w > 1:
-        v_id, v = low.scope("vector", "v", w, t_id)
-        chain.append(v_id)
-        flat = flat * w + v
-    position = unflatten(flat, shape)
-    for op in ops:  # stores spell offsets as the loads of their consumers do
-        index = dict(zip((a.name for a in op.axes), position))
-        low.store(op, low.region(chain, index, guard).emit(op.body), _flat(op, index), chain[-1], guard)
+    flat_ok = flat_elementwise(ops, low.graph)
+    w = s.vector if flat_ok or (shape and shape[-1] % s.vector == 0) else 1
+    for chain, flat, guard in gpu_elementwise_parts(low, math.prod(shape), s.threads, w):
+        position = unflatten(flat, shape)
+        for op in ops:  # stores spell offsets as the loads of their consumers do
+            index = dict(zip((a.name for a in op.axes), position))
+            low.store(op, low.region(chain, index, guard).emit(op.body), _flat(op, index), chain[-1], guard)
 
 
 def _elementwise_cpu(low: _GroupLowering, s: sch.CpuElementwise) -> None:
@@ -165,6 +158,30 @@ def _row_flat(op: ComputeOp, group: Group, row: ex.Expr, col: ex.Expr | None) ->
     return _flat(op, {a.name: index[a.name] for a in op.axes})
 
 
+def _wrap_broadcast_columns(op: ComputeOp, group: Group) -> ComputeOp:
+    """`op` with the column index of each load that no row index reaches (a weight that
+    every row reads) taken modulo the row length: the same element for every column of
+    the row, and a bound that the verifier sees where a ragged row's columns are spelled
+    from its first aligned element."""
+    place = row_place(op, group.rows, group.length)
+    if place == "scalar":
+        return op
+    column = op.reduce.axes[0].name if place == "reduce" else op.axes[-1].name
+    rows = {a.name for a in op.axes} - {column}
+
+    def wrap(_orig: ex.Expr, e: ex.Expr) -> ex.Expr:
+        if not isinstance(e, ex.Load):
+            return e
+        used = set().union(*(ex.free_vars(i) for i in e.indices)) if e.indices else set()
+        if column not in used or used & rows:
+            return e
+        wrapped = {column: ex.Var(column) % group.length}
+        return ex.Load(e.tensor, [ex.substitute(i, wrapped) for i in e.indices], e.dtype)
+
+    body = ex.transform(op.body, wrap)
+    return op if body == op.body else ComputeOp(op.name, op.shape, op.dtype, op.axes, body, op.label)
+
+
 def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
     group, graph = low.group, low.graph
     R, N = math.prod(group.rows), group.length
@@ -191,15 +208,32 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
         v_id, v = low.scope("vector", f"v{n}", w * c, chain[-1])
         chain.append(v_id)
         run_start = col_base + (v // w) * (tp * w) + lane * w
-        col = run_start + v % w
         bounds = [row_ok] if row_ok is not None else []
-        if s.passes * tp * w * c != N:
-            bounds.append(ex.binary("lt", run_start, N))  # w divides N: a run is all in or all out
+        ends = []  # the scalar head and tail of a ragged row: (column, guard)
+        if N % w:  # runs from the row's first w-aligned element; a scalar head and tail
+            start = ((row * N + (w - 1)) // w) * w
+            head = start - row * N
+            col = head + run_start + v % w
+            bounds += [ex.binary("le", head + run_start + w, N),     # the run lies in the row
+                       ex.binary("le", start + run_start + w, R * N)]  # implied; for the verifier
+            few = ex.binary("lt", lane, w)  # implied; for the verifier
+            elems = [_wrap_broadcast_columns(op, group) for op in elems]
+            reds = [_wrap_broadcast_columns(op, group) for op in reds]
+            ends = [(lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, head)) if c is not None])),
+                    (N - 1 - lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, (N - head) % w))
+                                              if c is not None]))]
+        else:
+            col = run_start + v % w
+            if s.passes * tp * w * c != N:
+                bounds.append(ex.binary("lt", run_start, N))  # w divides N: a run is all in or all out
         guard = ex.all_of(bounds) if bounds else None
         for op in elems:
             index = _row_index(op, group, row, col)
             value = low.region(chain, index, guard).emit(op.body)
             low.store(op, value, _row_flat(op, group, row, col), v_id, guard)
+            for end, ok in ends:
+                value = low.region([g_id, t_id], _row_index(op, group, row, end), ok).emit(op.body)
+                low.store(op, value, _row_flat(op, group, row, end), t_id, ok)
         for op in reds:
             red = op.reduce
             index = _row_index(op, group, row, col)
@@ -207,6 +241,12 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
             acc = low.b.reduce(red.combiner, value, v_id, low.simplify(guard))
             if s.passes > 1:
                 acc = low.b.reduce(red.combiner, acc, chain[-2])
+            for end, ok in ends:
+                term = low.region([g_id, t_id], _row_index(op, group, row, end), ok).emit(red.body)
+                cd = low.b._node(term).dtype
+                kept = low.b.compute("select", [low.b.index(low.simplify(ok), t_id), term,
+                                                low.b.const(identity(red.combiner, cd), t_id)], t_id, cd)
+                acc = low.combine(red.combiner, acc, kept, t_id)
             acc = _row_all_reduce(low, red.combiner, acc, t_id, t, tp, s.threads, op.name)
             low.store(op, acc, _row_flat(op, group, row, None), t_id, leader)
 

@@ -20,6 +20,7 @@ from ..ir import simplify as sx
 from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, Placeholder, TensorGraph, row_major_strides
 from ..schedule import templates as sch
+from ..schedule.choose import flat_elementwise
 
 
 def _prod(xs) -> int:
@@ -293,24 +294,38 @@ def _exists_in_run(c: ex.Expr, var: str, r: int, extent: int, ranges):
 
 # ----------------------------------------------------------------------------- templates
 
+def gpu_elementwise_parts(low: _Lowering, total: int, threads: int, w: int):
+    """The GPU elementwise mapping of `total` elements: thread i of the grid covers
+    elements [i·w, i·w + w) as one vector (w divides what it must for the loads to stay
+    wide: the caller's choice), and where w does not divide `total` the thread just past
+    the last whole vector covers the remainder with a scalar loop. Returns
+    [(scope chain, flat element index, guard)]: the vector part, then the tail."""
+    full, tail = divmod(total, w)
+    count = full + (1 if tail else 0)
+    threads = min(threads, max(WARP_SIZE, 1 << max(0, (count - 1).bit_length())))
+    g_id, g = low.scope("grid", "g", math.ceil(count / threads), None)
+    t_id, t = low.scope("block", "t", threads, g_id)
+    i = g * threads + t
+    if w == 1:
+        return [([g_id, t_id], i, ex.binary("lt", i, total))]
+    parts = []
+    if full:
+        v_id, v = low.scope("vector", "v", w, t_id)
+        parts.append(([g_id, t_id, v_id], i * w + v, ex.binary("lt", i, full)))  # lane-invariant
+    if tail:
+        s_id, k = low.scope("serial", "s", tail, t_id)
+        parts.append(([g_id, t_id, s_id], full * w + k, ex.binary("eq", i, full)))
+    return parts
+
+
 def _gpu_elementwise(low: _Lowering, s: sch.GpuElementwise) -> None:
     op = low.op
-    total = _prod(op.shape)
-    w = s.vector if (op.shape and op.shape[-1] % s.vector == 0) else 1
-    threads = min(s.threads, max(WARP_SIZE, 1 << max(0, (math.ceil(total / w) - 1).bit_length())))
-    grid = math.ceil(total / (threads * w))
-    g_id, g = low.scope("grid", "g", grid, None)
-    t_id, t = low.scope("block", "t", threads, g_id)
-    chain = [g_id, t_id]
-    flat = (g * threads + t)
-    guard = ex.binary("lt", flat * w, total)  # w divides total: lane-invariant
-    if w > 1:
-        v_id, v = low.scope("vector", "v", w, t_id)
-        chain.append(v_id)
-        flat = flat * w + v
-    index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
-    region = low.region(chain, index, guard)
-    low.store_output(region.emit(op.body), flat, chain[-1], guard)
+    flat_ok = flat_elementwise([op], low.graph)
+    w = s.vector if flat_ok or (op.shape and op.shape[-1] % s.vector == 0) else 1
+    for chain, flat, guard in gpu_elementwise_parts(low, _prod(op.shape), s.threads, w):
+        index = dict(zip((a.name for a in op.axes), unflatten(flat, op.shape)))
+        region = low.region(chain, index, guard)
+        low.store_output(region.emit(op.body), flat, chain[-1], guard)
 
 
 def _warp_reduce(low: _Lowering, combiner: str, value: str, scope: str, lanes: int = WARP_SIZE) -> str:

@@ -223,3 +223,14 @@ def _occupancy(kernel: Kernel, device: DeviceModel) -> tuple[float, int]:
     per_sm = max(1, min(per_sm, 32))
     blocks = min(per_sm, -(-kernel.grid // device.sm_count))
     return blocks * block / device.threads_per_sm, min(device.sm_count, kernel.grid)
+
+
+def row_sweeps_time(rows: int, length: int, itemsize: int, sweeps: int, blocks: int, kernels: int,
+                    device: DeviceModel) -> float:
+    """Estimated time of a row group that reads its rows of `length` elements of
+    `itemsize` bytes `sweeps` times with `blocks` blocks over `kernels` launches: each
+    sweep's bytes at the bandwidth the busy SMs can pull (later sweeps hit L2 as often
+    as not, which the estimate ignores), one launch, and half a launch for each further
+    kernel (launched while the one before runs: only the gap between them counts)."""
+    bandwidth = min(device.bandwidth, min(blocks, device.sm_count) * device.sm_bandwidth)
+    return sweeps * rows * length * itemsize / bandwidth + (1 + (kernels - 1) / 2) * device.launch_s

@@ -30,6 +30,7 @@ from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
 from ..lower.group import lower_group
 from ..lower.op import lower
+from ..lower.split_rows import lower_split_rows
 from ..passes import fuse
 from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY
 from ..passes.cost import device_for, kernel_cost
@@ -39,7 +40,7 @@ from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
-from ..schedule.templates import Schedule
+from ..schedule.templates import GpuSplitRows, Schedule
 from .cache import default_cache, make_key
 from .tuned import TunedSchedules, tuned_schedules
 from .profiles import gpu_model
@@ -210,6 +211,8 @@ def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, nam
     """The unstitched GIR kernels of one group under `schedule`, in launch order."""
     if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
+    if isinstance(schedule, GpuSplitRows):
+        return lower_split_rows(group, graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)
     return [] if kernel is None else [kernel]
 

@@ -2,14 +2,18 @@
 the group's kind, shapes and dtypes and the target."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from ..ir import expr as ex
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
-from ..passes.fuse import Group
+from ..passes.cost import device_for, row_sweeps_time
+from ..passes.fuse import Group, row_place
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
-                        GpuSplitColumnReduce, GpuTranspose, Schedule)
+                        GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
 
 
 DEFAULT_SM_COUNT = 132  # H100 / H200; the driver passes the device's own count
@@ -22,8 +26,29 @@ def _pow2_at_most(n: int, cap: int) -> int:
     return p
 
 
-def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Schedule:
-    """The default schedule for `op` on `target` ("gpu" or "cpu")."""
+def flat_elementwise(ops: list[ComputeOp], graph: TensorGraph) -> bool:
+    """Whether these elementwise operations (of one shape) read every tensor at their
+    own position (same shape, axes in order): their vectors may then run over the
+    flattened elements, whatever the width of the last axis, with a scalar tail
+    (H200, 2026-12-02: GELU over [3001, 5003] ran at vector width 1, 0.70x Inductor)."""
+    shape = ops[0].shape if ops else ()
+    if not shape:
+        return False
+    for op in ops:
+        if op.reduce is not None or op.shape != shape:
+            return False
+        axes = [a.name for a in op.axes]
+        for ld in ex.loads(op.value):
+            if graph[ld.tensor].shape != shape or \
+                    [i.name if isinstance(i, ex.Var) else None for i in ld.indices] != axes:
+                return False
+    return True
+
+
+def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT,
+           graph: TensorGraph | None = None) -> Schedule:
+    """The default schedule for `op` on `target` ("gpu" or "cpu"); `graph` (holding
+    its inputs) lets an elementwise operation vectorise over its flattened elements."""
     kind = op.kind
     lanes16 = 16 // op.dtype.itemsize  # elements of one 16-byte access
     if target == "cpu":
@@ -47,8 +72,8 @@ def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Sche
             return GpuTranspose(tile=64, vector=2)  # 4-byte accesses for 16-bit types
         return GpuTranspose()
     last = op.shape[-1] if op.shape else 1
-    vec = lanes16 if last % lanes16 == 0 else 1
-    return GpuElementwise(vector=vec)
+    flat = graph is not None and flat_elementwise([op], graph)
+    return GpuElementwise(vector=lanes16 if flat or last % lanes16 == 0 else 1)
 
 
 def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> Schedule:
@@ -56,9 +81,7 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
     `dtype_bytes` bytes (the widest tensor the group moves)."""
     if target == "cpu":
         return CpuRowGroup(vector=max(1, 64 // max(4, dtype_bytes)))
-    w = 16 // dtype_bytes
-    while w > 1 and length % w:
-        w //= 2
+    w = ragged_vector(length, dtype_bytes)
     # about four 16-byte runs per thread per pass; a whole row in one pass when it fits
     tile = min(MAX_TILE, 4 * w)
     row_threads = min(1024, max(1, _next_pow2(-(-length // tile))))
@@ -68,7 +91,61 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
     return GpuRowGroup(threads=threads, row_threads=row_threads, vector=w, chunks=chunks, passes=passes)
 
 
-GROUP_TEMPLATES = (GpuRowGroup, CpuRowGroup)
+def choose_split_rows(length: int, rows: int, dtype_bytes: int, sm_count: int) -> GpuSplitRows:
+    """Split rows over enough blocks for about two per SM (at most a block's threads
+    per row, so that one thread per partial combines them), each slice a whole number
+    of passes of the block's register tile, and no block left without elements."""
+    w = 16 // dtype_bytes
+    while w > 1 and length % w:
+        w //= 2
+    threads = 256
+    splits = min(threads, max(2, -(-2 * sm_count // rows)))
+    per_block = -(-length // splits)
+    chunks = max(1, min(MAX_TILE // w, -(-per_block // (threads * w))))
+    point = GpuSplitRows(splits=splits, threads=threads, vector=w, chunks=chunks)
+    return replace(point, splits=-(-length // point.slice_length(length)))
+
+
+LONG_ROW = 2 * 1024 * MAX_TILE  # two passes of the largest block's register tile, or more
+
+
+def split_rows_pays(group: Group, graph: TensorGraph, sm_count: int) -> GpuSplitRows | None:
+    """The split-row point for a GPU row group of fewer rows than SMs, each at least
+    `LONG_ROW` long, when the cost model ranks it ahead of a block per row (which
+    leaves SMs idle: H200, 2026-12-02, softmax over [8, 262144] at 10 % of the
+    roofline), else None."""
+    rows = int(np.prod(group.rows, dtype=np.int64)) if group.rows else 1
+    if group.pattern != "row" or rows >= sm_count or group.length < LONG_ROW:
+        return None
+    widest = max(t.dtype.itemsize for o in group.ops for t in [graph[o]] + [graph[i] for i in graph[o].inputs])
+    point = choose_split_rows(group.length, rows, widest, sm_count)
+    if point.splits < 2:
+        return None
+    device = device_for("gpu", sm_count)
+    reductions = sum(1 for o in group.ops if graph[o].reduce is not None)
+    elementwise_out = any(row_place(graph[o], group.rows, group.length) == "elementwise" for o in group.outputs)
+    sweeps = reductions + elementwise_out  # a kernel per sweep, and a last one that combines
+    kernels = sweeps + (not elementwise_out)
+    split = row_sweeps_time(rows, group.length, widest, sweeps, rows * point.splits, kernels, device)
+    whole = row_sweeps_time(rows, group.length, widest, sweeps, rows, 1, device)
+    return point if split < whole else None
+
+
+def ragged_vector(length: int, dtype_bytes: int) -> int:
+    """The vector width of a GPU row group's rows of `length` elements: 16 bytes when
+    the row is long enough (`RAGGED_ROW` runs) for a scalar head and tail to cost little
+    where the width does not divide it (H200, 2026-12-02: softmax over [1024, 50257] at
+    vector width 1 ran at 17 % of the roofline), else what divides the row."""
+    w = 16 // dtype_bytes
+    if length % w == 0 or length >= RAGGED_ROW * w:
+        return w
+    while w > 1 and length % w:
+        w //= 2
+    return w
+
+
+RAGGED_ROW = 64  # 16-byte runs a row needs before its vectors may leave a scalar head and tail
+GROUP_TEMPLATES = (GpuRowGroup, CpuRowGroup, GpuSplitRows)
 SHORT_ROW = 4096  # templates that lower a group of any size
 
 
@@ -79,9 +156,12 @@ def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: in
     seven elements wastes the GPU; H200, 2026-12-02: a [1000003, 7] row sum 604 → 8 µs),
     while longer rows keep the row reduction's block per row (a [4096, 100003] sum:
     372 µs against the row group's 599)."""
+    split = split_rows_pays(group, graph, sm_count) if target == "gpu" else None
+    if split is not None:
+        return split
     if len(group.ops) > 1 or (target == "gpu" and group.pattern == "row" and group.length <= SHORT_ROW):
         return choose_group(group, graph, target)
-    return choose(graph[group.ops[0]], target, sm_count)
+    return choose(graph[group.ops[0]], target, sm_count, graph)
 
 
 def choose_group(group: Group, graph: TensorGraph, target: str) -> Schedule:
@@ -94,7 +174,8 @@ def choose_group(group: Group, graph: TensorGraph, target: str) -> Schedule:
         return choose_row_group(group.length, rows, widest, target)
     shape = graph[group.anchor].shape
     lanes = max(1, (64 if target == "cpu" else 16) // max(widest, 4 if target == "cpu" else 1))
-    if target == "gpu" and shape and shape[-1] % lanes:
+    if target == "gpu" and shape and shape[-1] % lanes and \
+            not flat_elementwise([graph[o] for o in group.ops], graph):
         lanes = 1
     return CpuElementwise(vector=lanes) if target == "cpu" else GpuElementwise(vector=lanes)
 

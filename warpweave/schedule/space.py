@@ -16,10 +16,10 @@ import re
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
-from .choose import DEFAULT_SM_COUNT, default_schedule
+from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
-                        GpuSplitColumnReduce, GpuTranspose, Schedule)
+                        GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
 
 _POW2 = [1 << k for k in range(11)]  # 1 .. 1024
 _SHARED_BYTES = 48 * 1024
@@ -37,9 +37,12 @@ def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT
         widest = _widest(group, graph)
         if group.pattern == "row":
             points += _row_group_cpu() if target == "cpu" else _row_group_gpu(group, widest)
+            if target == "gpu":
+                points += _split_rows_gpu(group, widest, sm_count)
         else:
             last = graph[group.anchor].shape[-1] if graph[group.anchor].shape else 1
-            points += _elementwise_cpu(widest) if target == "cpu" else _elementwise_gpu(last, widest)
+            flat = flat_elementwise([graph[o] for o in group.ops], graph)
+            points += _elementwise_cpu(widest) if target == "cpu" else _elementwise_gpu(last, widest, flat)
     return [default] + [p for p in dict.fromkeys(points) if p != default]
 
 
@@ -74,19 +77,27 @@ def _vectors(extent: int, itemsize: int, cap_bytes: int = 16) -> list[int]:
 
 # ----------------------------------------------------------------------------- GPU
 
-def _elementwise_gpu(last: int, itemsize: int) -> list[Schedule]:
+def _elementwise_gpu(last: int, itemsize: int, flat: bool) -> list[Schedule]:
+    """Vector widths dividing the last axis, or any up to 16 bytes when the vectors run
+    over the flattened elements (`flat`: a scalar tail takes the remainder)."""
     return [GpuElementwise(threads=t, vector=w)
-            for t in (128, 256, 512, 1024) for w in _vectors(last, itemsize)]
+            for t in (128, 256, 512, 1024) for w in _vectors(16 if flat else last, itemsize)]
 
 
 def _row_group_gpu(group: Group, itemsize: int) -> list[Schedule]:
     """Threads per row × vector × chunks per pass; passes cover the rest of the row.
+    Vectors divide the row, or for long rows take 16 bytes with a scalar head and tail.
     Points whose first pass is more than twice the row, or that need more than 64
     passes, are left out (they only idle threads or re-read too often)."""
     rows, n = math.prod(group.rows) if group.rows else 1, group.length
     out = []
-    for w in _vectors(n, itemsize):
+    widths = _vectors(n, itemsize)
+    if ragged_vector(n, itemsize) not in widths:  # 16-byte runs, a scalar head and tail
+        widths.append(ragged_vector(n, itemsize))
+    for w in widths:
         for row_threads in _POW2:
+            if n % w and row_threads < w:
+                continue  # the head's and the tail's lanes
             for chunks in _POW2:
                 per_pass = row_threads * w * chunks
                 if w * chunks > MAX_TILE or per_pass > 2 * max(n, w) and chunks > 1:
@@ -101,6 +112,28 @@ def _row_group_gpu(group: Group, itemsize: int) -> list[Schedule]:
                         continue
                     out.append(GpuRowGroup(threads=threads, row_threads=row_threads, vector=w,
                                            chunks=chunks, passes=passes))
+    return out
+
+
+def _split_rows_gpu(group: Group, itemsize: int, sm_count: int) -> list[Schedule]:
+    """Rows split over 2 to `threads` blocks (powers of two) for groups of fewer rows
+    than SMs, at the widest vector dividing the row; points that would leave a block
+    without elements, or need more than 64 passes per slice, are left out."""
+    rows, n = math.prod(group.rows) if group.rows else 1, group.length
+    if rows >= sm_count or n < 2:
+        return []
+    w = _vectors(n, itemsize)[-1]
+    out = []
+    for threads in (128, 256, 512):
+        for chunks in _POW2:
+            if w * chunks > MAX_TILE:
+                break
+            for splits in _POW2:
+                if not 2 <= splits <= threads:
+                    continue
+                point = GpuSplitRows(splits=splits, threads=threads, vector=w, chunks=chunks)
+                if (splits - 1) * point.slice_length(n) < n and point.passes(n) <= 64:
+                    out.append(point)
     return out
 
 
@@ -136,7 +169,7 @@ def _single_gpu(op: ComputeOp, graph: TensorGraph) -> list[Schedule]:
                     points.append(GpuTranspose(tile=tile, rows=r, vector=w))
         return points
     last = op.shape[-1] if op.shape else 1
-    return _elementwise_gpu(last, itemsize)
+    return _elementwise_gpu(last, itemsize, flat_elementwise([op], graph))
 
 
 # ----------------------------------------------------------------------------- CPU

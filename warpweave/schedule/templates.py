@@ -128,6 +128,29 @@ class GpuRowGroup:
 
 
 @dataclass(frozen=True)
+class GpuSplitRows:
+    """A row group of few long rows (fewer than the GPU has SMs): `splits` blocks of
+    `threads` share each row, block j sweeping the slice [j·L, j·L + L) with L =
+    `slice_length(n)` (`chunks` runs of `vector` elements per thread per pass). One
+    kernel per sweep of the group: its reductions leave one float32 partial per block
+    in DRAM ([rows, splits]), and every block of a later kernel first combines the
+    partials of its row (its threads read them, then shuffles and shared memory). A
+    last kernel combines the final partials where the group outputs a row scalar."""
+
+    splits: int
+    threads: int = 256
+    vector: int = 4
+    chunks: int = 4
+
+    def passes(self, length: int) -> int:
+        """Serial passes per block over its slice of a row of `length` elements."""
+        return -(-(-(-length // self.splits)) // (self.threads * self.vector * self.chunks))
+
+    def slice_length(self, length: int) -> int:
+        return self.passes(length) * self.threads * self.vector * self.chunks
+
+
+@dataclass(frozen=True)
 class CpuRowGroup:
     """A fused row group on the CPU: one row per grid step; every phase sweeps the row
     with `vector` lanes and a scalar tail (the row stays in cache between phases)."""
@@ -136,6 +159,6 @@ class CpuRowGroup:
 
 
 Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuColumnTile | GpuSplitColumnReduce | GpuTranspose
-            | GpuRowGroup | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup)
+            | GpuRowGroup | GpuSplitRows | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup)
 
 MAX_TILE = 32  # register-tile elements per thread (the GPU verifier's vector limit)

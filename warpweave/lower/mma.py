@@ -1,0 +1,209 @@
+"""A contraction under a `GpuMma` schedule → one pipelined tensor-core GIR kernel.
+
+Per thread block (one block_m x block_n output tile of one batch entry):
+
+    prologue: cp.async k-tiles 0 .. stages-2 into stages 0 .. stages-2, a group each
+    for kt in k-tiles:                                     (serial; the MMA sums over it)
+        wait until at most stages-2 groups are pending; barrier
+        ldmatrix A and B fragments of stage kt % stages    (x4, .trans per layout)
+        cp.async k-tile kt+stages-1 into stage (kt-1) % stages; commit
+        mma.m16n8k16 (float32 accumulators)
+    epilogue: each accumulator element → cast → store, predicated on m < M and n < N
+
+Each operand's shared tile keeps the operand's contiguous axis along its rows (A as
+[m][k] or [k][m], B as [n][k] or [k][n]; ldmatrix transposes where the MMA wants the
+other) in XOR-swizzled 16-byte chunks. Copies are as wide as the operand's strides
+allow: 16, 8 or 4 bytes through cp.async, single elements through a plain copy;
+rows and columns outside the matrix (the m, n and k tails) are zero-filled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..errors import UnsupportedError
+from ..ir import dtypes as dt
+from ..ir import expr as ex
+from ..ir.contraction import Contraction, Layout
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.tensor import row_major_strides
+from ..schedule.contraction import GpuMma, legal, supports
+
+__all__ = ["lower_mma"]
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """How one operand's k-tile lies in shared memory."""
+
+    name: str          # shared allocation
+    rows: int          # rows per stage
+    row_elems: int     # elements per row
+    width: int         # elements per copy
+    k_major: bool      # rows are k (else k runs along a row)
+    trans: bool        # ldmatrix.trans
+
+
+def _lt(a: ex.Expr, b: int) -> ex.Expr:
+    return ex.binary("lt", a, ex.as_index(b))
+
+
+def _width(layout: Layout, contiguous_extent: int) -> int:
+    """Elements per copy: the widest of 8, 4, 2 dividing the contiguous extent, every
+    other stride and the offset (1 where none does: a plain copy)."""
+    strides = [s for s in (*layout.batch, layout.rows, layout.cols) if s != 1]
+    for w in (8, 4, 2):
+        if contiguous_extent % w == 0 and all(s % w == 0 for s in strides) and layout.offset % w == 0:
+            return w
+    return 1
+
+
+def lower_mma(c: Contraction, s: GpuMma, shapes: Mapping[str, tuple[int, ...]],
+              name: str = "mma") -> Kernel:
+    """The kernel computing `c` under `s`; `shapes` gives the tensors' shapes (their
+    buffers are row-major)."""
+    if not supports(c):
+        raise UnsupportedError(f"{name}: the tensor-core template takes bfloat16 or float16 "
+                            f"operands summed in float32; got {c.a.dtype} x {c.b.dtype} "
+                            f"summed in {c.acc}")
+    if not legal(s):
+        raise UnsupportedError(f"{name}: {s} is not a legal tensor-core schedule")
+    return _MmaLowering(c, s, shapes, name).build()
+
+
+class _MmaLowering:
+    def __init__(self, c: Contraction, s: GpuMma, shapes, name: str):
+        self.c, self.s = c, s
+        self.b = KernelBuilder(name, "gpu")
+        for t, d, role in ((c.a.tensor, c.a.dtype, "in"), (c.b.tensor, c.b.dtype, "in"),
+                           (c.out, c.out_dtype, "out")):
+            if any(p.name == t for p in self.b.params):
+                continue
+            shape = tuple(shapes[t])
+            self.b.add_param(Buffer(t, d, shape, row_major_strides(shape), role))
+        a, b = c.a.layout, c.b.layout
+        # A: [m][k] unless m is the contiguous axis; B: [k][n] unless k is.
+        a_km = a.rows == 1 and a.cols != 1
+        b_nk = b.rows == 1 and b.cols != 1
+        self.ta = self._tile("a_s", s.block_m, a_km, a_km, _width(a, c.m if a_km else c.k)
+                             if (a.rows == 1 or a.cols == 1) else 1, c.a.dtype)
+        self.tb = self._tile("b_s", s.block_n, not b_nk, not b_nk,
+                             _width(b, c.k if b_nk else c.n) if (b.rows == 1 or b.cols == 1)
+                             else 1, c.b.dtype)
+
+    def _tile(self, name, mn_block, k_major, trans, width, dtype) -> _Tile:
+        s = self.s
+        rows, row_elems = (s.block_k, mn_block) if k_major else (mn_block, s.block_k)
+        self.b.add_shared(SharedAlloc(name, dtype, s.stages * rows * row_elems))
+        return _Tile(name, rows, row_elems, width, k_major, trans)
+
+    # ------------------------------------------------------------------ indices
+    def build(self) -> Kernel:
+        c, s, b = self.c, self.s, self.b
+        tiles_m, tiles_n = -(-c.m // s.block_m), -(-c.n // s.block_n)
+        self.k_tiles = -(-c.k // s.block_k)
+        grid = b.scope("grid", "g", c.batch_count * tiles_m * tiles_n, None)
+        block = b.scope("block", "t", s.threads, grid)
+        g, t = ex.Var("g"), ex.Var("t")
+        self.batch = g // (tiles_m * tiles_n)
+        rest = g % (tiles_m * tiles_n)
+        self.m0 = (rest // tiles_n) * s.block_m
+        self.n0 = (rest % tiles_n) * s.block_n
+        self.t = t
+        lane, warp = t % 32, t // 32
+        self.lane = lane
+        self.wm = (warp // s.warps_n) * (s.block_m // s.warps_m)
+        self.wn = (warp % s.warps_n) * (s.block_n // s.warps_n)
+        shared = [self.ta.name, self.tb.name]
+
+        pro = b.scope("unroll", "p", s.stages - 1, block)
+        self._copy_tile(ex.Var("p"), ex.Var("p"), pro, "pa")
+        b.async_sync(ASYNC_COMMIT, shared, pro)
+
+        loop = b.scope("serial", "kt", self.k_tiles, block)
+        kt = ex.Var("kt")
+        b.async_sync(ASYNC_WAIT, shared, loop, pending=s.stages - 2)
+        b.sync(shared, loop)
+        stage = kt % s.stages
+        fa = self._ldmatrix_a(stage, loop)
+        fb = self._ldmatrix_b(stage, loop)
+        nxt = kt + (s.stages - 1)
+        self._copy_tile(nxt, nxt % s.stages, loop, "la")
+        b.async_sync(ASYNC_COMMIT, shared, loop)
+        acc = b.mma(fa, fb, loop)
+        self._epilogue(acc, block)
+        return b.build(schedule=repr(s))
+
+    def _batch_offset(self, layout: Layout) -> ex.Expr:
+        off = ex.as_index(layout.offset)
+        rest = self.batch
+        for extent, stride in reversed(list(zip(self.c.batch, layout.batch))):
+            off = off + (rest % extent) * stride
+            rest = rest // extent
+        return off
+
+    # ------------------------------------------------------------------ movement
+    def _copy_tile(self, k_tile: ex.Expr, stage: ex.Expr, parent: str, var: str) -> None:
+        """cp.async of k-tile `k_tile` of both operands into `stage`."""
+        c = self.c
+        for tile, layout, mn0, mn_extent in ((self.ta, c.a.layout, self.m0, c.m),
+                                             (self.tb, c.b.layout, self.n0, c.n)):
+            per_row = tile.row_elems // tile.width
+            copies = tile.rows * per_row // self.s.threads
+            scope = self.b.scope("unroll", f"{var}{tile.name[0]}", copies, parent)
+            chunk = ex.Var(f"{var}{tile.name[0]}") * self.s.threads + self.t
+            row, col = chunk // per_row, (chunk % per_row) * tile.width
+            k0 = k_tile * self.s.block_k
+            kk, mn = (k0 + row, mn0 + col) if tile.k_major else (k0 + col, mn0 + row)
+            if tile is self.ta:
+                offset = self._batch_offset(layout) + mn * layout.rows + kk * layout.cols
+            else:
+                offset = self._batch_offset(layout) + kk * layout.rows + mn * layout.cols
+            pred = ex.all_of([_lt(mn, mn_extent), _lt(kk, c.k)])
+            self.b.cp_async(c.a.tensor if tile is self.ta else c.b.tensor, offset, tile.name,
+                            stage * tile.rows + row, col, tile.row_elems, True,
+                            2 * tile.width, scope, pred)
+
+    def _ldmatrix_a(self, stage: ex.Expr, scope: str) -> str:
+        s, tile, lane = self.s, self.ta, self.lane
+        kk, mi = ex.Var("kk"), ex.Var("mi")
+        mis = s.block_m // s.warps_m // 16
+        if tile.trans:  # [k][m]: matrix j = lane // 8 is (m half j % 2, k half j // 2)
+            j = lane // 8
+            row = stage * tile.rows + kk * 16 + (j // 2) * 8 + lane % 8
+            col = self.wm + mi * 16 + (j % 2) * 8
+        else:
+            row = stage * tile.rows + self.wm + mi * 16 + lane % 16
+            col = kk * 16 + (lane // 16) * 8
+        return self.b.ldmatrix(tile.name, row, col, tile.row_elems, True, tile.trans,
+                               (("kk", s.block_k // 16), ("mi", mis)),
+                               (s.block_k // 16, mis, 8), scope)
+
+    def _ldmatrix_b(self, stage: ex.Expr, scope: str) -> str:
+        s, tile, lane = self.s, self.tb, self.lane
+        kk, nj = ex.Var("kk"), ex.Var("nj")
+        njs = s.block_n // s.warps_n // 16
+        if tile.trans:  # [k][n]: matrix j = lane // 8 is (k half j % 2, n half j // 2)
+            row = stage * tile.rows + kk * 16 + ((lane // 8) % 2) * 8 + lane % 8
+            col = self.wn + nj * 16 + (lane // 16) * 8
+        else:
+            row = stage * tile.rows + self.wn + nj * 16 + (lane // 16) * 8 + lane % 8
+            col = kk * 16 + ((lane // 8) % 2) * 8
+        return self.b.ldmatrix(tile.name, row, col, tile.row_elems, True, tile.trans,
+                               (("kk", s.block_k // 16), ("nj", njs)),
+                               (s.block_k // 16, 2 * njs, 4), scope)
+
+    def _epilogue(self, acc: str, block: str) -> None:
+        c, s, b, lane = self.c, self.s, self.b, self.lane
+        mi_s = b.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
+        ni_s = b.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
+        r_s = b.scope("unroll", "r", 4, ni_s)
+        mi, ni, r = ex.Var("mi"), ex.Var("ni"), ex.Var("r")
+        m = self.m0 + self.wm + mi * 16 + lane // 4 + (r // 2) * 8
+        n = self.n0 + self.wn + ni * 8 + (lane % 4) * 2 + r % 2
+        v = b.frag(acc, (mi, ni, r), r_s)
+        if c.out_dtype != dt.float32:
+            v = b.compute("cast", [v], r_s, c.out_dtype)
+        lay = c.out_layout
+        offset = self._batch_offset(lay) + m * lay.rows + n * lay.cols
+        b.store(c.out, offset, v, r_s, ex.all_of([_lt(m, c.m), _lt(n, c.n)]))

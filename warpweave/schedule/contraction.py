@@ -1,0 +1,84 @@
+"""Schedules for contractions on the GPU's tensor cores.
+
+`GpuMma` tiles `out[b, m, n] = sum_k a[b, m, k] b[b, k, n]` into block tiles of
+block_m x block_n (one thread block each, warps_m x warps_n warps of 32 threads,
+each warp a (block_m / warps_m) x (block_n / warps_n) tile of m16n8k16 MMAs) and
+walks k in steps of block_k through a ring of `stages` shared-memory stages filled
+by cp.async. `mma_space` lists the legal points for a contraction and a device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import dtypes as dt
+from ..ir.contraction import Contraction
+
+MMA_DTYPES = (dt.bfloat16, dt.float16)
+STATIC_SHARED_BYTES = 48 * 1024  # kernels declare shared memory statically
+
+
+@dataclass(frozen=True)
+class GpuMma:
+    block_m: int
+    block_n: int
+    block_k: int
+    warps_m: int
+    warps_n: int
+    stages: int
+    split_k: int = 1  # only 1 is lowered so far
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps_m * self.warps_n
+
+    def shared_bytes(self, itemsize: int = 2) -> int:
+        return self.stages * (self.block_m + self.block_n) * self.block_k * itemsize
+
+
+def supports(c: Contraction) -> bool:
+    """Whether the tensor-core template applies: operands of one 16-bit dtype (multiplied
+    as loaded, or widened to float32 first: the products are exact either way), summed in
+    float32 or in that dtype (the template always accumulates in float32)."""
+    d = c.a.dtype
+    return (d in MMA_DTYPES and c.b.dtype == d and {c.a.compute, c.b.compute} <= {d, dt.float32}
+            and c.acc in (dt.float32, d) and min(c.m, c.n, c.k) >= 1)
+
+
+def legal(s: GpuMma) -> bool:
+    wm, wn = s.block_m // max(s.warps_m, 1), s.block_n // max(s.warps_n, 1)
+    if s.split_k != 1 or s.stages < 2 or s.block_k not in (16, 32, 64):
+        return False
+    if s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
+        return False
+    if s.threads > 1024 or s.shared_bytes() > STATIC_SHARED_BYTES:
+        return False
+    # every cp.async round covers whole tiles: tile chunks divide among the threads
+    return all((rows * s.block_k) % (8 * s.threads) == 0 for rows in (s.block_m, s.block_n))
+
+
+def mma_space(c: Contraction, device=None) -> list[GpuMma]:
+    """Every legal `GpuMma` point for `c` (the default first); [] where the template
+    does not apply. `device` (a `passes.cost.DeviceModel` or None) is not consulted yet:
+    the points are those of any sm_80+ GPU with 48 KiB of static shared memory."""
+    if not supports(c):
+        return []
+    points = []
+    for bm in (64, 128, 256):
+        for bn in (64, 128, 256):
+            for bk in (32, 64, 16):
+                for wm in (1, 2, 4):
+                    for wn in (1, 2, 4):
+                        for stages in (3, 2, 4):
+                            s = GpuMma(bm, bn, bk, wm, wn, stages)
+                            if legal(s):
+                                points.append(s)
+    default = default_mma(c)
+    return [default] + [p for p in points if p != default]
+
+
+def default_mma(c: Contraction) -> GpuMma:
+    """128 x 128 x 32 tiles in 3 stages with 2 x 2 warps of 64 x 64 (64 x 64 blocks
+    where m or n is small)."""
+    if c.m <= 64 or c.n <= 64:
+        return GpuMma(64, 64, 32, 2, 2, 3)
+    return GpuMma(128, 128, 32, 2, 2, 3)

@@ -1,0 +1,118 @@
+"""The tensor-core GEMM kernel: interpreter runs at odd shapes against numpy float64,
+the verifier's tensor-core checks, and ptxas on the generated PTX."""
+import shutil
+import subprocess
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from warpweave.backends.interp import run_kernel
+from warpweave.errors import VerificationError
+from warpweave.ir import dtypes as dt
+from warpweave.ir.contraction import Contraction, Layout, Operand
+from warpweave.ir.gir import LDMATRIX, make_kernel
+from warpweave.ir.gir_verify import check, verify
+from warpweave.lower.mma import lower_mma
+from warpweave.schedule.contraction import GpuMma, default_mma, legal, mma_space
+
+SMALL = GpuMma(64, 64, 32, 2, 2, 3)
+
+
+def _gemm(m, n, k, at=False, bt=False, batch=(), d=dt.bfloat16, out=dt.float32):
+    nb = int(np.prod(batch)) if batch else 1
+    la = Layout((m * k,) * len(batch), 1 if at else k, m if at else 1)
+    lb = Layout((k * n,) * len(batch), 1 if bt else n, k if bt else 1)
+    c = Contraction("out", batch, m, n, k, Operand("a", d, la, d), Operand("b", d, lb, d),
+                    Layout((m * n,) * len(batch), n, 1), dt.float32, out,
+                    ("batch",) * len(batch) + ("m", "n"))
+    shapes = {"a": batch + ((k, m) if at else (m, k)), "b": batch + ((n, k) if bt else (k, n)),
+              "out": batch + (m, n)}
+    return c, shapes, nb
+
+
+def _run(c, shapes, s, seed=0):
+    k = verify(lower_mma(c, s, shapes))
+    rng = np.random.default_rng(seed)
+    npd = ml_dtypes.bfloat16 if c.a.dtype == dt.bfloat16 else np.float16
+    a = rng.standard_normal(shapes["a"]).astype(npd)
+    b = rng.standard_normal(shapes["b"]).astype(npd)
+    out = np.full(int(np.prod(shapes["out"])), np.nan, dtype=c.out_dtype.numpy)
+    run_kernel(k, {"a": a.ravel(), "b": b.ravel(), "out": out})
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if shapes["a"][-2:] == (c.k, c.m) and c.a.layout.rows == 1:
+        a64 = np.swapaxes(a64, -1, -2)
+    if shapes["b"][-2:] == (c.n, c.k) and c.b.layout.rows == 1:
+        b64 = np.swapaxes(b64, -1, -2)
+    return k, out.astype(np.float64).reshape(shapes["out"]), a64 @ b64
+
+
+@pytest.mark.parametrize("m,n,k", [(33, 17, 40), (1, 8, 16), (130, 70, 200)])
+def test_odd_shapes(m, n, k):
+    c, shapes, _ = _gemm(m, n, k)
+    _, got, want = _run(c, shapes, SMALL)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("at,bt", [(False, True), (True, False), (True, True)])
+def test_transposed_operands(at, bt):
+    c, shapes, _ = _gemm(70, 130, 72, at, bt)
+    _, got, want = _run(c, shapes, GpuMma(128, 128, 32, 2, 2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_bmm_float16_to_float16():
+    c, shapes, _ = _gemm(24, 40, 48, batch=(3,), d=dt.float16, out=dt.float16)
+    _, got, want = _run(c, shapes, GpuMma(64, 64, 16, 2, 2, 2))
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-2)
+
+
+def test_space_is_legal_and_default_first():
+    c, _, _ = _gemm(4096, 4096, 4096)
+    space = mma_space(c)
+    assert space[0] == default_mma(c) and all(legal(p) for p in space) and len(space) > 10
+    fc, _, _ = _gemm(64, 64, 64, d=dt.float32)
+    assert mma_space(fc) == []
+
+
+def test_unswizzled_tiles_conflict():
+    c, shapes, _ = _gemm(128, 128, 64)
+    k = lower_mma(c, default_mma(c), shapes)
+    assert check(k) == []
+    nodes = [n.replace(attrs={**n.attr_map, "swizzle": False}) if n.op == LDMATRIX else n
+             for n in k.nodes]
+    bad = make_kernel(k.name, k.params, k.shared, nodes, k.edges, k.target)
+    with pytest.raises(VerificationError, match="bank conflict"):
+        verify(bad)
+
+
+def test_read_without_wait_fails():
+    c, shapes, _ = _gemm(64, 64, 64)
+    k = lower_mma(c, SMALL, shapes)
+    waits = {n.id for n in k.nodes if n.op == "sync.async_wait"}
+    # bypass the wait: its consumers read the state it was given
+    src = {e.dst: e.src for e in k.edges if e.dst in waits}
+    edges = [e if e.src not in waits else type(e)(src[e.src], e.dst, e.slot, e.level, e.dtype,
+                                                   e.shape) for e in k.edges if e.dst not in waits]
+    nodes = [n for n in k.nodes if n.id not in waits]
+    bad = make_kernel(k.name, k.params, k.shared, nodes, edges, k.target)
+    assert any("sync.async_wait" in p for p in check(bad))
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_ptxas_assembles(tmp_path, arch):
+    from warpweave.backends.cuda.codegen import compile_ptx
+
+    kernels = []
+    for i, (args, s) in enumerate([((33, 17, 40), SMALL), ((128, 256, 96, True, True),
+                                                           GpuMma(128, 128, 32, 2, 2, 3))]):
+        c, shapes, _ = _gemm(*args)
+        kernels.append(lower_mma(c, s, shapes, f"mma{i}"))
+    ptx = compile_ptx(kernels, arch)[1]
+    assert "mma.sync.aligned.m16n8k16" in ptx and "ldmatrix" in ptx and "cp.async" in ptx
+    path = tmp_path / "k.ptx"
+    path.write_text(ptx)
+    r = subprocess.run(["ptxas", f"-arch={arch}", str(path), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

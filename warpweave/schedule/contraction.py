@@ -82,3 +82,16 @@ def default_mma(c: Contraction) -> GpuMma:
     if c.m <= 64 or c.n <= 64:
         return GpuMma(64, 64, 32, 2, 2, 3)
     return GpuMma(128, 128, 32, 2, 2, 3)
+
+
+def contraction_of(group, graph) -> Contraction | None:
+    """The contraction a one-operation fusion group computes, when the tensor-core
+    template takes it."""
+    from ..ir.contraction import match_contraction
+    from ..ir.tensor import ComputeOp
+
+    if len(group.ops) != 1:
+        return None
+    op = graph[group.ops[0]]
+    c = match_contraction(op, graph) if isinstance(op, ComputeOp) else None
+    return c if c is not None and supports(c) else None

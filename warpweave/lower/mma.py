@@ -194,16 +194,20 @@ class _MmaLowering:
                                (s.block_k // 16, 2 * njs, 4), scope)
 
     def _epilogue(self, acc: str, block: str) -> None:
+        """Accumulator pairs (columns 2 (lane % 4) + {0, 1}) stored as 2-lane vectors."""
         c, s, b, lane = self.c, self.s, self.b, self.lane
         mi_s = b.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
         ni_s = b.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
-        r_s = b.scope("unroll", "r", 4, ni_s)
-        mi, ni, r = ex.Var("mi"), ex.Var("ni"), ex.Var("r")
-        m = self.m0 + self.wm + mi * 16 + lane // 4 + (r // 2) * 8
-        n = self.n0 + self.wn + ni * 8 + (lane % 4) * 2 + r % 2
-        v = b.frag(acc, (mi, ni, r), r_s)
+        h_s = b.scope("unroll", "h", 2, ni_s)
+        v_s = b.scope("vector", "v", 2, h_s)
+        mi, ni, h, v = ex.Var("mi"), ex.Var("ni"), ex.Var("h"), ex.Var("v")
+        m = self.m0 + self.wm + mi * 16 + lane // 4 + h * 8
+        n = self.n0 + self.wn + ni * 8 + (lane % 4) * 2 + v
+        value = b.frag(acc, (mi, ni, h * 2 + v), v_s)
         if c.out_dtype != dt.float32:
-            v = b.compute("cast", [v], r_s, c.out_dtype)
+            value = b.compute("cast", [value], v_s, c.out_dtype)
         lay = c.out_layout
         offset = self._batch_offset(lay) + m * lay.rows + n * lay.cols
-        b.store(c.out, offset, v, r_s, ex.all_of([_lt(m, c.m), _lt(n, c.n)]))
+        # with n even, a pair is wholly in or out: one predicate for both lanes (a 2-lane store)
+        n_pred = n - v if c.n % 2 == 0 else n
+        b.store(c.out, offset, value, v_s, ex.all_of([_lt(m, c.m), _lt(n_pred, c.n)]))

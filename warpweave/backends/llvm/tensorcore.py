@@ -112,10 +112,13 @@ def _ldmatrix(cg, n: Node) -> list[ir.Value]:
     return regs
 
 
-def _const_index(cg, e: ex.Expr) -> int:
+def _const_index(cg, e: ex.Expr, lane: int = 0) -> int:
     env = {}
     for name in ex.free_vars(e):
         v = cg.env.get(name)
+        if name == cg._vector_var:
+            env[name] = lane
+            continue
         if not isinstance(v, ir.Constant):
             raise CompileError(f"a fragment index must be constant (unroll scopes); "
                                f"{ex.to_text(e)} uses {name}")
@@ -124,17 +127,26 @@ def _const_index(cg, e: ex.Expr) -> int:
 
 
 def _extract(cg, n: Node) -> ir.Value:
+    """Accumulator elements at constant indices (one per lane in a vector scope)."""
     (e,) = cg.k.operands(n.id)
     src = cg.k.node(e.src)
-    shape = src.attr("shape")
-    flat = 0
-    for i, extent in zip(n.attr("index"), shape):
-        flat = flat * extent + _const_index(cg, i)
     if src.op != MMA:
         raise CompileError(f"{n.id}: only MMA accumulators are read element by element")
-    acc = cg.values[src.id]
-    ptr = cg.b.gep(acc, [ir.Constant(I32, 0), ir.Constant(I32, flat)], inbounds=True)
-    return cg.b.load(ptr, typ=F32)
+    shape = src.attr("shape")
+    values = []
+    for lane in range(cg.width or 1):
+        flat = 0
+        for i, extent in zip(n.attr("index"), shape):
+            flat = flat * extent + _const_index(cg, i, lane)
+        ptr = cg.b.gep(cg.values[src.id], [ir.Constant(I32, 0), ir.Constant(I32, flat)],
+                       inbounds=True)
+        values.append(cg.b.load(ptr, typ=F32))
+    if cg.width is None:
+        return values[0]
+    out = ir.Constant(ir.VectorType(F32, cg.width), ir.Undefined)
+    for lane, v in enumerate(values):
+        out = cg.b.insert_element(out, v, ir.Constant(I32, lane))
+    return out
 
 
 # ----------------------------------------------------------------------------- the MMA

@@ -20,7 +20,7 @@ import torch
 
 import warpweave as ww
 from warpweave.pipeline.compile import compile_graph
-from warpweave.schedule.contraction import GpuMma
+from warpweave.schedule.mma import GpuMma
 from warpweave.schedule.space import group_key
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import warpweave as ww
-from warpweave.schedule.contraction import GpuMma
+from warpweave.schedule.mma import GpuMma
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch", reason="the GPU tier compares against PyTorch tensors")

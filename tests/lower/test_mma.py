@@ -14,7 +14,7 @@ from warpweave.ir.contraction import Contraction, Layout, Operand
 from warpweave.ir.gir import LDMATRIX, make_kernel
 from warpweave.ir.gir_verify import check, verify
 from warpweave.lower.mma import lower_mma
-from warpweave.schedule.contraction import GpuMma, default_mma, legal, mma_space
+from warpweave.schedule.mma import GpuMma, default_mma, legal, mma_space
 
 SMALL = GpuMma(64, 64, 32, 2, 2, 3)
 

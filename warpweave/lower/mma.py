@@ -27,7 +27,7 @@ from ..ir import expr as ex
 from ..ir.contraction import Contraction, Layout
 from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import row_major_strides
-from ..schedule.contraction import GpuMma, legal, supports
+from ..schedule.mma import GpuMma, legal, supports
 
 __all__ = ["lower_mma"]
 

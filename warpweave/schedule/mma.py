@@ -1,4 +1,4 @@
-"""Schedules for contractions on the GPU's tensor cores.
+"""Schedules for contractions on the GPU's tensor cores (`GpuMma`) and their space.
 
 `GpuMma` tiles `out[b, m, n] = sum_k a[b, m, k] b[b, k, n]` into block tiles of
 block_m x block_n (one thread block each, warps_m x warps_n warps of 32 threads,

@@ -15,6 +15,12 @@ Each operand's shared tile keeps the operand's contiguous axis along its rows (A
 other) in XOR-swizzled 16-byte chunks. Copies are as wide as the operand's strides
 allow: 16, 8 or 4 bytes through cp.async, single elements through a plain copy;
 rows and columns outside the matrix (the m, n and k tails) are zero-filled.
+
+An epilogue — elementwise operations of the product's shape that read it (and each
+other) in place: bias, activation, residual, scaling, casts — is applied to each
+accumulator element before the store (`lower_mma_group`); the product and each
+epilogue value are rounded to their dtype where a consumer reads them, as their
+unfused kernels would store them.
 """
 from __future__ import annotations
 
@@ -26,10 +32,11 @@ from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.contraction import Contraction, Layout
 from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, Buffer, Kernel, KernelBuilder, SharedAlloc
-from ..ir.tensor import row_major_strides
+from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
 from ..schedule.mma import GpuMma, legal, supports
+from .op import _Region
 
-__all__ = ["lower_mma"]
+__all__ = ["lower_mma", "lower_mma_group"]
 
 
 @dataclass(frozen=True)
@@ -62,21 +69,62 @@ def lower_mma(c: Contraction, s: GpuMma, shapes: Mapping[str, tuple[int, ...]],
               name: str = "mma") -> Kernel:
     """The kernel computing `c` under `s`; `shapes` gives the tensors' shapes (their
     buffers are row-major)."""
+    _check(c, s, name)
+    return _MmaLowering(c, s, shapes, name).build()
+
+
+def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[str, ...],
+                    graph: TensorGraph, s: GpuMma, name: str = "mma") -> Kernel:
+    """The kernel computing `c` and then the `epilogue` operations (in order) on each
+    of its elements, storing the tensors named in `outputs`."""
+    _check(c, s, name)
+    members = {c.out} | {op.name for op in epilogue}
+    for op in epilogue:
+        if tuple(op.shape) != tuple(graph[c.out].shape) or op.reduce is not None:
+            raise UnsupportedError(f"{name}: epilogue operation {op.name} of shape {op.shape} is "
+                                   f"not elementwise over the product's {graph[c.out].shape}")
+        for ld in ex.loads(op.body):
+            if ld.tensor in members and tuple(ld.indices) != tuple(op.axes):
+                raise UnsupportedError(f"{name}: epilogue operation {op.name} reads {ld.tensor} "
+                                       f"other than in place")
+    return _MmaLowering(c, s, _Shapes(graph), name, epilogue, tuple(outputs), graph).build()
+
+
+class _Shapes:
+    """`graph[name].shape` as a mapping."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __getitem__(self, name):
+        return tuple(self.graph[name].shape)
+
+
+def _check(c: Contraction, s: GpuMma, name: str) -> None:
     if not supports(c):
         raise UnsupportedError(f"{name}: the tensor-core template takes bfloat16 or float16 "
                             f"operands summed in float32; got {c.a.dtype} x {c.b.dtype} "
                             f"summed in {c.acc}")
     if not legal(s):
         raise UnsupportedError(f"{name}: {s} is not a legal tensor-core schedule")
-    return _MmaLowering(c, s, shapes, name).build()
 
 
 class _MmaLowering:
-    def __init__(self, c: Contraction, s: GpuMma, shapes, name: str):
+    def __init__(self, c: Contraction, s: GpuMma, shapes, name: str,
+                 epilogue: list[ComputeOp] = (), outputs: tuple[str, ...] = (), graph=None):
         self.c, self.s = c, s
+        self.epilogue, self.graph = list(epilogue), graph
+        self.outputs = outputs or (c.out,)
         self.b = KernelBuilder(name, "gpu")
-        for t, d, role in ((c.a.tensor, c.a.dtype, "in"), (c.b.tensor, c.b.dtype, "in"),
-                           (c.out, c.out_dtype, "out")):
+        self.ranges: dict[str, tuple[int, int]] = {}  # what lower.op._Region reads
+        self.scope_vars: dict[str, str] = {}
+        members = {c.out} | {op.name for op in self.epilogue}
+        params = [(c.a.tensor, c.a.dtype, "in"), (c.b.tensor, c.b.dtype, "in")]
+        params += [(ld.tensor, ld.dtype, "in") for op in self.epilogue for ld in ex.loads(op.body)
+                   if ld.tensor not in members]
+        params += [(t, graph[t].dtype if graph is not None else c.out_dtype, "out")
+                   for t in self.outputs]
+        for t, d, role in params:
             if any(p.name == t for p in self.b.params):
                 continue
             shape = tuple(shapes[t])
@@ -102,8 +150,8 @@ class _MmaLowering:
         c, s, b = self.c, self.s, self.b
         tiles_m, tiles_n = -(-c.m // s.block_m), -(-c.n // s.block_n)
         self.k_tiles = -(-c.k // s.block_k)
-        grid = b.scope("grid", "g", c.batch_count * tiles_m * tiles_n, None)
-        block = b.scope("block", "t", s.threads, grid)
+        grid = self.scope("grid", "g", c.batch_count * tiles_m * tiles_n, None)
+        block = self.scope("block", "t", s.threads, grid)
         g, t = ex.Var("g"), ex.Var("t")
         self.batch = g // (tiles_m * tiles_n)
         rest = g % (tiles_m * tiles_n)
@@ -133,6 +181,18 @@ class _MmaLowering:
         acc = b.mma(fa, fb, loop)
         self._epilogue(acc, block)
         return b.build(schedule=repr(s))
+
+    def scope(self, kind: str, var: str, extent: int, parent: str | None) -> str:
+        sid = self.b.scope(kind, var, extent, parent)
+        self.ranges[var] = (0, extent - 1)
+        self.scope_vars[sid] = var
+        return sid
+
+    def simplify(self, e: ex.Expr | None) -> ex.Expr | None:  # for lower.op._Region
+        return e
+
+    def load_depth(self, tensor: str, chain: list[str]) -> int:  # for lower.op._Region
+        return 0
 
     def _batch_offset(self, layout: Layout) -> ex.Expr:
         off = ex.as_index(layout.offset)
@@ -194,20 +254,53 @@ class _MmaLowering:
                                (s.block_k // 16, 2 * njs, 4), scope)
 
     def _epilogue(self, acc: str, block: str) -> None:
-        """Accumulator pairs (columns 2 (lane % 4) + {0, 1}) stored as 2-lane vectors."""
+        """Accumulator pairs (columns 2 (lane % 4) + {0, 1}) through the epilogue and
+        stored as 2-lane vectors."""
         c, s, b, lane = self.c, self.s, self.b, self.lane
-        mi_s = b.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
-        ni_s = b.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
-        h_s = b.scope("unroll", "h", 2, ni_s)
-        v_s = b.scope("vector", "v", 2, h_s)
+        mi_s = self.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
+        ni_s = self.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
+        h_s = self.scope("unroll", "h", 2, ni_s)
+        v_s = self.scope("vector", "v", 2, h_s)
         mi, ni, h, v = ex.Var("mi"), ex.Var("ni"), ex.Var("h"), ex.Var("v")
         m = self.m0 + self.wm + mi * 16 + lane // 4 + h * 8
         n = self.n0 + self.wn + ni * 8 + (lane % 4) * 2 + v
-        value = b.frag(acc, (mi, ni, h * 2 + v), v_s)
-        if c.out_dtype != dt.float32:
-            value = b.compute("cast", [value], v_s, c.out_dtype)
-        lay = c.out_layout
-        offset = self._batch_offset(lay) + m * lay.rows + n * lay.cols
         # with n even, a pair is wholly in or out: one predicate for both lanes (a 2-lane store)
         n_pred = n - v if c.n % 2 == 0 else n
-        b.store(c.out, offset, value, v_s, ex.all_of([_lt(m, c.m), _lt(n_pred, c.n)]))
+        guard = ex.all_of([_lt(m, c.m), _lt(n_pred, c.n)])
+        values = {c.out: self._rounded(b.frag(acc, (mi, ni, h * 2 + v), v_s), c.out_dtype, v_s)}
+        position, rest = [], self.batch
+        batch = list(zip(c.batch, range(len(c.batch))))[::-1]
+        batch_idx = {}
+        for extent, i in batch:
+            batch_idx[i] = rest % extent
+            rest = rest // extent
+        roles = iter(range(len(c.batch)))
+        for role in c.roles:
+            position.append(m if role == "m" else n if role == "n" else batch_idx[next(roles)])
+        chain = [grid_of(b, block), block, mi_s, ni_s, h_s, v_s]
+        for op in self.epilogue:
+            staged = {ld: values[ld.tensor][0] for ld in ex.loads(op.body) if ld.tensor in values}
+            index = dict(zip((a.name for a in op.axes), position))
+            value = _Region(self, chain, index, guard, staged).emit(op.body)
+            values[op.name] = self._rounded(value, op.dtype, v_s)
+        for name in self.outputs:
+            value, stored = values[name][1], self.b._dtype_of(name)
+            if b._node(value).dtype != stored:
+                value = b.compute("cast", [value], v_s, stored)
+            lay = c.out_layout
+            offset = self._batch_offset(lay) + m * lay.rows + n * lay.cols
+            b.store(name, offset, value, v_s, guard)
+
+    def _rounded(self, value: str, d: dt.DType, scope: str) -> tuple[str, str]:
+        """(the value as its consumers read it, the value to store): rounded to `d`,
+        then widened to `d`'s compute dtype."""
+        b = self.b
+        if b._node(value).dtype == d:
+            return value, value
+        stored = b.compute("cast", [value], scope, d)
+        wide = dt.compute_dtype(d)
+        return (b.compute("cast", [stored], scope, wide) if wide != d else stored), stored
+
+
+def grid_of(b: KernelBuilder, block: str) -> str:
+    return b._node(block).scope

@@ -29,7 +29,7 @@ from ..ir.gir_dot import to_dot
 from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
 from ..lower.group import lower_group
-from ..lower.mma import lower_mma
+from ..lower.mma import lower_mma_group
 from ..lower.op import lower
 from ..passes import fuse
 from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY
@@ -220,8 +220,8 @@ def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, nam
     """The unstitched GIR kernels of one group under `schedule`, in launch order."""
     if isinstance(schedule, GpuMma):
         c = contraction_of(group, graph)
-        shapes = {t: tuple(graph[t].shape) for t in (c.a.tensor, c.b.tensor, c.out)}
-        return [lower_mma(c, schedule, shapes, name)]
+        epilogue = [graph[n] for n in group.ops if n != c.out]
+        return [lower_mma_group(c, epilogue, group.outputs, graph, schedule, name)]
     if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)

@@ -85,13 +85,20 @@ def default_mma(c: Contraction) -> GpuMma:
 
 
 def contraction_of(group, graph) -> Contraction | None:
-    """The contraction a one-operation fusion group computes, when the tensor-core
-    template takes it."""
+    """The contraction of a fusion group that the tensor-core template takes: one
+    matrix product, the group's other operations elementwise over its shape (its
+    epilogue)."""
     from ..ir.contraction import match_contraction
     from ..ir.tensor import ComputeOp
 
-    if len(group.ops) != 1:
+    ops = [graph[n] for n in group.ops]
+    if not all(isinstance(op, ComputeOp) for op in ops):
         return None
-    op = graph[group.ops[0]]
-    c = match_contraction(op, graph) if isinstance(op, ComputeOp) else None
-    return c if c is not None and supports(c) else None
+    products = [op for op in ops if op.reduce is not None]
+    if len(products) != 1:
+        return None
+    c = match_contraction(products[0], graph)
+    if c is None or not supports(c):
+        return None
+    shape = tuple(products[0].shape)
+    return c if all(tuple(op.shape) == shape for op in ops) else None

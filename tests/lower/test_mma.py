@@ -116,3 +116,28 @@ def test_ptxas_assembles(tmp_path, arch):
     r = subprocess.run(["ptxas", f"-arch={arch}", str(path), "-o", str(tmp_path / "k.cubin")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_fused_epilogue_bias_gelu_residual():
+    import warpweave as ww
+    from warpweave.ir.tensor import evaluate
+    from warpweave.passes import fuse
+    from warpweave.pipeline.compile import lower_kernels
+    from warpweave.schedule.mma import contraction_of
+
+    rng = np.random.default_rng(3)
+    bf = ml_dtypes.bfloat16
+    m, n, k = 70, 130, 72
+    args = [rng.standard_normal(s).astype(bf) for s in ((m, k), (k, n), (n,), (m, n))]
+    g = ww.jit(lambda a, b, bias, r: ww.gelu(a @ b + bias) + r, target="interp").lower(*args).graph
+    ops = [op.name for op in g.compute_ops]
+    group = fuse.Group(tuple(ops), "contraction", (ops[0], ops[-1]))  # the product is stored too
+    kernel = verify(lower_kernels(group, g, SMALL, "fused")[0])
+    assert contraction_of(group, g) is not None
+    buffers = {name: v.ravel() for name, v in zip(g.inputs, args)}
+    buffers.update({ops[0]: np.full(m * n, np.nan, bf), ops[-1]: np.full(m * n, np.nan, bf)})
+    run_kernel(kernel, buffers)
+    want = evaluate(g, dict(zip(g.inputs, args)))
+    for name in (ops[0], ops[-1]):  # as the unfused kernels round them
+        np.testing.assert_allclose(buffers[name].astype(np.float64),
+                                   want[name].astype(np.float64).ravel(), rtol=2 ** -7, atol=1e-2)

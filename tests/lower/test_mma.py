@@ -99,16 +99,34 @@ def test_read_without_wait_fails():
     assert any("sync.async_wait" in p for p in check(bad))
 
 
+def _epilogue_kernel(m=70, n=130, k=72, schedule=SMALL):
+    """The product of bf16 a and b, then gelu(. + bias) + r fused as its epilogue."""
+    import warpweave as ww
+    from warpweave.passes import fuse
+    from warpweave.pipeline.compile import lower_kernels
+
+    rng = np.random.default_rng(3)
+    bf = ml_dtypes.bfloat16
+    args = [rng.standard_normal(s).astype(bf) for s in ((m, k), (k, n), (n,), (m, n))]
+    g = ww.jit(lambda a, b, bias, r: ww.gelu(a @ b + bias) + r, target="interp").lower(*args).graph
+    ops = [op.name for op in g.compute_ops]
+    group = fuse.Group(tuple(ops), "contraction", (ops[0], ops[-1]))  # the product is stored too
+    return verify(lower_kernels(group, g, schedule, "fused")[0]), g, ops, args
+
+
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_ptxas_assembles(tmp_path, arch):
     from warpweave.backends.cuda.codegen import compile_ptx
 
     kernels = []
-    for i, (args, s) in enumerate([((33, 17, 40), SMALL), ((128, 256, 96, True, True),
-                                                           GpuMma(128, 128, 32, 2, 2, 3))]):
+    cases = [((33, 17, 40), SMALL),  # single-element copies, predicated stores
+             ((128, 256, 96, True, True), GpuMma(128, 128, 32, 2, 2, 3)),  # .trans, 16-byte copies
+             ((24, 40, 48, False, False, (3,), dt.float16, dt.float16), GpuMma(64, 64, 16, 2, 2, 2))]
+    for i, (args, s) in enumerate(cases):
         c, shapes, _ = _gemm(*args)
         kernels.append(lower_mma(c, s, shapes, f"mma{i}"))
+    kernels.append(_epilogue_kernel()[0])
     ptx = compile_ptx(kernels, arch)[1]
     assert "mma.sync.aligned.m16n8k16" in ptx and "ldmatrix" in ptx and "cp.async" in ptx
     path = tmp_path / "k.ptx"
@@ -119,23 +137,13 @@ def test_ptxas_assembles(tmp_path, arch):
 
 
 def test_fused_epilogue_bias_gelu_residual():
-    import warpweave as ww
     from warpweave.ir.tensor import evaluate
-    from warpweave.passes import fuse
-    from warpweave.pipeline.compile import lower_kernels
-    from warpweave.schedule.mma import contraction_of
 
-    rng = np.random.default_rng(3)
-    bf = ml_dtypes.bfloat16
-    m, n, k = 70, 130, 72
-    args = [rng.standard_normal(s).astype(bf) for s in ((m, k), (k, n), (n,), (m, n))]
-    g = ww.jit(lambda a, b, bias, r: ww.gelu(a @ b + bias) + r, target="interp").lower(*args).graph
-    ops = [op.name for op in g.compute_ops]
-    group = fuse.Group(tuple(ops), "contraction", (ops[0], ops[-1]))  # the product is stored too
-    kernel = verify(lower_kernels(group, g, SMALL, "fused")[0])
-    assert contraction_of(group, g) is not None
+    kernel, g, ops, args = _epilogue_kernel()
+    m, n = args[3].shape
     buffers = {name: v.ravel() for name, v in zip(g.inputs, args)}
-    buffers.update({ops[0]: np.full(m * n, np.nan, bf), ops[-1]: np.full(m * n, np.nan, bf)})
+    for name in (ops[0], ops[-1]):
+        buffers[name] = np.full(m * n, np.nan, ml_dtypes.bfloat16)
     run_kernel(kernel, buffers)
     want = evaluate(g, dict(zip(g.inputs, args)))
     for name in (ops[0], ops[-1]):  # as the unfused kernels round them

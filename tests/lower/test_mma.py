@@ -149,3 +149,31 @@ def test_fused_epilogue_bias_gelu_residual():
     for name in (ops[0], ops[-1]):  # as the unfused kernels round them
         np.testing.assert_allclose(buffers[name].astype(np.float64),
                                    want[name].astype(np.float64).ravel(), rtol=2 ** -7, atol=1e-2)
+
+
+@pytest.mark.parametrize("ta,tb,batch", [(False, False, ()), (True, True, ()), (False, True, (2,))])
+def test_pipeline_routes_16_bit_products_to_tensor_cores(ta, tb, batch):
+    import warpweave as ww
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(batch + ((40, 33) if ta else (33, 40))).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(batch + ((17, 40) if tb else (40, 17))).astype(ml_dtypes.bfloat16)
+
+    def fn(x, y):
+        return (x.swapaxes(-1, -2) if ta else x) @ (y.swapaxes(-1, -2) if tb else y)
+
+    f = ww.jit(fn, target="interp")
+    assert [type(k.schedule) for k in f.lower(a, b).kernels] == [GpuMma]
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    want = (np.swapaxes(a64, -1, -2) if ta else a64) @ (np.swapaxes(b64, -1, -2) if tb else b64)
+    np.testing.assert_allclose(f(a, b).astype(np.float64), want, rtol=2 ** -7, atol=1e-2)
+
+
+def test_matrix_vector_products_are_not_routed():
+    import warpweave as ww
+
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((33, 40)).astype(ml_dtypes.bfloat16)
+    v = rng.standard_normal(40).astype(ml_dtypes.bfloat16)
+    kernels = ww.jit(lambda x, y: x @ y, target="interp").lower(a, v).kernels
+    assert kernels and not any(isinstance(k.schedule, GpuMma) for k in kernels)

@@ -86,8 +86,8 @@ def default_mma(c: Contraction) -> GpuMma:
 
 def contraction_of(group, graph) -> Contraction | None:
     """The contraction of a fusion group that the tensor-core template takes: one
-    matrix product, the group's other operations elementwise over its shape (its
-    epilogue)."""
+    matrix product (not a matrix-vector product: those stay memory-bound reductions),
+    the group's other operations elementwise over its shape (its epilogue)."""
     from ..ir.contraction import match_contraction
     from ..ir.tensor import ComputeOp
 
@@ -98,7 +98,7 @@ def contraction_of(group, graph) -> Contraction | None:
     if len(products) != 1:
         return None
     c = match_contraction(products[0], graph)
-    if c is None or not supports(c):
+    if c is None or not supports(c) or min(c.m, c.n) == 1:
         return None
     shape = tuple(products[0].shape)
     return c if all(tuple(op.shape) == shape for op in ops) else None

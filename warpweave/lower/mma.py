@@ -112,7 +112,7 @@ def _check(c: Contraction, s: GpuMma, name: str) -> None:
 class _MmaLowering:
     def __init__(self, c: Contraction, s: GpuMma, shapes, name: str,
                  epilogue: list[ComputeOp] = (), outputs: tuple[str, ...] = (), graph=None):
-        self.c, self.s = c, s
+        self.c, self.s, self.shapes = c, s, shapes
         self.epilogue, self.graph = list(epilogue), graph
         self.outputs = outputs or (c.out,)
         self.b = KernelBuilder(name, "gpu")
@@ -268,16 +268,14 @@ class _MmaLowering:
         n_pred = n - v if c.n % 2 == 0 else n
         guard = ex.all_of([_lt(m, c.m), _lt(n_pred, c.n)])
         values = {c.out: self._rounded(b.frag(acc, (mi, ni, h * 2 + v), v_s), c.out_dtype, v_s)}
-        position, rest = [], self.batch
-        batch = list(zip(c.batch, range(len(c.batch))))[::-1]
-        batch_idx = {}
-        for extent, i in batch:
-            batch_idx[i] = rest % extent
+        batch_idx, rest = [], self.batch  # batch axes, outermost first
+        for extent in reversed(c.batch):
+            batch_idx.insert(0, rest % extent)
             rest = rest // extent
-        roles = iter(range(len(c.batch)))
-        for role in c.roles:
-            position.append(m if role == "m" else n if role == "n" else batch_idx[next(roles)])
-        chain = [grid_of(b, block), block, mi_s, ni_s, h_s, v_s]
+        batches = iter(batch_idx)
+        # the output's axes (those of every epilogue operation) at this accumulator element
+        position = [m if role == "m" else n if role == "n" else next(batches) for role in c.roles]
+        chain = [b._node(block).scope, block, mi_s, ni_s, h_s, v_s]
         for op in self.epilogue:
             staged = {ld: values[ld.tensor][0] for ld in ex.loads(op.body) if ld.tensor in values}
             index = dict(zip((a.name for a in op.axes), position))
@@ -287,8 +285,8 @@ class _MmaLowering:
             value, stored = values[name][1], self.b._dtype_of(name)
             if b._node(value).dtype != stored:
                 value = b.compute("cast", [value], v_s, stored)
-            lay = c.out_layout
-            offset = self._batch_offset(lay) + m * lay.rows + n * lay.cols
+            strides = row_major_strides(self.shapes[name])
+            offset = sum((p * st for p, st in zip(position, strides)), ex.as_index(0))
             b.store(name, offset, value, v_s, guard)
 
     def _rounded(self, value: str, d: dt.DType, scope: str) -> tuple[str, str]:
@@ -300,7 +298,3 @@ class _MmaLowering:
         stored = b.compute("cast", [value], scope, d)
         wide = dt.compute_dtype(d)
         return (b.compute("cast", [stored], scope, wide) if wide != d else stored), stored
-
-
-def grid_of(b: KernelBuilder, block: str) -> str:
-    return b._node(block).scope

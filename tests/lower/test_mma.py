@@ -177,3 +177,18 @@ def test_matrix_vector_products_are_not_routed():
     v = rng.standard_normal(40).astype(ml_dtypes.bfloat16)
     kernels = ww.jit(lambda x, y: x @ y, target="interp").lower(a, v).kernels
     assert kernels and not any(isinstance(k.schedule, GpuMma) for k in kernels)
+
+
+def test_interpreter_orders_cp_async_by_its_groups():
+    """A wait that leaves the stage being read in flight reads poisoned (NaN) data."""
+    c, shapes, _ = _gemm(64, 64, 160)
+    k = lower_mma(c, SMALL, shapes)
+    lenient = [n.replace(attrs={**n.attr_map, "pending": SMALL.stages - 1})
+               if n.op == "sync.async_wait" else n for n in k.nodes]
+    bad = make_kernel(k.name, k.params, k.shared, lenient, k.edges, k.target)
+    a = np.ones(shapes["a"], ml_dtypes.bfloat16)
+    b = np.ones(shapes["b"], ml_dtypes.bfloat16)
+    for kernel, poisoned in ((k, False), (bad, True)):
+        out = np.zeros(64 * 64, np.float32)
+        run_kernel(kernel, {"a": a.ravel(), "b": b.ravel(), "out": out})
+        assert np.isnan(out).any() == poisoned

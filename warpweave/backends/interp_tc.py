@@ -1,11 +1,14 @@
 """The interpreter's tensor-core nodes: fragments modelled lane by lane.
 
-`run(state, steps)` executes a kernel that holds tensor-core nodes. A serial scope
-that holds a `cp.async`/`ldmatrix` or that an MMA accumulates over runs iteration by
-iteration (its shared-memory stages are reused across iterations, so the
-all-iterations-at-once model of `interp` does not hold there); everything else runs
-as `interp` runs it. Fragment values are arrays of the node's scope shape followed by
-the fragment shape.
+`run(state, steps)` executes a kernel that holds tensor-core nodes. Serial scopes
+that copy or read tiles, scopes an MMA accumulates over, and loops that commit or
+wait for cp.async groups run one iteration at a time (shared-memory stages are reused
+across iterations, so the all-iterations-at-once model of `interp` does not hold
+there); everything else runs as `interp` runs it. cp.async is asynchronous as on the
+GPU: a copy poisons its destination (NaN) when issued and lands only when a
+`sync.async_wait` retires its group, so a read left unordered by a missing or too
+lenient wait reads NaN. Fragment values are arrays of the node's scope shape followed
+by the fragment shape.
 
 The lane layouts are the PTX ISA's: `ldmatrix.x4` — lane l supplies the address of
 row l % 8 of matrix l // 8 and receives, of each matrix j, the two elements at row
@@ -36,16 +39,21 @@ _C_COL = 2 * (_LANE[:, None] % 4) + np.arange(4)[None, :] % 2
 def run(st, steps) -> None:
     """Execute `st.k` (an `interp._State`) with `steps`, the interpreter's node table."""
     k = st.k
+    st.async_open, st.async_groups = [], []  # copies of the open group; committed groups
     stepped = _stepped_scopes(k)
     nodes = [n for n in k.nodes if n.family not in ("parallel", "mem")]
     _run_nodes(st, steps, nodes, stepped)
 
 
 def _stepped_scopes(k) -> set[str]:
+    """Serial scopes that copy or read tiles, scopes that an MMA sums over, and loops
+    (serial or unrolled) that commit or wait for groups: one group per iteration."""
     out = {n.attr("over") for n in k.nodes if n.op == MMA}
     for n in k.nodes:
         if n.op in (CP_ASYNC, LDMATRIX):
             out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind == "serial"}
+        if n.op in (ASYNC_COMMIT, ASYNC_WAIT):
+            out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind in ("serial", "unroll")}
     return out
 
 
@@ -125,7 +133,11 @@ def _cp_async(st, node) -> None:
             raise IRError(f"{node.id} cp.async into {node.attr('dst')}: shared offset outside "
                           f"[0, {dst.shape[-1]})")
         vals = np.where(pred, src[np.where(pred, off, 0)], 0).astype(dst.dtype)
-        dst[g, where] = vals
+        if node.attr("bytes") == 2:  # a plain copy: synchronous
+            dst[g, where] = vals
+        else:
+            dst[g, where] = np.nan
+            st.async_open.append((dst, g, where, vals))
 
 
 def _ldmatrix(st, node) -> None:
@@ -204,5 +216,16 @@ def _extract(st, node) -> None:
     st.values[node.id] = np.take_along_axis(v, flat[..., None], axis=-1)[..., 0]
 
 
+def _commit(st, node) -> None:
+    st.async_groups.append(st.async_open)
+    st.async_open = []
+
+
+def _wait(st, node) -> None:
+    while len(st.async_groups) > node.attr("pending"):
+        for dst, g, where, vals in st.async_groups.pop(0):
+            dst[g, where] = vals
+
+
 _TC = {CP_ASYNC: _cp_async, LDMATRIX: _ldmatrix, MMA: _mma, FRAG: _extract,
-       ASYNC_COMMIT: lambda st, node: None, ASYNC_WAIT: lambda st, node: None}
+       ASYNC_COMMIT: _commit, ASYNC_WAIT: _wait}

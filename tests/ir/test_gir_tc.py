@@ -118,6 +118,6 @@ def test_text_round_trip():
     from warpweave.lower.mma import lower_mma
 
     c, shapes, _ = _gemm(33, 17, 40, True)
-    for k in (_ldmatrix_kernel(True, True), lower_mma(c, SMALL, shapes)):
+    for k in (_ldmatrix_kernel(True, True), *lower_mma(c, SMALL, shapes)):
         text = print_kernel(k)
         assert parse_kernel(text) == k and print_kernel(parse_kernel(text)) == text

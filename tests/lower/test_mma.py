@@ -32,19 +32,24 @@ def _gemm(m, n, k, at=False, bt=False, batch=(), d=dt.bfloat16, out=dt.float32):
 
 
 def _run(c, shapes, s, seed=0):
-    k = verify(lower_mma(c, s, shapes))
+    kernels = [verify(x) for x in lower_mma(c, s, shapes)]
     rng = np.random.default_rng(seed)
     npd = ml_dtypes.bfloat16 if c.a.dtype == dt.bfloat16 else np.float16
     a = rng.standard_normal(shapes["a"]).astype(npd)
     b = rng.standard_normal(shapes["b"]).astype(npd)
     out = np.full(int(np.prod(shapes["out"])), np.nan, dtype=c.out_dtype.numpy)
-    run_kernel(k, {"a": a.ravel(), "b": b.ravel(), "out": out})
+    buffers = {"a": a.ravel(), "b": b.ravel(), "out": out}
+    for k in kernels:
+        for p in k.params:
+            if p.role == "temp":
+                buffers.setdefault(p.name, np.full(p.size, np.nan, p.dtype.numpy))
+        run_kernel(k, buffers)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     if shapes["a"][-2:] == (c.k, c.m) and c.a.layout.rows == 1:
         a64 = np.swapaxes(a64, -1, -2)
     if shapes["b"][-2:] == (c.n, c.k) and c.b.layout.rows == 1:
         b64 = np.swapaxes(b64, -1, -2)
-    return k, out.astype(np.float64).reshape(shapes["out"]), a64 @ b64
+    return kernels, out.astype(np.float64).reshape(shapes["out"]), a64 @ b64
 
 
 @pytest.mark.parametrize("m,n,k", [(33, 17, 40), (1, 8, 16), (130, 70, 200)])
@@ -58,6 +63,14 @@ def test_odd_shapes(m, n, k):
 def test_transposed_operands(at, bt):
     c, shapes, _ = _gemm(70, 130, 72, at, bt)
     _, got, want = _run(c, shapes, GpuMma(128, 128, 32, 2, 2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("split", [2, 3])
+def test_split_k(split):
+    c, shapes, _ = _gemm(33, 70, 200, batch=(2,))
+    kernels, got, want = _run(c, shapes, GpuMma(64, 64, 32, 2, 2, 3, split))
+    assert len(kernels) == 2 and kernels[0].grid == split * 2 * 2
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
@@ -77,7 +90,7 @@ def test_space_is_legal_and_default_first():
 
 def test_unswizzled_tiles_conflict():
     c, shapes, _ = _gemm(128, 128, 64)
-    k = lower_mma(c, default_mma(c), shapes)
+    (k,) = lower_mma(c, default_mma(c), shapes)
     assert check(k) == []
     nodes = [n.replace(attrs={**n.attr_map, "swizzle": False}) if n.op == LDMATRIX else n
              for n in k.nodes]
@@ -88,7 +101,7 @@ def test_unswizzled_tiles_conflict():
 
 def test_read_without_wait_fails():
     c, shapes, _ = _gemm(64, 64, 64)
-    k = lower_mma(c, SMALL, shapes)
+    (k,) = lower_mma(c, SMALL, shapes)
     waits = {n.id for n in k.nodes if n.op == "sync.async_wait"}
     # bypass the wait: its consumers read the state it was given
     src = {e.dst: e.src for e in k.edges if e.dst in waits}
@@ -99,7 +112,7 @@ def test_read_without_wait_fails():
     assert any("sync.async_wait" in p for p in check(bad))
 
 
-def _epilogue_kernel(m=70, n=130, k=72, schedule=SMALL):
+def _epilogue_kernel(m=70, n=130, k=72, schedule=SMALL, name="fused"):
     """The product of bf16 a and b, then gelu(. + bias) + r fused as its epilogue."""
     import warpweave as ww
     from warpweave.passes import fuse
@@ -111,7 +124,7 @@ def _epilogue_kernel(m=70, n=130, k=72, schedule=SMALL):
     g = ww.jit(lambda a, b, bias, r: ww.gelu(a @ b + bias) + r, target="interp").lower(*args).graph
     ops = [op.name for op in g.compute_ops]
     group = fuse.Group(tuple(ops), "contraction", (ops[0], ops[-1]))  # the product is stored too
-    return verify(lower_kernels(group, g, schedule, "fused")[0]), g, ops, args
+    return [verify(k) for k in lower_kernels(group, g, schedule, name)], g, ops, args
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas not on PATH")
@@ -125,8 +138,9 @@ def test_ptxas_assembles(tmp_path, arch):
              ((24, 40, 48, False, False, (3,), dt.float16, dt.float16), GpuMma(64, 64, 16, 2, 2, 2))]
     for i, (args, s) in enumerate(cases):
         c, shapes, _ = _gemm(*args)
-        kernels.append(lower_mma(c, s, shapes, f"mma{i}"))
-    kernels.append(_epilogue_kernel()[0])
+        kernels += lower_mma(c, s, shapes, f"mma{i}")
+    kernels += _epilogue_kernel()[0]
+    kernels += _epilogue_kernel(schedule=GpuMma(64, 64, 32, 2, 2, 3, 2), name="split")[0]
     ptx = compile_ptx(kernels, arch)[1]
     assert "mma.sync.aligned.m16n8k16" in ptx and "ldmatrix" in ptx and "cp.async" in ptx
     path = tmp_path / "k.ptx"
@@ -136,15 +150,21 @@ def test_ptxas_assembles(tmp_path, arch):
     assert r.returncode == 0, r.stderr
 
 
-def test_fused_epilogue_bias_gelu_residual():
+@pytest.mark.parametrize("split", [1, 2])
+def test_fused_epilogue_bias_gelu_residual(split):
     from warpweave.ir.tensor import evaluate
 
-    kernel, g, ops, args = _epilogue_kernel()
+    kernels, g, ops, args = _epilogue_kernel(schedule=GpuMma(64, 64, 32, 2, 2, 3, split))
+    assert len(kernels) == split
     m, n = args[3].shape
     buffers = {name: v.ravel() for name, v in zip(g.inputs, args)}
     for name in (ops[0], ops[-1]):
         buffers[name] = np.full(m * n, np.nan, ml_dtypes.bfloat16)
-    run_kernel(kernel, buffers)
+    for kernel in kernels:
+        for p in kernel.params:
+            if p.role == "temp":
+                buffers.setdefault(p.name, np.full(p.size, np.nan, np.float32))
+        run_kernel(kernel, buffers)
     want = evaluate(g, dict(zip(g.inputs, args)))
     for name in (ops[0], ops[-1]):  # as the unfused kernels round them
         np.testing.assert_allclose(buffers[name].astype(np.float64),
@@ -182,7 +202,7 @@ def test_matrix_vector_products_are_not_routed():
 def test_interpreter_orders_cp_async_by_its_groups():
     """A wait that leaves the stage being read in flight reads poisoned (NaN) data."""
     c, shapes, _ = _gemm(64, 64, 160)
-    k = lower_mma(c, SMALL, shapes)
+    (k,) = lower_mma(c, SMALL, shapes)
     lenient = [n.replace(attrs={**n.attr_map, "pending": SMALL.stages - 1})
                if n.op == "sync.async_wait" else n for n in k.nodes]
     bad = make_kernel(k.name, k.params, k.shared, lenient, k.edges, k.target)
@@ -192,3 +212,20 @@ def test_interpreter_orders_cp_async_by_its_groups():
         out = np.zeros(64 * 64, np.float32)
         run_kernel(kernel, {"a": a.ravel(), "b": b.ravel(), "out": out})
         assert np.isnan(out).any() == poisoned
+
+
+def test_split_k_program_through_the_pipeline():
+    import warpweave as ww
+    from warpweave.pipeline.compile import compile_graph
+    from warpweave.schedule.space import group_key
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((33, 200)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((200, 70)).astype(ml_dtypes.bfloat16)
+    p = ww.jit(lambda x, y: x @ y, target="interp").lower(a, b)
+    point = GpuMma(64, 64, 32, 2, 2, 3, 4)
+    split = compile_graph(p.traced, True, "interp", "split",
+                          {group_key(p.plan.groups[0], p.graph): point})
+    assert [k.schedule for k in split.kernels] == [point, point]
+    np.testing.assert_allclose(split(a, b).astype(np.float64),
+                               a.astype(np.float64) @ b.astype(np.float64), rtol=2 ** -7, atol=1e-2)

@@ -16,6 +16,11 @@ other) in XOR-swizzled 16-byte chunks. Copies are as wide as the operand's strid
 allow: 16, 8 or 4 bytes through cp.async, single elements through a plain copy;
 rows and columns outside the matrix (the m, n and k tails) are zero-filled.
 
+With split_k > 1 the k-tiles are divided into that many slices, one block per
+(slice, tile): the first kernel stores each slice's float32 partial product into a
+temporary buffer, a second kernel sums the slices per element and applies the
+epilogue (what a product of few output tiles and a long k needs to fill the GPU).
+
 An epilogue — elementwise operations of the product's shape that read it (and each
 other) in place: bias, activation, residual, scaling, casts — is applied to each
 accumulator element before the store (`lower_mma_group`); the product and each
@@ -34,7 +39,7 @@ from ..ir.contraction import Contraction, Layout
 from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
 from ..schedule.mma import GpuMma, legal, supports
-from .op import _Region
+from .op import _Region, unflatten
 
 __all__ = ["lower_mma", "lower_mma_group"]
 
@@ -66,16 +71,16 @@ def _width(layout: Layout, contiguous_extent: int) -> int:
 
 
 def lower_mma(c: Contraction, s: GpuMma, shapes: Mapping[str, tuple[int, ...]],
-              name: str = "mma") -> Kernel:
-    """The kernel computing `c` under `s`; `shapes` gives the tensors' shapes (their
-    buffers are row-major)."""
+              name: str = "mma") -> list[Kernel]:
+    """The kernels computing `c` under `s` (two with split-K), in launch order;
+    `shapes` gives the tensors' shapes (their buffers are row-major)."""
     _check(c, s, name)
     return _MmaLowering(c, s, shapes, name).build()
 
 
 def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[str, ...],
-                    graph: TensorGraph, s: GpuMma, name: str = "mma") -> Kernel:
-    """The kernel computing `c` and then the `epilogue` operations (in order) on each
+                    graph: TensorGraph, s: GpuMma, name: str = "mma") -> list[Kernel]:
+    """The kernels computing `c` and then the `epilogue` operations (in order) on each
     of its elements, storing the tensors named in `outputs`."""
     _check(c, s, name)
     members = {c.out} | {op.name for op in epilogue}
@@ -115,20 +120,21 @@ class _MmaLowering:
         self.c, self.s, self.shapes = c, s, shapes
         self.epilogue, self.graph = list(epilogue), graph
         self.outputs = outputs or (c.out,)
-        self.b = KernelBuilder(name, "gpu")
+        self.name = name
         self.ranges: dict[str, tuple[int, int]] = {}  # what lower.op._Region reads
         self.scope_vars: dict[str, str] = {}
         members = {c.out} | {op.name for op in self.epilogue}
-        params = [(c.a.tensor, c.a.dtype, "in"), (c.b.tensor, c.b.dtype, "in")]
-        params += [(ld.tensor, ld.dtype, "in") for op in self.epilogue for ld in ex.loads(op.body)
-                   if ld.tensor not in members]
-        params += [(t, graph[t].dtype if graph is not None else c.out_dtype, "out")
-                   for t in self.outputs]
-        for t, d, role in params:
-            if any(p.name == t for p in self.b.params):
-                continue
-            shape = tuple(shapes[t])
-            self.b.add_param(Buffer(t, d, shape, row_major_strides(shape), role))
+        self.epilogue_inputs = [(ld.tensor, ld.dtype, "in") for op in self.epilogue
+                                for ld in ex.loads(op.body) if ld.tensor not in members]
+        self.output_params = [(t, graph[t].dtype if graph is not None else c.out_dtype, "out")
+                              for t in self.outputs]
+        self.total = c.batch_count * c.m * c.n
+        self.partials = Buffer(f"{c.out}_partials", dt.float32, (s.split_k, self.total),
+                               (self.total, 1), "temp")
+        self.b = self._builder(name, [(c.a.tensor, c.a.dtype, "in"), (c.b.tensor, c.b.dtype, "in")]
+                               + ([] if s.split_k > 1 else self.epilogue_inputs + self.output_params))
+        if s.split_k > 1:
+            self.b.add_param(self.partials)
         a, b = c.a.layout, c.b.layout
         # A: [m][k] unless m is the contiguous axis; B: [k][n] unless k is.
         a_km = a.rows == 1 and a.cols != 1
@@ -139,6 +145,14 @@ class _MmaLowering:
                              _width(b, c.k if b_nk else c.n) if (b.rows == 1 or b.cols == 1)
                              else 1, c.b.dtype)
 
+    def _builder(self, name: str, params) -> KernelBuilder:
+        b = KernelBuilder(name, "gpu")
+        for t, d, role in params:
+            if not any(p.name == t for p in b.params):
+                shape = tuple(self.shapes[t])
+                b.add_param(Buffer(t, d, shape, row_major_strides(shape), role))
+        return b
+
     def _tile(self, name, mn_block, k_major, trans, width, dtype) -> _Tile:
         s = self.s
         rows, row_elems = (s.block_k, mn_block) if k_major else (mn_block, s.block_k)
@@ -146,13 +160,17 @@ class _MmaLowering:
         return _Tile(name, rows, row_elems, width, k_major, trans)
 
     # ------------------------------------------------------------------ indices
-    def build(self) -> Kernel:
+    def build(self) -> list[Kernel]:
         c, s, b = self.c, self.s, self.b
         tiles_m, tiles_n = -(-c.m // s.block_m), -(-c.n // s.block_n)
-        self.k_tiles = -(-c.k // s.block_k)
-        grid = self.scope("grid", "g", c.batch_count * tiles_m * tiles_n, None)
+        k_tiles = -(-c.k // s.block_k)
+        per_slice = -(-k_tiles // s.split_k)
+        tiles = c.batch_count * tiles_m * tiles_n
+        grid = self.scope("grid", "g", s.split_k * tiles, None)
         block = self.scope("block", "t", s.threads, grid)
         g, t = ex.Var("g"), ex.Var("t")
+        k_first = (g // tiles) * per_slice  # this slice's first k-tile
+        g = g % tiles
         self.batch = g // (tiles_m * tiles_n)
         rest = g % (tiles_m * tiles_n)
         self.m0 = (rest // tiles_n) * s.block_m
@@ -165,10 +183,10 @@ class _MmaLowering:
         shared = [self.ta.name, self.tb.name]
 
         pro = b.scope("unroll", "p", s.stages - 1, block)
-        self._copy_tile(ex.Var("p"), ex.Var("p"), pro, "pa")
+        self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
         b.async_sync(ASYNC_COMMIT, shared, pro)
 
-        loop = b.scope("serial", "kt", self.k_tiles, block)
+        loop = b.scope("serial", "kt", per_slice, block)
         kt = ex.Var("kt")
         b.async_sync(ASYNC_WAIT, shared, loop, pending=s.stages - 2)
         b.sync(shared, loop)
@@ -176,11 +194,14 @@ class _MmaLowering:
         fa = self._ldmatrix_a(stage, loop)
         fb = self._ldmatrix_b(stage, loop)
         nxt = kt + (s.stages - 1)
-        self._copy_tile(nxt, nxt % s.stages, loop, "la")
+        self._copy_tile(k_first + nxt, nxt % s.stages, loop, "la")
         b.async_sync(ASYNC_COMMIT, shared, loop)
         acc = b.mma(fa, fb, loop)
-        self._epilogue(acc, block)
-        return b.build(schedule=repr(s))
+        if s.split_k == 1:
+            self._epilogue(acc, block)
+            return [b.build(schedule=repr(s))]
+        self._store_partials(acc, block, ex.Var("g") // tiles)
+        return [b.build(schedule=repr(s)), self._sum_slices()]
 
     def scope(self, kind: str, var: str, extent: int, parent: str | None) -> str:
         sid = self.b.scope(kind, var, extent, parent)
@@ -253,9 +274,9 @@ class _MmaLowering:
                                (("kk", s.block_k // 16), ("nj", njs)),
                                (s.block_k // 16, 2 * njs, 4), scope)
 
-    def _epilogue(self, acc: str, block: str) -> None:
-        """Accumulator pairs (columns 2 (lane % 4) + {0, 1}) through the epilogue and
-        stored as 2-lane vectors."""
+    def _pairs(self, acc: str, block: str):
+        """Scopes over a thread's accumulator pairs (columns 2 (lane % 4) + {0, 1}, a
+        2-lane vector scope): (scope chain, the element, the output position, guard)."""
         c, s, b, lane = self.c, self.s, self.b, self.lane
         mi_s = self.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
         ni_s = self.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
@@ -267,7 +288,6 @@ class _MmaLowering:
         # with n even, a pair is wholly in or out: one predicate for both lanes (a 2-lane store)
         n_pred = n - v if c.n % 2 == 0 else n
         guard = ex.all_of([_lt(m, c.m), _lt(n_pred, c.n)])
-        values = {c.out: self._rounded(b.frag(acc, (mi, ni, h * 2 + v), v_s), c.out_dtype, v_s)}
         batch_idx, rest = [], self.batch  # batch axes, outermost first
         for extent in reversed(c.batch):
             batch_idx.insert(0, rest % extent)
@@ -276,18 +296,50 @@ class _MmaLowering:
         # the output's axes (those of every epilogue operation) at this accumulator element
         position = [m if role == "m" else n if role == "n" else next(batches) for role in c.roles]
         chain = [b._node(block).scope, block, mi_s, ni_s, h_s, v_s]
+        return chain, b.frag(acc, (mi, ni, h * 2 + v), v_s), position, guard
+
+    def _flat(self, position: list[ex.Expr]) -> ex.Expr:
+        strides = row_major_strides(self.shapes[self.c.out])
+        return sum((p * st for p, st in zip(position, strides)), ex.as_index(0))
+
+    def _epilogue(self, acc: str, block: str) -> None:
+        chain, value, position, guard = self._pairs(acc, block)
+        self._finish(chain, value, position, guard)
+
+    def _store_partials(self, acc: str, block: str, slice_: ex.Expr) -> None:
+        chain, value, position, guard = self._pairs(acc, block)
+        self.b.store(self.partials.name, slice_ * self.total + self._flat(position), value,
+                     chain[-1], guard)
+
+    def _sum_slices(self) -> Kernel:
+        """The second split-K kernel: partials summed per element, then the epilogue."""
+        threads = 256
+        self.b = b = self._builder(f"{self.name}_sum", self.epilogue_inputs + self.output_params)
+        b.add_param(self.partials)
+        grid = self.scope("grid", "g", -(-self.total // threads), None)
+        block = self.scope("block", "t", threads, grid)
+        flat = ex.Var("g") * threads + ex.Var("t")
+        guard = _lt(flat, self.total)
+        z = self.scope("unroll", "z", self.s.split_k, block)
+        part = b.load(self.partials.name, ex.Var("z") * self.total + flat, z, guard)
+        value = b.reduce("sum", part, z)
+        self._finish([grid, block], value, unflatten(flat, self.shapes[self.c.out]), guard)
+        return b.build(schedule=repr(self.s))
+
+    def _finish(self, chain: list[str], value: str, position: list[ex.Expr], guard) -> None:
+        """The product's value at `position` rounded to its dtype, the epilogue, the stores."""
+        c, b, scope = self.c, self.b, chain[-1]
+        values = {c.out: self._rounded(value, c.out_dtype, scope)}
         for op in self.epilogue:
             staged = {ld: values[ld.tensor][0] for ld in ex.loads(op.body) if ld.tensor in values}
             index = dict(zip((a.name for a in op.axes), position))
             value = _Region(self, chain, index, guard, staged).emit(op.body)
-            values[op.name] = self._rounded(value, op.dtype, v_s)
+            values[op.name] = self._rounded(value, op.dtype, scope)
         for name in self.outputs:
-            value, stored = values[name][1], self.b._dtype_of(name)
+            value, stored = values[name][1], b._dtype_of(name)
             if b._node(value).dtype != stored:
-                value = b.compute("cast", [value], v_s, stored)
-            strides = row_major_strides(self.shapes[name])
-            offset = sum((p * st for p, st in zip(position, strides)), ex.as_index(0))
-            b.store(name, offset, value, v_s, guard)
+                value = b.compute("cast", [value], scope, stored)
+            b.store(name, self._flat(position), value, scope, guard)
 
     def _rounded(self, value: str, d: dt.DType, scope: str) -> tuple[str, str]:
         """(the value as its consumers read it, the value to store): rounded to `d`,

@@ -221,7 +221,7 @@ def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, nam
     if isinstance(schedule, GpuMma):
         c = contraction_of(group, graph)
         epilogue = [graph[n] for n in group.ops if n != c.out]
-        return [lower_mma_group(c, epilogue, group.outputs, graph, schedule, name)]
+        return lower_mma_group(c, epilogue, group.outputs, graph, schedule, name)
     if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)

@@ -8,7 +8,7 @@ by cp.async. `mma_space` lists the legal points for a contraction and a device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..ir import dtypes as dt
 from ..ir.contraction import Contraction
@@ -25,7 +25,7 @@ class GpuMma:
     warps_m: int
     warps_n: int
     stages: int
-    split_k: int = 1  # only 1 is lowered so far
+    split_k: int = 1  # k-tile slices, each a block per output tile (then a kernel sums them)
 
     @property
     def threads(self) -> int:
@@ -46,7 +46,7 @@ def supports(c: Contraction) -> bool:
 
 def legal(s: GpuMma) -> bool:
     wm, wn = s.block_m // max(s.warps_m, 1), s.block_n // max(s.warps_n, 1)
-    if s.split_k != 1 or s.stages < 2 or s.block_k not in (16, 32, 64):
+    if s.split_k < 1 or s.stages < 2 or s.block_k not in (16, 32, 64):
         return False
     if s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
         return False
@@ -72,6 +72,9 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
                             s = GpuMma(bm, bn, bk, wm, wn, stages)
                             if legal(s):
                                 points.append(s)
+    k_tiles = -(-c.k // 32)
+    points += [replace(p, split_k=n) for p in points[:8] for n in (2, 4) if n < k_tiles
+               and p.block_k == 32]
     default = default_mma(c)
     return [default] + [p for p in points if p != default]
 

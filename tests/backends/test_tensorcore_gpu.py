@@ -45,3 +45,17 @@ def test_bmm():
     a = torch.randn(5, 33, 48, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(5, 48, 65, device="cuda", dtype=torch.bfloat16)
     _check(lambda x, y: x @ y, a, b, ref=a.double() @ b.double(), dtype=torch.bfloat16)
+
+
+def test_split_k():
+    from warpweave.pipeline.compile import compile_graph
+    from warpweave.schedule.space import group_key
+
+    a = torch.randn(100, 3000, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(3000, 72, device="cuda", dtype=torch.bfloat16)
+    p = ww.jit(lambda x, y: x @ y, target="cuda").lower(a, b)
+    point = GpuMma(64, 64, 32, 2, 2, 3, 4)
+    split = compile_graph(p.traced, True, "cuda", "split",
+                          {group_key(p.plan.groups[0], p.graph): point})
+    got, want = split(a, b).double().cpu().numpy(), (a.double() @ b.double()).cpu().numpy()
+    assert np.abs(got - want).max() <= 2 ** -7 * (np.abs(want).max() + 1)

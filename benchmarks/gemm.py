@@ -6,7 +6,8 @@
 Times are medians of CUDA-event timings of CUDA-graph replays (10 calls per graph)
 after warm-up (see gpu_bench.graph_time_ms); TFLOP/s counts 2 m n k per product.
 For 4096^3 the warpweave kernel is also timed under a few other GpuMma points
-(compile_graph(schedules=...)). Writes gemm.json into --out.
+(compile_graph(schedules=...)). Writes <device>_gemm_<date>.json into --out (on an
+H200: h200_gemm_<date>.json, the name benchmarks/data/ keeps).
 """
 from __future__ import annotations
 
@@ -70,11 +71,13 @@ def main() -> None:
         row["fraction_of_cublas"] = row["cublas_ms"] / row["warpweave_ms"]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
+    today, device = datetime.date.today().isoformat(), torch.cuda.get_device_name()
+    result = {"date": today, "device": device,
               "torch": torch.__version__, "command": "python benchmarks/gemm.py " +
               " ".join(sys.argv[1:]), "rows": rows}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gemm.json"), "w") as fh:
+    slug = "h200" if "H200" in device else "".join(ch for ch in device.lower() if ch.isalnum())
+    with open(os.path.join(args.out, f"{slug}_gemm_{today}.json"), "w") as fh:
         json.dump(result, fh, indent=1)
 
 

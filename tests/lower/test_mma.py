@@ -229,3 +229,15 @@ def test_split_k_program_through_the_pipeline():
     assert [k.schedule for k in split.kernels] == [point, point]
     np.testing.assert_allclose(split(a, b).astype(np.float64),
                                a.astype(np.float64) @ b.astype(np.float64), rtol=2 ** -7, atol=1e-2)
+
+
+def test_cp_async_bounds_are_proven_and_violations_reported():
+    for args in ((4096, 4096, 4096), (1999, 2056, 1001), (70, 130, 72, True, True)):
+        c, shapes, _ = _gemm(*args)
+        assert all(check(k) == [] for k in lower_mma(c, default_mma(c), shapes))
+    c, shapes, _ = _gemm(64, 64, 64)
+    (k,) = lower_mma(c, SMALL, shapes)
+    shifted = [n.replace(attrs={**n.attr_map, "offset": n.attr("offset") + 8})
+               if n.op == "move.global.shared" else n for n in k.nodes]
+    bad = make_kernel(k.name, k.params, k.shared, shifted, k.edges, k.target)
+    assert any(p.startswith("out-of-bounds load") and "cp.async" in p for p in check(bad))

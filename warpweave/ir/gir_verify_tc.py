@@ -19,8 +19,9 @@ The nodes (built by `KernelBuilder.cp_async`, `async_sync`, `ldmatrix`, `mma`, `
 
 Checked here: fragment shapes and dtypes; every ldmatrix reads state that passed a
 `sync.async_wait` and then a `sync.block` since the last cp.async; every cp.async is
-committed before anything else reads its tile; ldmatrix rows 16-byte aligned and
-inside the tile; and bank conflicts: in each 8-lane phase of an ldmatrix (one 8 x 16
+committed before anything else reads its tile; the first and last global element of
+every cp.async inside its buffer where its predicate holds (as loads are checked);
+ldmatrix rows 16-byte aligned and inside the tile; and bank conflicts: in each 8-lane phase of an ldmatrix (one 8 x 16
 byte matrix) the eight rows fall into eight different 16-byte bank groups, evaluated
 for every thread of the block and every tile point (the first iterations of serial
 scopes, the first blocks of the grid).
@@ -87,6 +88,24 @@ class TensorCoreChecks:
         if n.op == LDMATRIX:  # row and col also use the tile variables: checked below
             out = [x for x in out if x[0] not in ("row", "col")]
         return out
+
+    def check_bounds(self):
+        """Loads and stores (the verifier's own check), then the global end of every
+        cp.async: its first and last element, checked as loads are."""
+        super().check_bounds()
+        real, ends = self.nodes, {}
+        for n in real.values():
+            if n.op == CP_ASYNC and isinstance(n.attr("offset"), ex.Expr):
+                last = n.attr("offset") + (n.attr("bytes") // n.dtype.itemsize - 1)
+                for key, off in (("first", n.attr("offset")), ("last", last)):
+                    ends[f"{n.id} ({key} element of cp.async)"] = Node(
+                        f"{n.id} ({key} element of cp.async)", "move.global.reg", n.scope, n.dtype,
+                        (("buffer", n.attr("buffer")), ("offset", off), ("pred", n.attr("pred"))))
+        self.nodes = ends  # the check walks self.nodes; scopes come from self.scopes
+        try:
+            super().check_bounds()
+        finally:
+            self.nodes = real
 
     # ------------------------------------------------------------------ the checks
     def check_tensor_cores(self):

@@ -241,3 +241,15 @@ def test_cp_async_bounds_are_proven_and_violations_reported():
                if n.op == "move.global.shared" else n for n in k.nodes]
     bad = make_kernel(k.name, k.params, k.shared, shifted, k.edges, k.target)
     assert any(p.startswith("out-of-bounds load") and "cp.async" in p for p in check(bad))
+
+
+def test_sampled_space_points_at_odd_shapes():
+    """Points of the space (split-K among them) at random odd shapes and layouts."""
+    rng = np.random.default_rng()
+    space = mma_space(_gemm(300, 300, 300)[0])
+    for _ in range(8):
+        s = space[int(rng.integers(len(space)))]
+        m, n, k = (int(x) for x in rng.integers(1, 300, 3))
+        c, shapes, _ = _gemm(m, n, k, bool(rng.integers(2)), bool(rng.integers(2)))
+        _, got, want = _run(c, shapes, s, seed=int(rng.integers(1 << 30)))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"{s} {m}x{n}x{k}")

@@ -253,3 +253,11 @@ def test_sampled_space_points_at_odd_shapes():
         c, shapes, _ = _gemm(m, n, k, bool(rng.integers(2)), bool(rng.integers(2)))
         _, got, want = _run(c, shapes, s, seed=int(rng.integers(1 << 30)))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"{s} {m}x{n}x{k}")
+
+
+def test_default_tiles_fill_the_gpu():
+    big, small, long_k = (_gemm(*s)[0] for s in ((4096, 4096, 4096), (300, 200, 64), (100, 72, 3000)))
+    assert default_mma(big, 132) == GpuMma(128, 128, 32, 2, 2, 3)
+    assert default_mma(small, 132) == GpuMma(64, 64, 32, 2, 2, 3)  # k too short to split
+    assert default_mma(long_k, 132) == GpuMma(64, 64, 32, 2, 2, 3, 4)
+    assert default_mma(_gemm(8192, 768, 3072)[0], 132).block_n == 128

@@ -195,7 +195,7 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
     if chosen is None and family == "gpu":
         contraction = contraction_of(group, graph)
         if contraction is not None:
-            chosen, source = default_mma(contraction), "default"
+            chosen, source = default_mma(contraction, sm_count), "default"
     if chosen is None:
         chosen, source = default_schedule(group, graph, family, sm_count), "default"
     infos = []

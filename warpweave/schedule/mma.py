@@ -57,9 +57,11 @@ def legal(s: GpuMma) -> bool:
 
 
 def mma_space(c: Contraction, device=None) -> list[GpuMma]:
-    """Every legal `GpuMma` point for `c` (the default first); [] where the template
-    does not apply. `device` (a `passes.cost.DeviceModel` or None) is not consulted yet:
-    the points are those of any sm_80+ GPU with 48 KiB of static shared memory."""
+    """Every legal `GpuMma` point for `c` on `device` (a `passes.cost.DeviceModel`;
+    None: an H100/H200's 132 SMs): the default for its SM count first, then those of
+    any sm_80+ GPU with 48 KiB of static shared memory; [] where the template does
+    not apply."""
+    sm_count = getattr(device, "sm_count", 132)
     if not supports(c):
         return []
     points = []
@@ -75,16 +77,27 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
     k_tiles = -(-c.k // 32)
     points += [replace(p, split_k=n) for p in points[:8] for n in (2, 4) if n < k_tiles
                and p.block_k == 32]
-    default = default_mma(c)
+    default = default_mma(c, sm_count)
     return [default] + [p for p in points if p != default]
 
 
-def default_mma(c: Contraction) -> GpuMma:
-    """128 x 128 x 32 tiles in 3 stages with 2 x 2 warps of 64 x 64 (64 x 64 blocks
-    where m or n is small)."""
-    if c.m <= 64 or c.n <= 64:
-        return GpuMma(64, 64, 32, 2, 2, 3)
-    return GpuMma(128, 128, 32, 2, 2, 3)
+# Default block tiles, largest first: 2 x 2 warps, 3 stages of 32-deep k-tiles.
+_DEFAULT_TILES = (GpuMma(128, 128, 32, 2, 2, 3), GpuMma(128, 64, 32, 2, 2, 3),
+                  GpuMma(64, 64, 32, 2, 2, 3))
+MIN_TILES_PER_SPLIT = 4  # k-tiles each split-K slice keeps at least
+
+
+def default_mma(c: Contraction, sm_count: int = 132) -> GpuMma:
+    """The largest default tiles that give every SM a block (128 x 128 at 4096^3);
+    where even 64 x 64 tiles leave SMs idle and k is long, split-K slices of at least
+    `MIN_TILES_PER_SPLIT` k-tiles, up to 4, fill them."""
+    for s in _DEFAULT_TILES:
+        if c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n) >= sm_count:
+            return s
+    s = _DEFAULT_TILES[-1]
+    tiles = c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n)
+    split = min(4, -(-sm_count // tiles), -(-c.k // s.block_k) // MIN_TILES_PER_SPLIT)
+    return replace(s, split_k=max(split, 1))
 
 
 def contraction_of(group, graph) -> Contraction | None:

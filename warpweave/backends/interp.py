@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import IRError
 from ..ir import expr as ex
-from ..ir.gir import WARP_SIZE, Kernel, Node
+from ..ir.gir import TC_OPS, WARP_SIZE, Kernel, Node
 
 _IDENTITY = {"sum": lambda d: 0, "prod": lambda d: 1,
              "max": lambda d: -np.inf if d.kind == "f" else (False if d.kind == "b" else np.iinfo(d).min),
@@ -32,18 +32,22 @@ class _State:
         self.values: dict[str, np.ndarray] = {}
         self.chains = {sid: kernel.scope_chain(sid) for sid in kernel.scopes}
         self.chains[None] = []
+        self.pinned: dict[str, int] = {}  # serial scopes run one iteration at a time (interp_tc)
 
     def env(self, scope: str | None) -> dict[str, np.ndarray]:
         chain = self.chains[scope]
         out = {}
         for k, s in enumerate(chain):
             shape = [1] * len(chain)
+            if s.id in self.pinned:
+                out[s.attr("var")] = np.full(shape, self.pinned[s.id], dtype=np.int64)
+                continue
             shape[k] = s.attr("extent")
             out[s.attr("var")] = np.arange(s.attr("extent"), dtype=np.int64).reshape(shape)
         return out
 
     def shape(self, scope: str | None) -> tuple[int, ...]:
-        return tuple(s.attr("extent") for s in self.chains[scope])
+        return tuple(1 if s.id in self.pinned else s.attr("extent") for s in self.chains[scope])
 
     def operand(self, edge_src: str, scope: str | None) -> np.ndarray:
         """The value of `edge_src`, broadcast to the iteration space of `scope`.
@@ -76,6 +80,12 @@ def _aligned(a: Node, b: Node) -> bool:
 def run_kernel(kernel: Kernel, buffers: Mapping[str, np.ndarray]) -> None:
     """Execute `kernel` over `buffers` (name → flat numpy array, written in place)."""
     st = _State(kernel, buffers)
+    if any(n.op in TC_OPS for n in kernel.nodes):
+        from . import interp_tc
+
+        with np.errstate(all="ignore"):
+            interp_tc.run(st, _STEP)
+        return
     with np.errstate(all="ignore"):
         for node in kernel.nodes:
             if node.family in ("parallel", "mem"):

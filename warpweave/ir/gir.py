@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import IRError
 from . import expr as ex
-from .dtypes import DType
+from .dtypes import DType, float32 as F32
 from .gir_text import print_kernel
 
 if TYPE_CHECKING:
@@ -79,6 +79,24 @@ SHUFFLE_MODES = ("bfly", "down", "idx")
 WARP_SIZE = 32
 L2_PREFETCH_SIZES = (64, 128, 256)  # bytes: the hint `l2_prefetch` on a global load
 COMPUTE_OPS = ("const", "index", "select", "cast", "reduce") + ex.UNARY_OPS + ex.BINARY_OPS
+# Tensor-core nodes (ir/gir_verify_tc.py describes and checks them).
+CP_ASYNC, LDMATRIX, MMA, FRAG = "move.global.shared", "move.shared.frag", "compute.mma", "compute.frag"
+ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
+TC_OPS = (CP_ASYNC, LDMATRIX, MMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT)
+CHUNK = 8  # 2-byte elements per 16-byte chunk of a tensor-core shared tile
+
+
+def swizzle_offset(row, col, row_elems: int, swizzle: bool):
+    """The element offset of (row, col) in a shared tile of `row_elems`-element rows
+    (2-byte elements). Swizzled, a row's 16-byte chunk c lies at chunk
+    c ^ ((row // period) % min(chunks, 8)), period = max(1, 8 // chunks): any 8 rows
+    that ldmatrix or cp.async touch at once fall into 8 different 16-byte bank
+    groups. Works on ints and numpy arrays alike."""
+    if not swizzle:
+        return row * row_elems + col
+    chunks = row_elems // CHUNK
+    period = max(1, 8 // chunks)
+    return row * row_elems + ((col // CHUNK) ^ ((row // period) % min(chunks, 8))) * CHUNK + col % CHUNK
 
 
 @dataclass(frozen=True)
@@ -417,6 +435,61 @@ class KernelBuilder:
             mem = self._node(self._mem[b])
             self._edge(mem, node, slot, "shared", self._dtype_of(b))
             self._mem[b] = node.id
+        return node.id
+
+    # ------------------------------------------------------------------ tensor cores
+    def _state_edge(self, buffer: str, node: Node, slot: int) -> None:
+        self._edge(self._node(self._mem[buffer]), node, slot, self._level_of(buffer),
+                   self._dtype_of(buffer))
+
+    def cp_async(self, src: str, offset: ex.Expr, dst: str, row: ex.Expr, col: ex.Expr,
+                 row_elems: int, swizzle: bool, nbytes: int, scope: str,
+                 pred: ex.Expr | None = None) -> str:
+        """Copy `nbytes` from `src[offset]` to the shared tile `dst` at (row, col);
+        zeros where `pred` is false (cp.async with src-size 0; a plain copy for 2 bytes)."""
+        node = self._new(CP_ASYNC, scope, self._dtype_of(src), buffer=src, offset=offset, dst=dst,
+                         row=row, col=col, row_elems=row_elems, swizzle=swizzle, bytes=nbytes,
+                         pred=pred)
+        self._state_edge(src, node, 0)
+        self._state_edge(dst, node, 1)
+        self._mem[dst] = node.id
+        return node.id
+
+    def async_sync(self, op: str, buffers: Iterable[str], scope: str, **attrs) -> str:
+        """`sync.async_commit` or `sync.async_wait` (attrs pending): states pass through."""
+        node = self._new(op, scope, None, **attrs)
+        for slot, b in enumerate(buffers):
+            self._state_edge(b, node, slot)
+            self._mem[b] = node.id
+        return node.id
+
+    def ldmatrix(self, buffer: str, row: ex.Expr, col: ex.Expr, row_elems: int, swizzle: bool,
+                 trans: bool, tile: tuple[tuple[str, int], ...], shape: tuple[int, ...],
+                 scope: str) -> str:
+        """ldmatrix.x4 for every point of `tile` (variables the row/col expressions use
+        besides the scope variables); the fragments have per-thread `shape`."""
+        node = self._new(LDMATRIX, scope, self._dtype_of(buffer), buffer=buffer, row=row, col=col,
+                         row_elems=row_elems, swizzle=swizzle, trans=trans, tile=tuple(tile),
+                         shape=tuple(shape))
+        self._state_edge(buffer, node, 0)
+        return node.id
+
+    def mma(self, a: str, b: str, over: str) -> str:
+        """m16n8k16 products of fragments a (KK, MI, 8) and b (KK, NI, 4), accumulated
+        in float32 over the k steps and over the iterations of scope `over`."""
+        na, nb = self._node(a), self._node(b)
+        shape = (na.attr("shape")[1], nb.attr("shape")[1], 4)
+        node = self._new(MMA, self._scopes[over].scope, F32, over=over,
+                         shape=shape)
+        for slot, src in enumerate((na, nb)):
+            self.edges.append(Edge(src.id, node.id, slot, "reg", src.dtype, src.attr("shape")))
+        return node.id
+
+    def frag(self, value: str, index: tuple[ex.Expr, ...], scope: str) -> str:
+        """One element of a fragment value (constant indices in unroll scopes)."""
+        src = self._node(value)
+        node = self._new(FRAG, scope, src.dtype, index=tuple(index))
+        self.edges.append(Edge(src.id, node.id, 0, "reg", src.dtype, src.attr("shape")))
         return node.id
 
     def build(self, **meta) -> Kernel:

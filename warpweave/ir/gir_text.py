@@ -302,6 +302,11 @@ class _Printer:
                 kind = "load" if n.op.endswith(".reg") else "store"
                 counts.setdefault(str(buf), {}).setdefault(kind, 0)
                 counts[str(buf)][kind] += 1
+            elif n.op in ("move.global.shared", "move.shared.frag"):  # cp.async, ldmatrix
+                for buf, kind in ((n.attr("buffer"), "load"), (n.attr("dst"), "store")):
+                    if buf is not None:
+                        counts.setdefault(str(buf), {}).setdefault(kind, 0)
+                        counts[str(buf)][kind] += 1
         reads = [f"{b} ({c['load']} load node{'s' * (c['load'] != 1)})"
                  for b, c in counts.items() if "load" in c and any(p.name == b for p in k.params)]
         writes = [f"{b} ({c['store']} store node{'s' * (c['store'] != 1)})"
@@ -317,7 +322,7 @@ class _Printer:
                 parts.append(f"{s.name} ({c.get('store', 0)} store, {c.get('load', 0)} load)")
             lines.append("shared: " + ", ".join(parts) + f"; {syncs} barrier{'s' * (syncs != 1)}")
         regs = sum(1 for n in k.nodes if n.family == "compute" or n.op in (
-            "move.global.reg", "move.shared.reg", "move.reg.reg"))
+            "move.global.reg", "move.shared.reg", "move.reg.reg", "move.shared.frag"))
         lines.append(f"registers: {regs} value node{'s' * (regs != 1)}")
         return lines
 

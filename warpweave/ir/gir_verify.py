@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
-from .gir import COMPUTE_OPS, L2_PREFETCH_SIZES, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, Edge, Kernel, Node
+from .gir import COMPUTE_OPS, MMA, TC_OPS, L2_PREFETCH_SIZES, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, Edge, Kernel, Node
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC
 from .gir_verify_memory import MemoryChecks
+from .gir_verify_tc import TensorCoreChecks
 
 __all__ = ["Limits", "verify", "check"]
 
@@ -70,7 +71,7 @@ class Limits:
 MEMS = ("mem.global", "mem.shared")
 KNOWN_OPS = frozenset(
     [f"parallel.{k}" for k in SCOPE_KINDS] + [f"compute.{op}" for op in COMPUTE_OPS]
-    + list(LOADS) + list(STORES) + [SHUFFLE, SYNC] + list(MEMS))
+    + list(LOADS) + list(STORES) + [SHUFFLE, SYNC] + list(MEMS) + list(TC_OPS))
 VALUE_PRODUCERS_MOVES = (*LOADS, SHUFFLE)
 
 _ARITY = {"const": 0, "index": 0, "select": 3, "cast": 1, "reduce": 1,
@@ -92,7 +93,7 @@ def verify(kernel: Kernel, limits: Limits | None = None) -> Kernel:
 
 def check(kernel: Kernel, limits: Limits | None = None) -> list[str]:
     """Every problem `verify` would report, as a list of messages (empty: valid)."""
-    return _Verifier(kernel, limits or Limits.for_target(kernel.target)).run()
+    return _TcVerifier(kernel, limits or Limits.for_target(kernel.target)).run()
 
 
 def _level_of_move_end(op: str, end: int) -> str | None:
@@ -108,7 +109,8 @@ class _Verifier(MemoryChecks):
     def run(self) -> list[str]:
         for step in (self.check_structure, self.check_scopes, self.check_levels,
                      self.check_buffers, self.check_types, self.check_visibility,
-                     self.check_barriers, self.check_bounds, self.check_limits):
+                     self.check_barriers, self.check_bounds, self.check_limits,
+                     self.check_tensor_cores):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - a malformed kernel must not crash the report
@@ -127,8 +129,10 @@ class _Verifier(MemoryChecks):
             return None
         return tuple(s.attr("extent") for s in c if s.scope_kind == "vector")
 
-    @staticmethod
-    def is_value_producer(n: Node) -> bool:
+    def value_shape(self, n: Node) -> tuple[int, ...] | None:
+        return self.vector_shape(n.scope)
+
+    def is_value_producer(self, n: Node) -> bool:
         return n.family == "compute" or n.op in VALUE_PRODUCERS_MOVES
 
     # ------------------------------------------------------------------ 1. structure
@@ -284,8 +288,7 @@ class _Verifier(MemoryChecks):
             return "shared"
         return None
 
-    @staticmethod
-    def accepted_level(n: Node, slot: int) -> str | None:
+    def accepted_level(self, n: Node, slot: int) -> str | None:
         if n.family == "compute" or n.op == SHUFFLE:
             return "reg"
         if n.op in LOADS:
@@ -404,7 +407,7 @@ class _Verifier(MemoryChecks):
                 if src.dtype is not None and e.dtype != src.dtype:
                     self.add(f"edge {e.src} -> {e.dst} says {e.dtype} but {self.desc(src)} "
                              f"produces {src.dtype}")
-                shape = self.vector_shape(src.scope)
+                shape = self.value_shape(src)
                 if shape is not None and tuple(e.shape) != shape:
                     self.add(f"edge {e.src} -> {e.dst} has per-thread shape {list(e.shape)} but "
                              f"{e.src} is a value of shape {list(shape)} (its vector scopes)")
@@ -585,7 +588,7 @@ class _Verifier(MemoryChecks):
             dst_chain = self.chain_ids(dst.scope)
             if src_chain is None or dst_chain is None:
                 continue
-            if dst.op == "compute.reduce":
+            if dst.op in ("compute.reduce", MMA):
                 over = dst.attr("over")
                 over_chain = self.chain_ids(over) if over in self.scopes else None
                 if over_chain is not None and src.scope is not None and src.scope not in over_chain:
@@ -654,3 +657,7 @@ class _Verifier(MemoryChecks):
                 if not isinstance(v, ex.Expr) or not v.dtype.is_bool:
                     shown = ex.to_text(v) if isinstance(v, ex.Expr) else repr(v)
                     self.add(f"{self.desc(n)}: {key} {shown} must be a bool expression")
+
+
+class _TcVerifier(TensorCoreChecks, _Verifier):
+    """The verifier with the tensor-core nodes' hooks and checks (`gir_verify_tc`)."""

@@ -29,6 +29,7 @@ from ..ir.gir_dot import to_dot
 from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
 from ..lower.group import lower_group
+from ..lower.mma import lower_mma_group
 from ..lower.op import lower
 from ..lower.split_rows import lower_split_rows
 from ..passes import fuse
@@ -38,6 +39,7 @@ from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
+from ..schedule.mma import GpuMma, contraction_of, default_mma
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
 from ..schedule.templates import GpuSplitRows, Schedule
@@ -49,6 +51,9 @@ log = logging.getLogger("warpweave")
 
 # GIR passes after lowering, in order (each verified and dumped by the pass manager).
 PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFETCH_LINES, COALESCING]
+# Tensor-core kernels carry their shared-memory pipeline across loop iterations, which
+# the movement passes and dead-node elimination do not model: they are only simplified.
+TC_PIPELINE = [SIMPLIFY]
 
 
 def resolve_target(target: str) -> str:
@@ -188,11 +193,16 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
                    chosen: Schedule | None, source: str = "override") -> list[KernelInfo]:
     """The group's kernels under `chosen` (else its default schedule), through the GIR
     pipeline; `source` says where `chosen` came from."""
+    if chosen is None and family == "gpu":
+        contraction = contraction_of(group, graph)
+        if contraction is not None:
+            chosen, source = default_mma(contraction, sm_count), "default"
     if chosen is None:
         chosen, source = default_schedule(group, graph, family, sm_count), "default"
     infos = []
+    passes = TC_PIPELINE if isinstance(chosen, GpuMma) else PIPELINE
     for gir in lower_kernels(group, graph, chosen, name):
-        gir = PassManager(PIPELINE, verify=options.verify, dump=dumps.kernel).run(gir)
+        gir = PassManager(passes, verify=options.verify, dump=dumps.kernel).run(gir)
         infos.append(KernelInfo(gir.name, group.ops, chosen, gir, kernel_cost(gir, device), source))
     return infos
 
@@ -209,6 +219,10 @@ def compile_group(group: fuse.Group, graph: TensorGraph, target: str, schedule: 
 
 def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
     """The unstitched GIR kernels of one group under `schedule`, in launch order."""
+    if isinstance(schedule, GpuMma):
+        c = contraction_of(group, graph)
+        epilogue = [graph[n] for n in group.ops if n != c.out]
+        return lower_mma_group(c, epilogue, group.outputs, graph, schedule, name)
     if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     if isinstance(schedule, GpuSplitRows):

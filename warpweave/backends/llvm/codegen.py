@@ -22,7 +22,8 @@ from llvmlite import ir
 
 from ...errors import CompileError
 from ...ir import dtypes as dt
-from ...ir.gir import Kernel, Node
+from ...ir.gir import MMA, TC_OPS, Kernel, Node
+from . import tensorcore
 from .access import MemoryAccess
 from .arith import Arithmetic
 from .irtypes import I16, I32, I64, mem_type, reg_type
@@ -99,7 +100,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
         self._items = self._order_items()
         self._reduces: dict[str, list[Node]] = {}
         for n in kernel.nodes:
-            if n.op == "compute.reduce":
+            if n.op in ("compute.reduce", MMA):
                 self._reduces.setdefault(n.attr("over"), []).append(n)
         self._acc: dict[str, ir.Value] = {}
         self._plans: dict[tuple, tuple[str, list | None]] = {}
@@ -122,7 +123,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
             levels.setdefault(parent, nx.DiGraph()).add_node(n.id)
         # a reduction's input is read while its `over` scope runs: order it before that scope
         reads = [(e.src, e.dst) for e in k.edges]
-        reads += [(e.src, n.attr("over")) for n in k.nodes if n.op == "compute.reduce"
+        reads += [(e.src, n.attr("over")) for n in k.nodes if n.op in ("compute.reduce", MMA)
                   for e in k.operands(n.id)]
         for src, dst in reads:
             a, b = chains[src], chains[dst]
@@ -238,6 +239,9 @@ class KernelCodegen(Arithmetic, MemoryAccess):
         if s.scope_kind == "vector":
             return
         for r in self._reduces.get(s.id, []):
+            if r.op == MMA:
+                tensorcore.start_mma(self, r)
+                continue
             ty = self._type_in(r, self._width_of_scope(r.scope))
             acc = self.alloca(ty, f"acc{r.id[1:]}")
             self.b.store(self.splat(self.constant(_identity(r), r.dtype), ty), acc)
@@ -260,6 +264,9 @@ class KernelCodegen(Arithmetic, MemoryAccess):
         return v
 
     def _update_reduce(self, r: Node) -> None:
+        if r.op == MMA:
+            tensorcore.update_mma(self, r)
+            return
         acc = self._acc[r.id]
         v = self._masked_operand(r)
         old = self.b.load(acc, typ=acc.allocated_type)
@@ -267,7 +274,9 @@ class KernelCodegen(Arithmetic, MemoryAccess):
 
     def _finish_reduces(self, s: Node, vector: bool = False) -> None:
         for r in self._reduces.get(s.id, []):
-            if vector:
+            if r.op == MMA:
+                tensorcore.finish_mma(self, r)
+            elif vector:
                 v = self._masked_operand(r)
                 self.values[r.id] = self._horizontal(r.attr("combiner"), v, r.dtype)
             else:
@@ -289,7 +298,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
     # ------------------------------------------------------------------ nodes
     def _emit_node(self, n: Node) -> None:
         kind = n.op
-        if kind == "compute.reduce":
+        if kind in ("compute.reduce", MMA):
             if n.id not in self.values:
                 raise CompileError(f"{n.id}: reduction emitted before its scope {n.attr('over')}")
             return
@@ -297,6 +306,8 @@ class KernelCodegen(Arithmetic, MemoryAccess):
             self.values[n.id] = self.constant(n.attr("value").value, n.dtype)
         elif kind == "compute.index":
             self.values[n.id] = self.index(n.attr("expr"))
+        elif kind in TC_OPS:
+            tensorcore.emit(self, n)
         elif n.family == "compute":
             args = [self.values[e.src] for e in self.k.operands(n.id)]
             self.values[n.id] = self.compute(n.op.split(".", 1)[1], args, n)

@@ -1,0 +1,85 @@
+"""bfloat16 matrix products: warpweave's tensor-core kernel (mma.sync) beside torch.mm
+(cuBLAS) and torch.compile(dynamic=False), on the same inputs in the same process.
+
+    PYTHONPATH=$PWD python benchmarks/gemm.py [--out DIR] [--quick]
+
+Times are medians of CUDA-event timings of CUDA-graph replays (10 calls per graph)
+after warm-up (see gpu_bench.graph_time_ms); TFLOP/s counts 2 m n k per product.
+For 4096^3 the warpweave kernel is also timed under a few other GpuMma points
+(compile_graph(schedules=...)). Writes <device>_gemm_<date>.json into --out (on an
+H200: h200_gemm_<date>.json, the name benchmarks/data/ keeps).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+import warpweave as ww
+from warpweave.pipeline.compile import compile_graph
+from warpweave.schedule.mma import GpuMma
+from warpweave.schedule.space import group_key
+
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_bench import graph_time_ms  # noqa: E402
+
+CASES = [("4096^3", (), 4096, 4096, 4096), ("8192x768x3072", (), 8192, 3072, 768),
+         ("8192x3072x768", (), 8192, 768, 3072), ("1999x1001x2056", (), 1999, 2056, 1001),
+         ("bmm 32x512x512x64", (32,), 512, 512, 64)]
+POINTS = [GpuMma(128, 256, 32, 2, 4, 2), GpuMma(256, 128, 32, 4, 2, 2),
+          GpuMma(128, 128, 32, 2, 4, 3), GpuMma(64, 128, 32, 2, 2, 4)]
+
+
+def mm(a, b):
+    return a @ b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--quick", action="store_true", help="fewer replays")
+    args = ap.parse_args()
+    replays = 10 if args.quick else 25
+    rows = []
+    for label, batch, m, n, k in CASES:
+        a = torch.randn(*batch, m, k, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(*batch, k, n, device="cuda", dtype=torch.bfloat16)
+        flops = 2 * m * n * k * (batch[0] if batch else 1)
+        f = ww.jit(mm, target="cuda")
+        program = f.lower(a, b)
+        ref = torch.matmul(a.float(), b.float())
+        err = ((f(a, b).float() - ref).abs().max() / ref.abs().max()).item()
+        compiled = torch.compile(mm, dynamic=False)
+        row = {"case": label, "m": m, "n": n, "k": k, "batch": list(batch),
+               "warpweave_schedule": repr(program.kernels[0].schedule), "max_rel_err": err}
+        for name, fn in (("warpweave", lambda: f(a, b)), ("cublas", lambda: torch.matmul(a, b)),
+                         ("torch_compile", lambda: compiled(a, b))):
+            ms = graph_time_ms(fn, replays=replays)
+            row[name + "_ms"] = ms
+            row[name + "_tflops"] = flops / ms / 1e9
+        if label == "4096^3":
+            key = group_key(program.plan.groups[0], program.graph)
+            row["points"] = {}
+            for point in POINTS:
+                p = compile_graph(program.traced, True, "cuda", "mma_point", {key: point})
+                ms = graph_time_ms(lambda: p(a, b), replays=replays)
+                row["points"][repr(point)] = {"ms": ms, "tflops": flops / ms / 1e9}
+        row["fraction_of_cublas"] = row["cublas_ms"] / row["warpweave_ms"]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    today, device = datetime.date.today().isoformat(), torch.cuda.get_device_name()
+    result = {"date": today, "device": device,
+              "torch": torch.__version__, "command": "python benchmarks/gemm.py " +
+              " ".join(sys.argv[1:]), "rows": rows}
+    os.makedirs(args.out, exist_ok=True)
+    slug = "h200" if "H200" in device else "".join(ch for ch in device.lower() if ch.isalnum())
+    with open(os.path.join(args.out, f"{slug}_gemm_{today}.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

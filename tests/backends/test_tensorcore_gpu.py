@@ -1,0 +1,61 @@
+"""Tensor-core GEMM kernels on the GPU at odd shapes, against float64 references."""
+import numpy as np
+import pytest
+
+import warpweave as ww
+from warpweave.schedule.mma import GpuMma
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch", reason="the GPU tier compares against PyTorch tensors")
+
+
+def _check(fn, *args, ref, dtype):
+    f = ww.jit(fn, target="cuda")
+    assert any(isinstance(k.schedule, GpuMma) for k in f.lower(*args).kernels)
+    got = f(*args).double().cpu().numpy()
+    want = ref.double().cpu().numpy()
+    scale = np.abs(want).max() + 1
+    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    assert np.abs(got - want).max() <= tol * scale, (np.abs(got - want).max(), scale)
+
+
+@pytest.mark.parametrize("m,n,k", [(33, 17, 40), (1, 8, 16), (130, 70, 200), (257, 1000, 136)])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mm_odd_shapes(m, n, k, dtype):
+    td = getattr(torch, dtype)
+    a = torch.randn(m, k, device="cuda", dtype=td)
+    b = torch.randn(k, n, device="cuda", dtype=td)
+    _check(lambda x, y: x @ y, a, b, ref=a.double() @ b.double(), dtype=td)
+
+
+@pytest.mark.parametrize("ta,tb", [(True, False), (False, True), (True, True)])
+def test_mm_transposed(ta, tb):
+    a = torch.randn(72, 130, device="cuda", dtype=torch.bfloat16)  # a^T is 130 x 72
+    b = torch.randn(72, 264, device="cuda", dtype=torch.bfloat16)
+    x = a if ta else a.t().contiguous()
+    y = b.t().contiguous() if tb else b
+
+    def fn(p, q):
+        return (p.T if ta else p) @ (q.T if tb else q)
+
+    _check(fn, x, y, ref=a.double().t() @ b.double(), dtype=torch.bfloat16)
+
+
+def test_bmm():
+    a = torch.randn(5, 33, 48, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(5, 48, 65, device="cuda", dtype=torch.bfloat16)
+    _check(lambda x, y: x @ y, a, b, ref=a.double() @ b.double(), dtype=torch.bfloat16)
+
+
+def test_split_k():
+    from warpweave.pipeline.compile import compile_graph
+    from warpweave.schedule.space import group_key
+
+    a = torch.randn(100, 3000, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(3000, 72, device="cuda", dtype=torch.bfloat16)
+    p = ww.jit(lambda x, y: x @ y, target="cuda").lower(a, b)
+    point = GpuMma(64, 64, 32, 2, 2, 3, 4)
+    split = compile_graph(p.traced, True, "cuda", "split",
+                          {group_key(p.plan.groups[0], p.graph): point})
+    got, want = split(a, b).double().cpu().numpy(), (a.double() @ b.double()).cpu().numpy()
+    assert np.abs(got - want).max() <= 2 ** -7 * (np.abs(want).max() + 1)

@@ -1,0 +1,231 @@
+"""The interpreter's tensor-core nodes: fragments modelled lane by lane.
+
+`run(state, steps)` executes a kernel that holds tensor-core nodes. Serial scopes
+that copy or read tiles, scopes an MMA accumulates over, and loops that commit or
+wait for cp.async groups run one iteration at a time (shared-memory stages are reused
+across iterations, so the all-iterations-at-once model of `interp` does not hold
+there); everything else runs as `interp` runs it. cp.async is asynchronous as on the
+GPU: a copy poisons its destination (NaN) when issued and lands only when a
+`sync.async_wait` retires its group, so a read left unordered by a missing or too
+lenient wait reads NaN. Fragment values are arrays of the node's scope shape followed
+by the fragment shape.
+
+The lane layouts are the PTX ISA's: `ldmatrix.x4` — lane l supplies the address of
+row l % 8 of matrix l // 8 and receives, of each matrix j, the two elements at row
+l // 4, columns 2 (l % 4) + {0, 1} (with `.trans`: rows 2 (l % 4) + {0, 1}, column
+l // 4) as register j; `mma.m16n8k16` — A register pair p holds row l // 4 + 8 (p % 2),
+columns 2 (l % 4) + {0, 1} + 8 (p // 2); B register pair p rows 2 (l % 4) + {0, 1}
++ 8 p, column l // 4; C element r row l // 4 + 8 (r // 2), column 2 (l % 4) + r % 2.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IRError
+from ..ir import expr as ex
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, WARP_SIZE, \
+    swizzle_offset
+
+_LANE = np.arange(WARP_SIZE)
+# (lane, register) -> (row, col) of the m16n8k16 fragments
+_A_ROW = (_LANE[:, None] // 4) + 8 * ((np.arange(8)[None, :] // 2) % 2)
+_A_COL = 2 * (_LANE[:, None] % 4) + np.arange(8)[None, :] % 2 + 8 * (np.arange(8)[None, :] // 4)
+_B_ROW = 2 * (_LANE[:, None] % 4) + np.arange(4)[None, :] % 2 + 8 * (np.arange(4)[None, :] // 2)
+_B_COL = np.broadcast_to(_LANE[:, None] // 4, (WARP_SIZE, 4))
+_C_ROW = (_LANE[:, None] // 4) + 8 * (np.arange(4)[None, :] // 2)
+_C_COL = 2 * (_LANE[:, None] % 4) + np.arange(4)[None, :] % 2
+
+
+def run(st, steps) -> None:
+    """Execute `st.k` (an `interp._State`) with `steps`, the interpreter's node table."""
+    k = st.k
+    st.async_open, st.async_groups = [], []  # copies of the open group; committed groups
+    stepped = _stepped_scopes(k)
+    nodes = [n for n in k.nodes if n.family not in ("parallel", "mem")]
+    _run_nodes(st, steps, nodes, stepped)
+
+
+def _stepped_scopes(k) -> set[str]:
+    """Serial scopes that copy or read tiles, scopes that an MMA sums over, and loops
+    (serial or unrolled) that commit or wait for groups: one group per iteration."""
+    out = {n.attr("over") for n in k.nodes if n.op == MMA}
+    for n in k.nodes:
+        if n.op in (CP_ASYNC, LDMATRIX):
+            out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind == "serial"}
+        if n.op in (ASYNC_COMMIT, ASYNC_WAIT):
+            out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind in ("serial", "unroll")}
+    return out
+
+
+def _home(st, node, stepped: set[str], inside: set[str]) -> str | None:
+    """The outermost stepped scope, not yet entered, that `node` runs in."""
+    scope = node.attr("over") if node.op == MMA else node.scope
+    for s in st.chains[scope]:
+        if s.id in stepped and s.id not in inside:
+            return s.id
+    return None
+
+
+def _run_nodes(st, steps, nodes, stepped, inside=frozenset()) -> None:
+    i = 0
+    while i < len(nodes):
+        home = _home(st, nodes[i], stepped, inside)
+        if home is None:
+            _step(st, steps, nodes[i])
+            i += 1
+            continue
+        j = i
+        while j < len(nodes) and _home(st, nodes[j], stepped, inside) == home:
+            j += 1
+        for t in range(st.k.scopes[home].attr("extent")):
+            st.pinned[home] = t
+            _run_nodes(st, steps, nodes[i:j], stepped, inside | {home})
+        del st.pinned[home]
+        i = j
+
+
+def _step(st, steps, node) -> None:
+    tc = _TC.get(node.op)
+    if tc is not None:
+        tc(st, node)
+    else:
+        steps[node.op.split(".")[0] if node.family == "compute" else node.op](st, node)
+
+
+def _block_axis(st, scope) -> int:
+    for a, s in enumerate(st.chains[scope]):
+        if s.scope_kind == "block":
+            return a
+    raise IRError(f"tensor-core node in scope {scope} outside a block scope")
+
+
+def _frag(st, src: str, scope, nfrag: int) -> np.ndarray:
+    """Fragment value `src` broadcast to `scope`'s iteration shape (fragment axes last)."""
+    v = st.values[src]
+    src_scope = st.k.node(src).scope
+    extra = len(st.chains[scope]) - len(st.chains[src_scope])
+    if extra < 0:
+        raise IRError(f"fragment {src} is not visible in scope {scope}")
+    lead, tail = v.shape[:v.ndim - nfrag], v.shape[v.ndim - nfrag:]
+    v = v.reshape(lead + (1,) * extra + tail)
+    return np.broadcast_to(v, st.shape(scope) + tail)
+
+
+def _cp_async(st, node) -> None:
+    src = st.buffers[node.attr("buffer")]
+    dst = st.shared[node.attr("dst")]
+    scope = node.scope
+    offset = st.expr(node.attr("offset"), scope).astype(np.int64)
+    pred = st.expr(node.attr("pred"), scope).astype(bool)
+    row = st.expr(node.attr("row"), scope).astype(np.int64)
+    col = st.expr(node.attr("col"), scope).astype(np.int64)
+    g = np.broadcast_to(np.arange(st.shape(scope)[0]).reshape((-1,) + (1,) * (row.ndim - 1)),
+                        row.shape)
+    n = node.attr("bytes") // node.dtype.itemsize
+    for j in range(n):
+        off = offset + j
+        if (pred & ((off < 0) | (off >= src.shape[-1]))).any():
+            raise IRError(f"{node.id} cp.async {node.attr('buffer')}: offset "
+                          f"{int(off[pred & ((off < 0) | (off >= src.shape[-1]))].flat[0])} "
+                          f"outside [0, {src.shape[-1]})")
+        where = swizzle_offset(row, col + j, node.attr("row_elems"), node.attr("swizzle"))
+        if ((where < 0) | (where >= dst.shape[-1])).any():
+            raise IRError(f"{node.id} cp.async into {node.attr('dst')}: shared offset outside "
+                          f"[0, {dst.shape[-1]})")
+        vals = np.where(pred, src[np.where(pred, off, 0)], 0).astype(dst.dtype)
+        if node.attr("bytes") == 2:  # a plain copy: synchronous
+            dst[g, where] = vals
+        else:
+            dst[g, where] = np.nan
+            st.async_open.append((dst, g, where, vals))
+
+
+def _ldmatrix(st, node) -> None:
+    scope = node.scope
+    mem = st.shared[node.attr("buffer")]
+    tile = node.attr("tile")
+    chain_len = len(st.chains[scope])
+    env = {name: v.reshape(v.shape + (1,) * len(tile)) for name, v in st.env(scope).items()}
+    for a, (name, extent) in enumerate(tile):
+        shape = [1] * (chain_len + len(tile))
+        shape[chain_len + a] = extent
+        env[name] = np.arange(extent, dtype=np.int64).reshape(shape)
+    full = st.shape(scope) + tuple(e for _, e in tile)
+    row = np.broadcast_to(ex.evaluate(node.attr("row"), env), full).astype(np.int64)
+    col = np.broadcast_to(ex.evaluate(node.attr("col"), env), full).astype(np.int64)
+    addr = swizzle_offset(row, col, node.attr("row_elems"), node.attr("swizzle"))
+    bax = _block_axis(st, scope)
+    threads = full[bax]
+    t = np.arange(threads)
+    lane, base = t % WARP_SIZE, t - t % WARP_SIZE
+    j = np.arange(4)[None, :, None]
+    e = np.arange(2)[None, None, :]
+    if node.attr("trans"):
+        source = base[:, None, None] + 8 * j + 2 * (lane[:, None, None] % 4) + e
+        within = np.broadcast_to(lane[:, None, None] // 4, source.shape)
+    else:
+        source = np.broadcast_to(base[:, None, None] + 8 * j + lane[:, None, None] // 4,
+                                 (threads, 4, 2))
+        within = np.broadcast_to(2 * (lane[:, None, None] % 4) + e, source.shape)
+    rows = np.take(addr, source, axis=bax)  # full[:bax] + (T, 4, 2) + full[bax+1:]
+    rows = rows + within.reshape((1,) * bax + within.shape + (1,) * (len(full) - bax - 1))
+    rows = np.moveaxis(rows, (bax + 1, bax + 2), (-2, -1))
+    if ((rows < 0) | (rows >= mem.shape[-1])).any():
+        raise IRError(f"{node.id} ldmatrix {node.attr('buffer')}: offset outside "
+                      f"[0, {mem.shape[-1]})")
+    g = np.arange(full[0]).reshape((-1,) + (1,) * (rows.ndim - 1))
+    vals = mem[g, rows]
+    st.values[node.id] = vals.reshape(st.shape(scope) + tuple(node.attr("shape")))
+
+
+def _mma(st, node) -> None:
+    over = node.attr("over")
+    a_e, b_e = st.k.operands(node.id)
+    a = _frag(st, a_e.src, over, 3).astype(np.float64)
+    b = _frag(st, b_e.src, over, 3).astype(np.float64)
+    bax = _block_axis(st, over)
+    lead = a.shape[:-3]
+    warps = lead[bax] // WARP_SIZE
+    kk, mi = a.shape[-3:-1]
+    ni = b.shape[-2]
+    # lanes next to the fragment axes: (..., warp, kk, x, lane, reg)
+    a = np.moveaxis(a.reshape(lead[:bax] + (warps, WARP_SIZE) + lead[bax + 1:] + (kk, mi, 8)),
+                    bax + 1, -2)
+    b = np.moveaxis(b.reshape(lead[:bax] + (warps, WARP_SIZE) + lead[bax + 1:] + (kk, ni, 4)),
+                    bax + 1, -2)
+    am = np.zeros(a.shape[:-2] + (16, 16))
+    am[..., _A_ROW, _A_COL] = a
+    bm = np.zeros(b.shape[:-2] + (16, 8))
+    bm[..., _B_ROW, _B_COL] = b
+    c = np.einsum("...kiab,...kjbc->...ijac", am, bm)  # (..., warp, mi, ni, 16, 8)
+    frag = c[..., _C_ROW, _C_COL]  # (..., warp, mi, ni, lane, 4)
+    frag = np.moveaxis(frag, -2, bax + 1).reshape(lead + (mi, ni, 4))
+    frag = frag.reshape(lead[:-1] + (mi, ni, 4)).astype(np.float32)  # drop the pinned axis
+    prev = st.values.get(node.id)
+    first = st.pinned[over] == 0
+    st.values[node.id] = frag if first or prev is None else (prev + frag).astype(np.float32)
+
+
+def _extract(st, node) -> None:
+    (e,) = st.k.operands(node.id)
+    shape = tuple(st.k.node(e.src).attr("shape"))
+    v = _frag(st, e.src, node.scope, len(shape))
+    idx = [st.expr(i, node.scope).astype(np.int64) for i in node.attr("index")]
+    flat = np.ravel_multi_index(idx, shape)
+    v = v.reshape(v.shape[:v.ndim - len(shape)] + (-1,))
+    st.values[node.id] = np.take_along_axis(v, flat[..., None], axis=-1)[..., 0]
+
+
+def _commit(st, node) -> None:
+    st.async_groups.append(st.async_open)
+    st.async_open = []
+
+
+def _wait(st, node) -> None:
+    while len(st.async_groups) > node.attr("pending"):
+        for dst, g, where, vals in st.async_groups.pop(0):
+            dst[g, where] = vals
+
+
+_TC = {CP_ASYNC: _cp_async, LDMATRIX: _ldmatrix, MMA: _mma, FRAG: _extract,
+       ASYNC_COMMIT: _commit, ASYNC_WAIT: _wait}

@@ -1,0 +1,200 @@
+"""Tensor-core GIR nodes → LLVM IR for NVPTX.
+
+`cp.async` is inline PTX (`cp.async.cg|ca.shared.global [dst], [src], bytes, src-size`:
+LLVM's intrinsics have no src-size operand, which zero-fills predicated-off copies);
+commit and wait groups, `ldmatrix` and `mma.sync` are NVVM intrinsics. A 2-byte copy
+is a plain load and shared store. Fragments are lists of i32 registers (two 16-bit
+elements each); an MMA's accumulators live in a float array that LLVM promotes to
+registers (every index is a constant).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ...errors import CompileError
+from ...ir import dtypes as dt
+from ...ir import expr as ex
+from ...ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CHUNK, CP_ASYNC, FRAG, LDMATRIX, MMA, Node
+from .irtypes import I16, I32, I64
+
+F32 = ir.FloatType()
+_SHARED = ir.PointerType(addrspace=3)
+_GLOBAL = ir.PointerType(addrspace=1)
+
+
+def _intrinsic(cg, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    fn = cg.module.globals.get(name)
+    return fn if fn is not None else ir.Function(cg.module, ir.FunctionType(ret, args), name)
+
+
+def _log2(n: int) -> int:
+    if n < 1 or n & (n - 1):
+        raise CompileError(f"shared tile layout needs a power of two, got {n}")
+    return n.bit_length() - 1
+
+
+def _swizzled(cg, row: ir.Value, col: ir.Value, row_elems: int, swizzle: bool) -> ir.Value:
+    """`gir.swizzle_offset` in LLVM IR (i64)."""
+    b = cg.b
+    base = b.mul(row, ir.Constant(I64, row_elems))
+    if not swizzle:
+        return b.add(base, col)
+    chunks = row_elems // CHUNK
+    period, mask = max(1, 8 // chunks), min(chunks, 8) - 1
+    sel = b.and_(b.lshr(row, ir.Constant(I64, _log2(period))), ir.Constant(I64, mask))
+    chunk = b.xor(b.lshr(col, ir.Constant(I64, 3)), sel)
+    return b.add(base, b.add(b.shl(chunk, ir.Constant(I64, 3)), b.and_(col, ir.Constant(I64, 7))))
+
+
+def _shared_addr(cg, n: Node, buffer: str, row: ir.Value, col: ir.Value) -> ir.Value:
+    off = _swizzled(cg, row, col, n.attr("row_elems"), n.attr("swizzle"))
+    return cg.b.gep(cg.target.shared_pointer(cg, buffer), [off], inbounds=True, source_etype=I16)
+
+
+def emit(cg, n: Node) -> None:
+    """Code for a tensor-core node other than the MMA (see `start/update/finish_mma`)."""
+    if n.op == CP_ASYNC:
+        _cp_async(cg, n)
+    elif n.op == ASYNC_COMMIT:
+        cg.b.call(_intrinsic(cg, "llvm.nvvm.cp.async.commit.group", ir.VoidType(), []), [])
+    elif n.op == ASYNC_WAIT:
+        fn = _intrinsic(cg, "llvm.nvvm.cp.async.wait.group", ir.VoidType(), [I32])
+        cg.b.call(fn, [ir.Constant(I32, n.attr("pending"))])
+    elif n.op == LDMATRIX:
+        cg.values[n.id] = _ldmatrix(cg, n)
+    elif n.op == FRAG:
+        cg.values[n.id] = _extract(cg, n)
+    else:
+        raise CompileError(f"{n.id}: cannot generate code for {n.op}")
+
+
+def _cp_async(cg, n: Node) -> None:
+    b = cg.b
+    nbytes = n.attr("bytes")
+    offset = cg.index(n.attr("offset"))
+    pred = n.attr("pred")
+    p = cg.index(pred) if pred is not None else ir.Constant(ir.IntType(1), 1)
+    offset = b.select(p, offset, ir.Constant(I64, 0))
+    dst = _shared_addr(cg, n, n.attr("dst"), cg.index(n.attr("row")), cg.index(n.attr("col")))
+    src = b.gep(cg._pointer(n.attr("buffer")), [offset], inbounds=True, source_etype=I16)
+    if nbytes == 2:
+        v = b.select(p, b.load(src, typ=I16, align=2), ir.Constant(I16, 0))
+        b.store(v, dst, align=2)
+        return
+    size = b.select(p, ir.Constant(I32, nbytes), ir.Constant(I32, 0))
+    kind = "cg" if nbytes == 16 else "ca"
+    asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [I32, _GLOBAL, I32]),
+                       f"cp.async.{kind}.shared.global [$0], [$1], {nbytes}, $2;",
+                       "r,l,r,~{memory}", side_effect=True)
+    b.call(asm, [b.ptrtoint(dst, I32), b.addrspacecast(src, _GLOBAL), size])
+
+
+def _ldmatrix(cg, n: Node) -> list[ir.Value]:
+    name = "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4" + (".trans" if n.attr("trans") else "") + ".b16"
+    fn = _intrinsic(cg, name, ir.LiteralStructType([I32] * 4), [_SHARED])
+    tile = n.attr("tile")
+    regs: list[ir.Value] = []
+
+    def walk(depth: int) -> None:
+        if depth == len(tile):
+            addr = _shared_addr(cg, n, n.attr("buffer"), cg.index(n.attr("row")),
+                                cg.index(n.attr("col")))
+            out = cg.b.call(fn, [addr])
+            regs.extend(cg.b.extract_value(out, j) for j in range(4))
+            return
+        var, extent = tile[depth]
+        for i in range(extent):
+            cg.env[var] = ir.Constant(I64, i)
+            walk(depth + 1)
+        del cg.env[var]
+
+    walk(0)
+    return regs
+
+
+def _const_index(cg, e: ex.Expr, lane: int = 0) -> int:
+    env = {}
+    for name in ex.free_vars(e):
+        v = cg.env.get(name)
+        if name == cg._vector_var:
+            env[name] = lane
+            continue
+        if not isinstance(v, ir.Constant):
+            raise CompileError(f"a fragment index must be constant (unroll scopes); "
+                               f"{ex.to_text(e)} uses {name}")
+        env[name] = int(v.constant)
+    return int(ex.evaluate(e, env))
+
+
+def _extract(cg, n: Node) -> ir.Value:
+    """Accumulator elements at constant indices (one per lane in a vector scope)."""
+    (e,) = cg.k.operands(n.id)
+    src = cg.k.node(e.src)
+    if src.op != MMA:
+        raise CompileError(f"{n.id}: only MMA accumulators are read element by element")
+    shape = src.attr("shape")
+    values = []
+    for lane in range(cg.width or 1):
+        flat = 0
+        for i, extent in zip(n.attr("index"), shape):
+            flat = flat * extent + _const_index(cg, i, lane)
+        ptr = cg.b.gep(cg.values[src.id], [ir.Constant(I32, 0), ir.Constant(I32, flat)],
+                       inbounds=True)
+        values.append(cg.b.load(ptr, typ=F32))
+    if cg.width is None:
+        return values[0]
+    out = ir.Constant(ir.VectorType(F32, cg.width), ir.Undefined)
+    for lane, v in enumerate(values):
+        out = cg.b.insert_element(out, v, ir.Constant(I32, lane))
+    return out
+
+
+# ----------------------------------------------------------------------------- the MMA
+def start_mma(cg, r: Node) -> None:
+    """Zeroed float32 accumulators before the loop of `r`'s scope `over`."""
+    count = 1
+    for e in r.attr("shape"):
+        count *= e
+    ty = ir.ArrayType(F32, count)
+    acc = cg.alloca(ty, f"acc{r.id[1:]}")
+    cg.b.store(ir.Constant(ty, [0.0] * count), acc)
+    cg._acc[r.id] = acc
+
+
+def update_mma(cg, r: Node) -> None:
+    """One iteration's products, added into the accumulators."""
+    a_e, b_e = cg.k.operands(r.id)
+    a, bfrag = cg.values[a_e.src], cg.values[b_e.src]
+    kk, mi, _ = a_e.shape
+    ni = b_e.shape[1]
+    d = a_e.dtype
+    b = cg.b
+    acc = cg._acc[r.id]
+    if d == dt.bfloat16:
+        fn = _intrinsic(cg, "llvm.nvvm.mma.m16n8k16.row.col.bf16", ir.LiteralStructType([F32] * 4),
+                        [I32] * 6 + [F32] * 4)
+        cast = lambda v: v  # noqa: E731
+    elif d == dt.float16:
+        h2 = ir.VectorType(ir.HalfType(), 2)
+        fn = _intrinsic(cg, "llvm.nvvm.mma.m16n8k16.row.col.f32.f32",
+                        ir.LiteralStructType([F32] * 4), [h2] * 6 + [F32] * 4)
+        cast = lambda v: b.bitcast(v, h2)  # noqa: E731
+    else:
+        raise CompileError(f"{r.id}: mma.sync takes bfloat16 or float16, not {d}")
+    ptrs = [b.gep(acc, [ir.Constant(I32, 0), ir.Constant(I32, j)], inbounds=True)
+            for j in range(mi * ni * 4)]
+    c = [b.load(p, typ=F32) for p in ptrs]
+    for k in range(kk):
+        for i in range(mi):
+            for j in range(ni):
+                av = [cast(a[(k * mi + i) * 4 + q]) for q in range(4)]
+                bv = [cast(bfrag[(k * ni + j) * 2 + q]) for q in range(2)]
+                base = (i * ni + j) * 4
+                out = b.call(fn, av + bv + c[base:base + 4])
+                c[base:base + 4] = [b.extract_value(out, q) for q in range(4)]
+    for p, v in zip(ptrs, c):
+        b.store(v, p)
+
+
+def finish_mma(cg, r: Node) -> None:
+    cg.values[r.id] = cg._acc[r.id]

@@ -1,0 +1,226 @@
+"""Verifier checks for tensor-core nodes, mixed into `gir_verify`'s verifier.
+
+The nodes (built by `KernelBuilder.cp_async`, `async_sync`, `ldmatrix`, `mma`, `frag`):
+* `move.global.shared` (cp.async): `bytes` (16, 8 or 4 through cp.async; 2 a plain
+  copy) from global `buffer[offset]` into the shared tile `dst` at (`row`, `col`) of a
+  layout of `row_elems`-element rows, XOR-swizzled when `swizzle` (see
+  `gir.swizzle_offset`); zeros where `pred` is false. Slots: 0 the global state, 1 the
+  shared state; it produces the tile's new state.
+* `sync.async_commit` closes a group of cp.async copies; `sync.async_wait` (`pending`)
+  waits until at most that many groups are in flight. Both pass states through.
+* `move.shared.frag` (ldmatrix.x4, `.trans` when `trans`): for every point of `tile`
+  ((var, extent) pairs its row/col expressions use besides the scope variables), each
+  lane supplies the (row, col) of one 8-element row; the result is a fragment of
+  per-thread `shape` (8 16-bit elements per point).
+* `compute.mma`: A fragments (kk, mi, 8) times B fragments (kk, ni, 4) by
+  mma.m16n8k16, summed in float32 over kk and over the iterations of scope `over`;
+  the result, of `shape` (mi, ni, 4), lives in the parent of `over`.
+* `compute.frag`: one element of a fragment at constant `index`.
+
+Checked here: fragment shapes and dtypes; every ldmatrix reads state that passed a
+`sync.async_wait` and then a `sync.block` since the last cp.async; every cp.async is
+committed before anything else reads its tile; the first and last global element of
+every cp.async inside its buffer where its predicate holds (as loads are checked);
+ldmatrix rows 16-byte aligned and inside the tile; and bank conflicts: in each 8-lane phase of an ldmatrix (one 8 x 16
+byte matrix) the eight rows fall into eight different 16-byte bank groups, evaluated
+for every thread of the block and every tile point (the first iterations of serial
+scopes, the first blocks of the grid).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as dt
+from . import expr as ex
+from .gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, TC_OPS, WARP_SIZE, Node, \
+    swizzle_offset
+
+_SAMPLES = 4  # iterations of serial and grid scopes evaluated by the bank-conflict check
+_ASYNC = (ASYNC_COMMIT, ASYNC_WAIT)
+
+
+class TensorCoreChecks:
+    """Overrides of the verifier's per-op hooks for the tensor-core nodes."""
+
+    def is_value_producer(self, n: Node) -> bool:
+        return n.op == LDMATRIX or super().is_value_producer(n)
+
+    def produced_level(self, n: Node):
+        if n.op in (CP_ASYNC, *_ASYNC):
+            return "shared"
+        return super().produced_level(n)
+
+    def accepted_level(self, n: Node, slot: int):
+        if n.op == CP_ASYNC:
+            return ("global", "shared")[slot] if slot < 2 else None
+        if n.op in (LDMATRIX, *_ASYNC):
+            return "shared"
+        return super().accepted_level(n, slot)
+
+    def expected_arity(self, n: Node):
+        arity = {CP_ASYNC: (2, 2), LDMATRIX: (1, 1), MMA: (2, 2), FRAG: (1, 1),
+                 ASYNC_COMMIT: (1, None), ASYNC_WAIT: (1, None)}
+        return arity[n.op] if n.op in arity else super().expected_arity(n)
+
+    def states(self, nid: str, _stack=None) -> frozenset:
+        n = self.nodes.get(nid)
+        if n is not None and n.op == CP_ASYNC:
+            return frozenset([n.attr("dst")])
+        if n is not None and n.op in _ASYNC:
+            out = set()
+            for e in self.inputs.get(nid, []):
+                out |= self.states(e.src, _stack)
+            return frozenset(out)
+        return super().states(nid, _stack)
+
+    def value_shape(self, n: Node):
+        if n.op in (LDMATRIX, MMA):
+            return tuple(n.attr("shape") or ())
+        return super().value_shape(n)
+
+    def type_rules(self, n: Node, ins):
+        if n.op in TC_OPS:
+            return
+        super().type_rules(n, ins)
+
+    def expr_attrs(self, n: Node):
+        out = super().expr_attrs(n)
+        if n.op == LDMATRIX:  # row and col also use the tile variables: checked below
+            out = [x for x in out if x[0] not in ("row", "col")]
+        return out
+
+    def check_bounds(self):
+        """Loads and stores (the verifier's own check), then the global end of every
+        cp.async: its first and last element, checked as loads are."""
+        super().check_bounds()
+        real, ends = self.nodes, {}
+        for n in real.values():
+            if n.op == CP_ASYNC and isinstance(n.attr("offset"), ex.Expr):
+                last = n.attr("offset") + (n.attr("bytes") // n.dtype.itemsize - 1)
+                for key, off in (("first", n.attr("offset")), ("last", last)):
+                    ends[f"{n.id} ({key} element of cp.async)"] = Node(
+                        f"{n.id} ({key} element of cp.async)", "move.global.reg", n.scope, n.dtype,
+                        (("buffer", n.attr("buffer")), ("offset", off), ("pred", n.attr("pred"))))
+        self.nodes = ends  # the check walks self.nodes; scopes come from self.scopes
+        try:
+            super().check_bounds()
+        finally:
+            self.nodes = real
+
+    # ------------------------------------------------------------------ the checks
+    def check_tensor_cores(self):
+        for n in self.nodes.values():
+            if n.op == CP_ASYNC:
+                self._check_cp_async(n)
+            elif n.op == LDMATRIX:
+                self._check_ldmatrix(n)
+            elif n.op == MMA:
+                self._check_mma(n)
+            elif n.op == FRAG:
+                (e,) = self.inputs[n.id] or (None,)
+                src = self.nodes.get(e.src) if e else None
+                if src is not None and len(n.attr("index") or ()) != len(src.attr("shape") or ()):
+                    self.add(f"{self.desc(n)} indexes a fragment of shape "
+                             f"{list(src.attr('shape') or ())} with {len(n.attr('index') or ())} "
+                             f"indices")
+
+    def _check_cp_async(self, n: Node):
+        if n.attr("bytes") not in (2, 4, 8, 16):
+            self.add(f"{self.desc(n)} copies {n.attr('bytes')} bytes; cp.async copies 4, 8 or "
+                     f"16 (2: a plain copy)")
+        dst = self.buffer(n.attr("dst"))
+        if dst is None or n.attr("dst") not in self.allocs:
+            self.add(f"{self.desc(n)} copies into {n.attr('dst')!r}, not a shared allocation")
+        elif dst.dtype != n.dtype or n.dtype.itemsize != 2:
+            self.add(f"{self.desc(n)} copies {n.dtype} into {dst.name} of {dst.dtype}; tensor-core "
+                     f"tiles hold one 16-bit dtype")
+        consumers = [e.dst for e in self.good_edges if e.src == n.id and e.level == "shared"]
+        for c in consumers:
+            if self.nodes[c].op not in (CP_ASYNC, ASYNC_COMMIT):
+                self.add(f"{self.desc(n)}: its copy reaches {self.desc(c)} before a "
+                         f"sync.async_commit closes its group")
+
+    def _check_mma(self, n: Node):
+        ins = self.inputs[n.id]
+        if len(ins) != 2:
+            return
+        a, b = ins
+        if a.dtype != b.dtype or a.dtype not in (dt.bfloat16, dt.float16):
+            self.add(f"{self.desc(n)} multiplies {a.dtype} by {b.dtype}; mma.m16n8k16 takes two "
+                     f"bfloat16 or two float16 fragments")
+        if len(a.shape) != 3 or len(b.shape) != 3 or a.shape[2] != 8 or b.shape[2] != 4 \
+                or a.shape[0] != b.shape[0]:
+            self.add(f"{self.desc(n)}: fragments of shapes {list(a.shape)} and {list(b.shape)}; "
+                     f"expected (kk, mi, 8) and (kk, ni, 4)")
+        elif tuple(n.attr("shape") or ()) != (a.shape[1], b.shape[1], 4) or n.dtype != dt.float32:
+            self.add(f"{self.desc(n)} has shape {n.attr('shape')} and dtype {n.dtype}; its "
+                     f"operands make ({a.shape[1]}, {b.shape[1]}, 4) float32")
+        over = self.scopes.get(n.attr("over"))
+        if over is None or over.scope != n.scope:
+            self.add(f"{self.desc(n)} must lie in the parent of the scope it sums over "
+                     f"({n.attr('over')})")
+
+    def _check_ldmatrix(self, n: Node):
+        tile = n.attr("tile") or ()
+        points = 1
+        for _, e in tile:
+            points *= e
+        if points * 8 != int(np.prod(n.attr("shape") or (0,))):
+            self.add(f"{self.desc(n)}: {points} ldmatrix.x4 give {points * 8} elements per "
+                     f"thread, not a fragment of shape {list(n.attr('shape') or ())}")
+        self._check_waited(n)
+        self._check_banks(n, tile)
+
+    def _check_waited(self, n: Node):
+        """Back along the state: a block barrier first, then an async wait, before any copy."""
+        (e,) = self.inputs[n.id] or (None,)
+        src = self.nodes.get(e.src) if e else None
+        if src is None or src.op != "sync.block":
+            self.add(f"{self.desc(n)} reads {n.attr('buffer')} without a sync.block since its "
+                     f"last write")
+            return
+        frontier, waited = [src.id], False
+        while frontier:
+            cur = self.nodes[frontier.pop()]
+            if cur.op == ASYNC_WAIT:
+                waited = True
+                continue
+            if cur.op == CP_ASYNC or (cur.op == ASYNC_COMMIT and not waited):
+                self.add(f"{self.desc(n)} reads {n.attr('buffer')} copied by cp.async with no "
+                         f"sync.async_wait between the copy and the read")
+                return
+            frontier += [x.src for x in self.inputs.get(cur.id, []) if x.level == "shared"]
+
+    def _check_banks(self, n: Node, tile):
+        chain = self.chain(n.scope)
+        alloc = self.allocs.get(n.attr("buffer"))
+        if chain is None or alloc is None or not any(s.scope_kind == "block" for s in chain):
+            self.add(f"{self.desc(n)} needs a block scope and a shared buffer")
+            return
+        env, shape = {}, []
+        axes = [(s.attr("var"), s.attr("extent"), s.scope_kind) for s in chain]
+        axes += [(v, e, "tile") for v, e in tile]
+        for k, (var, extent, kind) in enumerate(axes):
+            size = min(extent, _SAMPLES) if kind in ("grid", "serial") else extent
+            idx = [1] * len(axes)
+            idx[k] = size
+            env[var] = np.arange(size, dtype=np.int64).reshape(idx)
+            shape.append(size)
+        row = np.broadcast_to(ex.evaluate(n.attr("row"), env), shape)
+        col = np.broadcast_to(ex.evaluate(n.attr("col"), env), shape)
+        addr = swizzle_offset(row, col, n.attr("row_elems"), n.attr("swizzle"))
+        if (addr % 8).any() or (addr < 0).any() or (addr + 8 > alloc.size).any():
+            self.add(f"{self.desc(n)}: ldmatrix rows must be 16-byte aligned inside "
+                     f"{alloc.name} ({alloc.size} elements)")
+            return
+        bax = next(k for k, a in enumerate(axes) if a[2] == "block")
+        threads = shape[bax]
+        if threads % WARP_SIZE:
+            self.add(f"{self.desc(n)} needs whole warps; the block has {threads} threads")
+            return
+        groups = np.moveaxis((addr // 8) % 8, bax, -1)
+        groups = groups.reshape(groups.shape[:-1] + (threads // 8, 8))
+        distinct = np.sort(groups, axis=-1)
+        if (np.diff(distinct, axis=-1) == 0).any():
+            self.add(f"{self.desc(n)}: bank conflict: the 8 rows of an ldmatrix phase share a "
+                     f"16-byte bank group in {alloc.name} (swizzle {n.attr('swizzle')})")

@@ -1,0 +1,352 @@
+"""A contraction under a `GpuMma` schedule → one pipelined tensor-core GIR kernel.
+
+Per thread block (one block_m x block_n output tile of one batch entry):
+
+    prologue: cp.async k-tiles 0 .. stages-2 into stages 0 .. stages-2, a group each
+    for kt in k-tiles:                                     (serial; the MMA sums over it)
+        wait until at most stages-2 groups are pending; barrier
+        ldmatrix A and B fragments of stage kt % stages    (x4, .trans per layout)
+        cp.async k-tile kt+stages-1 into stage (kt-1) % stages; commit
+        mma.m16n8k16 (float32 accumulators)
+    epilogue: each accumulator element → cast → store, predicated on m < M and n < N
+
+Each operand's shared tile keeps the operand's contiguous axis along its rows (A as
+[m][k] or [k][m], B as [n][k] or [k][n]; ldmatrix transposes where the MMA wants the
+other) in XOR-swizzled 16-byte chunks. Copies are as wide as the operand's strides
+allow: 16, 8 or 4 bytes through cp.async, single elements through a plain copy;
+rows and columns outside the matrix (the m, n and k tails) are zero-filled.
+
+With split_k > 1 the k-tiles are divided into that many slices, one block per
+(slice, tile): the first kernel stores each slice's float32 partial product into a
+temporary buffer, a second kernel sums the slices per element and applies the
+epilogue (what a product of few output tiles and a long k needs to fill the GPU).
+
+An epilogue — elementwise operations of the product's shape that read it (and each
+other) in place: bias, activation, residual, scaling, casts — is applied to each
+accumulator element before the store (`lower_mma_group`); the product and each
+epilogue value are rounded to their dtype where a consumer reads them, as their
+unfused kernels would store them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..errors import UnsupportedError
+from ..ir import dtypes as dt
+from ..ir import expr as ex
+from ..ir.contraction import Contraction, Layout
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
+from ..schedule.mma import GpuMma, legal, supports
+from .op import _Region, unflatten
+
+__all__ = ["lower_mma", "lower_mma_group"]
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """How one operand's k-tile lies in shared memory."""
+
+    name: str          # shared allocation
+    rows: int          # rows per stage
+    row_elems: int     # elements per row
+    width: int         # elements per copy
+    k_major: bool      # rows are k (else k runs along a row)
+    trans: bool        # ldmatrix.trans
+
+
+def _lt(a: ex.Expr, b: int) -> ex.Expr:
+    return ex.binary("lt", a, ex.as_index(b))
+
+
+def _width(layout: Layout, contiguous_extent: int) -> int:
+    """Elements per copy: the widest of 8, 4, 2 dividing the contiguous extent, every
+    other stride and the offset (1 where none does: a plain copy)."""
+    strides = [s for s in (*layout.batch, layout.rows, layout.cols) if s != 1]
+    for w in (8, 4, 2):
+        if contiguous_extent % w == 0 and all(s % w == 0 for s in strides) and layout.offset % w == 0:
+            return w
+    return 1
+
+
+def lower_mma(c: Contraction, s: GpuMma, shapes: Mapping[str, tuple[int, ...]],
+              name: str = "mma") -> list[Kernel]:
+    """The kernels computing `c` under `s` (two with split-K), in launch order;
+    `shapes` gives the tensors' shapes (their buffers are row-major)."""
+    _check(c, s, name)
+    return _MmaLowering(c, s, shapes, name).build()
+
+
+def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[str, ...],
+                    graph: TensorGraph, s: GpuMma, name: str = "mma") -> list[Kernel]:
+    """The kernels computing `c` and then the `epilogue` operations (in order) on each
+    of its elements, storing the tensors named in `outputs`."""
+    _check(c, s, name)
+    members = {c.out} | {op.name for op in epilogue}
+    for op in epilogue:
+        if tuple(op.shape) != tuple(graph[c.out].shape) or op.reduce is not None:
+            raise UnsupportedError(f"{name}: epilogue operation {op.name} of shape {op.shape} is "
+                                   f"not elementwise over the product's {graph[c.out].shape}")
+        for ld in ex.loads(op.body):
+            if ld.tensor in members and tuple(ld.indices) != tuple(op.axes):
+                raise UnsupportedError(f"{name}: epilogue operation {op.name} reads {ld.tensor} "
+                                       f"other than in place")
+    return _MmaLowering(c, s, _Shapes(graph), name, epilogue, tuple(outputs), graph).build()
+
+
+class _Shapes:
+    """`graph[name].shape` as a mapping."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __getitem__(self, name):
+        return tuple(self.graph[name].shape)
+
+
+def _check(c: Contraction, s: GpuMma, name: str) -> None:
+    if not supports(c):
+        raise UnsupportedError(f"{name}: the tensor-core template takes bfloat16 or float16 "
+                            f"operands summed in float32; got {c.a.dtype} x {c.b.dtype} "
+                            f"summed in {c.acc}")
+    if not legal(s):
+        raise UnsupportedError(f"{name}: {s} is not a legal tensor-core schedule")
+
+
+class _MmaLowering:
+    def __init__(self, c: Contraction, s: GpuMma, shapes, name: str,
+                 epilogue: list[ComputeOp] = (), outputs: tuple[str, ...] = (), graph=None):
+        self.c, self.s, self.shapes = c, s, shapes
+        self.epilogue, self.graph = list(epilogue), graph
+        self.outputs = outputs or (c.out,)
+        self.name = name
+        self.ranges: dict[str, tuple[int, int]] = {}  # what lower.op._Region reads
+        self.scope_vars: dict[str, str] = {}
+        members = {c.out} | {op.name for op in self.epilogue}
+        self.epilogue_inputs = [(ld.tensor, ld.dtype, "in") for op in self.epilogue
+                                for ld in ex.loads(op.body) if ld.tensor not in members]
+        self.output_params = [(t, graph[t].dtype if graph is not None else c.out_dtype, "out")
+                              for t in self.outputs]
+        self.total = c.batch_count * c.m * c.n
+        self.partials = Buffer(f"{c.out}_partials", dt.float32, (s.split_k, self.total),
+                               (self.total, 1), "temp")
+        self.b = self._builder(name, [(c.a.tensor, c.a.dtype, "in"), (c.b.tensor, c.b.dtype, "in")]
+                               + ([] if s.split_k > 1 else self.epilogue_inputs + self.output_params))
+        if s.split_k > 1:
+            self.b.add_param(self.partials)
+        a, b = c.a.layout, c.b.layout
+        # A: [m][k] unless m is the contiguous axis; B: [k][n] unless k is.
+        a_km = a.rows == 1 and a.cols != 1
+        b_nk = b.rows == 1 and b.cols != 1
+        self.ta = self._tile("a_s", s.block_m, a_km, a_km, _width(a, c.m if a_km else c.k)
+                             if (a.rows == 1 or a.cols == 1) else 1, c.a.dtype)
+        self.tb = self._tile("b_s", s.block_n, not b_nk, not b_nk,
+                             _width(b, c.k if b_nk else c.n) if (b.rows == 1 or b.cols == 1)
+                             else 1, c.b.dtype)
+
+    def _builder(self, name: str, params) -> KernelBuilder:
+        b = KernelBuilder(name, "gpu")
+        for t, d, role in params:
+            if not any(p.name == t for p in b.params):
+                shape = tuple(self.shapes[t])
+                b.add_param(Buffer(t, d, shape, row_major_strides(shape), role))
+        return b
+
+    def _tile(self, name, mn_block, k_major, trans, width, dtype) -> _Tile:
+        s = self.s
+        rows, row_elems = (s.block_k, mn_block) if k_major else (mn_block, s.block_k)
+        self.b.add_shared(SharedAlloc(name, dtype, s.stages * rows * row_elems))
+        return _Tile(name, rows, row_elems, width, k_major, trans)
+
+    # ------------------------------------------------------------------ indices
+    def build(self) -> list[Kernel]:
+        c, s, b = self.c, self.s, self.b
+        tiles_m, tiles_n = -(-c.m // s.block_m), -(-c.n // s.block_n)
+        k_tiles = -(-c.k // s.block_k)
+        per_slice = -(-k_tiles // s.split_k)
+        tiles = c.batch_count * tiles_m * tiles_n
+        grid = self.scope("grid", "g", s.split_k * tiles, None)
+        block = self.scope("block", "t", s.threads, grid)
+        g, t = ex.Var("g"), ex.Var("t")
+        k_first = (g // tiles) * per_slice  # this slice's first k-tile
+        g = g % tiles
+        self.batch = g // (tiles_m * tiles_n)
+        rest = g % (tiles_m * tiles_n)
+        self.m0 = (rest // tiles_n) * s.block_m
+        self.n0 = (rest % tiles_n) * s.block_n
+        self.t = t
+        lane, warp = t % 32, t // 32
+        self.lane = lane
+        self.wm = (warp // s.warps_n) * (s.block_m // s.warps_m)
+        self.wn = (warp % s.warps_n) * (s.block_n // s.warps_n)
+        shared = [self.ta.name, self.tb.name]
+
+        pro = b.scope("unroll", "p", s.stages - 1, block)
+        self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
+        b.async_sync(ASYNC_COMMIT, shared, pro)
+
+        loop = b.scope("serial", "kt", per_slice, block)
+        kt = ex.Var("kt")
+        b.async_sync(ASYNC_WAIT, shared, loop, pending=s.stages - 2)
+        b.sync(shared, loop)
+        stage = kt % s.stages
+        fa = self._ldmatrix_a(stage, loop)
+        fb = self._ldmatrix_b(stage, loop)
+        nxt = kt + (s.stages - 1)
+        self._copy_tile(k_first + nxt, nxt % s.stages, loop, "la")
+        b.async_sync(ASYNC_COMMIT, shared, loop)
+        acc = b.mma(fa, fb, loop)
+        if s.split_k == 1:
+            self._epilogue(acc, block)
+            return [b.build(schedule=repr(s))]
+        self._store_partials(acc, block, ex.Var("g") // tiles)
+        return [b.build(schedule=repr(s)), self._sum_slices()]
+
+    def scope(self, kind: str, var: str, extent: int, parent: str | None) -> str:
+        sid = self.b.scope(kind, var, extent, parent)
+        self.ranges[var] = (0, extent - 1)
+        self.scope_vars[sid] = var
+        return sid
+
+    def simplify(self, e: ex.Expr | None) -> ex.Expr | None:  # for lower.op._Region
+        return e
+
+    def load_depth(self, tensor: str, chain: list[str]) -> int:  # for lower.op._Region
+        return 0
+
+    def _batch_offset(self, layout: Layout) -> ex.Expr:
+        off = ex.as_index(layout.offset)
+        rest = self.batch
+        for extent, stride in reversed(list(zip(self.c.batch, layout.batch))):
+            off = off + (rest % extent) * stride
+            rest = rest // extent
+        return off
+
+    # ------------------------------------------------------------------ movement
+    def _copy_tile(self, k_tile: ex.Expr, stage: ex.Expr, parent: str, var: str) -> None:
+        """cp.async of k-tile `k_tile` of both operands into `stage`."""
+        c = self.c
+        for tile, layout, mn0, mn_extent in ((self.ta, c.a.layout, self.m0, c.m),
+                                             (self.tb, c.b.layout, self.n0, c.n)):
+            per_row = tile.row_elems // tile.width
+            copies = tile.rows * per_row // self.s.threads
+            scope = self.b.scope("unroll", f"{var}{tile.name[0]}", copies, parent)
+            chunk = ex.Var(f"{var}{tile.name[0]}") * self.s.threads + self.t
+            row, col = chunk // per_row, (chunk % per_row) * tile.width
+            k0 = k_tile * self.s.block_k
+            kk, mn = (k0 + row, mn0 + col) if tile.k_major else (k0 + col, mn0 + row)
+            if tile is self.ta:
+                offset = self._batch_offset(layout) + mn * layout.rows + kk * layout.cols
+            else:
+                offset = self._batch_offset(layout) + kk * layout.rows + mn * layout.cols
+            pred = ex.all_of([_lt(mn, mn_extent), _lt(kk, c.k)])
+            self.b.cp_async(c.a.tensor if tile is self.ta else c.b.tensor, offset, tile.name,
+                            stage * tile.rows + row, col, tile.row_elems, True,
+                            2 * tile.width, scope, pred)
+
+    def _ldmatrix_a(self, stage: ex.Expr, scope: str) -> str:
+        s, tile, lane = self.s, self.ta, self.lane
+        kk, mi = ex.Var("kk"), ex.Var("mi")
+        mis = s.block_m // s.warps_m // 16
+        if tile.trans:  # [k][m]: matrix j = lane // 8 is (m half j % 2, k half j // 2)
+            j = lane // 8
+            row = stage * tile.rows + kk * 16 + (j // 2) * 8 + lane % 8
+            col = self.wm + mi * 16 + (j % 2) * 8
+        else:
+            row = stage * tile.rows + self.wm + mi * 16 + lane % 16
+            col = kk * 16 + (lane // 16) * 8
+        return self.b.ldmatrix(tile.name, row, col, tile.row_elems, True, tile.trans,
+                               (("kk", s.block_k // 16), ("mi", mis)),
+                               (s.block_k // 16, mis, 8), scope)
+
+    def _ldmatrix_b(self, stage: ex.Expr, scope: str) -> str:
+        s, tile, lane = self.s, self.tb, self.lane
+        kk, nj = ex.Var("kk"), ex.Var("nj")
+        njs = s.block_n // s.warps_n // 16
+        if tile.trans:  # [k][n]: matrix j = lane // 8 is (k half j % 2, n half j // 2)
+            row = stage * tile.rows + kk * 16 + ((lane // 8) % 2) * 8 + lane % 8
+            col = self.wn + nj * 16 + (lane // 16) * 8
+        else:
+            row = stage * tile.rows + self.wn + nj * 16 + (lane // 16) * 8 + lane % 8
+            col = kk * 16 + ((lane // 8) % 2) * 8
+        return self.b.ldmatrix(tile.name, row, col, tile.row_elems, True, tile.trans,
+                               (("kk", s.block_k // 16), ("nj", njs)),
+                               (s.block_k // 16, 2 * njs, 4), scope)
+
+    def _pairs(self, acc: str, block: str):
+        """Scopes over a thread's accumulator pairs (columns 2 (lane % 4) + {0, 1}, a
+        2-lane vector scope): (scope chain, the element, the output position, guard)."""
+        c, s, b, lane = self.c, self.s, self.b, self.lane
+        mi_s = self.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
+        ni_s = self.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
+        h_s = self.scope("unroll", "h", 2, ni_s)
+        v_s = self.scope("vector", "v", 2, h_s)
+        mi, ni, h, v = ex.Var("mi"), ex.Var("ni"), ex.Var("h"), ex.Var("v")
+        m = self.m0 + self.wm + mi * 16 + lane // 4 + h * 8
+        n = self.n0 + self.wn + ni * 8 + (lane % 4) * 2 + v
+        # with n even, a pair is wholly in or out: one predicate for both lanes (a 2-lane store)
+        n_pred = n - v if c.n % 2 == 0 else n
+        guard = ex.all_of([_lt(m, c.m), _lt(n_pred, c.n)])
+        batch_idx, rest = [], self.batch  # batch axes, outermost first
+        for extent in reversed(c.batch):
+            batch_idx.insert(0, rest % extent)
+            rest = rest // extent
+        batches = iter(batch_idx)
+        # the output's axes (those of every epilogue operation) at this accumulator element
+        position = [m if role == "m" else n if role == "n" else next(batches) for role in c.roles]
+        chain = [b._node(block).scope, block, mi_s, ni_s, h_s, v_s]
+        return chain, b.frag(acc, (mi, ni, h * 2 + v), v_s), position, guard
+
+    def _flat(self, position: list[ex.Expr]) -> ex.Expr:
+        strides = row_major_strides(self.shapes[self.c.out])
+        return sum((p * st for p, st in zip(position, strides)), ex.as_index(0))
+
+    def _epilogue(self, acc: str, block: str) -> None:
+        chain, value, position, guard = self._pairs(acc, block)
+        self._finish(chain, value, position, guard)
+
+    def _store_partials(self, acc: str, block: str, slice_: ex.Expr) -> None:
+        chain, value, position, guard = self._pairs(acc, block)
+        self.b.store(self.partials.name, slice_ * self.total + self._flat(position), value,
+                     chain[-1], guard)
+
+    def _sum_slices(self) -> Kernel:
+        """The second split-K kernel: partials summed per element, then the epilogue."""
+        threads = 256
+        self.b = b = self._builder(f"{self.name}_sum", self.epilogue_inputs + self.output_params)
+        b.add_param(self.partials)
+        grid = self.scope("grid", "g", -(-self.total // threads), None)
+        block = self.scope("block", "t", threads, grid)
+        flat = ex.Var("g") * threads + ex.Var("t")
+        guard = _lt(flat, self.total)
+        z = self.scope("unroll", "z", self.s.split_k, block)
+        part = b.load(self.partials.name, ex.Var("z") * self.total + flat, z, guard)
+        value = b.reduce("sum", part, z)
+        self._finish([grid, block], value, unflatten(flat, self.shapes[self.c.out]), guard)
+        return b.build(schedule=repr(self.s))
+
+    def _finish(self, chain: list[str], value: str, position: list[ex.Expr], guard) -> None:
+        """The product's value at `position` rounded to its dtype, the epilogue, the stores."""
+        c, b, scope = self.c, self.b, chain[-1]
+        values = {c.out: self._rounded(value, c.out_dtype, scope)}
+        for op in self.epilogue:
+            staged = {ld: values[ld.tensor][0] for ld in ex.loads(op.body) if ld.tensor in values}
+            index = dict(zip((a.name for a in op.axes), position))
+            value = _Region(self, chain, index, guard, staged).emit(op.body)
+            values[op.name] = self._rounded(value, op.dtype, scope)
+        for name in self.outputs:
+            value, stored = values[name][1], b._dtype_of(name)
+            if b._node(value).dtype != stored:
+                value = b.compute("cast", [value], scope, stored)
+            b.store(name, self._flat(position), value, scope, guard)
+
+    def _rounded(self, value: str, d: dt.DType, scope: str) -> tuple[str, str]:
+        """(the value as its consumers read it, the value to store): rounded to `d`,
+        then widened to `d`'s compute dtype."""
+        b = self.b
+        if b._node(value).dtype == d:
+            return value, value
+        stored = b.compute("cast", [value], scope, d)
+        wide = dt.compute_dtype(d)
+        return (b.compute("cast", [stored], scope, wide) if wide != d else stored), stored

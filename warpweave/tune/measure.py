@@ -61,10 +61,13 @@ class Artifact:
         return tuple(b.name for b in self.buffers if b.role == "out")
 
 
-def build_artifact(target: str, kernels: list[Kernel], works: list[int], inputs, outputs,
-                   arch: str | None = None) -> Artifact:
-    """Compile GIR kernels (one group's, in launch order) into an `Artifact`.
-    `inputs`: buffers the group reads from outside; `outputs`: those it must write."""
+def make_artifact(target: str, kernels: list[Kernel], works: list[int], inputs, outputs,
+                  image: bytes) -> Artifact:
+    """The `Artifact` of one group's final GIR kernels (in launch order) compiled into
+    `image` (the caller compiles). `inputs`: buffers the group reads from outside;
+    `outputs`: those it must write."""
+    if target not in ("cpu", "cuda"):
+        raise Error(f"target {target!r} cannot be tuned (tunable: cpu, cuda)")
     buffers: dict[str, BufferSpec] = {}
     for k in kernels:
         for p in k.params:
@@ -72,18 +75,6 @@ def build_artifact(target: str, kernels: list[Kernel], works: list[int], inputs,
             buffers.setdefault(p.name, BufferSpec(p.name, tuple(p.shape), str(p.dtype), role))
     launches = tuple(LaunchSpec(k.name, k.grid, k.block, tuple(p.name for p in k.params), w)
                      for k, w in zip(kernels, works))
-    if target == "cpu":
-        from ..backends.cpu import compile_code
-
-        image = compile_code(kernels, "candidate").object
-    elif target == "cuda":
-        from ..backends.cuda import codegen, driver
-
-        arch = arch or (driver.device().arch if driver.available() else codegen.DEFAULT_ARCH)
-        _, ptx = codegen.compile_ptx(kernels, arch, "candidate")
-        image = driver.link_ptx(ptx, arch) if driver.available() else ptx.encode()
-    else:
-        raise Error(f"target {target!r} cannot be tuned (tunable: cpu, cuda)")
     return Artifact(target, image, launches, tuple(buffers.values()))
 
 

@@ -1,0 +1,74 @@
+"""Candidates compiled in a pool of processes: the same trials as compiling here, and a
+compile that kills its process is a failed trial, not a crash."""
+import numpy as np
+
+from warpweave.pipeline.autotune import group_task, tune_graph
+from warpweave.pipeline.compile import compile_graph
+from warpweave.tune.compiling import CompileCrash, CompilePool
+from warpweave.tune.database import Database
+from warpweave.tune.executors import LocalExecutor
+from warpweave.tune.records import host_device, schedule_to_json
+from warpweave.tune.session import tune_tasks
+
+from .conftest import FAST, traced
+from .faults import CrashingCompiler
+
+
+def layer_norm(x):
+    import warpweave as ww
+
+    return ww.layer_norm(x)
+
+
+def _task(fn, shape):
+    graph, single = traced(fn, shape)
+    program = compile_graph(graph, single, "cpu")
+    return group_task(program.plan.groups[0], program.graph, "cpu", 132)
+
+
+def test_parallel_compiles_give_the_serial_trials(tmp_path):
+    graph, single = traced(layer_norm, (48, 200))
+    runs = {}
+    for jobs in (0, 2):
+        db = Database(str(tmp_path / f"{jobs}.db"))
+        [result] = tune_graph(graph, single, "cpu", strategy="exhaustive", db=db, settings=FAST,
+                              progress=False, jobs=jobs).groups
+        runs[jobs] = [(t.schedule, t.status, t.is_default, t.estimate_us, t.group_key) for t in db.trials()]
+        assert result.trials == len(runs[jobs]) >= 4 and result.failed == 0
+    assert runs[0] == runs[2]
+
+
+def test_pool_results_match_in_process_and_a_crash_names_its_item():
+    task = _task(layer_norm, (16, 96))
+    points = task.problem.space[:4]
+    crash = CrashingCompiler(task.compile_candidate, crash=schedule_to_json(points[1]),
+                             fail=schedule_to_json(points[2]))
+    with CompilePool(2) as pool:
+        out = {n: (value, error) for n, value, error in pool.map(crash, points)}
+        assert pool.crashes >= 1
+        # the pool works again afterwards
+        [(_, again, error)] = pool.map(task.problem.estimate, [points[0]])
+    assert error is None and again == task.problem.estimate(points[0])
+    assert isinstance(out[1][1], CompileCrash) and repr(points[1]) in str(out[1][1])
+    assert "injected failure" in str(out[2][1])
+    for n in (0, 3):
+        value, error = out[n]
+        here = task.compile_candidate(points[n])
+        assert error is None and value.artifact.buffers == here.artifact.buffers
+        assert value.artifact.launches == here.artifact.launches and value.estimate_s == here.estimate_s
+
+
+def test_a_crashing_compile_is_a_failed_trial(tmp_path):
+    task = _task(layer_norm, (16, 96))
+    points = task.problem.space[:4]
+    task.compile_candidate = CrashingCompiler(task.compile_candidate, crash=schedule_to_json(points[2]))
+    db = Database(str(tmp_path / "t.db"))
+    with LocalExecutor("cpu") as executor, CompilePool(2) as pool:
+        [result] = tune_tasks([task], executor=executor, db=db, device=host_device(), strategy="exhaustive",
+                              budget=4, settings=FAST, progress=False, pool=pool)
+    trials = {t.schedule: t for t in db.trials()}
+    assert len(trials) == 4 and (result.trials, result.failed) == (4, 1)
+    crashed = trials[schedule_to_json(points[2])]
+    assert crashed.status == "failed" and "died" in crashed.error and crashed.median_us is None
+    assert all(t.status == "ok" and t.median_us > 0 for s, t in trials.items() if s != crashed.schedule)
+    assert np.isfinite(result.best_us)

@@ -40,7 +40,9 @@ from warpweave.frontend.jit import spec_of  # noqa: E402
 from warpweave.frontend.trace import trace  # noqa: E402
 from warpweave.pipeline.autotune import tune_graph  # noqa: E402
 from warpweave.tune import predict, simulate  # noqa: E402
+from warpweave.tune.compiling import CompilePool  # noqa: E402
 from warpweave.tune.database import Database  # noqa: E402
+from warpweave.tune.executors import LocalExecutor  # noqa: E402
 from warpweave.tune.measure import Settings  # noqa: E402
 from warpweave.tune.session import table  # noqa: E402
 
@@ -66,9 +68,9 @@ def _sweep(args):
     """(case name, shape, dtype) over the requested cases, shapes and dtypes."""
     shapes = [_shape(s) for s in args.shapes.split(",")] if args.shapes else SHAPES[args.target]
     dtypes = args.dtypes.split(",") if args.dtypes else DTYPES[args.target]
-    for name in args.cases.split(","):
+    for d in dtypes:  # shape by shape: a sweep cut short still has every case at some shapes
         for shape in shapes:
-            for d in dtypes:
+            for name in args.cases.split(","):
                 yield name, shape, d
 
 
@@ -79,6 +81,9 @@ def _tune(name, shape, dtype, target, **kw):
 
 
 def record(args) -> None:
+    """Every point of every group's space, measured; the sweep exported after each group
+    (so a run cut short keeps what it measured), and cases left out once the next would
+    run past --deadline seconds at the rate measured so far."""
     db_path = args.db or os.path.splitext(args.out)[0] + ".db"
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db_path + suffix):
@@ -86,12 +91,31 @@ def record(args) -> None:
     db = Database(db_path)
     settings = Settings(warmup=args.warmup, repeat=args.repeat)
     start = time.time()
-    for name, shape, dtype in _sweep(args):
-        report = _tune(name, shape, dtype, args.target, strategy="exhaustive", db=db, settings=settings,
-                       progress=not args.quiet)
-        print(table(report.groups), flush=True)
+    done, skipped = 0, []
+    with LocalExecutor(args.target) as executor, CompilePool(args.jobs) as pool:
+        for name, shape, dtype in _sweep(args):
+            done += _record_one(args, name, shape, dtype, db, settings, executor, pool, start, done, skipped)
     n = db.export_jsonl(args.out)
     print(f"recorded {n} trials in {time.time() - start:.0f} s: {args.out} (database {db_path})")
+    if skipped:
+        print(f"left out (past the deadline): {', '.join(skipped)}")
+
+
+def _record_one(args, name, shape, dtype, db, settings, executor, pool, start, done, skipped) -> int:
+    """One case's exhaustive sweep (1), or none when it would end past the deadline (0)."""
+    elapsed = time.time() - start
+    if args.deadline and done and elapsed * (done + 1) / done > args.deadline:
+        skipped.append(f"{name} {shape[0]}x{shape[1]} {dtype}")
+        return 0
+    t = time.time()
+    report = _tune(name, shape, dtype, args.target, strategy="exhaustive", db=db, settings=settings,
+                   progress=not args.quiet, executor=executor, pool=pool)
+    trials = sum(g.trials for g in report.groups)
+    print(table(report.groups), flush=True)
+    print(f"  {name} {shape} {dtype}: {trials} trials in {time.time() - t:.1f} s "
+          f"({trials / (time.time() - t):.1f} per second)", flush=True)
+    db.export_jsonl(args.out)
+    return 1
 
 
 def compare(args) -> None:
@@ -113,7 +137,7 @@ def bench(args) -> None:
     results = []
     for name, shape, dtype in _sweep(args):
         report = _tune(name, shape, dtype, args.target, strategy=args.strategy, budget=args.budget, db=db,
-                       settings=settings, progress=not args.quiet)
+                       settings=settings, progress=not args.quiet, jobs=args.jobs)
         results += report.groups
     print(table(results))
     ups = [r.speedup for r in results if r.speedup]
@@ -134,9 +158,12 @@ def main(argv=None) -> None:
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeat", type=int, default=20)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--jobs", type=int, help="processes compiling candidates (default: one per core)")
     commands.choices["record"].add_argument("--out", required=True, help="the sweep's JSON lines file")
     commands.choices["record"].add_argument("--db", help="the database it is recorded in (default: next to "
                                                          "--out, .db; recreated)")
+    commands.choices["record"].add_argument("--deadline", type=float, help="seconds: leave out cases that would "
+                                                                           "end past it")
     commands.choices["bench"].add_argument("--strategy", default="model")
     commands.choices["bench"].add_argument("--budget", type=int, default=24)
     commands.choices["bench"].add_argument("--db", help="a tuning database to write (default: in memory)")

@@ -116,11 +116,13 @@ def group_task(group: Group, graph: TensorGraph, target: str, sm_count: int) -> 
 def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str = "program", *,
                budget: int | None = None, strategy: str = "model", db: str | Database | None = None,
                executor: Executor | None = None, settings: Settings | None = None,
-               progress: bool = True, retune: bool = True, jobs: int | None = None) -> TuneReport:
+               progress: bool = True, retune: bool = True, jobs: int | None = None,
+               pool: CompilePool | None = None) -> TuneReport:
     """Tune every group of a tensor graph's default compile (see `ww.tune` for the
     arguments) and compile it again with the results. `retune=False` skips groups the
     database already has a correct trial for on this device. Candidates compile in
-    `jobs` processes (default: one per CPU core; 0: in this process)."""
+    `jobs` processes (default: one per CPU core; 0: in this process), or in `pool`, a
+    `CompilePool` the caller shares between calls (and closes)."""
     target = resolve_target(target)
     if target not in ("cpu", "cuda"):
         raise ArgumentError(f"target {target!r} cannot be tuned: tune for 'cpu' or 'cuda'")
@@ -136,12 +138,14 @@ def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str
         tasks = [t for t in tasks if database.best(t.problem.key, device) is None]
     own = executor is None and bool(tasks)
     executor = executor or (LocalExecutor(target) if tasks else None)
-    pool = CompilePool(jobs if tasks else 0)
+    own_pool = pool is None
+    pool = pool or CompilePool(jobs if tasks else 0)
     try:
         results = tune_tasks(tasks, executor=executor, db=database, device=device, strategy=strategy,
                              budget=budget, settings=settings or Settings(), progress=progress, pool=pool)
     finally:
-        pool.close()
+        if own_pool:
+            pool.close()
         if own:
             executor.close()
     with scoped_options(tuning_db=path, tuned=True):

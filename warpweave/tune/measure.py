@@ -133,14 +133,20 @@ def make_inputs(artifact: Artifact, seed: int) -> dict[str, np.ndarray]:
 
 
 def compare(name: str, got: np.ndarray, want: np.ndarray) -> str:
-    """'' when `got` matches the reference within the dtype's tolerance, else why not."""
+    """'' when `got` matches the reference within the dtype's tolerance, else why not.
+    Floats of up to 4 bytes compare in float32 (a tenth of the time of float64 on large
+    outputs, and exact enough for tolerances of 1e-4 and up)."""
     if got.dtype.kind in "biu":
         bad = np.count_nonzero(got != want)
     else:
-        g, w = got.astype(np.float64), want.astype(np.float64)
+        wide = np.float64 if got.dtype.itemsize > 4 else np.float32
+        g, w = got.astype(wide, copy=False), want.astype(wide, copy=False)
         tol = _TOLERANCE.get(got.dtype.itemsize, 1e-4)
         scale = float(np.nanmax(np.abs(w), initial=0.0)) if w.size else 0.0
-        bad = np.count_nonzero(~np.isclose(g, w, rtol=tol, atol=tol * max(1.0, scale), equal_nan=True))
+        with np.errstate(invalid="ignore", over="ignore"):
+            close = np.abs(g - w) <= tol * max(1.0, scale) + tol * np.abs(w)
+        close |= (g == w) | (np.isnan(g) & np.isnan(w))
+        bad = close.size - np.count_nonzero(close)
     return f"{name}: {bad} of {got.size} elements differ from the default schedule's" if bad else ""
 
 
@@ -202,6 +208,7 @@ class _CudaBench:
         self.driver = driver
         driver.ensure_context(ordinal)
         self._flush = None
+        self._inputs: tuple = (None, {})  # (the host inputs, their device copies)
 
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray], settings: Settings,
             timed: bool) -> tuple[dict[str, np.ndarray], list[float]]:
@@ -209,13 +216,16 @@ class _CudaBench:
 
         drv = self.driver
         module = launch.Module(artifact.image)
-        allocations = {}
+        if self._inputs[0] is not inputs:  # a new group: its inputs go to the device once
+            self._inputs = (inputs, {})
+            for name, a in inputs.items():
+                self._inputs[1][name] = drv.alloc(max(1, a.nbytes))
+                drv.copy_htod(self._inputs[1][name].ptr, a)
+        allocations = dict(self._inputs[1])
         for b in artifact.buffers:
-            nbytes = max(1, int(np.prod(b.shape, dtype=np.int64)) * dt.dtype(b.dtype).itemsize)
-            allocations[b.name] = drv.alloc(nbytes)
-            if b.role == "in":
-                drv.copy_htod(allocations[b.name].ptr, inputs[b.name])
-            else:
+            if b.role != "in":
+                nbytes = max(1, int(np.prod(b.shape, dtype=np.int64)) * dt.dtype(b.dtype).itemsize)
+                allocations[b.name] = drv.alloc(nbytes)
                 drv.memset_d8(allocations[b.name].ptr, 0xFF, nbytes)
         calls = [(module.function(l.name, len(l.params)), l.grid, l.block,
                   [allocations[p].ptr for p in l.params]) for l in artifact.launches]

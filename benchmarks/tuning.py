@@ -127,6 +127,14 @@ def compare(args) -> None:
         print(c.row())
     print(f"default schedule: {simulate.statistics.mean(s.times[s.problem.default] / s.best_us for s in sweeps):.3f}x "
           "the best point on average")
+    print(f"\n{'default us':>10} {'best us':>10} {'speed-up':>8} {'space':>6}  group")
+    ups = []
+    for s in sweeps:
+        default = s.times[s.problem.default]
+        ups.append(default / s.best_us)
+        print(f"{default:10.2f} {s.best_us:10.2f} {ups[-1]:7.3f}x {len(s.problem.space):>6}  {s.trials[0].summary}")
+    print(f"tuned over default: geometric mean {float(np.exp(np.mean(np.log(ups)))):.3f}x, "
+          f"least {min(ups):.3f}x ({len(ups)} groups)\n")
     for method in ("neighbours", "learned"):
         print(predict.leave_one_out(db.trials(), method))
 

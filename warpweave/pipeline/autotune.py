@@ -113,6 +113,18 @@ def group_task(group: Group, graph: TensorGraph, target: str, sm_count: int) -> 
     return Task(problem, info, compiler)
 
 
+_SHARED: list[CompilePool] = []
+
+
+def _shared_pool() -> CompilePool:
+    """The compile pool tuning uses by default: one per process, so that tuning many
+    programs (`torch.compile(mode="max-autotune")` over a model) starts its processes
+    once; they end after a minute without work (on the GPU each holds a CUDA context)."""
+    if not _SHARED:
+        _SHARED.append(CompilePool(idle_s=60.0))
+    return _SHARED[0]
+
+
 def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str = "program", *,
                budget: int | None = None, strategy: str = "model", db: str | Database | None = None,
                executor: Executor | None = None, settings: Settings | None = None,
@@ -121,8 +133,8 @@ def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str
     """Tune every group of a tensor graph's default compile (see `ww.tune` for the
     arguments) and compile it again with the results. `retune=False` skips groups the
     database already has a correct trial for on this device. Candidates compile in
-    `jobs` processes (default: one per CPU core; 0: in this process), or in `pool`, a
-    `CompilePool` the caller shares between calls (and closes)."""
+    `jobs` processes (default: the process's shared pool, one per CPU core; 0: in this
+    process), or in `pool`, a `CompilePool` the caller shares between calls (and closes)."""
     target = resolve_target(target)
     if target not in ("cpu", "cuda"):
         raise ArgumentError(f"target {target!r} cannot be tuned: tune for 'cpu' or 'cuda'")
@@ -138,8 +150,8 @@ def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str
         tasks = [t for t in tasks if database.best(t.problem.key, device) is None]
     own = executor is None and bool(tasks)
     executor = executor or (LocalExecutor(target) if tasks else None)
-    own_pool = pool is None
-    pool = pool or CompilePool(jobs if tasks else 0)
+    own_pool = pool is None and jobs is not None
+    pool = pool or (CompilePool(jobs) if jobs is not None else _shared_pool())
     try:
         results = tune_tasks(tasks, executor=executor, db=database, device=device, strategy=strategy,
                              budget=budget, settings=settings or Settings(), progress=progress, pool=pool)

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -61,24 +62,38 @@ def _call(digest: str, blob: bytes, item):
 
 class CompilePool:
     """`jobs` compile processes (fresh interpreters: a forked copy of a process holding a
-    CUDA context or threads is unsafe), started on first use and kept until `close`."""
+    CUDA context or threads is unsafe), started on first use and kept until `close`, or
+    until they have been idle `idle_s` seconds (they start again when next needed)."""
 
-    def __init__(self, jobs: int | None = None):
+    def __init__(self, jobs: int | None = None, idle_s: float | None = None):
         self.jobs = default_jobs() if jobs is None else jobs
+        self.idle_s = idle_s
         self.crashes = 0
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._uses = 0  # counts calls for the pool: an idle timer set before one does nothing
 
     def _executor(self) -> cf.ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(self.jobs,
-                                                mp_context=multiprocessing.get_context("spawn"))
-        return self._pool
+        with self._lock:
+            self._uses += 1
+            if self._pool is None:
+                self._pool = cf.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def _close_if_idle(self, uses: int) -> None:
+        with self._lock:
+            if uses != self._uses:
+                return
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _restart(self) -> None:
         self.crashes += 1
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def map(self, fn: Callable, items: Iterable) -> Iterator[tuple[int, object, BaseException | None]]:
         items = list(items)
@@ -96,6 +111,15 @@ class CompilePool:
                     yield n, None, exc
             return
         digest = hashlib.sha256(blob).hexdigest()
+        try:
+            yield from self._map(digest, blob, items)
+        finally:
+            if self.idle_s is not None:
+                timer = threading.Timer(self.idle_s, self._close_if_idle, (self._uses,))
+                timer.daemon = True
+                timer.start()
+
+    def _map(self, digest: str, blob: bytes, items: list):
         pool = self._executor()
         futures = {pool.submit(_call, digest, blob, item): n for n, item in enumerate(items)}
         lost = []
@@ -119,9 +143,10 @@ class CompilePool:
                 yield n, None, exc
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self):
         return self

@@ -72,3 +72,15 @@ def test_a_crashing_compile_is_a_failed_trial(tmp_path):
     assert crashed.status == "failed" and "died" in crashed.error and crashed.median_us is None
     assert all(t.status == "ok" and t.median_us > 0 for s, t in trials.items() if s != crashed.schedule)
     assert np.isfinite(result.best_us)
+
+
+def test_pool_processes_compile_through_the_callers_disk_cache(tmp_path, monkeypatch):
+    task = _task(layer_norm, (16, 96))
+    with CompilePool(1) as pool:
+        list(pool.map(task.problem.estimate, task.problem.space[:1]))  # the process starts, under the old cache
+        monkeypatch.setenv("WARPWEAVE_CACHE_DIR", str(tmp_path / "cache"))
+        here = _task(layer_norm, (16, 96))  # made under the new one
+        before = set((tmp_path / "cache").rglob("*.*"))
+        [(_, compiled, error)] = pool.map(here.compile_candidate, here.problem.space[1:2])
+    assert error is None and compiled.artifact.image
+    assert len(set((tmp_path / "cache").rglob("*.*")) - before) == 1  # the candidate's object code

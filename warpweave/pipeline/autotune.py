@@ -5,6 +5,7 @@ and records. `ww.tune` (frontend.tuning) and `ww.jit(..., tune=True)` call `tune
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from ..errors import ArgumentError, Error
@@ -23,7 +24,7 @@ from ..tune.measure import Settings, make_artifact
 from ..tune.records import DeviceInfo, cuda_device, host_device
 from ..tune.session import GroupResult, Task, table, tune_tasks
 from ..tune.strategies import Problem
-from .cache import tuning_db_path
+from .cache import ENV_VAR as CACHE_ENV_VAR, cache_dir, tuning_db_path
 from .compile import compile_graph, compile_group, cpu_code, cubin, ptx_texts, resolve_target, work_per_step
 
 
@@ -59,6 +60,7 @@ class GroupCompiler:
     graph: TensorGraph
     target: str
     options: Options
+    cache: str = dataclasses.field(default_factory=cache_dir)  # the disk cache it compiles through
 
     def __post_init__(self):
         self._kernels: dict[Schedule, list[KernelInfo]] = {}
@@ -67,7 +69,10 @@ class GroupCompiler:
         return {k: v for k, v in self.__dict__.items() if k != "_kernels"}
 
     def __setstate__(self, state):
+        # unpickled in a pool process (started earlier, perhaps under another environment):
+        # compile through the cache of the process that made it
         self.__dict__.update(state, _kernels={})
+        os.environ[CACHE_ENV_VAR] = self.cache
 
     def kernels(self, schedule: Schedule) -> list[KernelInfo]:
         if schedule not in self._kernels:

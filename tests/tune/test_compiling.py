@@ -84,3 +84,25 @@ def test_pool_processes_compile_through_the_callers_disk_cache(tmp_path, monkeyp
         [(_, compiled, error)] = pool.map(here.compile_candidate, here.problem.space[1:2])
     assert error is None and compiled.artifact.image
     assert len(set((tmp_path / "cache").rglob("*.*")) - before) == 1  # the candidate's object code
+
+
+def test_several_workers_take_jobs_from_a_generator_as_they_come():
+    import pytest
+
+    from warpweave.tune.measure import Job
+
+    task = _task(layer_norm, (16, 96))
+    reference = task.compile_candidate(task.problem.default).artifact
+    points = task.problem.space[:4]
+
+    def jobs(fail_after=None):
+        for n, s in enumerate(points):
+            if n == fail_after:
+                raise RuntimeError("the job source broke")
+            yield Job("t", reference, task.compile_candidate(s).artifact, schedule_to_json(s), FAST)
+
+    with LocalExecutor("cpu", devices=2) as executor:
+        results = dict(executor.run(jobs()))
+        assert sorted(results) == [0, 1, 2, 3] and {r.status for r in results.values()} == {"ok"}
+        with pytest.raises(RuntimeError, match="job source broke"):
+            list(executor.run(jobs(fail_after=2)))

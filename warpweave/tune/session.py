@@ -9,7 +9,6 @@ a `compiling.CompilePool` runs the callable, in parallel where it pickles.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -130,18 +129,20 @@ def _measure_batch(task: Task, points: list[Schedule], reference: Compiled, pool
     owners: list[tuple[int, float]] = []  # job index -> (point index, estimate)
     todo = [n for n, s in enumerate(points) if s != problem.default]
 
+    def compiled():  # (index, Compiled, error): the default's at once, the rest as they compile
+        yield from ((n, reference, None) for n, s in enumerate(points) if s == problem.default)
+        for k, c, error in pool.map(task.compile_candidate, [points[n] for n in todo]):
+            yield todo[k], c, error
+
     def jobs():
-        ready = [(n, reference, None) for n, s in enumerate(points) if s == problem.default]
-        for n, compiled, error in itertools.chain(ready, ((todo[k], c, e) for k, c, e in
-                                                           pool.map(task.compile_candidate,
-                                                                    [points[i] for i in todo]))):
+        for n, compiled_point, error in compiled():
             if error is not None:
                 message = str(error) if isinstance(error, Error) else f"{type(error).__name__}: {error}"
                 trials[n] = _trial(info, problem, device, strategy, points[n], Result("failed", error=message),
                                    None)
                 continue
-            owners.append((n, compiled.estimate_s))
-            yield Job(problem.key, reference.artifact, compiled.artifact, schedule_to_json(points[n]), settings)
+            owners.append((n, compiled_point.estimate_s))
+            yield Job(problem.key, reference.artifact, compiled_point.artifact, schedule_to_json(points[n]), settings)
 
     for k, result in executor.run(jobs()):
         n, estimate = owners[k]

@@ -106,3 +106,24 @@ def test_several_workers_take_jobs_from_a_generator_as_they_come():
         assert sorted(results) == [0, 1, 2, 3] and {r.status for r in results.values()} == {"ok"}
         with pytest.raises(RuntimeError, match="job source broke"):
             list(executor.run(jobs(fail_after=2)))
+
+
+def test_a_script_without_a_main_guard_tunes_once(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\nimport warpweave as ww\nfrom warpweave.tune.measure import Settings\n"
+        "print('top level ran')\n"
+        "x = np.ones((16, 96), np.float32)\n"
+        "r = ww.tune(lambda t: ww.layer_norm(t), x, target='cpu', strategy='exhaustive', budget=3, jobs=2,\n"
+        f"            db={str(tmp_path / 't.db')!r}, settings=Settings(warmup=1, repeat=2), progress=False)\n"
+        "print('trials', r.groups[0].trials, 'failed', r.groups[0].failed)\n")
+    root = str(pathlib.Path(__file__).parents[2])
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": root, "WARPWEAVE_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("top level ran") == 1 and "trials 3 failed 0" in run.stdout

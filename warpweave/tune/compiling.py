@@ -84,6 +84,7 @@ class _Process:
     def __init__(self):
         self._process: subprocess.Popen | None = None
         self._send = self._recv = None
+        self._lock = threading.Lock()  # one call at a time, whichever thread asks
 
     def _start(self) -> None:
         from_parent, to_child = os.pipe()
@@ -99,19 +100,24 @@ class _Process:
 
     def call(self, digest: str, blob: bytes, item):
         """(result, None) or (None, the exception the call raised, or `CompileCrash`)."""
-        if self._process is None or self._process.poll() is not None:
-            self.stop()
-            self._start()
-        try:
-            self._send.send((digest, blob, item))
-            status, value = self._recv.recv()
-        except (EOFError, OSError):
-            code = self._process.wait()
-            self.stop()
-            return None, CompileCrash(f"the process compiling {item!r} died (exit code {code})")
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._stop()
+                self._start()
+            try:
+                self._send.send((digest, blob, item))
+                status, value = self._recv.recv()
+            except (EOFError, OSError):
+                code = self._process.wait()
+                self._stop()
+                return None, CompileCrash(f"the process compiling {item!r} died (exit code {code})")
         return (value, None) if status == "ok" else (None, value)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if self._process is None:
             return
         if self._process.poll() is None:

@@ -4,12 +4,13 @@
     python benchmarks/tuning.py record --target cuda --out benchmarks/data/h200_sweep.jsonl
     WARPWEAVE_NUM_THREADS=1 python benchmarks/tuning.py record --target cpu --out benchmarks/data/cpu_sweep.jsonl
 
-    # candidates compile one at a time here (~0.5 s each; a GPU row group has ~400 points),
-    # so split a long sweep over GPUs, one process each, and merge the files:
-    i=0; for c in softmax layer_norm row_sum col_sum; do
-        CUDA_VISIBLE_DEVICES=$i python benchmarks/tuning.py record --target cuda --cases $c \
-            --out /tmp/h200_$c.jsonl --quiet & i=$((i+1)); done; wait
-    cat /tmp/h200_*.jsonl > benchmarks/data/h200_sweep.jsonl
+    # candidates compile in a pool of processes (--jobs, default one per core) while the
+    # worker measures; the sweep of the H200's spaces at three shapes, float32 (2934
+    # points), in one call with a deadline (cases that would end past it are left out, and
+    # the file is written after every group):
+    python benchmarks/tuning.py record --target cuda --cases softmax,layer_norm,row_sum,col_sum \
+        --shapes 4096x1000,65536x128,2048x4093 --dtypes float32 --jobs 15 --warmup 2 --repeat 10 \
+        --deadline 150 --quiet --out benchmarks/data/h200_sweep.jsonl
 
     # compare the strategies by simulation on a recorded sweep (no device needed):
     # mean trials to within 3 % and 1 % of each group's best point, and the predictor's

@@ -10,6 +10,7 @@ from warpweave.tune.executors import LocalExecutor
 from warpweave.tune.records import host_device, schedule_to_json
 from warpweave.tune.session import tune_tasks
 
+from ..utils import assert_ptxas_accepts
 from .conftest import FAST, traced
 from .faults import CrashingCompiler
 
@@ -127,3 +128,20 @@ def test_a_script_without_a_main_guard_tunes_once(tmp_path):
                          env={**os.environ, "PYTHONPATH": root, "WARPWEAVE_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("top level ran") == 1 and "trials 3 failed 0" in run.stdout
+
+
+def test_cuda_candidates_compile_in_the_pool_as_here():
+    graph, single = traced(layer_norm, (64, 200))
+    program = compile_graph(graph, single, "interp")  # the GPU family's plan, no GPU needed
+    task = group_task(program.plan.groups[0], program.graph, "cuda", 132)
+    points = task.problem.space[:3]
+    with CompilePool(2) as pool:
+        out = {n: (value, error) for n, value, error in pool.map(task.compile_candidate, points)}
+    for n, s in enumerate(points):
+        value, error = out[n]
+        here = task.compile_candidate(s)
+        assert error is None and value.artifact.target == "cuda" and value.artifact.image
+        assert (value.artifact.launches, value.artifact.buffers) == (here.artifact.launches, here.artifact.buffers)
+        assert value.estimate_s == here.estimate_s > 0
+        if not value.artifact.image.startswith(b"\x7fELF"):  # PTX where no driver links a cubin
+            assert_ptxas_accepts(value.artifact.image.decode())

@@ -4,12 +4,13 @@
     python benchmarks/tuning.py record --target cuda --out benchmarks/data/h200_sweep.jsonl
     WARPWEAVE_NUM_THREADS=1 python benchmarks/tuning.py record --target cpu --out benchmarks/data/cpu_sweep.jsonl
 
-    # candidates compile one at a time here (~0.5 s each; a GPU row group has ~400 points),
-    # so split a long sweep over GPUs, one process each, and merge the files:
-    i=0; for c in softmax layer_norm row_sum col_sum; do
-        CUDA_VISIBLE_DEVICES=$i python benchmarks/tuning.py record --target cuda --cases $c \
-            --out /tmp/h200_$c.jsonl --quiet & i=$((i+1)); done; wait
-    cat /tmp/h200_*.jsonl > benchmarks/data/h200_sweep.jsonl
+    # candidates compile in a pool of processes (--jobs, default one per core) while the
+    # worker measures; the sweep of the H200's spaces at three shapes, float32 (2934
+    # points), in one call with a deadline (cases that would end past it are left out, and
+    # the file is written after every group):
+    python benchmarks/tuning.py record --target cuda --cases softmax,layer_norm,row_sum,col_sum \
+        --shapes 4096x1000,65536x128,2048x4093 --dtypes float32 --jobs 15 --warmup 2 --repeat 10 \
+        --deadline 150 --quiet --out benchmarks/data/h200_sweep.jsonl
 
     # compare the strategies by simulation on a recorded sweep (no device needed):
     # mean trials to within 3 % and 1 % of each group's best point, and the predictor's
@@ -40,7 +41,9 @@ from warpweave.frontend.jit import spec_of  # noqa: E402
 from warpweave.frontend.trace import trace  # noqa: E402
 from warpweave.pipeline.autotune import tune_graph  # noqa: E402
 from warpweave.tune import predict, simulate  # noqa: E402
+from warpweave.tune.compiling import CompilePool  # noqa: E402
 from warpweave.tune.database import Database  # noqa: E402
+from warpweave.tune.executors import LocalExecutor  # noqa: E402
 from warpweave.tune.measure import Settings  # noqa: E402
 from warpweave.tune.session import table  # noqa: E402
 
@@ -66,9 +69,9 @@ def _sweep(args):
     """(case name, shape, dtype) over the requested cases, shapes and dtypes."""
     shapes = [_shape(s) for s in args.shapes.split(",")] if args.shapes else SHAPES[args.target]
     dtypes = args.dtypes.split(",") if args.dtypes else DTYPES[args.target]
-    for name in args.cases.split(","):
+    for d in dtypes:  # shape by shape: a sweep cut short still has every case at some shapes
         for shape in shapes:
-            for d in dtypes:
+            for name in args.cases.split(","):
                 yield name, shape, d
 
 
@@ -79,6 +82,9 @@ def _tune(name, shape, dtype, target, **kw):
 
 
 def record(args) -> None:
+    """Every point of every group's space, measured; the sweep exported after each group
+    (so a run cut short keeps what it measured), and cases left out once the next would
+    run past --deadline seconds at the rate measured so far."""
     db_path = args.db or os.path.splitext(args.out)[0] + ".db"
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db_path + suffix):
@@ -86,12 +92,31 @@ def record(args) -> None:
     db = Database(db_path)
     settings = Settings(warmup=args.warmup, repeat=args.repeat)
     start = time.time()
-    for name, shape, dtype in _sweep(args):
-        report = _tune(name, shape, dtype, args.target, strategy="exhaustive", db=db, settings=settings,
-                       progress=not args.quiet)
-        print(table(report.groups), flush=True)
+    done, skipped = 0, []
+    with LocalExecutor(args.target) as executor, CompilePool(args.jobs) as pool:
+        for name, shape, dtype in _sweep(args):
+            done += _record_one(args, name, shape, dtype, db, settings, executor, pool, start, done, skipped)
     n = db.export_jsonl(args.out)
     print(f"recorded {n} trials in {time.time() - start:.0f} s: {args.out} (database {db_path})")
+    if skipped:
+        print(f"left out (past the deadline): {', '.join(skipped)}")
+
+
+def _record_one(args, name, shape, dtype, db, settings, executor, pool, start, done, skipped) -> int:
+    """One case's exhaustive sweep (1), or none when it would end past the deadline (0)."""
+    elapsed = time.time() - start
+    if args.deadline and done and elapsed * (done + 1) / done > args.deadline:
+        skipped.append(f"{name} {shape[0]}x{shape[1]} {dtype}")
+        return 0
+    t = time.time()
+    report = _tune(name, shape, dtype, args.target, strategy="exhaustive", db=db, settings=settings,
+                   progress=not args.quiet, executor=executor, pool=pool)
+    trials = sum(g.trials for g in report.groups)
+    print(table(report.groups), flush=True)
+    print(f"  {name} {shape} {dtype}: {trials} trials in {time.time() - t:.1f} s "
+          f"({trials / (time.time() - t):.1f} per second)", flush=True)
+    db.export_jsonl(args.out)
+    return 1
 
 
 def compare(args) -> None:
@@ -103,6 +128,14 @@ def compare(args) -> None:
         print(c.row())
     print(f"default schedule: {simulate.statistics.mean(s.times[s.problem.default] / s.best_us for s in sweeps):.3f}x "
           "the best point on average")
+    print(f"\n{'default us':>10} {'best us':>10} {'speed-up':>8} {'space':>6}  group")
+    ups = []
+    for s in sweeps:
+        default = s.times[s.problem.default]
+        ups.append(default / s.best_us)
+        print(f"{default:10.2f} {s.best_us:10.2f} {ups[-1]:7.3f}x {len(s.problem.space):>6}  {s.trials[0].summary}")
+    print(f"tuned over default: geometric mean {float(np.exp(np.mean(np.log(ups)))):.3f}x, "
+          f"least {min(ups):.3f}x ({len(ups)} groups)\n")
     for method in ("neighbours", "learned"):
         print(predict.leave_one_out(db.trials(), method))
 
@@ -113,7 +146,7 @@ def bench(args) -> None:
     results = []
     for name, shape, dtype in _sweep(args):
         report = _tune(name, shape, dtype, args.target, strategy=args.strategy, budget=args.budget, db=db,
-                       settings=settings, progress=not args.quiet)
+                       settings=settings, progress=not args.quiet, jobs=args.jobs)
         results += report.groups
     print(table(results))
     ups = [r.speedup for r in results if r.speedup]
@@ -134,9 +167,12 @@ def main(argv=None) -> None:
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeat", type=int, default=20)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--jobs", type=int, help="processes compiling candidates (default: one per core)")
     commands.choices["record"].add_argument("--out", required=True, help="the sweep's JSON lines file")
     commands.choices["record"].add_argument("--db", help="the database it is recorded in (default: next to "
                                                          "--out, .db; recreated)")
+    commands.choices["record"].add_argument("--deadline", type=float, help="seconds: leave out cases that would "
+                                                                           "end past it")
     commands.choices["bench"].add_argument("--strategy", default="model")
     commands.choices["bench"].add_argument("--budget", type=int, default=24)
     commands.choices["bench"].add_argument("--db", help="a tuning database to write (default: in memory)")

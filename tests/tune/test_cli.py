@@ -25,7 +25,7 @@ def test_tune_command(tmp_path, capsys):
     script.write_text("import warpweave as ww\n\ndef rowsum(x):\n    return x.sum(axis=-1)\n")
     path = str(tmp_path / "t.db")
     assert main(["tune", f"{script}:rowsum", "--arg", "8x32:float32", "--target", "cpu", "--budget", "2",
-                 "--strategy", "exhaustive", "--db", path, "--repeat", "3"]) == 0
+                 "--strategy", "exhaustive", "--db", path, "--repeat", "3", "--jobs", "1"]) == 0
     assert "speed-up" in capsys.readouterr().out and Database(path).count() == 2
     assert main(["tune", f"{script}:nothing", "--target", "cpu", "--db", path]) == 1
     assert "defines no function 'nothing'" in capsys.readouterr().err

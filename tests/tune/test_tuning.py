@@ -64,8 +64,8 @@ def test_wrong_outputs_are_incorrect_trials():
     for g in (graph, other):
         p = compile_graph(g, single, "cpu")
         tasks.append(group_task(p.plan.groups[0], p.graph, "cpu", 132))
-    reference = tasks[0].compile_candidate(tasks[0].problem.default)
-    wrong = tasks[1].compile_candidate(tasks[1].problem.default)
+    reference = tasks[0].compile_candidate(tasks[0].problem.default).artifact
+    wrong = tasks[1].compile_candidate(tasks[1].problem.default).artifact
     assert reference.buffers == wrong.buffers
     worker = Worker("cpu")
     try:

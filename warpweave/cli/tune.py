@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("--dask", metavar="ADDRESS", help="measure on a Dask cluster (scheduler address)")
     parser.add_argument("--repeat", type=int, default=Settings.repeat, help="timed runs per candidate")
     parser.add_argument("--timeout", type=float, default=Settings.timeout_s, help="seconds per candidate")
+    parser.add_argument("--jobs", type=int, help="processes compiling candidates (default: one per CPU core; "
+                                                 "0: compile in this process)")
     parser.set_defaults(func=_run)
 
 
@@ -60,7 +62,7 @@ def _run(args) -> int:
     try:
         report = tune(fn, *[parse_arg(a) for a in args.arg], target=args.target, budget=args.budget,
                       strategy=args.strategy, db=args.db, executor=executor,
-                      settings=Settings(repeat=args.repeat, timeout_s=args.timeout))
+                      settings=Settings(repeat=args.repeat, timeout_s=args.timeout), jobs=args.jobs)
     finally:
         if executor is not None:
             executor.close()

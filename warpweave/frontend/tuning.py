@@ -17,7 +17,7 @@ from .trace import trace
 
 def tune(fn, *example_args, target: str = "auto", budget: int | None = None, strategy: str = "model",
          db: str | Database | None = None, executor: Executor | None = None,
-         settings: Settings | None = None, progress: bool = True) -> TuneReport:
+         settings: Settings | None = None, progress: bool = True, jobs: int | None = None) -> TuneReport:
     """Tune the schedules of `fn` (a numpy-style function, or a `ww.jit` function) for
     these example arguments' shapes and dtypes on `target`.
 
@@ -28,8 +28,11 @@ def tune(fn, *example_args, target: str = "auto", budget: int | None = None, str
         `tuning_db` option / WARPWEAVE_TUNING_DB, else tuning.db in the cache directory).
     executor: where candidates run (default: local worker processes, one per device;
         `tune.executors.DaskExecutor` for a cluster).
-    settings: how candidates are timed (`tune.measure.Settings`)."""
+    settings: how candidates are timed (`tune.measure.Settings`).
+    jobs: processes compiling candidates in parallel (default: one per CPU core; 0:
+        compile in this process)."""
     fn = fn.fn if isinstance(fn, JitFunction) else fn
     graph, single = trace(fn, tuple(spec_of(a) for a in example_args))
     return tune_graph(graph, single, target, getattr(fn, "__name__", "program"), budget=budget,
-                      strategy=strategy, db=db, executor=executor, settings=settings, progress=progress)
+                      strategy=strategy, db=db, executor=executor, settings=settings, progress=progress,
+                      jobs=jobs)

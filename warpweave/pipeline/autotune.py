@@ -4,25 +4,28 @@ and records. `ww.tune` (frontend.tuning) and `ww.jit(..., tune=True)` call `tune
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, Error
 from ..ir.tensor import TensorGraph
-from ..options import current, options as scoped_options
+from ..options import Options, current, options as scoped_options
 from ..passes.fuse import Group
-from ..program import Program
+from ..program import KernelInfo, Program
 from ..schedule.choose import DEFAULT_SM_COUNT, default_schedule
 from ..schedule.space import group_key, space
 from ..schedule.templates import Schedule
 from ..tune.database import Database
 from ..tune.executors import Executor, LocalExecutor
 from ..tune.features import describe
-from ..tune.measure import Artifact, Settings, build_artifact
+from ..tune.compiling import CompilePool, Compiled
+from ..tune.measure import Settings, make_artifact
 from ..tune.records import DeviceInfo, cuda_device, host_device
 from ..tune.session import GroupResult, Task, table, tune_tasks
 from ..tune.strategies import Problem
-from .cache import tuning_db_path
-from .compile import compile_graph, compile_group, resolve_target, work_per_step
+from .cache import ENV_VAR as CACHE_ENV_VAR, cache_dir, tuning_db_path
+from .compile import compile_graph, compile_group, cpu_code, cubin, ptx_texts, resolve_target, work_per_step
 
 
 @dataclass
@@ -45,42 +48,98 @@ def _device(target: str) -> DeviceInfo:
     return host_device()
 
 
+@dataclass
+class GroupCompiler:
+    """Compiles one group's candidates for a target: GIR through the passes, then native
+    code or a cubin (through the disk cache). Picklable, so the tuner's pool runs it in
+    other processes, under the options in force where it was made. Passes are not
+    verified one by one (the final kernel is, and every candidate's outputs are checked
+    against the default's), which halves a candidate's GIR time."""
+
+    group: Group
+    graph: TensorGraph
+    target: str
+    options: Options
+    cache: str = dataclasses.field(default_factory=cache_dir)  # the disk cache it compiles through
+
+    def __post_init__(self):
+        self._kernels: dict[Schedule, list[KernelInfo]] = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_kernels"}
+
+    def __setstate__(self, state):
+        # unpickled in a pool process (started earlier, perhaps under another environment):
+        # compile through the cache of the process that made it
+        self.__dict__.update(state, _kernels={})
+        os.environ[CACHE_ENV_VAR] = self.cache
+
+    def kernels(self, schedule: Schedule) -> list[KernelInfo]:
+        if schedule not in self._kernels:
+            with scoped_options(**{**dataclasses.asdict(self.options), "verify": False}):
+                self._kernels = {schedule: compile_group(self.group, self.graph, self.target, schedule)}
+        return self._kernels[schedule]
+
+    def estimate(self, schedule: Schedule) -> float:
+        """The cost model's seconds (inf: the point does not compile)."""
+        try:
+            return sum(k.cost.time_s for k in self.kernels(schedule))
+        except Error:
+            return float("inf")
+
+    def __call__(self, schedule: Schedule) -> Compiled:
+        infos = self.kernels(schedule)
+        girs = [k.gir for k in infos]
+        if self.target == "cpu":
+            image = cpu_code(girs, "candidate").object
+        else:
+            from ..backends.cuda import codegen, driver
+
+            usable = driver.available()
+            arch = codegen.check_arch(self.options.cuda_arch) if self.options.cuda_arch else \
+                (driver.device().arch if usable else codegen.DEFAULT_ARCH)
+            ptx = ptx_texts(girs, arch, "candidate")["ptx"]
+            image = cubin(ptx, arch) if usable else ptx.encode()
+        members = set(self.group.ops)
+        inputs = {i for o in self.group.ops for i in self.graph[o].inputs if i not in members}
+        artifact = make_artifact(self.target, girs, [work_per_step(self.graph, k) for k in infos], inputs,
+                                 set(self.group.outputs), image)
+        return Compiled(artifact, sum(k.cost.time_s for k in infos))
+
+
 def group_task(group: Group, graph: TensorGraph, target: str, sm_count: int) -> Task:
-    """The search task of one group: its space, default, cost model and how a candidate
-    compiles (GIR through the passes, then native code or a cubin)."""
+    """The search task of one group: its space, default, cost model and compiler."""
     family = "cpu" if target == "cpu" else "gpu"
-    compiled: dict[Schedule, list] = {}
-
-    def kernels(schedule: Schedule):
-        if schedule not in compiled:
-            compiled[schedule] = compile_group(group, graph, target, schedule)
-        return compiled[schedule]
-
-    def estimate(schedule: Schedule) -> float:
-        return sum(k.cost.time_s for k in kernels(schedule))
-
-    members = set(group.ops)
-    inputs = {i for o in group.ops for i in graph[o].inputs if i not in members}
-
-    def compile_candidate(schedule: Schedule) -> Artifact:
-        infos = kernels(schedule)
-        return build_artifact(target, [k.gir for k in infos], [work_per_step(graph, k) for k in infos],
-                              inputs, set(group.outputs))
-
+    compiler = GroupCompiler(group, graph, target, current())
     info = describe(group, graph)
     default = default_schedule(group, graph, family, sm_count)
     points = space(group, graph, family, sm_count)
-    problem = Problem(group_key(group, graph), info.shapes, info.dtypes, points, default, estimate)
-    return Task(problem, info, compile_candidate)
+    problem = Problem(group_key(group, graph), info.shapes, info.dtypes, points, default, compiler.estimate)
+    return Task(problem, info, compiler)
+
+
+_SHARED: list[CompilePool] = []
+
+
+def _shared_pool() -> CompilePool:
+    """The compile pool tuning uses by default: one per process, so that tuning many
+    programs (`torch.compile(mode="max-autotune")` over a model) starts its processes
+    once; they end after a minute without work (on the GPU each holds a CUDA context)."""
+    if not _SHARED:
+        _SHARED.append(CompilePool(idle_s=60.0))
+    return _SHARED[0]
 
 
 def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str = "program", *,
                budget: int | None = None, strategy: str = "model", db: str | Database | None = None,
                executor: Executor | None = None, settings: Settings | None = None,
-               progress: bool = True, retune: bool = True) -> TuneReport:
+               progress: bool = True, retune: bool = True, jobs: int | None = None,
+               pool: CompilePool | None = None) -> TuneReport:
     """Tune every group of a tensor graph's default compile (see `ww.tune` for the
     arguments) and compile it again with the results. `retune=False` skips groups the
-    database already has a correct trial for on this device."""
+    database already has a correct trial for on this device. Candidates compile in
+    `jobs` processes (default: the process's shared pool, one per CPU core; 0: in this
+    process), or in `pool`, a `CompilePool` the caller shares between calls (and closes)."""
     target = resolve_target(target)
     if target not in ("cpu", "cuda"):
         raise ArgumentError(f"target {target!r} cannot be tuned: tune for 'cpu' or 'cuda'")
@@ -96,10 +155,14 @@ def tune_graph(graph: TensorGraph, single: bool, target: str = "auto", name: str
         tasks = [t for t in tasks if database.best(t.problem.key, device) is None]
     own = executor is None and bool(tasks)
     executor = executor or (LocalExecutor(target) if tasks else None)
+    own_pool = pool is None and jobs is not None
+    pool = pool or (CompilePool(jobs) if jobs is not None else _shared_pool())
     try:
         results = tune_tasks(tasks, executor=executor, db=database, device=device, strategy=strategy,
-                             budget=budget, settings=settings or Settings(), progress=progress)
+                             budget=budget, settings=settings or Settings(), progress=progress, pool=pool)
     finally:
+        if own_pool:
+            pool.close()
         if own:
             executor.close()
     with scoped_options(tuning_db=path, tuned=True):

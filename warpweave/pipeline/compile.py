@@ -320,12 +320,10 @@ def _make_runner(program: Program, options: Options):
     if program.target == "interp":
         return InterpRunner()
     if program.target == "cpu":
-        from ..backends.cpu import CpuCode, CpuExecutable, compile_code, host_key
+        from ..backends.cpu import CpuExecutable
 
         girs = [k.gir for k in program.kernels]
-        key = make_key("cpu-object", host_key(), *(print_kernel(g) for g in girs))  # not the name: see above
-        code = default_cache().get_or_build(key, lambda: compile_code(girs, program.name).to_bytes(),
-                                            decode=CpuCode.from_bytes)
+        code = cpu_code(girs, program.name)
         works = [work_per_step(program.graph, k) for k in program.kernels]
         return CpuRunner(CpuExecutable(girs, works, program.name, code=code))
     return _cuda_runner(program, options)
@@ -339,22 +337,39 @@ def _cuda_runner(program: Program, options: Options):
 
     arch = codegen.check_arch(options.cuda_arch) if options.cuda_arch else \
         (driver.device().arch if driver.available() else codegen.DEFAULT_ARCH)
-    girs = [k.gir for k in program.kernels]
-    cache = default_cache()
-    key = make_key("ptx", arch, *(print_kernel(g) for g in girs))
+    texts = ptx_texts([k.gir for k in program.kernels], arch, program.name)
+    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
+                       texts["llvm"], texts["ptx"], lambda: cubin(texts["ptx"], arch), program.single)
+
+
+def cpu_code(girs: list[Kernel], name: str):
+    """Host object code for final GIR kernels, from the disk cache when it has it."""
+    from ..backends.cpu import CpuCode, compile_code, host_key
+
+    key = make_key("cpu-object", host_key(), *(print_kernel(g) for g in girs))  # not the name: see above
+    return default_cache().get_or_build(key, lambda: compile_code(girs, name).to_bytes(),
+                                        decode=CpuCode.from_bytes)
+
+
+def ptx_texts(girs: list[Kernel], arch: str, name: str) -> dict[str, str]:
+    """LLVM IR and PTX ({"llvm": ..., "ptx": ...}) for final GIR kernels, from the disk
+    cache when it has them."""
+    from ..backends.cuda import codegen
 
     def build() -> bytes:
-        llvm_ir, ptx = codegen.compile_ptx(girs, arch, program.name)
+        llvm_ir, ptx = codegen.compile_ptx(girs, arch, name)
         return json.dumps({"llvm": llvm_ir, "ptx": ptx}).encode()
 
-    texts = cache.get_or_build(key, build, decode=_ptx_texts)
+    return default_cache().get_or_build(make_key("ptx", arch, *(print_kernel(g) for g in girs)), build,
+                                        decode=_ptx_texts)
 
-    def load_image() -> bytes:
-        return cache.get_or_build(make_key("cubin", arch, driver.driver_version(), texts["ptx"]),
-                                  lambda: driver.link_ptx(texts["ptx"], arch))
 
-    return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
-                       texts["llvm"], texts["ptx"], load_image, program.single)
+def cubin(ptx: str, arch: str) -> bytes:
+    """PTX linked for `arch` by the driver, from the disk cache when it has it."""
+    from ..backends.cuda import driver
+
+    return default_cache().get_or_build(make_key("cubin", arch, driver.driver_version(), ptx),
+                                        lambda: driver.link_ptx(ptx, arch))
 
 
 def _ptx_texts(blob: bytes) -> dict[str, str]:

@@ -58,31 +58,45 @@ class LocalExecutor(Executor):
         return sum(w.restarts for w in self.workers)
 
     def run(self, jobs):
+        """`jobs` may be any iterable, a generator included: each is taken when a
+        worker is free (so measuring overlaps whatever produces them)."""
         if len(self.workers) == 1:
             for n, job in enumerate(jobs):
                 yield n, self.workers[0].run(job)
             return
-        todo: queue.Queue = queue.Queue()
-        for item in enumerate(jobs):
-            todo.put(item)
+        source = enumerate(jobs)
+        lock = threading.Lock()
         done: queue.Queue = queue.Queue()
 
         def feed(worker: Worker):
-            while True:
-                try:
-                    n, job = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    done.put((n, worker.run(job)))
-                except Exception as exc:  # noqa: BLE001 - a worker that cannot start
-                    done.put((n, Result("failed", error=f"{type(exc).__name__}: {exc}")))
+            try:
+                while True:
+                    with lock:
+                        item = next(source, None)
+                    if item is None:
+                        return
+                    n, job = item
+                    try:
+                        done.put((n, worker.run(job)))
+                    except Exception as exc:  # noqa: BLE001 - a worker that cannot start
+                        done.put((n, Result("failed", error=f"{type(exc).__name__}: {exc}")))
+            except BaseException as exc:  # noqa: BLE001 - the job source failed: raised below
+                done.put(exc)
+            finally:
+                done.put(None)
 
         threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in self.workers]
         for t in threads:
             t.start()
-        for _ in jobs:
-            yield done.get()
+        running = len(threads)
+        while running:
+            item = done.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
         for t in threads:
             t.join()
 

@@ -4,7 +4,8 @@ a summary table say how it went.
 
 The caller supplies one `Task` per group: its search `Problem` (space, default, cost
 model), what the database keeps about it (`features.GroupInfo`) and
-`compile_candidate(schedule) -> measure.Artifact`. Nothing here compiles by itself.
+`compile_candidate(schedule) -> compiling.Compiled`. Nothing here compiles by itself:
+a `compiling.CompilePool` runs the callable, in parallel where it pickles.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from ..schedule.templates import Schedule
 from .database import Database
 from .executors import Executor
 from .features import GroupInfo
-from .measure import Artifact, Job, Result, Settings
+from .compiling import CompilePool, Compiled
+from .measure import Job, Result, Settings
 from .records import DeviceInfo, Trial, schedule_to_json
 from .strategies import Problem, State, make_strategy
 
@@ -26,7 +28,7 @@ from .strategies import Problem, State, make_strategy
 class Task:
     problem: Problem
     info: GroupInfo
-    compile_candidate: Callable[[Schedule], Artifact]
+    compile_candidate: Callable[[Schedule], Compiled]  # picklable: compiles in a pool
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,17 @@ def table(results: list[GroupResult]) -> str:
     return "\n".join(lines)
 
 
-def _estimate_us(problem: Problem, s: Schedule) -> float | None:
-    try:
-        e = problem.estimate(s)
-    except Error:
-        return None
-    return e * 1e6 if math.isfinite(e) else None
-
-
 def tune_tasks(tasks: list[Task], *, executor: Executor, db: Database, device: DeviceInfo,
-               strategy: str = "model", budget: int | None = None, batch: int = 4,
-               settings: Settings = Settings(), progress: bool = True) -> list[GroupResult]:
+               strategy: str = "model", budget: int | None = None, batch: int | None = None,
+               settings: Settings = Settings(), progress: bool = True,
+               pool: CompilePool | None = None) -> list[GroupResult]:
     """Search each task's space (at most `budget` trials per group, the default's
-    included; None: the whole space) and return one result per task."""
+    included; None: the whole space) and return one result per task. Candidates compile
+    in `pool` (default: in this process) `batch` at a time (default: the strategy's),
+    each measured as soon as it has compiled."""
     from tqdm.auto import tqdm  # imported here: `import warpweave` stays light
 
+    pool = pool or CompilePool(0)
     results = []
     total = sum(min(len(t.problem.space), budget or len(t.problem.space)) for t in tasks)
     bar = tqdm(total=total, desc=f"tuning ({strategy})", unit="trial", disable=not progress)
@@ -80,27 +78,20 @@ def tune_tasks(tasks: list[Task], *, executor: Executor, db: Database, device: D
             search = make_strategy(strategy)
             problem.history = db.trials(structure=info.structure, target=device.target,
                                         device_name=device.name, status="ok")
+            if search.uses_estimates:
+                problem.estimate = _estimates(pool, problem)
             limit = min(len(problem.space), budget or len(problem.space))
-            reference = task.compile_candidate(problem.default)
+            [(_, reference, error)] = pool.map(task.compile_candidate, [problem.default])
+            if error is not None:
+                raise error
             state = State()
             failed = 0
             while len(state.measured) < limit:
                 points = [problem.default] if not state.measured else \
-                    search.propose(problem, state, min(batch, limit - len(state.measured)))
+                    search.propose(problem, state, min(batch or search.batch, limit - len(state.measured)))
                 if not points:
                     break
-                trials: dict[int, Trial] = {}
-                jobs, owners = [], []
-                for n, s in enumerate(points):
-                    try:
-                        artifact = reference if s == problem.default else task.compile_candidate(s)
-                    except Error as exc:
-                        trials[n] = _trial(info, problem, device, strategy, s, Result("failed", error=str(exc)))
-                        continue
-                    jobs.append(Job(problem.key, reference, artifact, schedule_to_json(s), settings))
-                    owners.append(n)
-                for k, result in executor.run(jobs):
-                    trials[owners[k]] = _trial(info, problem, device, strategy, points[owners[k]], result)
+                trials = _measure_batch(task, points, reference, pool, executor, device, strategy, settings)
                 db.add(trials[n] for n in sorted(trials))
                 for n in sorted(trials):
                     t = trials[n]
@@ -120,8 +111,48 @@ def tune_tasks(tasks: list[Task], *, executor: Executor, db: Database, device: D
     return results
 
 
+def _estimates(pool: CompilePool, problem: Problem) -> Callable[[Schedule], float]:
+    """The cost model's estimate of every point of the space, computed in the pool."""
+    table = {}
+    for n, estimate, error in pool.map(problem.estimate, problem.space):
+        table[problem.space[n]] = float("inf") if error is not None else estimate
+    return lambda s: table.get(s, float("inf"))
+
+
+def _measure_batch(task: Task, points: list[Schedule], reference: Compiled, pool: CompilePool,
+                   executor: Executor, device: DeviceInfo, strategy: str,
+                   settings: Settings) -> dict[int, Trial]:
+    """Compile `points` in the pool and measure each as soon as it has compiled: the
+    trials by index into `points`. A candidate that fails to compile is a failed trial."""
+    problem, info = task.problem, task.info
+    trials: dict[int, Trial] = {}
+    owners: list[tuple[int, float]] = []  # job index -> (point index, estimate)
+    todo = [n for n, s in enumerate(points) if s != problem.default]
+
+    def compiled():  # (index, Compiled, error): the default's at once, the rest as they compile
+        yield from ((n, reference, None) for n, s in enumerate(points) if s == problem.default)
+        for k, c, error in pool.map(task.compile_candidate, [points[n] for n in todo]):
+            yield todo[k], c, error
+
+    def jobs():
+        for n, compiled_point, error in compiled():
+            if error is not None:
+                message = str(error) if isinstance(error, Error) else f"{type(error).__name__}: {error}"
+                trials[n] = _trial(info, problem, device, strategy, points[n], Result("failed", error=message),
+                                   None)
+                continue
+            owners.append((n, compiled_point.estimate_s))
+            yield Job(problem.key, reference.artifact, compiled_point.artifact, schedule_to_json(points[n]), settings)
+
+    for k, result in executor.run(jobs()):
+        n, estimate = owners[k]
+        trials[n] = _trial(info, problem, device, strategy, points[n], result, estimate)
+    return trials
+
+
 def _trial(info: GroupInfo, problem: Problem, device: DeviceInfo, strategy: str, s: Schedule,
-           result: Result) -> Trial:
+           result: Result, estimate_s: float | None) -> Trial:
+    estimate_us = estimate_s * 1e6 if estimate_s is not None and math.isfinite(estimate_s) else None
     return Trial(problem.key, info.structure, info.summary, info.shapes, info.dtypes, schedule_to_json(s),
                  device, strategy, result.status, result.median_us, result.min_us, result.runs,
-                 _estimate_us(problem, s), s == problem.default, result.error)
+                 estimate_us, s == problem.default, result.error)

@@ -67,12 +67,16 @@ def sweeps(db: Database, target: str | None = None, device_name: str | None = No
     return out
 
 
-def replay(strategy_name: str, sweep: Sweep, seed: int = 0, batch: int = 1) -> list[float | None]:
-    """The times a strategy measures, in order, over the whole space."""
+def replay(strategy_name: str, sweep: Sweep, seed: int = 0, batch: int = 1,
+           until: float | None = None) -> list[float | None]:
+    """The times a strategy measures, in order, over the whole space (or until one is
+    at most `until`)."""
     strategy = make_strategy(strategy_name, seed)
     problem, state = sweep.problem, State()
     state.measured.append((problem.default, sweep.times[problem.default]))  # the default is measured first
     while len(state.measured) < len(problem.space):
+        if until is not None and any(t is not None and t <= until for _, t in state.measured[-batch:]):
+            break
         points = strategy.propose(problem, state, batch)
         if not points:
             break
@@ -115,7 +119,7 @@ def compare(sweep_list: list[Sweep], strategies, seeds: int = 5) -> list[Compari
         n3, n1 = [], []
         for sw in sweep_list:
             for seed in range(seeds if name in ("random", "bayesian", "learned") else 1):
-                times = replay(name, sw, seed)
+                times = replay(name, sw, seed, until=sw.best_us * 1.01)
                 n3.append(trials_to_within(times, sw.best_us, 0.03))
                 n1.append(trials_to_within(times, sw.best_us, 0.01))
         out.append(Comparison(name, len(sweep_list), statistics.mean(len(s.problem.space) for s in sweep_list),

@@ -61,9 +61,14 @@ class State:
 
 
 class Strategy(abc.ABC):
-    """`propose(problem, state, n)`: up to `n` unmeasured points to measure next."""
+    """`propose(problem, state, n)`: up to `n` unmeasured points to measure next.
+    `batch`: how many points a search asks for at a time (they compile in parallel);
+    `uses_estimates`: whether it reads the cost model's estimate of every point (the
+    search computes them all up front, in parallel)."""
 
     name = "strategy"
+    batch = 8
+    uses_estimates = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -80,6 +85,7 @@ def _unmeasured(problem: Problem, state: State) -> list[Schedule]:
 
 class Exhaustive(Strategy):
     name = "exhaustive"
+    batch = 64
 
     def propose(self, problem, state, n):
         return _unmeasured(problem, state)[:n]
@@ -87,6 +93,7 @@ class Exhaustive(Strategy):
 
 class Random(Strategy):
     name = "random"
+    batch = 64
 
     def propose(self, problem, state, n):
         rest = _unmeasured(problem, state)
@@ -104,6 +111,7 @@ def _neighbours(a: Schedule, b: Schedule) -> bool:
 
 class CostModel(Strategy):
     name = "model"
+    uses_estimates = True
 
     def __init__(self, seed: int = 0, top: int = 4):
         super().__init__(seed)
@@ -133,6 +141,7 @@ class Learned(Strategy):
     of milliseconds); the first batch comes from the cost model."""
 
     name = "learned"
+    uses_estimates = True
 
     def __init__(self, seed: int = 0, first: int = 4):
         super().__init__(seed)

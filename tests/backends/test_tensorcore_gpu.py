@@ -9,9 +9,9 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch", reason="the GPU tier compares against PyTorch tensors")
 
 
-def _check(fn, *args, ref, dtype):
+def _check(fn, *args, ref, dtype, tensor_cores=True):
     f = ww.jit(fn, target="cuda")
-    assert any(isinstance(k.schedule, GpuMma) for k in f.lower(*args).kernels)
+    assert any(isinstance(k.schedule, GpuMma) for k in f.lower(*args).kernels) == tensor_cores
     got = f(*args).double().cpu().numpy()
     want = ref.double().cpu().numpy()
     scale = np.abs(want).max() + 1
@@ -25,7 +25,8 @@ def test_mm_odd_shapes(m, n, k, dtype):
     td = getattr(torch, dtype)
     a = torch.randn(m, k, device="cuda", dtype=td)
     b = torch.randn(k, n, device="cuda", dtype=td)
-    _check(lambda x, y: x @ y, a, b, ref=a.double() @ b.double(), dtype=td)
+    # a single row is a vector-matrix product: a memory-bound reduction, not tensor-core work
+    _check(lambda x, y: x @ y, a, b, ref=a.double() @ b.double(), dtype=td, tensor_cores=min(m, n) > 1)
 
 
 @pytest.mark.parametrize("ta,tb", [(True, False), (False, True), (True, True)])

@@ -28,6 +28,7 @@ from ..ir.gir import Kernel
 from ..ir.gir_dot import to_dot
 from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
+from ..lower.contraction_cpu import lower_contraction
 from ..lower.group import lower_group
 from ..lower.op import lower
 from ..passes import fuse
@@ -39,7 +40,7 @@ from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
-from ..schedule.templates import Schedule
+from ..schedule.templates import CpuContraction, Schedule
 from .cache import default_cache, make_key
 from .tuned import TunedSchedules, tuned_schedules
 from .profiles import gpu_model
@@ -149,7 +150,7 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
     device = _device_model(family, target)
-    plan = fuse.plan(inlined, device, fuse=options.fuse)
+    plan = fuse.plan(inlined, device, fuse=options.fuse, contractions=family == "cpu")
     log.debug("%s: fusion plan in %.1f ms: %d groups", name, (time.perf_counter() - t) * 1e3,
               len(plan.groups))
     t = time.perf_counter()
@@ -170,7 +171,7 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
                 raise
             unfused.append(f"{', '.join(group.ops)}: {exc}")
             log.debug("%s: group %s compiled op by op: %s", name, ", ".join(group.ops), exc)
-            plan = fuse.split(plan, n, inlined, device)
+            plan = fuse.split(plan, n, inlined, device, contractions=family == "cpu")
             continue
         n += 1
     log.debug("%s: lowering and GIR passes in %.1f ms: %d kernels", name,
@@ -208,6 +209,8 @@ def compile_group(group: fuse.Group, graph: TensorGraph, target: str, schedule: 
 
 def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, name: str) -> list[Kernel]:
     """The unstitched GIR kernels of one group under `schedule`, in launch order."""
+    if isinstance(schedule, CpuContraction):
+        return lower_contraction(group, graph, schedule, name)
     if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     kernel = lower_group(group, graph, schedule, name)

@@ -7,6 +7,7 @@ import numpy as np
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
+from .contraction import choose_contraction
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuTranspose, Schedule)
@@ -79,6 +80,8 @@ def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: in
     seven elements wastes the GPU; H200, 2026-12-02: a [1000003, 7] row sum 604 → 8 µs),
     while longer rows keep the row reduction's block per row (a [4096, 100003] sum:
     372 µs against the row group's 599)."""
+    if group.pattern == "contraction":
+        return choose_contraction(group, graph)
     if len(group.ops) > 1 or (target == "gpu" and group.pattern == "row" and group.length <= SHORT_ROW):
         return choose_group(group, graph, target)
     return choose(graph[group.ops[0]], target, sm_count)

@@ -7,8 +7,7 @@ from ..ir.tensor import TensorGraph
 from ..passes.fuse import Group
 from .templates import CpuContraction
 
-TILE_ROWS = 128     # rows of the product per grid step (measured 1024^3 float32: 64-512 within noise)
-MIN_STEPS_ROWS = 256  # fewer rows than this: one step, and the BLAS threads it by itself
+TILE_ROWS = 128  # rows of the product per grid step (1024^3 float32: 64-256 rows within noise)
 
 
 def _lanes(group: Group, graph: TensorGraph) -> int:
@@ -17,10 +16,14 @@ def _lanes(group: Group, graph: TensorGraph) -> int:
 
 
 def choose_contraction(group: Group, graph: TensorGraph) -> CpuContraction:
-    """Row tiles of `TILE_ROWS` when the product has at least `MIN_STEPS_ROWS` rows per
-    batch element or several batch elements; else one step for the whole product."""
-    c = match_contraction(graph[group.ops[0]], graph)
-    rows = TILE_ROWS if c.m >= MIN_STEPS_ROWS else 0
+    """A product with an epilogue (or a 16-bit result) and at least two tiles' rows:
+    tiles of `TILE_ROWS` rows, so that the epilogue finds each tile in cache. Else one
+    call per batch element, which the BLAS splits across its own threads (where the
+    batch has one element) as well as a grid of tiles would."""
+    op = graph[group.ops[0]]
+    c = match_contraction(op, graph)
+    epilogue = len(group.ops) > 1 or op.dtype != c.acc
+    rows = TILE_ROWS if epilogue and c.m >= 2 * TILE_ROWS else 0
     return CpuContraction(rows=rows, vector=_lanes(group, graph))
 
 

@@ -1,14 +1,17 @@
 """Matrix products on the CPU: warpweave (contraction groups: the host BLAS per row
 tile, the epilogue fused after it) against numpy and eager PyTorch, in one process.
 
-    python benchmarks/cpu_gemm.py [--repeat 15] [--out benchmarks/data/cpu_gemm_2026-12-02.json]
+    python benchmarks/cpu_gemm.py [--repeat 15] [--threads 1,2] [--out benchmarks/data/cpu_gemm_2026-12-02.json]
 
 Cases: 256³, 1024³, 1000×1001×999 float32, 1024³ float64, and a GPT-2-MLP-like
 [2048, 768] @ [768, 3072] + bias followed by GELU. numpy computes the MLP as matmul,
 then bias and GELU in two more passes (erf from scipy when present, else its tanh form);
 torch as F.gelu(F.linear(...)). Every time is the median of `--repeat` calls after one
-warm-up call, on the same inputs; warpweave's result is checked against numpy's.
-WARPWEAVE_NUM_THREADS (default: all cores) and numpy's BLAS threads are recorded.
+warm-up call, on the same inputs; warpweave and numpy alternate call by call (they share
+numpy's BLAS and its threads), torch is timed after them (its OpenMP threads spin after
+each call and would slow whatever runs next). warpweave's result is checked against numpy's.
+The table is made with 1 thread and with every core (`--threads`): WARPWEAVE_NUM_THREADS,
+numpy's BLAS and PyTorch set alike; the machine's load average is recorded.
 """
 from __future__ import annotations
 
@@ -24,14 +27,19 @@ import numpy as np
 import warpweave as ww
 
 
-def median_ms(fn, args, repeat: int) -> float:
-    fn(*args)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def median_ms(fns: dict, repeat: int) -> dict:
+    """Median milliseconds of each `name: (fn, args)` after one warm-up call each; the
+    calls alternate between the functions, so that load from other processes on a
+    shared machine falls on all of them alike."""
+    times = {name: [] for name in fns}
+    for fn, args in fns.values():
         fn(*args)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    for _ in range(repeat):
+        for name, (fn, args) in fns.items():
+            t0 = time.perf_counter()
+            fn(*args)
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t) * 1e3) for name, t in times.items()}
 
 
 def _np_gelu():
@@ -63,50 +71,64 @@ def cases():
 
 
 def _blas_threads() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-        return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info())
-    except ImportError:
-        return os.environ.get("OPENBLAS_NUM_THREADS", "default (all cores)")
+    from threadpoolctl import threadpool_info
+
+    return ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
+                     for i in threadpool_info())
+
+
+def run(threads: int, repeat: int, torch) -> list[dict]:
+    """The table with `threads` threads everywhere: WARPWEAVE_NUM_THREADS, numpy's BLAS
+    and PyTorch's pools (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ["WARPWEAVE_NUM_THREADS"] = str(threads)
+    rng = np.random.default_rng(0)
+    rows = []
+    print(f"-- {threads} thread(s): WARPWEAVE_NUM_THREADS={threads}, BLAS and torch limited to {threads}")
+    with threadpool_limits(threads):
+        if torch is not None:
+            torch.set_num_threads(threads)
+        for name, flops, ww_fn, np_fn, torch_fn, shapes, d in cases():
+            inputs = [rng.standard_normal(s).astype(d) for s in shapes]
+            f = ww.jit(ww_fn, target="cpu")
+            got, want = f(*inputs), np_fn(*inputs)
+            err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+            ms = median_ms({"warpweave": (f, inputs), "numpy": (np_fn, inputs)}, repeat)
+            if torch is not None and torch_fn is not None:  # its own threads: timed apart
+                with torch.no_grad():
+                    ms.update(median_ms({"torch_eager": (torch_fn, [torch.from_numpy(a) for a in inputs])},
+                                        repeat))
+            row = {"case": name, "threads": threads, "dtype": d, "shapes": shapes, "gflop": flops / 1e9,
+                   **{f"{k}_ms": v for k, v in ms.items()}, "max_rel_err_vs_numpy": err,
+                   "kernels": [f"{k.name}: {k.schedule}" for k in f.lower(*inputs).kernels]}
+            row["warpweave_over_numpy"] = row["warpweave_ms"] / row["numpy_ms"]
+            rows.append(row)
+            extra = f"  torch {row['torch_eager_ms']:8.2f} ms" if "torch_eager_ms" in row else ""
+            print(f"{name:42s} warpweave {row['warpweave_ms']:8.2f} ms  numpy {row['numpy_ms']:8.2f} ms"
+                  f"{extra}  ratio {row['warpweave_over_numpy']:.2f}  ({flops / row['warpweave_ms'] / 1e6:.1f} "
+                  f"GFLOP/s; rel err {err:.1e})", flush=True)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     try:
         import torch
     except ImportError:
         torch = None
-    rng = np.random.default_rng(0)
-    rows = []
-    for name, flops, ww_fn, np_fn, torch_fn, shapes, d in cases():
-        inputs = [rng.standard_normal(s).astype(d) for s in shapes]
-        f = ww.jit(ww_fn, target="cpu")
-        got, want = f(*inputs), np_fn(*inputs)
-        err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-        row = {"case": name, "dtype": d, "shapes": shapes, "gflop": flops / 1e9,
-               "warpweave_ms": median_ms(f, inputs, args.repeat),
-               "numpy_ms": median_ms(np_fn, inputs, args.repeat), "max_rel_err_vs_numpy": err,
-               "kernels": [f"{k.name}: {k.schedule}" for k in f.lower(*inputs).kernels]}
-        if torch is not None and torch_fn is not None:
-            tin = [torch.from_numpy(a) for a in inputs]
-            with torch.no_grad():
-                row["torch_eager_ms"] = median_ms(torch_fn, tin, args.repeat)
-        row["warpweave_over_numpy"] = row["warpweave_ms"] / row["numpy_ms"]
-        rows.append(row)
-        extra = f"  torch {row['torch_eager_ms']:8.2f} ms" if "torch_eager_ms" in row else ""
-        print(f"{name:42s} warpweave {row['warpweave_ms']:8.2f} ms  numpy {row['numpy_ms']:8.2f} ms"
-              f"{extra}  ratio {row['warpweave_over_numpy']:.2f}  ({flops / row['warpweave_ms'] / 1e6:.1f} "
-              f"GFLOP/s; rel err {err:.1e})", flush=True)
     meta = {"date": datetime.date.today().isoformat(), "host": platform.node(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "WARPWEAVE_NUM_THREADS": os.environ.get("WARPWEAVE_NUM_THREADS", "unset (all cores)"),
-            "blas_threads": _blas_threads(), "numpy": np.__version__,
+            "load_average_before": os.getloadavg(), "blas": _blas_threads(), "numpy": np.__version__,
             "torch": torch.__version__ if torch is not None else None, "repeat": args.repeat,
             "command": "python benchmarks/cpu_gemm.py " + " ".join(
                 f"--{k} {v}" for k, v in vars(args).items() if v is not None)}
+    rows = [r for t in args.threads.split(",") for r in run(int(t), args.repeat, torch)]
+    meta["load_average_after"] = os.getloadavg()
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"meta": meta, "rows": rows}, fh, indent=1)

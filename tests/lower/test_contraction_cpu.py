@@ -35,6 +35,8 @@ CASES = {  # name: (traced fn, numpy float64 fn, input shapes, epilogue ops)
     "dot": (lambda a, b: a @ b, lambda a, b: a @ b, [(9,), (9,)], 0),
     "a-transposed": (lambda a, b: a.T @ b, lambda a, b: a.T @ b, [(33, 130), (33, 6)], 0),
     "b-transposed": (lambda a, b: a @ b.T, lambda a, b: a @ b.T, [(130, 33), (6, 33)], 0),
+    "flipped-strided": (lambda a, b: a[::-1] @ b[:, ::2], lambda a, b: a[::-1] @ b[:, ::2],
+                        [(9, 5), (5, 8)], 0),  # no unit stride in b: the loop nest, BLAS or not
     "bmm": (lambda a, b: a @ b, lambda a, b: a @ b, [(3, 20, 7), (3, 7, 5)], 0),
     "broadcast-batch": (lambda a, b: a @ b, lambda a, b: a @ b, [(3, 20, 7), (7, 5)], 0),
     "broadcast-a": (lambda a, b: a @ b, lambda a, b: a @ b, [(20, 7), (2, 3, 7, 5)], 0),

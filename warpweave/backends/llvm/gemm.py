@@ -1,7 +1,8 @@
 """LLVM code for `call.gemm` on the CPU: a CBLAS call into the host BLAS where the
 operands are float32 or float64 matrices it can describe (one unit stride each),
-else a loop nest in i, l, j order that converts operands as it reads them (the
-innermost loop walks rows of b and c, which LLVM vectorizes).
+else a loop nest over blocks of l, then i, l, j, that converts operands as it reads
+them (the innermost loop walks rows of b and of four rows of c at once, which LLVM
+vectorizes; a block of b's rows stays in cache across the rows of a).
 
 Inside a kernel whose grid has several steps the call runs with one BLAS thread
 (the grid steps already share the cores) and restores the caller's setting after.
@@ -17,6 +18,8 @@ from ..blas import DGEMM, SET_THREADS, SGEMM, Blas
 from .irtypes import I32, I64, mem_type, reg_type
 
 ROW_MAJOR, COL_MAJOR, NO_TRANS, TRANS = 101, 102, 111, 112
+K_BLOCK = 64  # rows of b one sweep over a's rows reuses (64 x 1024 float32: 256 KB, in L2)
+M_TILE = 4    # rows of c updated together: each element of b loaded once for all four
 _EXTENTS = {"a": ("m", "k"), "b": ("k", "n"), "c": ("m", "n")}
 
 
@@ -81,7 +84,8 @@ def _blas_call(cg, n: Node, blas: Blas, layouts, ptrs, m, nn, k) -> None:
 
 
 def _loops(cg, n: Node, dtypes, ptrs, m, nn, k) -> None:
-    """c = 0, then c[i, j] += a[i, l] * b[l, j] over i, l, j (c holds the accumulator)."""
+    """c = 0, then c[i, j] += a[i, l] * b[l, j] over blocks of `K_BLOCK` l, then
+    `M_TILE` rows i at a time (and the rest one by one), l, j; c holds the accumulator."""
     b = cg.b
     acc = n.dtype
     stride = {f"{key}{axis}": ir.Constant(I64, s) for key in GEMM_OPERANDS
@@ -96,23 +100,38 @@ def _loops(cg, n: Node, dtypes, ptrs, m, nn, k) -> None:
 
     zero = ir.Constant(reg_type(acc), 0.0)
     env = cg.env
-    i0 = ir.Constant(I64, 0)
+    i0, block = ir.Constant(I64, 0), ir.Constant(I64, K_BLOCK)
 
-    def row():
+    def zero_row():
         i = env["gemm.i"]
         cg.loop("gemm.z", i0, nn, None, lambda: b.store(zero, at("c", i, env["gemm.z"])))
 
-        def term():
-            l = env["gemm.l"]
-            x = read("a", i, l)
+    def k_block():
+        start = b.mul(env["gemm.lb"], block)
+        end = b.add(start, block)
+        stop = b.select(b.icmp_signed("<", end, k), end, k)
 
-            def update():
-                j = env["gemm.j"]
-                p = at("c", i, j)
-                b.store(b.fadd(b.load(p, typ=reg_type(acc)), b.fmul(x, read("b", l, j))), p)
+        def rows(first, count: int):
+            """Rows first .. first + count - 1 of c take each element of b once."""
+            def term():
+                l = env["gemm.l"]
+                xs = [read("a", b.add(first, ir.Constant(I64, r)), l) for r in range(count)]
 
-            cg.loop("gemm.j", i0, nn, None, update)
+                def update():
+                    j = env["gemm.j"]
+                    y = read("b", l, j)
+                    for r, x in enumerate(xs):
+                        p = at("c", b.add(first, ir.Constant(I64, r)), j)
+                        b.store(b.fadd(b.load(p, typ=reg_type(acc)), b.fmul(x, y)), p)
 
-        cg.loop("gemm.l", i0, k, None, term)
+                cg.loop("gemm.j", i0, nn, None, update)
 
-    cg.loop("gemm.i", i0, m, None, row)
+            cg.loop("gemm.l", start, stop, None, term)
+
+        tiles = b.sdiv(m, ir.Constant(I64, M_TILE))
+        cg.loop("gemm.it", i0, tiles, None, lambda: rows(b.mul(env["gemm.it"], ir.Constant(I64, M_TILE)), M_TILE))
+        cg.loop("gemm.i", b.mul(tiles, ir.Constant(I64, M_TILE)), m, None, lambda: rows(env["gemm.i"], 1))
+
+    cg.loop("gemm.i", i0, m, None, zero_row)
+    blocks = b.sdiv(b.add(k, ir.Constant(I64, K_BLOCK - 1)), block)
+    cg.loop("gemm.lb", i0, blocks, None, k_block)

@@ -157,3 +157,11 @@ def test_gemm_only_in_cpu_kernels():
     from dataclasses import replace
     problems = check(replace(gemm_kernel(3, 3, 3), target="gpu"))
     assert any("cpu target" in p for p in problems), problems
+
+
+def test_cost_model_counts_the_product():
+    from warpweave.passes.cost import HOST_CPU, kernel_cost
+
+    cost = kernel_cost(gemm_kernel(8, 5, 3, rows=4), HOST_CPU)
+    assert cost.global_read == 2 * (4 * 3 + 3 * 5) * 4 and cost.global_write == 2 * 4 * 5 * 4
+    assert cost.instructions == 2 * 4 * 5 * 3

@@ -153,3 +153,16 @@ def test_jit_on_cpu_uses_the_contraction_template():
     program = f.lower(x, w, b)
     assert len(program.kernels) == 1
     assert isinstance(program.kernels[0].schedule, sch.CpuContraction)
+
+
+def test_a_scaled_operand_stays_apart_from_the_product():
+    """Inlining x * 0.5 into the product would make it a three-factor sum, which no
+    contraction template takes: on the CPU the scaling keeps its own group."""
+    graph, _ = trace(lambda x, w: (x * 0.5) @ w, [((30, 4), dt.float32), ((4, 5), dt.float32)])
+    kept = fuse.inline_broadcast_producers(graph, contractions=True)
+    plan = fuse.plan(kept, HOST_CPU, contractions=True)
+    assert [g.pattern for g in plan.groups] == ["elementwise", "contraction"]
+    widened, _ = trace(lambda x, w: x.astype("float32") @ w, [((30, 4), dt.bfloat16), ((4, 5), dt.float32)])
+    inlined = fuse.inline_broadcast_producers(widened, contractions=True)
+    assert len(inlined.compute_ops) == 1  # a widening cast folds into the product's loads
+    assert len(fuse.inline_broadcast_producers(graph).compute_ops) == 1  # GPU plans inline as before

@@ -312,13 +312,15 @@ def _cheap(op: ComputeOp) -> bool:
     return len(ex.postorder(op.body)) <= _INLINE_MAX_NODES
 
 
-def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
+def inline_broadcast_producers(graph: TensorGraph, contractions: bool = False) -> TensorGraph:
     """Substitute cheap elementwise operations (a cast, a scaled bias, a product) into
     the consumers that cannot share their kernel: those that read them under a
     broadcast (no group mapping matches both iteration spaces) and those with a
     template of their own (column reductions, transposes). Recomputing costs a few
     instructions; a separate kernel or group output costs a DRAM round trip. The
-    operation stays where other consumers still read it."""
+    operation stays where other consumers still read it. With `contractions` (plans
+    that make contraction groups), a matrix product only takes producers that leave
+    it a matrix product (widening casts), so that it keeps its template."""
     ops = {op.name: op for op in graph.compute_ops}
     changed = True
     while changed:
@@ -329,7 +331,8 @@ def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
             if not _cheap(op) or not consumers:
                 continue
             into = [c for c in consumers
-                    if not _reads_one_to_one(c, name) or _signature(c)[0] == "single"]
+                    if (not _reads_one_to_one(c, name) or _signature(c)[0] == "single")
+                    and not (contractions and _unmade_gemm(c, op, graph))]
             if not into:
                 continue  # read in place: fusion keeps it in registers
             for c in into:
@@ -341,6 +344,12 @@ def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
             changed = True
             break
     return graph
+
+
+def _unmade_gemm(consumer: ComputeOp, producer: ComputeOp, graph: TensorGraph) -> bool:
+    """Whether inlining `producer` would turn the matrix product `consumer` into
+    something else (a scaled operand is a third factor)."""
+    return is_gemm(consumer, graph) and not is_gemm(_inline_into(consumer, producer), graph)
 
 
 def _reads_one_to_one(consumer: ComputeOp, producer: str) -> bool:

@@ -145,9 +145,9 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
                      tuned: TunedSchedules | None) -> Program:
     """The program without its runner: fusion plan, schedules, GIR through the passes."""
     t = time.perf_counter()
-    inlined = fuse.inline_broadcast_producers(graph) if options.fuse else graph
-    dumps.write("tensor.txt", str(graph))
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
+    inlined = fuse.inline_broadcast_producers(graph, contractions=family == "cpu") if options.fuse else graph
+    dumps.write("tensor.txt", str(graph))
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
     device = _device_model(family, target)
     plan = fuse.plan(inlined, device, fuse=options.fuse, contractions=family == "cpu")

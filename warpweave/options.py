@@ -67,6 +67,15 @@ def _parse_arch(value, source: str) -> str | None:
     raise OptionError(f"{source}={value!r} is not a CUDA architecture; use e.g. 'sm_90'")
 
 
+CONTRACTIONS = ("auto", "warpweave", "torch")
+
+
+def _parse_contractions(value, source: str) -> str:
+    if isinstance(value, str) and value.strip().lower() in CONTRACTIONS:
+        return value.strip().lower()
+    raise OptionError(f"{source}={value!r}: expected one of {CONTRACTIONS}")
+
+
 def parse_count(value, source: str) -> int:
     """A positive integer option (or environment variable `source`)."""
     try:
@@ -90,6 +99,7 @@ _REGISTRY = {
     "tuning_db": ("WARPWEAVE_TUNING_DB", _parse_path, True),
     "tuned": ("WARPWEAVE_TUNED", parse_flag, True),
     "autotune": ("WARPWEAVE_AUTOTUNE", parse_flag, True),
+    "contractions": ("WARPWEAVE_CONTRACTIONS", _parse_contractions, False),  # torch backend: who runs mm
 }
 ENV = {field: env for field, (env, _, _) in _REGISTRY.items()}
 
@@ -106,6 +116,8 @@ class Options:
     tuning_db: str | None = None  # the tuning database; default: tuning.db in the cache directory
     tuned: bool = True            # compiles take the database's (or the predictor's) schedules
     autotune: bool = False        # frontends tune the groups the database lacks before compiling
+    contractions: str = "auto"    # torch backend: matrix products in "warpweave", "torch", or "auto"
+    #                               (warpweave on the cpu target, PyTorch on cuda)
 
     def __post_init__(self):
         for field, (_, parse, _) in _REGISTRY.items():

@@ -22,7 +22,9 @@ from ..errors import CompileError
 from ..options import parse_count
 from ..ir import dtypes as dt
 from ..ir.gir import Kernel, Node
+from . import blas as host_blas
 from .llvm import mathlib
+from .llvm.gemm import emit_gemm
 from .llvm.codegen import I64, KernelCodegen, Target
 
 _INIT_LOCK = threading.Lock()
@@ -59,16 +61,23 @@ class CpuTarget(Target):
     `math` picks the float64 transcendentals: "libm" (the default) calls the C
     library through LLVM's intrinsics; "mathlib" inlines the same straight-line
     code the GPU runs (`backends.llvm.mathlib`), which is how it is tested here.
-    float32 always uses the mathlib, which vectorizes."""
+    float32 always uses the mathlib, which vectorizes.
+
+    `blas`: the host BLAS `call.gemm` nodes call ("auto": `blas.find()`; None: none,
+    loops instead)."""
 
     MATH = ("libm", "mathlib")
 
-    def __init__(self, math: str = "libm"):
+    def __init__(self, math: str = "libm", blas: host_blas.Blas | None | str = "auto"):
         if math not in self.MATH:
             raise ValueError(f"math must be one of {self.MATH}, not {math!r}")
         _init_llvm()
         self.triple = llvm.get_process_triple()
         self.math_impl = math
+        self.blas = host_blas.find() if blas == "auto" else blas
+
+    def gemm(self, cg: KernelCodegen, node: Node) -> None:
+        emit_gemm(cg, node, self.blas)
 
     def declare(self, module: ir.Module, kernel: Kernel):
         ptr = ir.PointerType()
@@ -116,9 +125,10 @@ class CpuTarget(Target):
         raise CompileError(f"no CPU implementation of {op} for {d}")
 
 
-def generate_module(kernels: list[Kernel], name: str = "warpweave", math: str = "libm") -> ir.Module:
-    """One LLVM module holding a function per kernel (`math`: see `CpuTarget`)."""
-    target = CpuTarget(math)
+def generate_module(kernels: list[Kernel], name: str = "warpweave", math: str = "libm",
+                    blas: host_blas.Blas | None | str = "auto") -> ir.Module:
+    """One LLVM module holding a function per kernel (`math`, `blas`: see `CpuTarget`)."""
+    target = CpuTarget(math, blas)
     module = ir.Module(name=name)
     module.triple = target.triple
     for k in kernels:
@@ -181,10 +191,12 @@ class CpuFunction:
 
 
 def host_key() -> tuple:
-    """What native code depends on besides the kernels: triple, CPU and its features."""
+    """What native code depends on besides the kernels: triple, CPU and its features,
+    and the host BLAS that gemm calls link to."""
     _init_llvm()
+    found = host_blas.find()
     return (llvm.get_process_triple(), llvm.get_host_cpu_name(),
-            llvm.get_host_cpu_features().flatten())
+            llvm.get_host_cpu_features().flatten(), found.key if found else None)
 
 
 @dataclass(frozen=True)
@@ -213,9 +225,10 @@ class CpuCode:
         return cls(parts[0].decode(), parts[1].decode(), parts[2])
 
 
-def compile_code(kernels: list[Kernel], name: str = "warpweave", math: str = "libm") -> CpuCode:
+def compile_code(kernels: list[Kernel], name: str = "warpweave", math: str = "libm",
+                 blas: host_blas.Blas | None | str = "auto") -> CpuCode:
     """LLVM IR for the kernels, optimized and compiled to a host object file."""
-    llvm_ir = str(generate_module(kernels, name, math))
+    llvm_ir = str(generate_module(kernels, name, math, blas))
     mod = optimize(llvm_ir)
     return CpuCode(llvm_ir, str(mod), _target_machine().emit_object(mod))
 
@@ -243,6 +256,9 @@ class CpuExecutable:
 
     def _load(self, obj: bytes, functions: list[tuple[str, int, int, int]]) -> None:
         tm = _target_machine()
+        found = host_blas.find()
+        if found is not None:
+            host_blas.register(found)
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
         self._engine = llvm.create_mcjit_compiler(empty, tm)
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))

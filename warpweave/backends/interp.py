@@ -164,6 +164,32 @@ def _shuffle(st: _State, node: Node) -> None:
     st.values[node.id] = np.take_along_axis(value, source, axis=axis)
 
 
+def _gemm(st: _State, node: Node) -> None:
+    """A matrix product per point of the node's scopes, in emission order of the points
+    (row-major over the scopes; the points of one call never overlap in c)."""
+    d = node.dtype.numpy
+    at = {key: st.expr(node.attr(key), node.scope).astype(np.int64)
+          for key in ("m", "n", "k", "a_offset", "b_offset", "c_offset")}
+    missing = [node.attr(key) for key in "abc" if node.attr(key) not in st.buffers]
+    if missing:
+        raise IRError(f"{node.id}: no buffer {missing[0]!r} was passed to kernel {st.k.name}")
+    mats = {key: st.buffers[node.attr(key)] for key in "abc"}
+    for point in np.ndindex(*st.shape(node.scope)):
+        m, n, k = (int(at[key][point]) for key in ("m", "n", "k"))
+
+        def view(key: str, rows: int, cols: int) -> np.ndarray:
+            r, c = node.attr(f"{key}_strides")
+            idx = int(at[f"{key}_offset"][point]) + np.arange(rows)[:, None] * r + np.arange(cols) * c
+            if idx.size and (idx.min() < 0 or idx.max() >= mats[key].shape[-1]):
+                raise IRError(f"{node.id} call.gemm: {key} reaches {node.attr(key)}[{idx.min()}"
+                              f"..{idx.max()}] outside [0, {mats[key].shape[-1]})")
+            return idx
+
+        ia, ib, ic = view("a", m, k), view("b", k, n), view("c", m, n)
+        prod = mats["a"][ia].astype(d) @ mats["b"][ib].astype(d) if k else np.zeros((m, n), d)
+        mats["c"][ic] = prod.astype(mats["c"].dtype)
+
+
 def _compute(st: _State, node: Node) -> None:
     kind = node.op.split(".", 1)[1]
     np_dtype = node.dtype.numpy
@@ -208,4 +234,5 @@ _STEP = {
     "move.reg.shared": _store,
     "move.reg.reg": _shuffle,
     "sync.block": lambda st, node: None,
+    "call.gemm": _gemm,
 }

@@ -48,6 +48,14 @@ Nodes come in three families, named by the prefix of `Node.op`:
   `sync.block` is a barrier over the threads of a block.
   Buffers themselves are nodes: `mem.global` (one per parameter) and
   `mem.shared` (one per allocation), attrs buffer.
+* **calls** — `call.gemm`, a matrix product on global buffers, made by one thread
+  (CPU kernels: the host BLAS where it has one): for i < m, j < n,
+  `c[c_offset + i*cr + j*cc] = sum_{l<k} a[a_offset + i*ar + l*ac] * b[b_offset +
+  l*br + j*bc]` with (ar, ac) = a_strides and so on; every operand is converted to
+  the node's dtype (the accumulation type) first, the sum to c's dtype last. Attrs
+  a, b, c (buffer names), m, n, k and the offsets (int64 expressions of the scope
+  variables), the strides (pairs of ints). Slots 0, 1, 2 take the global states of
+  a, b and c; the node produces c's next state, as a store does.
 
 Edges are data dependencies `src → dst` carrying the value's memory `level`
 (global, shared or reg), its `dtype`, its per-thread `shape` and the operand
@@ -79,6 +87,24 @@ SHUFFLE_MODES = ("bfly", "down", "idx")
 WARP_SIZE = 32
 L2_PREFETCH_SIZES = (64, 128, 256)  # bytes: the hint `l2_prefetch` on a global load
 COMPUTE_OPS = ("const", "index", "select", "cast", "reduce") + ex.UNARY_OPS + ex.BINARY_OPS
+GEMM = "call.gemm"
+GEMM_OPERANDS = ("a", "b", "c")  # the buffer attrs of a gemm node, in slot order
+
+
+def buffers_read(node: "Node") -> tuple[str, ...]:
+    """The buffers whose contents `node` reads (loads and calls)."""
+    if node.op == GEMM:
+        return (node.attr("a"), node.attr("b"))
+    return (node.attr("buffer"),) if node.op in ("move.global.reg", "move.shared.reg") else ()
+
+
+def buffers_written(node: "Node") -> tuple[str, ...]:
+    """The buffers whose contents `node` writes (stores and calls)."""
+    if node.op == GEMM:
+        return (node.attr("c"),)
+    return (node.attr("buffer"),) if node.op in ("move.reg.global", "move.reg.shared") else ()
+
+
 # Tensor-core nodes (ir/gir_verify_tc.py describes and checks them).
 CP_ASYNC, LDMATRIX, MMA, FRAG = "move.global.shared", "move.shared.frag", "compute.mma", "compute.frag"
 ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
@@ -435,6 +461,21 @@ class KernelBuilder:
             mem = self._node(self._mem[b])
             self._edge(mem, node, slot, "shared", self._dtype_of(b))
             self._mem[b] = node.id
+        return node.id
+
+    def gemm(self, dtype: DType, m: ex.Expr, n: ex.Expr, k: ex.Expr,
+             operands: Iterable[tuple[str, ex.Expr, tuple[int, int]]], scope: str) -> str:
+        """A `call.gemm` (see the module docstring): `operands` holds (buffer, offset,
+        (row stride, column stride)) for a, b and c."""
+        attrs = {"m": m, "n": n, "k": k}
+        operands = list(operands)
+        for key, (buf, offset, strides) in zip(GEMM_OPERANDS, operands):
+            attrs.update({key: buf, f"{key}_offset": offset,
+                          f"{key}_strides": tuple(int(x) for x in strides)})
+        node = self._new(GEMM, scope, dtype, **attrs)
+        for slot, (buf, _, _) in enumerate(operands):
+            self._edge(self._node(self._mem[buf]), node, slot, "global", self._dtype_of(buf))
+        self._mem[operands[2][0]] = node.id
         return node.id
 
     # ------------------------------------------------------------------ tensor cores

@@ -42,8 +42,10 @@ from dataclasses import dataclass
 from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
-from .gir import COMPUTE_OPS, MMA, TC_OPS, L2_PREFETCH_SIZES, LEVELS, ROLES, SCOPE_KINDS, SHUFFLE_MODES, Edge, Kernel, Node
+from .gir import (COMPUTE_OPS, GEMM, L2_PREFETCH_SIZES, LEVELS, MMA, ROLES, SCOPE_KINDS, SHUFFLE_MODES, TC_OPS,
+                  Edge, Kernel, Node)
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC
+from .gir_verify_call import CallChecks
 from .gir_verify_memory import MemoryChecks
 from .gir_verify_tc import TensorCoreChecks
 
@@ -71,7 +73,7 @@ class Limits:
 MEMS = ("mem.global", "mem.shared")
 KNOWN_OPS = frozenset(
     [f"parallel.{k}" for k in SCOPE_KINDS] + [f"compute.{op}" for op in COMPUTE_OPS]
-    + list(LOADS) + list(STORES) + [SHUFFLE, SYNC] + list(MEMS) + list(TC_OPS))
+    + list(LOADS) + list(STORES) + [SHUFFLE, SYNC, GEMM] + list(MEMS) + list(TC_OPS))
 VALUE_PRODUCERS_MOVES = (*LOADS, SHUFFLE)
 
 _ARITY = {"const": 0, "index": 0, "select": 3, "cast": 1, "reduce": 1,
@@ -102,14 +104,14 @@ def _level_of_move_end(op: str, end: int) -> str | None:
     return parts[1 + end] if len(parts) == 3 else None
 
 
-class _Verifier(MemoryChecks):
+class _Verifier(MemoryChecks, CallChecks):
     """Checks 1-5 (structure, scopes, levels and buffers, types, visibility) here,
     6-8 (barriers, bounds, limits) in `MemoryChecks`."""
 
     def run(self) -> list[str]:
         for step in (self.check_structure, self.check_scopes, self.check_levels,
                      self.check_buffers, self.check_types, self.check_visibility,
-                     self.check_barriers, self.check_bounds, self.check_limits,
+                     self.check_barriers, self.check_bounds, self.check_limits, self.check_calls,
                      self.check_tensor_cores):
             try:
                 step()
@@ -282,7 +284,7 @@ class _Verifier(MemoryChecks):
     def produced_level(self, n: Node) -> str | None:
         if self.is_value_producer(n):
             return "reg"
-        if n.op == "mem.global" or n.op == "move.reg.global":
+        if n.op in ("mem.global", "move.reg.global", GEMM):
             return "global"
         if n.op in ("mem.shared", "move.reg.shared", SYNC):
             return "shared"
@@ -297,6 +299,8 @@ class _Verifier(MemoryChecks):
             return _level_of_move_end(n.op, 1) if slot == 0 else "reg" if slot == 1 else None
         if n.op == SYNC:
             return "shared"
+        if n.op == GEMM:
+            return "global" if slot < 3 else None
         return None
 
     def check_levels(self):
@@ -334,8 +338,8 @@ class _Verifier(MemoryChecks):
         out: frozenset = frozenset()
         if n is None:
             pass
-        elif n.family == "mem" or n.op in STORES:
-            buf = n.attr("buffer")
+        elif n.family == "mem" or n.op in STORES or n.op == GEMM:
+            buf = n.attr("c" if n.op == GEMM else "buffer")
             out = frozenset([buf]) if isinstance(buf, str) else frozenset()
         elif n.op == SYNC:
             stack = _stack or set()
@@ -398,6 +402,8 @@ class _Verifier(MemoryChecks):
             return 2, 2
         if n.op == SYNC:
             return 1, None
+        if n.op == GEMM:
+            return 3, 3
         return None
 
     def check_types(self):

@@ -3,7 +3,7 @@ indexed for checking (nodes by id and emission position, scopes, declared buffer
 edges by destination), with the helpers that describe nodes and walk scope chains."""
 from __future__ import annotations
 
-from .gir import Edge, Kernel, Node
+from .gir import Edge, Kernel, Node, buffers_written
 
 LOADS = ("move.global.reg", "move.shared.reg")
 STORES = ("move.reg.global", "move.reg.shared")
@@ -17,7 +17,7 @@ class VerifierBase:
 
     def __init__(self, kernel: Kernel, limits):
         self.k = kernel
-        self.written = {n.attr("buffer") for n in kernel.nodes if n.op in STORES}
+        self.written = {b for n in kernel.nodes for b in buffers_written(n)}
         self.lim = limits
         self.problems: list[str] = []
         self.nodes: dict[str, Node] = {}

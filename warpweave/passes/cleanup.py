@@ -9,7 +9,7 @@ from ..ir.gir import Edge, Kernel, make_kernel
 from .manager import Pass
 
 _EXPR_ATTRS = ("offset", "pred", "lane", "expr", "mask")
-_SIDE_EFFECTS = ("move.reg.global", "move.reg.shared", "sync.block")
+_SIDE_EFFECTS = ("move.reg.global", "move.reg.shared", "sync.block", "call.gemm")
 
 
 def simplify_exprs(kernel: Kernel) -> Kernel:

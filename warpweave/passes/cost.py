@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import expr as ex
+from ..ir import simplify as sx
 from ..ir.gir import Kernel, Node
 from ..ir.tensor import EXPENSIVE_OPS, ComputeOp, TensorGraph
 
@@ -204,11 +205,22 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
             barriers += count // max(1, kernel.grid * kernel.block)
         elif n.family == "compute" and n.op not in ("compute.const", "compute.index"):
             instr += count * _OP_WEIGHT.get(n.op.split(".", 1)[1], 1)
+        elif n.op == "call.gemm":  # operands read once, result written once, one FMA per term
+            m, nn, k = (_most(kernel, n, key) for key in ("m", "n", "k"))
+            g_read += count * (m * k + k * nn) * size
+            g_write += count * m * nn * size
+            instr += count * m * nn * k
     occupancy, used_sms = _occupancy(kernel, device)
     bandwidth = min(device.bandwidth, used_sms * device.sm_bandwidth)
     time = max((g_read + g_write) / bandwidth, instr / device.ops_per_s * device.sm_count / used_sms)
     time = time / max(0.25, min(1.0, occupancy * 2)) + device.launch_s  # half occupancy hides latency
     return KernelCost(g_read, g_write, shared, shuffles, instr, barriers, occupancy, time)
+
+
+def _most(kernel: Kernel, node: Node, key: str) -> int:
+    """The largest value of an int64 attr over the node's scopes."""
+    b = sx.bounds(node.attr(key), kernel.ranges(node.scope))
+    return max(0, b[1]) if b is not None else 0
 
 
 def _occupancy(kernel: Kernel, device: DeviceModel) -> tuple[float, int]:

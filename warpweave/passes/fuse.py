@@ -9,7 +9,11 @@ mapping (its `pattern`):
   operation is a row reduction (one value per row), row-elementwise (shape
   rows + [length]) or row-scalar (one value per row, after reductions);
 * ``single`` — one operation under its own template (transpose, column
-  reduction, contraction, a reduction over several axes).
+  reduction, contraction, a reduction over several axes);
+* ``contraction`` — (when planning asks for them) a matrix product
+  (`ir.contraction.match_contraction`) followed by elementwise operations of its
+  output's shape that read it in place — bias, activation, residual, cast — which
+  run as its epilogue on each tile of the product while the tile is in cache.
 
 Inside a group every tensor another group member reads must be read at the
 element (or row) the mapping assigns to the reader; that is what lets the
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
+from ..ir.contraction import match_contraction
 from ..ir.tensor import ComputeOp, TensorGraph
 from .cost import DeviceModel, GroupTraffic, group_traffic
 
@@ -47,7 +52,7 @@ class Group:
     values leave it (graph outputs or read by another group)."""
 
     ops: tuple[str, ...]
-    pattern: str                 # "elementwise", "row" or "single"
+    pattern: str                 # "elementwise", "row", "single" or "contraction"
     outputs: tuple[str, ...]
     rows: tuple[int, ...] = ()   # row pattern: the row shape (extents other than 1)
     length: int = 0              # row pattern: elements per row
@@ -137,7 +142,7 @@ def _row_indices(shape, rows_used: bool, with_col: bool) -> list[ex.Expr]:
 
 def axis_map(op: ComputeOp, group: Group) -> dict[str, ex.Expr]:
     """Symbolic position of `op`'s axes (and reduce axis) under the group's mapping."""
-    if group.pattern == "elementwise":
+    if group.pattern in ("elementwise", "contraction"):
         return {a.name: ex.Var(_ROW_VAR.format(k)) for k, a in enumerate(op.axes)}
     place = row_place(op, group.rows, group.length)
     idx = _row_indices(op.shape, True, place == "elementwise")
@@ -166,6 +171,12 @@ def _merged_signature(a: Group, b: Group, graph: TensorGraph):
     """The pattern of a ∪ b, or None when no single mapping covers both."""
     if "single" in (a.pattern, b.pattern):
         return None
+    if "contraction" in (a.pattern, b.pattern):
+        other = b if a.pattern == "contraction" else a
+        product = graph[(a if a.pattern == "contraction" else b).ops[0]]
+        if other.pattern != "elementwise" or tuple(graph[other.ops[0]].shape) != tuple(product.shape):
+            return None
+        return "contraction", (), 0
     if a.pattern == b.pattern == "elementwise":
         shape_a, shape_b = (graph[a.ops[0]].shape, graph[b.ops[0]].shape)
         return ("elementwise", (), 0) if tuple(shape_a) == tuple(shape_b) else None
@@ -180,8 +191,16 @@ def _merged_signature(a: Group, b: Group, graph: TensorGraph):
     return "row", r.rows, r.length
 
 
+def is_gemm(op: ComputeOp, graph: TensorGraph) -> bool:
+    """Whether `op` is a floating-point matrix product a contraction group computes."""
+    if op.reduce is None or op.reduce.combiner != "sum":
+        return False
+    c = match_contraction(op, graph)
+    return c is not None and c.acc.is_float
+
+
 class _Planner:
-    def __init__(self, graph: TensorGraph, device: DeviceModel):
+    def __init__(self, graph: TensorGraph, device: DeviceModel, contractions: bool = False):
         self.graph = graph
         self.device = device
         self.ops = {op.name: op for op in graph.compute_ops}
@@ -190,6 +209,8 @@ class _Planner:
         self.groups: dict[int, Group] = {}
         for k, op in enumerate(graph.compute_ops):
             pattern, rows, length = _signature(op)
+            if contractions and is_gemm(op, graph):
+                pattern = "contraction"
             self.groups[k] = self._finish(Group((op.name,), pattern, (), rows, length))
             self.group_of[op.name] = k
 
@@ -225,11 +246,22 @@ class _Planner:
         names = sorted(ga.ops + gb.ops, key=self.order.__getitem__)
         merged = self._finish(Group(tuple(names), sig[0], (), sig[1], sig[2]))
         members = set(names)
+        if sig[0] == "contraction" and not self._epilogue(ga if ga.pattern == "contraction" else gb,
+                                                          gb if ga.pattern == "contraction" else ga):
+            return None
         for name in names:
             for src in self.ops[name].inputs:
                 if src in members and not _reads_in_place(self.ops[name], self.ops[src], merged):
                     return None
         return merged
+
+    def _epilogue(self, product: Group, other: Group) -> bool:
+        """Whether `other` can follow `product` as its epilogue: it reads the product's
+        group, and nothing in the product's group reads it."""
+        inside, after = set(product.ops), set(other.ops)
+        reads = any(src in inside for n in other.ops for src in self.ops[n].inputs)
+        feeds = any(src in after for n in product.ops for src in self.ops[n].inputs)
+        return reads and not feeds
 
     def _cost(self, *groups: Group) -> float:
         return sum(group_traffic(g, self.graph, self.device).time_s for g in groups)
@@ -280,13 +312,15 @@ def _cheap(op: ComputeOp) -> bool:
     return len(ex.postorder(op.body)) <= _INLINE_MAX_NODES
 
 
-def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
+def inline_broadcast_producers(graph: TensorGraph, contractions: bool = False) -> TensorGraph:
     """Substitute cheap elementwise operations (a cast, a scaled bias, a product) into
     the consumers that cannot share their kernel: those that read them under a
     broadcast (no group mapping matches both iteration spaces) and those with a
     template of their own (column reductions, transposes). Recomputing costs a few
     instructions; a separate kernel or group output costs a DRAM round trip. The
-    operation stays where other consumers still read it."""
+    operation stays where other consumers still read it. With `contractions` (plans
+    that make contraction groups), a matrix product only takes producers that leave
+    it a matrix product (widening casts), so that it keeps its template."""
     ops = {op.name: op for op in graph.compute_ops}
     changed = True
     while changed:
@@ -297,7 +331,8 @@ def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
             if not _cheap(op) or not consumers:
                 continue
             into = [c for c in consumers
-                    if not _reads_one_to_one(c, name) or _signature(c)[0] == "single"]
+                    if (not _reads_one_to_one(c, name) or _signature(c)[0] == "single")
+                    and not (contractions and _unmade_gemm(c, op, graph))]
             if not into:
                 continue  # read in place: fusion keeps it in registers
             for c in into:
@@ -309,6 +344,12 @@ def inline_broadcast_producers(graph: TensorGraph) -> TensorGraph:
             changed = True
             break
     return graph
+
+
+def _unmade_gemm(consumer: ComputeOp, producer: ComputeOp, graph: TensorGraph) -> bool:
+    """Whether inlining `producer` would turn the matrix product `consumer` into
+    something else (a scaled operand is a third factor)."""
+    return is_gemm(consumer, graph) and not is_gemm(_inline_into(consumer, producer), graph)
 
 
 def _reads_one_to_one(consumer: ComputeOp, producer: str) -> bool:
@@ -359,18 +400,21 @@ def recompute_row_intermediates(group: Group, graph: TensorGraph) -> tuple[Group
     return Group(kept, group.pattern, group.outputs, group.rows, group.length), graph
 
 
-def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel) -> FusionPlan:
+def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel,
+          contractions: bool = False) -> FusionPlan:
     """The plan with group `index` replaced by one group per operation (in its order),
     for a group whose kernel cannot be built fused."""
-    planner = _Planner(graph, device)  # starts from one group per operation
+    planner = _Planner(graph, device, contractions)  # starts from one group per operation
     singles = tuple(planner.groups[planner.group_of[name]] for name in fusion.groups[index].ops)
     groups = fusion.groups[:index] + singles + fusion.groups[index + 1:]
     return FusionPlan(groups, tuple(group_traffic(g, graph, device) for g in groups))
 
 
-def plan(graph: TensorGraph, device: DeviceModel, fuse: bool = True) -> FusionPlan:
-    """Partition `graph`'s operations into groups (one per operation when not `fuse`)."""
-    planner = _Planner(graph, device)
+def plan(graph: TensorGraph, device: DeviceModel, fuse: bool = True,
+         contractions: bool = False) -> FusionPlan:
+    """Partition `graph`'s operations into groups (one per operation when not `fuse`);
+    with `contractions`, matrix products form contraction groups with their epilogues."""
+    planner = _Planner(graph, device, contractions)
     if not fuse:
         groups = tuple(planner.groups[k] for k in sorted(planner.groups))
         return FusionPlan(groups, tuple(group_traffic(g, graph, device) for g in groups))

@@ -28,13 +28,13 @@ import numpy as np
 
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import WARP_SIZE, Edge, Kernel, make_kernel
+from ..ir.gir import WARP_SIZE, Edge, Kernel, buffers_written, make_kernel
 from .manager import Pass
 from .stitch import Rewriter, aligned
 
 
 def _read_only(kernel: Kernel) -> set[str]:
-    written = {n.attr("buffer") for n in kernel.nodes if n.op in ("move.reg.global", "move.reg.shared")}
+    written = {b for n in kernel.nodes for b in buffers_written(n)}
     return {p.name for p in kernel.params} - written
 
 

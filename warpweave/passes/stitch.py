@@ -29,7 +29,7 @@ from ..errors import StitchError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import WARP_SIZE, Edge, Kernel, Node, SharedAlloc, make_kernel
+from ..ir.gir import WARP_SIZE, Edge, Kernel, Node, SharedAlloc, buffers_read, buffers_written, make_kernel
 from .manager import Pass
 
 SCHEMES = ("local", "warp", "regional", "global")
@@ -281,6 +281,7 @@ def _exchange(rw: Rewriter, load: Node, got: Node) -> None:
 
 def _rebuild(kernel: Kernel, rw: Rewriter, decisions: list[Decision]) -> Kernel:
     used = {n.attr("buffer") for n in rw.nodes if n.family in ("move",) and n.attr("buffer")}
+    used |= {b for n in rw.nodes if n.family == "call" for b in (*buffers_read(n), *buffers_written(n))}
     dead_mem = {n.id for n in rw.nodes if n.op == "mem.global" and n.attr("buffer") not in used}
     nodes = [n for n in rw.nodes if n.id not in dead_mem]
     edges = [e for e in rw.edges if e.src not in dead_mem and e.dst not in dead_mem]

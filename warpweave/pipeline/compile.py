@@ -28,6 +28,7 @@ from ..ir.gir import Kernel
 from ..ir.gir_dot import to_dot
 from ..ir.gir_text import print_kernel
 from ..ir.tensor import TensorGraph
+from ..lower.contraction_cpu import lower_contraction
 from ..lower.group import lower_group
 from ..lower.mma import lower_mma_group
 from ..lower.op import lower
@@ -42,7 +43,7 @@ from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.mma import GpuMma, contraction_of, default_mma
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
-from ..schedule.templates import GpuSplitRows, Schedule
+from ..schedule.templates import CpuContraction, GpuSplitRows, Schedule
 from .cache import default_cache, make_key
 from .tuned import TunedSchedules, tuned_schedules
 from .profiles import gpu_model
@@ -150,12 +151,12 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
                      tuned: TunedSchedules | None) -> Program:
     """The program without its runner: fusion plan, schedules, GIR through the passes."""
     t = time.perf_counter()
-    inlined = fuse.inline_broadcast_producers(graph) if options.fuse else graph
-    dumps.write("tensor.txt", str(graph))
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
+    inlined = fuse.inline_broadcast_producers(graph, contractions=family == "cpu") if options.fuse else graph
+    dumps.write("tensor.txt", str(graph))
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
     device = _device_model(family, target)
-    plan = fuse.plan(inlined, device, fuse=options.fuse)
+    plan = fuse.plan(inlined, device, fuse=options.fuse, contractions=family == "cpu")
     log.debug("%s: fusion plan in %.1f ms: %d groups", name, (time.perf_counter() - t) * 1e3,
               len(plan.groups))
     t = time.perf_counter()
@@ -176,7 +177,7 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
                 raise
             unfused.append(f"{', '.join(group.ops)}: {exc}")
             log.debug("%s: group %s compiled op by op: %s", name, ", ".join(group.ops), exc)
-            plan = fuse.split(plan, n, inlined, device)
+            plan = fuse.split(plan, n, inlined, device, contractions=family == "cpu")
             continue
         n += 1
     log.debug("%s: lowering and GIR passes in %.1f ms: %d kernels", name,
@@ -223,6 +224,8 @@ def lower_kernels(group: fuse.Group, graph: TensorGraph, schedule: Schedule, nam
         c = contraction_of(group, graph)
         epilogue = [graph[n] for n in group.ops if n != c.out]
         return lower_mma_group(c, epilogue, group.outputs, graph, schedule, name)
+    if isinstance(schedule, CpuContraction):
+        return lower_contraction(group, graph, schedule, name)
     if len(group.ops) == 1 and not isinstance(schedule, GROUP_TEMPLATES):
         return lower(graph[group.ops[0]], graph, schedule, name)
     if isinstance(schedule, GpuSplitRows):

@@ -11,6 +11,7 @@ from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.cost import device_for, row_sweeps_time
 from ..passes.fuse import Group, row_place
+from .contraction import choose_contraction
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
@@ -156,6 +157,8 @@ def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: in
     seven elements wastes the GPU; H200, 2026-12-02: a [1000003, 7] row sum 604 → 8 µs),
     while longer rows keep the row reduction's block per row (a [4096, 100003] sum:
     372 µs against the row group's 599)."""
+    if group.pattern == "contraction":
+        return choose_contraction(group, graph)
     split = split_rows_pays(group, graph, sm_count) if target == "gpu" else None
     if split is not None:
         return split

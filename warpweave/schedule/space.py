@@ -17,6 +17,7 @@ from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
 from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector
+from .contraction import contraction_space
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
@@ -28,6 +29,8 @@ MAX_CPU_LANES = 256  # the verifier's limit on a vector scope's lanes  # static 
 
 def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> list[Schedule]:
     """Every legal schedule of `group` on `target` ("gpu" or "cpu"), the default first."""
+    if group.pattern == "contraction":
+        return contraction_space(group, graph)
     default = default_schedule(group, graph, target, sm_count)
     points: list[Schedule] = []
     if len(group.ops) == 1:

@@ -158,7 +158,20 @@ class CpuRowGroup:
     vector: int = 16
 
 
+@dataclass(frozen=True)
+class CpuContraction:
+    """A contraction group on the CPU: a grid step per batch element and tile of `rows`
+    rows of the product (0: all of them), each one `call.gemm` (the host BLAS, one
+    thread per step when there are several steps) followed by the group's epilogue
+    over the tile's rows, `vector` lanes along the last axis, while the tile is in
+    cache."""
+
+    rows: int = 0
+    vector: int = 16
+
+
 Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuColumnTile | GpuSplitColumnReduce | GpuTranspose
-            | GpuRowGroup | GpuSplitRows | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup)
+            | GpuRowGroup | GpuSplitRows | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup
+            | CpuContraction)
 
 MAX_TILE = 32  # register-tile elements per thread (the GPU verifier's vector limit)

@@ -188,6 +188,7 @@ def test_modules_match_eager_bfloat16(cls, shape):
     compare_with_eager(cls().eval(), [torch.randn(shape)], torch.bfloat16)
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_tiny_gpt_forward_and_backward():
     idx, targets = torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16))
     reports = compare_with_eager(TinyGPT().eval(), [idx, targets], torch.float32, allowed=GPT_IN_TORCH)
@@ -207,6 +208,7 @@ def test_no_grad_on_tensors_that_require_grad():
     assert not out.requires_grad
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_explain_names_what_fell_back_and_why():
     model = Block(dropout=0.5).train()  # dropout in training mode draws random numbers
     x = torch.randn(2, 16, 32, requires_grad=True)
@@ -227,6 +229,7 @@ def test_explain_names_what_fell_back_and_why():
     assert model.attn.qkv.weight.grad is None  # explaining touched no gradients
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_one_log_line_per_graph_naming_the_fallbacks(caplog):
     model, x = MLP(), torch.randn(4, 32, requires_grad=True)
     with caplog.at_level(logging.INFO, logger="warpweave.torch"):

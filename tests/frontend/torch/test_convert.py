@@ -125,6 +125,7 @@ def test_zero_dim_and_noncontiguous_inputs():
     assert len(report.programs) == 1 and not report.fallbacks
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_fallback_reasons():
     def fn(x, w, q):
         return torch.floor(x @ w), torch.cumsum(x, 0), torch.div(x, 2, rounding_mode="floor"), q * 2
@@ -147,6 +148,7 @@ def test_fallback_reasons():
     assert "fell back: aten.mm.default x1 (mm): matrix products" in str(report)
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_groups_split_around_matrix_products():
     def fn(x, w):
         h = torch.relu(x * 2) @ w
@@ -172,6 +174,7 @@ def test_interp_target_and_a_target_that_does_not_fit():
     assert not report.programs and "cannot run on warpweave target 'cuda'" in report.fallbacks[0].reason
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_concatenation_compiles_with_its_producers():
     """The q/k/v gradients of attention: three transposed products concatenated (one
     program with the transposes), and cat's dtype promotion and empty 1-D pieces."""
@@ -189,6 +192,7 @@ def test_concatenation_compiles_with_its_producers():
     assert "aten.cat.default" in qkv.ops, str(report)
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_views_left_to_pytorch_are_single_reinterpretations():
     def fn(x, w, u):
         h = (x * 2).view(4, 3, 8).transpose(0, 1).reshape(3, 32)  # a copy: warpweave's
@@ -217,6 +221,7 @@ def test_view_chains_replay_where_the_base_layout_differs():
     assert torch.equal(chain(other), other.t()[1:].unsqueeze(0))
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_outputs_that_view_an_input_are_views_of_the_argument():
     """A split's piece that a matrix product reads is not copied by the program that
     computes from the other pieces (as the q/k/v split of an attention block)."""
@@ -234,6 +239,7 @@ def test_outputs_that_view_an_input_are_views_of_the_argument():
     assert made[list(call.aliases)[0]].stride() == (12, 1)
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_views_of_computed_tensors_keep_their_layout_between_programs():
     """An expanded view of a computed tensor, read by the group that computes it and
     by a later program, comes back as that expanded view of the computed tensor (it came

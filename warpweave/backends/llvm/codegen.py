@@ -74,6 +74,10 @@ class Target:
         or None where the target has none (the codegen then rounds with integer ops)."""
         return None
 
+    def gemm(self, cg: "KernelCodegen", node: Node) -> None:
+        """A `call.gemm` node."""
+        raise CompileError(f"target {type(self).__name__} has no gemm calls")
+
     def global_load(self, cg: "KernelCodegen", address: ir.Value, ty: ir.Type, align: int | None,
                     l2_prefetch: int | None) -> ir.Value:
         """A `ty` load from a read-only global buffer; `l2_prefetch` (bytes) is a hint a
@@ -321,6 +325,8 @@ class KernelCodegen(Arithmetic, MemoryAccess):
                                                     self.index(n.attr("lane")))
         elif kind == "sync.block":
             self.target.barrier(self)
+        elif kind == "call.gemm":
+            self.target.gemm(self, n)
         else:
             raise CompileError(f"{n.id}: cannot generate code for {n.op}")
 

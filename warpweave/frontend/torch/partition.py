@@ -36,6 +36,7 @@ from ...pipeline.autotune import compile_program
 from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
+from . import contractions  # noqa: F401 - registers the matrix-product converters
 from .convert import SYMBOLIC_SCALARS, convert_node, node_unsupported_reason, op_name, ww_dtype
 
 aten = torch.ops.aten

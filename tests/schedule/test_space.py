@@ -148,3 +148,25 @@ def test_group_key_names_the_computation():
     assert a[-1] == b[-1]
     assert key(lambda x: ww.softmax(x), [(8, 65)]) != a
     assert key(lambda x: ww.log_softmax(x), [(8, 64)]) != a
+
+
+def test_a_gpu_matrix_product_defaults_to_tensor_cores_and_its_space_is_theirs():
+    from warpweave.schedule.choose import default_schedule
+    from warpweave.schedule.mma import GpuMma
+    from warpweave.tune.records import schedule_from_json, schedule_to_json
+
+    graph, single = trace(lambda a, b: a @ b, [((70, 48), "bfloat16"), ((48, 40), "bfloat16")])
+    (group,) = fuse.plan(graph, device_for("gpu", 132)).groups
+    default = default_schedule(group, graph, "gpu", 132)
+    points = space(group, graph, "gpu")
+    assert isinstance(default, GpuMma) and points[0] == default
+    assert len(points) > 1 and all(isinstance(p, GpuMma) for p in points)
+    assert schedule_from_json(schedule_to_json(points[-1])) == points[-1]  # tuning records replay it
+    rng = np.random.default_rng(3)
+    args = [random_array(rng, s, "bfloat16") for s in ((70, 48), (48, 40))]
+    want = args[0].astype(np.float64) @ args[1].astype(np.float64)
+    program = compile_graph(graph, single, "interp", "mm", {group_key(group, graph): points[-1]})
+    assert_close(program(*args), want, "bfloat16", what=f"mm under {points[-1]}")
+    f32, _ = trace(lambda a, b: a @ b, [((70, 48), "float32"), ((48, 40), "float32")])
+    (g32,) = fuse.plan(f32, device_for("gpu", 132)).groups
+    assert not isinstance(default_schedule(g32, f32, "gpu", 132), GpuMma)  # float32: no tensor cores

@@ -40,7 +40,7 @@ from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
-from ..schedule.mma import GpuMma, contraction_of, default_mma
+from ..schedule.mma import GpuMma, contraction_of
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
 from ..schedule.templates import CpuContraction, GpuSplitRows, Schedule
@@ -194,10 +194,6 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
                    chosen: Schedule | None, source: str = "override") -> list[KernelInfo]:
     """The group's kernels under `chosen` (else its default schedule), through the GIR
     pipeline; `source` says where `chosen` came from."""
-    if chosen is None and family == "gpu":
-        contraction = contraction_of(group, graph)
-        if contraction is not None:
-            chosen, source = default_mma(contraction, sm_count), "default"
     if chosen is None:
         chosen, source = default_schedule(group, graph, family, sm_count), "default"
     infos = []

@@ -12,6 +12,7 @@ from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.cost import device_for, row_sweeps_time
 from ..passes.fuse import Group, row_place
 from .contraction import choose_contraction
+from .mma import contraction_of, default_mma
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
@@ -159,6 +160,9 @@ def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: in
     372 µs against the row group's 599)."""
     if group.pattern == "contraction":
         return choose_contraction(group, graph)
+    product = contraction_of(group, graph) if target == "gpu" else None
+    if product is not None:
+        return default_mma(product, sm_count)
     split = split_rows_pays(group, graph, sm_count) if target == "gpu" else None
     if split is not None:
         return split

@@ -18,6 +18,7 @@ from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
 from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector
 from .contraction import contraction_space
+from .mma import GpuMma, contraction_of, mma_space
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
                         GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
@@ -32,6 +33,8 @@ def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT
     if group.pattern == "contraction":
         return contraction_space(group, graph)
     default = default_schedule(group, graph, target, sm_count)
+    if isinstance(default, GpuMma):
+        return [default] + [p for p in mma_space(contraction_of(group, graph)) if p != default]
     points: list[Schedule] = []
     if len(group.ops) == 1:
         op = graph[group.ops[0]]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .mma import GpuMma
+
 
 @dataclass(frozen=True)
 class GpuElementwise:
@@ -171,7 +173,7 @@ class CpuContraction:
 
 
 Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuColumnTile | GpuSplitColumnReduce | GpuTranspose
-            | GpuRowGroup | GpuSplitRows | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup
+            | GpuRowGroup | GpuSplitRows | GpuMma | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup
             | CpuContraction)
 
 MAX_TILE = 32  # register-tile elements per thread (the GPU verifier's vector limit)

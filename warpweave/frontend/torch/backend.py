@@ -151,8 +151,8 @@ def _compiler(kind: str, options: BackendOptions):
         scope = scoped_options(**scoped) if scoped else contextlib.nullcontext()
         mutated = mutated_inputs(gm)
         with scope:
-            if options.target in ("auto", "cuda"):
-                gm = pad_matmuls(gm)
+            if options.target in ("auto", "cuda") and current_options().contractions != "warpweave":
+                gm = pad_matmuls(gm)  # products PyTorch runs
             split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
         if options.mode == "reduce-overhead":

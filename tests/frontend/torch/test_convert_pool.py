@@ -1,0 +1,70 @@
+"""Pooling, padding, scans and boolean reductions (convert_pool, convert_misc) against
+eager float64 (values, max-pool indices and gradients), strict: nothing may fall back."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
+
+from tests.frontend.torch.test_convert_index import check, rnd, with_grad  # noqa: E402
+
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", [
+    ((2, 3, 9, 11), 3, 2, 1, 1, False),
+    ((2, 3, 9, 11), 3, 2, 1, 1, True),
+    ((3, 10, 7), (2, 3), (1, 2), (1, 0), (2, 1), True),
+    ((1, 2, 8, 8), 2, None, 0, 1, False),
+    ((1, 1, 7, 9), (3, 2), (3, 1), (1, 1), (1, 3), False),
+])
+def test_max_pool_values_indices_and_gradient(shape, kernel, stride, padding, dilation, ceil_mode):
+    def pool(x):
+        return F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+
+    x = rnd(*shape)
+    check(pool, x)
+    check(with_grad(lambda x: pool(x)[0]), x)
+
+
+def test_max_pool_ties_and_nans_pick_as_pytorch():
+    x = torch.randint(0, 3, (1, 2, 6, 6)).double()  # many ties: the first maximum
+    x[0, 1, 1, 1] = x[0, 1, 2, 2] = float("nan")  # the last NaN of a window
+    check(lambda x: F.max_pool2d(x, 3, 1, 1, return_indices=True), x)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode, include, divisor", [
+    ((2, 3, 9, 11), 3, 2, 1, False, True, None),
+    ((2, 3, 9, 11), 3, 2, 1, True, False, None),
+    ((3, 10, 7), (2, 3), (1, 2), (1, 0), True, True, None),
+    ((1, 2, 8, 8), 2, None, 0, False, True, 3),
+])
+def test_avg_pool_and_gradient(shape, kernel, stride, padding, ceil_mode, include, divisor):
+    def pool(x):
+        return F.avg_pool2d(x, kernel, stride, padding, ceil_mode, include, divisor)
+
+    check(with_grad(pool), rnd(*shape))
+
+
+def test_constant_pad_nd():
+    x = rnd(2, 3, 5)
+    check(with_grad(lambda x: F.pad(x, (1, 2, 0, 3), value=-1.5)), x)
+    check(with_grad(lambda x: F.pad(x, (-1, 2, 2, -1))), x)  # negative pads crop
+    check(lambda x: F.pad(x, (2, 0, 1, 1, 1, 0)), torch.randint(0, 9, (2, 3, 5)))
+
+
+def test_cumsum():
+    x = rnd(3, 17, 2)
+    check(with_grad(lambda x: torch.cumsum(x, 1)), x)
+    check(lambda x: torch.cumsum(x, -1), torch.randint(-5, 5, (4, 9), dtype=torch.int32))
+    check(lambda x: torch.cumsum(x, 0), torch.rand(7) > 0.5)
+
+
+def test_any_and_all():
+    x = rnd(4, 5, 6)
+    x[x.abs() < 0.5] = 0
+    check(lambda x: (x.any(), x.all(), x.any(1), x.all(-1, keepdim=True), x.any((0, 2)), (x > 0).all(0)), x)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 2] = False
+    check(lambda m: (m.all(), m.any(1), (~m).any()), mask)

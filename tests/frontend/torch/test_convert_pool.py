@@ -68,3 +68,11 @@ def test_any_and_all():
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[1, 2] = False
     check(lambda m: (m.all(), m.any(1), (~m).any()), mask)
+
+
+def test_dropout_that_draws_nothing_and_its_backward():
+    x, mask = rnd(3, 8), torch.rand(3, 8) > 0.3
+    check(lambda x: torch.ops.aten.native_dropout(x, 0.0, True), x)
+    check(lambda x: torch.ops.aten.native_dropout(x, 0.5, False), x)
+    check(lambda x: torch.ops.aten.native_dropout(x, 1.0, True), x)
+    check(lambda g, m: torch.ops.aten.native_dropout_backward(g, m, 1.25), x, mask)

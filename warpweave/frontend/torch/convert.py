@@ -65,7 +65,7 @@ _ARG = "reductions that return indices, and scans other than cumsum, are not sup
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
                      "convolution_backward", "_scaled_mm"], _MATMUL),
-    **dict.fromkeys(["native_dropout", "native_dropout_backward", "rand", "rand_like", "randn",
+    **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
     **dict.fromkeys(["scatter", "scatter_reduce", "index_put", "_unsafe_index", "_unsafe_index_put"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),

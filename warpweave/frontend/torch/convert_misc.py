@@ -11,11 +11,12 @@ import math
 
 import torch
 
+from ...errors import UnsupportedError
 from ...ir import dtypes as dt
 from ...ir import expr as ex
 from ..algebra import const, normalize_axes
 from ..constructors import full
-from ..tensor import index_vars, op_label, var_ranges
+from ..tensor import index_vars, map_elementwise, op_label, var_ranges
 from .convert import ww_dtype
 from .convert_index import check_work, register
 
@@ -98,3 +99,24 @@ def _flip(out, x, dims):
     ranges = var_ranges(ivars, x.shape)
     idx = [(n - 1) - v if k in axes else v for k, (v, n) in enumerate(zip(ivars, x.shape))]
     return x._tr.compute(x.shape, ivars, x._load(idx, ranges), op_label("flip"))
+
+
+@register(aten.native_dropout.default)
+def _native_dropout(out, x, p, train):
+    """Dropout that draws nothing: p = 0 or evaluation keeps every element (a mask of
+    ones), p = 1 drops every one. Other rates need PyTorch's generator."""
+    if train and 0 < p < 1:
+        raise UnsupportedError(f"dropout with p={p} in training draws random numbers from PyTorch's generator")
+    keep = not train or p == 0
+    res = ww_dtype(out[0].dtype)
+    values = x.astype(res) if keep else full(tuple(out[0].shape), 0, res)
+    return [values, full(tuple(out[1].shape), keep, dt.bool_)]
+
+
+@register(aten.native_dropout_backward.default)
+def _native_dropout_backward(out, grad, mask, scale):
+    """grad · mask · scale, as PyTorch computes it (a NaN gradient stays NaN where dropped)."""
+    res = ww_dtype(out.dtype)
+    c = dt.compute_dtype(res)
+    return map_elementwise("dropout_backward", lambda g, m: ex.cast(ex.binary("mul", ex.binary(
+        "mul", ex.cast(g, c), ex.cast(m, c)), ex.Const(float(scale), c)), res), grad, mask)

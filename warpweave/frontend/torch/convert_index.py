@@ -89,14 +89,13 @@ def _wrapped(e: ex.Expr, n: int) -> ex.Expr:
     return ex.select(ex.binary("lt", e, 0), e + n, e)
 
 
-def gather_along(what: str, x: Tensor, axis: int, out_shape, index_of, x_index, out, wrap=False) -> Tensor:
+def gather_along(what: str, x: Tensor, axis: int, out_shape, index_of, x_index, out) -> Tensor:
     """x gathered along `axis`: element i of the result reads x at `x_index(i, k)`
     where k equals the data index `index_of(i, ranges)`."""
     n = x.shape[axis]
 
     def term(ivars, rvars, ranges):
-        k = index_of(ivars, ranges)
-        k = _wrapped(k, n) if wrap else _as_index(k)
+        k = _as_index(index_of(ivars, ranges))
         return ex.binary("eq", k, rvars[0]), x._load(x_index(ivars, rvars[0]), ranges)
 
     return onehot(what, out_shape, (n,), term, x.size + math.prod(out_shape), ww_dtype(out.dtype), x._tr)
@@ -251,6 +250,6 @@ def _index_add(out, x, dim, index, source, *, alpha=1):
         hit = ex.binary("eq", _as_index(index._load(rvars if index.ndim else [], ranges)), ivars[d])
         return hit, ex.cast(source._load([*ivars[:d], rvars[0], *ivars[d + 1:]], ranges), acc)
 
-    added = onehot("index_add", x.shape, (max(index.size, 1),) if index.ndim else (1,), term,
+    added = onehot("index_add", x.shape, (index.size,) if index.ndim else (1,), term,
                    x.size + 2 * source.size, acc, x._tr)
     return (x.astype(acc) + (added * alpha if alpha != 1 else added)).astype(res)

@@ -76,3 +76,28 @@ def test_dropout_that_draws_nothing_and_its_backward():
     check(lambda x: torch.ops.aten.native_dropout(x, 0.5, False), x)
     check(lambda x: torch.ops.aten.native_dropout(x, 1.0, True), x)
     check(lambda g, m: torch.ops.aten.native_dropout_backward(g, m, 1.25), x, mask)
+
+
+@pytest.mark.ptx
+def test_converted_graphs_assemble_for_the_gpu():
+    """The one-hot and window reductions lower to PTX that ptxas accepts (bfloat16 and
+    float32), without a GPU."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from tests.utils import assert_ptxas_accepts
+    from warpweave.frontend.torch.backend import decompositions
+    from warpweave.frontend.torch.partition import build_call
+
+    bf16 = torch.bfloat16
+    cases = [
+        (with_grad(lambda w, i: F.embedding(i, w)), torch.randn(11, 5, dtype=bf16), torch.randint(0, 11, (3, 7))),
+        (with_grad(lambda x: F.max_pool2d(x, 3, 2, 1)), torch.randn(2, 3, 9, 11)),
+        (with_grad(lambda x: F.avg_pool2d(x, 3, 2, 1, True, False)), torch.randn(2, 3, 9, 11, dtype=bf16)),
+        (lambda x, i: (torch.gather(x, 1, i), torch.cumsum(x, 1), F.pad(x, (1, 2)).any(-1)),
+         torch.randn(3, 17), torch.randint(0, 17, (3, 4))),
+    ]
+    for fn, *args in cases:
+        gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(*args)
+        program = build_call(gm, "cuda", "gpu_check").program
+        assert program.kernels
+        assert_ptxas_accepts(program.dump("ptx"))

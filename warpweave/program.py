@@ -309,13 +309,23 @@ class CpuRunner:
                 namespace[f"OUT{k}_SHAPE"], namespace[f"OUT{k}_DTYPE"] = tuple(t.shape), getattr(torch, t.dtype.name)
         except AttributeError:  # a dtype this PyTorch lacks
             return None
-        source = self._launcher_source(program, inputs, outputs)
+        inline = self._inline(program)
+        namespace.update((f"K{k}", fn) for k, fn in inline.items())
+        source = self._launcher_source(program, inputs, outputs, inline)
         self.stages["launcher"] = source
         exec(compile(source, "<warpweave cpu launcher>", "exec"), namespace)
         return namespace["call"]
 
+    def _inline(self, program: Program) -> dict[int, object]:
+        """Kernel position -> its native function, for the kernels the executable runs
+        on the calling thread whatever the thread count (one grid step, or too little
+        work to share)."""
+        exe = self.exe
+        return {k: f.cfunc for k, f in enumerate(exe.functions[kern.name] for kern in program.kernels)
+                if f.grid == 1 or f.grid * f.work < exe.PARALLEL_MIN_WORK}
+
     @staticmethod
-    def _launcher_source(program: Program, inputs: list[str], outputs: list[str]) -> str:
+    def _launcher_source(program: Program, inputs: list[str], outputs: list[str], inline) -> str:
         scratch = list(program.scratch_buffers())
         where = {**{n: f"p{k}" for k, n in enumerate(inputs)}, **{n: f"q{k}" for k, n in enumerate(outputs)},
                  **{n: f"s[{k}]" for k, n in enumerate(scratch)}}
@@ -332,8 +342,12 @@ class CpuRunner:
             lines += [f"    y{k} = empty(OUT{k}_SHAPE, dtype=OUT{k}_DTYPE)", f"    q{k} = y{k}.data_ptr()"]
         if scratch:
             lines.append("    s = scratch()")
-        for kern in program.kernels:
-            lines.append(f"    launch({kern.name!r}, [{', '.join(where[p.name] for p in kern.gir.params)}])")
+        for k, kern in enumerate(program.kernels):
+            ptrs = ", ".join(where[p.name] for p in kern.gir.params)
+            if k in inline:  # runs on this thread whatever the thread count: its function directly
+                lines.append(f"    K{k}(0, {kern.gir.grid}, {ptrs})")
+            else:
+                lines.append(f"    launch({kern.name!r}, [{ptrs}])")
         lines.append(f"    return {returned}")
         return "\n".join(lines) + "\n"
 

@@ -19,14 +19,18 @@ def softmax_program(shape, dtype="float32"):
     return f.lower(spec, spec)
 
 
-def test_torch_tensors_take_the_generated_launcher():
-    program = softmax_program((5, 33))
-    x, y = torch.randn(5, 33), torch.randn(5, 33)
+@pytest.mark.parametrize("rows, direct", [(5, True), (200, False)])
+def test_torch_tensors_take_the_generated_launcher(rows, direct):
+    """Small kernels are called directly on this thread; larger ones through the
+    executable's launch, which may share them over the thread pool."""
+    program = softmax_program((rows, 257))
+    x, y = torch.randn(rows, 257), torch.randn(rows, 257)
     got = program(x, y)
     assert all(type(t) is torch.Tensor for t in got)
     torch.testing.assert_close(got[0], torch.softmax(x * 2, -1) + y)
     torch.testing.assert_close(got[1], x.sum(0))
-    assert "def call(args):" in program.dump("launcher")
+    launcher = program.dump("launcher")
+    assert "def call(args):" in launcher and ("K0(0, " in launcher) == direct and ("launch(" in launcher) != direct
     again = program(x, y)  # fresh outputs on every call
     assert again[0].data_ptr() != got[0].data_ptr()
 

@@ -76,6 +76,15 @@ def test_dropout_that_draws_nothing_and_its_backward():
     check(lambda x: torch.ops.aten.native_dropout(x, 0.5, False), x)
     check(lambda x: torch.ops.aten.native_dropout(x, 1.0, True), x)
     check(lambda g, m: torch.ops.aten.native_dropout_backward(g, m, 1.25), x, mask)
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from warpweave.frontend.torch.backend import decompositions
+    from warpweave.frontend.torch.partition import split_graph
+
+    gm = make_fx(lambda x: torch.ops.aten.native_dropout(x, 0.5, True)[0] * 2, tracing_mode="fake",
+                 decomposition_table=decompositions())(x)
+    _, report = split_graph(gm, "test", "cpu")
+    assert [(f.op, "random" in f.reason) for f in report.fallbacks] == [("aten.native_dropout.default", True)]
 
 
 @pytest.mark.ptx

@@ -27,7 +27,7 @@ from .convert import ww_dtype
 from .convert_index import register
 
 aten = torch.ops.aten
-I = dt.INDEX
+INDEX = dt.INDEX
 
 
 def _pair(v, default=None) -> tuple[int, int]:
@@ -40,7 +40,7 @@ def _pair(v, default=None) -> tuple[int, int]:
 
 
 def _c(v: int) -> ex.Const:
-    return ex.Const(v, I)
+    return ex.Const(v, INDEX)
 
 
 def _clamp(e: ex.Expr, n: int) -> ex.Expr:
@@ -140,7 +140,7 @@ def _max_pool_backward(out, grad, x, kernel_size, stride, padding, dilation, cei
     def term(lead, i, r, ranges):
         (oh, ow), conds = g.outputs_at(i, r)
         at = [*lead, _clamp(oh, g.OH), _clamp(ow, g.OW)]
-        chosen = ex.binary("eq", ex.cast(indices._load(at, ranges), I), i[0] * g.W + i[1])
+        chosen = ex.binary("eq", ex.cast(indices._load(at, ranges), INDEX), i[0] * g.W + i[1])
         return ex.select(ex.all_of([*conds, chosen]), ex.cast(grad._load(at, ranges), acc), ex.Const(0, acc))
 
     return _window_reduce(x, x.shape, g.k, "sum", term, "max_pool2d_backward").astype(res)

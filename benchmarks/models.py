@@ -10,10 +10,13 @@ shares the cold run's cache directories (the disk caches warm).
 
     PYTHONPATH=$PWD python3 benchmarks/models.py --out $OUT [--models gpt2,bert] [--phases infer,train]
     PYTHONPATH=$PWD python3 benchmarks/models.py --device cpu --dtype float32 --small   # CPU table
+    (on a shared machine, add --threads 1 --interleave --steps 200: medians of one-thread
+    steps, the backends' steps taken in turn)
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -95,17 +98,22 @@ def run(args, name: str, phase: str) -> dict:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     row = dict(model=name, phase=phase, dtype=args.dtype, device=args.device)
     ref_outs = None
+    steps = {}
+    base = model
     for backend in args.backends.split(","):
-        model.load_state_dict(state)
+        if args.interleave:  # a model of its own per backend: their compiled code lives side by side
+            model = copy.deepcopy(base)
+        else:
+            model.load_state_dict(state)
+            torch._dynamo.reset()
         model.zero_grad(set_to_none=True)
-        torch._dynamo.reset()
         if backend == "eager":
             fn = model
         else:  # warpweave by its callable: the entry point exists only where it is pip-installed
             fn = torch.compile(model, backend=warpweave.torch.backend if backend == "warpweave" else backend,
                                dynamic=False)
 
-        def step():
+        def step(fn=fn, model=model):
             if phase == "infer":
                 with torch.no_grad():
                     return _outputs(fn(**inputs))
@@ -119,12 +127,9 @@ def run(args, name: str, phase: str) -> dict:
         got = [t.detach().clone() for t in step()]  # compiled code may reuse its buffers later
         _sync(device)
         row[f"{backend}_first_s"] = time.perf_counter() - t0
-        times = []
-        for _ in range(args.warmup):
-            step()
-        for _ in range(args.steps):
-            times.append(_timed(step, device))
-        row[f"{backend}_ms"] = statistics.median(times) * 1e3
+        steps[backend] = step
+        if not args.interleave:
+            row[f"{backend}_ms"] = _median_ms({backend: step}, device, args)[backend]
         row[f"{backend}_kernels"] = _kernels_per_step(step, device)
         if ref_outs is None:
             ref_outs = got
@@ -138,7 +143,23 @@ def run(args, name: str, phase: str) -> dict:
                                  torch.cat([g.flatten().float() for g in ref_outs[1:]])))
             row[f"{backend}_rel_err"] = max(errs)
         print(json.dumps({k: v for k, v in row.items() if k.startswith(backend)}), flush=True)
+    if args.interleave:
+        row.update((f"{b}_ms", ms) for b, ms in _median_ms(steps, device, args).items())
+        print(json.dumps({k: v for k, v in row.items() if k.endswith("_ms")}), flush=True)
     return row
+
+
+def _median_ms(steps: dict, device, args) -> dict:
+    """Median step time (ms) of each backend's step after warm-up; with several
+    backends, their steps taken in turn (load on a shared machine hits them alike)."""
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times = {b: [] for b in steps}
+    for _ in range(args.steps):
+        for b, step in steps.items():
+            times[b].append(_timed(step, device))
+    return {b: statistics.median(t) * 1e3 for b, t in times.items()}
 
 
 def _sync(device):
@@ -179,6 +200,10 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--small", action="store_true", help="tiny configs (the CPU table)")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the backends' steps in turn (each on its own copy of the model)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for PyTorch and warpweave (default: theirs, every core)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--warm", action="store_true",
@@ -189,6 +214,9 @@ def main():
     args = ap.parse_args()
     if args.write:
         return write_results(args.write.split(","), args.command)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["WARPWEAVE_NUM_THREADS"] = str(args.threads)
     caches = os.environ.get("BENCH_CACHES") or tempfile.mkdtemp(prefix="ww-bench-")
     os.environ.setdefault("WARPWEAVE_CACHE_DIR", os.path.join(caches, "warpweave"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(caches, "inductor"))

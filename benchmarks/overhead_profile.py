@@ -1,28 +1,32 @@
 """Where the host time of one compiled call goes: each step of the PyTorch hot
-path timed alone (20,000 repetitions, µs per step).
+path timed alone (20,000 repetitions, µs per step), on the GPU or the CPU.
 
-    PYTHONPATH=$PWD python3 benchmarks/overhead_profile.py
+    PYTHONPATH=$PWD python3 benchmarks/overhead_profile.py [--device cpu]
 """
+import argparse
 import time
 
+import numpy as np
 import torch
 
 import warpweave as ww
-from warpweave.backends.cuda import driver
-from warpweave.backends.cuda.runtime import _torch_entry_points
 
 
-def per_call_us(fn, n=20000):
+def per_call_us(fn, n=20000, sync=None):
     fn()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
     dt = (time.perf_counter() - t0) / n * 1e6
-    torch.cuda.synchronize()
+    if sync is not None:
+        sync()
     return dt
 
 
-def main():
+def cuda_rows() -> dict:
+    from warpweave.backends.cuda import driver
+    from warpweave.backends.cuda.runtime import _torch_entry_points
+
     x = torch.randn(32, device="cuda")
     f = ww.jit(lambda v: v + 1.0, target="cuda")
     f(x)
@@ -30,8 +34,7 @@ def main():
     backend = program.runner
     fn = backend._loaded()[0]
     launch = backend.launches[0]
-    out = torch.empty(32, device="cuda")
-    ptrs = [x.data_ptr(), out.data_ptr()]
+    ptrs = [x.data_ptr(), torch.empty(32, device="cuda").data_ptr()]
     dev = x.device
     sequence = backend._sequence(backend._loaded())
     fast = program.fast_path()
@@ -39,7 +42,7 @@ def main():
     s = torch.randn(32, 128, device="cuda")
     softmax = ww.jit(lambda v: ww.softmax(v, axis=-1), target="cuda")
     softmax(s)
-    rows = {
+    return {
         "ww.jit call": lambda: f(x),
         "Program call": lambda: program(x),
         "Program.fast_path": lambda: fast((x,)),
@@ -58,8 +61,44 @@ def main():
         "softmax [32,128] ww.jit": lambda: softmax(s),
         "softmax [32,128] eager": lambda: torch.softmax(s, -1),
     }
-    for name, fn_ in rows.items():
-        print(f"{name:22s} {per_call_us(fn_):6.2f} us")
+
+
+def cpu_rows() -> dict:
+    """The CPU path: numpy arguments (the general path) against PyTorch tensors (the
+    generated launcher, CpuRunner.torch_call), down to one kernel launch."""
+    a = np.random.default_rng(0).standard_normal(32).astype(np.float32)
+    x = torch.from_numpy(a)
+    f = ww.jit(lambda v: v + 1.0, target="cpu")
+    program = f.lower(a)
+    fast = program.fast_path()
+    exe, kernel = program.runner.exe, program.kernels[0]
+    ptrs = [x.data_ptr(), torch.empty(32).data_ptr()]
+    s = torch.randn(32, 128)
+    import warpweave.torch as wt
+
+    softmax = torch.compile(lambda v: torch.softmax(v * 2.0, -1), backend=wt.backend)
+    softmax(s)
+    return {
+        "ww.jit call (numpy)": lambda: f(a),
+        "Program call (numpy)": lambda: program(a),
+        "Program call (torch)": lambda: program(x),
+        "Program.fast_path": lambda: fast((x,)),
+        "CpuExecutable.launch": lambda: exe.launch(kernel.name, ptrs),
+        "torch.empty": lambda: torch.empty((32,), dtype=torch.float32),
+        "torch.add (eager)": lambda: torch.add(x, 1.0),
+        "softmax [32,128] compiled": lambda: softmax(s),
+        "softmax [32,128] eager": lambda: torch.softmax(s * 2.0, -1),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    args = ap.parse_args()
+    rows = cuda_rows() if args.device == "cuda" else cpu_rows()
+    sync = torch.cuda.synchronize if args.device == "cuda" else None
+    for name, fn in rows.items():
+        print(f"{name:26s} {per_call_us(fn, sync=sync):6.2f} us")
 
 
 if __name__ == "__main__":

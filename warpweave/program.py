@@ -208,21 +208,24 @@ class Program:
 
     def fast_path(self) -> Callable:
         """`call(args)`: this program's result for the arguments its runner takes
-        without checks beyond a few attribute tests (PyTorch CUDA tensors of the
-        compiled shapes and dtypes, see CudaProgram.torch_call); None for any other
-        arguments. Made on first use, once PyTorch is imported."""
+        without checks beyond a few attribute tests (PyTorch tensors of the compiled
+        shapes and dtypes on the program's device, see CudaProgram.torch_call and
+        CpuRunner.torch_call); None for any other arguments. Made on first use, once
+        PyTorch is imported."""
         if self._fast is None:
-            make = getattr(self.runner, "torch_call", None)
-            if make is None or "torch" not in sys.modules:
+            if "torch" not in sys.modules:
                 return _no_fast_path
-            self._fast = make() or _no_fast_path
+            if isinstance(self.runner, CpuRunner):
+                made = self.runner.torch_call(self)
+            else:
+                make = getattr(self.runner, "torch_call", None)
+                made = make() if make is not None else None
+            self._fast = made or _no_fast_path
         return self._fast
 
-    def host_buffers(self, args) -> dict[str, np.ndarray]:
-        """Inputs as given, fresh outputs, and intermediates reused across calls (one set
-        per thread: touching new pages costs as much as a memory-bound kernel)."""
-        arrays = self.check_host_args(args)
-        buffers = dict(zip(self.graph.inputs, arrays))
+    def scratch_buffers(self) -> dict[str, np.ndarray]:
+        """This thread's host intermediates (made on its first call, then reused:
+        touching new pages costs as much as a memory-bound kernel)."""
         scratch = getattr(self._scratch, "buffers", None)
         if scratch is None:
             outputs = set(self.graph.outputs)
@@ -231,6 +234,13 @@ class Program:
                        for op in self.graph.compute_ops if op.name not in outputs and op.name in used}
             scratch.update((t.name, np.empty(t.shape, dtype=t.dtype.numpy)) for t in self.temps)
             self._scratch.buffers = scratch
+        return scratch
+
+    def host_buffers(self, args) -> dict[str, np.ndarray]:
+        """Inputs as given, fresh outputs, and this thread's intermediates."""
+        arrays = self.check_host_args(args)
+        buffers = dict(zip(self.graph.inputs, arrays))
+        scratch = self.scratch_buffers()
         buffers.update(scratch)
         for name in self.graph.outputs:
             if name not in buffers or name in scratch:
@@ -276,3 +286,78 @@ class CpuRunner:
         for k in program.kernels:
             self.exe.launch(k.name, [buffers[p.name].ctypes.data for p in k.gir.params])
         return [buffers[n] for n in program.graph.outputs]
+
+    def torch_call(self, program: Program) -> Callable | None:
+        """The PyTorch hot path, `call(args)`: the outputs (one, or a tuple) as
+        PyTorch CPU tensors for contiguous PyTorch CPU tensors of the compiled shapes
+        and dtypes; None for anything else (`run` takes numpy arrays and reports
+        errors). Python generated for this program (the stage "launcher"): no numpy
+        conversions, no loops. An output that is also an input or read twice is left
+        to the general path."""
+        torch = sys.modules.get("torch")
+        inputs, outputs = list(program.graph.inputs), list(program.graph.outputs)
+        if torch is None or len(set(outputs)) != len(outputs) or set(inputs) & set(outputs):
+            return None
+        try:
+            namespace = {"PLAIN": (torch.Tensor, torch.nn.Parameter), "empty": torch.empty,
+                         "launch": self.exe.launch, "scratch": _scratch_pointers(program)}
+            for k, name in enumerate(inputs):
+                t = program.graph[name]
+                namespace[f"SHAPE{k}"], namespace[f"DTYPE{k}"] = torch.Size(t.shape), getattr(torch, t.dtype.name)
+            for k, name in enumerate(outputs):
+                t = program.graph[name]
+                namespace[f"OUT{k}_SHAPE"], namespace[f"OUT{k}_DTYPE"] = tuple(t.shape), getattr(torch, t.dtype.name)
+        except AttributeError:  # a dtype this PyTorch lacks
+            return None
+        inline = self._inline(program)
+        namespace.update((f"K{k}", fn) for k, fn in inline.items())
+        source = self._launcher_source(program, inputs, outputs, inline)
+        self.stages["launcher"] = source
+        exec(compile(source, "<warpweave cpu launcher>", "exec"), namespace)
+        return namespace["call"]
+
+    def _inline(self, program: Program) -> dict[int, object]:
+        """Kernel position -> its native function, for the kernels the executable runs
+        on the calling thread whatever the thread count (one grid step, or too little
+        work to share)."""
+        exe = self.exe
+        return {k: f.cfunc for k, f in enumerate(exe.functions[kern.name] for kern in program.kernels)
+                if f.grid == 1 or f.grid * f.work < exe.PARALLEL_MIN_WORK}
+
+    @staticmethod
+    def _launcher_source(program: Program, inputs: list[str], outputs: list[str], inline) -> str:
+        scratch = list(program.scratch_buffers())
+        where = {**{n: f"p{k}" for k, n in enumerate(inputs)}, **{n: f"q{k}" for k, n in enumerate(outputs)},
+                 **{n: f"s[{k}]" for k, n in enumerate(scratch)}}
+        xs = [f"x{k}" for k in range(len(inputs))]
+        returned = "y0" if program.single else "(" + "".join(f"y{k}, " for k in range(len(outputs))) + ")"
+        lines = ["def call(args):", f"    if len(args) != {len(inputs)}:", "        return None"]
+        if xs:
+            lines.append(f"    {', '.join(xs)}, = args")
+        for k, x in enumerate(xs):
+            lines += [f"    if type({x}) not in PLAIN or {x}.dtype is not DTYPE{k} or {x}.shape != SHAPE{k} or "
+                      f"not {x}.is_cpu or not {x}.is_contiguous():", "        return None",
+                      f"    p{k} = {x}.data_ptr()"]
+        for k in range(len(outputs)):
+            lines += [f"    y{k} = empty(OUT{k}_SHAPE, dtype=OUT{k}_DTYPE)", f"    q{k} = y{k}.data_ptr()"]
+        if scratch:
+            lines.append("    s = scratch()")
+        for k, kern in enumerate(program.kernels):
+            ptrs = ", ".join(where[p.name] for p in kern.gir.params)
+            if k in inline:  # runs on this thread whatever the thread count: its function directly
+                lines.append(f"    K{k}(0, {kern.gir.grid}, {ptrs})")
+            else:
+                lines.append(f"    launch({kern.name!r}, [{ptrs}])")
+        lines.append(f"    return {returned}")
+        return "\n".join(lines) + "\n"
+
+
+def _scratch_pointers(program: Program) -> Callable[[], tuple[int, ...]]:
+    """`scratch()`: the addresses of this thread's intermediates of `program`."""
+    def scratch():
+        pointers = getattr(program._scratch, "pointers", None)
+        if pointers is None:
+            pointers = tuple(a.ctypes.data for a in program.scratch_buffers().values())
+            program._scratch.pointers = pointers
+        return pointers
+    return scratch

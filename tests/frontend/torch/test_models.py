@@ -17,33 +17,28 @@ from warpweave.frontend.torch.backend import collecting_reports  # noqa: E402
 TOLERANCE = 1e-4  # float32: largest difference from eager, relative to eager's largest magnitude
 SEQ, VOCAB = 12, 96
 
-# What stays in PyTorch, by design: convolutions, gathers and scatters (embeddings, the
-# loss's target gather and its backward), attention's fused kernel, padding, pooling
-# with indices, in-place updates of batch-norm statistics. Matrix products compile on
-# the cpu target (option contractions="auto").
-EMBEDDING = {"aten.embedding.default"}
+# What stays in PyTorch, by design: convolutions, attention's fused kernel, in-place
+# updates of batch-norm statistics. Matrix products compile on the cpu target (option
+# contractions="auto"); gathers and scatters (embeddings, the loss's target gather and its
+# backward), padding and pooling compile (as one-hot and window reductions) at these sizes.
 SDPA = {"aten._scaled_dot_product_flash_attention_for_cpu.default"}
 SDPA_BACKWARD = {"aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
-LM_LOSS_BACKWARD = {"aten.embedding_dense_backward.default", "aten.gather.default", "aten.scatter.value",
-                    "aten.constant_pad_nd.default"}  # the shifted labels are padded
 CONV = {"aten.convolution.default"}
-MAXPOOL = {"aten.max_pool2d_with_indices.default"}
 FALLBACKS = {
-    "gpt2": EMBEDDING | SDPA,
-    "gpt2-eager": EMBEDDING,
-    "gpt2-train": EMBEDDING | SDPA | SDPA_BACKWARD | LM_LOSS_BACKWARD,
-    "llama": EMBEDDING | SDPA,
-    "llama-train": EMBEDDING | SDPA | SDPA_BACKWARD | LM_LOSS_BACKWARD,
-    "mistral": EMBEDDING | SDPA,
-    "bert": EMBEDDING | SDPA | {"aten.gather.default", "aten.index.Tensor"},
-    "t5": EMBEDDING | SDPA,
+    "gpt2": SDPA,
+    "gpt2-eager": set(),
+    "gpt2-train": SDPA | SDPA_BACKWARD,
+    "llama": SDPA,
+    "llama-train": SDPA | SDPA_BACKWARD,
+    "mistral": SDPA,
+    "bert": SDPA,
+    "t5": SDPA,
     "vit": CONV | SDPA,
     "vit-train": CONV | SDPA | SDPA_BACKWARD | {"aten.convolution_backward.default"},
-    "resnet": CONV | MAXPOOL,
-    "resnet-train": CONV | MAXPOOL | {"aten.convolution_backward.default", "aten.copy_.default",
-                                      "aten.scatter_add.default"},
+    "resnet": CONV,
+    "resnet-train": CONV | {"aten.convolution_backward.default", "aten.copy_.default"},
     "convnext": CONV,
-    "mobilenet": CONV | {"aten.constant_pad_nd.default"},
+    "mobilenet": CONV,
 }
 
 

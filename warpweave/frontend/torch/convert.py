@@ -58,22 +58,20 @@ CONVERTERS: dict = {}
 
 _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cuDNN)"
 _RANDOM = "random numbers come from PyTorch's generator"
-_GATHER = "data-dependent indexing (gather, scatter, embedding) has no warpweave index expression"
-_PIECES = "writing pieces into a larger tensor (padding, scatter) is not supported yet"
+_GATHER = "data-dependent indexing of this kind has no warpweave index expression (convert_index has the others)"
+_PIECES = "writing pieces into a larger tensor through strides or diagonals is not supported yet"
 _ROUND = "rounding (floor, ceil, trunc, remainder) is not in warpweave's expression language"
-_ARG = "reductions that return indices, and scans, are not supported"
+_ARG = "reductions that return indices, and scans other than cumsum, are not supported"
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
                      "convolution_backward", "_scaled_mm"], _MATMUL),
-    **dict.fromkeys(["native_dropout", "native_dropout_backward", "rand", "rand_like", "randn",
+    **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
-    **dict.fromkeys(["embedding", "embedding_dense_backward", "index", "index_select", "gather",
-                     "scatter", "scatter_add", "scatter_reduce", "index_put", "_unsafe_index",
-                     "_unsafe_index_put", "index_add"], _GATHER),
-    **dict.fromkeys(["constant_pad_nd", "as_strided_scatter", "diagonal_scatter"], _PIECES),
+    **dict.fromkeys(["scatter", "scatter_reduce", "index_put", "_unsafe_index", "_unsafe_index_put"], _GATHER),
+    **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
     **dict.fromkeys(["floor", "ceil", "round", "trunc", "remainder", "fmod", "floor_divide",
                      "sign"], _ROUND),
-    **dict.fromkeys(["argmax", "argmin", "max", "min", "sort", "topk", "cumsum", "cumprod"], _ARG),
+    **dict.fromkeys(["argmax", "argmin", "max", "min", "sort", "topk", "cumprod"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",

@@ -1,0 +1,109 @@
+"""Data-dependent indexing as one-hot reductions (convert_index): embedding, index,
+index_select, gather, scatter, scatter_add and the embedding's backward against eager
+float64, strict (nothing may fall back); out-of-range indices never read out of bounds."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
+from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
+
+from warpweave.errors import UnsupportedError  # noqa: E402
+from warpweave.frontend.torch import convert_index  # noqa: E402
+from warpweave.frontend.torch.backend import decompositions  # noqa: E402
+from warpweave.frontend.torch.partition import split_graph  # noqa: E402
+
+F = torch.nn.functional
+
+
+def compiled(fn, *args):
+    """fn's ATen graph split strictly: every operation must compile."""
+    gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(*args)
+    split, report = split_graph(gm, "test", "cpu", strict=True)
+    assert not report.fallbacks and report.programs, str(report)
+    return split
+
+
+def check(fn, *args):
+    got, want = compiled(fn, *args)(*args), fn(*args)
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, g.shape, w.dtype, w.shape)
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def with_grad(fn, weight_shape_of=None):
+    """fn and the gradient of <fn(x), w> with respect to x, in one graph."""
+    def both(x, *rest):
+        x = x.detach().requires_grad_()
+        y = fn(x, *rest)
+        w = torch.cos(torch.arange(y.numel(), dtype=y.dtype)).reshape(y.shape)
+        (g,) = torch.autograd.grad((y * w).sum(), x)
+        return y, g
+    return both
+
+
+def rnd(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def test_embedding_and_its_gradient():
+    weight, ids = rnd(11, 5), torch.randint(0, 11, (3, 7))
+    check(lambda w, i: F.embedding(i, w), weight, ids)
+    check(with_grad(lambda w, i: F.embedding(i, w) * 2), weight, ids)
+    check(with_grad(lambda w, i: F.embedding(i, w, padding_idx=2)), weight, ids)
+    check(with_grad(lambda w, i: F.embedding(i, w, scale_grad_by_freq=True)), weight, ids)
+
+
+def test_index_select_gather_and_advanced_index():
+    x = rnd(6, 9, 4)
+    check(with_grad(lambda x, i: x.index_select(1, i)), x, torch.tensor([8, 0, 3, 3, 5]))
+    check(with_grad(lambda x, i: torch.gather(x, 1, i)), x, torch.randint(0, 9, (5, 3, 4)))  # index smaller
+    check(with_grad(lambda x, i: torch.gather(x, 2, i)), x, torch.randint(0, 4, (6, 9, 2)))
+    check(lambda x, i, j: x[i, :, j], x, torch.tensor([[0, -1], [5, 2]]), torch.tensor([3, -4]))  # apart
+    check(lambda x, i, j: x[:, i, j], x, torch.tensor([[0, 8], [-9, 2]]), torch.tensor([1]))  # adjacent
+    check(lambda x, i: x[i], x, torch.tensor([5, -6, 0]))
+
+
+def test_scatters():
+    x = rnd(5, 7)
+    index = torch.randint(0, 7, (4, 3))
+    check(lambda x, i, s: torch.scatter_add(x, 1, i, s), x, index, rnd(4, 6))
+    check(lambda x, i, s: torch.scatter_add(x, 0, i, s), x, torch.randint(0, 5, (4, 3)), rnd(4, 3))
+    check(lambda x, i: torch.scatter(x, 1, i, 2.5), x, index)
+
+
+def test_cross_entropy_and_its_gradient():
+    logits, target = rnd(6, 10), torch.randint(0, 10, (6,))
+    target[2] = -100  # ignored
+    check(with_grad(lambda x, t: F.cross_entropy(x, t)), logits, target)
+
+
+def test_out_of_range_indices_read_nothing():
+    """PyTorch raises; warpweave must never read outside the table: a gather of an
+    index out of range gives 0, a scatter leaves the element as it was."""
+    weight = rnd(4, 3)
+    ids = torch.tensor([1, 3])
+    run = compiled(lambda w, i: F.embedding(i, w), weight, ids)
+    got = run(weight, torch.tensor([1, 1 << 40]))
+    assert torch.equal(got[0], weight[1]) and torch.equal(got[1], torch.zeros(3, dtype=torch.float64))
+    x, src = rnd(2, 3), rnd(2, 3)
+    run = compiled(lambda x, i, s: torch.scatter_add(x, 1, i, s), x, torch.zeros(2, 3, dtype=torch.long), src)
+    bad = torch.tensor([[0, 7, -1], [2, 2, 2]])
+    got = run(x, bad, src)
+    torch.testing.assert_close(got[0], x[0] + torch.tensor([src[0, 0], 0, 0], dtype=torch.float64))
+    torch.testing.assert_close(got[1], x[1] + torch.tensor([0, 0, src[1].sum()], dtype=torch.float64))
+
+
+def test_large_tables_stay_in_pytorch():
+    """Where the one-hot reduction would cost more than MAX_WORK terms and more than twice
+    the data the gather moves, the operation runs in PyTorch with the reason."""
+    weight, ids = torch.randn(50000, 8), torch.randint(0, 50000, (4,))
+    gm = make_fx(lambda w, i: F.embedding(i, w) + 1, tracing_mode="fake", decomposition_table=decompositions())(
+        weight, ids)
+    split, report = split_graph(gm, "test", "cpu")
+    assert [f.op for f in report.fallbacks] == ["aten.embedding.default"]
+    assert "exceeds" in report.fallbacks[0].reason
+    torch.testing.assert_close(split(weight, ids), F.embedding(ids, weight) + 1)
+    with pytest.raises(UnsupportedError, match="one-hot"):
+        convert_index.check_work("gather", 10, convert_index.MAX_WORK, 10)

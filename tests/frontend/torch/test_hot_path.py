@@ -1,0 +1,68 @@
+"""The CPU hot path of compiled torch graphs (CpuRunner.torch_call): PyTorch CPU tensors
+straight to the kernels, no numpy; anything it does not take goes the general way."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
+
+import warpweave as ww  # noqa: E402
+
+
+def softmax_program(shape, dtype="float32"):
+    f = ww.jit(lambda x, y: (ww.softmax(x * 2.0, axis=-1) + y, x.sum(axis=0)), target="cpu")
+    spec = np.zeros(shape, dtype)
+    return f.lower(spec, spec)
+
+
+@pytest.mark.parametrize("rows, direct", [(5, True), (200, False)])
+def test_torch_tensors_take_the_generated_launcher(rows, direct):
+    """Small kernels are called directly on this thread; larger ones through the
+    executable's launch, which may share them over the thread pool."""
+    program = softmax_program((rows, 257))
+    x, y = torch.randn(rows, 257), torch.randn(rows, 257)
+    got = program(x, y)
+    assert all(type(t) is torch.Tensor for t in got)
+    torch.testing.assert_close(got[0], torch.softmax(x * 2, -1) + y)
+    torch.testing.assert_close(got[1], x.sum(0))
+    launcher = program.dump("launcher")
+    assert "def call(args):" in launcher and ("K0(0, " in launcher) == direct and ("launch(" in launcher) != direct
+    again = program(x, y)  # fresh outputs on every call
+    assert again[0].data_ptr() != got[0].data_ptr()
+
+
+def test_other_arguments_take_the_general_path():
+    program = softmax_program((4, 6))
+    fast = program.fast_path()
+    x = torch.randn(6, 4)
+    assert fast((x.t(), x.t())) is None  # not contiguous
+    assert fast((x.double().reshape(4, 6), x.reshape(4, 6))) is None  # another dtype
+    assert fast((torch.randn(4, 7), torch.randn(4, 7))) is None  # another shape
+    assert fast((x.reshape(4, 6),)) is None
+    xs = np.random.default_rng().standard_normal((4, 6)).astype(np.float32)
+    got = program(xs, xs)  # numpy: the general path, numpy results
+    assert isinstance(got[0], np.ndarray)
+    np.testing.assert_allclose(got[1], xs.sum(0), rtol=1e-6)
+
+
+def test_threads_have_their_own_intermediates():
+    program = softmax_program((64, 257))
+    inputs = [(torch.randn(64, 257), torch.randn(64, 257)) for _ in range(4)]
+    errors = []
+
+    def work(x, y):
+        for _ in range(20):
+            got = program(x, y)
+            if not torch.allclose(got[0], torch.softmax(x * 2, -1) + y, atol=1e-6):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work, args=xy) for xy in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

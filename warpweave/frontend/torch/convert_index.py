@@ -1,0 +1,255 @@
+"""Indexing by data: embedding (and its backward), index, index_select, gather,
+scatter with a value, scatter_add.
+
+GIR addresses memory with index expressions of loop variables only: a load whose
+address is data (an index read from a tensor) has no lowering. These operations are
+therefore one-hot reductions over the indexed axis: a gather is
+`out[i] = Σ_k (index[i] == k ? x[..k..] : 0)`, a scatter-add the same sum taken
+over the index positions. Two properties follow, both relied on:
+
+* **never out of bounds**: `k` ranges over the axis, so every read is in range
+  whatever the indices hold; an index out of range (where PyTorch raises) selects
+  nothing and reads 0 (a scatter leaves the element as it was);
+* **exact** for gathers: every term but one is zero (a gathered -0.0 comes back +0.0).
+
+The work is the output's size times the reduced extent, so a converter refuses
+(UnsupportedError: PyTorch runs the operation) when that exceeds `MAX_WORK`
+elements and more than twice what the operation reads and writes anyway — a
+loss's target gather over the vocabulary row compiles, the token embedding of a
+real vocabulary does not.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...errors import UnsupportedError
+from ...ir import dtypes as dt
+from ...ir import expr as ex
+from ..algebra import const, normalize_axes
+from ..tensor import Tensor, index_vars, map_elementwise, op_label, var_ranges, where
+from .convert import CONVERTERS, ww_dtype
+
+aten = torch.ops.aten
+
+MAX_WORK = 1 << 17  # one-hot terms a converter accepts whatever the sizes
+
+
+def register(*targets):
+    def wrap(fn):
+        CONVERTERS.update(dict.fromkeys(targets, fn))
+        return fn
+    return wrap
+
+
+def check_work(what: str, out_size: int, extent: int, natural: int) -> None:
+    """UnsupportedError where a one-hot reduction of `extent` terms per output element
+    costs more than MAX_WORK and more than twice the `natural` elements moved."""
+    work = out_size * extent
+    if work > MAX_WORK and work > 2 * natural:
+        raise UnsupportedError(
+            f"{what}: a one-hot reduction of {extent} terms for each of {out_size} elements "
+            f"({work} terms) exceeds {MAX_WORK}; data-dependent loads are not in GIR, so PyTorch runs it")
+
+
+def _accumulator(d: dt.DType) -> tuple[str, dt.DType]:
+    """(combiner, dtype) of a one-hot sum over values of dtype d: exact for every d."""
+    if d.is_bool:
+        return "max", d
+    return "sum", (dt.int64 if d.is_int else dt.compute_dtype(d))
+
+
+def _zero(d: dt.DType) -> ex.Const:
+    return ex.Const(False if d.is_bool else 0, d)
+
+
+def _as_index(e: ex.Expr) -> ex.Expr:
+    return e if e.dtype == dt.INDEX else ex.cast(e, dt.INDEX)
+
+
+def onehot(what: str, shape, reduce_extents, term, natural: int, out_dtype: dt.DType, tr) -> Tensor:
+    """A tensor of `shape`: element i is Σ over r in `reduce_extents` of
+    `term(i_vars, r_vars, ranges)`, which returns (condition, value); the sum runs in an
+    exact accumulator and is cast to out_dtype."""
+    shape = tuple(shape)
+    check_work(what, math.prod(shape), math.prod(reduce_extents), natural)
+    ivars, rvars = index_vars(len(shape)), index_vars(len(reduce_extents), "r")
+    ranges = {**var_ranges(ivars, shape), **var_ranges(rvars, reduce_extents)}
+    cond, value = term(ivars, rvars, ranges)
+    combiner, acc = _accumulator(value.dtype)
+    body = ex.Reduce(combiner, ex.select(cond, ex.cast(value, acc), _zero(acc)), rvars, reduce_extents)
+    result = tr.compute(shape, ivars, body, op_label(what))
+    return result.astype(out_dtype)
+
+
+def _wrapped(e: ex.Expr, n: int) -> ex.Expr:
+    """A negative index counted from the end, as PyTorch's indexing does."""
+    e = _as_index(e)
+    return ex.select(ex.binary("lt", e, 0), e + n, e)
+
+
+def gather_along(what: str, x: Tensor, axis: int, out_shape, index_of, x_index, out) -> Tensor:
+    """x gathered along `axis`: element i of the result reads x at `x_index(i, k)`
+    where k equals the data index `index_of(i, ranges)`."""
+    n = x.shape[axis]
+
+    def term(ivars, rvars, ranges):
+        k = _as_index(index_of(ivars, ranges))
+        return ex.binary("eq", k, rvars[0]), x._load(x_index(ivars, rvars[0]), ranges)
+
+    return onehot(what, out_shape, (n,), term, x.size + math.prod(out_shape), ww_dtype(out.dtype), x._tr)
+
+
+# ----------------------------------------------------------------------------- gathers
+
+@register(aten.embedding.default)
+def _embedding(out, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    k = indices.ndim
+    return gather_along("embedding", weight, 0, out.shape,
+                        lambda iv, rg: indices._load(iv[:k], rg),
+                        lambda iv, r: [r, *iv[k:]], out)
+
+
+@register(aten.index_select.default)
+def _index_select(out, x, dim, index):
+    (d,) = normalize_axes(dim, max(x.ndim, 1), "index_select")
+    if x.ndim == 0:
+        return gather_along("index_select", x.reshape((1,)), 0, (), lambda iv, rg: index._load(
+            [ex.Const(0, dt.INDEX)] * index.ndim, rg), lambda iv, r: [r], out).reshape(())
+    return gather_along("index_select", x, d, out.shape,
+                        lambda iv, rg: index._load([iv[d]] if index.ndim else [], rg),
+                        lambda iv, r: [*iv[:d], r, *iv[d + 1:]], out)
+
+
+@register(aten.gather.default)
+def _gather(out, x, dim, index, *, sparse_grad=False):
+    if x.ndim == 0 or index.ndim == 0:
+        x, index = x.reshape((1,) * max(x.ndim, 1)), index.reshape((1,) * max(index.ndim, 1))
+        return _gather(out, x, dim, index).reshape(tuple(out.shape))
+    (d,) = normalize_axes(dim, x.ndim, "gather")
+    return gather_along("gather", x, d, index.shape, lambda iv, rg: index._load(iv, rg),
+                        lambda iv, r: [*iv[:d], r, *iv[d + 1:]], out)
+
+
+@register(aten.index.Tensor)
+def _index(out, x, indices):
+    """x[indices]: tensors (broadcast together) at some axes, None for whole axes. The
+    indexed axes' result axes go where the first indexed axis is when the indexed axes
+    are adjacent, else first (numpy's rule)."""
+    indexed = [k for k, t in enumerate(indices) if t is not None]
+    if any(dt.dtype(indices[k].dtype).is_bool for k in indexed):
+        raise UnsupportedError("index with a boolean mask: the result's shape depends on the data")
+    bshape = tuple(torch.broadcast_shapes(*(tuple(indices[k].shape) for k in indexed)))
+    rest = [k for k in range(x.ndim) if k not in indexed]
+    adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
+    front = indexed[0] if adjacent else 0  # result axes before the broadcast index axes
+    nb = len(bshape)
+    out_shape = tuple(out.shape)
+
+    def term(ivars, rvars, ranges):
+        bvars = ivars[front:front + nb]
+        others = ivars[:front] + ivars[front + nb:]
+        place = dict(zip(rest, others))
+        conds = []
+        for r, k in zip(rvars, indexed):
+            t = indices[k]
+            bi = [ex.Const(0, dt.INDEX) if n == 1 and bshape[nb - t.ndim + j] != 1 else bvars[nb - t.ndim + j]
+                  for j, n in enumerate(t.shape)]
+            conds.append(ex.binary("eq", _wrapped(t._load(bi, ranges), x.shape[k]), r))
+            place[k] = r
+        return ex.all_of(conds), x._load([place[k] for k in range(x.ndim)], ranges)
+
+    extents = tuple(x.shape[k] for k in indexed)
+    return onehot("index", out_shape, extents, term, x.size + math.prod(out_shape), ww_dtype(out.dtype), x._tr)
+
+
+# ----------------------------------------------------------------------------- scatters
+
+def _in_index(ivars, dim: int, index: Tensor, m) -> tuple[list[ex.Expr], ex.Expr | None]:
+    """The position of `index` at output element i with `m` along dim (coordinates
+    clamped into index's shape), and the condition that i lies within index's shape."""
+    pos, conds = [], []
+    for k, (v, n) in enumerate(zip(ivars, index.shape)):
+        if k == dim:
+            pos.append(m)
+        else:
+            pos.append(ex.binary("min", v, ex.Const(max(n - 1, 0), dt.INDEX)))
+            conds.append(ex.binary("lt", v, n))
+    return pos, ex.all_of(conds)
+
+
+def _scatter_hits(what, x: Tensor, dim: int, index: Tensor, value_at, out_dtype) -> Tensor:
+    """Σ over the positions m along dim of index of value_at(position) where index there
+    names this element's coordinate along dim (and the position exists)."""
+    def term(ivars, rvars, ranges):
+        pos, inside = _in_index(ivars, dim, index, rvars[0])
+        hit = ex.binary("eq", _as_index(index._load(pos, ranges)), ivars[dim])
+        return (hit if inside is None else ex.binary("and", inside, hit)), value_at(pos, ranges)
+
+    return onehot(what, x.shape, (index.shape[dim],), term, x.size + 2 * index.size, out_dtype, x._tr)
+
+
+@register(aten.scatter_add.default)
+def _scatter_add(out, x, dim, index, src):
+    if x.ndim == 0:
+        return _scatter_add(out, x.reshape((1,)), 0, index.reshape((1,)), src.reshape((1,))).reshape(())
+    (d,) = normalize_axes(dim, x.ndim, "scatter_add")
+    res = ww_dtype(out.dtype)
+    added = _scatter_hits("scatter_add", x, d, index, lambda pos, rg: src._load(pos, rg),
+                          dt.compute_dtype(res) if res.is_float else dt.dtype(x.dtype))
+    return (x.astype(added._dt) + added).astype(res)
+
+
+@register(aten.scatter.value)
+def _scatter_value(out, x, dim, index, value):
+    if x.ndim == 0:
+        return _scatter_value(out, x.reshape((1,)), 0, index.reshape((1,)), value).reshape(())
+    (d,) = normalize_axes(dim, x.ndim, "scatter")
+    hit = _scatter_hits("scatter", x, d, index, lambda pos, rg: ex.Const(True, dt.bool_), dt.bool_)
+    res = ww_dtype(out.dtype)
+    return map_elementwise("scatter", lambda h, v: ex.select(h, const(value, res), ex.cast(v, res)), hit, x)
+
+
+@register(aten.embedding_dense_backward.default)
+def _embedding_backward(out, grad, indices, num_weights, padding_idx, scale_grad_by_freq):
+    """The weight's gradient: row v sums the gradient rows of the tokens that read it
+    (none for padding_idx); with scale_grad_by_freq each divided by v's count."""
+    extents = tuple(indices.shape)
+    res = ww_dtype(out.dtype)
+
+    def picks(ivars, rvars, ranges):
+        hit = ex.binary("eq", _as_index(indices._load(rvars, ranges)), ivars[0])
+        if padding_idx is not None and padding_idx >= 0:
+            hit = ex.binary("and", hit, ex.binary("ne", ivars[0], padding_idx))
+        return hit
+
+    natural = grad.size + math.prod(out.shape)
+    summed = onehot("embedding_backward", out.shape, extents, lambda iv, rv, rg: (
+        picks(iv, rv, rg), ex.cast(grad._load([*rv, *iv[1:]], rg), dt.compute_dtype(res))),
+        natural, dt.compute_dtype(res), grad._tr)
+    if scale_grad_by_freq:
+        counts = onehot("embedding_counts", (num_weights,) + (1,) * (len(out.shape) - 1), extents,
+                        lambda iv, rv, rg: (picks(iv, rv, rg), ex.Const(1, dt.INDEX)),
+                        natural, dt.compute_dtype(res), grad._tr)
+        summed = where(counts > 0, summed / counts, summed)
+    return summed.astype(res)
+
+
+@register(aten.index_add.default)
+def _index_add(out, x, dim, index, source, *, alpha=1):
+    """x plus alpha·source[.., m, ..] at x[.., index[m], ..] along dim."""
+    if x.ndim == 0:
+        return _index_add(out, x.reshape((1,)), 0, index.reshape((1,)), source.reshape((1,)), alpha=alpha
+                          ).reshape(())
+    (d,) = normalize_axes(dim, x.ndim, "index_add")
+    res = ww_dtype(out.dtype)
+    acc = dt.compute_dtype(res) if res.is_float else dt.int64
+
+    def term(ivars, rvars, ranges):
+        hit = ex.binary("eq", _as_index(index._load(rvars if index.ndim else [], ranges)), ivars[d])
+        return hit, ex.cast(source._load([*ivars[:d], rvars[0], *ivars[d + 1:]], ranges), acc)
+
+    added = onehot("index_add", x.shape, (index.size,) if index.ndim else (1,), term,
+                   x.size + 2 * source.size, acc, x._tr)
+    return (x.astype(acc) + (added * alpha if alpha != 1 else added)).astype(res)

@@ -1,0 +1,122 @@
+"""Padding, scans and boolean reductions: constant_pad_nd, cumsum, any and all.
+
+`cumsum` is a masked reduction over the prefix (`out[i] = Σ_{k ≤ i} x[k]`): correct
+for any order of summation (a float32 sum errs like a pairwise sum), its work the
+input's size times the axis length, so axes past `convert_index.MAX_WORK` terms in
+all stay in PyTorch (a scan template would lift that).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...errors import UnsupportedError
+from ...ir import dtypes as dt
+from ...ir import expr as ex
+from ..algebra import const, normalize_axes
+from ..constructors import full
+from ..tensor import index_vars, map_elementwise, op_label, var_ranges
+from .convert import ww_dtype
+from .convert_index import check_work, register
+
+aten = torch.ops.aten
+
+
+def _clamped(e: ex.Expr, n: int) -> ex.Expr:
+    return ex.binary("min", ex.binary("max", e, ex.Const(0, dt.INDEX)), ex.Const(n - 1, dt.INDEX))
+
+
+@register(aten.constant_pad_nd.default)
+def _constant_pad(out, x, pad, value=0):
+    """x with pad[2k], pad[2k+1] elements of `value` before and after its k-th last axis
+    (negative pads crop). Reads outside x are guarded by the select and clamped."""
+    res = ww_dtype(out.dtype)
+    shape = tuple(out.shape)
+    if x.size == 0 or math.prod(shape) == 0:
+        return full(shape, value, res)
+    before = [0] * x.ndim
+    for k in range(len(pad) // 2):
+        before[x.ndim - 1 - k] = pad[2 * k]
+    ivars = index_vars(len(shape))
+    ranges = var_ranges(ivars, shape)
+    src, inside = [], []
+    for v, b, n, m in zip(ivars, before, x.shape, shape):
+        s = v - b if b else v
+        src.append(_clamped(s, n))
+        if b > 0:
+            inside.append(ex.binary("ge", s, 0))
+        if m - b > n:
+            inside.append(ex.binary("lt", s, n))
+    loaded = ex.cast(x._load(src, ranges), res)
+    cond = ex.all_of(inside)
+    body = loaded if cond is None else ex.select(cond, loaded, const(value, res))
+    return x._tr.compute(shape, ivars, body, op_label("constant_pad_nd"))
+
+
+@register(aten.cumsum.default)
+def _cumsum(out, x, dim, *, dtype=None):
+    res = ww_dtype(out.dtype)
+    if x.ndim == 0:
+        return x.astype(res)
+    (d,) = normalize_axes(dim, x.ndim, "cumsum")
+    n = x.shape[d]
+    check_work("cumsum", x.size, n, x.size)
+    acc = dt.int64 if res.is_int or res.is_bool else dt.compute_dtype(res)
+    ivars, r = index_vars(x.ndim), ex.Var("r0")
+    ranges = {**var_ranges(ivars, x.shape), "r0": (0, max(n - 1, 0))}
+    term = ex.cast(ex.cast(x._load([*ivars[:d], r, *ivars[d + 1:]], ranges), res), acc)
+    body = ex.Reduce("sum", ex.select(ex.binary("le", r, ivars[d]), term, ex.Const(0, acc)), [r], [n])
+    return x._tr.compute(x.shape, ivars, body, op_label("cumsum")).astype(res)
+
+
+def _bool_reduce(combiner: str, empty: bool):
+    def convert(out, x, dim=None, keepdim=False):
+        flags = x if dt.dtype(x.dtype).is_bool else x != 0
+        axes = None if dim is None or (isinstance(dim, (list, tuple)) and not dim) or x.ndim == 0 else dim
+        if x.size == 0:
+            return full(tuple(out.shape), empty, dt.bool_)
+        reduced = flags.max(axis=axes, keepdims=keepdim) if combiner == "max" else \
+            flags.min(axis=axes, keepdims=keepdim)
+        return reduced.reshape(tuple(out.shape))
+    return convert
+
+
+def _overloads(name):
+    packet = getattr(aten, name)
+    return [getattr(packet, o) for o in ("default", "dim", "dims") if hasattr(packet, o)]
+
+
+register(*_overloads("any"))(_bool_reduce("max", False))
+register(*_overloads("all"))(_bool_reduce("min", True))
+
+
+@register(aten.flip.default)
+def _flip(out, x, dims):
+    """x reversed along dims (cumsum's backward is a flipped cumsum)."""
+    axes = set(normalize_axes(tuple(dims), x.ndim, "flip")) if x.ndim else set()
+    ivars = index_vars(x.ndim)
+    ranges = var_ranges(ivars, x.shape)
+    idx = [(n - 1) - v if k in axes else v for k, (v, n) in enumerate(zip(ivars, x.shape))]
+    return x._tr.compute(x.shape, ivars, x._load(idx, ranges), op_label("flip"))
+
+
+@register(aten.native_dropout.default)
+def _native_dropout(out, x, p, train):
+    """Dropout that draws nothing: p = 0 or evaluation keeps every element (a mask of
+    ones), p = 1 drops every one. Other rates need PyTorch's generator."""
+    if train and 0 < p < 1:
+        raise UnsupportedError(f"dropout with p={p} in training draws random numbers from PyTorch's generator")
+    keep = not train or p == 0
+    res = ww_dtype(out[0].dtype)
+    values = x.astype(res) if keep else full(tuple(out[0].shape), 0, res)
+    return [values, full(tuple(out[1].shape), keep, dt.bool_)]
+
+
+@register(aten.native_dropout_backward.default)
+def _native_dropout_backward(out, grad, mask, scale):
+    """grad · mask · scale, as PyTorch computes it (a NaN gradient stays NaN where dropped)."""
+    res = ww_dtype(out.dtype)
+    c = dt.compute_dtype(res)
+    return map_elementwise("dropout_backward", lambda g, m: ex.cast(ex.binary("mul", ex.binary(
+        "mul", ex.cast(g, c), ex.cast(m, c)), ex.Const(float(scale), c)), res), grad, mask)

@@ -310,6 +310,7 @@ def test_noncontiguous_and_expanded_inputs():
     torch.testing.assert_close(_compiled_fully(fn, x, y, b), fn(x, y, b))
 
 
+@pytest.mark.usefixtures("products_in_torch")
 def test_copies_of_transposed_views_compile():
     """`.contiguous()` of a transposed view between two matrix products is a real copy:
     warpweave runs it (a tiled transpose), not PyTorch, and a copy of something

@@ -44,18 +44,18 @@ class Blas:
         return (os.path.basename(self.path), self.symbol, self.int_bits, bool(self.set_threads))
 
 
-def _library_files() -> list[str]:
+def _library_files():
+    """Candidate BLAS files, numpy's own first; the system's (`find_library`, which runs
+    ldconfig) only when those are exhausted."""
     import numpy as np
 
     root = os.path.dirname(os.path.dirname(np.__file__))
-    files = []
     for pattern in ("numpy.libs/*blas*", "numpy/.dylibs/*blas*", "scipy_openblas*/lib/*blas*.so*"):
-        files += sorted(glob.glob(os.path.join(root, pattern)))
+        yield from sorted(glob.glob(os.path.join(root, pattern)))
     for name in ("openblas", "cblas", "blas"):
         found = ctypes.util.find_library(name)
         if found:
-            files.append(found)
-    return files
+            yield found
 
 
 def _address(lib, name: str) -> int:

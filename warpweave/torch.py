@@ -8,7 +8,8 @@ AOTAutograd turns each graph Dynamo captures into core-ATen forward and backward
 graphs (or one inference graph). warpweave compiles the operations it supports —
 pointwise math, casts, reductions, views, where/masking, concatenation, softmax,
 log-softmax and layer norm through their decompositions — into warpweave
-programs; matrix products, convolutions, random numbers, gathers/scatters and
+programs, with pooling, padding and small gathers, and on the CPU matrix products;
+convolutions, attention, random numbers, gathers over large tables and
 anything else it cannot compile run in PyTorch (the FX capability-based
 partitioner splits the graph). Every compiled graph logs one line on the
 "warpweave.torch" logger naming what fell back; `explain` reports it in full.

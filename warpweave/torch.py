@@ -18,7 +18,8 @@ Tensors are used in place: CUDA tensors on the cuda target on PyTorch's current
 stream, CPU tensors on the cpu target through numpy views of the same memory.
 
 Options (`options={...}`): `target` ("auto", "cpu", "interp", "cuda"), `mode`
-(also `torch.compile(mode=...)`; every mode compiles as "default" for now),
+(also `torch.compile(mode=...)`: "max-autotune" tunes every group first,
+"reduce-overhead" replays each compiled graph from CUDA graphs),
 `dump_dir` (write every compile stage there), and `strict`.
 
 Failures never break a model that runs eagerly: an operation that fails to convert,

@@ -95,7 +95,7 @@ def host_functions(step, steps: int, top: int) -> None:
     rows = [(tt, ct, nc, f"{func} ({file.rsplit('/', 1)[-1]}:{line})")
             for (file, line, func), (_, nc, tt, ct, _) in pstats.Stats(prof).stats.items()]
     rows.sort(key=lambda r: -r[0])
-    print(f"\n== warpweave host functions: own / cumulative us per step, calls per step")
+    print("\n== warpweave host functions: own / cumulative us per step, calls per step")
     for tt, ct, nc, name in rows[:top]:
         print(f"{tt / steps * 1e6:9.1f} {ct / steps * 1e6:9.1f} {nc // steps:5d}  {name[:100]}")
 

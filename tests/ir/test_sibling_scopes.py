@@ -11,7 +11,7 @@ from warpweave.ir.gir_parse import parse_kernel
 from warpweave.ir.gir_text import print_kernel
 from warpweave.ir.gir_verify import check, verify
 
-from tests.ir.example_kernels import V, lt, softmax_cpu_kernel, softmax_tile_kernel
+from tests.ir.example_kernels import V, softmax_cpu_kernel, softmax_tile_kernel
 
 f32 = dt.float32
 

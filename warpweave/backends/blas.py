@@ -44,14 +44,19 @@ class Blas:
         return (os.path.basename(self.path), self.symbol, self.int_bits, bool(self.set_threads))
 
 
-def _library_files():
-    """Candidate BLAS files, numpy's own first; the system's (`find_library`, which runs
-    ldconfig) only when those are exhausted."""
+def numpy_library_files() -> list[str]:
+    """The BLAS libraries that numpy's wheel ships (empty for a numpy built elsewhere)."""
     import numpy as np
 
     root = os.path.dirname(os.path.dirname(np.__file__))
-    for pattern in ("numpy.libs/*blas*", "numpy/.dylibs/*blas*", "scipy_openblas*/lib/*blas*.so*"):
-        yield from sorted(glob.glob(os.path.join(root, pattern)))
+    return [f for pattern in ("numpy.libs/*blas*", "numpy/.dylibs/*blas*", "scipy_openblas*/lib/*blas*.so*")
+            for f in sorted(glob.glob(os.path.join(root, pattern)))]
+
+
+def _library_files():
+    """Candidate BLAS files, numpy's own first; the system's (`find_library`, which runs
+    ldconfig) only when those are exhausted."""
+    yield from numpy_library_files()
     for name in ("openblas", "cblas", "blas"):
         found = ctypes.util.find_library(name)
         if found:

@@ -2,7 +2,7 @@
 eager's values, call after call, through new shapes, moved inputs and in-place updates."""
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="CUDA-graph replay wraps PyTorch callables")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 import warpweave.torch as wt  # noqa: E402
@@ -28,12 +28,6 @@ def test_cpu_tensors_pass_through_uncaptured():
     assert len(calls) == 3 and not graphed.recorded
 
 
-def _cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    return torch.device("cuda")
-
-
 class _Net(torch.nn.Module):
     def __init__(self, width=48):
         super().__init__()
@@ -45,8 +39,8 @@ class _Net(torch.nn.Module):
 
 
 @pytest.mark.gpu
-def test_inference_replays_match_eager_and_results_stay_put():
-    device = _cuda()
+def test_inference_replays_match_eager_and_results_stay_put(torch_cuda):
+    device = torch_cuda
     torch.manual_seed(0)
     net = _Net().to(device).eval()
     compiled = torch.compile(net, backend=wt.backend, mode="reduce-overhead", dynamic=False)
@@ -62,8 +56,8 @@ def test_inference_replays_match_eager_and_results_stay_put():
 
 
 @pytest.mark.gpu
-def test_training_steps_give_eager_gradients():
-    device = _cuda()
+def test_training_steps_give_eager_gradients(torch_cuda):
+    device = torch_cuda
     torch.manual_seed(1)
     net = _Net().to(device)
     ref = _Net().to(device)
@@ -79,8 +73,8 @@ def test_training_steps_give_eager_gradients():
 
 
 @pytest.mark.gpu
-def test_running_statistics_update_in_place_on_every_replay():
-    device = _cuda()
+def test_running_statistics_update_in_place_on_every_replay(torch_cuda):
+    device = torch_cuda
     torch.manual_seed(2)
     net = torch.nn.Sequential(torch.nn.BatchNorm1d(24), torch.nn.ReLU()).to(device).train()
     ref = torch.nn.Sequential(torch.nn.BatchNorm1d(24), torch.nn.ReLU()).to(device).train()
@@ -95,8 +89,8 @@ def test_running_statistics_update_in_place_on_every_replay():
 
 
 @pytest.mark.gpu
-def test_inputs_that_stay_put_are_read_in_place_and_moved_ones_record_anew():
-    device = _cuda()
+def test_inputs_that_stay_put_are_read_in_place_and_moved_ones_record_anew(torch_cuda):
+    device = torch_cuda
     w = torch.randn(8, device=device)
     x = torch.randn(8, device=device)
     calls = []

@@ -9,8 +9,8 @@ import copy
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch", reason="the torch.compile backend needs PyTorch")
+transformers = pytest.importorskip("transformers", reason="the zoo builds its models from transformers configs")
 
 import warpweave.torch as wt  # noqa: E402
 from warpweave.frontend.torch.backend import collecting_reports  # noqa: E402
@@ -22,9 +22,7 @@ ERROR_FACTOR, ERROR_FLOOR = 3.0, 2e-3  # allowed: FACTOR × eager bfloat16's err
 
 
 @pytest.fixture(autouse=True)
-def cuda_and_fresh_dynamo():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+def cuda_and_fresh_dynamo(torch_cuda):
     torch._dynamo.reset()
     yield
 

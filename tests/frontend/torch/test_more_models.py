@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch", reason="the torch.compile backend needs PyTorch")
+transformers = pytest.importorskip("transformers", reason="the models are built from transformers configs")
 
 import warpweave.torch as wt  # noqa: E402
 

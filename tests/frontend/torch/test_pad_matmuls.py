@@ -2,7 +2,7 @@
 and only misaligned, large products are candidates."""
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="padding rewrites PyTorch FX graphs")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 from warpweave.frontend.torch.pad_matmuls import pad_matmuls, padding  # noqa: E402
@@ -76,11 +76,9 @@ def test_padding_reaches_sixteen_bytes():
 
 
 @pytest.mark.gpu
-def test_logits_product_on_the_gpu_matches_eager():
+def test_logits_product_on_the_gpu_matches_eager(torch_cuda):
     """GPT-2's logits product (a vocabulary of 50257 columns) through the backend: the
     same values whether or not the measurement chose padding."""
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     import warpweave.torch as wt
 
     h = torch.randn(512, 768, device="cuda", dtype=torch.bfloat16)

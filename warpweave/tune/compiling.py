@@ -20,13 +20,13 @@ import os
 import pickle
 import queue
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Callable, Iterable, Iterator
 
 from ..errors import Error
+from .child import start_child, stop_child
 from .measure import Artifact
 
 log = logging.getLogger("warpweave")
@@ -77,9 +77,7 @@ def serve(read_fd: int, write_fd: int) -> None:
 
 
 class _Process:
-    """One compile process: a fresh interpreter over two pipes (not multiprocessing's
-    spawn, which re-imports the caller's __main__: a script without a main guard would
-    run again in every process), started on first use and after it died."""
+    """One compile process (`child.start_child`), started on first use and after it died."""
 
     def __init__(self):
         self._process: subprocess.Popen | None = None
@@ -87,16 +85,7 @@ class _Process:
         self._lock = threading.Lock()  # one call at a time, whichever thread asks
 
     def _start(self) -> None:
-        from_parent, to_child = os.pipe()
-        from_child, to_parent = os.pipe()
-        path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", f"from warpweave.tune.compiling import serve; serve({from_parent}, {to_parent})"],
-            pass_fds=(from_parent, to_parent), env={**os.environ, "PYTHONPATH": path})
-        os.close(from_parent)
-        os.close(to_parent)
-        self._send = Connection(to_child, readable=False)
-        self._recv = Connection(from_child, writable=False)
+        self._process, self._send, self._recv = start_child("warpweave.tune.compiling")
 
     def call(self, digest: str, blob: bytes, item):
         """(result, None) or (None, the exception the call raised, or `CompileCrash`)."""
@@ -118,17 +107,8 @@ class _Process:
             self._stop()
 
     def _stop(self) -> None:
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            try:
-                self._send.send(None)
-                self._process.wait(5)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                self._process.kill()
-                self._process.wait(5)
-        self._send.close()
-        self._recv.close()
+        if self._process is not None:
+            stop_child(self._process, self._send, self._recv, wait_s=5)
         self._process = self._send = self._recv = None
 
 

@@ -15,9 +15,7 @@ next job.
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import traceback
 from multiprocessing.connection import Connection
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import numpy as np
 from ..errors import CudaError, Error
 from ..ir import dtypes as dt
 from ..ir.gir import Kernel
+from .child import start_child, stop_child
 
 
 @dataclass(frozen=True)
@@ -329,18 +328,7 @@ class Worker:
         self._send = self._recv = None
 
     def _start(self) -> None:
-        # A fresh interpreter (not multiprocessing's spawn, which re-imports the caller's
-        # __main__), talking over two pipes.
-        from_parent, to_child = os.pipe()
-        from_child, to_parent = os.pipe()
-        path = os.pathsep.join(os.path.abspath(p) for p in sys.path)
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", f"from warpweave.tune.measure import serve; serve({from_parent}, {to_parent})"],
-            pass_fds=(from_parent, to_parent), env={**os.environ, "PYTHONPATH": path})
-        os.close(from_parent)
-        os.close(to_parent)
-        self._send = Connection(to_child, readable=False)
-        self._recv = Connection(from_child, writable=False)
+        self._process, self._send, self._recv = start_child("warpweave.tune.measure")
         hello = None
         try:
             self._send.send((self.target, self.ordinal, self.hook))
@@ -380,15 +368,6 @@ class Worker:
 
     def stop(self) -> None:
         """End the worker process (asked politely, then killed)."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            try:
-                self._send.send(None)
-                self._process.wait(2)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                self._process.kill()
-                self._process.wait(5)
-        self._send.close()
-        self._recv.close()
+        if self._process is not None:
+            stop_child(self._process, self._send, self._recv, wait_s=2)
         self._process = self._send = self._recv = None

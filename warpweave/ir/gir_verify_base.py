@@ -3,12 +3,26 @@ indexed for checking (nodes by id and emission position, scopes, declared buffer
 edges by destination), with the helpers that describe nodes and walk scope chains."""
 from __future__ import annotations
 
+import numpy as np
+
 from .gir import Edge, Kernel, Node, buffers_written
 
 LOADS = ("move.global.reg", "move.shared.reg")
 STORES = ("move.reg.global", "move.reg.shared")
 SHUFFLE = "move.reg.reg"
 SYNC = "sync.block"
+
+
+def iteration_grid(order: list[str], extents: dict[str, int]) -> tuple[dict, tuple[int, ...]]:
+    """Every point of the iteration space of the variables `order` (extents given):
+    ({variable: an int64 array broadcastable over the space}, the space's shape), for
+    evaluating index expressions at all points at once."""
+    env = {}
+    for axis, v in enumerate(order):
+        shape = [1] * len(order)
+        shape[axis] = extents[v]
+        env[v] = np.arange(extents[v], dtype=np.int64).reshape(shape)
+    return env, tuple(extents[v] for v in order)
 
 
 class VerifierBase:

@@ -8,6 +8,7 @@ import numpy as np
 from . import dtypes as dt
 from . import expr as ex
 from .gir import GEMM, GEMM_OPERANDS
+from .gir_verify_base import iteration_grid
 
 _FLOATS = (dt.float16, dt.bfloat16, dt.float32, dt.float64)
 # the extents each operand's (row, column) strides walk
@@ -80,12 +81,7 @@ class CallChecks:
             self.add(f"unproven bounds: {self.desc(n)} runs at {points} points, more than the "
                      f"{self.lim.max_exhaustive_points} the verifier evaluates")
             return
-        env = {}
-        for axis, v in enumerate(order):
-            shape = [1] * len(order)
-            shape[axis] = extents[v]
-            env[v] = np.arange(extents[v], dtype=np.int64).reshape(shape)
-        full = tuple(extents[v] for v in order)
+        env, full = iteration_grid(order, extents)
         val = {k: np.broadcast_to(np.asarray(ex.evaluate(e, env), dtype=np.int64), full)
                for k, e in exprs.items()}
         for key in ("m", "n", "k"):

@@ -8,7 +8,7 @@ import numpy as np
 from . import expr as ex
 from . import simplify as sx
 from .gir import WARP_SIZE
-from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
 
 
 class MemoryChecks(VerifierBase):
@@ -108,12 +108,7 @@ class MemoryChecks(VerifierBase):
                          f"{points} points, more than the {self.lim.max_exhaustive_points} the "
                          f"verifier evaluates exhaustively")
                 continue
-            env = {}
-            for axis, v in enumerate(order):
-                shape = [1] * len(order)
-                shape[axis] = extents[v]
-                env[v] = np.arange(extents[v], dtype=np.int64).reshape(shape)
-            full = tuple(extents[v] for v in order)
+            env, full = iteration_grid(order, extents)
             offs = np.broadcast_to(np.asarray(ex.evaluate(off, env)), full)
             mask = (np.broadcast_to(np.asarray(ex.evaluate(pred, env), dtype=bool), full)
                     if pred is not None else np.ones(full, dtype=bool))

@@ -54,6 +54,15 @@ def _run_cpu(kernel, bufs, which):
     return exe
 
 
+def _run(kernel, bufs, runner) -> str:
+    """Run `kernel` on `bufs` with `runner` ("interp", "blas" or "loops"); the LLVM IR
+    of the CPU runners ("" for the interpreter)."""
+    if runner == "interp":
+        run_kernel(kernel, bufs)
+        return ""
+    return _run_cpu(kernel, bufs, runner).llvm_ir
+
+
 RUNNERS = ["interp", "blas", "loops"]
 
 
@@ -78,11 +87,8 @@ def test_product_matches_numpy(runner, shape, a_t, b_t):
     a, b, ref = _inputs(rng, M, N, K, "float32", a_t, b_t, batch=2)
     c = np.full((2, M, N), np.nan, np.float32)
     bufs = {"a": a.ravel(), "b": b.ravel(), "c": c.reshape(-1)}
-    if runner == "interp":
-        run_kernel(k, bufs)
-    else:
-        exe = _run_cpu(k, bufs, runner)
-        assert ("warpweave.blas.sgemm" in exe.llvm_ir) == (runner == "blas")
+    llvm_ir = _run(k, bufs, runner)
+    assert ("warpweave.blas.sgemm" in llvm_ir) == (runner == "blas")
     assert_close(c, ref, "float32", scale=K ** 0.5)
 
 
@@ -98,12 +104,9 @@ def test_dtypes(runner, dtype, acc):
     a, b, ref = _inputs(rng, M, N, K, dtype, False, False)
     c = np.full((1, M, N), np.nan, acc.numpy)
     bufs = {"a": a.ravel(), "b": b.ravel(), "c": c.reshape(-1)}
-    if runner == "interp":
-        run_kernel(k, bufs)
-    else:
-        exe = _run_cpu(k, bufs, runner)
-        # the BLAS takes float32 and float64 matrices; 16-bit operands take the loop nest
-        assert ("warpweave.blas" in exe.llvm_ir) == (runner == "blas" and dtype == acc)
+    llvm_ir = _run(k, bufs, runner)
+    # the BLAS takes float32 and float64 matrices; 16-bit operands take the loop nest
+    assert ("warpweave.blas" in llvm_ir) == (runner == "blas" and dtype == acc)
     assert_close(c, ref, acc.name if dtype == acc else dtype.name, scale=K ** 0.5)
 
 
@@ -114,13 +117,13 @@ def test_broadcast_batch_and_empty_reduction():
     for runner in RUNNERS:
         c = np.full((3, 5, 4), np.nan, np.float32)
         bufs = {"a": a.ravel(), "b": b.ravel(), "c": c.reshape(-1)}
-        run_kernel(k, bufs) if runner == "interp" else _run_cpu(k, bufs, runner)
+        _run(k, bufs, runner)
         assert_close(c, np.broadcast_to(ref, c.shape), "float32", what=runner)
     empty = verify(gemm_kernel(4, 3, 0))
     for runner in RUNNERS:
         c = np.full((1, 4, 3), np.nan, np.float32)
         bufs = {"a": np.zeros(0, np.float32), "b": np.zeros(0, np.float32), "c": c.reshape(-1)}
-        run_kernel(empty, bufs) if runner == "interp" else _run_cpu(empty, bufs, runner)
+        _run(empty, bufs, runner)
         assert (c == 0).all(), runner
 
 

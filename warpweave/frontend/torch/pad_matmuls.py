@@ -23,7 +23,7 @@ ALIGN_BYTES = 16
 MIN_FLOPS = 1 << 27  # smaller products cost less than a padding copy's launch
 SPEED_UP = 1.1       # padding must win by this much to be taken
 
-Signature = tuple  # (op name, ((shape, stride), ...) of the matrix operands, dtype)
+Signature = tuple  # (op name, ((shape, stride), ...) of the matrix operands, dtype, bias shape, device)
 
 
 def _matrices(node: torch.fx.Node) -> tuple[int, int]:
@@ -81,22 +81,22 @@ def _time_ms(fn: Callable[[], object], reps: int = 10) -> float:
 
 @functools.lru_cache(maxsize=None)
 def measured_faster(signature: Signature) -> bool:
-    """Whether the padded product beats the plain one on this GPU by SPEED_UP, timed
+    """Whether the padded product beats the plain one on its GPU by SPEED_UP, timed
     on random operands of the signature's shapes, strides and dtype (CUDA events,
     median of 10 after warm-up; cached per signature for the process). Runs outside
     the fake-tensor mode that compiling is traced under."""
-    with unset_fake_temporarily(), torch.no_grad():
+    with unset_fake_temporarily(), torch.no_grad(), torch.cuda.device(signature[-1]):
         return _measured_faster(signature)
 
 
 def _measured_faster(signature: Signature) -> bool:
-    name, layouts, dtype, bias_shape = signature
+    name, layouts, dtype, bias_shape, device = signature
     op = getattr(aten, name).default
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def operand(shape, stride):
-        x = torch.empty_strided(shape, stride, dtype=dtype, device="cuda")
-        return x.copy_(torch.randn(shape, generator=gen, device="cuda", dtype=torch.float32))
+        x = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        return x.copy_(torch.randn(shape, generator=gen, device=device, dtype=torch.float32))
 
     try:
         a, b = (operand(*lay) for lay in layouts)
@@ -132,7 +132,7 @@ def _signature(node: torch.fx.Node, device: str, min_flops: int) -> Signature | 
         return None
     layouts = tuple((tuple(t.shape), tuple(t.stride())) for t in (a, b))
     return (node.target.__name__.split(".")[0], layouts, a.dtype,
-            tuple(bias.shape) if bias is not None else None)
+            tuple(bias.shape) if bias is not None else None, str(a.device))
 
 
 def _rewrite(graph: torch.fx.Graph, node: torch.fx.Node) -> None:

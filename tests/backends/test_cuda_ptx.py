@@ -132,3 +132,16 @@ def test_l2_prefetch_hints_on_scalar_loads(d, form):
     loads = [line for line in ptx.splitlines() if "ld.global" in line]
     assert len(loads) == 1 and (form in loads[0] if form else "L2::" not in loads[0]), loads
     assert_ptxas_accepts(ptx)
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.bfloat16])
+def test_large_four_axis_elementwise_compiles_for_the_gpu(d):
+    """ViT-B/16's attention probabilities at batch 64 ([64, 12, 197, 197], more points
+    than the verifier enumerates): the flat vectorized index is proven in bounds."""
+    from warpweave.frontend.trace import trace
+    from warpweave.pipeline.autotune import compile_program
+
+    shape = (64, 12, 197, 197)
+    graph, _ = trace(lambda x, y: x * y + 1.0, [(shape, d), (shape, d)])
+    program = compile_program(graph, False, "cuda", "probs")
+    assert len(program.kernels) == 1

@@ -343,3 +343,25 @@ def test_ops_inductor_keeps_whole(dtype):
     got, want, report = split_and_run(fn, x, y, w, g, s, r)
     assert_same(got, want)
     assert len(report.programs) == 1 and not report.fallbacks, str(report)
+
+
+def test_trial_conversions_are_remembered_per_signature_and_options(monkeypatch):
+    """Nodes repeated layer after layer are traced once; another signature or other
+    options (which converters read) trace again, and a failure is never remembered."""
+    from warpweave.frontend.torch import convert
+    from warpweave.options import options as scoped
+
+    gm = aten_graph(lambda a, b, c: ((a @ b).relu() @ c).relu(), torch.randn(4, 8), torch.randn(8, 8),
+                    torch.randn(8, 8))
+    mms = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.mm.default]
+    traced = []
+    real = convert._trial_conversion
+    monkeypatch.setattr(convert, "_trial_conversion", lambda *a: traced.append(a[0]) or real(*a))
+    monkeypatch.setattr(convert, "_CONVERTED", set())
+    with scoped(contractions="warpweave"):
+        assert [node_unsupported_reason(n) for n in mms] == [None, None]
+        assert traced == mms[:1]
+    with scoped(contractions="torch"):
+        assert all("contractions='torch'" in node_unsupported_reason(n) for n in mms)
+        assert all("contractions='torch'" in node_unsupported_reason(n) for n in mms)
+    assert len(traced) == 1 + 2 * 2  # failures are traced every time

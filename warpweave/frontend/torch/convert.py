@@ -25,6 +25,7 @@ from torch._prims_common import elementwise_dtypes
 from torch.fx.node import map_arg
 
 from ...errors import DTypeError, Error, UnsupportedError
+from ...options import current as current_options
 from ...ir import dtypes as dt
 from ...ir import expr as ex
 from .. import ops
@@ -564,12 +565,62 @@ def _check_result(node, got, want):
                                f"PyTorch records {dtype}{list(shape)}")
 
 
+# Signatures of nodes that converted on their own (`_signature`): a model repeats the
+# same nodes layer after layer, and each trial conversion traces a small program.
+_CONVERTED: set = set()
+_CONVERTED_LIMIT = 1 << 14
+
+
+def _signature(node, inputs) -> tuple | None:
+    """What a node's trial conversion depends on: its target, its arguments with the
+    nodes it reads replaced by their positions, the shapes, dtypes and devices of its
+    inputs and results, and the options in force (converters may read them); None
+    where an argument has no value to compare (a symbolic size)."""
+    position = {n: k for k, n in enumerate(inputs)}
+
+    def frozen(a):
+        if isinstance(a, torch.fx.Node):
+            return ("input", position[a])
+        if isinstance(a, (list, tuple)):
+            return tuple(map(frozen, a))
+        if isinstance(a, dict):
+            return tuple(sorted((k, frozen(v)) for k, v in a.items()))
+        return a
+
+    def described(v):
+        if isinstance(v, torch.Tensor):
+            return tuple(v.shape), v.dtype, v.device.type
+        if isinstance(v, (list, tuple)):
+            return tuple(map(described, v))
+        return type(v)
+
+    key = (node.target, current_options(), frozen(node.args), frozen(node.kwargs),
+           tuple(described(n.meta.get("val")) for n in inputs), described(node.meta.get("val")))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def node_unsupported_reason(node) -> str | None:
     """None when `node` (a call_function node with tensor metadata) converts on its
-    own; else why not."""
+    own; else why not. Nodes like one that converted before are not traced again."""
     if node.target not in CONVERTERS:
         return not_compiled_reason(node.target)
     inputs = node.all_input_nodes
+    key = _signature(node, inputs)
+    if key is not None and key in _CONVERTED:
+        return None
+    reason = _trial_conversion(node, inputs)
+    if reason is None and key is not None:
+        if len(_CONVERTED) >= _CONVERTED_LIMIT:
+            _CONVERTED.clear()
+        _CONVERTED.add(key)
+    return reason
+
+
+def _trial_conversion(node, inputs) -> str | None:
     specs = []
     scalars = []
     try:

@@ -365,3 +365,23 @@ def test_trial_conversions_are_remembered_per_signature_and_options(monkeypatch)
         assert all("contractions='torch'" in node_unsupported_reason(n) for n in mms)
         assert all("contractions='torch'" in node_unsupported_reason(n) for n in mms)
     assert len(traced) == 1 + 2 * 2  # failures are traced every time
+
+
+@pytest.mark.parametrize("case", ["repeat", "repeat new axes", "slice_scatter step 2", "slice_scatter negative",
+                                  "slice_scatter empty", "select_scatter"])
+def test_tiling_and_strided_slice_scatters_compile(case):
+    """repeat (BLOOM's alibi) and slice_scatter with a step (GPT-J's rotary every two
+    channels): each output element reads one input element by its position."""
+    x, y = torch.randn(6, 9, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    fn, args = {
+        "repeat": (lambda x: x.repeat(2, 3) * 2, (x,)),
+        "repeat new axes": (lambda x: x.repeat(2, 1, 3) + 1, (x,)),
+        "slice_scatter step 2": (lambda x, y: torch.slice_scatter(x, y, dim=1, start=1, step=2) * 1.5, (x, y)),
+        "slice_scatter negative": (lambda x, y: torch.slice_scatter(x, x[:2] * 3, dim=0, start=-6, end=-1, step=3)
+                                   - 1, (x, y)),
+        "slice_scatter empty": (lambda x, y: torch.slice_scatter(x, y[:, :0], dim=1, start=9, step=2) + 1, (x, y)),
+        "select_scatter": (lambda x, y: torch.select_scatter(x, y[:, 0], 1, -2) + 1, (x, y)),
+    }[case]
+    got, want, report = split_and_run(fn, *args)
+    assert not report.fallbacks, report.fallbacks
+    assert_same(got, want)

@@ -17,6 +17,7 @@ every result's shape and dtype against PyTorch's record.
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -31,7 +32,8 @@ from ...ir import expr as ex
 from .. import ops
 from ..algebra import const, elem_binary, elem_unary, normalize_axes
 from ..constructors import arange, concatenate, full
-from ..tensor import Tensor, map_elementwise, scope
+from ..tensor import Tensor, map_elementwise, op_label, scope, var_ranges
+from ..tensor import index_vars as output_vars
 from ..trace import trace
 
 aten = torch.ops.aten
@@ -490,14 +492,41 @@ def _unbind(out, x, dim=0):
 
 @_register(aten.slice_scatter.default)
 def _slice_scatter(out, x, src, dim=0, start=None, end=None, step=1):
-    """x with src in place of x[start:end] along dim: the pieces concatenated."""
+    """x with src in place of x[start:end:step] along dim: each element reads src
+    where its position is in the slice, x elsewhere."""
     d = _dim(x, dim)
     start, end, step = slice(start, end, step).indices(x.shape[d])
-    if step != 1:
-        raise UnsupportedError(f"slice_scatter with step {step}: {_PIECES}")
     before = (slice(None),) * d
-    return concatenate([x[before + (slice(0, start),)], src, x[before + (slice(max(end, start), None),)]],
-                          d, ww_dtype(out.dtype))
+    if step == 1:  # the pieces concatenated
+        return concatenate([x[before + (slice(0, start),)], src, x[before + (slice(max(end, start), None),)]],
+                           d, ww_dtype(out.dtype))
+    shape = tuple(out.shape)
+    ivars = output_vars(len(shape))
+    ranges = var_ranges(ivars, shape)
+    i, res = ivars[d], ww_dtype(out.dtype)
+    body = ex.cast(x._load(list(ivars), ranges), res)
+    if src.shape[d]:
+        taken = ex.all_of([ex.binary("ge", i, start), ex.binary("lt", i, end),
+                           ex.binary("eq", (i - start) % step, 0)])
+        k = ex.binary("min", ex.binary("max", (i - start) // step, ex.Const(0, dt.INDEX)),
+                      ex.Const(src.shape[d] - 1, dt.INDEX))
+        placed = ex.cast(src._load([k if a == d else v for a, v in enumerate(ivars)], ranges), res)
+        body = ex.select(taken, placed, body)
+    return x._tr.compute(shape, ivars, body, op_label("slice_scatter"))
+
+
+@_register(aten.repeat.default)
+def _repeat(out, x, repeats):
+    """x tiled `repeats[k]` times along each axis (x's axes align with the last ones):
+    out[..., i] = x[..., i % n]."""
+    shape = tuple(out.shape)
+    ivars = output_vars(len(shape))
+    ranges = var_ranges(ivars, shape)
+    lead = len(shape) - x.ndim
+    src = [v % n if r != 1 else v for v, n, r in zip(ivars[lead:], x.shape, list(repeats)[lead:])]
+    if math.prod(shape) == 0:
+        return full(shape, 0, ww_dtype(out.dtype))
+    return x._tr.compute(shape, ivars, ex.cast(x._load(src, ranges), ww_dtype(out.dtype)), op_label("repeat"))
 
 
 @_register(aten.select_scatter.default)

@@ -145,3 +145,22 @@ def test_large_four_axis_elementwise_compiles_for_the_gpu(d):
     graph, _ = trace(lambda x, y: x * y + 1.0, [(shape, d), (shape, d)])
     program = compile_program(graph, False, "cuda", "probs")
     assert len(program.kernels) == 1
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.float64, dt.bfloat16])
+def test_rounding_is_one_conversion_instruction(d):
+    """floor, ceil, trunc and round (half to even) lower to PTX's cvt.rmi/rpi/rzi/rni."""
+    from warpweave.frontend.algebra import elem_unary
+    from warpweave.frontend.tensor import map_elementwise
+    from warpweave.frontend.trace import trace
+    from warpweave.pipeline.autotune import compile_program
+
+    def fn(x):
+        return [map_elementwise(op, lambda v, op=op: elem_unary(op, v), x) for op in ("floor", "ceil", "trunc", "round")]
+
+    graph, _ = trace(fn, [((33, 65), d)])
+    program = compile_program(graph, False, "cuda", "rounding")
+    ptx = program.runner.stages["ptx"]
+    for mode in ("rmi", "rpi", "rzi", "rni"):
+        assert f"cvt.{mode}." in ptx, mode
+    assert_ptxas_accepts(ptx)

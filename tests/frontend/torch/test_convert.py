@@ -135,16 +135,15 @@ def test_fallback_reasons():
     reasons = {n.target.__name__: node_unsupported_reason(n) for n in gm.graph.nodes
                if n.op == "call_function"}
     assert "matrix products" in reasons["mm.default"]
-    assert "rounding" in reasons["floor.default"] and "rounding" in reasons["div.Tensor_mode"]
+    assert reasons["floor.default"] is None and "floor division" in reasons["div.Tensor_mode"]
     assert "indices" in reasons["argmax.default"]
     assert "torch.int8 is not a warpweave dtype" in reasons["mul.Tensor"]
     split, report = split_graph(gm, "test", "cpu")
     assert_same(split(x, w, q), fn(x, w, q))
-    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.floor.default",
-                                                 "aten.argmax.default", "aten.div.Tensor_mode",
-                                                 "aten.mul.Tensor"}
+    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.argmax.default",
+                                                 "aten.div.Tensor_mode", "aten.mul.Tensor"}
     assert report.summary().endswith("fell back to PyTorch: aten.argmax.default, aten.div.Tensor_mode, "
-                                     "aten.floor.default, aten.mm.default, aten.mul.Tensor")
+                                     "aten.mm.default, aten.mul.Tensor")
     assert "fell back: aten.mm.default x1 (mm): matrix products" in str(report)
 
 
@@ -385,3 +384,25 @@ def test_tiling_and_strided_slice_scatters_compile(case):
     got, want, report = split_and_run(fn, *args)
     assert not report.fallbacks, report.fallbacks
     assert_same(got, want)
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
+def test_rounding_and_sign(target, dtype):
+    """floor, ceil, trunc, round (half to even), sign and division rounded toward zero
+    (DeBERTa's relative positions): PyTorch's values exactly, halves and signed zeros
+    included; integers come back as they are."""
+    x = torch.randn(7, 33, dtype=torch.float64) * 6
+    x[0, :9] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, -0.0, 3.0, float("nan")])
+    x = x.to(dtype) if dtype.is_floating_point else x.round().to(dtype)
+    y = torch.randn(7, 33, dtype=torch.float64).abs().add(0.5).to(dtype) if dtype.is_floating_point \
+        else torch.full((7, 33), 3, dtype=dtype)
+
+    def fn(x, y):
+        out = (torch.floor(x), torch.ceil(x), torch.trunc(x), torch.round(x), torch.sign(x) * 2)
+        return out + ((torch.div(x, y, rounding_mode="trunc"),) if dtype.is_floating_point else ())
+    got, want, report = split_and_run(fn, x, y, target=target)
+    assert not report.fallbacks, report.fallbacks
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)

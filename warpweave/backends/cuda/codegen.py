@@ -27,6 +27,8 @@ DEFAULT_ARCH = "sm_90"
 PTX_VERSION = "+ptx80"
 MAX_GRID_X = 2**31 - 1
 _LOG2E = 1.4426950408889634
+_INTRINSICS = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs", "floor": "llvm.floor", "ceil": "llvm.ceil",
+               "trunc": "llvm.trunc", "round": "llvm.rint"}
 
 _INIT_LOCK = threading.Lock()
 _INITIALIZED = False
@@ -157,15 +159,14 @@ class CudaTarget(Target):
         cg.b.call(fn, [ir.Constant(I32, 0)])
 
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
-        """float32 and float64 math: sqrt and abs through NVPTX's intrinsics, float32 exp
+        """float32 and float64 math: sqrt, abs and rounding through NVPTX's intrinsics, float32 exp
         through `ex2.approx`, everything else from the mathlib (float64 always)."""
         if d not in (dt.float32, dt.float64):
             raise UnsupportedError(f"{op} on {d} is not available on the cuda target "
                                    "(math functions take float32 or float64 there)")
         b = cg.b
-        if op in ("sqrt", "abs"):
-            name = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs"}[op]
-            return self._elementwise_intrinsic(cg, name, args[0])
+        if op in _INTRINSICS:  # one instruction each (sqrt.rn, abs, cvt.rmi/rpi/rzi/rni)
+            return self._elementwise_intrinsic(cg, _INTRINSICS[op], args[0])
         if op == "exp" and d == dt.float32:
             scaled = b.fmul(args[0], cg.vec(ir.Constant(ir.FloatType(), _LOG2E)))
             return self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", scaled, suffix=False)

@@ -63,7 +63,8 @@ _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cu
 _RANDOM = "random numbers come from PyTorch's generator"
 _GATHER = "data-dependent indexing of this kind has no warpweave index expression (convert_index has the others)"
 _PIECES = "writing pieces into a larger tensor through strides or diagonals is not supported yet"
-_ROUND = "rounding (floor, ceil, trunc, remainder) is not in warpweave's expression language"
+_ROUND = ("floor division and remainders (of integers, or exact as PyTorch's of floats) are not in "
+          "warpweave's expression language")
 _ARG = "reductions that return indices, and scans other than cumsum, are not supported"
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
@@ -72,8 +73,7 @@ NOT_COMPILED = {
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
     **dict.fromkeys(["scatter", "scatter_reduce", "index_put", "_unsafe_index", "_unsafe_index_put"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
-    **dict.fromkeys(["floor", "ceil", "round", "trunc", "remainder", "fmod", "floor_divide",
-                     "sign"], _ROUND),
+    **dict.fromkeys(["remainder", "fmod", "floor_divide"], _ROUND),
     **dict.fromkeys(["argmax", "argmin", "max", "min", "sort", "topk", "cumprod"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
@@ -172,6 +172,29 @@ CONVERTERS[aten.min.other] = _binary("min", KIND.DEFAULT)
 
 for _name in ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid"):
     CONVERTERS[getattr(aten, _name).default] = _unary(_name, KIND.INT_TO_FLOAT)
+def _rounding(op):
+    def convert(out, x):
+        if not dt.dtype(x.dtype).is_float:  # integral already: PyTorch returns the values as they are
+            return _pointwise(op, lambda v: v, out, x)
+        return _pointwise(op, lambda v: elem_unary(op, v), out, x)
+    return convert
+
+
+for _name in ex.ROUNDING:
+    CONVERTERS[getattr(aten, _name).default] = _rounding(_name)
+
+
+@_register(aten.sign.default)
+def _sign(out, x):
+    """-1, 0 or 1 by the sign of x (0 for NaN, as PyTorch gives; bools as they are)."""
+    if dt.dtype(x.dtype) == dt.bool_:
+        return _pointwise("sign", lambda v: v, out, x)
+
+    def sign(v):
+        one, zero = _as(1, v.dtype), _as(0, v.dtype)
+        return ex.select(ex.binary("gt", v, zero), one,
+                         ex.select(ex.binary("lt", v, zero), elem_unary("neg", one), zero))
+    return _pointwise("sign", sign, out, x)
 CONVERTERS[aten.abs.default] = _unary("abs", KIND.DEFAULT)
 CONVERTERS[aten.neg.default] = _unary("neg", KIND.DEFAULT)
 CONVERTERS[aten.bitwise_not.default] = _unary("not", KIND.DEFAULT)
@@ -193,9 +216,13 @@ _register(aten.sub.Tensor, aten.sub.Scalar)(_add_or_sub("sub"))
 
 @_register(*_overloads("div", "Tensor_mode", "Scalar_mode"))
 def _div_mode(out, a, b, *, rounding_mode=None):
-    if rounding_mode is not None:
-        raise UnsupportedError(f"div with rounding_mode={rounding_mode!r}: {_ROUND}")
-    return _binary("div", KIND.INT_TO_FLOAT)(out, a, b)
+    if rounding_mode is None:
+        return _binary("div", KIND.INT_TO_FLOAT)(out, a, b)
+    res = ww_dtype(out.dtype)
+    if rounding_mode == "trunc" and res.is_float:  # PyTorch's trunc(a / b), the quotient in out's dtype
+        return _pointwise("div", lambda x, y: elem_unary("trunc", _as(_as(elem_binary("div", x, y), res),
+                                                                     dt.dtype(x.dtype))), out, a, b)
+    raise UnsupportedError(f"div with rounding_mode={rounding_mode!r} on {res}: {_ROUND}")
 
 
 @_register(aten.reciprocal.default)

@@ -1,0 +1,91 @@
+"""Default GPU points of row groups and column reductions, from the shapes and dtypes
+alone (no lowering): 16-bit rows move 16 bytes an access whatever precision the group
+computes in, short rows take a thread per 16-byte run, and a column reduction takes
+column tiles only where the cost model ranks them ahead of a split."""
+import numpy as np
+import pytest
+
+import warpweave as ww
+from warpweave.frontend.trace import trace
+from warpweave.passes import fuse
+from warpweave.passes.cost import H100, H200, device_for
+from warpweave.schedule.choose import column_tile_pays, default_schedule, row_access_bytes
+from warpweave.schedule.space import space
+from warpweave.schedule.templates import GpuRowGroup, GpuSplitColumnReduce
+
+FUNCTIONS = {
+    "softmax": (lambda x: ww.softmax(x), 1),
+    "log_softmax": (lambda x: ww.log_softmax(x), 1),
+    "layer_norm": (lambda x, w, b: ww.layer_norm(x, w, b), 3),
+    "rms_norm": (lambda x, w: x * ww.rsqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w, 2),
+    "row_sum": (lambda x: x.sum(axis=-1), 1),
+}
+
+
+def _group(name, rows, n, dtype):
+    fn, arity = FUNCTIONS[name]
+    shapes = [(rows, n)] + [(n,)] * (arity - 1)
+    graph, _ = trace(fn, [(s, dtype) for s in shapes])
+    inlined = fuse.inline_broadcast_producers(graph)
+    (group,) = [g for g in fuse.plan(inlined, device_for("gpu", 132)).groups if g.pattern == "row"]
+    return inlined, group
+
+
+@pytest.mark.parametrize("name,rows,n", [("log_softmax", 4096, 30522), ("layer_norm", 4096, 4095),
+                                         ("softmax", 1024, 50257), ("layer_norm", 16384, 768),
+                                         ("rms_norm", 2048, 5120), ("log_softmax", 8192, 1000)])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_rows_move_16_bytes_an_access(name, rows, n, dtype):
+    """The vector width counts bytes of the rows' own element type, not of the float32
+    row scalars and intermediates the group computes."""
+    graph, group = _group(name, rows, n, dtype)
+    itemsize = np.dtype(np.float32 if dtype == "float32" else np.float16).itemsize
+    assert row_access_bytes(group, graph) == itemsize
+    point = default_schedule(group, graph, "gpu")
+    assert isinstance(point, GpuRowGroup) and point.vector * itemsize == 16, point
+    assert point.vector * point.chunks <= 32
+    assert point.row_threads * point.vector * point.chunks * point.passes >= n
+    assert point in space(group, graph, "gpu")
+    assert any(isinstance(p, GpuRowGroup) and p.vector == 16 // itemsize for p in space(group, graph, "gpu")[1:])
+
+
+@pytest.mark.parametrize("name,rows,n,dtype,row_threads,vector", [
+    ("layer_norm", 1000000, 16, "float32", 4, 4),
+    ("layer_norm", 1000000, 16, "bfloat16", 2, 8),
+    ("softmax", 1000000, 8, "float32", 2, 4),
+    ("softmax", 1000000, 8, "bfloat16", 1, 8),
+    ("row_sum", 1000003, 7, "float32", 8, 1),
+    ("rms_norm", 100000, 64, "bfloat16", 8, 8),
+])
+def test_short_rows_take_a_thread_per_run(name, rows, n, dtype, row_threads, vector):
+    """A warp's accesses cover whole rows side by side: one run per thread, several rows
+    per warp, never a thread striding from row to row in pieces under a cache line."""
+    graph, group = _group(name, rows, n, dtype)
+    point = default_schedule(group, graph, "gpu")
+    assert point == GpuRowGroup(threads=256, row_threads=row_threads, vector=vector, chunks=1, passes=1)
+
+
+def test_long_rows_keep_several_runs_per_thread():
+    graph, group = _group("softmax", 65536, 128, "float32")  # 32 runs: eight threads of four
+    assert default_schedule(group, graph, "gpu") == GpuRowGroup(threads=256, row_threads=8, vector=4,
+                                                               chunks=4, passes=1)
+
+
+@pytest.mark.parametrize("device", [H100, H200])
+def test_column_tiles_only_where_they_pull_the_bandwidth(device):
+    """24 tiles (768 outputs) pull less than a split's two kernels; 128 tiles pull it all."""
+    read = 16384 * 768 * 4 * 2
+    assert not column_tile_pays(read, 24, 512 * 768 * 4, device)
+    assert column_tile_pays(8192 * 4096 * 4, 128, 512 * 4096 * 4, device)
+
+
+def test_a_layer_norm_weight_gradient_splits_its_column_sum():
+    def wgrad(x, mu, rstd, dy):
+        return (dy * ((x - mu) * rstd)).sum(axis=(0, 1))
+
+    shapes = [(32, 512, 768), (32, 512, 1), (32, 512, 1), (32, 512, 768)]
+    graph, _ = trace(wgrad, [(s, "float32") for s in shapes])
+    inlined = fuse.inline_broadcast_producers(graph)
+    (group,) = fuse.plan(inlined, device_for("gpu", 132)).groups
+    point = default_schedule(group, inlined, "gpu")
+    assert isinstance(point, GpuSplitColumnReduce) and point.splits >= 132

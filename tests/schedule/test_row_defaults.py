@@ -89,3 +89,34 @@ def test_a_layer_norm_weight_gradient_splits_its_column_sum():
     (group,) = fuse.plan(inlined, device_for("gpu", 132)).groups
     point = default_schedule(group, inlined, "gpu")
     assert isinstance(point, GpuSplitColumnReduce) and point.splits >= 132
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+REFERENCES = {
+    "softmax": _softmax,
+    "log_softmax": lambda x: np.log(_softmax(x)),
+    "layer_norm": lambda x, w, b: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b,
+    "row_sum": lambda x: x.sum(-1),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,rows,n", [("layer_norm", 100003, 16), ("softmax", 70001, 8), ("row_sum", 100003, 7),
+                                         ("log_softmax", 257, 30522), ("layer_norm", 513, 4095)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_default_row_points_on_the_gpu(name, rows, n, dtype):
+    from tests.utils import assert_close, random_array
+    from warpweave.pipeline.compile import compile_graph
+
+    fn, arity = FUNCTIONS[name]
+    shapes = [(rows, n)] + [(n,)] * (arity - 1)
+    graph, single = trace(fn, [(s, dtype) for s in shapes])
+    rng = np.random.default_rng(rows)
+    args = [random_array(rng, s, dtype) for s in shapes]
+    got = compile_graph(graph, single, "cuda", name)(*args)
+    assert_close(got, REFERENCES[name](*[a.astype(np.float64) for a in args]), dtype, scale=1 + np.sqrt(n) / 8,
+                 what=f"{name} [{rows}, {n}] {dtype}")

@@ -49,26 +49,40 @@ def test_rows_move_16_bytes_an_access(name, rows, n, dtype):
     assert any(isinstance(p, GpuRowGroup) and p.vector == 16 // itemsize for p in space(group, graph, "gpu")[1:])
 
 
-@pytest.mark.parametrize("name,rows,n,dtype,row_threads,vector", [
-    ("layer_norm", 1000000, 16, "float32", 4, 4),
-    ("layer_norm", 1000000, 16, "bfloat16", 2, 8),
-    ("softmax", 1000000, 8, "float32", 2, 4),
-    ("softmax", 1000000, 8, "bfloat16", 1, 8),
-    ("row_sum", 1000003, 7, "float32", 8, 1),
-    ("rms_norm", 100000, 64, "bfloat16", 8, 8),
+@pytest.mark.parametrize("name,rows,n,dtype,row_threads,vector,chunks", [
+    ("layer_norm", 1000000, 16, "float32", 2, 4, 2),
+    ("layer_norm", 1000000, 16, "bfloat16", 1, 8, 2),
+    ("softmax", 65536, 128, "bfloat16", 8, 8, 2),
+    ("rms_norm", 100000, 96, "bfloat16", 4, 8, 3),
+    ("row_sum", 1000003, 7, "float32", 2, 1, 4),   # runs of 4 bytes: the general rule
+    ("softmax", 65536, 128, "float32", 8, 4, 4),   # 32 runs: the general rule
 ])
-def test_short_rows_take_a_thread_per_run(name, rows, n, dtype, row_threads, vector):
-    """A warp's accesses cover whole rows side by side: one run per thread, several rows
-    per warp, never a thread striding from row to row in pieces under a cache line."""
+def test_short_rows_take_about_two_runs_a_thread(name, rows, n, dtype, row_threads, vector, chunks):
+    """A warp's accesses cover whole rows side by side, never one thread striding over
+    four runs of its row while its neighbours read other rows."""
     graph, group = _group(name, rows, n, dtype)
     point = default_schedule(group, graph, "gpu")
-    assert point == GpuRowGroup(threads=256, row_threads=row_threads, vector=vector, chunks=1, passes=1)
+    assert point == GpuRowGroup(threads=256, row_threads=row_threads, vector=vector, chunks=chunks, passes=1)
 
 
-def test_long_rows_keep_several_runs_per_thread():
-    graph, group = _group("softmax", 65536, 128, "float32")  # 32 runs: eight threads of four
-    assert default_schedule(group, graph, "gpu") == GpuRowGroup(threads=256, row_threads=8, vector=4,
-                                                               chunks=4, passes=1)
+@pytest.mark.parametrize("name,rows,n,dtype,threads,chunks,passes", [
+    ("log_softmax", 4096, 30522, "float32", 1024, 4, 2),   # 122 KB rows: one per SM in L2
+    ("log_softmax", 4096, 30522, "bfloat16", 512, 4, 2),   # 61 KB rows: two per SM
+    ("layer_norm", 1024, 12288, "float32", 1024, 3, 1),
+])
+def test_long_rows_keep_their_tiles_in_registers_and_their_rows_in_l2(name, rows, n, dtype, threads, chunks, passes):
+    """A 1024-thread block holds at most 16 elements a thread (64 registers); rows that
+    need several passes take the fewest threads whose rows in flight fit in L2."""
+    graph, group = _group(name, rows, n, dtype)
+    point = default_schedule(group, graph, "gpu")
+    assert (point.threads, point.row_threads, point.chunks, point.passes) == (threads, threads, chunks, passes)
+    assert point.vector * point.chunks <= (16 if point.threads == 1024 else 32)
+
+
+def test_a_block_per_row_beyond_a_warp():
+    graph, group = _group("layer_norm", 4096, 4095, "bfloat16")
+    point = default_schedule(group, graph, "gpu")
+    assert point.row_threads > 32 and point.threads == point.row_threads
 
 
 @pytest.mark.parametrize("device", [H100, H200])

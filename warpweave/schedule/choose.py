@@ -83,28 +83,54 @@ def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT,
 def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> Schedule:
     """The mapping of a fused row group whose rows hold `length` elements; its accesses
     move elements of `dtype_bytes` bytes (`row_access_bytes` on the GPU; the widest
-    tensor the group moves on the CPU)."""
+    tensor the group moves on the CPU). Each rule below was measured on the H200
+    (2026-12-02, `benchmarks/RESULTS.md`)."""
     if target == "cpu":
         return CpuRowGroup(vector=max(1, 64 // max(4, dtype_bytes)))
     w = ragged_vector(length, dtype_bytes)
-    threads_of = lambda row_threads: max(row_threads, min(256, _next_pow2(rows * row_threads)), 32)  # noqa: E731
-    if -(-length // w) <= SHORT_RUNS:  # a thread per run: a warp's accesses cover whole rows side by side
-        row_threads = _next_pow2(-(-length // w))
-        return GpuRowGroup(threads=threads_of(row_threads), row_threads=row_threads, vector=w, chunks=1, passes=1)
+    runs = -(-length // w)
+    if runs <= SHORT_RUNS and w * dtype_bytes == 16:
+        # about two runs per thread and several rows per warp, side by side: a thread
+        # per row striding over four runs reached 67 % of the roofline on a layer norm
+        # over [1000000, 16] (33 µs at two threads of two runs, 47 at one of four)
+        row_threads = _pow2_at_most(max(1, runs // 2), runs)
+        return _row_point(rows, row_threads, w, -(-runs // row_threads), 1)
     # about four 16-byte runs per thread per pass; a whole row in one pass when it fits
     tile = min(MAX_TILE, 4 * w)
     row_threads = min(1024, max(1, _next_pow2(-(-length // tile))))
-    chunks = max(1, min(MAX_TILE // w, -(-length // (row_threads * w))))
+    chunks = max(1, min(_tile_cap(row_threads) // w, -(-length // (row_threads * w))))
     passes = -(-length // (row_threads * w * chunks))
-    return GpuRowGroup(threads=threads_of(row_threads), row_threads=row_threads, vector=w, chunks=chunks,
-                       passes=passes)
+    if passes > 1:
+        # every phase rereads the row: the fewest threads per row (the most rows in
+        # flight, each with a full tile) whose rows stay in L2 between the phases
+        row_threads = next(t for t in (256, 512, 1024) if t == 1024 or
+                           (1024 // t) * length * dtype_bytes <= L2_ROW_BYTES_PER_SM)
+        chunks = _tile_cap(row_threads) // w
+        passes = -(-length // (row_threads * w * chunks))
+    return _row_point(rows, row_threads, w, chunks, passes)
 
 
-SHORT_RUNS = 16
-"""Rows of at most this many vector runs take a thread per run rather than several runs
-per thread: each warp access then covers whole rows side by side instead of striding
-from row to row in pieces narrower than a cache line (H200, 2026-12-02: layer norm over
-[1000000, 16] float32, a thread per row reading four runs, at 67 % of the roofline)."""
+def _row_point(rows: int, row_threads: int, w: int, chunks: int, passes: int) -> GpuRowGroup:
+    """Several rows per block where a row's threads fit in a warp (shuffles only); a
+    block per row beyond, whose barriers no other row then waits on (layer norm over
+    [4096, 4095] bfloat16: 61 µs at two rows of 128 threads per block, 38 at one)."""
+    threads = row_threads if row_threads > 32 else max(32, min(256, _next_pow2(rows * row_threads)))
+    return GpuRowGroup(threads=threads, row_threads=row_threads, vector=w, chunks=chunks, passes=passes)
+
+
+def _tile_cap(threads: int) -> int:
+    """Register-tile elements per thread: a block of 1024 threads has 64 registers a
+    thread, and a 32-element tile spills (log-softmax over [4096, 30522] float32: 476 µs
+    in one pass at 32, 363 in two at 16)."""
+    return MAX_TILE // 2 if threads >= 1024 else MAX_TILE
+
+
+SHORT_RUNS = 16  # rows of at most this many 16-byte runs take the short-row mapping
+L2_ROW_BYTES_PER_SM = 150 * 1024
+"""Bytes of rows in flight per SM that multi-pass row groups keep in L2 between phases
+(a fifth of the H100's and H200's 50 MB over 132 SMs): log-softmax over [4096, 30522]
+bfloat16 (61 KB rows), 222 µs at 512 threads a row (two rows per SM), 289 at 1024; in
+float32 (122 KB rows) 476 µs at 512, 363 at 1024."""
 
 
 def choose_split_rows(length: int, rows: int, dtype_bytes: int, sm_count: int) -> GpuSplitRows:

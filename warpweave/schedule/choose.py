@@ -90,10 +90,12 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
     w = ragged_vector(length, dtype_bytes)
     runs = -(-length // w)
     if runs <= SHORT_RUNS and w * dtype_bytes == 16:
-        # about two runs per thread and several rows per warp, side by side: a thread
-        # per row striding over four runs reached 67 % of the roofline on a layer norm
-        # over [1000000, 16] (33 µs at two threads of two runs, 47 at one of four)
-        row_threads = _pow2_at_most(max(1, runs // 2), runs)
+        # a thread per run up to two runs, about two runs a thread beyond, several rows
+        # per warp side by side: a thread per row striding over four runs reached 67 %
+        # of the roofline on a layer norm over [1000000, 16] float32 (33 µs at two
+        # threads of two runs, 47 at one of four); softmax over [1000000, 8] float32,
+        # 17.4 µs at two threads of one run, 18.3 at one of two
+        row_threads = runs if runs <= 2 else _pow2_at_most(runs // 2, runs)
         return _row_point(rows, row_threads, w, -(-runs // row_threads), 1)
     # about four 16-byte runs per thread per pass; a whole row in one pass when it fits
     tile = min(MAX_TILE, 4 * w)
@@ -111,10 +113,13 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
 
 
 def _row_point(rows: int, row_threads: int, w: int, chunks: int, passes: int) -> GpuRowGroup:
-    """Several rows per block where a row's threads fit in a warp (shuffles only); a
-    block per row beyond, whose barriers no other row then waits on (layer norm over
-    [4096, 4095] bfloat16: 61 µs at two rows of 128 threads per block, 38 at one)."""
-    threads = row_threads if row_threads > 32 else max(32, min(256, _next_pow2(rows * row_threads)))
+    """Several rows per block of up to 256 threads; a block per row from `BLOCK_ROW`
+    threads a row, whose barriers no other row then waits on (layer norm over [4096,
+    4095]: bfloat16 61 µs at two rows of 128 threads per block, 38 at one; float32 61-71
+    µs at two or four rows of 256, 46 at one)."""
+    if row_threads >= BLOCK_ROW:
+        return GpuRowGroup(threads=row_threads, row_threads=row_threads, vector=w, chunks=chunks, passes=passes)
+    threads = max(row_threads, min(256, _next_pow2(rows * row_threads)), 32)
     return GpuRowGroup(threads=threads, row_threads=row_threads, vector=w, chunks=chunks, passes=passes)
 
 
@@ -126,6 +131,7 @@ def _tile_cap(threads: int) -> int:
 
 
 SHORT_RUNS = 16  # rows of at most this many 16-byte runs take the short-row mapping
+BLOCK_ROW = 128  # threads a row from which a row has its block to itself
 L2_ROW_BYTES_PER_SM = 150 * 1024
 """Bytes of rows in flight per SM that multi-pass row groups keep in L2 between phases
 (a fifth of the H100's and H200's 50 MB over 132 SMs): log-softmax over [4096, 30522]

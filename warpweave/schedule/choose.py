@@ -270,9 +270,9 @@ def _column_reduce(op: ComputeOp, sm_count: int, read_bytes: int | None = None) 
     plain = GpuColumnReduce()
     if -(-outputs // plain.threads) >= 2 * sm_count or k < 64:
         return plain
-    tile = GpuColumnTile(vector=4 if outputs % 4 == 0 else 1)
-    tiles = -(-outputs // tile.tile)
     vec = 4 if outputs % 4 == 0 else 1
+    tile = GpuColumnTile(vector=vec)
+    tiles = -(-outputs // tile.tile)
     # as many threads across the outputs as there are outputs (up to 256), and enough
     # blocks for about a thousand threads per SM
     threads = min(256, max(32, _next_pow2(-(-outputs // vec))))

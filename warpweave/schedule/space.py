@@ -16,7 +16,7 @@ import re
 from ..ir.dtypes import compute_dtype
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
-from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector
+from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector, row_access_bytes
 from .contraction import contraction_space
 from .mma import GpuMma, contraction_of, mma_space
 from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
@@ -42,9 +42,10 @@ def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT
     if len(group.ops) > 1 or (target == "gpu" and group.pattern == "row"):
         widest = _widest(group, graph)
         if group.pattern == "row":
-            points += _row_group_cpu() if target == "cpu" else _row_group_gpu(group, widest)
+            access = row_access_bytes(group, graph)
+            points += _row_group_cpu() if target == "cpu" else _row_group_gpu(group, access)
             if target == "gpu":
-                points += _split_rows_gpu(group, widest, sm_count)
+                points += _split_rows_gpu(group, access, sm_count)
         else:
             last = graph[group.anchor].shape[-1] if graph[group.anchor].shape else 1
             flat = flat_elementwise([graph[o] for o in group.ops], graph)

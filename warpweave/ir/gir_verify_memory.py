@@ -143,5 +143,5 @@ class MemoryChecks(VerifierBase):
             return
         if total > lim.max_shared_bytes:
             parts = ", ".join(f"{a.name} {a.size * a.dtype.itemsize} B" for a in self.k.shared)
-            self.add(f"shared memory: {total} B per block ({parts}) exceeds the limit of "
-                     f"{lim.max_shared_bytes} B")
+            self.add(f"shared memory: {total} B per block ({parts}) exceeds {lim.arch}'s limit "
+                     f"of {lim.max_shared_bytes} B ({lim.max_shared_bytes // 1024} KiB) per block")

@@ -316,3 +316,54 @@ def test_verifier_names_the_shared_memory_limit():
                         k.nodes, k.edges, k.target)
     assert check(small) == []  # 100 KiB: dynamic shared memory on sm_90 ...
     assert any("sm_86's limit of 101376 B" in p for p in check(small, Limits.for_arch("sm_86")))
+
+
+def _erf_gelu(x):
+    import math
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+@pytest.mark.parametrize("case", ["bias_gelu_residual", "relu_cast", "product_kept"])
+def test_gpu_plans_fuse_epilogues_into_the_product(case):
+    """On the GPU target a tensor-core product and its elementwise consumers (bias,
+    activation, residual, casts) are one contraction group, one kernel; numerics
+    against numpy float64 on fresh random inputs, at odd shapes."""
+    import warpweave as ww
+
+    rng = np.random.default_rng()
+    bf = ml_dtypes.bfloat16
+    m, n, k = (int(x) for x in rng.integers(20, 150, 3))
+    a, b = rng.standard_normal((m, k)).astype(bf), rng.standard_normal((k, n)).astype(bf)
+    bias, r = rng.standard_normal(n).astype(bf), rng.standard_normal((m, n)).astype(bf)
+    a64, b64, bias64, r64 = (x.astype(np.float64) for x in (a, b, bias, r))
+    p64 = a64 @ b64
+    if case == "bias_gelu_residual":
+        fn, args, want = (lambda x, y, c, d: ww.gelu(x @ y + c) + d), (a, b, bias, r), \
+            [_erf_gelu(p64 + bias64) + r64]
+    elif case == "relu_cast":
+        fn, args, want = (lambda x, y: ww.relu(x @ y).astype(ww.float32) * 0.5), (a, b), \
+            [np.maximum(p64, 0) * 0.5]
+    else:  # the product is an output too: stored beside the epilogue's result
+        def fn(x, y, c):
+            product = x @ y
+            return product, product + c
+
+        args, want = (a, b, bias), [p64, p64 + bias64]
+    f = ww.jit(fn, target="interp")
+    program = f.lower(*args)
+    assert [type(k.schedule) for k in program.kernels] == [GpuMma]
+    assert [g.pattern for g in program.plan.groups] == ["contraction"]
+    got = f(*args)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want):
+        scale = np.abs(w).max() + 1
+        assert np.abs(g.astype(np.float64) - w).max() <= 2 ** -6 * scale, case
+
+
+def test_float32_products_on_the_gpu_stay_unfused_reductions():
+    import warpweave as ww
+
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((40, 24)).astype(np.float32), rng.standard_normal((24, 33)).astype(np.float32)
+    program = ww.jit(lambda x, y: ww.relu(x @ y), target="interp").lower(a, b)
+    assert "contraction" not in [g.pattern for g in program.plan.groups]
+    assert not any(isinstance(k.schedule, GpuMma) for k in program.kernels)

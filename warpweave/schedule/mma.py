@@ -166,10 +166,22 @@ def default_mma(c: Contraction, sm_count: int = 132) -> GpuMma:
     return replace(best, raster=8) if -(-c.m // best.block_m) > 8 else best
 
 
+def tensor_core_product(op, graph) -> bool:
+    """Whether the operation `op` of `graph` is a matrix product the tensor-core template
+    takes (not a matrix-vector product: those stay memory-bound reductions); the GPU's
+    rule for which products anchor contraction groups (`passes.fuse`)."""
+    from ..ir.contraction import match_contraction
+
+    if op.reduce is None or op.reduce.combiner != "sum":
+        return False
+    c = match_contraction(op, graph)
+    return c is not None and supports(c) and min(c.m, c.n) > 1
+
+
 def contraction_of(group, graph) -> Contraction | None:
     """The contraction of a fusion group that the tensor-core template takes: one
-    matrix product (not a matrix-vector product: those stay memory-bound reductions),
-    the group's other operations elementwise over its shape (its epilogue)."""
+    `tensor_core_product`, the group's other operations elementwise over its shape
+    (its epilogue)."""
     from ..ir.contraction import match_contraction
     from ..ir.tensor import ComputeOp
 
@@ -177,10 +189,7 @@ def contraction_of(group, graph) -> Contraction | None:
     if not all(isinstance(op, ComputeOp) for op in ops):
         return None
     products = [op for op in ops if op.reduce is not None]
-    if len(products) != 1:
-        return None
-    c = match_contraction(products[0], graph)
-    if c is None or not supports(c) or min(c.m, c.n) == 1:
+    if len(products) != 1 or not tensor_core_product(products[0], graph):
         return None
     shape = tuple(products[0].shape)
-    return c if all(tuple(op.shape) == shape for op in ops) else None
+    return match_contraction(products[0], graph) if all(tuple(op.shape) == shape for op in ops) else None

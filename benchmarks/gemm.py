@@ -53,11 +53,15 @@ def torch_bias_gelu(a, b, bias):
     return torch.nn.functional.gelu(a @ b + bias)
 
 
-def _points(default: GpuMma) -> list[GpuMma]:
+def _points(default: GpuMma, pipeline: bool) -> list[GpuMma]:
     """The cost model's other candidates (in the default's tile order), the previous
-    default, and the default in row-major tile order."""
-    points = [replace(p, raster=default.raster) for p in _CANDIDATES] + [PREVIOUS_DEFAULT]
-    points.append(replace(default, raster=1))
+    default, and the default in row-major tile order; with `pipeline`, instead
+    128 x 128 tiles of 2 x 2 warps at 3 to 5 stages in both tile orders."""
+    if pipeline:
+        points = [replace(PREVIOUS_DEFAULT, stages=n, raster=r) for n in (3, 4, 5) for r in (1, 8)]
+    else:
+        points = [replace(p, raster=default.raster) for p in _CANDIDATES] + [PREVIOUS_DEFAULT]
+        points.append(replace(default, raster=1))
     return list(dict.fromkeys(p for p in points if p != default))
 
 
@@ -65,6 +69,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--quick", action="store_true", help="fewer replays")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="time 128 x 128 tiles at 3-5 stages in both tile orders instead of the "
+                         "candidates; skip torch.compile and the fused cases")
     args = ap.parse_args()
     replays = 10 if args.quick else 25
     today, device = datetime.date.today().isoformat(), torch.cuda.get_device_name()
@@ -89,24 +96,26 @@ def main() -> None:
         program = f.lower(a, b)
         ref = torch.matmul(a.float(), b.float())
         err = ((f(a, b).float() - ref).abs().max() / ref.abs().max()).item()
-        compiled = torch.compile(mm, dynamic=False)
         default = program.kernels[0].schedule
         row = {"case": label, "m": m, "n": n, "k": k, "batch": list(batch),
                "warpweave_schedule": repr(default), "max_rel_err": err}
-        for name, fn in (("warpweave", lambda: f(a, b)), ("cublas", lambda: torch.matmul(a, b)),
-                         ("torch_compile", lambda: compiled(a, b))):
+        timed = [("warpweave", lambda: f(a, b)), ("cublas", lambda: torch.matmul(a, b))]
+        if not args.pipeline:
+            compiled = torch.compile(mm, dynamic=False)
+            timed.append(("torch_compile", lambda: compiled(a, b)))
+        for name, fn in timed:
             ms = graph_time_ms(fn, replays=replays)
             row[name + "_ms"] = ms
             row[name + "_tflops"] = flops / ms / 1e9
         key = group_key(program.plan.groups[0], program.graph)
         row["points"] = {}
-        for point in _points(default):
+        for point in _points(default, args.pipeline):
             p = compile_graph(program.traced, True, "cuda", "mma_point", {key: point})
             ms = graph_time_ms(lambda: p(a, b), replays=replays)
             row["points"][repr(point)] = {"ms": ms, "tflops": flops / ms / 1e9}
         row["fraction_of_cublas"] = row["cublas_ms"] / row["warpweave_ms"]
         save("rows", row)
-    for label, m, n, k in FUSED:
+    for label, m, n, k in [] if args.pipeline else FUSED:
         a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)

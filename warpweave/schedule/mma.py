@@ -106,21 +106,21 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
     return [default] + [p for p in points if p != default]
 
 
-# What `mma_time` assumes of an sm_90 SM (H100/H200): mma.sync throughput (about 60 %
-# of wgmma's dense bfloat16 peak), the L2 bandwidth one SM pulls, shared-memory reads
-# (ldmatrix: 128 bytes per clock at 1.75 GHz), and what a block costs to start and
-# fill its pipeline.
-SM_MMA_FLOPS = 4.5e12
-SM_L2_BYTES = 9.0e10
+# What `mma_time` assumes of an sm_90 SM, fitted to the timings of eight points at
+# each of the five shapes of benchmarks/gemm.py (H200, 2026-12-02; the fitted model's
+# pick is within 0-8 % of the fastest point measured at each): mma.sync throughput,
+# the L2 bandwidth one SM pulls, shared-memory reads (ldmatrix: 128 bytes per clock
+# at 1.75 GHz) and the rate a block's epilogue stores drain at.
+SM_MMA_FLOPS = 3.2e12
+SM_L2_BYTES = 5.0e10
 SM_SHARED_BYTES = 2.2e11
+SM_STORE_BYTES = 5.0e9
 SM_REGISTERS, SM_THREADS, SM_SHARED = 65536, 2048, 228 * 1024
-BLOCK_START_S = 2e-6
-DRAM_BYTES = 4.0e12
+DRAM_BYTES, LAUNCH_S = 4.0e12, 3e-6
 WARPS_TO_FILL_SM = 8  # resident warps that keep the tensor cores issuing
-# The default's candidates: these shapes of block and warp tiles, each with the most
-# stages (of 3 to 4) shared memory allows two blocks per SM, in tile groups of 8 rows.
+# The default's candidates: block and warp tiles with the stages measured best for them.
 _CANDIDATES = (GpuMma(128, 256, 32, 2, 4, 4), GpuMma(256, 128, 32, 4, 2, 4),
-               GpuMma(128, 128, 32, 2, 2, 4), GpuMma(128, 64, 32, 2, 2, 4),
+               GpuMma(128, 128, 32, 2, 2, 3), GpuMma(128, 64, 32, 2, 2, 4),
                GpuMma(64, 128, 32, 2, 2, 4), GpuMma(64, 64, 32, 2, 2, 4))
 MIN_TILES_PER_SPLIT = 4  # k-tiles each split-K slice keeps at least
 
@@ -134,24 +134,25 @@ def resident_blocks(s: GpuMma) -> int:
 
 def mma_time(c: Contraction, s: GpuMma, sm_count: int = 132) -> float:
     """Estimated seconds of `c` under `s`: the output tiles (times split-K slices) run
-    in waves of `sm_count` x `resident_blocks`; an SM's blocks share its tensor cores,
-    L2 and shared-memory bandwidth, each block's k-loop bound by the slowest of MMAs
-    (slowed where fewer than `WARPS_TO_FILL_SM` warps are resident), operand tiles
-    from L2 and fragment reads from shared memory; plus per block a start and the
-    pipeline's fill, and with split-K the float32 partials' round trip through DRAM."""
+    in waves of `sm_count` x `resident_blocks`. In a wave an SM runs its blocks' k-loops
+    one after another at its full rate — each bound by the slowest of MMAs (slowed where
+    fewer than `WARPS_TO_FILL_SM` warps are resident), operand tiles from L2 and
+    fragment reads from shared memory — plus, per block, the pipeline's fill and its
+    epilogue's stores; with split-K, the float32 partials' round trip and a launch."""
     tiles = c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n) * s.split_k
     k = -(-c.k // s.block_k) * s.block_k / s.split_k  # k of one block (tails padded)
     blocks = resident_blocks(s)
-    warps = min(blocks, -(-tiles // sm_count)) * s.warps_m * s.warps_n
+    running = min(blocks, -(-tiles // sm_count))  # blocks an SM runs at once
+    warps = running * s.warps_m * s.warps_n
     mma = 2 * s.block_m * s.block_n * k / (SM_MMA_FLOPS * min(1.0, warps / WARPS_TO_FILL_SM))
     loads = (s.block_m + s.block_n) * k * 2 / SM_L2_BYTES
     frags = (s.block_m * s.warps_n + s.block_n * s.warps_m) * k * 2 / SM_SHARED_BYTES
     fill = (s.stages - 1) * (s.block_m + s.block_n) * s.block_k * 2 / SM_L2_BYTES
-    per_block = max(mma, loads, frags) + fill + BLOCK_START_S
+    stores = s.block_m * s.block_n * c.out_dtype.itemsize / SM_STORE_BYTES
     waves = -(-tiles // (sm_count * blocks))
-    time = waves * min(blocks, -(-tiles // sm_count)) * per_block
+    time = waves * (running * max(mma, loads, frags) + fill + stores)
     if s.split_k > 1:
-        time += 2 * s.split_k * c.batch_count * c.m * c.n * 4 / DRAM_BYTES + BLOCK_START_S
+        time += 2 * s.split_k * c.batch_count * c.m * c.n * 4 / DRAM_BYTES + LAUNCH_S
     return time
 
 

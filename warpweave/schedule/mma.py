@@ -106,9 +106,10 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
     return [default] + [p for p in points if p != default]
 
 
-# What `mma_time` assumes of an sm_90 SM, fitted to the timings of eight points at
-# each of the five shapes of benchmarks/gemm.py (H200, 2026-12-02; the fitted model's
-# pick is within 0-8 % of the fastest point measured at each): mma.sync throughput,
+# What `mma_time` assumes of an sm_90 SM, fitted to 39 timings of seven or eight points
+# at each of the five shapes of benchmarks/gemm.py (H200, 2026-12-02, data
+# benchmarks/data/h200_gemm_2026-12-02_dynamic_shared.json; the fitted model's pick is
+# within 0-8 % of the fastest point measured at each): mma.sync throughput,
 # the L2 bandwidth one SM pulls, shared-memory reads (ldmatrix: 128 bytes per clock
 # at 1.75 GHz) and the rate a block's epilogue stores drain at.
 SM_MMA_FLOPS = 3.2e12
@@ -118,7 +119,9 @@ SM_STORE_BYTES = 5.0e9
 SM_REGISTERS, SM_THREADS, SM_SHARED = 65536, 2048, 228 * 1024
 DRAM_BYTES, LAUNCH_S = 4.0e12, 3e-6
 WARPS_TO_FILL_SM = 8  # resident warps that keep the tensor cores issuing
-# The default's candidates: block and warp tiles with the stages measured best for them.
+# The default's candidates: 128 x 128 tiles at 3 stages (at 4096^3: 0.338 ms in row-major
+# order against 0.380 at 4 stages in groups of 8 rows), the others at the 4 stages they
+# were measured with.
 _CANDIDATES = (GpuMma(128, 256, 32, 2, 4, 4), GpuMma(256, 128, 32, 4, 2, 4),
                GpuMma(128, 128, 32, 2, 2, 3), GpuMma(128, 64, 32, 2, 2, 4),
                GpuMma(64, 128, 32, 2, 2, 4), GpuMma(64, 64, 32, 2, 2, 4))

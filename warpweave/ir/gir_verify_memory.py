@@ -7,7 +7,7 @@ import numpy as np
 
 from . import expr as ex
 from . import simplify as sx
-from .gir import WARP_SIZE
+from .gir import SHARED_ALIGN, WARP_SIZE
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
 
 
@@ -138,7 +138,9 @@ class MemoryChecks(VerifierBase):
                 self.add(f"vector scope {s.id} has {e} elements; the limit is "
                          f"{lim.max_vector_elems}")
         try:
-            total = sum(a.size * a.dtype.itemsize for a in self.k.shared)
+            # each allocation starts 16-byte aligned (`Kernel.shared_offsets`)
+            total = sum(-(-a.size * a.dtype.itemsize // SHARED_ALIGN) * SHARED_ALIGN
+                        for a in self.k.shared)
         except (TypeError, AttributeError):
             return
         if total > lim.max_shared_bytes:

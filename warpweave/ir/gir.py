@@ -57,6 +57,12 @@ Nodes come in three families, named by the prefix of `Node.op`:
   variables), the strides (pairs of ints). Slots 0, 1, 2 take the global states of
   a, b and c; the node produces c's next state, as a store does.
 
+Shared allocations of a GPU kernel that total at most `STATIC_SHARED_BYTES` (the
+48 KiB a block may declare statically) are declared statically; above that, all of
+them are laid out in the block's dynamic shared memory at `Kernel.shared_offsets`
+(16-byte aligned), `Kernel.dynamic_shared_bytes` long, which the launch requests
+(opting in to the device's larger limit: 227 KiB on sm_90).
+
 Edges are data dependencies `src → dst` carrying the value's memory `level`
 (global, shared or reg), its `dtype`, its per-thread `shape` and the operand
 `slot` at `dst`. Memory edges (level global or shared) carry a buffer's state:
@@ -110,6 +116,8 @@ CP_ASYNC, LDMATRIX, MMA, FRAG = "move.global.shared", "move.shared.frag", "compu
 ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
 TC_OPS = (CP_ASYNC, LDMATRIX, MMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT)
 CHUNK = 8  # 2-byte elements per 16-byte chunk of a tensor-core shared tile
+STATIC_SHARED_BYTES = 48 * 1024  # shared memory a block may declare statically
+SHARED_ALIGN = 16  # bytes: every shared allocation's alignment
 
 
 def swizzle_offset(row, col, row_elems: int, swizzle: bool):
@@ -328,6 +336,25 @@ class Kernel:
     @property
     def shared_bytes(self) -> int:
         return sum(s.nbytes for s in self.shared)
+
+    @cached_property
+    def shared_offsets(self) -> dict[str, int]:
+        """Each shared allocation's byte offset in one block-wide layout (16-byte aligned)."""
+        out, end = {}, 0
+        for s in self.shared:
+            out[s.name] = end
+            end += -(-s.nbytes // SHARED_ALIGN) * SHARED_ALIGN
+        return out
+
+    @property
+    def dynamic_shared_bytes(self) -> int:
+        """Bytes of dynamic shared memory a launch requests: 0 where the allocations
+        fit the static 48 KiB, else the end of the layout (`shared_offsets`)."""
+        if self.target != "gpu" or not self.shared:
+            return 0
+        last = self.shared[-1]
+        end = self.shared_offsets[last.name] + last.nbytes
+        return end if end > STATIC_SHARED_BYTES else 0
 
     def __str__(self):
         return print_kernel(self)

@@ -31,8 +31,9 @@ The checks, in order (1-5, well-formedness, here; 6-8, memory safety, in
    holds (interval arithmetic refined by the predicate's affine conjuncts first,
    then an exhaustive numpy evaluation over the iteration space when that is small
    enough, else "unproven");
-8. limits — threads per block, shared bytes per block, vector width (32 elements
-   per thread on the GPU, 256 on the CPU: see `Limits.for_target`).
+8. limits — threads per block, shared bytes per block (the architecture's limit:
+   227 KiB on sm_90, dynamic above 48 KiB), vector width (32 elements per thread on
+   the GPU, 256 on the CPU: see `Limits.for_target`).
 """
 from __future__ import annotations
 
@@ -52,22 +53,37 @@ from .gir_verify_tc import TensorCoreChecks
 __all__ = ["Limits", "verify", "check"]
 
 
+# Shared memory a block may use on each architecture (with the opt-in above 48 KiB):
+# the CUDA programming guide's "maximum amount of shared memory per thread block".
+SHARED_BYTES_PER_ARCH = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024,
+                         "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_100": 227 * 1024,
+                         "sm_120": 99 * 1024}
+GPU_ARCH = "sm_90"  # the architecture GPU kernels are verified for (the code generator's default)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Target limits the verifier enforces."""
 
     max_threads_per_block: int = 1024
-    max_shared_bytes: int = 48 * 1024
+    max_shared_bytes: int = SHARED_BYTES_PER_ARCH[GPU_ARCH]
     max_vector_elems: int = 32
     max_exhaustive_points: int = 1 << 22
+    arch: str = GPU_ARCH  # what the limits are those of (named in messages)
 
     @staticmethod
     def for_target(target: str) -> "Limits":
         """The defaults for a kernel's target: CPU vectors may span many SIMD registers
         (LLVM splits them; 256 float32 lanes fill 16 AVX-512 registers); a GPU thread
         keeps at most 32 elements per vector value (a register tile of 32 float32 is
-        cheap on sm_90; memory accesses are split into pieces of at most 16 bytes)."""
-        return Limits(max_vector_elems=256) if target == "cpu" else Limits()
+        cheap on sm_90; memory accesses are split into pieces of at most 16 bytes) and
+        a block up to sm_90's 227 KiB of shared memory (dynamic above 48 KiB)."""
+        return Limits(max_vector_elems=256, arch="cpu") if target == "cpu" else Limits()
+
+    @staticmethod
+    def for_arch(arch: str) -> "Limits":
+        """GPU limits of a CUDA architecture (`sm_XY`); unknown ones get 48 KiB of shared memory."""
+        return Limits(max_shared_bytes=SHARED_BYTES_PER_ARCH.get(arch, 48 * 1024), arch=arch)
 
 
 MEMS = ("mem.global", "mem.shared")

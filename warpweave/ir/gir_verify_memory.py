@@ -7,7 +7,7 @@ import numpy as np
 
 from . import expr as ex
 from . import simplify as sx
-from .gir import WARP_SIZE
+from .gir import SHARED_ALIGN, WARP_SIZE
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
 
 
@@ -138,10 +138,12 @@ class MemoryChecks(VerifierBase):
                 self.add(f"vector scope {s.id} has {e} elements; the limit is "
                          f"{lim.max_vector_elems}")
         try:
-            total = sum(a.size * a.dtype.itemsize for a in self.k.shared)
+            # each allocation starts 16-byte aligned (`Kernel.shared_offsets`)
+            total = sum(-(-a.size * a.dtype.itemsize // SHARED_ALIGN) * SHARED_ALIGN
+                        for a in self.k.shared)
         except (TypeError, AttributeError):
             return
         if total > lim.max_shared_bytes:
             parts = ", ".join(f"{a.name} {a.size * a.dtype.itemsize} B" for a in self.k.shared)
-            self.add(f"shared memory: {total} B per block ({parts}) exceeds the limit of "
-                     f"{lim.max_shared_bytes} B")
+            self.add(f"shared memory: {total} B per block ({parts}) exceeds {lim.arch}'s limit "
+                     f"of {lim.max_shared_bytes} B ({lim.max_shared_bytes // 1024} KiB) per block")

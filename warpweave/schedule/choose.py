@@ -220,11 +220,11 @@ def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: in
     seven elements wastes the GPU; H200, 2026-12-02: a [1000003, 7] row sum 604 → 8 µs),
     while longer rows keep the row reduction's block per row (a [4096, 100003] sum:
     372 µs against the row group's 599)."""
-    if group.pattern == "contraction":
-        return choose_contraction(group, graph)
     product = contraction_of(group, graph) if target == "gpu" else None
     if product is not None:
         return default_mma(product, sm_count)
+    if group.pattern == "contraction":
+        return choose_contraction(group, graph)
     split = split_rows_pays(group, graph, sm_count) if target == "gpu" else None
     if split is not None:
         return split

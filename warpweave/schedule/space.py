@@ -30,7 +30,7 @@ MAX_CPU_LANES = 256  # the verifier's limit on a vector scope's lanes  # static 
 
 def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> list[Schedule]:
     """Every legal schedule of `group` on `target` ("gpu" or "cpu"), the default first."""
-    if group.pattern == "contraction":
+    if group.pattern == "contraction" and target == "cpu":
         return contraction_space(group, graph)
     default = default_schedule(group, graph, target, sm_count)
     if isinstance(default, GpuMma):

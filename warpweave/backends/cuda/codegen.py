@@ -1,7 +1,8 @@
 """GIR → PTX: the shared LLVM lowering with the `nvptx64-nvidia-cuda` triple.
 
 Grid and block scopes read `%ctaid.x` and `%tid.x`; shuffles are `shfl.sync`,
-barriers `bar.sync`; shared allocations are module globals in address space 3.
+barriers `bar.sync`; shared allocations are module globals in address space 3 (or
+offsets in the dynamic shared memory, above 48 KiB: see `ir.gir`).
 Math runs in float32 or float64 from `backends.llvm.mathlib` (float32 exp through
 `ex2.approx`): the NVPTX backend has no libm, and asking it for `llvm.sin` and
 friends would abort the process, so only a whitelist of intrinsics is ever
@@ -26,6 +27,7 @@ TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_ARCH = "sm_90"
 PTX_VERSION = "+ptx80"
 MAX_GRID_X = 2**31 - 1
+DYNAMIC_SHARED = "warpweave_dynamic_shared"
 _LOG2E = 1.4426950408889634
 _INTRINSICS = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs", "floor": "llvm.floor", "ceil": "llvm.ceil",
                "trunc": "llvm.trunc", "round": "llvm.rint"}
@@ -97,8 +99,16 @@ class CudaTarget(Target):
         body()
 
     def shared_pointer(self, cg: KernelCodegen, name: str) -> ir.Value:
+        """A static array per allocation, or (`Kernel.dynamic_shared_bytes` > 0) its
+        offset in the block's dynamic shared memory, an `extern .shared` array."""
         key = (cg.k.name, name)
         if key not in self._shared:
+            if cg.k.dynamic_shared_bytes:
+                with cg.b.goto_block(cg.entry):  # dominates every use
+                    self._shared[key] = cg.b.gep(self._dynamic_base(cg.module),
+                                                 [ir.Constant(I64, cg.k.shared_offsets[name])],
+                                                 inbounds=True, source_etype=ir.IntType(8))
+                return self._shared[key]
             alloc = cg.k.shared_alloc(name)
             ty = ir.ArrayType(mem_type(alloc.dtype), alloc.size)
             gv = ir.GlobalVariable(cg.module, ty, f"{cg.k.name}.{name}", addrspace=3)
@@ -108,6 +118,17 @@ class CudaTarget(Target):
             gv.type = ir.PointerType(addrspace=3)  # opaque (as printed): accesses of any width
             self._shared[key] = gv
         return self._shared[key]
+
+    @staticmethod
+    def _dynamic_base(module: ir.Module) -> ir.Value:
+        """The module's `extern .shared .align 16 .b8 []`: the dynamic shared memory."""
+        gv = module.globals.get(DYNAMIC_SHARED)
+        if gv is None:
+            gv = ir.GlobalVariable(module, ir.ArrayType(ir.IntType(8), 0), DYNAMIC_SHARED, addrspace=3)
+            gv.linkage = "external"
+            gv.align = 16
+            gv.type = ir.PointerType(addrspace=3)
+        return gv
 
     def shuffle(self, cg: KernelCodegen, value: ir.Value, mode: str, lane: ir.Value) -> ir.Value:
         b = cg.b

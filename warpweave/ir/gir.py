@@ -36,7 +36,13 @@ Nodes come in three families, named by the prefix of `Node.op`:
   other: the `expr.Const` a lane reads where pred is false; a global load may
   carry l2_prefetch: 64, 128 or 256, a hint that the L2 fetch the whole aligned
   span of that many bytes around each access — a hint only, the meaning is the
-  same without it);
+  same without it; a load whose address is data — a gather — carries `data`:
+  ((var, extent), ...), and slot 1 + j takes an integer register value that
+  `offset` names `var` (`data$j`, a name no scope variable has): wherever pred
+  holds the value must lie in [0, extent) — the interpreter raises
+  IndexOutOfRangeError when it does not, code generators clamp it into that
+  range so that no access leaves the buffer, and the verifier proves bounds with
+  it ranging over [0, extent));
   in a vector scope, code generators make one wide access where the offset has
   stride 1 in the lane variable and pred does not depend on it, accesses of r
   contiguous lanes each ("runs") where that holds after writing the lane as
@@ -89,6 +95,17 @@ L2_PREFETCH_SIZES = (64, 128, 256)  # bytes: the hint `l2_prefetch` on a global 
 COMPUTE_OPS = ("const", "index", "select", "cast", "reduce") + ex.UNARY_OPS + ex.BINARY_OPS
 GEMM = "call.gemm"
 GEMM_OPERANDS = ("a", "b", "c")  # the buffer attrs of a gemm node, in slot order
+
+
+def data_indices(node: "Node") -> tuple[tuple[str, int], ...]:
+    """A load's data indices: (variable, extent) for operand slots 1, 2, ... (none for
+    a load whose offset is a function of the scope variables alone)."""
+    return tuple(node.attr("data") or ())
+
+
+def data_var(j: int) -> str:
+    """The name of a load's j-th data index in its offset expression."""
+    return f"data${j}"
 
 
 def buffers_read(node: "Node") -> tuple[str, ...]:
@@ -426,14 +443,20 @@ class KernelBuilder:
 
     # ------------------------------------------------------------------ movement
     def load(self, buffer: str, offset: ex.Expr, scope: str | None, pred: ex.Expr | None = None,
-             other: ex.Const | None = None) -> str:
+             other: ex.Const | None = None, data: Iterable[tuple[str, int]] = ()) -> str:
+        """A load of `buffer[offset]`; `data` holds (register value, extent) per data
+        index, named `data_var(j)` in `offset` (see the module docstring)."""
         level = self._level_of(buffer)
         mem = self._node(self._mem[buffer])
         if other is None:
             other = ex.Const(0, self._dtype_of(buffer))
+        data = tuple(data)
+        attrs = {"data": tuple((data_var(j), int(n)) for j, (_, n) in enumerate(data))} if data else {}
         node = self._new(f"move.{level}.reg", scope, self._dtype_of(buffer), buffer=buffer,
-                         offset=offset, pred=pred, other=other)
+                         offset=offset, pred=pred, other=other, **attrs)
         self._edge(mem, node, 0, level, self._dtype_of(buffer))
+        for j, (value, _) in enumerate(data):
+            self._edge(value, node, 1 + j, "reg")
         return node.id
 
     def store(self, buffer: str, offset: ex.Expr, value: str, scope: str | None,

@@ -30,7 +30,8 @@ The checks, in order (1-5, well-formedness, here; 6-8, memory safety, in
 7. bounds — every load and store stays inside its buffer wherever its predicate
    holds (interval arithmetic refined by the predicate's affine conjuncts first,
    then an exhaustive numpy evaluation over the iteration space when that is small
-   enough, else "unproven");
+   enough, else "unproven"); a load's data index ranges over [0, extent) — the
+   range code generators clamp it into;
 8. limits — threads per block, shared bytes per block, vector width (32 elements
    per thread on the GPU, 256 on the CPU: see `Limits.for_target`).
 """
@@ -294,7 +295,9 @@ class _Verifier(MemoryChecks, CallChecks):
         if n.family == "compute" or n.op == SHUFFLE:
             return "reg"
         if n.op in LOADS:
-            return _level_of_move_end(n.op, 0) if slot == 0 else None
+            if slot == 0:
+                return _level_of_move_end(n.op, 0)
+            return "reg" if isinstance(slot, int) and slot <= len(_data(n)) else None
         if n.op in STORES:
             return _level_of_move_end(n.op, 1) if slot == 0 else "reg" if slot == 1 else None
         if n.op == SYNC:
@@ -396,7 +399,10 @@ class _Verifier(MemoryChecks, CallChecks):
             op = n.op.split(".", 1)[1]
             a = _ARITY.get(op)
             return None if a is None else (a, a)
-        if n.op in LOADS or n.op == SHUFFLE:
+        if n.op in LOADS:
+            count = 1 + len(_data(n))
+            return count, count
+        if n.op == SHUFFLE:
             return 1, 1
         if n.op in STORES:
             return 2, 2
@@ -523,12 +529,38 @@ class _Verifier(MemoryChecks, CallChecks):
             elif hint is not None and n.attr("buffer") in self.written:
                 self.add(f"{name}: l2_prefetch on {n.attr('buffer')}, which the kernel writes "
                          f"(the hint reads through the non-coherent path: read-only buffers only)")
+            self.data_rules(n, ins)
         elif n.op == SHUFFLE:
             if n.attr("mode") not in SHUFFLE_MODES:
                 self.add(f"{name}: unknown shuffle mode {n.attr('mode')!r}; expected one of "
                          f"{', '.join(SHUFFLE_MODES)}")
             if d != tys[0]:
                 self.add(f"{name}: result dtype {d} differs from its input's {tys[0]}")
+
+    def data_rules(self, n: Node, ins: list[Edge]):
+        """A load's data indices: well-formed (variable, extent) pairs whose variables no
+        scope declares, each fed by an integer register value."""
+        data = n.attr("data")
+        if data is None:
+            return
+        if not isinstance(data, tuple) or not data or not all(
+                isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+                and type(x[1]) is int and x[1] >= 1 for x in data):
+            self.add(f"{self.desc(n)}: data must be a non-empty tuple of (variable, extent >= 1) "
+                     f"pairs, got {data!r}")
+            return
+        scope_vars = {s.attr("var") for s in self.scopes.values()}
+        names = [v for v, _ in data]
+        clash = sorted(set(names) & scope_vars)
+        if clash or len(set(names)) != len(names):
+            self.add(f"{self.desc(n)}: data variables {', '.join(names)} must be distinct and "
+                     f"differ from every scope variable{' (' + ', '.join(clash) + ')' if clash else ''}")
+        for e in ins[1:]:
+            if not e.dtype.is_int:
+                self.add(f"{self.desc(n)}: data index {e.slot - 1} from {e.src} is {e.dtype}; "
+                         f"it must be an integer")
+        if n.attr("pred") is not None and set(names) & ex.free_vars(n.attr("pred")):
+            self.add(f"{self.desc(n)}: its predicate uses a data variable; only the offset may")
 
     # ------------------------------------------------------------------ 5. visibility
     def expr_attrs(self, n: Node):
@@ -633,7 +665,8 @@ class _Verifier(MemoryChecks, CallChecks):
                 if chain is None:
                     continue
                 visible = {s.attr("var") for s in chain if isinstance(s.attr("var"), str)}
-                bad = sorted(ex.free_vars(e) - visible)
+                data = {v for v, _ in _data(n)} if key == "offset" else set()
+                bad = sorted(ex.free_vars(e) - visible - data)
                 if bad:
                     self.add(f"{self.desc(n)}: {key} {ex.to_text(e)} uses "
                              f"{', '.join(bad)}, which {'is' if len(bad) == 1 else 'are'} not a "
@@ -663,6 +696,14 @@ class _Verifier(MemoryChecks, CallChecks):
                 if not isinstance(v, ex.Expr) or not v.dtype.is_bool:
                     shown = ex.to_text(v) if isinstance(v, ex.Expr) else repr(v)
                     self.add(f"{self.desc(n)}: {key} {shown} must be a bool expression")
+
+
+def _data(n: Node) -> tuple:
+    """A load's data indices where its `data` attr is well-formed (else none)."""
+    data = n.attr("data")
+    if isinstance(data, tuple) and all(isinstance(x, tuple) and len(x) == 2 for x in data):
+        return data
+    return ()
 
 
 class _TcVerifier(TensorCoreChecks, _Verifier):

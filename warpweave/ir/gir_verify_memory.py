@@ -7,8 +7,18 @@ import numpy as np
 
 from . import expr as ex
 from . import simplify as sx
-from .gir import WARP_SIZE
+from .gir import WARP_SIZE, Node
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
+
+
+def data_extents(n: Node) -> dict:
+    """{variable: extent} of a load's data indices (none where `data` is malformed,
+    which the type checks report)."""
+    data = n.attr("data")
+    if n.op in LOADS and isinstance(data, tuple) and all(
+            isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in data):
+        return dict(data)
+    return {}
 
 
 class MemoryChecks(VerifierBase):
@@ -87,6 +97,7 @@ class MemoryChecks(VerifierBase):
             if pred is not None and not (isinstance(pred, ex.Expr) and pred.dtype.is_bool):
                 continue
             extents = {s.attr("var"): s.attr("extent") for s in chain}
+            extents.update(data_extents(n))  # a data index ranges over [0, extent)
             if any(not isinstance(v, int) or v < 1 for v in extents.values()):
                 continue
             used = ex.free_vars(off) | (ex.free_vars(pred) if pred is not None else frozenset())
@@ -97,7 +108,7 @@ class MemoryChecks(VerifierBase):
             b = sx.bounds_under(off, pred, {v: (0, e - 1) for v, e in extents.items()})
             if b is not None and b[0] >= 0 and b[1] < size:
                 continue
-            order = [s.attr("var") for s in chain if s.attr("var") in used]
+            order = [v for v in extents if v in used]
             points = 1
             for v in order:
                 points *= extents[v]

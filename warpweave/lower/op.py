@@ -3,7 +3,8 @@
 Each template builds the kernel's scopes, then asks a `_Region` to emit the
 operation's body at an iteration point (index expressions of the scope
 variables, plus a guard where the point may fall outside the tensor). Every
-load becomes a `move.global.reg`, every arithmetic node a compute node, placed
+load becomes a `move.global.reg` (an index that reads a tensor becomes one of
+its data indices: `gir.data_indices`), every arithmetic node a compute node, placed
 in the outermost scope whose variables it uses, and shared between uses.
 Arithmetic on 16-bit floats is carried out in float32.
 """
@@ -17,7 +18,7 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc, data_var
 from ..ir.tensor import ComputeOp, Placeholder, TensorGraph, row_major_strides
 from ..schedule import templates as sch
 from ..schedule.choose import flat_elementwise
@@ -219,17 +220,26 @@ class _Region:
         return child
 
     def _load(self, e: ex.Load) -> tuple[str, int]:
+        """A load; an index that reads a tensor (a gather's) is emitted as a register
+        value and becomes one of the load's data indices."""
         b, low = self.low.b, self.low
         src = low.graph[e.tensor]
-        idx = [ex.substitute(i, self.index) for i in e.indices]
         offset = ex.Const(0, dt.INDEX)
-        for i, s in zip(idx, row_major_strides(src.shape)):
+        data, depths = [], []
+        for i, s, n in zip(e.indices, row_major_strides(src.shape), src.shape):
+            if ex.loads(i):
+                value, depth = self._emit(i)
+                i = ex.Var(data_var(len(data)))
+                data.append((value, n))
+                depths.append(depth)
+            else:
+                i = ex.substitute(i, self.index)
             offset = offset + i * s
         offset = low.simplify(offset)
         pred = self.guard
-        d = max(self._depth(offset, pred), low.load_depth(e.tensor, self.chain))
+        d = max(self._depth(offset, pred), low.load_depth(e.tensor, self.chain), *depths)
         scope = self.chain[d]
-        node = b.load(e.tensor, offset, scope, pred)
+        node = b.load(e.tensor, offset, scope, pred, data=data)
         if dt.compute_dtype(e.dtype) != e.dtype:
             node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
         return node, d

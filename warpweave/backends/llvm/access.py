@@ -10,6 +10,13 @@ as independent of b): E/r accesses of r lanes, each at its own base offset under
 its own predicate, assembled with (loads) or split by (stores) shufflevector, and
 further split into pieces of at most `Target.max_access_bytes`; "gather" —
 lane by lane, otherwise.
+
+A load with data indices (`gir.data_indices`) binds each to its operand, clamped
+into [0, extent) so that no access leaves the buffer whatever the data hold. An
+operand that is one value for all lanes (defined outside the vector scope, as an
+embedding's row index is for the lanes along the row) is a constant of the lane
+variable, so the plan above applies unchanged; one that differs per lane makes
+the access lane by lane.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from ...errors import CompileError
 from ...ir import dtypes as dt
 from ...ir import expr as ex
 from ...ir import simplify as sx
-from ...ir.gir import Node
+from ...ir.gir import Node, data_indices
 from .irtypes import I32, I64, I8, lane_mask, mem_type, reg_type
 
 
@@ -53,13 +60,36 @@ class MemoryAccess:
     def _addr(self, ptr: ir.Value, offset: ir.Value, elem: ir.Type) -> ir.Value:
         return self.b.gep(ptr, [offset], inbounds=True, source_etype=elem)
 
+    def _bind_data(self, n: Node) -> bool:
+        """Bind a load's data indices in `env`, each clamped into [0, extent); whether
+        one of them differs between vector lanes."""
+        per_lane = False
+        for e in self.k.operands(n.id):
+            if e.slot == 0:
+                continue
+            var, extent = data_indices(n)[e.slot - 1]
+            v = self.values[e.src]
+            src = self.k.node(e.src).dtype
+            if src != dt.INDEX:
+                v = self.cast(v, src, dt.INDEX)
+            per_lane |= isinstance(v.type, ir.VectorType)
+            low, high = ir.Constant(I64, 0), ir.Constant(I64, extent - 1)
+            if isinstance(v.type, ir.VectorType):
+                low, high = self.splat(low, v.type), self.splat(high, v.type)
+            v = self.b.select(self.b.icmp_signed("<", v, low), low, v)
+            self.env[var] = self.b.select(self.b.icmp_signed(">", v, high), high, v)
+        return per_lane
+
     def _load(self, n: Node) -> ir.Value:
         d = self._buffer_dtype(n.attr("buffer"))
         ptr, mty = self._pointer(n.attr("buffer")), mem_type(d)
         offset, pred = n.attr("offset"), n.attr("pred")
         other = self.constant(n.attr("other").value, d)
         b = self.b
-        mode, pieces = self._access_plan(offset, pred, d)
+        if self._bind_data(n) and self._vector_var is not None:
+            mode, pieces = "gather", None
+        else:
+            mode, pieces = self._access_plan(offset, pred, d)
         hint = n.attr("l2_prefetch")
         if mode == "runs":
             return self._load_runs(ptr, d, other, pieces, hint)

@@ -1,6 +1,7 @@
-"""Data-dependent indexing as one-hot reductions (convert_index): embedding, index,
-index_select, gather, scatter, scatter_add and the embedding's backward against eager
-float64, strict (nothing may fall back); out-of-range indices never read out of bounds."""
+"""Data-dependent indexing (convert_index): gathers (embedding, index, index_select,
+gather) through loads with data indices, scatters (scatter, scatter_add, the
+embedding's backward) as one-hot reductions, against eager float64, strict (nothing
+may fall back); out-of-range indices never read out of bounds."""
 from __future__ import annotations
 
 import pytest
@@ -79,14 +80,14 @@ def test_cross_entropy_and_its_gradient():
     check(with_grad(lambda x, t: F.cross_entropy(x, t)), logits, target)
 
 
-def test_out_of_range_indices_read_nothing():
-    """PyTorch raises; warpweave must never read outside the table: a gather of an
-    index out of range gives 0, a scatter leaves the element as it was."""
+def test_out_of_range_indices_never_read_outside_the_table():
+    """PyTorch raises; compiled code must never read outside the table: a gathered
+    index out of range is clamped into the axis, a scatter leaves the element as it was."""
     weight = rnd(4, 3)
-    ids = torch.tensor([1, 3])
+    ids = torch.tensor([1, 3, 2])
     run = compiled(lambda w, i: F.embedding(i, w), weight, ids)
-    got = run(weight, torch.tensor([1, 1 << 40]))
-    assert torch.equal(got[0], weight[1]) and torch.equal(got[1], torch.zeros(3, dtype=torch.float64))
+    got = run(weight, torch.tensor([1, 1 << 40, -5]))
+    assert torch.equal(got, weight[[1, 3, 0]])
     x, src = rnd(2, 3), rnd(2, 3)
     run = compiled(lambda x, i, s: torch.scatter_add(x, 1, i, s), x, torch.zeros(2, 3, dtype=torch.long), src)
     bad = torch.tensor([[0, 7, -1], [2, 2, 2]])
@@ -95,15 +96,28 @@ def test_out_of_range_indices_read_nothing():
     torch.testing.assert_close(got[1], x[1] + torch.tensor([0, 0, src[1].sum()], dtype=torch.float64))
 
 
-def test_large_tables_stay_in_pytorch():
-    """Where the one-hot reduction would cost more than MAX_WORK terms and more than twice
-    the data the gather moves, the operation runs in PyTorch with the reason."""
-    weight, ids = torch.randn(50000, 8), torch.randint(0, 50000, (4,))
-    gm = make_fx(lambda w, i: F.embedding(i, w) + 1, tracing_mode="fake", decomposition_table=decompositions())(
-        weight, ids)
+@pytest.mark.parametrize("vocab", [50257, 30522])
+def test_vocabulary_sized_embeddings_compile_and_match_exactly(vocab):
+    """GPT-2's and BERT's token tables (768 wide), a small batch: one gather per output
+    element, fused with the position embedding's add; eager's values exactly."""
+    weight, pos = torch.randn(vocab, 768), torch.randn(16, 768)
+    ids = torch.randint(0, vocab, (2, 16))
+    ids[0, :3] = torch.tensor([0, vocab - 1, vocab - 1])
+    fn = lambda w, p, i: F.embedding(i, w) + F.embedding(torch.arange(16), p)  # noqa: E731
+    split = compiled(fn, weight, pos, ids)
+    assert torch.equal(split(weight, pos, ids), fn(weight, pos, ids))
+
+
+def test_large_scatters_stay_in_pytorch():
+    """The embedding's backward over a real vocabulary would cost more than MAX_WORK
+    one-hot terms and more than twice the data it moves: PyTorch runs it, with the reason."""
+    ids = torch.randint(0, 50000, (4,))
+    grad = torch.randn(4, 8)
+    fn = lambda g, i: torch.ops.aten.embedding_dense_backward(g, i, 50000, -1, False)  # noqa: E731
+    gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(grad, ids)
     split, report = split_graph(gm, "test", "cpu")
-    assert [f.op for f in report.fallbacks] == ["aten.embedding.default"]
+    assert [f.op for f in report.fallbacks] == ["aten.embedding_dense_backward.default"]
     assert "exceeds" in report.fallbacks[0].reason
-    torch.testing.assert_close(split(weight, ids), F.embedding(ids, weight) + 1)
+    torch.testing.assert_close(split(grad, ids), fn(grad, ids))
     with pytest.raises(UnsupportedError, match="one-hot"):
-        convert_index.check_work("gather", 10, convert_index.MAX_WORK, 10)
+        convert_index.check_work("scatter", 10, convert_index.MAX_WORK, 10)

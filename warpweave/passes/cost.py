@@ -97,19 +97,32 @@ class GroupTraffic:
         return self.read_bytes + self.write_bytes
 
 
+def _gathered(op: ComputeOp) -> set[str]:
+    """The tensors `op` reads only through loads whose index is data (gathers)."""
+    lds = ex.loads(op.value)
+    data = {ld.tensor for ld in lds if any(ex.loads(i) for i in ld.indices)}
+    return data - {ld.tensor for ld in lds if not any(ex.loads(i) for i in ld.indices)}
+
+
 def group_traffic(group, graph: TensorGraph, device: DeviceModel) -> GroupTraffic:
-    """DRAM traffic of a group: each tensor it reads from outside once, each output
-    written once; time = max(bytes / bandwidth, work / throughput) + one launch."""
+    """DRAM traffic of a group: each tensor it reads from outside once (a gathered
+    table: at most one element per point of the gathering operation's iteration
+    space), each output written once; time = max(bytes / bandwidth, work /
+    throughput) + one launch."""
     members = set(group.ops)
     read = {}
     work = 0
     for name in group.ops:
         op = graph[name]
         work += _op_work(op)
+        gathered = _gathered(op)
         for src in op.inputs:
             if src not in members:
                 t = graph[src]
-                read[src] = _size(t.shape) * t.dtype.itemsize
+                n = _size(t.shape)
+                if src in gathered:
+                    n = min(n, _size(op.shape) * (_size(op.reduce.extents) if op.reduce is not None else 1))
+                read[src] = max(read.get(src, 0), n * t.dtype.itemsize)
     write = sum(_size(graph[n].shape) * graph[n].dtype.itemsize for n in group.outputs)
     r = sum(read.values())
     time = max((r + write) / device.bandwidth, work / device.ops_per_s) + device.launch_s

@@ -121,3 +121,20 @@ def test_large_scatters_stay_in_pytorch():
     torch.testing.assert_close(split(grad, ids), fn(grad, ids))
     with pytest.raises(UnsupportedError, match="one-hot"):
         convert_index.check_work("scatter", 10, convert_index.MAX_WORK, 10)
+
+
+@pytest.mark.gpu
+def test_vocabulary_sized_embeddings_on_the_gpu(torch_cuda):
+    """bfloat16 tables of GPT-2's vocabulary on the GPU, fused with the position add,
+    and a gather and an index along inner axes: eager's values exactly."""
+    weight = torch.randn(50257, 768, device=torch_cuda, dtype=torch.bfloat16)
+    pos = torch.randn(16, 768, device=torch_cuda, dtype=torch.bfloat16)
+    ids = torch.randint(0, 50257, (2, 16), device=torch_cuda)
+    fn = lambda w, p, i: F.embedding(i, w) + p  # noqa: E731
+    got = torch.compile(fn, backend="warpweave", dynamic=False)(weight, pos, ids)
+    assert torch.equal(got, fn(weight, pos, ids))
+    x = torch.randn(6, 9, 4, device=torch_cuda)
+    i = torch.randint(0, 9, (5, 3, 4), device=torch_cuda)
+    fn = lambda x, i, j: torch.gather(x, 1, i) * 2 + x[:, j].sum()  # noqa: E731
+    j = torch.tensor([-1, 3, 3], device=torch_cuda)
+    torch.testing.assert_close(torch.compile(fn, backend="warpweave", dynamic=False)(x, i, j), fn(x, i, j))

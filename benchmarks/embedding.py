@@ -5,8 +5,9 @@ warpweave's torch backend, in one process on the same table and ids.
     PYTHONPATH=$PWD python3 benchmarks/embedding.py --device cpu                # float32
     PYTHONPATH=$PWD python3 benchmarks/embedding.py --device cuda --out $OUT    # bfloat16
 
-CPU: median wall time of calls after warm-up. GPU: CUDA events after warm-up, medians.
-Each backend's result is compared with eager's (a gather is exact: equal or not).
+CPU: wall time per call; GPU: CUDA events per call; after warm-up, in rounds of 10
+calls with the backends interleaved, medians. Each backend's result is compared with
+eager's (a gather is exact: equal or not).
 """
 from __future__ import annotations
 
@@ -21,20 +22,16 @@ import torch
 import warpweave.torch
 
 
-def _time_cpu(fn, steps: int) -> float:
-    for _ in range(5):
-        fn()
+def _time_cpu(fn, steps: int) -> list[float]:
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
-def _time_cuda(fn, steps: int) -> float:
-    for _ in range(10):
-        fn()
+def _time_cuda(fn, steps: int) -> list[float]:
     times = []
     for _ in range(steps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -43,7 +40,7 @@ def _time_cuda(fn, steps: int) -> float:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return times
 
 
 def main():
@@ -67,19 +64,29 @@ def main():
 
     ref = embed(table, ids)
     backends = ["eager", "warpweave"] + (["inductor"] if cuda else [])
-    rows = []
-    for name in backends:
+    fns, exact = {}, {}
+    for name in backends:  # compile and warm up each
         torch._dynamo.reset()
-        fn = embed if name == "eager" else torch.compile(
+        fns[name] = embed if name == "eager" else torch.compile(
             embed, backend=warpweave.torch.backend if name == "warpweave" else name, dynamic=False)
         with torch.no_grad():
-            out = fn(table, ids)
-            ms = (_time_cuda if cuda else _time_cpu)(lambda: fn(table, ids), args.steps)
-        moved = ids.numel() * args.width * table.element_size() * 2 + ids.numel() * ids.element_size()
+            exact[name] = bool(torch.equal(fns[name](table, ids), ref))
+            for _ in range(5):
+                fns[name](table, ids)
+    timer = _time_cuda if cuda else _time_cpu
+    times = {name: [] for name in backends}
+    with torch.no_grad():  # rounds of steps, backends interleaved: they share the machine's noise
+        for _ in range(max(1, args.steps // 10)):
+            for name in backends:
+                times[name] += timer(lambda: fns[name](table, ids), 10)
+    moved = ids.numel() * args.width * table.element_size() * 2 + ids.numel() * ids.element_size()
+    rows = []
+    for name in backends:
+        ms = statistics.median(times[name])
         rows.append(dict(backend=name, device=args.device, dtype=str(dtype), ms=round(ms, 4),
-                         gb_per_s=round(moved / ms / 1e6, 1), exact=bool(torch.equal(out, ref))))
+                         gb_per_s=round(moved / ms / 1e6, 1), exact=exact[name]))
         print(f"{name:10s} {args.device} {str(dtype):15s} {ms:9.4f} ms  {rows[-1]['gb_per_s']:7.1f} GB/s  "
-              f"exact={rows[-1]['exact']}", flush=True)
+              f"exact={exact[name]}", flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, f"embedding_{args.device}.json"), "w") as f:

@@ -10,6 +10,7 @@ torch = pytest.importorskip(
     "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
+import warpweave.torch as wt  # noqa: E402
 from warpweave.errors import UnsupportedError  # noqa: E402
 from warpweave.frontend.torch import convert_index  # noqa: E402
 from warpweave.frontend.torch.backend import decompositions  # noqa: E402
@@ -131,10 +132,10 @@ def test_vocabulary_sized_embeddings_on_the_gpu(torch_cuda):
     pos = torch.randn(16, 768, device=torch_cuda, dtype=torch.bfloat16)
     ids = torch.randint(0, 50257, (2, 16), device=torch_cuda)
     fn = lambda w, p, i: F.embedding(i, w) + p  # noqa: E731
-    got = torch.compile(fn, backend="warpweave", dynamic=False)(weight, pos, ids)
+    got = torch.compile(fn, backend=wt.backend, dynamic=False)(weight, pos, ids)
     assert torch.equal(got, fn(weight, pos, ids))
     x = torch.randn(6, 9, 4, device=torch_cuda)
     i = torch.randint(0, 9, (5, 3, 4), device=torch_cuda)
     fn = lambda x, i, j: torch.gather(x, 1, i) * 2 + x[:, j].sum()  # noqa: E731
     j = torch.tensor([-1, 3, 3], device=torch_cuda)
-    torch.testing.assert_close(torch.compile(fn, backend="warpweave", dynamic=False)(x, i, j), fn(x, i, j))
+    torch.testing.assert_close(torch.compile(fn, backend=wt.backend, dynamic=False)(x, i, j), fn(x, i, j))

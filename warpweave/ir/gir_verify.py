@@ -45,7 +45,7 @@ from . import dtypes as dt
 from . import expr as ex
 from .gir import (COMPUTE_OPS, GEMM, L2_PREFETCH_SIZES, LEVELS, MMA, ROLES, SCOPE_KINDS, SHUFFLE_MODES, TC_OPS,
                   Edge, Kernel, Node)
-from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, data_extents
 from .gir_verify_call import CallChecks
 from .gir_verify_memory import MemoryChecks
 from .gir_verify_tc import TensorCoreChecks
@@ -297,7 +297,7 @@ class _Verifier(MemoryChecks, CallChecks):
         if n.op in LOADS:
             if slot == 0:
                 return _level_of_move_end(n.op, 0)
-            return "reg" if isinstance(slot, int) and slot <= len(_data(n)) else None
+            return "reg" if isinstance(slot, int) and slot <= len(data_extents(n)) else None
         if n.op in STORES:
             return _level_of_move_end(n.op, 1) if slot == 0 else "reg" if slot == 1 else None
         if n.op == SYNC:
@@ -400,7 +400,7 @@ class _Verifier(MemoryChecks, CallChecks):
             a = _ARITY.get(op)
             return None if a is None else (a, a)
         if n.op in LOADS:
-            count = 1 + len(_data(n))
+            count = 1 + len(data_extents(n))
             return count, count
         if n.op == SHUFFLE:
             return 1, 1
@@ -665,7 +665,7 @@ class _Verifier(MemoryChecks, CallChecks):
                 if chain is None:
                     continue
                 visible = {s.attr("var") for s in chain if isinstance(s.attr("var"), str)}
-                data = {v for v, _ in _data(n)} if key == "offset" else set()
+                data = set(data_extents(n)) if key == "offset" else set()
                 bad = sorted(ex.free_vars(e) - visible - data)
                 if bad:
                     self.add(f"{self.desc(n)}: {key} {ex.to_text(e)} uses "
@@ -696,14 +696,6 @@ class _Verifier(MemoryChecks, CallChecks):
                 if not isinstance(v, ex.Expr) or not v.dtype.is_bool:
                     shown = ex.to_text(v) if isinstance(v, ex.Expr) else repr(v)
                     self.add(f"{self.desc(n)}: {key} {shown} must be a bool expression")
-
-
-def _data(n: Node) -> tuple:
-    """A load's data indices where its `data` attr is well-formed (else none)."""
-    data = n.attr("data")
-    if isinstance(data, tuple) and all(isinstance(x, tuple) and len(x) == 2 for x in data):
-        return data
-    return ()
 
 
 class _TcVerifier(TensorCoreChecks, _Verifier):

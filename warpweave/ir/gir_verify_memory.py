@@ -7,18 +7,8 @@ import numpy as np
 
 from . import expr as ex
 from . import simplify as sx
-from .gir import WARP_SIZE, Node
-from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
-
-
-def data_extents(n: Node) -> dict:
-    """{variable: extent} of a load's data indices (none where `data` is malformed,
-    which the type checks report)."""
-    data = n.attr("data")
-    if n.op in LOADS and isinstance(data, tuple) and all(
-            isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in data):
-        return dict(data)
-    return {}
+from .gir import WARP_SIZE
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, data_extents, iteration_grid
 
 
 class MemoryChecks(VerifierBase):

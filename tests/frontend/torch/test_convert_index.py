@@ -67,6 +67,20 @@ def test_index_select_gather_and_advanced_index():
     check(lambda x, i: x[i], x, torch.tensor([5, -6, 0]))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_gathers_of_16_bit_tables_and_32_bit_indices_are_exact(dtype, index_dtype):
+    x = torch.randn(40, 24).to(dtype)
+    i = torch.randint(-40, 40, (3, 5), dtype=index_dtype)  # x[i] counts negative ones from the end
+    j, k = i.abs() % 24, i.abs() % 40
+    fns = [lambda x, i, j, k: F.embedding(k, x), lambda x, i, j, k: x[i],
+           lambda x, i, j, k: x.index_select(1, j.flatten()), lambda x, i, j, k: torch.gather(x[:3], 1, j),
+           lambda x, i, j, k: x[i, j].unsqueeze(-1) + x[j]]
+    for fn in fns:
+        got = compiled(fn, x, i, j, k)(x, i, j, k)
+        assert got.dtype == dtype and torch.equal(got, fn(x, i, j, k))
+
+
 def test_scatters():
     x = rnd(5, 7)
     index = torch.randint(0, 7, (4, 3))

@@ -71,15 +71,6 @@ def test_bfloat16_table_and_widths_that_do_not_fill_a_vector(target):
     np.testing.assert_array_equal(got.astype(np.float64), table.astype(np.float64)[ids])
 
 
-def _embed_add_norm(vocab: int, seq: int, width: int):
-    """Token embedding + position embedding + layer norm (no affine), as a model's input."""
-    W = ww.placeholder((vocab, width), "float32", "W")
-    P = ww.placeholder((seq, width), "float32", "P")
-    ids = ww.placeholder((2, seq), "int32", "ids")
-    h = ww.compute((2, seq, width), lambda b, s, d: W[ids[b, s], d] + P[s, d], name="h")
-    return [W, P, ids], h
-
-
 def _embed_add_norm(W, P, ids):
     """Token embedding + position embedding + layer norm (no affine): a model's input."""
     x = ww.take(W, ids, axis=0) + P

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import IndexOutOfRangeError, IRError
 from ..ir import expr as ex
-from ..ir.gir import TC_OPS, WARP_SIZE, Kernel, Node, data_indices
+from ..ir.gir import TC_OPS, WARP_SIZE, Kernel, Node, data_indices, first_data_slot
 
 _IDENTITY = {"sum": lambda d: 0, "prod": lambda d: 1,
              "max": lambda d: -np.inf if d.kind == "f" else (False if d.kind == "b" else np.iinfo(d).min),
@@ -117,28 +117,31 @@ def _check_bounds(node: Node, offset: np.ndarray, pred: np.ndarray, size: int) -
                       f"{int(offset[bad].flat[0])} outside [0, {size})")
 
 
-def _data(st: _State, node: Node, pred: np.ndarray) -> dict[str, np.ndarray]:
-    """The values of a load's data indices; IndexOutOfRangeError where one leaves its
-    range at a point where the load's predicate holds."""
-    values = {}
+def _data(st: _State, node: Node, pred: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The values of an access's data indices, and where all of them lie in range;
+    for a load, IndexOutOfRangeError where one does not at a point where its
+    predicate holds (a store there writes nothing)."""
+    values, inside = {}, np.ones(pred.shape, dtype=bool)
+    first = first_data_slot(node)
     for e in st.k.operands(node.id):
-        if e.slot == 0:
+        if e.slot < first:
             continue
-        var, extent = data_indices(node)[e.slot - 1]
+        var, extent = data_indices(node)[e.slot - first]
         v = st.operand(e.src, node.scope).astype(np.int64)
-        bad = pred & ((v < 0) | (v >= extent))
-        if bad.any():
+        ok = (v >= 0) & (v < extent)
+        bad = pred & ~ok
+        if bad.any() and first == 1:
             raise IndexOutOfRangeError(
                 f"kernel {st.k.name} ({dict(st.k.meta).get('op', '?')}): {node.id} reads "
                 f"{node.attr('buffer')} at data index {int(v[bad].flat[0])}, outside [0, {extent})")
-        values[var] = v
-    return values
+        values[var], inside = np.where(ok, v, 0), inside & ok
+    return values, inside
 
 
 def _load(st: _State, node: Node) -> None:
     mem, shared = _memory(st, node)
     pred = st.expr(node.attr("pred"), node.scope).astype(bool)
-    offset = st.expr(node.attr("offset"), node.scope, extra=_data(st, node, pred)).astype(np.int64)
+    offset = st.expr(node.attr("offset"), node.scope, extra=_data(st, node, pred)[0]).astype(np.int64)
     size = mem.shape[-1]
     _check_bounds(node, offset, pred, size)
     if size == 0:  # nothing to read: every lane is predicated off (checked above)
@@ -151,13 +154,18 @@ def _load(st: _State, node: Node) -> None:
 
 
 def _store(st: _State, node: Node) -> None:
+    """A store; a combining one adds every iteration's value in iteration order."""
     mem, shared = _memory(st, node)
-    offset = st.expr(node.attr("offset"), node.scope).astype(np.int64)
     pred = st.expr(node.attr("pred"), node.scope).astype(bool)
+    data, inside = _data(st, node, pred)
+    pred = pred & inside
+    offset = st.expr(node.attr("offset"), node.scope, extra=data).astype(np.int64)
     value_edge = next(e for e in st.k.operands(node.id) if e.slot == 1)
     value = st.operand(value_edge.src, node.scope).astype(mem.dtype)
     _check_bounds(node, offset, pred, mem.shape[-1])
-    if shared:
+    if node.attr("combine") == "add":
+        np.add.at(mem, offset[pred], value[pred])
+    elif shared:
         mem[_grid_index(st, node)[pred], offset[pred]] = value[pred]
     else:
         mem[offset[pred]] = value[pred]

@@ -49,7 +49,14 @@ Nodes come in three families, named by the prefix of `Node.op`:
   a*r + b (b < r: e.g. j = (v // 4) * 256 + t * 4 + v % 4 is runs of 4), and
   lane-by-lane accesses otherwise; the meaning is always lane by lane;
   `move.reg.global` / `move.reg.shared` store a register value (attrs buffer,
-  offset, pred); `move.reg.reg` is a warp shuffle (attrs mode: bfly|down|idx,
+  offset, pred); a global store may carry `data` as a load does (operand slots
+  2 + j), where a data index outside [0, extent) makes that store write nothing
+  (a scatter's index out of range hits nothing), and `combine: "add"`, which adds
+  the value to the element instead of replacing it: iterations that run at once —
+  threads, and on the CPU the grid's iterations — may add to one element (code
+  generators use atomic adds where threads run at once; a CPU kernel with such a
+  store has a grid of one iteration), every add counts, and one thread's adds
+  apply in its iteration order; `move.reg.reg` is a warp shuffle (attrs mode: bfly|down|idx,
   lane: an int64 expression — the xor mask, the delta, or the source lane);
   `sync.block` is a barrier over the threads of a block.
   Buffers themselves are nodes: `mem.global` (one per parameter) and
@@ -98,9 +105,15 @@ GEMM_OPERANDS = ("a", "b", "c")  # the buffer attrs of a gemm node, in slot orde
 
 
 def data_indices(node: "Node") -> tuple[tuple[str, int], ...]:
-    """A load's data indices: (variable, extent) for operand slots 1, 2, ... (none for
-    a load whose offset is a function of the scope variables alone)."""
+    """A load's or store's data indices: (variable, extent) for its operand slots after
+    the memory state (and a store's value), in order (none for an access whose offset
+    is a function of the scope variables alone)."""
     return tuple(node.attr("data") or ())
+
+
+def first_data_slot(node: "Node") -> int:
+    """The operand slot of an access's first data index: 1 for loads, 2 for stores."""
+    return 2 if node.op.startswith("move.reg.") else 1
 
 
 def data_var(j: int) -> str:
@@ -460,13 +473,22 @@ class KernelBuilder:
         return node.id
 
     def store(self, buffer: str, offset: ex.Expr, value: str, scope: str | None,
-              pred: ex.Expr | None = None) -> str:
+              pred: ex.Expr | None = None, data: Iterable[tuple[str, int]] = (),
+              combine: str | None = None) -> str:
+        """A store of `value` at `buffer[offset]`; `data` as for `load`; `combine="add"`
+        adds the value to the element (see the module docstring)."""
         level = self._level_of(buffer)
         mem = self._node(self._mem[buffer])
+        data = tuple(data)
+        attrs = {"data": tuple((data_var(j), int(n)) for j, (_, n) in enumerate(data))} if data else {}
+        if combine is not None:
+            attrs["combine"] = combine
         node = self._new(f"move.reg.{level}", scope, self._dtype_of(buffer), buffer=buffer,
-                         offset=offset, pred=pred)
+                         offset=offset, pred=pred, **attrs)
         self._edge(mem, node, 0, level, self._dtype_of(buffer))
         self._edge(value, node, 1, "reg")
+        for j, (index, _) in enumerate(data):
+            self._edge(index, node, 2 + j, "reg")
         self._mem[buffer] = node.id
         return node.id
 

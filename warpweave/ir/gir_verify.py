@@ -44,7 +44,7 @@ from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
 from .gir import (COMPUTE_OPS, GEMM, L2_PREFETCH_SIZES, LEVELS, MMA, ROLES, SCOPE_KINDS, SHUFFLE_MODES, TC_OPS,
-                  Edge, Kernel, Node)
+                  Edge, Kernel, Node, first_data_slot)
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, data_extents
 from .gir_verify_call import CallChecks
 from .gir_verify_memory import MemoryChecks
@@ -299,7 +299,9 @@ class _Verifier(MemoryChecks, CallChecks):
                 return _level_of_move_end(n.op, 0)
             return "reg" if isinstance(slot, int) and slot <= len(data_extents(n)) else None
         if n.op in STORES:
-            return _level_of_move_end(n.op, 1) if slot == 0 else "reg" if slot == 1 else None
+            if slot == 0:
+                return _level_of_move_end(n.op, 1)
+            return "reg" if isinstance(slot, int) and 1 <= slot <= 1 + len(data_extents(n)) else None
         if n.op == SYNC:
             return "shared"
         if n.op == GEMM:
@@ -405,7 +407,8 @@ class _Verifier(MemoryChecks, CallChecks):
         if n.op == SHUFFLE:
             return 1, 1
         if n.op in STORES:
-            return 2, 2
+            count = 2 + len(data_extents(n))
+            return count, count
         if n.op == SYNC:
             return 1, None
         if n.op == GEMM:
@@ -530,6 +533,9 @@ class _Verifier(MemoryChecks, CallChecks):
                 self.add(f"{name}: l2_prefetch on {n.attr('buffer')}, which the kernel writes "
                          f"(the hint reads through the non-coherent path: read-only buffers only)")
             self.data_rules(n, ins)
+        elif n.op in STORES:
+            self.data_rules(n, ins)
+            self.combine_rules(n)
         elif n.op == SHUFFLE:
             if n.attr("mode") not in SHUFFLE_MODES:
                 self.add(f"{name}: unknown shuffle mode {n.attr('mode')!r}; expected one of "
@@ -538,8 +544,8 @@ class _Verifier(MemoryChecks, CallChecks):
                 self.add(f"{name}: result dtype {d} differs from its input's {tys[0]}")
 
     def data_rules(self, n: Node, ins: list[Edge]):
-        """A load's data indices: well-formed (variable, extent) pairs whose variables no
-        scope declares, each fed by an integer register value."""
+        """A load's or store's data indices: well-formed (variable, extent) pairs whose
+        variables no scope declares, each fed by an integer register value."""
         data = n.attr("data")
         if data is None:
             return
@@ -555,12 +561,27 @@ class _Verifier(MemoryChecks, CallChecks):
         if clash or len(set(names)) != len(names):
             self.add(f"{self.desc(n)}: data variables {', '.join(names)} must be distinct and "
                      f"differ from every scope variable{' (' + ', '.join(clash) + ')' if clash else ''}")
-        for e in ins[1:]:
+        first = first_data_slot(n)
+        for e in ins[first:]:
             if not e.dtype.is_int:
-                self.add(f"{self.desc(n)}: data index {e.slot - 1} from {e.src} is {e.dtype}; "
+                self.add(f"{self.desc(n)}: data index {e.slot - first} from {e.src} is {e.dtype}; "
                          f"it must be an integer")
         if n.attr("pred") is not None and set(names) & ex.free_vars(n.attr("pred")):
             self.add(f"{self.desc(n)}: its predicate uses a data variable; only the offset may")
+
+    def combine_rules(self, n: Node):
+        """A combining store: `combine="add"` on a global store of numbers; on the CPU,
+        where the grid's iterations run at once and adds are plain, a grid of one."""
+        combine = n.attr("combine")
+        if combine is None:
+            return
+        if combine != "add" or n.op != "move.reg.global" or n.dtype is None or n.dtype.is_bool \
+                or n.dtype.itemsize < 4:
+            self.add(f"{self.desc(n)}: combine {combine!r} must be \"add\" on a global store of 32- or "
+                     f"64-bit numbers (16-bit sums accumulate in float32)")
+        elif self.k.target == "cpu" and self.k.grid != 1:
+            self.add(f"{self.desc(n)}: a CPU kernel that adds into memory runs its grid of "
+                     f"{self.k.grid} iterations at once without atomics; it needs a grid of one")
 
     # ------------------------------------------------------------------ 5. visibility
     def expr_attrs(self, n: Node):

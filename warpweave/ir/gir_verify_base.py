@@ -14,10 +14,10 @@ SYNC = "sync.block"
 
 
 def data_extents(n: Node) -> dict:
-    """{variable: extent} of a load's data indices, in slot order (none where its
-    `data` attr is malformed, which the type checks report)."""
+    """{variable: extent} of a load's or store's data indices, in slot order (none
+    where its `data` attr is malformed, which the type checks report)."""
     data = n.attr("data")
-    if n.op in LOADS and isinstance(data, tuple) and all(
+    if (n.op in LOADS or n.op in STORES) and isinstance(data, tuple) and all(
             isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in data):
         return dict(data)
     return {}

@@ -17,6 +17,7 @@ import numpy as np
 from ..ir import expr as ex
 from ..ir import simplify as sx
 from ..ir.gir import Kernel, Node
+from ..ir.scatter import match_scatter
 from ..ir.tensor import EXPENSIVE_OPS, ComputeOp, TensorGraph
 
 # Arithmetic cost of one operation in simple-instruction units (the math library's
@@ -72,7 +73,8 @@ def _size(shape) -> int:
 
 
 def _op_work(op: ComputeOp) -> int:
-    """Arithmetic instructions to compute `op` (per element of its iteration space)."""
+    """Arithmetic instructions to compute `op` (per element of its iteration space;
+    a scatter-add's space leaves out the axis its data pick)."""
     per = 0
     for n in ex.postorder(op.value):
         if isinstance(n, (ex.Unary, ex.Binary)):
@@ -80,6 +82,9 @@ def _op_work(op: ComputeOp) -> int:
         elif isinstance(n, (ex.Select, ex.Cast)):
             per += 1
     space = _size(op.shape) * (_size(op.reduce.extents) if op.reduce is not None else 1)
+    scatter = match_scatter(op)
+    if scatter is not None:
+        space //= max(1, op.shape[scatter.axis])
     return (per + (1 if op.reduce is not None else 0)) * space
 
 

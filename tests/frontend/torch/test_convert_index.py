@@ -123,17 +123,32 @@ def test_vocabulary_sized_embeddings_compile_and_match_exactly(vocab):
     assert torch.equal(split(weight, pos, ids), fn(weight, pos, ids))
 
 
-def test_large_scatters_stay_in_pytorch():
-    """The embedding's backward over a real vocabulary would cost more than MAX_WORK
-    one-hot terms and more than twice the data it moves: PyTorch runs it, with the reason."""
-    ids = torch.randint(0, 50000, (4,))
-    grad = torch.randn(4, 8)
-    fn = lambda g, i: torch.ops.aten.embedding_dense_backward(g, i, 50000, -1, False)  # noqa: E731
-    gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(grad, ids)
+def test_large_scatter_adds_compile_at_the_cost_of_their_terms():
+    """The backward of a real vocabulary's embedding, scatter_add and index_add into
+    large outputs are scatters (a zeroed output, then one add per term), not one-hot
+    sums over the output: they compile whatever the output's size."""
+    ids = torch.randint(0, 50257, (3, 7))
+    ids[0, :3] = 5  # repeated rows add up
+    grad = torch.randn(3, 7, 24, dtype=torch.float64)
+    for pad, freq in ((-1, False), (5, False), (-1, True)):
+        fn = lambda g, i: torch.ops.aten.embedding_dense_backward(g, i, 50257, pad, freq)  # noqa: E731,B023
+        check(fn, grad, ids)
+    x, src = rnd(3000, 5), rnd(40, 5)
+    check(lambda x, i, s: x.index_add(0, i, s, alpha=2), x, torch.randint(0, 3000, (40,)), src)
+    check(lambda x, i, s: torch.scatter_add(x, 0, i, s), x, torch.randint(0, 3000, (40, 5)), src)
+
+
+def test_large_value_scatters_stay_in_pytorch():
+    """A scatter of a value is a one-hot `max` over the index positions: where that
+    costs more than MAX_WORK terms and more than twice the data it moves, PyTorch runs
+    it, with the reason."""
+    x, index = torch.randn(100, 2000), torch.randint(0, 2000, (100, 2000))
+    fn = lambda x, i: torch.scatter(x, 1, i, 2.5)  # noqa: E731
+    gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(x, index)
     split, report = split_graph(gm, "test", "cpu")
-    assert [f.op for f in report.fallbacks] == ["aten.embedding_dense_backward.default"]
+    assert [f.op for f in report.fallbacks] == ["aten.scatter.value"]
     assert "exceeds" in report.fallbacks[0].reason
-    torch.testing.assert_close(split(grad, ids), fn(grad, ids))
+    torch.testing.assert_close(split(x, index), fn(x, index))
     with pytest.raises(UnsupportedError, match="one-hot"):
         convert_index.check_work("scatter", 10, convert_index.MAX_WORK, 10)
 

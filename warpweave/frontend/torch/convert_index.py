@@ -10,13 +10,15 @@ IndexOutOfRangeError naming the operation in the reference evaluators; compiled
 code clamps it into the axis, so that it never reads outside the table.
 
 Scatters (a scatter, a scatter-add, the embedding's backward, index_add) write
-where the data say; GIR has no atomic or segmented store, so they are one-hot
-reductions over the index positions: `out[i] = Σ_m (index[m] == i ? src[m] : 0)`
-— exact, never out of bounds (an index out of range hits nothing). The work is the
-output's size times the index positions, so a converter refuses (UnsupportedError:
-PyTorch runs the operation) when that exceeds `MAX_WORK` terms and more than twice
-what the operation reads and writes anyway — a loss's target gather over the
-vocabulary row compiles, the backward of a real vocabulary's embedding does not.
+where the data say. They are written as one-hot reductions over the index
+positions, `out[i] = Σ_m (index[m] == i ? src[m] : 0)` — an index out of range hits
+nothing. A sum of that form is a scatter-add (`ir.scatter`), lowered as a zeroed
+output plus one add per term (in order on the CPU, atomic on the GPU), whatever the
+output's size: the embedding's backward, scatter_add and index_add. A scatter of a
+value (a `max` of booleans) stays a one-hot reduction, whose work is the output's
+size times the index positions: its converter refuses (UnsupportedError: PyTorch
+runs it) above `MAX_WORK` terms when that is more than twice what the operation
+reads and writes anyway.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 from ...errors import UnsupportedError
 from ...ir import dtypes as dt
 from ...ir import expr as ex
+from ...ir.scatter import scatter_form
 from ..algebra import const, normalize_axes
 from ..tensor import Tensor, index_vars, map_elementwise, op_label, var_ranges, where
 from .convert import CONVERTERS, ww_dtype
@@ -50,8 +53,7 @@ def check_work(what: str, out_size: int, extent: int, natural: int) -> None:
     if work > MAX_WORK and work > 2 * natural:
         raise UnsupportedError(
             f"{what}: a one-hot reduction of {extent} terms for each of {out_size} elements "
-            f"({work} terms) exceeds {MAX_WORK}; GIR has no atomic or segmented scatter, so "
-            f"PyTorch runs it")
+            f"({work} terms) exceeds {MAX_WORK}, so PyTorch runs it")
 
 
 def _accumulator(d: dt.DType) -> tuple[str, dt.DType]:
@@ -72,14 +74,17 @@ def _as_index(e: ex.Expr) -> ex.Expr:
 def onehot(what: str, shape, reduce_extents, term, natural: int, out_dtype: dt.DType, tr) -> Tensor:
     """A tensor of `shape`: element i is Σ over r in `reduce_extents` of
     `term(i_vars, r_vars, ranges)`, which returns (condition, value); the sum runs in an
-    exact accumulator and is cast to out_dtype."""
+    exact accumulator and is cast to out_dtype. A sum whose condition picks an output
+    coordinate by data is a scatter-add (`ir.scatter`), computed at the cost of its
+    terms; any other is refused above `MAX_WORK` terms (`check_work`)."""
     shape = tuple(shape)
-    check_work(what, math.prod(shape), math.prod(reduce_extents), natural)
     ivars, rvars = index_vars(len(shape)), index_vars(len(reduce_extents), "r")
     ranges = {**var_ranges(ivars, shape), **var_ranges(rvars, reduce_extents)}
     cond, value = term(ivars, rvars, ranges)
     combiner, acc = _accumulator(value.dtype)
     body = ex.Reduce(combiner, ex.select(cond, ex.cast(value, acc), _zero(acc)), rvars, reduce_extents)
+    if scatter_form(ivars, body) is None:
+        check_work(what, math.prod(shape), math.prod(reduce_extents), natural)
     result = tr.compute(shape, ivars, body, op_label(what))
     return result.astype(out_dtype)
 

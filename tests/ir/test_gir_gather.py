@@ -1,5 +1,6 @@
-"""Loads with data indices (gathers) in GIR: the verifier's rules and bounds proofs,
-the interpreter's range check, and the movement and stitching passes leaving what
+"""Loads with data indices (gathers) and combining stores with data indices
+(scatter-adds) in GIR: the verifier's rules and bounds proofs, the interpreter's
+range check and in-order adds, and the movement and stitching passes leaving what
 they cannot prove alone (see gir.py's module docstring)."""
 import dataclasses
 
@@ -131,3 +132,40 @@ def test_a_gather_of_a_value_written_in_the_kernel_is_not_stitched():
     b.store("out", V("t"), w, t)
     with pytest.raises(StitchError, match="cannot stitch"):
         stitch(b.build())
+
+
+# ----------------------------------------------------------------------------- scatters
+
+def _scatter_kernel(target="cpu", grid=1, dtype=f32):
+    """out[ids[m], :] += x[m, :] for m < 6 (out has 5 rows of 4): a combining store whose
+    row index is data."""
+    b = KernelBuilder("scatter", target=target)
+    b.add_param(Buffer("ids", dt.int64, (6,), (1,), "in"))
+    b.add_param(Buffer("x", dtype, (6, 4), (4, 1), "in"))
+    b.add_param(Buffer("out", dtype, (5, 4), (4, 1), "out"))
+    g = b.scope("grid", "g", grid, None)
+    m = b.scope("serial", "m", 6, g)
+    v = b.scope("vector", "v", 4, m)
+    i = b.load("ids", V("m"), m)
+    b.store("out", V("data$0") * 4 + V("v"), b.load("x", V("m") * 4 + V("v"), v), v, data=[(i, 5)],
+            combine="add")
+    return b.build()
+
+
+def test_combining_stores_add_in_order_and_skip_indices_out_of_range():
+    k = verify(_scatter_kernel())
+    x = np.random.default_rng().standard_normal((6, 4)).astype(np.float32)
+    ids = np.array([1, 4, 1, 7, -1, 0])  # 7 and -1 hit nothing
+    want = np.zeros((5, 4), np.float32)
+    for m, i in enumerate(ids):
+        if 0 <= i < 5:
+            want[i] += x[m]
+    out = np.zeros(20, np.float32)
+    run_kernel(k, {"ids": ids, "x": x.reshape(-1), "out": out})
+    np.testing.assert_array_equal(out.reshape(5, 4), want)
+
+
+def test_combining_stores_need_a_grid_of_one_on_the_cpu_and_wide_numbers():
+    assert any("needs a grid of one" in p for p in check(_scatter_kernel(grid=2)))
+    verify(_scatter_kernel(target="gpu", grid=2))  # atomic adds on the GPU
+    assert any("32- or 64-bit numbers" in p for p in check(_scatter_kernel(dtype=dt.bfloat16)))

@@ -1,7 +1,8 @@
 """Data-dependent indexing (convert_index): gathers (embedding, index, index_select,
-gather) through loads with data indices, scatters (scatter, scatter_add, the
-embedding's backward) as one-hot reductions, against eager float64, strict (nothing
-may fall back); out-of-range indices never read out of bounds."""
+gather) through loads with data indices, scatter-adds (scatter_add, index_add, the
+embedding's backward) through adding stores, a scatter of a value as a one-hot
+reduction, against eager float64, strict (nothing may fall back); out-of-range
+indices never read or write out of bounds."""
 from __future__ import annotations
 
 import pytest

@@ -19,9 +19,9 @@ SEQ, VOCAB = 12, 96
 
 # What stays in PyTorch, by design: convolutions, attention's fused kernel, in-place
 # updates of batch-norm statistics. Matrix products compile on the cpu target (option
-# contractions="auto"); gathers (embeddings, the loss's target gather) compile at any
-# size; scatters (their backward), padding and pooling compile (as one-hot and window
-# reductions) at these sizes — a real vocabulary's embedding backward stays in PyTorch.
+# contractions="auto"); gathers (embeddings, the loss's target gather) and scatter-adds
+# (their backward) compile at any size; padding and pooling compile (as window
+# reductions) at these sizes.
 SDPA = {"aten._scaled_dot_product_flash_attention_for_cpu.default"}
 SDPA_BACKWARD = {"aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
 CONV = {"aten.convolution.default"}
@@ -134,9 +134,11 @@ def test_gpt2_training():
 
 def test_real_vocabularies_compile_their_embeddings():
     """GPT-2's and BERT's own vocabularies (50257 and 30522 tokens) at a tiny width: the
-    token embeddings compile (gathers). (The backward of such an embedding stays in
-    PyTorch: test_convert_index.test_large_scatters_stay_in_pytorch.)"""
-    check_inference(gpt2(vocab=50257), {"input_ids": torch.randint(0, 50257, (2, SEQ))}, FALLBACKS["gpt2"])
+    token embeddings (gathers) and, in a training step, their backward (scatter-adds)
+    compile; gradients match eager's."""
+    ids = torch.randint(0, 50257, (2, SEQ))
+    check_inference(gpt2(vocab=50257), {"input_ids": ids}, FALLBACKS["gpt2"])
+    check_training(gpt2(vocab=50257).eval(), {"input_ids": ids, "labels": ids}, lm_loss, FALLBACKS["gpt2-train"])
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                      intermediate_size=64, max_position_embeddings=32, attn_implementation="sdpa")

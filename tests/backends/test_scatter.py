@@ -111,3 +111,16 @@ def test_every_point_of_the_scatter_space_is_right(target, family):
     for point in points:
         program = compile_graph(graph, True, target, "sc", {group_key(group, graph): point})
         assert_close(program(ids, g), reference(13, ids, g), "float32", scale=4, what=str(point))
+
+
+def test_a_16_bit_one_hot_sum_stays_a_reduction():
+    """Memory adds only 32- and 64-bit numbers: a bfloat16 sum of that form keeps the
+    reduction's templates (and its float32 accumulator)."""
+    import ml_dtypes
+
+    inputs, out = embedding_backward(9, 16, (6,), dtype="bfloat16")
+    ids = random_ids(9, (6,), "int64")
+    g = rng.standard_normal((6, 16)).astype(ml_dtypes.bfloat16)
+    program = ww.build(out, inputs, target="cpu")
+    assert len(program.kernels) == 1
+    assert_close(program(ids, g), reference(9, ids, g.astype(np.float32)), "bfloat16")

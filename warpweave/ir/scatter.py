@@ -32,13 +32,16 @@ class Scatter:
 
 def match_scatter(op: ComputeOp) -> Scatter | None:
     """The scatter-add form of `op` (see the module docstring), or None."""
-    return scatter_form(op.axes, op.body)
+    return scatter_form(op.axes, op.body) if op.dtype == op.body.dtype else None
 
 
 def scatter_form(axes, body: ex.Expr) -> Scatter | None:
-    """`match_scatter` for an operation over `axes` (Vars) defined by `body`."""
+    """`match_scatter` for an operation over `axes` (Vars) defined by `body`: sums of
+    32- and 64-bit numbers only (what memory can add to; 16-bit sums accumulate in
+    float32 and are rounded after)."""
     red = body
-    if not isinstance(red, ex.Reduce) or red.combiner != "sum" or not isinstance(red.body, ex.Select):
+    if not isinstance(red, ex.Reduce) or red.combiner != "sum" or not isinstance(red.body, ex.Select) \
+            or red.dtype.is_bool or red.dtype.itemsize < 4:
         return None
     zero = red.body.b
     if not (isinstance(zero, ex.Const) and zero.value == 0) or not (zero.dtype.is_float or zero.dtype.is_int):

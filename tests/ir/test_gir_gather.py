@@ -12,6 +12,8 @@ from warpweave.errors import IndexOutOfRangeError, StitchError, VerificationErro
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.gir import Buffer, Edge, KernelBuilder, make_kernel
+from warpweave.ir.gir_parse import parse_kernel
+from warpweave.ir.gir_text import print_kernel
 from warpweave.ir.gir_verify import check, verify
 from warpweave.passes.movement import coalescing, forward_loads, hoist_loads
 from warpweave.passes.stitch import stitch
@@ -154,6 +156,7 @@ def _scatter_kernel(target="cpu", grid=1, dtype=f32):
 
 def test_combining_stores_add_in_order_and_skip_indices_out_of_range():
     k = verify(_scatter_kernel())
+    assert parse_kernel(print_kernel(k)) == k
     x = np.random.default_rng().standard_normal((6, 4)).astype(np.float32)
     ids = np.array([1, 4, 1, 7, -1, 0])  # 7 and -1 hit nothing
     want = np.zeros((5, 4), np.float32)

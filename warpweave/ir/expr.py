@@ -212,7 +212,9 @@ class Cast(Expr):
 
 
 class Load(Expr):
-    """An element of a tensor: `tensor[indices]`."""
+    """An element of a tensor: `tensor[indices]`. An index may itself load an integer
+    tensor (a gather: `W[i[n], d]`); affine analyses see such a load as an opaque term,
+    constant in every variable its own indices do not use."""
 
     __slots__ = ("tensor", "indices")
     _fields = ("tensor", "indices")

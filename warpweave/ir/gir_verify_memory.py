@@ -8,7 +8,7 @@ import numpy as np
 from . import expr as ex
 from . import simplify as sx
 from .gir import SHARED_ALIGN, WARP_SIZE
-from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, data_extents, iteration_grid
 
 
 class MemoryChecks(VerifierBase):
@@ -87,6 +87,7 @@ class MemoryChecks(VerifierBase):
             if pred is not None and not (isinstance(pred, ex.Expr) and pred.dtype.is_bool):
                 continue
             extents = {s.attr("var"): s.attr("extent") for s in chain}
+            extents.update(data_extents(n))  # a data index ranges over [0, extent)
             if any(not isinstance(v, int) or v < 1 for v in extents.values()):
                 continue
             used = ex.free_vars(off) | (ex.free_vars(pred) if pred is not None else frozenset())
@@ -97,7 +98,7 @@ class MemoryChecks(VerifierBase):
             b = sx.bounds_under(off, pred, {v: (0, e - 1) for v, e in extents.items()})
             if b is not None and b[0] >= 0 and b[1] < size:
                 continue
-            order = [s.attr("var") for s in chain if s.attr("var") in used]
+            order = [v for v in extents if v in used]
             points = 1
             for v in order:
                 points *= extents[v]

@@ -38,6 +38,7 @@ from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
 from ..ir.contraction import match_contraction
+from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
 from .cost import DeviceModel, GroupTraffic, group_traffic
 
@@ -89,8 +90,11 @@ def _non_unit(shape) -> tuple[int, ...]:
 
 
 def _signature(op: ComputeOp) -> tuple[str, tuple[int, ...], int]:
-    """The pattern an operation alone forms: (pattern, rows, length)."""
+    """The pattern an operation alone forms: (pattern, rows, length); a scatter-add
+    (`ir.scatter`) has templates of its own."""
     red = op.reduce
+    if red is not None and match_scatter(op) is not None:
+        return "single", (), 0
     if red is not None:
         if op.kind == "reduction-row" and len(red.axes) == 1 and red.extents[0] > 0 \
                 and _reduces_last_index(op):

@@ -9,14 +9,15 @@ import numpy as np
 
 from ..ir import expr as ex
 from ..ir.dtypes import compute_dtype
+from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.cost import DeviceModel, device_for, row_sweeps_time
 from ..passes.fuse import Group, row_place
 from .contraction import choose_contraction
 from .mma import contraction_of, default_mma
-from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
+from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce, CpuScatter,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
-                        GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
+                        GpuScatter, GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
 
 
 DEFAULT_SM_COUNT = 132  # H100 / H200; the driver passes the device's own count
@@ -54,6 +55,12 @@ def choose(op: ComputeOp, target: str, sm_count: int = DEFAULT_SM_COUNT,
     its inputs) lets an elementwise operation vectorise over its flattened elements."""
     kind = op.kind
     lanes16 = 16 // op.dtype.itemsize  # elements of one 16-byte access
+    scatter = match_scatter(op)
+    if scatter is not None:
+        last = op.shape[-1] if op.shape and scatter.axis != len(op.shape) - 1 else 1
+        if target == "cpu":
+            return CpuScatter(vector=max(1, 64 // op.dtype.itemsize))
+        return GpuScatter(vector=lanes16 if last % lanes16 == 0 else 1)
     if target == "cpu":
         lanes64 = max(1, 64 // compute_dtype(op.dtype).itemsize)
         if kind == "reduction-row":

@@ -59,6 +59,7 @@ class CudaTarget(Target):
     approximate_division = True  # float32 x/y as div.full.f32 (within 2 ulp), not IEEE div.rn
     max_access_bytes = 16  # ld/st.v4.b32 at most: "runs" accesses are split into 16-byte pieces
     contract = True  # a·b + c as fma.rn.f32 (one rounding), as nvcc and Triton do by default
+    atomic_adds = True  # a combining store is atom.global.add (red.global.add when unused)
 
     def __init__(self, arch: str = DEFAULT_ARCH):
         _init_llvm()

@@ -164,3 +164,17 @@ def test_rounding_is_one_conversion_instruction(d):
     for mode in ("rmi", "rpi", "rzi", "rni"):
         assert f"cvt.{mode}." in ptx, mode
     assert_ptxas_accepts(ptx)
+
+
+@pytest.mark.parametrize("shape", [(64, 50257), (4096, 7), (3, 1)])
+def test_argmax_over_rows_assembles(shape):
+    """The torch backend's argmax (a max, then the least position holding it: an int64
+    min reduction across lanes and warps) lowers to PTX that ptxas accepts."""
+    pytest.importorskip("torch")
+    from warpweave.frontend.torch.convert import _arg_extreme
+    from warpweave.frontend.trace import trace
+    from warpweave.pipeline.autotune import compile_program
+
+    graph, _ = trace(lambda x: _arg_extreme("max", x, -1, False), [(shape, dt.bfloat16)])
+    program = compile_program(graph, False, "cuda", "argmax")
+    assert_ptxas_accepts(program.runner.stages["ptx"])

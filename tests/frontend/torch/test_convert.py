@@ -128,7 +128,7 @@ def test_zero_dim_and_noncontiguous_inputs():
 @pytest.mark.usefixtures("products_in_torch")
 def test_fallback_reasons():
     def fn(x, w, q):
-        return torch.floor(x @ w), torch.argmax(x, 0), torch.div(x, 2, rounding_mode="floor"), q * 2
+        return torch.floor(x @ w), torch.topk(x, 2).values, torch.div(x, 2, rounding_mode="floor"), q * 2
 
     x, w, q = torch.randn(4, 4), torch.randn(4, 4), torch.ones(4, dtype=torch.int8)
     gm = aten_graph(fn, x, w, q)
@@ -136,14 +136,14 @@ def test_fallback_reasons():
                if n.op == "call_function"}
     assert "matrix products" in reasons["mm.default"]
     assert reasons["floor.default"] is None and "floor division" in reasons["div.Tensor_mode"]
-    assert "indices" in reasons["argmax.default"]
+    assert "top-k" in reasons["topk.default"]
     assert "torch.int8 is not a warpweave dtype" in reasons["mul.Tensor"]
     split, report = split_graph(gm, "test", "cpu")
     assert_same(split(x, w, q), fn(x, w, q))
-    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.argmax.default",
+    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.topk.default",
                                                  "aten.div.Tensor_mode", "aten.mul.Tensor"}
-    assert report.summary().endswith("fell back to PyTorch: aten.argmax.default, aten.div.Tensor_mode, "
-                                     "aten.mm.default, aten.mul.Tensor")
+    assert report.summary().endswith("fell back to PyTorch: aten.div.Tensor_mode, aten.mm.default, "
+                                     "aten.mul.Tensor, aten.topk.default")
     assert "fell back: aten.mm.default x1 (mm): matrix products" in str(report)
 
 
@@ -405,4 +405,44 @@ def test_rounding_and_sign(target, dtype):
     assert not report.fallbacks, report.fallbacks
     for g, w in zip(got, want):
         assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64])
+def test_argmax_argmin_and_max_with_indices(target, dtype):
+    """The first extreme position along an axis (or of all elements), ties and NaNs as
+    PyTorch resolves them, with values where max/min return both."""
+    x = (torch.randn(5, 7, 9, dtype=torch.float64) * 4).to(dtype)
+    x[2, :, 4] = x[2, 0, 4]  # a tie along axis 1
+    x[0, 0, :] = x[0, 0, 0]  # a tie along axis 2
+    if dtype.is_floating_point:
+        x[1, 2, 3] = float("nan")
+
+    def fn(x):
+        return (torch.argmax(x, 1), torch.argmin(x, -1, keepdim=True), torch.argmax(x), torch.argmin(x, keepdim=True),
+                torch.max(x, 2), torch.min(x, 0, keepdim=True))
+    got, want, report = split_and_run(fn, x, target=target)
+    assert not report.fallbacks, report.fallbacks
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_argmax_and_rounding_on_the_gpu(torch_cuda, dtype):
+    """argmax over a vocabulary-wide row (ties and NaN included) and the rounding
+    instructions, on the GPU against PyTorch's own CUDA kernels."""
+    x = (torch.randn(37, 50257, device=torch_cuda, dtype=torch.float64) * 4).to(dtype)
+    x[3, 100:200] = x[3].max() + 1  # a tie
+    x[5, 7] = float("nan")
+
+    def fn(x):
+        return (torch.argmax(x, -1), torch.max(x, 0), torch.floor(x), torch.ceil(x), torch.trunc(x),
+                torch.round(x), torch.sign(x))
+    got, want, report = split_and_run(fn, x, target="cuda")
+    assert report.programs and not report.fallbacks, report.fallbacks
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape
         torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)

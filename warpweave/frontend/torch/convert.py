@@ -65,7 +65,7 @@ _GATHER = "data-dependent indexing of this kind has no warpweave index expressio
 _PIECES = "writing pieces into a larger tensor through strides or diagonals is not supported yet"
 _ROUND = ("floor division and remainders (of integers, or exact as PyTorch's of floats) are not in "
           "warpweave's expression language")
-_ARG = "reductions that return indices, and scans other than cumsum, are not supported"
+_ARG = "sorting, top-k and scans other than cumsum are not supported"
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
                      "convolution_backward", "_scaled_mm"], _MATMUL),
@@ -74,7 +74,7 @@ NOT_COMPILED = {
     **dict.fromkeys(["scatter", "scatter_reduce", "index_put", "_unsafe_index", "_unsafe_index_put"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
     **dict.fromkeys(["remainder", "fmod", "floor_divide"], _ROUND),
-    **dict.fromkeys(["argmax", "argmin", "max", "min", "sort", "topk", "cumprod"], _ARG),
+    **dict.fromkeys(["sort", "topk", "cumprod"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
@@ -407,6 +407,51 @@ def _amax(out, x, dim=(), keepdim=False):
 @_register(aten.amin.default)
 def _amin(out, x, dim=(), keepdim=False):
     return x.min(axis=index_vars(x, dim), keepdims=keepdim)
+
+
+def _arg_extreme(combiner: str, x: Tensor, dim, keepdim: bool) -> Tensor:
+    """The index of the first largest (smallest) element along `dim` (of all, flat,
+    where dim is None), a NaN counting as the extreme as in PyTorch: the extreme
+    value, then the least position that holds it (or NaN), as two reductions."""
+    if dim is None:
+        shape, x = x.shape, x.reshape(-1)
+        found = _arg_extreme(combiner, x, 0, False)
+        return found.reshape((1,) * len(shape)) if keepdim else found
+    d = dim % x.ndim if x.ndim else 0
+    if x.ndim == 0:
+        return map_elementwise("arg", lambda v: ex.Const(0, dt.int64), x)
+    best = x.max(axis=d, keepdims=True) if combiner == "max" else x.min(axis=d, keepdims=True)
+    ivars = output_vars(x.ndim)
+    ranges = var_ranges(ivars, x.shape)
+    v = x._load(list(ivars), ranges)
+    hit = ex.binary("eq", v, best._load_broadcast(ivars, x.shape, ranges))
+    if dt.dtype(x.dtype).is_float:
+        hit = ex.binary("or", hit, ex.binary("ne", v, v))
+    position = ex.select(hit, ex.cast(ivars[d], dt.int64), ex.Const(x.shape[d], dt.int64))
+    candidates = x._tr.compute(x.shape, ivars, position, op_label(f"arg{combiner}"))
+    return candidates.min(axis=d, keepdims=keepdim)
+
+
+@_register(aten.argmax.default)
+def _argmax(out, x, dim=None, keepdim=False):
+    return _arg_extreme("max", x, dim, keepdim)
+
+
+@_register(aten.argmin.default)
+def _argmin(out, x, dim=None, keepdim=False):
+    return _arg_extreme("min", x, dim, keepdim)
+
+
+@_register(aten.max.dim)
+def _max_dim(out, x, dim, keepdim=False):
+    return [x.max(axis=dim % max(x.ndim, 1) if x.ndim else None, keepdims=keepdim),
+            _arg_extreme("max", x, dim, keepdim)]
+
+
+@_register(aten.min.dim)
+def _min_dim(out, x, dim, keepdim=False):
+    return [x.min(axis=dim % max(x.ndim, 1) if x.ndim else None, keepdims=keepdim),
+            _arg_extreme("min", x, dim, keepdim)]
 
 
 @_register(aten.var.correction)

@@ -169,3 +169,27 @@ def test_vocabulary_sized_embeddings_on_the_gpu(torch_cuda):
     fn = lambda x, i, j: torch.gather(x, 1, i) * 2 + x[:, j].sum()  # noqa: E731
     j = torch.tensor([-1, 3, 3], device=torch_cuda)
     torch.testing.assert_close(torch.compile(fn, backend=wt.backend, dynamic=False)(x, i, j), fn(x, i, j))
+
+
+@pytest.mark.parametrize("dim", [0, 2, 3])
+def test_index_put_accumulating_along_one_axis(dim):
+    """index_put(accumulate=True) through one integer index tensor (the backward of
+    indexing along an axis, as Falcon's rotary slices take it): repeated and negative
+    indices, values broadcast to the indexed shape."""
+    x = rnd(4, 3, 5, 6)
+    index = torch.tensor([1, -1, 0, 1, 2])
+    shape = list(x.shape)
+    shape[dim] = len(index)
+    lead = [None] * dim
+    check(lambda x, i, v: torch.ops.aten.index_put(x, lead + [i], v, True) * 2, x, index, rnd(*shape))
+    check(lambda x, i, v: torch.ops.aten.index_put(x, lead + [i], v, True) + 1, x, index,
+          rnd(*[1] * (len(shape) - 1), shape[-1]))
+    check(with_grad(lambda x, i: x[(slice(None),) * dim + (i,)] * 3), x, index)
+
+
+def test_index_put_that_overwrites_stays_in_pytorch():
+    gm = make_fx(lambda x, i, v: torch.ops.aten.index_put(x, [i], v, False), tracing_mode="fake",
+                 decomposition_table=decompositions())(rnd(4, 3), torch.tensor([0, 2]), rnd(2, 3))
+    _, report = split_graph(gm, "test", "cpu")
+    assert [f.op for f in report.fallbacks] == ["aten.index_put.default"]
+    assert "overwrite" in report.fallbacks[0].reason

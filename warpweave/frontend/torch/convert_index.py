@@ -260,3 +260,27 @@ def _index_add(out, x, dim, index, source, *, alpha=1):
     added = onehot("index_add", x.shape, (index.size,) if index.ndim else (1,), term,
                    x.size + 2 * source.size, acc, x._tr)
     return (x.astype(acc) + (added * alpha if alpha != 1 else added)).astype(res)
+
+
+@register(aten.index_put.default)
+def _index_put(out, x, indices, values, accumulate=False):
+    """x with `values` added at x[..., index, ...] (accumulate=True, one integer index
+    tensor of one axis: the backward of indexing along it, as `index_add` with
+    negative indices counted from the end); other forms stay in PyTorch."""
+    indexed = [(k, t) for k, t in enumerate(indices) if t is not None]
+    if not accumulate or len(indexed) != 1 or indexed[0][1].ndim != 1 or not dt.dtype(indexed[0][1].dtype).is_int:
+        raise UnsupportedError("index_put: only accumulating into one axis through one integer index tensor "
+                               "is compiled (writes that overwrite, boolean masks and several index tensors "
+                               "stay in PyTorch)")
+    d, index = indexed[0]
+    shape = tuple(index.shape[0] if k == d else n for k, n in enumerate(x.shape))
+    source = values.broadcast_to(shape) if tuple(values.shape) != shape else values
+    res = ww_dtype(out.dtype)
+    acc = dt.compute_dtype(res) if res.is_float else dt.int64
+
+    def term(ivars, rvars, ranges):
+        hit = ex.binary("eq", _wrapped(index._load(rvars, ranges), x.shape[d]), ivars[d])
+        return hit, ex.cast(source._load([*ivars[:d], rvars[0], *ivars[d + 1:]], ranges), acc)
+
+    added = onehot("index_put", x.shape, (index.shape[0],), term, x.size + 2 * source.size, acc, x._tr)
+    return (x.astype(acc) + added).astype(res)

@@ -193,3 +193,11 @@ def test_index_put_that_overwrites_stays_in_pytorch():
     _, report = split_graph(gm, "test", "cpu")
     assert [f.op for f in report.fallbacks] == ["aten.index_put.default"]
     assert "overwrite" in report.fallbacks[0].reason
+
+
+def test_unchecked_index_forms_compile_as_the_checked_ones():
+    """_unsafe_index and _unsafe_index_put (BEiT's relative position bias, PyTorch's own
+    decompositions) read and accumulate as index and index_put do."""
+    x, i = rnd(6, 5), torch.tensor([4, 0, -2, 4])
+    check(lambda x, i: torch.ops.aten._unsafe_index(x, [None, i]) * 2, x, i)
+    check(lambda x, i, v: torch.ops.aten._unsafe_index_put(x, [i], v, True) + 1, x, i, rnd(4, 5))

@@ -71,7 +71,7 @@ NOT_COMPILED = {
                      "convolution_backward", "_scaled_mm"], _MATMUL),
     **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
-    **dict.fromkeys(["scatter", "scatter_reduce", "_unsafe_index", "_unsafe_index_put"], _GATHER),
+    **dict.fromkeys(["scatter", "scatter_reduce"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
     **dict.fromkeys(["remainder", "fmod", "floor_divide"], _ROUND),
     **dict.fromkeys(["sort", "topk", "cumprod"], _ARG),

@@ -144,7 +144,7 @@ def _gather(out, x, dim, index, *, sparse_grad=False):
     return gather_along("gather", x, d, index.shape, lambda iv, rg: index._load(iv, rg), out)
 
 
-@register(aten.index.Tensor)
+@register(aten.index.Tensor, aten._unsafe_index.Tensor)
 def _index(out, x, indices):
     """x[indices]: tensors (broadcast together) at some axes, None for whole axes. The
     indexed axes' result axes go where the first indexed axis is when the indexed axes
@@ -262,7 +262,7 @@ def _index_add(out, x, dim, index, source, *, alpha=1):
     return (x.astype(acc) + (added * alpha if alpha != 1 else added)).astype(res)
 
 
-@register(aten.index_put.default)
+@register(aten.index_put.default, aten._unsafe_index_put.default)
 def _index_put(out, x, indices, values, accumulate=False):
     """x with `values` added at x[..., index, ...] (accumulate=True, one integer index
     tensor of one axis: the backward of indexing along it, as `index_add` with

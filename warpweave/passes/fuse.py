@@ -262,12 +262,15 @@ class _Planner:
             for s in gg.successors(x):
                 if s != y and nx.has_path(gg, s, y):
                     return None  # merging would put an outside group between members
-        names = sorted(ga.ops + gb.ops, key=self.order.__getitem__)
+        if sig[0] == "contraction":  # the product first, its epilogue after (a valid order: it
+            product, other = (ga, gb) if ga.pattern == "contraction" else (gb, ga)  # feeds no product)
+            if not self._epilogue(product, other):
+                return None
+            names = [*product.ops, *sorted(other.ops, key=self.order.__getitem__)]
+        else:
+            names = sorted(ga.ops + gb.ops, key=self.order.__getitem__)
         merged = self._finish(Group(tuple(names), sig[0], (), sig[1], sig[2]))
         members = set(names)
-        if sig[0] == "contraction" and not self._epilogue(ga if ga.pattern == "contraction" else gb,
-                                                          gb if ga.pattern == "contraction" else ga):
-            return None
         for name in names:
             for src in self.ops[name].inputs:
                 if src in members and not _reads_in_place(self.ops[name], self.ops[src], merged):

@@ -178,3 +178,18 @@ def test_argmax_over_rows_assembles(shape):
     graph, _ = trace(lambda x: _arg_extreme("max", x, -1, False), [(shape, dt.bfloat16)])
     program = compile_program(graph, False, "cuda", "argmax")
     assert_ptxas_accepts(program.runner.stages["ptx"])
+
+
+def test_gather_at_computed_float_positions_assembles():
+    """A gather whose index is computed in float32 in the same kernel (nearest
+    interpolation) takes it as a data index: PTX that ptxas accepts."""
+    torch = pytest.importorskip("torch")
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from warpweave.frontend.torch.backend import decompositions
+    from warpweave.frontend.torch.partition import build_call
+
+    fn = lambda x: torch.nn.functional.interpolate(x, size=(7, 9), mode="nearest") * 2  # noqa: E731
+    gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(torch.randn(2, 3, 5, 4))
+    call = build_call(gm, "cuda", "nearest")
+    assert_ptxas_accepts(call.program.runner.stages["ptx"])

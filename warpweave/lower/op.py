@@ -221,14 +221,16 @@ class _Region:
         return child
 
     def _load(self, e: ex.Load) -> tuple[str, int]:
-        """A load; an index that reads a tensor (a gather's) is emitted as a register
-        value and becomes one of the load's data indices."""
+        """A load; an index that reads a tensor (a gather's), or that computes with more
+        than integer index arithmetic (an index tensor's producer fused in: nearest
+        interpolation's positions through float32), is emitted as a register value and
+        becomes one of the load's data indices."""
         b, low = self.low.b, self.low
         src = low.graph[e.tensor]
         offset = ex.Const(0, dt.INDEX)
         data, depths = [], []
         for i, s, n in zip(e.indices, row_major_strides(src.shape), src.shape):
-            if ex.loads(i):
+            if ex.loads(i) or not _index_arithmetic(i):
                 value, depth = self._emit(i)
                 i = ex.Var(data_var(len(data)))
                 data.append((value, n))
@@ -244,6 +246,22 @@ class _Region:
         if dt.compute_dtype(e.dtype) != e.dtype:
             node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
         return node, d
+
+
+_INDEX_OPS = frozenset({"add", "sub", "mul", "floordiv", "mod", "max", "min", "and", "or",
+                        "lt", "le", "gt", "ge", "eq", "ne", "not", "neg"})
+
+
+def _index_arithmetic(e: ex.Expr) -> bool:
+    """Whether `e` is integer arithmetic of scope variables that index code computes."""
+    for n in ex.postorder(e):
+        if not (n.dtype.is_int or n.dtype.is_bool):
+            return False
+        if isinstance(n, (ex.Var, ex.Const, ex.Select)):
+            continue
+        if not (isinstance(n, (ex.Binary, ex.Unary)) and n.op in _INDEX_OPS):
+            return False
+    return True
 
 
 _FLIP = {"lt": "ge", "le": "gt", "gt": "le", "ge": "lt", "eq": "ne", "ne": "eq"}

@@ -201,3 +201,11 @@ def test_unchecked_index_forms_compile_as_the_checked_ones():
     x, i = rnd(6, 5), torch.tensor([4, 0, -2, 4])
     check(lambda x, i: torch.ops.aten._unsafe_index(x, [None, i]) * 2, x, i)
     check(lambda x, i, v: torch.ops.aten._unsafe_index_put(x, [i], v, True) + 1, x, i, rnd(4, 5))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_nearest_interpolation_gathers_through_computed_positions(mode):
+    """Nearest interpolation reads its input at positions computed in float32 (an index
+    tensor fused into the gather): BEiT's resized position embeddings."""
+    check(lambda x: F.interpolate(x, size=(7, 9), mode=mode) * 2, rnd(2, 3, 5, 4))
+    check(lambda x: F.interpolate(x, scale_factor=2.5, mode=mode) + 1, rnd(1, 2, 3, 3))

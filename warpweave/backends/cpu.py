@@ -1,21 +1,22 @@
 """The CPU backend: GIR → LLVM IR (host triple) → native code, run on a thread pool.
 
 Each kernel becomes `void name(i64 begin, i64 end, ptr noalias buf0, …)`, which
-runs grid iterations `[begin, end)`; the runtime splits the grid into chunks and
-calls them from a thread pool (ctypes releases the GIL during each call).
+runs grid iterations `[begin, end)`; the runtime splits the grid into chunks that
+the calling thread and the pool's threads take in turn (ctypes releases the GIL
+during each call).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
-import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
@@ -188,6 +189,19 @@ class CpuFunction:
     grid: int
     work: int  # element operations per grid iteration, to decide whether to parallelize
     cfunc: object
+    chunks: dict[int, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+
+    def chunked(self, threads: int) -> list[tuple[int, int]]:
+        """The grid's chunks for `threads` threads, `CHUNKS_PER_THREAD` each (made once)."""
+        found = self.chunks.get(threads)
+        if found is None:
+            n = min(self.grid, CHUNKS_PER_THREAD * threads)
+            edges = [self.grid * k // n for k in range(n + 1)]
+            found = self.chunks[threads] = list(zip(edges[:-1], edges[1:]))
+        return found
+
+
+CHUNKS_PER_THREAD = 4  # chunks per thread: a thread the OS delays leaves its chunks to the others
 
 
 def host_key() -> tuple:
@@ -272,14 +286,26 @@ class CpuExecutable:
             self.functions[name] = CpuFunction(name, grid, work, proto(addr))
 
     def launch(self, name: str, pointers: list[int]) -> None:
+        """Run kernel `name` on the buffers at `pointers`: on this thread when it is
+        small, else shared: this thread and `threads - 1` pool tasks take chunks from
+        one counter until none is left, and pool tasks that have not started by then
+        are cancelled (on a busy machine this thread does not wait for a pool thread
+        to be scheduled, only for chunks already running)."""
         f = self.functions[name]
         threads = default_threads()
         if threads == 1 or f.grid == 1 or f.grid * f.work < self.PARALLEL_MIN_WORK:
             f.cfunc(0, f.grid, *pointers)
             return
-        chunks = min(f.grid, 4 * threads)
-        bounds = np.linspace(0, f.grid, chunks + 1).astype(np.int64)
-        futures = [_pool().submit(f.cfunc, int(a), int(b), *pointers)
-                   for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        for fut in futures:
-            fut.result()
+        chunks = f.chunked(threads)
+        take = itertools.count().__next__  # atomic under the GIL
+        cfunc = f.cfunc
+
+        def share():
+            while (k := take()) < len(chunks):
+                cfunc(*chunks[k], *pointers)
+
+        helpers = [_pool().submit(share) for _ in range(min(threads, len(chunks)) - 1)]
+        share()
+        for h in helpers:
+            if not h.cancel():
+                h.result()

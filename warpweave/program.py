@@ -311,7 +311,9 @@ class CpuRunner:
             return None
         inline = self._inline(program)
         namespace.update((f"K{k}", fn) for k, fn in inline.items())
-        source = self._launcher_source(program, inputs, outputs, inline)
+        runs = getattr(self.exe, "runs", {})
+        namespace.update((f"R_{first}", entry) for first, (_, entry) in runs.items())
+        source = self._launcher_source(program, inputs, outputs, inline, {first: run for first, (run, _) in runs.items()})
         self.stages["launcher"] = source
         exec(compile(source, "<warpweave cpu launcher>", "exec"), namespace)
         return namespace["call"]
@@ -325,7 +327,9 @@ class CpuRunner:
                 if f.grid == 1 or f.grid * f.work < exe.PARALLEL_MIN_WORK}
 
     @staticmethod
-    def _launcher_source(program: Program, inputs: list[str], outputs: list[str], inline) -> str:
+    def _launcher_source(program: Program, inputs: list[str], outputs: list[str], inline, runs) -> str:
+        """The launcher's code; `runs`: first kernel's name -> the `backends.cpu.Run`
+        starting there, called as `R_<name>` (one native call for its kernels)."""
         scratch = list(program.scratch_buffers())
         where = {**{n: f"p{k}" for k, n in enumerate(inputs)}, **{n: f"q{k}" for k, n in enumerate(outputs)},
                  **{n: f"s[{k}]" for k, n in enumerate(scratch)}}
@@ -342,7 +346,15 @@ class CpuRunner:
             lines += [f"    y{k} = empty(OUT{k}_SHAPE, dtype=OUT{k}_DTYPE)", f"    q{k} = y{k}.data_ptr()"]
         if scratch:
             lines.append("    s = scratch()")
+        in_run: set[str] = set()
         for k, kern in enumerate(program.kernels):
+            run = runs.get(kern.name)
+            if run is not None:
+                lines.append(f"    R_{kern.name}({', '.join(where[p] for p in run.params)})")
+                in_run.update(run.kernels)
+                continue
+            if kern.name in in_run:
+                continue
             ptrs = ", ".join(where[p.name] for p in kern.gir.params)
             if k in inline:  # runs on this thread whatever the thread count: its function directly
                 lines.append(f"    K{k}(0, {kern.gir.grid}, {ptrs})")

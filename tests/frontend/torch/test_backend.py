@@ -310,6 +310,31 @@ def test_noncontiguous_and_expanded_inputs():
     torch.testing.assert_close(_compiled_fully(fn, x, y, b), fn(x, y, b))
 
 
+def test_views_a_program_reads_join_it(monkeypatch):
+    """Views of tensors from outside that a program reads (a transposed weight, a
+    reshape) are computed in the program, which takes the tensors themselves: no view
+    made and no strided layout prepared per call, also where the view is returned too."""
+    from warpweave.frontend.torch import partition
+
+    calls, real = [], partition.build_call
+
+    def build_call(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(partition, "build_call", build_call)
+
+    def fn(x, w):
+        wt_ = w.t()
+        return torch.sigmoid(x.view(4, 6) * 2), (wt_ * 3).sum(0), wt_
+
+    x, w = torch.randn(24), torch.randn(5, 7)
+    got = _compiled_fully(fn, x, w)
+    for g, want in zip(got, fn(x, w)):
+        torch.testing.assert_close(g, want)
+    assert calls and all(layout.dense for c in calls for layout in c.inputs), [c.inputs for c in calls]
+
+
 @pytest.mark.usefixtures("products_in_torch")
 def test_copies_of_transposed_views_compile():
     """`.contiguous()` of a transposed view between two matrix products is a real copy:

@@ -244,6 +244,9 @@ class _Planner:
                 if s != y and nx.has_path(gg, s, y):
                     return None  # merging would put an outside group between members
         names = sorted(ga.ops + gb.ops, key=self.order.__getitem__)
+        if sig[0] == "contraction":  # the product leads (its template lowers ops[0]); the
+            product = (ga if ga.pattern == "contraction" else gb).ops[0]  # epilogue may hold
+            names = [product] + [n for n in names if n != product]  # ops traced before it
         merged = self._finish(Group(tuple(names), sig[0], (), sig[1], sig[2]))
         members = set(names)
         if sig[0] == "contraction" and not self._epilogue(ga if ga.pattern == "contraction" else gb,

@@ -354,6 +354,26 @@ def test_copies_of_transposed_views_compile():
     assert {f.op for r in reports for f in r.fallbacks} <= {"aten.bmm.default", "aten.mm.default"}
 
 
+def test_strided_inputs_reach_the_kernels_as_they_are(monkeypatch):
+    """On the CPU, inputs of the traced strides (transposed, sliced, expanded) go to the
+    kernels as they are: nothing is prepared per call."""
+    from warpweave.frontend.torch import partition
+
+    def fn(x, y, b):
+        return torch.sigmoid(x) * y + b
+
+    x, y, b = torch.randn(8, 6).t(), torch.randn(6, 16)[:, 1::2], torch.randn(8).expand(6, 8)
+    compiled = torch.compile(fn, backend=wt.backend)
+    torch.testing.assert_close(compiled(x, y, b), fn(x, y, b))
+
+    def prepare(*args):
+        raise AssertionError("an input was prepared")
+
+    monkeypatch.setattr(partition._Input, "prepare", prepare)
+    x, y = torch.randn(8, 6).t(), torch.randn(6, 16)[:, 1::2]
+    torch.testing.assert_close(compiled(x, y, b), fn(x, y, b))
+
+
 def test_output_keeps_eager_strides():
     def fn(x):
         return x.t() * 2 + 1  # eager keeps the transposed layout of x.t()

@@ -30,6 +30,7 @@ import time
 import torch
 
 import warpweave.torch
+from warpweave.frontend.torch.backend import collecting_reports
 
 BACKENDS = ("eager", "inductor", "warpweave")
 
@@ -126,9 +127,13 @@ def run(args, name: str, phase: str) -> dict:
 
         _sync(device)
         t0 = time.perf_counter()
-        got = [t.detach().clone() for t in step()]  # compiled code may reuse its buffers later
+        with collecting_reports() as reports:
+            got = [t.detach().clone() for t in step()]  # compiled code may reuse its buffers later
         _sync(device)
         row[f"{backend}_first_s"] = time.perf_counter() - t0
+        if backend == "warpweave":  # what PyTorch ran instead, by operation kind
+            fell = [f.op for r in reports for f in r.fallbacks]
+            row["warpweave_fallbacks"] = {op: fell.count(op) for op in sorted(set(fell))}
         steps[backend] = step
         if not args.interleave:
             row[f"{backend}_ms"] = _median_ms({backend: step}, device, args)[backend]
@@ -257,11 +262,12 @@ def main():
 
 def markdown(rows) -> str:
     lines = ["| model | phase | eager ms | Inductor ms | warpweave ms | vs Inductor | first call s (eager / Inductor / "
-             "warpweave) | warm first s (Inductor / warpweave) | kernels/step (Ind. / ww) | rel. err (Ind. / ww) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "warpweave) | warm first s (Inductor / warpweave) | kernels/step (Ind. / ww) | rel. err (Ind. / ww) | "
+             "warpweave fallbacks |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['phase']} | **error**: {r['error'][:150]} | | | | | | | |")
+            lines.append(f"| {r['model']} | {r['phase']} | **error**: {r['error'][:150]} | | | | | | | | |")
             continue
         f = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else "—"  # noqa: E731
         lines.append(f"| {r['model']} | {r['phase']} | {f('eager_ms', '.2f')} | {f('inductor_ms', '.2f')} | "
@@ -270,7 +276,7 @@ def markdown(rows) -> str:
                      f"{f('inductor_first_s', '.1f')} / {f('warpweave_first_s', '.1f')} | "
                      f"{f('inductor_warm_first_s', '.1f')} / {f('warpweave_warm_first_s', '.1f')} | "
                      f"{f('inductor_kernels', 'd')} / {f('warpweave_kernels', 'd')} | "
-                     f"{f('inductor_rel_err', '.1e')} / {f('warpweave_rel_err', '.1e')} |")
+                     f"{f('inductor_rel_err', '.1e')} / {f('warpweave_rel_err', '.1e')} | {_fallbacks(r)} |")
     return "\n".join(lines)
 
 
@@ -299,6 +305,13 @@ def write_results(paths: list[str], command: str | None) -> None:
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
     fs.write_results_md(path, "\n".join(parts).rstrip(), BEGIN, END)
     print(f"wrote the models section of {path}")
+
+
+def _fallbacks(r) -> str:
+    fell = r.get("warpweave_fallbacks")
+    if fell is None:
+        return "—"
+    return ", ".join(f"{op} ×{n}" for op, n in fell.items()) or "none"
 
 
 def _ratio(r) -> str:

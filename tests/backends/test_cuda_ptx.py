@@ -132,3 +132,49 @@ def test_l2_prefetch_hints_on_scalar_loads(d, form):
     loads = [line for line in ptx.splitlines() if "ld.global" in line]
     assert len(loads) == 1 and (form in loads[0] if form else "L2::" not in loads[0]), loads
     assert_ptxas_accepts(ptx)
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.bfloat16])
+def test_large_four_axis_elementwise_compiles_for_the_gpu(d):
+    """ViT-B/16's attention probabilities at batch 64 ([64, 12, 197, 197], more points
+    than the verifier enumerates): the flat vectorized index is proven in bounds."""
+    from warpweave.frontend.trace import trace
+    from warpweave.pipeline.autotune import compile_program
+
+    shape = (64, 12, 197, 197)
+    graph, _ = trace(lambda x, y: x * y + 1.0, [(shape, d), (shape, d)])
+    program = compile_program(graph, False, "cuda", "probs")
+    assert len(program.kernels) == 1
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.float64, dt.bfloat16])
+def test_rounding_is_one_conversion_instruction(d):
+    """floor, ceil, trunc and round (half to even) lower to PTX's cvt.rmi/rpi/rzi/rni."""
+    from warpweave.frontend.algebra import elem_unary
+    from warpweave.frontend.tensor import map_elementwise
+    from warpweave.frontend.trace import trace
+    from warpweave.pipeline.autotune import compile_program
+
+    def fn(x):
+        return [map_elementwise(op, lambda v, op=op: elem_unary(op, v), x) for op in ("floor", "ceil", "trunc", "round")]
+
+    graph, _ = trace(fn, [((33, 65), d)])
+    program = compile_program(graph, False, "cuda", "rounding")
+    ptx = program.runner.stages["ptx"]
+    for mode in ("rmi", "rpi", "rzi", "rni"):
+        assert f"cvt.{mode}." in ptx, mode
+    assert_ptxas_accepts(ptx)
+
+
+@pytest.mark.parametrize("shape", [(64, 50257), (4096, 7), (3, 1)])
+def test_argmax_over_rows_assembles(shape):
+    """The torch backend's argmax (a max, then the least position holding it: an int64
+    min reduction across lanes and warps) lowers to PTX that ptxas accepts."""
+    pytest.importorskip("torch")
+    from warpweave.frontend.torch.convert import _arg_extreme
+    from warpweave.frontend.trace import trace
+    from warpweave.pipeline.autotune import compile_program
+
+    graph, _ = trace(lambda x: _arg_extreme("max", x, -1, False), [(shape, dt.bfloat16)])
+    program = compile_program(graph, False, "cuda", "argmax")
+    assert_ptxas_accepts(program.runner.stages["ptx"])

@@ -584,7 +584,7 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
     def fake_launch(func, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
         args = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
         pointers = [ctypes.cast(args[k], ctypes.POINTER(ctypes.c_uint64))[0] for k in range(2)]
-        seen.append((func, gx, bx, stream, pointers))
+        seen.append((func, gx, bx, shared, stream, pointers))
         return 1 if func == 0x3000 else 0  # CUDA_ERROR_INVALID_VALUE from the third kernel
 
     fake = proto(fake_launch)
@@ -594,20 +594,20 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
     def function(name, handle):
         return SimpleNamespace(name=name, num_params=2, _raw_handle=ctypes.c_void_p(handle))
 
-    seq = launch.LaunchSequence([(function("a", 0x1000), 10, 128, (0, 2)),
-                                 (function("b", 0x2000), 20, 256, (2, 1))], 3)
+    seq = launch.LaunchSequence([(function("a", 0x1000), 10, 128, (0, 2), 0),
+                                 (function("b", 0x2000), 20, 256, (2, 1), 98304)], 3)
     seq.run([111, 222, 333], 0x77)
-    assert seen == [(0x1000, 10, 128, 0x77, [111, 333]), (0x2000, 20, 256, 0x77, [333, 222])]
+    assert seen == [(0x1000, 10, 128, 0, 0x77, [111, 333]), (0x2000, 20, 256, 98304, 0x77, [333, 222])]
     seen.clear()
     seq.run([4, 5, 6], 0x77)  # the table is rewritten per call
     assert [s[-1] for s in seen] == [[4, 6], [6, 5]]
-    bad = launch.LaunchSequence([(function("a", 0x1000), 1, 32, (0, 1)),
-                                 (function("c", 0x3000), 7, 64, (1, 0))], 2)
+    bad = launch.LaunchSequence([(function("a", 0x1000), 1, 32, (0, 1), 0),
+                                 (function("c", 0x3000), 7, 64, (1, 0), 0)], 2)
     with pytest.raises(CudaError, match="kernel c, grid 7, block 64") as info:
         bad.run([1, 2])
     assert info.value.name == "CUDA_ERROR_INVALID_VALUE"
     with pytest.raises(ArgumentError, match="takes 2 pointer arguments"):
-        launch.LaunchSequence([(function("a", 0x1000), 1, 32, (0,))], 1)
+        launch.LaunchSequence([(function("a", 0x1000), 1, 32, (0,), 0)], 1)
     seen.clear()
     with pytest.raises(ArgumentError, match="takes 3 pointers and a stream"):
         seq.run([1, 2], 0)
@@ -623,7 +623,7 @@ def test_launch_sequence_runs_every_kernel_in_one_native_call(monkeypatch):
         list(pool.map(lambda k: seq.run([k, k + 1, k + 2], 0), range(200)))
     assert sorted(s[-1] for s in seen if s[0] == 0x1000) == sorted([k, k + 2] for k in range(200))
     # more pointers than the native table holds: kernel by kernel through Function.launch
-    wide = launch.LaunchSequence([(SimpleNamespace(name="w", num_params=1), 1, 32, (launch.MAX_TABLE,))],
+    wide = launch.LaunchSequence([(SimpleNamespace(name="w", num_params=1), 1, 32, (launch.MAX_TABLE,), 0)],
                                  launch.MAX_TABLE + 1)
     assert wide.launch_all is None
 

@@ -60,3 +60,32 @@ def test_split_k():
                           {group_key(p.plan.groups[0], p.graph): point})
     got, want = split(a, b).double().cpu().numpy(), (a.double() @ b.double()).cpu().numpy()
     assert np.abs(got - want).max() <= 2 ** -7 * (np.abs(want).max() + 1)
+
+
+@pytest.mark.parametrize("point", [GpuMma(128, 256, 32, 2, 4, 4, 1, 8), GpuMma(256, 128, 32, 4, 2, 5, 1, 4),
+                                   GpuMma(128, 128, 64, 2, 4, 3, 1, 3)])
+def test_dynamic_shared_memory_points(point):
+    """Points above 48 KiB of shared memory (dynamic, opted in at load) at odd shapes."""
+    from warpweave.pipeline.compile import compile_graph
+    from warpweave.schedule.space import group_key
+
+    a = torch.randn(1037, 300, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(520, 300, device="cuda", dtype=torch.bfloat16)
+    p = ww.jit(lambda x, y: x @ y.T, target="cuda").lower(a, b)
+    q = compile_graph(p.traced, True, "cuda", "dyn", {group_key(p.plan.groups[0], p.graph): point})
+    assert q.kernels[0].gir.dynamic_shared_bytes == point.shared_bytes() > 48 * 1024
+    got, want = q(a, b).double().cpu().numpy(), (a.double() @ b.double().T).cpu().numpy()
+    assert np.abs(got - want).max() <= 2 ** -7 * (np.abs(want).max() + 1)
+
+
+@pytest.mark.parametrize("m,n,k", [(257, 1000, 136), (130, 70, 200), (1024, 3072, 768)])
+def test_fused_bias_gelu_residual_is_one_kernel(m, n, k):
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    r = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+    f = ww.jit(lambda x, y, c, d: ww.gelu(x @ y + c) + d, target="cuda")
+    assert [type(x.schedule) for x in f.lower(a, b, bias, r).kernels] == [GpuMma]
+    want = torch.nn.functional.gelu(a.double() @ b.double() + bias.double()) + r.double()
+    got = f(a, b, bias, r).double()
+    assert (got - want).abs().max().item() <= 2 ** -6 * (want.abs().max().item() + 1)

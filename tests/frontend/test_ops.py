@@ -289,3 +289,26 @@ def test_mixing_frontends_is_an_error():
         trace(lambda x: ww.maximum(x, A[0]), [((3,), dt.float32)])
     with pytest.raises(UnsupportedError, match="indexed"):
         ww.exp(A)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_take_gathers_along_an_axis_like_numpy(axis):
+    a = rand((5, 7, 3), "float32")
+    n = a.size if axis is None else a.shape[axis]
+    idx = rng.integers(-n, n, size=(2, 4)).astype(np.int32)
+    (got,), graph = run(lambda x, i: ww.take(x, i, axis=axis) * 2, a, idx)
+    np.testing.assert_array_equal(got, np.take(f64(a), idx, axis=axis) * 2)
+    (got,), _ = run(lambda x, i: np.take(x, i, axis=axis), a, idx)  # numpy's protocol
+    np.testing.assert_array_equal(got, np.take(a, idx, axis=axis))
+
+
+def test_take_checks_its_arguments_and_indices():
+    from warpweave.errors import DTypeError, IndexOutOfRangeError
+
+    a = rand((5, 3), "float32")
+    with pytest.raises(DTypeError, match="indices must be integers"):
+        run(lambda x, i: ww.take(x, i), a, rand((2,), "float32"))
+    with pytest.raises(IndexOutOfRangeError, match="take: index 5 is out of bounds for axis 0 of arg0 with size 5"):
+        run(lambda x, i: ww.take(x, i, axis=0), a, np.array([0, 5]))
+    with pytest.raises(UnsupportedError, match="mode"):
+        run(lambda x, i: np.take(x, i, mode="clip"), a, np.array([0]))

@@ -1,6 +1,6 @@
 """Hand-built GIR kernels shared by the IR tests: a GPU row sum with shuffles,
 shared memory and a barrier, a CPU kernel with a vector scope, a float16 kernel
-with casts, and a kernel using every scope kind."""
+with casts, a kernel using every scope kind, and a gather (a load whose index is data)."""
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.gir import Buffer, KernelBuilder, SharedAlloc
@@ -197,6 +197,26 @@ def softmax_cpu_kernel(R=7, N=48, E=64, rows=2):
     return b.build()
 
 
+def gather_kernel(V_=1000, D=64, N=37, block=64, vec=4, index=dt.int32):
+    """out[n, :] = W[ids[n], :] + 1 on the GPU: a block per token, each thread a vector of
+    `vec` columns; the row index is data (loaded once per thread, one value for every
+    lane), the table's load names it data$0."""
+    b = KernelBuilder("gather")
+    b.add_param(Buffer("ids", index, (N,), (1,), "in"))
+    b.add_param(Buffer("W", f32, (V_, D), (D, 1), "in"))
+    b.add_param(Buffer("out", f32, (N, D), (D, 1), "out"))
+    g = b.scope("grid", "g", N, None)
+    t = b.scope("block", "t", block, g)
+    v = b.scope("vector", "v", vec, t)
+    col = V("t") * vec + V("v")
+    inside = lt(V("t") * vec, D)
+    i = b.load("ids", V("g"), t)
+    w = b.load("W", V("data$0") * D + col, v, pred=inside, other=ex.Const(0.0, f32), data=[(i, V_)])
+    one = b.const(ex.Const(1.0, f32), g)
+    b.store("out", V("g") * D + col, b.compute("add", [w, one], v, f32), v, pred=inside)
+    return b.build(schedule="gather")
+
+
 GOOD = {"rowsum": rowsum_kernel, "cpu": cpu_kernel, "half": half_kernel,
         "two_phase": two_phase_kernel, "softmax_tile": softmax_tile_kernel,
-        "softmax_cpu": softmax_cpu_kernel}
+        "softmax_cpu": softmax_cpu_kernel, "gather": gather_kernel}

@@ -53,6 +53,22 @@ def test_simplify_merges_unflatten_then_relinearize():
     assert sx.simplify(((f // 7) * 7 + f % 7) * 2 + 1) == sx.simplify(f * 2 + 1)
 
 
+@pytest.mark.parametrize("vector", [1, 4, 8])
+def test_simplify_merges_a_four_axis_unflatten_into_the_flat_index(vector):
+    """A contiguous [64, 12, 197, 197] tensor read through its four axes indexes
+    memory at the flat position again, whatever the ranges made of `q // 465708`;
+    the bounds check then proves the access in range."""
+    g = ex.Var("g")
+    q = g * (256 * vector) + t * vector + v
+    index = ((q // 197) % 197) * 197 + ((q // 38809) % 12) * 38809 + q % 197 + (q // 465708) * 465708
+    ranges = {"g": (0, 29805568 // (256 * vector)), "t": (0, 255), "v": (0, vector - 1)}
+    assert sx.simplify(index, ranges) == sx.simplify(q, ranges)
+    assert sx.bounds_under(index, ex.binary("lt", q, 29805312), ranges) == (0, 29805311)
+    rng = np.random.default_rng(0)
+    env = {"g": rng.integers(0, 29000, 1000), "t": rng.integers(0, 256, 1000), "v": rng.integers(0, vector, 1000)}
+    np.testing.assert_array_equal(ex.evaluate(index, env), ex.evaluate(q, env))
+
+
 def test_bounds_under_a_predicate():
     """An access guarded by `k·256 + t < 4097` stays inside a 4096×4097 buffer."""
     k = ex.Var("k")

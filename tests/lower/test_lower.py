@@ -154,7 +154,8 @@ def test_split_column_reduction_on_the_interpreter(shape):
 def test_column_reduction_schedules_follow_the_output_count():
     g, ops = graph_for(8192, 4096, dt.float32)
     assert choose(ops[3], "gpu") == sch.GpuColumnTile(vector=4)  # 128 tiles of 32 outputs
-    assert choose(graph_for(8192, 768, dt.float32)[1][3], "gpu") == sch.GpuColumnTile(vector=4)  # 24 tiles
+    s24 = choose(graph_for(8192, 768, dt.float32)[1][3], "gpu")  # 24 tiles pull less than a split
+    assert isinstance(s24, sch.GpuSplitColumnReduce) and s24.splits >= 132
     g1, ops1 = graph_for(8192, 256, dt.float32)
     s = choose(ops1[3], "gpu")
     assert isinstance(s, sch.GpuSplitColumnReduce) and s.splits >= 2 * 132  # one column tile of 1024

@@ -2,6 +2,7 @@
 the verifier's tensor-core checks, and ptxas on the generated PTX."""
 import shutil
 import subprocess
+from dataclasses import replace
 
 import ml_dtypes
 import numpy as np
@@ -10,11 +11,12 @@ import pytest
 from warpweave.backends.interp import run_kernel
 from warpweave.errors import VerificationError
 from warpweave.ir import dtypes as dt
+from warpweave.ir import expr as ex
 from warpweave.ir.contraction import Contraction, Layout, Operand
 from warpweave.ir.gir import LDMATRIX, make_kernel
 from warpweave.ir.gir_verify import check, verify
 from warpweave.lower.mma import lower_mma
-from warpweave.schedule.mma import GpuMma, default_mma, legal, mma_space
+from warpweave.schedule.mma import _CANDIDATES, GpuMma, default_mma, legal, mma_space, mma_time
 
 SMALL = GpuMma(64, 64, 32, 2, 2, 3)
 
@@ -135,7 +137,10 @@ def test_ptxas_assembles(tmp_path, arch):
     kernels = []
     cases = [((33, 17, 40), SMALL),  # single-element copies, predicated stores
              ((128, 256, 96, True, True), GpuMma(128, 128, 32, 2, 2, 3)),  # .trans, 16-byte copies
-             ((24, 40, 48, False, False, (3,), dt.float16, dt.float16), GpuMma(64, 64, 16, 2, 2, 2))]
+             ((24, 40, 48, False, False, (3,), dt.float16, dt.float16), GpuMma(64, 64, 16, 2, 2, 2)),
+             ((300, 520, 72, False, True), GpuMma(128, 256, 32, 2, 4, 4, 1, 8)),  # dynamic shared
+             ((520, 130, 100), GpuMma(256, 128, 32, 4, 2, 5, 1, 4)),
+             ((395, 141, 136, True), GpuMma(128, 128, 64, 2, 4, 3, 1, 3))]
     for i, (args, s) in enumerate(cases):
         c, shapes, _ = _gemm(*args)
         kernels += lower_mma(c, s, shapes, f"mma{i}")
@@ -143,6 +148,7 @@ def test_ptxas_assembles(tmp_path, arch):
     kernels += _epilogue_kernel(schedule=GpuMma(64, 64, 32, 2, 2, 3, 2), name="split")[0]
     ptx = compile_ptx(kernels, arch)[1]
     assert "mma.sync.aligned.m16n8k16" in ptx and "ldmatrix" in ptx and "cp.async" in ptx
+    assert ptx.count(".extern .shared .align 16 .b8") == 1  # one dynamic array, three kernels
     path = tmp_path / "k.ptx"
     path.write_text(ptx)
     r = subprocess.run(["ptxas", f"-arch={arch}", str(path), "-o", str(tmp_path / "k.cubin")],
@@ -255,9 +261,109 @@ def test_sampled_space_points_at_odd_shapes():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"{s} {m}x{n}x{k}")
 
 
-def test_default_tiles_fill_the_gpu():
+def test_default_is_the_cost_models_fastest_candidate():
+    """Big products take big tiles in grouped order, small ones small tiles, few tiles
+    over a long k split-K: whatever `mma_time` ranks first, never a shape rule."""
     big, small, long_k = (_gemm(*s)[0] for s in ((4096, 4096, 4096), (300, 200, 64), (100, 72, 3000)))
-    assert default_mma(big, 132) == GpuMma(128, 128, 32, 2, 2, 3)
-    assert default_mma(small, 132) == GpuMma(64, 64, 32, 2, 2, 3)  # k too short to split
-    assert default_mma(long_k, 132) == GpuMma(64, 64, 32, 2, 2, 3, 4)
-    assert default_mma(_gemm(8192, 768, 3072)[0], 132).block_n == 128
+    d = default_mma(big, 132)
+    assert d.block_m * d.block_n >= 128 * 128 and d.raster > 1 and legal(d)
+    assert d == min(mma_space(big)[:1] + [replace(p, raster=d.raster) for p in _CANDIDATES],
+                    key=lambda p: mma_time(big, p))
+    assert default_mma(small, 132).block_m * default_mma(small, 132).block_n == 64 * 64
+    assert default_mma(small, 132).split_k == 1  # k too short to split
+    assert default_mma(long_k, 132).split_k == 4
+    # fewer SMs: fewer, bigger waves are cheaper than tail-heavy ones
+    assert mma_time(big, d, 66) > mma_time(big, d, 132)
+
+
+@pytest.mark.parametrize("s,m,n,k", [
+    (GpuMma(128, 256, 32, 2, 4, 4, 1, 2), 300, 520, 72),    # dynamic shared memory, grouped order
+    (GpuMma(256, 128, 32, 4, 2, 5, 1, 4), 520, 130, 100),   # 5 stages, a partial last group
+    (GpuMma(128, 128, 64, 2, 4, 3, 1, 3), 395, 141, 136)])  # 64-deep k-tiles, k tail
+def test_big_tiles_stages_and_raster(s, m, n, k):
+    c, shapes, _ = _gemm(m, n, k, bt=True)
+    assert legal(s) and replace(s, raster=1) in mma_space(c)
+    kernels, got, want = _run(c, shapes, s, seed=m)
+    assert kernels[0].dynamic_shared_bytes == s.shared_bytes() > 48 * 1024
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_raster_visits_every_tile_once():
+    from warpweave.lower.mma import _tile_order
+
+    for tiles_m, tiles_n, raster in ((7, 5, 4), (8, 3, 8), (3, 9, 8), (10, 1, 4)):
+        m, n = _tile_order(ex.Var("r"), tiles_m, tiles_n, raster)
+        seen = [(int(ex.evaluate(m, {"r": r})), int(ex.evaluate(n, {"r": r})))
+                for r in range(tiles_m * tiles_n)]
+        assert sorted(seen) == [(i, j) for i in range(tiles_m) for j in range(tiles_n)]
+        assert all(i // raster == r // (raster * tiles_n) for r, (i, _) in enumerate(seen))
+
+
+def test_verifier_names_the_shared_memory_limit():
+    from warpweave.errors import Error
+    from warpweave.ir.gir import KernelBuilder, SharedAlloc
+    from warpweave.ir.gir_verify import Limits
+
+    b = KernelBuilder("big_shared")
+    block = b.scope("block", "t", 128, b.scope("grid", "g", 1, None))
+    b.add_shared(SharedAlloc("s", dt.bfloat16, 120 * 1024))  # 240 KiB
+    b.store("s", ex.Var("t"), b.const(ex.Const(1.0, dt.bfloat16), block), block)
+    k = b.build()
+    assert k.dynamic_shared_bytes == 240 * 1024
+    with pytest.raises(Error, match=r"sm_90's limit of 232448 B \(227 KiB\)"):
+        verify(k)
+    small = make_kernel(k.name, k.params, (SharedAlloc("s", dt.bfloat16, 50 * 1024),),
+                        k.nodes, k.edges, k.target)
+    assert check(small) == []  # 100 KiB: dynamic shared memory on sm_90 ...
+    assert any("sm_86's limit of 101376 B" in p for p in check(small, Limits.for_arch("sm_86")))
+
+
+def _erf_gelu(x):
+    import math
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+@pytest.mark.parametrize("case", ["bias_gelu_residual", "relu_cast", "product_kept"])
+def test_gpu_plans_fuse_epilogues_into_the_product(case):
+    """On the GPU target a tensor-core product and its elementwise consumers (bias,
+    activation, residual, casts) are one contraction group, one kernel; numerics
+    against numpy float64 on fresh random inputs, at odd shapes."""
+    import warpweave as ww
+
+    rng = np.random.default_rng()
+    bf = ml_dtypes.bfloat16
+    m, n, k = (int(x) for x in rng.integers(20, 150, 3))
+    a, b = rng.standard_normal((m, k)).astype(bf), rng.standard_normal((k, n)).astype(bf)
+    bias, r = rng.standard_normal(n).astype(bf), rng.standard_normal((m, n)).astype(bf)
+    a64, b64, bias64, r64 = (x.astype(np.float64) for x in (a, b, bias, r))
+    p64 = a64 @ b64
+    if case == "bias_gelu_residual":
+        fn, args, want = (lambda x, y, c, d: ww.gelu(x @ y + c) + d), (a, b, bias, r), \
+            [_erf_gelu(p64 + bias64) + r64]
+    elif case == "relu_cast":
+        fn, args, want = (lambda x, y: ww.relu(x @ y).astype(ww.float32) * 0.5), (a, b), \
+            [np.maximum(p64, 0) * 0.5]
+    else:  # the product is an output too: stored beside the epilogue's result
+        def fn(x, y, c):
+            product = x @ y
+            return product, product + c
+
+        args, want = (a, b, bias), [p64, p64 + bias64]
+    f = ww.jit(fn, target="interp")
+    program = f.lower(*args)
+    assert [type(k.schedule) for k in program.kernels] == [GpuMma]
+    assert [g.pattern for g in program.plan.groups] == ["contraction"]
+    got = f(*args)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want):
+        scale = np.abs(w).max() + 1
+        assert np.abs(g.astype(np.float64) - w).max() <= 2 ** -6 * scale, case
+
+
+def test_float32_products_on_the_gpu_stay_unfused_reductions():
+    import warpweave as ww
+
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((40, 24)).astype(np.float32), rng.standard_normal((24, 33)).astype(np.float32)
+    program = ww.jit(lambda x, y: ww.relu(x @ y), target="interp").lower(a, b)
+    assert "contraction" not in [g.pattern for g in program.plan.groups]
+    assert not any(isinstance(k.schedule, GpuMma) for k in program.kernels)

@@ -46,7 +46,7 @@ def _init_llvm() -> None:
 
 
 _INTRINSICS = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "sqrt": "sqrt", "pow": "pow",
-               "abs": "fabs", "tanh": "tanh"}
+               "abs": "fabs", "tanh": "tanh", "floor": "floor", "ceil": "ceil", "trunc": "trunc", "round": "rint"}
 _LIBM = {"erf": {"float": "erff", "double": "erf"}}
 
 

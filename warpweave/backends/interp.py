@@ -12,9 +12,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import IRError
+from ..errors import IndexOutOfRangeError, IRError
 from ..ir import expr as ex
-from ..ir.gir import TC_OPS, WARP_SIZE, Kernel, Node
+from ..ir.gir import TC_OPS, WARP_SIZE, Kernel, Node, data_indices, first_data_slot
 
 _IDENTITY = {"sum": lambda d: 0, "prod": lambda d: 1,
              "max": lambda d: -np.inf if d.kind == "f" else (False if d.kind == "b" else np.iinfo(d).min),
@@ -65,10 +65,13 @@ class _State:
         v = v.reshape(v.shape + (1,) * max(0, extra)) if v.ndim else v
         return np.broadcast_to(v, self.shape(scope))
 
-    def expr(self, e: ex.Expr | None, scope: str | None, default=True) -> np.ndarray:
+    def expr(self, e: ex.Expr | None, scope: str | None, default=True, extra=None) -> np.ndarray:
+        """`e` over the iteration space of `scope`; `extra` binds more variables."""
         if e is None:
             return np.broadcast_to(np.asarray(default), self.shape(scope))
-        return np.broadcast_to(np.asarray(ex.evaluate(e, self.env(scope))), self.shape(scope))
+        env = self.env(scope)
+        env.update(extra or {})
+        return np.broadcast_to(np.asarray(ex.evaluate(e, env)), self.shape(scope))
 
 
 def _aligned(a: Node, b: Node) -> bool:
@@ -114,10 +117,31 @@ def _check_bounds(node: Node, offset: np.ndarray, pred: np.ndarray, size: int) -
                       f"{int(offset[bad].flat[0])} outside [0, {size})")
 
 
+def _data(st: _State, node: Node, pred: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The values of an access's data indices, and where all of them lie in range;
+    for a load, IndexOutOfRangeError where one does not at a point where its
+    predicate holds (a store there writes nothing)."""
+    values, inside = {}, np.ones(pred.shape, dtype=bool)
+    first = first_data_slot(node)
+    for e in st.k.operands(node.id):
+        if e.slot < first:
+            continue
+        var, extent = data_indices(node)[e.slot - first]
+        v = st.operand(e.src, node.scope).astype(np.int64)
+        ok = (v >= 0) & (v < extent)
+        bad = pred & ~ok
+        if bad.any() and first == 1:
+            raise IndexOutOfRangeError(
+                f"kernel {st.k.name} ({dict(st.k.meta).get('op', '?')}): {node.id} reads "
+                f"{node.attr('buffer')} at data index {int(v[bad].flat[0])}, outside [0, {extent})")
+        values[var], inside = np.where(ok, v, 0), inside & ok
+    return values, inside
+
+
 def _load(st: _State, node: Node) -> None:
     mem, shared = _memory(st, node)
-    offset = st.expr(node.attr("offset"), node.scope).astype(np.int64)
     pred = st.expr(node.attr("pred"), node.scope).astype(bool)
+    offset = st.expr(node.attr("offset"), node.scope, extra=_data(st, node, pred)[0]).astype(np.int64)
     size = mem.shape[-1]
     _check_bounds(node, offset, pred, size)
     if size == 0:  # nothing to read: every lane is predicated off (checked above)
@@ -130,13 +154,18 @@ def _load(st: _State, node: Node) -> None:
 
 
 def _store(st: _State, node: Node) -> None:
+    """A store; a combining one adds every iteration's value in iteration order."""
     mem, shared = _memory(st, node)
-    offset = st.expr(node.attr("offset"), node.scope).astype(np.int64)
     pred = st.expr(node.attr("pred"), node.scope).astype(bool)
+    data, inside = _data(st, node, pred)
+    pred = pred & inside
+    offset = st.expr(node.attr("offset"), node.scope, extra=data).astype(np.int64)
     value_edge = next(e for e in st.k.operands(node.id) if e.slot == 1)
     value = st.operand(value_edge.src, node.scope).astype(mem.dtype)
     _check_bounds(node, offset, pred, mem.shape[-1])
-    if shared:
+    if node.attr("combine") == "add":
+        np.add.at(mem, offset[pred], value[pred])
+    elif shared:
         mem[_grid_index(st, node)[pred], offset[pred]] = value[pred]
     else:
         mem[offset[pred]] = value[pred]

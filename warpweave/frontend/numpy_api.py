@@ -52,7 +52,15 @@ def _array_function_table():
         "where": ops.where, "matmul": matmul, "ndim": lambda a: a.ndim,
         "shape": lambda a: a.shape, "size": lambda a, axis=None: a.size if axis is None else a.shape[axis],
         "expand_dims": _expand_dims, "concatenate": concatenate,
+        "take": lambda a, indices, axis=None, out=None, mode="raise": _take(a, indices, axis, out, mode),
     }
+
+
+def _take(a, indices, axis, out, mode):
+    if out is not None or mode != "raise":
+        raise UnsupportedError("numpy.take with out= or a mode other than 'raise' is not supported on "
+                               "traced tensors")
+    return ops.take(a, indices, axis)
 
 
 def _expand_dims(a, axis):

@@ -20,18 +20,18 @@ import math
 
 import numpy as np
 
-from ..errors import OptionError, UnsupportedError
+from ..errors import DTypeError, IndexOutOfRangeError, OptionError, UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from . import te
 from . import tensor as traced
 from .algebra import (as_scalar, broadcast_shapes, const, elem_binary, elem_cast, elem_unary, elem_where,
-                      float_result, is_scalar, promote)
+                      float_result, is_scalar, normalize_axes, promote)
 from .tensor import Tensor, map_elementwise, scope
 
 __all__ = ["exp", "log", "tanh", "sqrt", "rsqrt", "abs", "sin", "cos", "erf", "sigmoid",
            "maximum", "minimum", "where", "matmul", "softmax", "log_softmax", "layer_norm",
-           "rms_norm", "gelu", "relu"]
+           "rms_norm", "gelu", "relu", "take"]
 
 def _kind(name: str, args) -> str:
     """'trace', 'te' or 'scalar' for the arguments of function `name`."""
@@ -167,6 +167,32 @@ def matmul(a, b):
     """numpy.matmul (1-D, 2-D and batched with broadcast batch dimensions)."""
     _need_tensor("matmul", a, b)
     return traced.matmul(a, b)
+
+
+def take(a, indices, axis=None):
+    """numpy.take: the elements of `a` at the integer tensor `indices` along `axis` (of
+    `a` flattened when None), negative indices counted from the end — a gather, one
+    load per result element whatever `a`'s size (an embedding is `take(table, ids,
+    axis=0)`). An index outside [-n, n) raises IndexOutOfRangeError in the reference
+    evaluators; compiled code clamps it into the axis, never reading outside `a`."""
+    _need_tensor("take", a, indices)
+    traced.common_trace([a, indices], "take")
+    if not indices._dt.is_int:
+        raise DTypeError(f"take: indices must be integers, got {indices._dt}")
+    if axis is None:
+        a, axis = a.reshape((-1,)), 0
+    (axis,) = normalize_axes(axis, a.ndim, "take")
+    n, k = a.shape[axis], indices.ndim
+    shape = tuple(a.shape[:axis]) + tuple(indices.shape) + tuple(a.shape[axis + 1:])
+    if math.prod(shape) and n == 0:
+        raise IndexOutOfRangeError(f"take: cannot take from an empty axis {axis} of a tensor of shape "
+                                   f"{tuple(a.shape)}")
+    ivars = traced.index_vars(len(shape))
+    ranges = traced.var_ranges(ivars, shape)
+    i = ex.cast(indices._load(ivars[axis:axis + k], ranges), dt.INDEX)
+    i = ex.select(ex.binary("lt", i, 0), i + n, i)
+    body = a._load([*ivars[:axis], i, *ivars[axis + k:]], ranges)
+    return a._tr.compute(shape, ivars, body, traced.op_label("take"))
 
 
 def _float_dtypes(x: Tensor, *others):

@@ -15,13 +15,15 @@ from . import dtypes as dt
 from .dtypes import DType
 
 UNARY_OPS = ("neg", "not", "abs", "exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos",
-             "erf", "sigmoid")
+             "erf", "sigmoid", "floor", "ceil", "trunc", "round")
 ARITH_OPS = ("add", "sub", "mul", "div", "floordiv", "mod", "max", "min", "pow")
 LOGIC_OPS = ("and", "or")
 COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 BINARY_OPS = ARITH_OPS + LOGIC_OPS + COMPARE_OPS
 COMBINERS = ("sum", "max", "min", "prod")
-FLOAT_ONLY = ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid", "div", "pow")
+FLOAT_ONLY = ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid", "div", "pow",
+              "floor", "ceil", "trunc", "round")
+ROUNDING = ("floor", "ceil", "trunc", "round")  # to an integral value of the same dtype (round: half to even)
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
 
 
@@ -210,7 +212,9 @@ class Cast(Expr):
 
 
 class Load(Expr):
-    """An element of a tensor: `tensor[indices]`."""
+    """An element of a tensor: `tensor[indices]`. An index may itself load an integer
+    tensor (a gather: `W[i[n], d]`); affine analyses see such a load as an opaque term,
+    constant in every variable its own indices do not use."""
 
     __slots__ = ("tensor", "indices")
     _fields = ("tensor", "indices")
@@ -485,6 +489,10 @@ _UNARY_NP = {
     "sin": lambda np, a: np.sin(a),
     "cos": lambda np, a: np.cos(a),
     "erf": _erf,
+    "floor": lambda np, a: np.floor(a),
+    "ceil": lambda np, a: np.ceil(a),
+    "trunc": lambda np, a: np.trunc(a),
+    "round": lambda np, a: np.rint(a),
     "sigmoid": lambda np, a: np.asarray(1, dtype=np.asarray(a).dtype)
     / (np.asarray(1, dtype=np.asarray(a).dtype) + np.exp(np.negative(a))),
 }

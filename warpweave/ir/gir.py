@@ -36,14 +36,27 @@ Nodes come in three families, named by the prefix of `Node.op`:
   other: the `expr.Const` a lane reads where pred is false; a global load may
   carry l2_prefetch: 64, 128 or 256, a hint that the L2 fetch the whole aligned
   span of that many bytes around each access — a hint only, the meaning is the
-  same without it);
+  same without it; a load whose address is data — a gather — carries `data`:
+  ((var, extent), ...), and slot 1 + j takes an integer register value that
+  `offset` names `var` (`data$j`, a name no scope variable has): wherever pred
+  holds the value must lie in [0, extent) — the interpreter raises
+  IndexOutOfRangeError when it does not, code generators clamp it into that
+  range so that no access leaves the buffer, and the verifier proves bounds with
+  it ranging over [0, extent));
   in a vector scope, code generators make one wide access where the offset has
   stride 1 in the lane variable and pred does not depend on it, accesses of r
   contiguous lanes each ("runs") where that holds after writing the lane as
   a*r + b (b < r: e.g. j = (v // 4) * 256 + t * 4 + v % 4 is runs of 4), and
   lane-by-lane accesses otherwise; the meaning is always lane by lane;
   `move.reg.global` / `move.reg.shared` store a register value (attrs buffer,
-  offset, pred); `move.reg.reg` is a warp shuffle (attrs mode: bfly|down|idx,
+  offset, pred); a global store may carry `data` as a load does (operand slots
+  2 + j), where a data index outside [0, extent) makes that store write nothing
+  (a scatter's index out of range hits nothing), and `combine: "add"`, which adds
+  the value to the element instead of replacing it: iterations that run at once —
+  threads, and on the CPU the grid's iterations — may add to one element (code
+  generators use atomic adds where threads run at once; a CPU kernel with such a
+  store has a grid of one iteration), every add counts, and one thread's adds
+  apply in its iteration order; `move.reg.reg` is a warp shuffle (attrs mode: bfly|down|idx,
   lane: an int64 expression — the xor mask, the delta, or the source lane);
   `sync.block` is a barrier over the threads of a block.
   Buffers themselves are nodes: `mem.global` (one per parameter) and
@@ -56,6 +69,12 @@ Nodes come in three families, named by the prefix of `Node.op`:
   a, b, c (buffer names), m, n, k and the offsets (int64 expressions of the scope
   variables), the strides (pairs of ints). Slots 0, 1, 2 take the global states of
   a, b and c; the node produces c's next state, as a store does.
+
+Shared allocations of a GPU kernel that total at most `STATIC_SHARED_BYTES` (the
+48 KiB a block may declare statically) are declared statically; above that, all of
+them are laid out in the block's dynamic shared memory at `Kernel.shared_offsets`
+(16-byte aligned), `Kernel.dynamic_shared_bytes` long, which the launch requests
+(opting in to the device's larger limit: 227 KiB on sm_90).
 
 Edges are data dependencies `src → dst` carrying the value's memory `level`
 (global, shared or reg), its `dtype`, its per-thread `shape` and the operand
@@ -91,6 +110,23 @@ GEMM = "call.gemm"
 GEMM_OPERANDS = ("a", "b", "c")  # the buffer attrs of a gemm node, in slot order
 
 
+def data_indices(node: "Node") -> tuple[tuple[str, int], ...]:
+    """A load's or store's data indices: (variable, extent) for its operand slots after
+    the memory state (and a store's value), in order (none for an access whose offset
+    is a function of the scope variables alone)."""
+    return tuple(node.attr("data") or ())
+
+
+def first_data_slot(node: "Node") -> int:
+    """The operand slot of an access's first data index: 1 for loads, 2 for stores."""
+    return 2 if node.op.startswith("move.reg.") else 1
+
+
+def data_var(j: int) -> str:
+    """The name of a load's j-th data index in its offset expression."""
+    return f"data${j}"
+
+
 def buffers_read(node: "Node") -> tuple[str, ...]:
     """The buffers whose contents `node` reads (loads and calls)."""
     if node.op == GEMM:
@@ -110,6 +146,8 @@ CP_ASYNC, LDMATRIX, MMA, FRAG = "move.global.shared", "move.shared.frag", "compu
 ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
 TC_OPS = (CP_ASYNC, LDMATRIX, MMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT)
 CHUNK = 8  # 2-byte elements per 16-byte chunk of a tensor-core shared tile
+STATIC_SHARED_BYTES = 48 * 1024  # shared memory a block may declare statically
+SHARED_ALIGN = 16  # bytes: every shared allocation's alignment
 
 
 def swizzle_offset(row, col, row_elems: int, swizzle: bool):
@@ -329,6 +367,25 @@ class Kernel:
     def shared_bytes(self) -> int:
         return sum(s.nbytes for s in self.shared)
 
+    @cached_property
+    def shared_offsets(self) -> dict[str, int]:
+        """Each shared allocation's byte offset in one block-wide layout (16-byte aligned)."""
+        out, end = {}, 0
+        for s in self.shared:
+            out[s.name] = end
+            end += -(-s.nbytes // SHARED_ALIGN) * SHARED_ALIGN
+        return out
+
+    @property
+    def dynamic_shared_bytes(self) -> int:
+        """Bytes of dynamic shared memory a launch requests: 0 where the allocations
+        fit the static 48 KiB, else the end of the layout (`shared_offsets`)."""
+        if self.target != "gpu" or not self.shared:
+            return 0
+        last = self.shared[-1]
+        end = self.shared_offsets[last.name] + last.nbytes
+        return end if end > STATIC_SHARED_BYTES else 0
+
     def __str__(self):
         return print_kernel(self)
 
@@ -426,24 +483,39 @@ class KernelBuilder:
 
     # ------------------------------------------------------------------ movement
     def load(self, buffer: str, offset: ex.Expr, scope: str | None, pred: ex.Expr | None = None,
-             other: ex.Const | None = None) -> str:
+             other: ex.Const | None = None, data: Iterable[tuple[str, int]] = ()) -> str:
+        """A load of `buffer[offset]`; `data` holds (register value, extent) per data
+        index, named `data_var(j)` in `offset` (see the module docstring)."""
         level = self._level_of(buffer)
         mem = self._node(self._mem[buffer])
         if other is None:
             other = ex.Const(0, self._dtype_of(buffer))
+        data = tuple(data)
+        attrs = {"data": tuple((data_var(j), int(n)) for j, (_, n) in enumerate(data))} if data else {}
         node = self._new(f"move.{level}.reg", scope, self._dtype_of(buffer), buffer=buffer,
-                         offset=offset, pred=pred, other=other)
+                         offset=offset, pred=pred, other=other, **attrs)
         self._edge(mem, node, 0, level, self._dtype_of(buffer))
+        for j, (value, _) in enumerate(data):
+            self._edge(value, node, 1 + j, "reg")
         return node.id
 
     def store(self, buffer: str, offset: ex.Expr, value: str, scope: str | None,
-              pred: ex.Expr | None = None) -> str:
+              pred: ex.Expr | None = None, data: Iterable[tuple[str, int]] = (),
+              combine: str | None = None) -> str:
+        """A store of `value` at `buffer[offset]`; `data` as for `load`; `combine="add"`
+        adds the value to the element (see the module docstring)."""
         level = self._level_of(buffer)
         mem = self._node(self._mem[buffer])
+        data = tuple(data)
+        attrs = {"data": tuple((data_var(j), int(n)) for j, (_, n) in enumerate(data))} if data else {}
+        if combine is not None:
+            attrs["combine"] = combine
         node = self._new(f"move.reg.{level}", scope, self._dtype_of(buffer), buffer=buffer,
-                         offset=offset, pred=pred)
+                         offset=offset, pred=pred, **attrs)
         self._edge(mem, node, 0, level, self._dtype_of(buffer))
         self._edge(value, node, 1, "reg")
+        for j, (index, _) in enumerate(data):
+            self._edge(index, node, 2 + j, "reg")
         self._mem[buffer] = node.id
         return node.id
 

@@ -30,9 +30,11 @@ The checks, in order (1-5, well-formedness, here; 6-8, memory safety, in
 7. bounds — every load and store stays inside its buffer wherever its predicate
    holds (interval arithmetic refined by the predicate's affine conjuncts first,
    then an exhaustive numpy evaluation over the iteration space when that is small
-   enough, else "unproven");
-8. limits — threads per block, shared bytes per block, vector width (32 elements
-   per thread on the GPU, 256 on the CPU: see `Limits.for_target`).
+   enough, else "unproven"); a load's data index ranges over [0, extent) — the
+   range code generators clamp it into;
+8. limits — threads per block, shared bytes per block (the architecture's limit:
+   227 KiB on sm_90, dynamic above 48 KiB), vector width (32 elements per thread on
+   the GPU, 256 on the CPU: see `Limits.for_target`).
 """
 from __future__ import annotations
 
@@ -43,8 +45,8 @@ from ..errors import VerificationError
 from . import dtypes as dt
 from . import expr as ex
 from .gir import (COMPUTE_OPS, GEMM, L2_PREFETCH_SIZES, LEVELS, MMA, ROLES, SCOPE_KINDS, SHUFFLE_MODES, TC_OPS,
-                  Edge, Kernel, Node)
-from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC
+                  Edge, Kernel, Node, first_data_slot)
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, data_extents
 from .gir_verify_call import CallChecks
 from .gir_verify_memory import MemoryChecks
 from .gir_verify_tc import TensorCoreChecks
@@ -52,22 +54,37 @@ from .gir_verify_tc import TensorCoreChecks
 __all__ = ["Limits", "verify", "check"]
 
 
+# Shared memory a block may use on each architecture (with the opt-in above 48 KiB):
+# the CUDA programming guide's "maximum amount of shared memory per thread block".
+SHARED_BYTES_PER_ARCH = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024,
+                         "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_100": 227 * 1024,
+                         "sm_120": 99 * 1024}
+GPU_ARCH = "sm_90"  # the architecture GPU kernels are verified for (the code generator's default)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Target limits the verifier enforces."""
 
     max_threads_per_block: int = 1024
-    max_shared_bytes: int = 48 * 1024
+    max_shared_bytes: int = SHARED_BYTES_PER_ARCH[GPU_ARCH]
     max_vector_elems: int = 32
     max_exhaustive_points: int = 1 << 22
+    arch: str = GPU_ARCH  # what the limits are those of (named in messages)
 
     @staticmethod
     def for_target(target: str) -> "Limits":
         """The defaults for a kernel's target: CPU vectors may span many SIMD registers
         (LLVM splits them; 256 float32 lanes fill 16 AVX-512 registers); a GPU thread
         keeps at most 32 elements per vector value (a register tile of 32 float32 is
-        cheap on sm_90; memory accesses are split into pieces of at most 16 bytes)."""
-        return Limits(max_vector_elems=256) if target == "cpu" else Limits()
+        cheap on sm_90; memory accesses are split into pieces of at most 16 bytes) and
+        a block up to sm_90's 227 KiB of shared memory (dynamic above 48 KiB)."""
+        return Limits(max_vector_elems=256, arch="cpu") if target == "cpu" else Limits()
+
+    @staticmethod
+    def for_arch(arch: str) -> "Limits":
+        """GPU limits of a CUDA architecture (`sm_XY`); unknown ones get 48 KiB of shared memory."""
+        return Limits(max_shared_bytes=SHARED_BYTES_PER_ARCH.get(arch, 48 * 1024), arch=arch)
 
 
 MEMS = ("mem.global", "mem.shared")
@@ -294,9 +311,13 @@ class _Verifier(MemoryChecks, CallChecks):
         if n.family == "compute" or n.op == SHUFFLE:
             return "reg"
         if n.op in LOADS:
-            return _level_of_move_end(n.op, 0) if slot == 0 else None
+            if slot == 0:
+                return _level_of_move_end(n.op, 0)
+            return "reg" if isinstance(slot, int) and slot <= len(data_extents(n)) else None
         if n.op in STORES:
-            return _level_of_move_end(n.op, 1) if slot == 0 else "reg" if slot == 1 else None
+            if slot == 0:
+                return _level_of_move_end(n.op, 1)
+            return "reg" if isinstance(slot, int) and 1 <= slot <= 1 + len(data_extents(n)) else None
         if n.op == SYNC:
             return "shared"
         if n.op == GEMM:
@@ -396,10 +417,14 @@ class _Verifier(MemoryChecks, CallChecks):
             op = n.op.split(".", 1)[1]
             a = _ARITY.get(op)
             return None if a is None else (a, a)
-        if n.op in LOADS or n.op == SHUFFLE:
+        if n.op in LOADS:
+            count = 1 + len(data_extents(n))
+            return count, count
+        if n.op == SHUFFLE:
             return 1, 1
         if n.op in STORES:
-            return 2, 2
+            count = 2 + len(data_extents(n))
+            return count, count
         if n.op == SYNC:
             return 1, None
         if n.op == GEMM:
@@ -523,12 +548,56 @@ class _Verifier(MemoryChecks, CallChecks):
             elif hint is not None and n.attr("buffer") in self.written:
                 self.add(f"{name}: l2_prefetch on {n.attr('buffer')}, which the kernel writes "
                          f"(the hint reads through the non-coherent path: read-only buffers only)")
+            self.data_rules(n, ins)
+        elif n.op in STORES:
+            self.data_rules(n, ins)
+            self.combine_rules(n)
         elif n.op == SHUFFLE:
             if n.attr("mode") not in SHUFFLE_MODES:
                 self.add(f"{name}: unknown shuffle mode {n.attr('mode')!r}; expected one of "
                          f"{', '.join(SHUFFLE_MODES)}")
             if d != tys[0]:
                 self.add(f"{name}: result dtype {d} differs from its input's {tys[0]}")
+
+    def data_rules(self, n: Node, ins: list[Edge]):
+        """A load's or store's data indices: well-formed (variable, extent) pairs whose
+        variables no scope declares, each fed by an integer register value."""
+        data = n.attr("data")
+        if data is None:
+            return
+        if not isinstance(data, tuple) or not data or not all(
+                isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+                and type(x[1]) is int and x[1] >= 1 for x in data):
+            self.add(f"{self.desc(n)}: data must be a non-empty tuple of (variable, extent >= 1) "
+                     f"pairs, got {data!r}")
+            return
+        scope_vars = {s.attr("var") for s in self.scopes.values()}
+        names = [v for v, _ in data]
+        clash = sorted(set(names) & scope_vars)
+        if clash or len(set(names)) != len(names):
+            self.add(f"{self.desc(n)}: data variables {', '.join(names)} must be distinct and "
+                     f"differ from every scope variable{' (' + ', '.join(clash) + ')' if clash else ''}")
+        first = first_data_slot(n)
+        for e in ins[first:]:
+            if not e.dtype.is_int:
+                self.add(f"{self.desc(n)}: data index {e.slot - first} from {e.src} is {e.dtype}; "
+                         f"it must be an integer")
+        if n.attr("pred") is not None and set(names) & ex.free_vars(n.attr("pred")):
+            self.add(f"{self.desc(n)}: its predicate uses a data variable; only the offset may")
+
+    def combine_rules(self, n: Node):
+        """A combining store: `combine="add"` on a global store of numbers; on the CPU,
+        where the grid's iterations run at once and adds are plain, a grid of one."""
+        combine = n.attr("combine")
+        if combine is None:
+            return
+        if combine != "add" or n.op != "move.reg.global" or n.dtype is None or n.dtype.is_bool \
+                or n.dtype.itemsize < 4:
+            self.add(f"{self.desc(n)}: combine {combine!r} must be \"add\" on a global store of 32- or "
+                     f"64-bit numbers (16-bit sums accumulate in float32)")
+        elif self.k.target == "cpu" and self.k.grid != 1:
+            self.add(f"{self.desc(n)}: a CPU kernel that adds into memory runs its grid of "
+                     f"{self.k.grid} iterations at once without atomics; it needs a grid of one")
 
     # ------------------------------------------------------------------ 5. visibility
     def expr_attrs(self, n: Node):
@@ -633,7 +702,8 @@ class _Verifier(MemoryChecks, CallChecks):
                 if chain is None:
                     continue
                 visible = {s.attr("var") for s in chain if isinstance(s.attr("var"), str)}
-                bad = sorted(ex.free_vars(e) - visible)
+                data = set(data_extents(n)) if key == "offset" else set()
+                bad = sorted(ex.free_vars(e) - visible - data)
                 if bad:
                     self.add(f"{self.desc(n)}: {key} {ex.to_text(e)} uses "
                              f"{', '.join(bad)}, which {'is' if len(bad) == 1 else 'are'} not a "

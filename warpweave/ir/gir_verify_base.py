@@ -13,6 +13,16 @@ SHUFFLE = "move.reg.reg"
 SYNC = "sync.block"
 
 
+def data_extents(n: Node) -> dict:
+    """{variable: extent} of a load's or store's data indices, in slot order (none
+    where its `data` attr is malformed, which the type checks report)."""
+    data = n.attr("data")
+    if (n.op in LOADS or n.op in STORES) and isinstance(data, tuple) and all(
+            isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in data):
+        return dict(data)
+    return {}
+
+
 def iteration_grid(order: list[str], extents: dict[str, int]) -> tuple[dict, tuple[int, ...]]:
     """Every point of the iteration space of the variables `order` (extents given):
     ({variable: an int64 array broadcastable over the space}, the space's shape), for

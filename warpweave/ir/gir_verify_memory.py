@@ -7,8 +7,8 @@ import numpy as np
 
 from . import expr as ex
 from . import simplify as sx
-from .gir import WARP_SIZE
-from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, iteration_grid
+from .gir import SHARED_ALIGN, WARP_SIZE
+from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, data_extents, iteration_grid
 
 
 class MemoryChecks(VerifierBase):
@@ -87,6 +87,7 @@ class MemoryChecks(VerifierBase):
             if pred is not None and not (isinstance(pred, ex.Expr) and pred.dtype.is_bool):
                 continue
             extents = {s.attr("var"): s.attr("extent") for s in chain}
+            extents.update(data_extents(n))  # a data index ranges over [0, extent)
             if any(not isinstance(v, int) or v < 1 for v in extents.values()):
                 continue
             used = ex.free_vars(off) | (ex.free_vars(pred) if pred is not None else frozenset())
@@ -97,7 +98,7 @@ class MemoryChecks(VerifierBase):
             b = sx.bounds_under(off, pred, {v: (0, e - 1) for v, e in extents.items()})
             if b is not None and b[0] >= 0 and b[1] < size:
                 continue
-            order = [s.attr("var") for s in chain if s.attr("var") in used]
+            order = [v for v in extents if v in used]
             points = 1
             for v in order:
                 points *= extents[v]
@@ -138,10 +139,12 @@ class MemoryChecks(VerifierBase):
                 self.add(f"vector scope {s.id} has {e} elements; the limit is "
                          f"{lim.max_vector_elems}")
         try:
-            total = sum(a.size * a.dtype.itemsize for a in self.k.shared)
+            # each allocation starts 16-byte aligned (`Kernel.shared_offsets`)
+            total = sum(-(-a.size * a.dtype.itemsize // SHARED_ALIGN) * SHARED_ALIGN
+                        for a in self.k.shared)
         except (TypeError, AttributeError):
             return
         if total > lim.max_shared_bytes:
             parts = ", ".join(f"{a.name} {a.size * a.dtype.itemsize} B" for a in self.k.shared)
-            self.add(f"shared memory: {total} B per block ({parts}) exceeds the limit of "
-                     f"{lim.max_shared_bytes} B")
+            self.add(f"shared memory: {total} B per block ({parts}) exceeds {lim.arch}'s limit "
+                     f"of {lim.max_shared_bytes} B ({lim.max_shared_bytes // 1024} KiB) per block")

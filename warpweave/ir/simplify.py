@@ -120,18 +120,33 @@ def _from_linear(terms: Mapping[Expr, int], c: int) -> Expr:
     return out
 
 
-def _merge_div_mod(terms: dict[Expr, int], k0: int) -> tuple[dict[Expr, int], int]:
-    """Rewrite `a·c·(x // c) + a·(x % c)` as `a·x` (what unflattening then
-    re-linearizing an index produces)."""
+def _merge_div_mod(terms: dict[Expr, int], k0: int, ranges: Ranges) -> tuple[dict[Expr, int], int]:
+    """Rewrite `a·c·((x // c) % m) + a·(x % c)` as `a·(x % (c·m))` and
+    `a·c·(x // c) + a·(x % c)` as `a·x` (what unflattening then re-linearizing an
+    index produces: the first rule folds the inner axes, the second the outermost).
+    `x // c` may appear in the form the ranges simplified it to."""
     terms = dict(terms)
     changed = True
     while changed:
         changed = False
         for t, k in list(terms.items()):
-            if not (isinstance(t, Binary) and t.op == "mod" and isinstance(t.b, Const) and t in terms):
+            if not (isinstance(t, Binary) and t.op == "mod" and isinstance(t.b, Const) and t.b.value > 0
+                    and t in terms):
                 continue
-            q = Binary("floordiv", t.a, t.b)
-            if terms.get(q) != k * t.b.value:
+            plain = Binary("floordiv", t.a, t.b)
+            forms = (plain, _simplify_node(plain, ranges))
+            wrapped = next((u for u, ku in terms.items() if ku == k * t.b.value and isinstance(u, Binary)
+                            and u.op == "mod" and u.a in forms and isinstance(u.b, Const) and u.b.value > 0),
+                           None)
+            if wrapped is not None:
+                del terms[t], terms[wrapped]
+                merged = Binary("mod", t.a, Const(t.b.value * wrapped.b.value, dt.INDEX))
+                terms[merged] = terms.get(merged, 0) + k
+                terms = {u: ku for u, ku in terms.items() if ku}
+                changed = True
+                break
+            q = next((f for f in forms if terms.get(f) == k * t.b.value), None)
+            if q is None:
                 continue
             del terms[t], terms[q]
             inner = _linear(t.a)
@@ -213,7 +228,7 @@ def _simplify_node(e: Expr, ranges: Ranges) -> Expr:
         if e.dtype == dt.INDEX and e.op in ("add", "sub", "mul"):
             lin = _linear(e)
             if lin is not None:
-                return _from_linear(*_merge_div_mod(*lin))
+                return _from_linear(*_merge_div_mod(*lin, ranges))
         if e.op in ("floordiv", "mod") and isinstance(b, Const) and b.value > 0 and e.dtype == dt.INDEX:
             if b.value == 1:
                 return a if e.op == "floordiv" else Const(0, dt.INDEX)

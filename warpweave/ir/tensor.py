@@ -3,7 +3,10 @@
 A `ComputeOp` maps its output indices (`axes`) to a scalar expression over loads
 of other tensors; a `Reduce` at the root of the body makes it a reduction.
 Views (reshape, transpose, broadcast, slice) never appear here: the frontends
-fold them into the index expressions of the loads.
+fold them into the index expressions of the loads. An index expression may itself
+load an integer tensor (a gather: `out[n, d] = W[i[n], d]`); such an index must
+lie in its axis — reference evaluators raise IndexOutOfRangeError where it does
+not, compiled code clamps it into the axis (it never reads outside the tensor).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from ..errors import IRError, ShapeError
+from ..errors import IndexOutOfRangeError, IRError, ShapeError
 from . import dtypes as dt
 from . import expr as ex
 from . import simplify as sx
@@ -265,9 +268,23 @@ def _combine(combiner: str, values: np.ndarray, axes: tuple[int, ...]):
     return fn(values, axis=axes)
 
 
+def _check_data_indices(op: ComputeOp, load: ex.Load, idx, shape) -> None:
+    """IndexOutOfRangeError where an index of `load` that reads a tensor leaves its
+    axis (index arithmetic of the iteration variables stays in range by construction)."""
+    for k, (e, i) in enumerate(zip(load.indices, idx)):
+        if ex.loads(e):
+            bad = (i < 0) | (i >= shape[k])
+            if bad.any():
+                raise IndexOutOfRangeError(
+                    f"{op.label or op.name}: index {int(i[bad].flat[0])} is out of bounds for axis {k} "
+                    f"of {load.tensor} with size {shape[k]}")
+
+
 def evaluate(graph: TensorGraph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Reference semantics of a tensor graph, computed with numpy: 16-bit floats in
-    float32, every operation's result rounded to its dtype. Returns every tensor."""
+    float32, every operation's result rounded to its dtype. Returns every tensor.
+    An index that reads a tensor (a gather's) must lie in its axis: IndexOutOfRangeError
+    names the operation, the index and the axis's size where one does not."""
     values: dict[str, np.ndarray] = {n: np.asarray(inputs[n]) for n in graph.inputs}
     for op in graph.compute_ops:
         axes = [a.name for a in op.axes] + [a.name for a in op.reduce_axes]
@@ -278,9 +295,10 @@ def evaluate(graph: TensorGraph, inputs: Mapping[str, np.ndarray]) -> dict[str, 
             shape[k] = n
             env[name] = np.arange(n, dtype=np.int64).reshape(shape)
 
-        def load(node, idx, _values=values):
+        def load(node, idx, _values=values, _op=op):
             src = _values[node.tensor]
             idx = np.broadcast_arrays(*[np.asarray(i, dtype=np.int64) for i in idx]) if idx else ()
+            _check_data_indices(_op, node, idx, src.shape)
             out = src[tuple(idx)] if idx else src[()]
             return np.asarray(out).astype(dt.compute_dtype(node.dtype).numpy)
 

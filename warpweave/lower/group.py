@@ -158,28 +158,28 @@ def _row_flat(op: ComputeOp, group: Group, row: ex.Expr, col: ex.Expr | None) ->
     return _flat(op, {a.name: index[a.name] for a in op.axes})
 
 
-def _wrap_broadcast_columns(op: ComputeOp, group: Group) -> ComputeOp:
-    """`op` with the column index of each load that no row index reaches (a weight that
-    every row reads) taken modulo the row length: the same element for every column of
-    the row, and a bound that the verifier sees where a ragged row's columns are spelled
-    from its first aligned element."""
+def _broadcast_columns(op: ComputeOp, group: Group, column_at: ex.Expr | None) -> ex.Expr:
+    """The expression `op` computes per column of a row (its body, or its reduction's),
+    with the column index of each load that no row index reaches (a weight that every
+    row reads) spelled as `column_at`, an expression over the kernel's scope variables:
+    the same column as the op's own, written so that the verifier bounds it under the
+    run's guard and the thread's addresses of it stay affine (no division per lane)."""
     place = row_place(op, group.rows, group.length)
-    if place == "scalar":
-        return op
+    body = op.reduce.body if place == "reduce" else op.body
+    if column_at is None or place == "scalar":
+        return body
     column = op.reduce.axes[0].name if place == "reduce" else op.axes[-1].name
     rows = {a.name for a in op.axes} - {column}
 
-    def wrap(_orig: ex.Expr, e: ex.Expr) -> ex.Expr:
+    def spell(_orig: ex.Expr, e: ex.Expr) -> ex.Expr:
         if not isinstance(e, ex.Load):
             return e
         used = set().union(*(ex.free_vars(i) for i in e.indices)) if e.indices else set()
         if column not in used or used & rows:
             return e
-        wrapped = {column: ex.Var(column) % group.length}
-        return ex.Load(e.tensor, [ex.substitute(i, wrapped) for i in e.indices], e.dtype)
+        return ex.Load(e.tensor, [ex.substitute(i, {column: column_at}) for i in e.indices], e.dtype)
 
-    body = ex.transform(op.body, wrap)
-    return op if body == op.body else ComputeOp(op.name, op.shape, op.dtype, op.axes, body, op.label)
+    return ex.transform(body, spell)
 
 
 def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
@@ -210,15 +210,18 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
         run_start = col_base + (v // w) * (tp * w) + lane * w
         bounds = [row_ok] if row_ok is not None else []
         ends = []  # the scalar head and tail of a ragged row: (column, guard)
+        weight_col = None  # a weight's column in the runs, where it differs from the op's own
         if N % w:  # runs from the row's first w-aligned element; a scalar head and tail
-            start = ((row * N + (w - 1)) // w) * w
+            start = ((row * N + (w - 1)) // w) * w  # aligned, as the wide accesses need
             head = start - row * N
+            lead = (w - (row * N) % w) % w  # head again, its range [0, w) evident
             col = head + run_start + v % w
-            bounds += [ex.binary("le", head + run_start + w, N),     # the run lies in the row
+            bounds += [ex.binary("le", lead + run_start + w, N),     # the run lies in the row
                        ex.binary("le", start + run_start + w, R * N)]  # implied; for the verifier
             few = ex.binary("lt", lane, w)  # implied; for the verifier
-            elems = [_wrap_broadcast_columns(op, group) for op in elems]
-            reds = [_wrap_broadcast_columns(op, group) for op in reds]
+            weight_col = lead + run_start + v % w
+            if N < w:  # a row shorter than a run: its head may hold all of it
+                head = ex.binary("min", head, ex.Const(N, dt.INDEX))
             ends = [(lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, head)) if c is not None])),
                     (N - 1 - lane, ex.all_of([c for c in (row_ok, few, ex.binary("lt", lane, (N - head) % w))
                                               if c is not None]))]
@@ -226,10 +229,12 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
             col = run_start + v % w
             if s.passes * tp * w * c != N:
                 bounds.append(ex.binary("lt", run_start, N))  # w divides N: a run is all in or all out
+            if row_ok is not None and tp > 1:  # implied; for the verifier, where row and lane merge
+                bounds.append(ex.binary("le", row * N + run_start + w, R * N))
         guard = ex.all_of(bounds) if bounds else None
         for op in elems:
             index = _row_index(op, group, row, col)
-            value = low.region(chain, index, guard).emit(op.body)
+            value = low.region(chain, index, guard).emit(_broadcast_columns(op, group, weight_col))
             low.store(op, value, _row_flat(op, group, row, col), v_id, guard)
             for end, ok in ends:
                 value = low.region([g_id, t_id], _row_index(op, group, row, end), ok).emit(op.body)
@@ -237,7 +242,7 @@ def _rows_gpu(low: _GroupLowering, s: sch.GpuRowGroup) -> None:
         for op in reds:
             red = op.reduce
             index = _row_index(op, group, row, col)
-            value = low.region(chain, index, guard).emit(red.body)
+            value = low.region(chain, index, guard).emit(_broadcast_columns(op, group, weight_col))
             acc = low.b.reduce(red.combiner, value, v_id, low.simplify(guard))
             if s.passes > 1:
                 acc = low.b.reduce(red.combiner, acc, chain[-2])

@@ -1,6 +1,7 @@
 """A contraction under a `GpuMma` schedule → one pipelined tensor-core GIR kernel.
 
-Per thread block (one block_m x block_n output tile of one batch entry):
+Per thread block (one block_m x block_n output tile of one batch entry, in the
+grouped order of `GpuMma.raster`):
 
     prologue: cp.async k-tiles 0 .. stages-2 into stages 0 .. stages-2, a group each
     for kt in k-tiles:                                     (serial; the MMA sums over it)
@@ -68,6 +69,19 @@ def _width(layout: Layout, contiguous_extent: int) -> int:
         if contiguous_extent % w == 0 and all(s % w == 0 for s in strides) and layout.offset % w == 0:
             return w
     return 1
+
+
+def _tile_order(rank: ex.Expr, tiles_m: int, tiles_n: int, raster: int) -> tuple[ex.Expr, ex.Expr]:
+    """(block row, block column) of the `rank`-th output tile of a batch entry: row by
+    row for `raster` 1, else in groups of `raster` block rows (fewer in the last group),
+    column by column within a group, so that the blocks running at once read a few
+    rows of A and columns of B from L2 many times over."""
+    if raster == 1:
+        return rank // tiles_n, rank % tiles_n
+    first = (rank // (raster * tiles_n)) * raster  # the group's first block row
+    rows = ex.binary("min", ex.as_index(tiles_m) - first, ex.as_index(raster))
+    within = rank % (raster * tiles_n)
+    return first + within % rows, within // rows
 
 
 def lower_mma(c: Contraction, s: GpuMma, shapes: Mapping[str, tuple[int, ...]],
@@ -172,9 +186,9 @@ class _MmaLowering:
         k_first = (g // tiles) * per_slice  # this slice's first k-tile
         g = g % tiles
         self.batch = g // (tiles_m * tiles_n)
-        rest = g % (tiles_m * tiles_n)
-        self.m0 = (rest // tiles_n) * s.block_m
-        self.n0 = (rest % tiles_n) * s.block_n
+        m_tile, n_tile = _tile_order(g % (tiles_m * tiles_n), tiles_m, tiles_n, s.raster)
+        self.m0 = m_tile * s.block_m
+        self.n0 = n_tile * s.block_n
         self.t = t
         lane, warp = t % 32, t // 32
         self.lane = lane

@@ -3,7 +3,8 @@
 Each template builds the kernel's scopes, then asks a `_Region` to emit the
 operation's body at an iteration point (index expressions of the scope
 variables, plus a guard where the point may fall outside the tensor). Every
-load becomes a `move.global.reg`, every arithmetic node a compute node, placed
+load becomes a `move.global.reg` (an index that reads a tensor becomes one of
+its data indices: `gir.data_indices`), every arithmetic node a compute node, placed
 in the outermost scope whose variables it uses, and shared between uses.
 Arithmetic on 16-bit floats is carried out in float32.
 """
@@ -17,7 +18,8 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc, data_var
+from ..ir.scatter import Scatter, match_scatter
 from ..ir.tensor import ComputeOp, Placeholder, TensorGraph, row_major_strides
 from ..schedule import templates as sch
 from ..schedule.choose import flat_elementwise
@@ -219,17 +221,26 @@ class _Region:
         return child
 
     def _load(self, e: ex.Load) -> tuple[str, int]:
+        """A load; an index that reads a tensor (a gather's) is emitted as a register
+        value and becomes one of the load's data indices."""
         b, low = self.low.b, self.low
         src = low.graph[e.tensor]
-        idx = [ex.substitute(i, self.index) for i in e.indices]
         offset = ex.Const(0, dt.INDEX)
-        for i, s in zip(idx, row_major_strides(src.shape)):
+        data, depths = [], []
+        for i, s, n in zip(e.indices, row_major_strides(src.shape), src.shape):
+            if ex.loads(i):
+                value, depth = self._emit(i)
+                i = ex.Var(data_var(len(data)))
+                data.append((value, n))
+                depths.append(depth)
+            else:
+                i = ex.substitute(i, self.index)
             offset = offset + i * s
         offset = low.simplify(offset)
         pred = self.guard
-        d = max(self._depth(offset, pred), low.load_depth(e.tensor, self.chain))
+        d = max(self._depth(offset, pred), low.load_depth(e.tensor, self.chain), *depths)
         scope = self.chain[d]
-        node = b.load(e.tensor, offset, scope, pred)
+        node = b.load(e.tensor, offset, scope, pred, data=data)
         if dt.compute_dtype(e.dtype) != e.dtype:
             node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
         return node, d
@@ -670,6 +681,88 @@ def _cpu_column_reduce(low: _Lowering, s: sch.CpuColumnReduce) -> None:
     _vector_main_and_tail(low, g_id, j0, length, w, body)
 
 
+# ----------------------------------------------------------------------------- scatters
+
+def _scatter_term(low: _Lowering, sc: Scatter, chain: list[str], index: dict, guard: ex.Expr | None) -> None:
+    """Add the term of the scatter-add `sc` at `index` (every output axis but the
+    scattered one, and the reduction axes) to the output at its target."""
+    op = low.op
+    region = low.region(chain, index, guard)
+    value = region.emit(sc.value)
+    if low.b._node(value).dtype != op.dtype:
+        value = low.b.compute("cast", [value], chain[-1], op.dtype)
+    target = region.emit(sc.target)
+    place = [ex.Var(data_var(0)) if k == sc.axis else index[a.name] for k, a in enumerate(op.axes)]
+    flat = sum((i * st for i, st in zip(place, row_major_strides(op.shape))), ex.Const(0, dt.INDEX))
+    low.b.store(low.out.name, low.simplify(flat), value, chain[-1], low.simplify(guard),
+                data=[(target, op.shape[sc.axis])], combine="add")
+
+
+def _free_axes(op: ComputeOp, sc: Scatter) -> list[tuple[str, int]]:
+    return [(a.name, n) for k, (a, n) in enumerate(zip(op.axes, op.shape)) if k != sc.axis]
+
+
+def _cpu_scatter(low: _Lowering, s: sch.CpuScatter) -> None:
+    """One grid step: for each reduction position in order, for each point of the
+    other output axes (`vector` lanes along the last one, then a scalar tail), add the
+    term: one thread adds in order, so the sums are deterministic."""
+    op, sc = low.op, match_scatter(low.op)
+    red = op.reduce
+    free = _free_axes(op, sc)
+    g_id, _ = low.scope("grid", "g", 1, None)
+    r_id, r = low.scope("serial", "r", _prod(red.extents), g_id)
+    index = dict(zip((a.name for a in red.axes), unflatten(r, red.extents)))
+    lanes = free.pop() if free and sc.axis != len(op.shape) - 1 else None
+    chain = [g_id, r_id]
+    if free:
+        f_id, f = low.scope("serial", "f", _prod([n for _, n in free]), r_id)
+        chain.append(f_id)
+        index.update(zip((name for name, _ in free), unflatten(f, [n for _, n in free])))
+    if lanes is None:
+        _scatter_term(low, sc, chain, index, None)
+        return
+    name, length = lanes
+    w = s.vector
+    if length // w:
+        jo_id, jo = low.scope("serial", "jo", length // w, chain[-1])
+        v_id, v = low.scope("vector", "v", w, jo_id)
+        _scatter_term(low, sc, chain + [jo_id, v_id], {**index, name: jo * w + v}, None)
+    if length % w:
+        jt_id, jt = low.scope("serial", "jt", length % w, chain[-1])
+        _scatter_term(low, sc, chain + [jt_id], {**index, name: (length // w) * w + jt}, None)
+
+
+def _gpu_scatter(low: _Lowering, s: sch.GpuScatter) -> None:
+    """Every (reduction position, other output axes) point is a thread's vector lane
+    (the last output axis fastest: neighbouring threads add to neighbouring elements);
+    atomic adds."""
+    op, sc = low.op, match_scatter(low.op)
+    names = [a.name for a in op.reduce.axes] + [name for name, _ in _free_axes(op, sc)]
+    dims = list(op.reduce.extents) + [n for _, n in _free_axes(op, sc)]
+    scattered_last = sc.axis == len(op.shape) - 1
+    w = s.vector if not scattered_last and dims[-1] % s.vector == 0 else 1
+    for chain, flat, guard in gpu_elementwise_parts(low, _prod(dims), s.threads, w):
+        _scatter_term(low, sc, chain, dict(zip(names, unflatten(flat, dims))), guard)
+
+
+def _scatter(op: ComputeOp, graph: TensorGraph, s, name: str) -> list[Kernel]:
+    """A scatter-add (`ir.scatter`): a kernel that zeroes the output, then one that
+    adds every term at its target."""
+    if _prod(op.shape) == 0:
+        return []
+    sc = match_scatter(op)
+    if sc is None:
+        raise UnsupportedError(f"schedule {s} needs a scatter-add; {op.name} is a {op.kind} operation")
+    cpu = isinstance(s, sch.CpuScatter)
+    zero = ComputeOp(op.name, op.shape, op.dtype, op.axes, identity("sum", op.dtype), op.label)
+    kernels = [lower_op(zero, graph, sch.CpuElementwise() if cpu else sch.GpuElementwise(), f"{name}_zero")]
+    if _prod(op.reduce.extents) == 0:
+        return kernels
+    low = _Lowering(op, graph, "cpu" if cpu else "gpu", name)
+    (_cpu_scatter if cpu else _gpu_scatter)(low, s)
+    return kernels + [low.b.build(op=op.name, schedule=repr(s))]
+
+
 _TEMPLATES = {
     sch.GpuElementwise: _gpu_elementwise,
     sch.GpuRowReduce: _gpu_row_reduce,
@@ -687,6 +780,8 @@ def lower(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str |
     """The GIR kernels computing `op` under `schedule`, in launch order (none when
     `op` is empty). Kernels may share temporary buffers (params with role "temp")."""
     name = name or op.name
+    if isinstance(schedule, (sch.CpuScatter, sch.GpuScatter)):
+        return _scatter(op, graph, schedule, name)
     if isinstance(schedule, sch.GpuSplitColumnReduce) and _prod(op.shape) and op.reduce is not None \
             and _prod(op.reduce.extents):
         return _split_column_reduce(op, graph, schedule, name)

@@ -17,6 +17,7 @@ import numpy as np
 from ..ir import expr as ex
 from ..ir import simplify as sx
 from ..ir.gir import Kernel, Node
+from ..ir.scatter import match_scatter
 from ..ir.tensor import EXPENSIVE_OPS, ComputeOp, TensorGraph
 
 # Arithmetic cost of one operation in simple-instruction units (the math library's
@@ -72,7 +73,8 @@ def _size(shape) -> int:
 
 
 def _op_work(op: ComputeOp) -> int:
-    """Arithmetic instructions to compute `op` (per element of its iteration space)."""
+    """Arithmetic instructions to compute `op` (per element of its iteration space;
+    a scatter-add's space leaves out the axis its data pick)."""
     per = 0
     for n in ex.postorder(op.value):
         if isinstance(n, (ex.Unary, ex.Binary)):
@@ -80,6 +82,9 @@ def _op_work(op: ComputeOp) -> int:
         elif isinstance(n, (ex.Select, ex.Cast)):
             per += 1
     space = _size(op.shape) * (_size(op.reduce.extents) if op.reduce is not None else 1)
+    scatter = match_scatter(op)
+    if scatter is not None:
+        space //= max(1, op.shape[scatter.axis])
     return (per + (1 if op.reduce is not None else 0)) * space
 
 
@@ -97,19 +102,32 @@ class GroupTraffic:
         return self.read_bytes + self.write_bytes
 
 
+def _gathered(op: ComputeOp) -> set[str]:
+    """The tensors `op` reads only through loads whose index is data (gathers)."""
+    lds = ex.loads(op.value)
+    data = {ld.tensor for ld in lds if any(ex.loads(i) for i in ld.indices)}
+    return data - {ld.tensor for ld in lds if not any(ex.loads(i) for i in ld.indices)}
+
+
 def group_traffic(group, graph: TensorGraph, device: DeviceModel) -> GroupTraffic:
-    """DRAM traffic of a group: each tensor it reads from outside once, each output
-    written once; time = max(bytes / bandwidth, work / throughput) + one launch."""
+    """DRAM traffic of a group: each tensor it reads from outside once (a gathered
+    table: at most one element per point of the gathering operation's iteration
+    space), each output written once; time = max(bytes / bandwidth, work /
+    throughput) + one launch."""
     members = set(group.ops)
     read = {}
     work = 0
     for name in group.ops:
         op = graph[name]
         work += _op_work(op)
+        gathered = _gathered(op)
         for src in op.inputs:
             if src not in members:
                 t = graph[src]
-                read[src] = _size(t.shape) * t.dtype.itemsize
+                n = _size(t.shape)
+                if src in gathered:
+                    n = min(n, _size(op.shape) * (_size(op.reduce.extents) if op.reduce is not None else 1))
+                read[src] = max(read.get(src, 0), n * t.dtype.itemsize)
     write = sum(_size(graph[n].shape) * graph[n].dtype.itemsize for n in group.outputs)
     r = sum(read.values())
     time = max((r + write) / device.bandwidth, work / device.ops_per_s) + device.launch_s

@@ -14,6 +14,9 @@ mapping (its `pattern`):
   (`ir.contraction.match_contraction`) followed by elementwise operations of its
   output's shape that read it in place — bias, activation, residual, cast — which
   run as its epilogue on each tile of the product while the tile is in cache.
+  Which products anchor one is the caller's rule (`contractions`): every
+  floating-point product on the CPU, those the tensor-core template takes on the
+  GPU (`schedule.mma.tensor_core_product`).
 
 Inside a group every tensor another group member reads must be read at the
 element (or row) the mapping assigns to the reader; that is what lets the
@@ -29,12 +32,13 @@ between groups) and the cost model says it is cheaper.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Union
 
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
 from ..ir.contraction import match_contraction
+from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
 from .cost import DeviceModel, GroupTraffic, group_traffic
 
@@ -86,8 +90,11 @@ def _non_unit(shape) -> tuple[int, ...]:
 
 
 def _signature(op: ComputeOp) -> tuple[str, tuple[int, ...], int]:
-    """The pattern an operation alone forms: (pattern, rows, length)."""
+    """The pattern an operation alone forms: (pattern, rows, length); a scatter-add
+    (`ir.scatter`) has templates of its own."""
     red = op.reduce
+    if red is not None and match_scatter(op) is not None:
+        return "single", (), 0
     if red is not None:
         if op.kind == "reduction-row" and len(red.axes) == 1 and red.extents[0] > 0 \
                 and _reduces_last_index(op):
@@ -199,17 +206,29 @@ def is_gemm(op: ComputeOp, graph: TensorGraph) -> bool:
     return c is not None and c.acc.is_float
 
 
+ProductRule = Callable[[ComputeOp, TensorGraph], bool]
+Contractions = Union[bool, ProductRule]  # False: none; True: every `is_gemm` product; or a rule
+
+
+def _rule(contractions: Contractions) -> ProductRule | None:
+    """The products that anchor contraction groups under `contractions`."""
+    if callable(contractions):
+        return contractions
+    return is_gemm if contractions else None
+
+
 class _Planner:
-    def __init__(self, graph: TensorGraph, device: DeviceModel, contractions: bool = False):
+    def __init__(self, graph: TensorGraph, device: DeviceModel, contractions: Contractions = False):
         self.graph = graph
         self.device = device
         self.ops = {op.name: op for op in graph.compute_ops}
         self.order = {op.name: k for k, op in enumerate(graph.compute_ops)}
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, Group] = {}
+        product = _rule(contractions)
         for k, op in enumerate(graph.compute_ops):
             pattern, rows, length = _signature(op)
-            if contractions and is_gemm(op, graph):
+            if product is not None and product(op, graph):
                 pattern = "contraction"
             self.groups[k] = self._finish(Group((op.name,), pattern, (), rows, length))
             self.group_of[op.name] = k
@@ -315,7 +334,7 @@ def _cheap(op: ComputeOp) -> bool:
     return len(ex.postorder(op.body)) <= _INLINE_MAX_NODES
 
 
-def inline_broadcast_producers(graph: TensorGraph, contractions: bool = False) -> TensorGraph:
+def inline_broadcast_producers(graph: TensorGraph, contractions: Contractions = False) -> TensorGraph:
     """Substitute cheap elementwise operations (a cast, a scaled bias, a product) into
     the consumers that cannot share their kernel: those that read them under a
     broadcast (no group mapping matches both iteration spaces) and those with a
@@ -325,6 +344,7 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: bool = False) -
     that make contraction groups), a matrix product only takes producers that leave
     it a matrix product (widening casts), so that it keeps its template."""
     ops = {op.name: op for op in graph.compute_ops}
+    product = _rule(contractions)
     changed = True
     while changed:
         changed = False
@@ -335,7 +355,7 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: bool = False) -
                 continue
             into = [c for c in consumers
                     if (not _reads_one_to_one(c, name) or _signature(c)[0] == "single")
-                    and not (contractions and _unmade_gemm(c, op, graph))]
+                    and not (product is not None and _unmade_gemm(c, op, graph, product))]
             if not into:
                 continue  # read in place: fusion keeps it in registers
             for c in into:
@@ -349,10 +369,11 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: bool = False) -
     return graph
 
 
-def _unmade_gemm(consumer: ComputeOp, producer: ComputeOp, graph: TensorGraph) -> bool:
+def _unmade_gemm(consumer: ComputeOp, producer: ComputeOp, graph: TensorGraph,
+                 product: ProductRule = is_gemm) -> bool:
     """Whether inlining `producer` would turn the matrix product `consumer` into
     something else (a scaled operand is a third factor)."""
-    return is_gemm(consumer, graph) and not is_gemm(_inline_into(consumer, producer), graph)
+    return product(consumer, graph) and not product(_inline_into(consumer, producer), graph)
 
 
 def _reads_one_to_one(consumer: ComputeOp, producer: str) -> bool:
@@ -404,7 +425,7 @@ def recompute_row_intermediates(group: Group, graph: TensorGraph) -> tuple[Group
 
 
 def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceModel,
-          contractions: bool = False) -> FusionPlan:
+          contractions: Contractions = False) -> FusionPlan:
     """The plan with group `index` replaced by one group per operation (in its order),
     for a group whose kernel cannot be built fused."""
     planner = _Planner(graph, device, contractions)  # starts from one group per operation
@@ -414,9 +435,10 @@ def split(fusion: FusionPlan, index: int, graph: TensorGraph, device: DeviceMode
 
 
 def plan(graph: TensorGraph, device: DeviceModel, fuse: bool = True,
-         contractions: bool = False) -> FusionPlan:
+         contractions: Contractions = False) -> FusionPlan:
     """Partition `graph`'s operations into groups (one per operation when not `fuse`);
-    with `contractions`, matrix products form contraction groups with their epilogues."""
+    with `contractions` (True: every `is_gemm` product; or a rule picking products),
+    matrix products form contraction groups with their epilogues."""
     planner = _Planner(graph, device, contractions)
     if not fuse:
         groups = tuple(planner.groups[k] for k in sorted(planner.groups))

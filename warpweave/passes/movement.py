@@ -4,9 +4,11 @@ coalescing report.
 * `forward_loads` — a load of a buffer the kernel never writes, at an offset and
   predicate another load already read in the same thread (the same scopes, or a
   sibling vector scope: the register tile), reuses that register: a row of `x`
-  read by the max, the sum and the output of a softmax is loaded from DRAM once.
+  read by the max, the sum and the output of a softmax is loaded from DRAM once
+  (a gather, only where its data indices are the same register values).
 * `hoist_loads` — a load of a read-only buffer moves out of every scope whose
-  variable its offset and predicate do not use.
+  variable its offset and predicate do not use (gathers stay with their data
+  indices).
 * `prefetch_lines` — a load whose warps read only part of each 128-byte line,
   the rest being read by neighbouring threads or blocks, gets the hint
   `l2_prefetch=128` (the L2 fetches whole lines).
@@ -14,7 +16,9 @@ coalescing report.
   threads of a block (1, or contiguous vector lanes, is coalesced); where the
   offset is not affine in the thread index (a block split into rows × columns of
   threads), the 32-byte sectors the first warp touches against the fewest that
-  hold its elements. Recorded in the kernel's meta for `Program.dump("groups")`.
+  hold its elements; a gather's offset is data, "gather" (its lanes are contiguous
+  where its data index is one value for the whole vector). Recorded in the
+  kernel's meta for `Program.dump("groups")`.
   Uncoalesced patterns are re-mapped by the schedules (transposes are staged
   through padded shared memory).
 
@@ -28,7 +32,7 @@ import numpy as np
 
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import WARP_SIZE, Edge, Kernel, buffers_written, make_kernel
+from ..ir.gir import WARP_SIZE, Edge, Kernel, buffers_written, data_indices, make_kernel
 from .manager import Pass
 from .stitch import Rewriter, aligned
 
@@ -50,7 +54,8 @@ def forward_loads(kernel: Kernel) -> Kernel:
         key = sx.simplify(n.attr("offset"), ranges)
         for first in seen.get(n.attr("buffer"), []):
             al = aligned(kernel, first.scope, n.scope)
-            if al is None or not al[1] <= {"vector"} or first.attr("other") != n.attr("other"):
+            if al is None or not al[1] <= {"vector"} or first.attr("other") != n.attr("other") \
+                    or _data_sources(kernel, first) != _data_sources(kernel, n):
                 continue
             rename = al[0]
             if sx.simplify(ex.substitute(first.attr("offset"), rename), ranges) != key:
@@ -68,12 +73,17 @@ def forward_loads(kernel: Kernel) -> Kernel:
                        dict(kernel.meta))
 
 
+def _data_sources(kernel: Kernel, load) -> tuple:
+    """A load's data indices and the register values that feed them."""
+    return data_indices(load), tuple(e.src for e in kernel.operands(load.id) if e.slot > 0)
+
+
 def hoist_loads(kernel: Kernel) -> Kernel:
     """Move loads of read-only buffers to the outermost scope their indices allow."""
     readonly = _read_only(kernel)
     nodes = []
     for n in kernel.nodes:
-        if n.op == "move.global.reg" and n.attr("buffer") in readonly:
+        if n.op == "move.global.reg" and n.attr("buffer") in readonly and not data_indices(n):
             used = ex.free_vars(n.attr("offset")) | (ex.free_vars(n.attr("pred")) if n.attr("pred") is not None else set())
             chain = kernel.scope_chain(n.scope)
             keep = 0
@@ -172,7 +182,7 @@ def prefetch_lines(kernel: Kernel) -> Kernel:
     nodes = []
     for n in kernel.nodes:
         if n.op == "move.global.reg" and n.attr("buffer") in readonly and n.attr("l2_prefetch") is None \
-                and _splits_lines(kernel, n, t, g):
+                and not data_indices(n) and _splits_lines(kernel, n, t, g):
             n = n.replace(attrs={**n.attr_map, "l2_prefetch": LINE})
         nodes.append(n)
     return make_kernel(kernel.name, kernel.params, kernel.shared, nodes, kernel.edges, kernel.target,
@@ -193,7 +203,9 @@ def coalescing(kernel: Kernel) -> Kernel:
         step = sx.stride(n.attr("offset"), t, ranges)
         lanes = kernel.vector_shape(n.scope)
         width = lanes[0] if lanes else 1
-        if step is None:
+        if data_indices(n):
+            verdict = "gather"
+        elif step is None:
             verdict = _warp_sectors(kernel, n, t)
         elif step == 0:
             verdict = "broadcast"

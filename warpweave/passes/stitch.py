@@ -29,7 +29,8 @@ from ..errors import StitchError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import WARP_SIZE, Edge, Kernel, Node, SharedAlloc, buffers_read, buffers_written, make_kernel
+from ..ir.gir import (WARP_SIZE, Edge, Kernel, Node, SharedAlloc, buffers_read, buffers_written,
+                      data_indices, make_kernel)
 from .manager import Pass
 
 SCHEMES = ("local", "warp", "regional", "global")
@@ -144,7 +145,10 @@ def _leader_rows(kernel: Kernel, store: Node) -> int | None:
 
 
 def _choose(kernel: Kernel, store: Node, load: Node) -> tuple[str, dict] | None:
-    """The scheme for one (store, load) pair and what its rewrite needs."""
+    """The scheme for one (store, load) pair and what its rewrite needs (none for a
+    gather: which element it reads is data)."""
+    if data_indices(load):
+        return None
     ranges = kernel.ranges(load.scope)
     off_l = sx.simplify(load.attr("offset"), ranges)
     al = aligned(kernel, store.scope, load.scope)

@@ -40,7 +40,7 @@ from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
-from ..schedule.mma import GpuMma, contraction_of
+from ..schedule.mma import GpuMma, contraction_of, tensor_core_product
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
 from ..schedule.templates import CpuContraction, GpuSplitRows, Schedule
@@ -55,6 +55,10 @@ PIPELINE = [SIMPLIFY, FOLD_CASTS, STITCH, FORWARD_LOADS, HOIST_LOADS, DCE, PREFE
 # Tensor-core kernels carry their shared-memory pipeline across loop iterations, which
 # the movement passes and dead-node elimination do not model: they are only simplified.
 TC_PIPELINE = [SIMPLIFY]
+# Which matrix products anchor contraction groups (fused with their elementwise
+# consumers): every floating-point one on the CPU; on the GPU those the tensor-core
+# template takes (the rest stay reductions of their own).
+_CONTRACTIONS = {"cpu": True, "gpu": tensor_core_product}
 
 
 def resolve_target(target: str) -> str:
@@ -152,11 +156,12 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
     """The program without its runner: fusion plan, schedules, GIR through the passes."""
     t = time.perf_counter()
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
-    inlined = fuse.inline_broadcast_producers(graph, contractions=family == "cpu") if options.fuse else graph
+    contractions = _CONTRACTIONS[family]
+    inlined = fuse.inline_broadcast_producers(graph, contractions) if options.fuse else graph
     dumps.write("tensor.txt", str(graph))
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
     device = _device_model(family, target)
-    plan = fuse.plan(inlined, device, fuse=options.fuse, contractions=family == "cpu")
+    plan = fuse.plan(inlined, device, fuse=options.fuse, contractions=contractions)
     log.debug("%s: fusion plan in %.1f ms: %d groups", name, (time.perf_counter() - t) * 1e3,
               len(plan.groups))
     t = time.perf_counter()
@@ -177,7 +182,7 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
                 raise
             unfused.append(f"{', '.join(group.ops)}: {exc}")
             log.debug("%s: group %s compiled op by op: %s", name, ", ".join(group.ops), exc)
-            plan = fuse.split(plan, n, inlined, device, contractions=family == "cpu")
+            plan = fuse.split(plan, n, inlined, device, contractions=contractions)
             continue
         n += 1
     log.debug("%s: lowering and GIR passes in %.1f ms: %d kernels", name,

@@ -4,7 +4,11 @@
 block_m x block_n (one thread block each, warps_m x warps_n warps of 32 threads,
 each warp a (block_m / warps_m) x (block_n / warps_n) tile of m16n8k16 MMAs) and
 walks k in steps of block_k through a ring of `stages` shared-memory stages filled
-by cp.async. `mma_space` lists the legal points for a contraction and a device.
+by cp.async (dynamic shared memory above 48 KiB, up to sm_90's 227 KiB). Blocks
+take output tiles in groups of `raster` block rows, column by column within a
+group (1: row by row), so that blocks running together share operand tiles in L2.
+`mma_space` lists the legal points for a contraction and a device; `default_mma`
+picks one by `mma_time`, a model of waves, occupancy and traffic per tile.
 """
 from __future__ import annotations
 
@@ -12,9 +16,15 @@ from dataclasses import dataclass, replace
 
 from ..ir import dtypes as dt
 from ..ir.contraction import Contraction
+from ..ir.gir_verify import GPU_ARCH, SHARED_BYTES_PER_ARCH
 
 MMA_DTYPES = (dt.bfloat16, dt.float16)
-STATIC_SHARED_BYTES = 48 * 1024  # kernels declare shared memory statically
+MAX_SHARED_BYTES = SHARED_BYTES_PER_ARCH[GPU_ARCH]  # per block, dynamic above 48 KiB
+MAX_REGISTERS = 255  # per thread
+# Registers a thread needs besides accumulators and fragments (addresses, indices,
+# loop state): ptxas, sm_90, 2026-12-02: 128 x 128 x 32 tiles of 2 x 2 warps use 212
+# registers for 128 accumulators and 64 fragment registers.
+_OTHER_REGISTERS = 24
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class GpuMma:
     warps_n: int
     stages: int
     split_k: int = 1  # k-tile slices, each a block per output tile (then a kernel sums them)
+    raster: int = 1   # block rows per group of the tile order (1: row-major order)
 
     @property
     def threads(self) -> int:
@@ -33,6 +44,15 @@ class GpuMma:
 
     def shared_bytes(self, itemsize: int = 2) -> int:
         return self.stages * (self.block_m + self.block_n) * self.block_k * itemsize
+
+    @property
+    def registers(self) -> int:
+        """An estimate of the registers a thread uses: float32 accumulators, one k-tile's
+        A and B fragments (32-bit registers of two elements) and `_OTHER_REGISTERS`."""
+        wm, wn = self.block_m // self.warps_m, self.block_n // self.warps_n
+        acc = wm * wn // 32
+        frags = (self.block_k // 16) * ((wm // 16) * 4 + (wn // 8) * 2)
+        return acc + frags + _OTHER_REGISTERS
 
 
 def supports(c: Contraction) -> bool:
@@ -46,21 +66,25 @@ def supports(c: Contraction) -> bool:
 
 def legal(s: GpuMma) -> bool:
     wm, wn = s.block_m // max(s.warps_m, 1), s.block_n // max(s.warps_n, 1)
-    if s.split_k < 1 or s.stages < 2 or s.block_k not in (16, 32, 64):
+    if s.split_k < 1 or s.raster < 1 or s.stages < 2 or s.block_k not in (16, 32, 64):
         return False
     if s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
         return False
-    if s.threads > 1024 or s.shared_bytes() > STATIC_SHARED_BYTES:
+    if s.threads > 1024 or s.shared_bytes() > MAX_SHARED_BYTES or s.registers > MAX_REGISTERS:
         return False
     # every cp.async round covers whole tiles: tile chunks divide among the threads
     return all((rows * s.block_k) % (8 * s.threads) == 0 for rows in (s.block_m, s.block_n))
 
 
+GROUPED_ROWS = 8  # block rows per group of the grouped tile order the space and the default use
+
+
 def mma_space(c: Contraction, device=None) -> list[GpuMma]:
     """Every legal `GpuMma` point for `c` on `device` (a `passes.cost.DeviceModel`;
-    None: an H100/H200's 132 SMs): the default for its SM count first, then those of
-    any sm_80+ GPU with 48 KiB of static shared memory; [] where the template does
-    not apply."""
+    None: an H100/H200's 132 SMs): the default for its SM count first, then block
+    tiles up to 256 x 128 and 128 x 256 with 2 to 5 stages, each also in groups of
+    `GROUPED_ROWS` block rows where there are more, and split-K points; [] where the
+    template does not apply."""
     sm_count = getattr(device, "sm_count", 132)
     if not supports(c):
         return []
@@ -70,10 +94,11 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
             for bk in (32, 64, 16):
                 for wm in (1, 2, 4):
                     for wn in (1, 2, 4):
-                        for stages in (3, 2, 4):
+                        for stages in (3, 4, 2, 5):
                             s = GpuMma(bm, bn, bk, wm, wn, stages)
                             if legal(s):
                                 points.append(s)
+    points += [replace(p, raster=GROUPED_ROWS) for p in points if -(-c.m // p.block_m) > GROUPED_ROWS]
     k_tiles = -(-c.k // 32)
     points += [replace(p, split_k=n) for p in points[:8] for n in (2, 4) if n < k_tiles
                and p.block_k == 32]
@@ -81,29 +106,87 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
     return [default] + [p for p in points if p != default]
 
 
-# Default block tiles, largest first: 2 x 2 warps, 3 stages of 32-deep k-tiles.
-_DEFAULT_TILES = (GpuMma(128, 128, 32, 2, 2, 3), GpuMma(128, 64, 32, 2, 2, 3),
-                  GpuMma(64, 64, 32, 2, 2, 3))
+# What `mma_time` assumes of an sm_90 SM, fitted to 39 timings of seven or eight points
+# at each of the five shapes of benchmarks/gemm.py (H200, 2026-12-02, data
+# benchmarks/data/h200_gemm_2026-12-02_dynamic_shared.json; the fitted model's pick is
+# within 0-8 % of the fastest point measured at each): mma.sync throughput,
+# the L2 bandwidth one SM pulls, shared-memory reads (ldmatrix: 128 bytes per clock
+# at 1.75 GHz) and the rate a block's epilogue stores drain at.
+SM_MMA_FLOPS = 3.2e12
+SM_L2_BYTES = 5.0e10
+SM_SHARED_BYTES = 2.2e11
+SM_STORE_BYTES = 5.0e9
+SM_REGISTERS, SM_THREADS, SM_SHARED = 65536, 2048, 228 * 1024
+DRAM_BYTES, LAUNCH_S = 4.0e12, 3e-6
+WARPS_TO_FILL_SM = 8  # resident warps that keep the tensor cores issuing
+# The default's candidates: 128 x 128 tiles at 3 stages (at 4096^3: 0.338 ms in row-major
+# order against 0.380 at 4 stages in groups of 8 rows), the others at the 4 stages they
+# were measured with.
+_CANDIDATES = (GpuMma(128, 256, 32, 2, 4, 4), GpuMma(256, 128, 32, 4, 2, 4),
+               GpuMma(128, 128, 32, 2, 2, 3), GpuMma(128, 64, 32, 2, 2, 4),
+               GpuMma(64, 128, 32, 2, 2, 4), GpuMma(64, 64, 32, 2, 2, 4))
 MIN_TILES_PER_SPLIT = 4  # k-tiles each split-K slice keeps at least
 
 
+def resident_blocks(s: GpuMma) -> int:
+    """Blocks of `s` an SM holds at once (registers, threads, shared memory)."""
+    regs = -(-s.registers // 8) * 8 * s.threads  # ptxas allocates 8 registers at a time
+    return max(1, min(SM_REGISTERS // regs, SM_THREADS // s.threads,
+                      SM_SHARED // max(1, s.shared_bytes() + 1024)))
+
+
+def mma_time(c: Contraction, s: GpuMma, sm_count: int = 132) -> float:
+    """Estimated seconds of `c` under `s`: the output tiles (times split-K slices) run
+    in waves of `sm_count` x `resident_blocks`. In a wave an SM runs its blocks' k-loops
+    one after another at its full rate — each bound by the slowest of MMAs (slowed where
+    fewer than `WARPS_TO_FILL_SM` warps are resident), operand tiles from L2 and
+    fragment reads from shared memory — plus, per block, the pipeline's fill and its
+    epilogue's stores; with split-K, the float32 partials' round trip and a launch."""
+    tiles = c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n) * s.split_k
+    k = -(-c.k // s.block_k) * s.block_k / s.split_k  # k of one block (tails padded)
+    blocks = resident_blocks(s)
+    running = min(blocks, -(-tiles // sm_count))  # blocks an SM runs at once
+    warps = running * s.warps_m * s.warps_n
+    mma = 2 * s.block_m * s.block_n * k / (SM_MMA_FLOPS * min(1.0, warps / WARPS_TO_FILL_SM))
+    loads = (s.block_m + s.block_n) * k * 2 / SM_L2_BYTES
+    frags = (s.block_m * s.warps_n + s.block_n * s.warps_m) * k * 2 / SM_SHARED_BYTES
+    fill = (s.stages - 1) * (s.block_m + s.block_n) * s.block_k * 2 / SM_L2_BYTES
+    stores = s.block_m * s.block_n * c.out_dtype.itemsize / SM_STORE_BYTES
+    waves = -(-tiles // (sm_count * blocks))
+    time = waves * (running * max(mma, loads, frags) + fill + stores)
+    if s.split_k > 1:
+        time += 2 * s.split_k * c.batch_count * c.m * c.n * 4 / DRAM_BYTES + LAUNCH_S
+    return time
+
+
 def default_mma(c: Contraction, sm_count: int = 132) -> GpuMma:
-    """The largest default tiles that give every SM a block (128 x 128 at 4096^3);
-    where even 64 x 64 tiles leave SMs idle and k is long, split-K slices of at least
-    `MIN_TILES_PER_SPLIT` k-tiles, up to 4, fill them."""
-    for s in _DEFAULT_TILES:
-        if c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n) >= sm_count:
-            return s
-    s = _DEFAULT_TILES[-1]
-    tiles = c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n)
-    split = min(4, -(-sm_count // tiles), -(-c.k // s.block_k) // MIN_TILES_PER_SPLIT)
-    return replace(s, split_k=max(split, 1))
+    """The `_CANDIDATES` point (or a split-K version of the smallest: slices of at least
+    `MIN_TILES_PER_SPLIT` k-tiles, up to 4) that `mma_time` estimates fastest, in
+    groups of `GROUPED_ROWS` block rows where there are more (measured 1-3 % faster
+    than row-major order at equal tiles in three of four pairs, H200)."""
+    small = _CANDIDATES[-1]
+    most = min(4, -(-c.k // small.block_k) // MIN_TILES_PER_SPLIT)
+    points = list(_CANDIDATES) + [replace(small, split_k=n) for n in (2, 4) if n <= most]
+    best = min(points, key=lambda p: mma_time(c, p, sm_count))
+    return replace(best, raster=GROUPED_ROWS) if -(-c.m // best.block_m) > GROUPED_ROWS else best
+
+
+def tensor_core_product(op, graph) -> bool:
+    """Whether the operation `op` of `graph` is a matrix product the tensor-core template
+    takes (not a matrix-vector product: those stay memory-bound reductions); the GPU's
+    rule for which products anchor contraction groups (`passes.fuse`)."""
+    from ..ir.contraction import match_contraction
+
+    if op.reduce is None or op.reduce.combiner != "sum":
+        return False
+    c = match_contraction(op, graph)
+    return c is not None and supports(c) and min(c.m, c.n) > 1
 
 
 def contraction_of(group, graph) -> Contraction | None:
     """The contraction of a fusion group that the tensor-core template takes: one
-    matrix product (not a matrix-vector product: those stay memory-bound reductions),
-    the group's other operations elementwise over its shape (its epilogue)."""
+    `tensor_core_product`, the group's other operations elementwise over its shape
+    (its epilogue)."""
     from ..ir.contraction import match_contraction
     from ..ir.tensor import ComputeOp
 
@@ -111,10 +194,7 @@ def contraction_of(group, graph) -> Contraction | None:
     if not all(isinstance(op, ComputeOp) for op in ops):
         return None
     products = [op for op in ops if op.reduce is not None]
-    if len(products) != 1:
-        return None
-    c = match_contraction(products[0], graph)
-    if c is None or not supports(c) or min(c.m, c.n) == 1:
+    if len(products) != 1 or not tensor_core_product(products[0], graph):
         return None
     shape = tuple(products[0].shape)
-    return c if all(tuple(op.shape) == shape for op in ops) else None
+    return match_contraction(products[0], graph) if all(tuple(op.shape) == shape for op in ops) else None

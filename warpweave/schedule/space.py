@@ -14,14 +14,15 @@ import math
 import re
 
 from ..ir.dtypes import compute_dtype
+from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
-from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector
+from .choose import DEFAULT_SM_COUNT, default_schedule, flat_elementwise, ragged_vector, row_access_bytes
 from .contraction import contraction_space
 from .mma import GpuMma, contraction_of, mma_space
-from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce,
+from .templates import (MAX_TILE, CpuColumnReduce, CpuElementwise, CpuRowGroup, CpuRowReduce, CpuScatter,
                         GpuColumnReduce, GpuColumnTile, GpuElementwise, GpuRowGroup, GpuRowReduce,
-                        GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
+                        GpuScatter, GpuSplitColumnReduce, GpuSplitRows, GpuTranspose, Schedule)
 
 _POW2 = [1 << k for k in range(11)]  # 1 .. 1024
 _SHARED_BYTES = 48 * 1024
@@ -30,7 +31,7 @@ MAX_CPU_LANES = 256  # the verifier's limit on a vector scope's lanes  # static 
 
 def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> list[Schedule]:
     """Every legal schedule of `group` on `target` ("gpu" or "cpu"), the default first."""
-    if group.pattern == "contraction":
+    if group.pattern == "contraction" and target == "cpu":
         return contraction_space(group, graph)
     default = default_schedule(group, graph, target, sm_count)
     if isinstance(default, GpuMma):
@@ -42,9 +43,10 @@ def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT
     if len(group.ops) > 1 or (target == "gpu" and group.pattern == "row"):
         widest = _widest(group, graph)
         if group.pattern == "row":
-            points += _row_group_cpu() if target == "cpu" else _row_group_gpu(group, widest)
+            access = row_access_bytes(group, graph)
+            points += _row_group_cpu() if target == "cpu" else _row_group_gpu(group, access)
             if target == "gpu":
-                points += _split_rows_gpu(group, widest, sm_count)
+                points += _split_rows_gpu(group, access, sm_count)
         else:
             last = graph[group.anchor].shape[-1] if graph[group.anchor].shape else 1
             flat = flat_elementwise([graph[o] for o in group.ops], graph)
@@ -146,6 +148,10 @@ def _split_rows_gpu(group: Group, itemsize: int, sm_count: int) -> list[Schedule
 def _single_gpu(op: ComputeOp, graph: TensorGraph) -> list[Schedule]:
     kind = op.kind
     itemsize = op.dtype.itemsize
+    scatter = match_scatter(op)
+    if scatter is not None:
+        last = op.shape[-1] if scatter.axis != len(op.shape) - 1 else 1
+        return [GpuScatter(threads=t, vector=w) for t in (128, 256, 512) for w in _vectors(last, itemsize)]
     if kind == "reduction-row":
         k = math.prod(op.reduce.extents)
         in_size = max([graph[i].dtype.itemsize for i in op.inputs] or [itemsize])
@@ -196,6 +202,8 @@ def _row_group_cpu() -> list[Schedule]:
 
 def _single_cpu(op: ComputeOp) -> list[Schedule]:
     itemsize = compute_dtype(op.dtype).itemsize
+    if match_scatter(op) is not None:
+        return [CpuScatter(vector=w) for w in _lanes(itemsize)]
     if op.kind == "reduction-row":
         return [CpuRowReduce(vector=w) for w in _lanes(itemsize)]
     if op.kind in ("reduction-column", "contraction"):

@@ -172,8 +172,27 @@ class CpuContraction:
     vector: int = 16
 
 
+@dataclass(frozen=True)
+class GpuScatter:
+    """A scatter-add (`ir.scatter`): a kernel zeroes the output, then each thread adds
+    `vector` consecutive terms of (reduction position, other output axes), the last
+    output axis fastest, with atomic adds."""
+
+    threads: int = 256
+    vector: int = 1
+
+
+@dataclass(frozen=True)
+class CpuScatter:
+    """A scatter-add on the CPU: the output zeroed, then one grid step adds every term
+    in order (reduction positions outermost; deterministic, no atomics), `vector`
+    lanes along the last output axis where the data pick another axis."""
+
+    vector: int = 16
+
+
 Schedule = (GpuElementwise | GpuRowReduce | GpuColumnReduce | GpuColumnTile | GpuSplitColumnReduce | GpuTranspose
-            | GpuRowGroup | GpuSplitRows | GpuMma | CpuElementwise | CpuRowReduce | CpuColumnReduce | CpuRowGroup
-            | CpuContraction)
+            | GpuRowGroup | GpuSplitRows | GpuMma | GpuScatter | CpuElementwise | CpuRowReduce | CpuColumnReduce
+            | CpuRowGroup | CpuContraction | CpuScatter)
 
 MAX_TILE = 32  # register-tile elements per thread (the GPU verifier's vector limit)

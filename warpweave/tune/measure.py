@@ -44,6 +44,7 @@ class LaunchSpec:
     block: int
     params: tuple[str, ...]
     work: int  # element operations per grid step (the CPU runner's split decision)
+    shared: int = 0  # bytes of dynamic shared memory (GPU kernels above 48 KiB)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def make_artifact(target: str, kernels: list[Kernel], works: list[int], inputs, 
         for p in k.params:
             role = "in" if p.name in inputs else "out" if p.name in outputs else "scratch"
             buffers.setdefault(p.name, BufferSpec(p.name, tuple(p.shape), str(p.dtype), role))
-    launches = tuple(LaunchSpec(k.name, k.grid, k.block, tuple(p.name for p in k.params), w)
+    launches = tuple(LaunchSpec(k.name, k.grid, k.block, tuple(p.name for p in k.params), w,
+                                k.dynamic_shared_bytes)
                      for k, w in zip(kernels, works))
     return Artifact(target, image, launches, tuple(buffers.values()))
 
@@ -227,11 +229,14 @@ class _CudaBench:
                 allocations[b.name] = drv.alloc(nbytes)
                 drv.memset_d8(allocations[b.name].ptr, 0xFF, nbytes)
         calls = [(module.function(l.name, len(l.params)), l.grid, l.block,
-                  [allocations[p].ptr for p in l.params]) for l in artifact.launches]
+                  [allocations[p].ptr for p in l.params], l.shared) for l in artifact.launches]
+        for fn, *_, shared in calls:
+            if shared:
+                fn.set_max_dynamic_shared(shared)
 
         def once():
-            for fn, grid, block, pointers in calls:
-                fn.launch(grid, block, pointers)
+            for fn, grid, block, pointers, shared in calls:
+                fn.launch(grid, block, pointers, 0, shared)
 
         once()
         drv.synchronize_device()

@@ -128,23 +128,22 @@ def test_zero_dim_and_noncontiguous_inputs():
 @pytest.mark.usefixtures("products_in_torch")
 def test_fallback_reasons():
     def fn(x, w, q):
-        return torch.floor(x @ w), torch.argmax(x, 0), torch.div(x, 2, rounding_mode="floor"), q * 2
+        return torch.floor(x @ w), torch.topk(x, 2).values, torch.div(x, 2, rounding_mode="floor"), q * 2
 
     x, w, q = torch.randn(4, 4), torch.randn(4, 4), torch.ones(4, dtype=torch.int8)
     gm = aten_graph(fn, x, w, q)
     reasons = {n.target.__name__: node_unsupported_reason(n) for n in gm.graph.nodes
                if n.op == "call_function"}
     assert "matrix products" in reasons["mm.default"]
-    assert "rounding" in reasons["floor.default"] and "rounding" in reasons["div.Tensor_mode"]
-    assert "indices" in reasons["argmax.default"]
+    assert reasons["floor.default"] is None and "floor division" in reasons["div.Tensor_mode"]
+    assert "top-k" in reasons["topk.default"]
     assert "torch.int8 is not a warpweave dtype" in reasons["mul.Tensor"]
     split, report = split_graph(gm, "test", "cpu")
     assert_same(split(x, w, q), fn(x, w, q))
-    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.floor.default",
-                                                 "aten.argmax.default", "aten.div.Tensor_mode",
-                                                 "aten.mul.Tensor"}
-    assert report.summary().endswith("fell back to PyTorch: aten.argmax.default, aten.div.Tensor_mode, "
-                                     "aten.floor.default, aten.mm.default, aten.mul.Tensor")
+    assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.topk.default",
+                                                 "aten.div.Tensor_mode", "aten.mul.Tensor"}
+    assert report.summary().endswith("fell back to PyTorch: aten.div.Tensor_mode, aten.mm.default, "
+                                     "aten.mul.Tensor, aten.topk.default")
     assert "fell back: aten.mm.default x1 (mm): matrix products" in str(report)
 
 
@@ -343,3 +342,107 @@ def test_ops_inductor_keeps_whole(dtype):
     got, want, report = split_and_run(fn, x, y, w, g, s, r)
     assert_same(got, want)
     assert len(report.programs) == 1 and not report.fallbacks, str(report)
+
+
+def test_trial_conversions_are_remembered_per_signature_and_options(monkeypatch):
+    """Nodes repeated layer after layer are traced once; another signature or other
+    options (which converters read) trace again, and a failure is never remembered."""
+    from warpweave.frontend.torch import convert
+    from warpweave.options import options as scoped
+
+    gm = aten_graph(lambda a, b, c: ((a @ b).relu() @ c).relu(), torch.randn(4, 8), torch.randn(8, 8),
+                    torch.randn(8, 8))
+    mms = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.mm.default]
+    traced = []
+    real = convert._trial_conversion
+    monkeypatch.setattr(convert, "_trial_conversion", lambda *a: traced.append(a[0]) or real(*a))
+    monkeypatch.setattr(convert, "_CONVERTED", set())
+    with scoped(contractions="warpweave"):
+        assert [node_unsupported_reason(n) for n in mms] == [None, None]
+        assert traced == mms[:1]
+    with scoped(contractions="torch"):
+        assert all("contractions='torch'" in node_unsupported_reason(n) for n in mms)
+        assert all("contractions='torch'" in node_unsupported_reason(n) for n in mms)
+    assert len(traced) == 1 + 2 * 2  # failures are traced every time
+
+
+@pytest.mark.parametrize("case", ["repeat", "repeat new axes", "slice_scatter step 2", "slice_scatter negative",
+                                  "slice_scatter empty", "select_scatter"])
+def test_tiling_and_strided_slice_scatters_compile(case):
+    """repeat (BLOOM's alibi) and slice_scatter with a step (GPT-J's rotary every two
+    channels): each output element reads one input element by its position."""
+    x, y = torch.randn(6, 9, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    fn, args = {
+        "repeat": (lambda x: x.repeat(2, 3) * 2, (x,)),
+        "repeat new axes": (lambda x: x.repeat(2, 1, 3) + 1, (x,)),
+        "slice_scatter step 2": (lambda x, y: torch.slice_scatter(x, y, dim=1, start=1, step=2) * 1.5, (x, y)),
+        "slice_scatter negative": (lambda x, y: torch.slice_scatter(x, x[:2] * 3, dim=0, start=-6, end=-1, step=3)
+                                   - 1, (x, y)),
+        "slice_scatter empty": (lambda x, y: torch.slice_scatter(x, y[:, :0], dim=1, start=9, step=2) + 1, (x, y)),
+        "select_scatter": (lambda x, y: torch.select_scatter(x, y[:, 0], 1, -2) + 1, (x, y)),
+    }[case]
+    got, want, report = split_and_run(fn, *args)
+    assert not report.fallbacks, report.fallbacks
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
+def test_rounding_and_sign(target, dtype):
+    """floor, ceil, trunc, round (half to even), sign and division rounded toward zero
+    (DeBERTa's relative positions): PyTorch's values exactly, halves and signed zeros
+    included; integers come back as they are."""
+    x = torch.randn(7, 33, dtype=torch.float64) * 6
+    x[0, :9] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, -0.0, 3.0, float("nan")])
+    x = x.to(dtype) if dtype.is_floating_point else x.round().to(dtype)
+    y = torch.randn(7, 33, dtype=torch.float64).abs().add(0.5).to(dtype) if dtype.is_floating_point \
+        else torch.full((7, 33), 3, dtype=dtype)
+
+    def fn(x, y):
+        out = (torch.floor(x), torch.ceil(x), torch.trunc(x), torch.round(x), torch.sign(x) * 2)
+        return out + ((torch.div(x, y, rounding_mode="trunc"),) if dtype.is_floating_point else ())
+    got, want, report = split_and_run(fn, x, y, target=target)
+    assert not report.fallbacks, report.fallbacks
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64])
+def test_argmax_argmin_and_max_with_indices(target, dtype):
+    """The first extreme position along an axis (or of all elements), ties and NaNs as
+    PyTorch resolves them, with values where max/min return both."""
+    x = (torch.randn(5, 7, 9, dtype=torch.float64) * 4).to(dtype)
+    x[2, :, 4] = x[2, 0, 4]  # a tie along axis 1
+    x[0, 0, :] = x[0, 0, 0]  # a tie along axis 2
+    if dtype.is_floating_point:
+        x[1, 2, 3] = float("nan")
+
+    def fn(x):
+        return (torch.argmax(x, 1), torch.argmin(x, -1, keepdim=True), torch.argmax(x), torch.argmin(x, keepdim=True),
+                torch.max(x, 2), torch.min(x, 0, keepdim=True))
+    got, want, report = split_and_run(fn, x, target=target)
+    assert not report.fallbacks, report.fallbacks
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_argmax_and_rounding_on_the_gpu(torch_cuda, dtype):
+    """argmax over a vocabulary-wide row (ties and NaN included) and the rounding
+    instructions, on the GPU against PyTorch's own CUDA kernels."""
+    x = (torch.randn(37, 50257, device=torch_cuda, dtype=torch.float64) * 4).to(dtype)
+    x[3, 100:200] = x[3].max() + 1  # a tie
+    x[5, 7] = float("nan")
+
+    def fn(x):
+        return (torch.argmax(x, -1), torch.max(x, 0), torch.floor(x), torch.ceil(x), torch.trunc(x),
+                torch.round(x), torch.sign(x))
+    got, want, report = split_and_run(fn, x, target="cuda")
+    assert report.programs and not report.fallbacks, report.fallbacks
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)

@@ -19,8 +19,9 @@ SEQ, VOCAB = 12, 96
 
 # What stays in PyTorch, by design: convolutions, attention's fused kernel, in-place
 # updates of batch-norm statistics. Matrix products compile on the cpu target (option
-# contractions="auto"); gathers and scatters (embeddings, the loss's target gather and its
-# backward), padding and pooling compile (as one-hot and window reductions) at these sizes.
+# contractions="auto"); gathers (embeddings, the loss's target gather) and scatter-adds
+# (their backward) compile at any size; padding and pooling compile (as window
+# reductions) at these sizes.
 SDPA = {"aten._scaled_dot_product_flash_attention_for_cpu.default"}
 SDPA_BACKWARD = {"aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
 CONV = {"aten.convolution.default"}
@@ -107,9 +108,9 @@ def images(channels=3, size=32):
 
 # ----------------------------------------------------------------------------- models
 
-def gpt2(attn="sdpa"):
+def gpt2(attn="sdpa", vocab=VOCAB):
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=32, n_embd=32, n_layer=2, n_head=4,
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation=attn)
     return transformers.GPT2LMHeadModel(config)
 
@@ -129,6 +130,20 @@ def lm_loss(out):
 def test_gpt2_training():
     ids = token_ids()
     check_training(gpt2().eval(), {"input_ids": ids, "labels": ids}, lm_loss, FALLBACKS["gpt2-train"])
+
+
+def test_real_vocabularies_compile_their_embeddings():
+    """GPT-2's and BERT's own vocabularies (50257 and 30522 tokens) at a tiny width: the
+    token embeddings (gathers) and, in a training step, their backward (scatter-adds)
+    compile; gradients match eager's."""
+    ids = torch.randint(0, 50257, (2, SEQ))
+    check_inference(gpt2(vocab=50257), {"input_ids": ids}, FALLBACKS["gpt2"])
+    check_training(gpt2(vocab=50257).eval(), {"input_ids": ids, "labels": ids}, lm_loss, FALLBACKS["gpt2-train"])
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=32, attn_implementation="sdpa")
+    check_inference(transformers.BertModel(config), {"input_ids": torch.randint(0, 30522, (2, SEQ))},
+                    FALLBACKS["bert"])
 
 
 def test_gpt2_dynamic_sequence_lengths():

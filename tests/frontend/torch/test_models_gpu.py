@@ -82,6 +82,22 @@ def test_gpt2_inference_and_training():
     check(gpt2().eval(), {"input_ids": ids, "labels": ids}, lambda out: out.loss)
 
 
+def test_gpt2_with_a_real_vocabulary_and_batch(monkeypatch):
+    """Sizes where the full-size paths start: 50257 logits columns (padded to whole
+    16-byte rows, as a measurement chooses on the H200 at full size), embeddings too large for one-hot gathers, and attention
+    probabilities with more points than the verifier enumerates ([8, 4, 384, 384] ×
+    several tensors)."""
+    from warpweave.frontend.torch import backend, pad_matmuls
+
+    monkeypatch.setattr(backend, "pad_matmuls", lambda gm: pad_matmuls.pad_matmuls(gm, faster=lambda sig: True))
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50257, n_positions=384, n_embd=64, n_layer=1, n_head=4,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager")
+    ids = torch.randint(0, 50257, (8, 384), generator=torch.Generator().manual_seed(1))
+    check(transformers.GPT2LMHeadModel(config).eval(), {"input_ids": ids})
+    check(transformers.GPT2LMHeadModel(config).eval(), {"input_ids": ids, "labels": ids}, lambda out: out.loss)
+
+
 def test_llama_inference_and_training():
     ids = _ids()
     check(llama(), {"input_ids": ids})

@@ -33,6 +33,18 @@ MODELS = {
         vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32)),
         {"input_ids": _ids(), "decoder_input_ids": _ids(seq=5)}),
+    "gptj": lambda t: (t.GPTJForCausalLM(t.GPTJConfig(  # rotary on every other channel: strided slice_scatter
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=32)), {"input_ids": _ids()}),
+    "bloom": lambda t: (t.BloomForCausalLM(t.BloomConfig(  # alibi: repeat
+        vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4)), {"input_ids": _ids()}),
+    "mixtral": lambda t: (t.MixtralForCausalLM(t.MixtralConfig(  # mixture of experts: top-k routing
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=32)),
+        {"input_ids": _ids()}),
+    "deberta_v2": lambda t: (t.DebertaV2Model(t.DebertaV2Config(  # disentangled relative attention
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32, relative_attention=True, position_buckets=8, pos_att_type=["p2c", "c2p"])),
+        {"input_ids": _ids()}),
     "swin": lambda t: (t.SwinModel(t.SwinConfig(
         image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4)),
         {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))}),

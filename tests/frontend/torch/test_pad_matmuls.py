@@ -49,6 +49,35 @@ def test_padded_graph_computes_the_same_values(case):
     torch.testing.assert_close(padded(*fresh), fn(*fresh), rtol=1e-12, atol=1e-12)
 
 
+def test_views_of_the_padded_product_are_traced_again():
+    """A view of the product has the padded strides after the rewrite: its fake value
+    (which the partitioner lays results out by) says so, and a view that cannot take
+    them declines the padding."""
+    h, w = _randn(16, 16), _randn(37, 16)
+    padded = pad_matmuls(_graph(lambda h, w: (h @ w.t()).view(2, 8, 37), h, w),
+                         faster=lambda sig: True, device="cpu", min_flops=0)
+    out = [n for n in padded.graph.nodes if n.op == "output"][0].args[0]
+    n = 37 + padding(16, 37, 16, torch.float64)[1]
+    assert n > 37 and out.meta["val"].stride() == (8 * n, n, 1)
+    gm = _graph(lambda h, w: (h @ w.t()).view(-1), h, w)
+    assert pad_matmuls(gm, faster=lambda sig: True, device="cpu", min_flops=0) is gm
+
+
+def test_backend_returns_the_values_of_a_padded_product_viewed(monkeypatch):
+    """GPT-2's logits are the padded product viewed as [batch, sequence, vocabulary]
+    and returned: the values of eager, whatever layout they come in."""
+    import warpweave.torch as wt
+    from warpweave.frontend.torch import backend
+
+    monkeypatch.setattr(backend, "pad_matmuls", lambda gm: pad_matmuls(
+        gm, faster=lambda sig: True, device="cpu", min_flops=0))
+    torch._dynamo.reset()
+    fn = lambda h, w: (h.reshape(16, 16) @ w.t()).view(2, 8, 37)  # noqa: E731
+    h, w = torch.randn(2, 8, 16), torch.randn(37, 16)
+    got = torch.compile(fn, backend=wt.backend, dynamic=False)(h, w)
+    torch.testing.assert_close(got, fn(h, w), rtol=1e-5, atol=1e-5)
+
+
 def test_declined_padding_returns_the_graph_itself():
     fn, make = CASES["mm"]
     gm = _graph(fn, *make())
@@ -76,13 +105,19 @@ def test_padding_reaches_sixteen_bytes():
 
 
 @pytest.mark.gpu
-def test_logits_product_on_the_gpu_matches_eager(torch_cuda):
+@pytest.mark.parametrize("view", [False, True])
+def test_logits_product_on_the_gpu_matches_eager(torch_cuda, view):
     """GPT-2's logits product (a vocabulary of 50257 columns) through the backend: the
-    same values whether or not the measurement chose padding."""
+    same values whether or not the measurement chose padding, returned as computed or
+    viewed as [batch, sequence, vocabulary] as GPT-2 returns them."""
     import warpweave.torch as wt
 
-    h = torch.randn(512, 768, device="cuda", dtype=torch.bfloat16)
+    h = torch.randn(4, 128, 768, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(50257, 768, device="cuda", dtype=torch.bfloat16)
-    fn = lambda h, w: (h @ w.t()).float()  # noqa: E731
+    if view:
+        fn = lambda h, w: (h.reshape(512, 768) @ w.t()).view(4, 128, 50257)  # noqa: E731
+    else:
+        fn = lambda h, w: (h.reshape(512, 768) @ w.t()).float()  # noqa: E731
+    torch._dynamo.reset()
     got = torch.compile(fn, backend=wt.backend, dynamic=False)(h, w)
     torch.testing.assert_close(got, fn(h, w), rtol=2e-2, atol=2e-2)

@@ -1,7 +1,8 @@
 """GIR → PTX: the shared LLVM lowering with the `nvptx64-nvidia-cuda` triple.
 
 Grid and block scopes read `%ctaid.x` and `%tid.x`; shuffles are `shfl.sync`,
-barriers `bar.sync`; shared allocations are module globals in address space 3.
+barriers `bar.sync`; shared allocations are module globals in address space 3 (or
+offsets in the dynamic shared memory, above 48 KiB: see `ir.gir`).
 Math runs in float32 or float64 from `backends.llvm.mathlib` (float32 exp through
 `ex2.approx`): the NVPTX backend has no libm, and asking it for `llvm.sin` and
 friends would abort the process, so only a whitelist of intrinsics is ever
@@ -26,7 +27,10 @@ TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_ARCH = "sm_90"
 PTX_VERSION = "+ptx80"
 MAX_GRID_X = 2**31 - 1
+DYNAMIC_SHARED = "warpweave_dynamic_shared"
 _LOG2E = 1.4426950408889634
+_INTRINSICS = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs", "floor": "llvm.floor", "ceil": "llvm.ceil",
+               "trunc": "llvm.trunc", "round": "llvm.rint"}
 
 _INIT_LOCK = threading.Lock()
 _INITIALIZED = False
@@ -55,6 +59,7 @@ class CudaTarget(Target):
     approximate_division = True  # float32 x/y as div.full.f32 (within 2 ulp), not IEEE div.rn
     max_access_bytes = 16  # ld/st.v4.b32 at most: "runs" accesses are split into 16-byte pieces
     contract = True  # a·b + c as fma.rn.f32 (one rounding), as nvcc and Triton do by default
+    atomic_adds = True  # a combining store is atom.global.add (red.global.add when unused)
 
     def __init__(self, arch: str = DEFAULT_ARCH):
         _init_llvm()
@@ -95,8 +100,16 @@ class CudaTarget(Target):
         body()
 
     def shared_pointer(self, cg: KernelCodegen, name: str) -> ir.Value:
+        """A static array per allocation, or (`Kernel.dynamic_shared_bytes` > 0) its
+        offset in the block's dynamic shared memory, an `extern .shared` array."""
         key = (cg.k.name, name)
         if key not in self._shared:
+            if cg.k.dynamic_shared_bytes:
+                with cg.b.goto_block(cg.entry):  # dominates every use
+                    self._shared[key] = cg.b.gep(self._dynamic_base(cg.module),
+                                                 [ir.Constant(I64, cg.k.shared_offsets[name])],
+                                                 inbounds=True, source_etype=ir.IntType(8))
+                return self._shared[key]
             alloc = cg.k.shared_alloc(name)
             ty = ir.ArrayType(mem_type(alloc.dtype), alloc.size)
             gv = ir.GlobalVariable(cg.module, ty, f"{cg.k.name}.{name}", addrspace=3)
@@ -106,6 +119,17 @@ class CudaTarget(Target):
             gv.type = ir.PointerType(addrspace=3)  # opaque (as printed): accesses of any width
             self._shared[key] = gv
         return self._shared[key]
+
+    @staticmethod
+    def _dynamic_base(module: ir.Module) -> ir.Value:
+        """The module's `extern .shared .align 16 .b8 []`: the dynamic shared memory."""
+        gv = module.globals.get(DYNAMIC_SHARED)
+        if gv is None:
+            gv = ir.GlobalVariable(module, ir.ArrayType(ir.IntType(8), 0), DYNAMIC_SHARED, addrspace=3)
+            gv.linkage = "external"
+            gv.align = 16
+            gv.type = ir.PointerType(addrspace=3)
+        return gv
 
     def shuffle(self, cg: KernelCodegen, value: ir.Value, mode: str, lane: ir.Value) -> ir.Value:
         b = cg.b
@@ -157,15 +181,14 @@ class CudaTarget(Target):
         cg.b.call(fn, [ir.Constant(I32, 0)])
 
     def math(self, cg: KernelCodegen, op: str, args, d: dt.DType) -> ir.Value:
-        """float32 and float64 math: sqrt and abs through NVPTX's intrinsics, float32 exp
+        """float32 and float64 math: sqrt, abs and rounding through NVPTX's intrinsics, float32 exp
         through `ex2.approx`, everything else from the mathlib (float64 always)."""
         if d not in (dt.float32, dt.float64):
             raise UnsupportedError(f"{op} on {d} is not available on the cuda target "
                                    "(math functions take float32 or float64 there)")
         b = cg.b
-        if op in ("sqrt", "abs"):
-            name = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs"}[op]
-            return self._elementwise_intrinsic(cg, name, args[0])
+        if op in _INTRINSICS:  # one instruction each (sqrt.rn, abs, cvt.rmi/rpi/rzi/rni)
+            return self._elementwise_intrinsic(cg, _INTRINSICS[op], args[0])
         if op == "exp" and d == dt.float32:
             scaled = b.fmul(args[0], cg.vec(ir.Constant(ir.FloatType(), _LOG2E)))
             return self._elementwise_intrinsic(cg, "llvm.nvvm.ex2.approx", scaled, suffix=False)

@@ -14,8 +14,8 @@ import threading
 import weakref
 from typing import Sequence
 
-from ...errors import ArgumentError, CudaError
-from .driver import _LOG_BYTES, _call, _log_text, _make_error, _require, cu, ensure_context
+from ...errors import ArgumentError, CudaError, ResourceError
+from .driver import _LOG_BYTES, _call, _log_text, _make_error, _require, cu, device, ensure_context
 
 _ELF_MAGIC = b"\x7fELF"
 _FATBIN_MAGIC = (0xBA55ED50).to_bytes(4, "little")
@@ -188,8 +188,13 @@ class Function:
                                                      f"dynamic shared {shared_bytes} B, stream {stream}")
 
     def set_max_dynamic_shared(self, nbytes: int) -> None:
-        """Allow launches with up to `nbytes` of dynamic shared memory (needed above 48 KiB)."""
+        """Allow launches with up to `nbytes` of dynamic shared memory (needed above
+        48 KiB); `ResourceError` where the device gives a block less."""
         ensure_context()
+        limit = device().max_shared_per_block_optin
+        if self.shared_bytes + nbytes > limit:
+            raise ResourceError(f"kernel {self.name} needs {self.shared_bytes + nbytes} B of shared "
+                                f"memory per block; {device().name} gives a block at most {limit} B")
         _call(cu.cuFuncSetAttribute, self._handle,
               cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(nbytes),
               detail=f"kernel {self.name}, {nbytes} B")
@@ -273,8 +278,8 @@ class LaunchSequence:
     buffer pointers, in one native call: `run(pointers, stream)`, or on the hot path
     `launch_all(*pointers, stream)` with the result checked by `check`.
 
-    `launches` holds (function, grid, block, positions): kernel parameter i is
-    `pointers[positions[i]]`. The launcher is a builtin function made from native
+    `launches` holds (function, grid, block, positions, dynamic shared bytes): kernel
+    parameter i is `pointers[positions[i]]`. The launcher is a builtin function made from native
     code (`_native_sequence_launcher`): Python calls it like any builtin, with no
     ctypes conversions, and it writes the pointer table on its own stack (so one
     sequence serves any number of threads)."""
@@ -283,12 +288,13 @@ class LaunchSequence:
         _fields_ = [("func", ctypes.c_void_p), ("grid", ctypes.c_uint), ("block", ctypes.c_uint),
                     ("shared", ctypes.c_uint), ("nparams", ctypes.c_uint), ("positions", ctypes.c_void_p)]
 
-    def __init__(self, launches: Sequence[tuple["Function", int, int, Sequence[int]]], table_size: int):
-        for fn, grid, block, where in launches:
+    def __init__(self, launches: Sequence[tuple["Function", int, int, Sequence[int], int]], table_size: int):
+        for fn, grid, block, where, shared in launches:
             if fn.num_params is not None and fn.num_params != len(where):
                 raise ArgumentError(f"kernel {fn.name} takes {fn.num_params} pointer arguments; "
                                     f"got {len(where)}")
-        self.launches = [(fn, int(grid), int(block), tuple(where)) for fn, grid, block, where in launches]
+        self.launches = [(fn, int(grid), int(block), tuple(where), int(shared))
+                         for fn, grid, block, where, shared in launches]
         self.table_size = table_size
         self.launch_all = self._native_launcher()
 
@@ -298,20 +304,20 @@ class LaunchSequence:
         than the native table holds): `run` then launches kernel by kernel."""
         native = _native_sequence_launcher()
         if native is None or self.table_size > MAX_TABLE or \
-                any(len(where) > MAX_TABLE for *_, where in self.launches):
+                any(len(where) > MAX_TABLE for *_, where, _ in self.launches):
             return None
-        positions = [(ctypes.c_uint * max(1, len(where)))(*where) for *_, where in self.launches]
+        positions = [(ctypes.c_uint * max(1, len(where)))(*where) for *_, where, _ in self.launches]
         header = (ctypes.c_uint * 2)(len(self.launches), self.table_size)
         records = (self._Launch * max(1, len(self.launches)))()
-        for r, (fn, grid, block, where), pos in zip(records, self.launches, positions):
-            r.func, r.grid, r.block, r.shared = fn._raw_handle.value, grid, block, 0
+        for r, (fn, grid, block, where, shared), pos in zip(records, self.launches, positions):
+            r.func, r.grid, r.block, r.shared = fn._raw_handle.value, grid, block, shared
             r.nparams, r.positions = len(where), ctypes.addressof(pos)
         return native(header, records, positions)
 
     def run(self, pointers: Sequence[int], stream: int = 0) -> None:
         if self.launch_all is None:
-            for fn, grid, block, where in self.launches:
-                fn.launch(grid, block, [pointers[k] for k in where], stream)
+            for fn, grid, block, where, shared in self.launches:
+                fn.launch(grid, block, [pointers[k] for k in where], stream, shared)
             return
         self.check(self.launch_all(*pointers, stream))
 
@@ -322,7 +328,7 @@ class LaunchSequence:
             return
         if status < 0:
             raise ArgumentError(f"this launch sequence takes {self.table_size} pointers and a stream")
-        fn, grid, block, _ = self.launches[status >> 32]
+        fn, grid, block, _, _ = self.launches[status >> 32]
         raise _make_error(cu.CUresult(status & 0xFFFFFFFF), "cuLaunchKernel",
                           f"kernel {fn.name}, grid {grid}, block {block}")
 

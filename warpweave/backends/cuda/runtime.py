@@ -31,6 +31,7 @@ class _Launch:
     grid: int
     block: int
     params: tuple[str, ...]
+    shared: int  # bytes of dynamic shared memory (`Kernel.dynamic_shared_bytes`)
 
 
 @functools.cache
@@ -62,8 +63,8 @@ class CudaProgram:
     def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], temps: list[Buffer],
                  llvm_ir: str, ptx: str, load_image: Callable[[], bytes], single: bool):
         self.graph = graph
-        self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params))
-                         for name, k in kernels]
+        self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params),
+                                 k.dynamic_shared_bytes) for name, k in kernels]
         self.stages = {"llvm": llvm_ir, "ptx": ptx}
         self.files = {"llvm.ll": llvm_ir, "module.ptx": ptx}
         self._load_image = load_image
@@ -90,7 +91,11 @@ class CudaProgram:
                                           "(lowering and dump('ptx') work without a GPU)")
                     driver.ensure_context()
                     self._module = launch.Module(self._load_image())
-                    self._functions = [self._module.function(l.name, len(l.params)) for l in self.launches]
+                    functions = [self._module.function(l.name, len(l.params)) for l in self.launches]
+                    for l, fn in zip(self.launches, functions):
+                        if l.shared:
+                            fn.set_max_dynamic_shared(l.shared)
+                    self._functions = functions
         return self._functions
 
     def run(self, program, args) -> list:
@@ -142,7 +147,8 @@ class CudaProgram:
             position = {n: k for k, n in enumerate(self.graph.inputs)}
             position.update((name, len(self._inputs) + k) for k, (name, _, _) in enumerate(self._outputs))
             self._launch_sequence = launch.LaunchSequence(
-                [(fn, l.grid, l.block, [position[p] for p in l.params]) for l, fn in zip(self.launches, functions)],
+                [(fn, l.grid, l.block, [position[p] for p in l.params], l.shared)
+                 for l, fn in zip(self.launches, functions)],
                 len(self._inputs) + len(self._outputs))
         return self._launch_sequence
 

@@ -10,6 +10,16 @@ as independent of b): E/r accesses of r lanes, each at its own base offset under
 its own predicate, assembled with (loads) or split by (stores) shufflevector, and
 further split into pieces of at most `Target.max_access_bytes`; "gather" —
 lane by lane, otherwise.
+
+An access with data indices (`gir.data_indices`) binds each to its operand, clamped
+into [0, extent) so that no access leaves the buffer whatever the data hold (a
+store whose index is out of range writes nothing). An operand that is one value
+for all lanes (defined outside the vector scope, as an embedding's row index is
+for the lanes along the row) is a constant of the lane variable, so the plan above
+applies unchanged; one that differs per lane makes the access lane by lane. A
+combining store (`combine="add"`) adds with the target's atomic add where threads
+run at once (`Target.atomic_adds`), else with a plain read-modify-write (lane by
+lane unless its lanes are contiguous).
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ from ...errors import CompileError
 from ...ir import dtypes as dt
 from ...ir import expr as ex
 from ...ir import simplify as sx
-from ...ir.gir import Node
+from ...ir.gir import Node, data_indices, first_data_slot
 from .irtypes import I32, I64, I8, lane_mask, mem_type, reg_type
 
 
@@ -53,13 +63,40 @@ class MemoryAccess:
     def _addr(self, ptr: ir.Value, offset: ir.Value, elem: ir.Type) -> ir.Value:
         return self.b.gep(ptr, [offset], inbounds=True, source_etype=elem)
 
+    def _bind_data(self, n: Node) -> tuple[bool, ir.Value | None]:
+        """Bind an access's data indices in `env`, each clamped into [0, extent):
+        (whether one of them differs between vector lanes, where all of them lie in
+        range — an i1 or a vector of them, None without data indices)."""
+        per_lane, inside = False, None
+        first = first_data_slot(n)
+        for e in self.k.operands(n.id):
+            if e.slot < first:
+                continue
+            var, extent = data_indices(n)[e.slot - first]
+            v = self.values[e.src]
+            src = self.k.node(e.src).dtype
+            if src != dt.INDEX:
+                v = self.cast(v, src, dt.INDEX)
+            per_lane |= isinstance(v.type, ir.VectorType)
+            low, high = ir.Constant(I64, 0), ir.Constant(I64, extent - 1)
+            if isinstance(v.type, ir.VectorType):
+                low, high = self.splat(low, v.type), self.splat(high, v.type)
+            under, over = self.b.icmp_signed("<", v, low), self.b.icmp_signed(">", v, high)
+            ok = self.b.not_(self.b.or_(under, over))
+            inside = self._and(inside, ok)
+            self.env[var] = self.b.select(over, high, self.b.select(under, low, v))
+        return per_lane, inside
+
     def _load(self, n: Node) -> ir.Value:
         d = self._buffer_dtype(n.attr("buffer"))
         ptr, mty = self._pointer(n.attr("buffer")), mem_type(d)
         offset, pred = n.attr("offset"), n.attr("pred")
         other = self.constant(n.attr("other").value, d)
         b = self.b
-        mode, pieces = self._access_plan(offset, pred, d)
+        if self._bind_data(n)[0] and self._vector_var is not None:
+            mode, pieces = "gather", None
+        else:
+            mode, pieces = self._access_plan(offset, pred, d)
         hint = n.attr("l2_prefetch")
         if mode == "runs":
             return self._load_runs(ptr, d, other, pieces, hint)
@@ -216,29 +253,53 @@ class MemoryAccess:
                 pieces.append((k * r + q, piece, base, pk))
         return pieces
 
+    def _write(self, value: ir.Value, addr: ir.Value, d: dt.DType, align: int, combine: bool) -> None:
+        """Store `value` (a scalar or contiguous lanes) at `addr`, or add it there."""
+        b = self.b
+        if not combine:
+            b.store(self._to_mem(value, d), addr, align=align)
+            return
+        if self.target.atomic_adds:
+            lanes = value.type.count if isinstance(value.type, ir.VectorType) else None
+            for lane in range(lanes or 1):
+                v = value if lanes is None else b.extract_element(value, ir.Constant(I32, lane))
+                at = addr if lanes is None else b.gep(addr, [ir.Constant(I64, lane)], inbounds=True,
+                                                      source_etype=mem_type(d))
+                b.atomic_rmw("fadd" if d.is_float else "add", at, v, "monotonic")
+            return
+        old = b.load(addr, typ=value.type, align=align)
+        b.store(b.fadd(old, value) if d.is_float else b.add(old, value), addr, align=align)
+
+    def _guarded(self, cond: ir.Value | None, emit) -> None:
+        if cond is None:
+            emit()
+        else:
+            with self.b.if_then(cond):
+                emit()
+
     def _store(self, n: Node) -> None:
         name = n.attr("buffer")
         d = self._buffer_dtype(name)
         ptr = self._pointer(name)
         value = next(self.values[e.src] for e in self.k.operands(n.id) if e.slot == 1)
         offset, pred = n.attr("offset"), n.attr("pred")
+        combine = n.attr("combine") == "add"
         b = self.b
+        per_lane, inside = self._bind_data(n)
         mode, pieces = self._access_plan(offset, pred, d)
-        if mode == "scalar" and isinstance(value.type, ir.VectorType):
+        if mode == "scalar" and isinstance(value.type, ir.VectorType) or \
+                self._vector_var is not None and (per_lane or combine and mode == "runs"):
             mode = "gather"
         if mode == "runs":
             value = self.vec(value)
             for start, lanes, base_expr, p in pieces:
                 if _is_false(p):
                     continue
-                part = self._to_mem(self._split(value, start, lanes), d)
+                part = self._split(value, start, lanes)
                 addr = self._addr(ptr, self.index(base_expr), mem_type(d))
-                align = self._alignment(base_expr, d, lanes)
-                if p is None or _is_true(p):
-                    b.store(part, addr, align=align)
-                else:
-                    with b.if_then(self.index(p)):
-                        b.store(part, addr, align=align)
+                cond = self._and(None if p is None or _is_true(p) else self.index(p), inside)
+                self._guarded(cond, lambda: self._write(part, addr, d, self._alignment(base_expr, d, lanes),
+                                                        combine))
             return
         if mode in ("scalar", "vector"):
             align = d.itemsize
@@ -249,23 +310,25 @@ class MemoryAccess:
                 align = self._alignment(base_expr, d)
             else:
                 addr = self._addr(ptr, self.index(offset), mem_type(d))
-            if pred is None:
-                b.store(self._to_mem(value, d), addr, align=align)
-            else:
-                with b.if_then(self.index(pred)):
-                    b.store(self._to_mem(value, d), addr, align=align)
+            cond = self._and(self.index(pred) if pred is not None else None, inside)
+            self._guarded(cond, lambda: self._write(value, addr, d, align, combine))
             return
         value, offs = self.vec(value), self.vec(self.index(offset))
-        preds = self.vec(self.index(pred)) if pred is not None else None
+        preds = self._and(self.vec(self.index(pred)) if pred is not None else None,
+                          self.vec(inside) if inside is not None else None)
         for lane in range(self.width):
             li = ir.Constant(I32, lane)
             addr = self._addr(ptr, b.extract_element(offs, li), mem_type(d))
-            elem = self._to_mem(b.extract_element(value, li), d)
-            if preds is None:
-                b.store(elem, addr)
-            else:
-                with b.if_then(b.extract_element(preds, li)):
-                    b.store(elem, addr)
+            elem = b.extract_element(value, li)
+            self._guarded(None if preds is None else b.extract_element(preds, li),
+                          lambda: self._write(elem, addr, d, d.itemsize, combine))
+
+    def _and(self, a: ir.Value | None, b: ir.Value | None) -> ir.Value | None:
+        if a is None or b is None:
+            return a if b is None else b
+        if isinstance(a.type, ir.VectorType) or isinstance(b.type, ir.VectorType):
+            a, b = self.vec(a), self.vec(b)
+        return self.b.and_(a, b)
 
 
 def _is_true(p: ex.Expr | None) -> bool:

@@ -45,6 +45,8 @@ class Target:
     max_access_bytes: int | None = None
     # Floating-point multiplies and adds may contract into fused multiply-adds.
     contract = False
+    # Threads run at once: a combining store adds atomically (else read, add, write).
+    atomic_adds = False
 
     def declare(self, module: ir.Module, kernel: Kernel) -> tuple[ir.Function, dict[str, ir.Value]]:
         """The kernel function and a map from buffer names to their pointers."""

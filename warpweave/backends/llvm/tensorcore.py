@@ -1,7 +1,8 @@
 """Tensor-core GIR nodes → LLVM IR for NVPTX.
 
-`cp.async` is inline PTX (`cp.async.cg|ca.shared.global [dst], [src], bytes, src-size`:
-LLVM's intrinsics have no src-size operand, which zero-fills predicated-off copies);
+`cp.async` is inline PTX (`cp.async.cg|ca.shared.global.L2::128B [dst], [src], bytes,
+src-size`: LLVM's intrinsics have no src-size operand, which zero-fills predicated-off
+copies; the L2 fetches whole 128-byte lines, as CUTLASS's copies ask);
 commit and wait groups, `ldmatrix` and `mma.sync` are NVVM intrinsics. A 2-byte copy
 is a plain load and shared store. Fragments are lists of i32 registers (two 16-bit
 elements each); an MMA's accumulators live in a float array that LLVM promotes to
@@ -84,7 +85,7 @@ def _cp_async(cg, n: Node) -> None:
     size = b.select(p, ir.Constant(I32, nbytes), ir.Constant(I32, 0))
     kind = "cg" if nbytes == 16 else "ca"
     asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [I32, _GLOBAL, I32]),
-                       f"cp.async.{kind}.shared.global [$0], [$1], {nbytes}, $2;",
+                       f"cp.async.{kind}.shared.global.L2::128B [$0], [$1], {nbytes}, $2;",
                        "r,l,r,~{memory}", side_effect=True)
     b.call(asm, [b.ptrtoint(dst, I32), b.addrspacecast(src, _GLOBAL), size])
 

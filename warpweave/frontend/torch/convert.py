@@ -17,6 +17,7 @@ every result's shape and dtype against PyTorch's record.
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -25,12 +26,14 @@ from torch._prims_common import elementwise_dtypes
 from torch.fx.node import map_arg
 
 from ...errors import DTypeError, Error, UnsupportedError
+from ...options import current as current_options
 from ...ir import dtypes as dt
 from ...ir import expr as ex
 from .. import ops
 from ..algebra import const, elem_binary, elem_unary, normalize_axes
 from ..constructors import arange, concatenate, full
-from ..tensor import Tensor, map_elementwise, scope
+from ..tensor import Tensor, map_elementwise, op_label, scope, var_ranges
+from ..tensor import index_vars as output_vars
 from ..trace import trace
 
 aten = torch.ops.aten
@@ -60,18 +63,18 @@ _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cu
 _RANDOM = "random numbers come from PyTorch's generator"
 _GATHER = "data-dependent indexing of this kind has no warpweave index expression (convert_index has the others)"
 _PIECES = "writing pieces into a larger tensor through strides or diagonals is not supported yet"
-_ROUND = "rounding (floor, ceil, trunc, remainder) is not in warpweave's expression language"
-_ARG = "reductions that return indices, and scans other than cumsum, are not supported"
+_ROUND = ("floor division and remainders (of integers, or exact as PyTorch's of floats) are not in "
+          "warpweave's expression language")
+_ARG = "sorting, top-k and scans other than cumsum are not supported"
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
                      "convolution_backward", "_scaled_mm"], _MATMUL),
     **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
-    **dict.fromkeys(["scatter", "scatter_reduce", "index_put", "_unsafe_index", "_unsafe_index_put"], _GATHER),
+    **dict.fromkeys(["scatter", "scatter_reduce"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
-    **dict.fromkeys(["floor", "ceil", "round", "trunc", "remainder", "fmod", "floor_divide",
-                     "sign"], _ROUND),
-    **dict.fromkeys(["argmax", "argmin", "max", "min", "sort", "topk", "cumprod"], _ARG),
+    **dict.fromkeys(["remainder", "fmod", "floor_divide"], _ROUND),
+    **dict.fromkeys(["sort", "topk", "cumprod"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
@@ -169,6 +172,29 @@ CONVERTERS[aten.min.other] = _binary("min", KIND.DEFAULT)
 
 for _name in ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid"):
     CONVERTERS[getattr(aten, _name).default] = _unary(_name, KIND.INT_TO_FLOAT)
+def _rounding(op):
+    def convert(out, x):
+        if not dt.dtype(x.dtype).is_float:  # integral already: PyTorch returns the values as they are
+            return _pointwise(op, lambda v: v, out, x)
+        return _pointwise(op, lambda v: elem_unary(op, v), out, x)
+    return convert
+
+
+for _name in ex.ROUNDING:
+    CONVERTERS[getattr(aten, _name).default] = _rounding(_name)
+
+
+@_register(aten.sign.default)
+def _sign(out, x):
+    """-1, 0 or 1 by the sign of x (0 for NaN, as PyTorch gives; bools as they are)."""
+    if dt.dtype(x.dtype) == dt.bool_:
+        return _pointwise("sign", lambda v: v, out, x)
+
+    def sign(v):
+        one, zero = _as(1, v.dtype), _as(0, v.dtype)
+        return ex.select(ex.binary("gt", v, zero), one,
+                         ex.select(ex.binary("lt", v, zero), elem_unary("neg", one), zero))
+    return _pointwise("sign", sign, out, x)
 CONVERTERS[aten.abs.default] = _unary("abs", KIND.DEFAULT)
 CONVERTERS[aten.neg.default] = _unary("neg", KIND.DEFAULT)
 CONVERTERS[aten.bitwise_not.default] = _unary("not", KIND.DEFAULT)
@@ -190,9 +216,13 @@ _register(aten.sub.Tensor, aten.sub.Scalar)(_add_or_sub("sub"))
 
 @_register(*_overloads("div", "Tensor_mode", "Scalar_mode"))
 def _div_mode(out, a, b, *, rounding_mode=None):
-    if rounding_mode is not None:
-        raise UnsupportedError(f"div with rounding_mode={rounding_mode!r}: {_ROUND}")
-    return _binary("div", KIND.INT_TO_FLOAT)(out, a, b)
+    if rounding_mode is None:
+        return _binary("div", KIND.INT_TO_FLOAT)(out, a, b)
+    res = ww_dtype(out.dtype)
+    if rounding_mode == "trunc" and res.is_float:  # PyTorch's trunc(a / b), the quotient in out's dtype
+        return _pointwise("div", lambda x, y: elem_unary("trunc", _as(_as(elem_binary("div", x, y), res),
+                                                                     dt.dtype(x.dtype))), out, a, b)
+    raise UnsupportedError(f"div with rounding_mode={rounding_mode!r} on {res}: {_ROUND}")
 
 
 @_register(aten.reciprocal.default)
@@ -379,6 +409,51 @@ def _amin(out, x, dim=(), keepdim=False):
     return x.min(axis=index_vars(x, dim), keepdims=keepdim)
 
 
+def _arg_extreme(combiner: str, x: Tensor, dim, keepdim: bool) -> Tensor:
+    """The index of the first largest (smallest) element along `dim` (of all, flat,
+    where dim is None), a NaN counting as the extreme as in PyTorch: the extreme
+    value, then the least position that holds it (or NaN), as two reductions."""
+    if dim is None:
+        shape, x = x.shape, x.reshape(-1)
+        found = _arg_extreme(combiner, x, 0, False)
+        return found.reshape((1,) * len(shape)) if keepdim else found
+    d = dim % x.ndim if x.ndim else 0
+    if x.ndim == 0:
+        return map_elementwise("arg", lambda v: ex.Const(0, dt.int64), x)
+    best = x.max(axis=d, keepdims=True) if combiner == "max" else x.min(axis=d, keepdims=True)
+    ivars = output_vars(x.ndim)
+    ranges = var_ranges(ivars, x.shape)
+    v = x._load(list(ivars), ranges)
+    hit = ex.binary("eq", v, best._load_broadcast(ivars, x.shape, ranges))
+    if dt.dtype(x.dtype).is_float:
+        hit = ex.binary("or", hit, ex.binary("ne", v, v))
+    position = ex.select(hit, ex.cast(ivars[d], dt.int64), ex.Const(x.shape[d], dt.int64))
+    candidates = x._tr.compute(x.shape, ivars, position, op_label(f"arg{combiner}"))
+    return candidates.min(axis=d, keepdims=keepdim)
+
+
+@_register(aten.argmax.default)
+def _argmax(out, x, dim=None, keepdim=False):
+    return _arg_extreme("max", x, dim, keepdim)
+
+
+@_register(aten.argmin.default)
+def _argmin(out, x, dim=None, keepdim=False):
+    return _arg_extreme("min", x, dim, keepdim)
+
+
+@_register(aten.max.dim)
+def _max_dim(out, x, dim, keepdim=False):
+    return [x.max(axis=dim % max(x.ndim, 1) if x.ndim else None, keepdims=keepdim),
+            _arg_extreme("max", x, dim, keepdim)]
+
+
+@_register(aten.min.dim)
+def _min_dim(out, x, dim, keepdim=False):
+    return [x.min(axis=dim % max(x.ndim, 1) if x.ndim else None, keepdims=keepdim),
+            _arg_extreme("min", x, dim, keepdim)]
+
+
 @_register(aten.var.correction)
 def _var(out, x, dim=None, *, correction=None, keepdim=False):
     return x.var(axis=index_vars(x, dim), ddof=1 if correction is None else correction, keepdims=keepdim)
@@ -489,14 +564,41 @@ def _unbind(out, x, dim=0):
 
 @_register(aten.slice_scatter.default)
 def _slice_scatter(out, x, src, dim=0, start=None, end=None, step=1):
-    """x with src in place of x[start:end] along dim: the pieces concatenated."""
+    """x with src in place of x[start:end:step] along dim: each element reads src
+    where its position is in the slice, x elsewhere."""
     d = _dim(x, dim)
     start, end, step = slice(start, end, step).indices(x.shape[d])
-    if step != 1:
-        raise UnsupportedError(f"slice_scatter with step {step}: {_PIECES}")
     before = (slice(None),) * d
-    return concatenate([x[before + (slice(0, start),)], src, x[before + (slice(max(end, start), None),)]],
-                          d, ww_dtype(out.dtype))
+    if step == 1:  # the pieces concatenated
+        return concatenate([x[before + (slice(0, start),)], src, x[before + (slice(max(end, start), None),)]],
+                           d, ww_dtype(out.dtype))
+    shape = tuple(out.shape)
+    ivars = output_vars(len(shape))
+    ranges = var_ranges(ivars, shape)
+    i, res = ivars[d], ww_dtype(out.dtype)
+    body = ex.cast(x._load(list(ivars), ranges), res)
+    if src.shape[d]:
+        taken = ex.all_of([ex.binary("ge", i, start), ex.binary("lt", i, end),
+                           ex.binary("eq", (i - start) % step, 0)])
+        k = ex.binary("min", ex.binary("max", (i - start) // step, ex.Const(0, dt.INDEX)),
+                      ex.Const(src.shape[d] - 1, dt.INDEX))
+        placed = ex.cast(src._load([k if a == d else v for a, v in enumerate(ivars)], ranges), res)
+        body = ex.select(taken, placed, body)
+    return x._tr.compute(shape, ivars, body, op_label("slice_scatter"))
+
+
+@_register(aten.repeat.default)
+def _repeat(out, x, repeats):
+    """x tiled `repeats[k]` times along each axis (x's axes align with the last ones):
+    out[..., i] = x[..., i % n]."""
+    shape = tuple(out.shape)
+    ivars = output_vars(len(shape))
+    ranges = var_ranges(ivars, shape)
+    lead = len(shape) - x.ndim
+    src = [v % n if r != 1 else v for v, n, r in zip(ivars[lead:], x.shape, list(repeats)[lead:])]
+    if math.prod(shape) == 0:
+        return full(shape, 0, ww_dtype(out.dtype))
+    return x._tr.compute(shape, ivars, ex.cast(x._load(src, ranges), ww_dtype(out.dtype)), op_label("repeat"))
 
 
 @_register(aten.select_scatter.default)
@@ -564,12 +666,62 @@ def _check_result(node, got, want):
                                f"PyTorch records {dtype}{list(shape)}")
 
 
+# Signatures of nodes that converted on their own (`_signature`): a model repeats the
+# same nodes layer after layer, and each trial conversion traces a small program.
+_CONVERTED: set = set()
+_CONVERTED_LIMIT = 1 << 14
+
+
+def _signature(node, inputs) -> tuple | None:
+    """What a node's trial conversion depends on: its target, its arguments with the
+    nodes it reads replaced by their positions, the shapes, dtypes and devices of its
+    inputs and results, and the options in force (converters may read them); None
+    where an argument has no value to compare (a symbolic size)."""
+    position = {n: k for k, n in enumerate(inputs)}
+
+    def frozen(a):
+        if isinstance(a, torch.fx.Node):
+            return ("input", position[a])
+        if isinstance(a, (list, tuple)):
+            return tuple(map(frozen, a))
+        if isinstance(a, dict):
+            return tuple(sorted((k, frozen(v)) for k, v in a.items()))
+        return a
+
+    def described(v):
+        if isinstance(v, torch.Tensor):
+            return tuple(v.shape), v.dtype, v.device.type
+        if isinstance(v, (list, tuple)):
+            return tuple(map(described, v))
+        return type(v)
+
+    key = (node.target, current_options(), frozen(node.args), frozen(node.kwargs),
+           tuple(described(n.meta.get("val")) for n in inputs), described(node.meta.get("val")))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def node_unsupported_reason(node) -> str | None:
     """None when `node` (a call_function node with tensor metadata) converts on its
-    own; else why not."""
+    own; else why not. Nodes like one that converted before are not traced again."""
     if node.target not in CONVERTERS:
         return not_compiled_reason(node.target)
     inputs = node.all_input_nodes
+    key = _signature(node, inputs)
+    if key is not None and key in _CONVERTED:
+        return None
+    reason = _trial_conversion(node, inputs)
+    if reason is None and key is not None:
+        if len(_CONVERTED) >= _CONVERTED_LIMIT:
+            _CONVERTED.clear()
+        _CONVERTED.add(key)
+    return reason
+
+
+def _trial_conversion(node, inputs) -> str | None:
     specs = []
     scalars = []
     try:

@@ -1,22 +1,24 @@
 """Indexing by data: embedding (and its backward), index, index_select, gather,
-scatter with a value, scatter_add.
+scatter with a value, scatter_add, index_add.
 
-GIR addresses memory with index expressions of loop variables only: a load whose
-address is data (an index read from a tensor) has no lowering. These operations are
-therefore one-hot reductions over the indexed axis: a gather is
-`out[i] = Σ_k (index[i] == k ? x[..k..] : 0)`, a scatter-add the same sum taken
-over the index positions. Two properties follow, both relied on:
+Gathers read their table through a load whose index is data (`out[n, d] =
+W[i[n], d]`): any table size, one read per output element, fused with their
+consumers like any elementwise operation. Their indices follow PyTorch: `index`
+counts negative indices from the end, embedding, index_select and gather take
+them as they are. An index outside its axis (where PyTorch raises) is an
+IndexOutOfRangeError naming the operation in the reference evaluators; compiled
+code clamps it into the axis, so that it never reads outside the table.
 
-* **never out of bounds**: `k` ranges over the axis, so every read is in range
-  whatever the indices hold; an index out of range (where PyTorch raises) selects
-  nothing and reads 0 (a scatter leaves the element as it was);
-* **exact** for gathers: every term but one is zero (a gathered -0.0 comes back +0.0).
-
-The work is the output's size times the reduced extent, so a converter refuses
-(UnsupportedError: PyTorch runs the operation) when that exceeds `MAX_WORK`
-elements and more than twice what the operation reads and writes anyway — a
-loss's target gather over the vocabulary row compiles, the token embedding of a
-real vocabulary does not.
+Scatters (a scatter, a scatter-add, the embedding's backward, index_add) write
+where the data say. They are written as one-hot reductions over the index
+positions, `out[i] = Σ_m (index[m] == i ? src[m] : 0)` — an index out of range hits
+nothing. A sum of that form is a scatter-add (`ir.scatter`), lowered as a zeroed
+output plus one add per term (in order on the CPU, atomic on the GPU), whatever the
+output's size: the embedding's backward, scatter_add and index_add. A scatter of a
+value (a `max` of booleans) stays a one-hot reduction, whose work is the output's
+size times the index positions: its converter refuses (UnsupportedError: PyTorch
+runs it) above `MAX_WORK` terms when that is more than twice what the operation
+reads and writes anyway.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 from ...errors import UnsupportedError
 from ...ir import dtypes as dt
 from ...ir import expr as ex
+from ...ir.scatter import scatter_form
 from ..algebra import const, normalize_axes
 from ..tensor import Tensor, index_vars, map_elementwise, op_label, var_ranges, where
 from .convert import CONVERTERS, ww_dtype
@@ -50,7 +53,7 @@ def check_work(what: str, out_size: int, extent: int, natural: int) -> None:
     if work > MAX_WORK and work > 2 * natural:
         raise UnsupportedError(
             f"{what}: a one-hot reduction of {extent} terms for each of {out_size} elements "
-            f"({work} terms) exceeds {MAX_WORK}; data-dependent loads are not in GIR, so PyTorch runs it")
+            f"({work} terms) exceeds {MAX_WORK}, so PyTorch runs it")
 
 
 def _accumulator(d: dt.DType) -> tuple[str, dt.DType]:
@@ -71,14 +74,17 @@ def _as_index(e: ex.Expr) -> ex.Expr:
 def onehot(what: str, shape, reduce_extents, term, natural: int, out_dtype: dt.DType, tr) -> Tensor:
     """A tensor of `shape`: element i is Σ over r in `reduce_extents` of
     `term(i_vars, r_vars, ranges)`, which returns (condition, value); the sum runs in an
-    exact accumulator and is cast to out_dtype."""
+    exact accumulator and is cast to out_dtype. A sum whose condition picks an output
+    coordinate by data is a scatter-add (`ir.scatter`), computed at the cost of its
+    terms; any other is refused above `MAX_WORK` terms (`check_work`)."""
     shape = tuple(shape)
-    check_work(what, math.prod(shape), math.prod(reduce_extents), natural)
     ivars, rvars = index_vars(len(shape)), index_vars(len(reduce_extents), "r")
     ranges = {**var_ranges(ivars, shape), **var_ranges(rvars, reduce_extents)}
     cond, value = term(ivars, rvars, ranges)
     combiner, acc = _accumulator(value.dtype)
     body = ex.Reduce(combiner, ex.select(cond, ex.cast(value, acc), _zero(acc)), rvars, reduce_extents)
+    if scatter_form(ivars, body) is None:
+        check_work(what, math.prod(shape), math.prod(reduce_extents), natural)
     result = tr.compute(shape, ivars, body, op_label(what))
     return result.astype(out_dtype)
 
@@ -89,16 +95,25 @@ def _wrapped(e: ex.Expr, n: int) -> ex.Expr:
     return ex.select(ex.binary("lt", e, 0), e + n, e)
 
 
-def gather_along(what: str, x: Tensor, axis: int, out_shape, index_of, x_index, out) -> Tensor:
-    """x gathered along `axis`: element i of the result reads x at `x_index(i, k)`
-    where k equals the data index `index_of(i, ranges)`."""
-    n = x.shape[axis]
+def gathered(what: str, x: Tensor, out_shape, x_index, out) -> Tensor:
+    """The tensor of `out_shape` whose element i reads x at `x_index(i, ranges)`,
+    indices that load an integer tensor (data indices) included."""
+    out_shape = tuple(out_shape)
+    ivars = index_vars(len(out_shape))
+    ranges = var_ranges(ivars, out_shape)
+    idx = x_index(ivars, ranges)
+    if math.prod(out_shape) and any(ex.loads(e) and n == 0 for e, n in zip(idx, x.shape)):
+        raise UnsupportedError(f"{what}: indexing an empty axis of a tensor of shape "
+                               f"{tuple(x.shape)}: every index is out of range")
+    result = x._tr.compute(out_shape, ivars, x._load(idx, ranges), op_label(what))
+    return result.astype(ww_dtype(out.dtype))
 
-    def term(ivars, rvars, ranges):
-        k = _as_index(index_of(ivars, ranges))
-        return ex.binary("eq", k, rvars[0]), x._load(x_index(ivars, rvars[0]), ranges)
 
-    return onehot(what, out_shape, (n,), term, x.size + math.prod(out_shape), ww_dtype(out.dtype), x._tr)
+def gather_along(what: str, x: Tensor, axis: int, out_shape, index_of, out) -> Tensor:
+    """x gathered along `axis`: element i of the result reads x at i with the
+    coordinate along `axis` replaced by the data index `index_of(i, ranges)`."""
+    return gathered(what, x, out_shape, lambda iv, rg: [
+        *iv[:axis], _as_index(index_of(iv, rg)), *iv[axis + 1:x.ndim]], out)
 
 
 # ----------------------------------------------------------------------------- gathers
@@ -106,9 +121,8 @@ def gather_along(what: str, x: Tensor, axis: int, out_shape, index_of, x_index, 
 @register(aten.embedding.default)
 def _embedding(out, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     k = indices.ndim
-    return gather_along("embedding", weight, 0, out.shape,
-                        lambda iv, rg: indices._load(iv[:k], rg),
-                        lambda iv, r: [r, *iv[k:]], out)
+    return gathered("embedding", weight, out.shape, lambda iv, rg: [
+        _as_index(indices._load(iv[:k], rg)), *iv[k:]], out)
 
 
 @register(aten.index_select.default)
@@ -116,10 +130,9 @@ def _index_select(out, x, dim, index):
     (d,) = normalize_axes(dim, max(x.ndim, 1), "index_select")
     if x.ndim == 0:
         return gather_along("index_select", x.reshape((1,)), 0, (), lambda iv, rg: index._load(
-            [ex.Const(0, dt.INDEX)] * index.ndim, rg), lambda iv, r: [r], out).reshape(())
-    return gather_along("index_select", x, d, out.shape,
-                        lambda iv, rg: index._load([iv[d]] if index.ndim else [], rg),
-                        lambda iv, r: [*iv[:d], r, *iv[d + 1:]], out)
+            [ex.Const(0, dt.INDEX)] * index.ndim, rg), out).reshape(())
+    return gathered("index_select", x, out.shape, lambda iv, rg: [
+        *iv[:d], _as_index(index._load([iv[d]] if index.ndim else [], rg)), *iv[d + 1:]], out)
 
 
 @register(aten.gather.default)
@@ -128,11 +141,10 @@ def _gather(out, x, dim, index, *, sparse_grad=False):
         x, index = x.reshape((1,) * max(x.ndim, 1)), index.reshape((1,) * max(index.ndim, 1))
         return _gather(out, x, dim, index).reshape(tuple(out.shape))
     (d,) = normalize_axes(dim, x.ndim, "gather")
-    return gather_along("gather", x, d, index.shape, lambda iv, rg: index._load(iv, rg),
-                        lambda iv, r: [*iv[:d], r, *iv[d + 1:]], out)
+    return gather_along("gather", x, d, index.shape, lambda iv, rg: index._load(iv, rg), out)
 
 
-@register(aten.index.Tensor)
+@register(aten.index.Tensor, aten._unsafe_index.Tensor)
 def _index(out, x, indices):
     """x[indices]: tensors (broadcast together) at some axes, None for whole axes. The
     indexed axes' result axes go where the first indexed axis is when the indexed axes
@@ -145,23 +157,18 @@ def _index(out, x, indices):
     adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
     front = indexed[0] if adjacent else 0  # result axes before the broadcast index axes
     nb = len(bshape)
-    out_shape = tuple(out.shape)
 
-    def term(ivars, rvars, ranges):
+    def x_index(ivars, ranges):
         bvars = ivars[front:front + nb]
-        others = ivars[:front] + ivars[front + nb:]
-        place = dict(zip(rest, others))
-        conds = []
-        for r, k in zip(rvars, indexed):
+        place = dict(zip(rest, ivars[:front] + ivars[front + nb:]))
+        for k in indexed:
             t = indices[k]
             bi = [ex.Const(0, dt.INDEX) if n == 1 and bshape[nb - t.ndim + j] != 1 else bvars[nb - t.ndim + j]
                   for j, n in enumerate(t.shape)]
-            conds.append(ex.binary("eq", _wrapped(t._load(bi, ranges), x.shape[k]), r))
-            place[k] = r
-        return ex.all_of(conds), x._load([place[k] for k in range(x.ndim)], ranges)
+            place[k] = _wrapped(t._load(bi, ranges), x.shape[k])
+        return [place[k] for k in range(x.ndim)]
 
-    extents = tuple(x.shape[k] for k in indexed)
-    return onehot("index", out_shape, extents, term, x.size + math.prod(out_shape), ww_dtype(out.dtype), x._tr)
+    return gathered("index", x, out.shape, x_index, out)
 
 
 # ----------------------------------------------------------------------------- scatters
@@ -253,3 +260,27 @@ def _index_add(out, x, dim, index, source, *, alpha=1):
     added = onehot("index_add", x.shape, (index.size,) if index.ndim else (1,), term,
                    x.size + 2 * source.size, acc, x._tr)
     return (x.astype(acc) + (added * alpha if alpha != 1 else added)).astype(res)
+
+
+@register(aten.index_put.default, aten._unsafe_index_put.default)
+def _index_put(out, x, indices, values, accumulate=False):
+    """x with `values` added at x[..., index, ...] (accumulate=True, one integer index
+    tensor of one axis: the backward of indexing along it, as `index_add` with
+    negative indices counted from the end); other forms stay in PyTorch."""
+    indexed = [(k, t) for k, t in enumerate(indices) if t is not None]
+    if not accumulate or len(indexed) != 1 or indexed[0][1].ndim != 1 or not dt.dtype(indexed[0][1].dtype).is_int:
+        raise UnsupportedError("index_put: only accumulating into one axis through one integer index tensor "
+                               "is compiled (writes that overwrite, boolean masks and several index tensors "
+                               "stay in PyTorch)")
+    d, index = indexed[0]
+    shape = tuple(index.shape[0] if k == d else n for k, n in enumerate(x.shape))
+    source = values.broadcast_to(shape) if tuple(values.shape) != shape else values
+    res = ww_dtype(out.dtype)
+    acc = dt.compute_dtype(res) if res.is_float else dt.int64
+
+    def term(ivars, rvars, ranges):
+        hit = ex.binary("eq", _wrapped(index._load(rvars, ranges), x.shape[d]), ivars[d])
+        return hit, ex.cast(source._load([*ivars[:d], rvars[0], *ivars[d + 1:]], ranges), acc)
+
+    added = onehot("index_put", x.shape, (index.shape[0],), term, x.size + 2 * source.size, acc, x._tr)
+    return (x.astype(acc) + added).astype(res)

@@ -7,7 +7,9 @@ split, `pad_matmuls` rewrites each CUDA `mm`, `addmm` and `bmm` with a misaligne
 extent into the product of zero-padded operands followed by a slice of the result —
 where a measurement on the device, once per shape, layout and dtype, finds the
 padded form (its copies included) faster. Zero padding changes no value of the
-sliced result. The result is a strided view; its consumers read it in place.
+sliced result. The result is a strided view; its consumers read it in place, and
+every value downstream is traced again, since a view of the result now has the
+padded strides (a graph with a consumer that cannot take them is left unpadded).
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import functools
 from typing import Callable
 
 import torch
+from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 aten = torch.ops.aten
 
@@ -178,4 +182,20 @@ def pad_matmuls(gm: torch.fx.GraphModule, faster: Callable[[Signature], bool] = 
     for node in chosen:
         _rewrite(graph, copies[node])
     graph.lint()
-    return torch.fx.GraphModule(gm, graph)
+    padded = torch.fx.GraphModule(gm, graph)
+    return padded if _retraced(padded) else gm
+
+
+def _retraced(gm: torch.fx.GraphModule) -> bool:
+    """Trace every node's fake value again from the placeholders' (downstream views
+    of a sliced product have other strides than before); False where a node cannot
+    take its new input layout (a `view` that needs contiguous memory)."""
+    inputs = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    mode = detect_fake_mode(inputs)
+    if mode is None:
+        return False
+    try:
+        FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
+    except Exception:  # noqa: BLE001 - a node that cannot be traced so cannot run so either
+        return False
+    return True

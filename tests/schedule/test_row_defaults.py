@@ -1,0 +1,139 @@
+"""Default GPU points of row groups and column reductions, from the shapes and dtypes
+alone (no lowering): 16-bit rows move 16 bytes an access whatever precision the group
+computes in, short rows take a thread per 16-byte run, and a column reduction takes
+column tiles only where the cost model ranks them ahead of a split."""
+import numpy as np
+import pytest
+
+import warpweave as ww
+from warpweave.frontend.trace import trace
+from warpweave.passes import fuse
+from warpweave.passes.cost import H100, H200, device_for
+from warpweave.schedule.choose import column_tile_pays, default_schedule, row_access_bytes
+from warpweave.schedule.space import space
+from warpweave.schedule.templates import GpuRowGroup, GpuSplitColumnReduce
+
+FUNCTIONS = {
+    "softmax": (lambda x: ww.softmax(x), 1),
+    "log_softmax": (lambda x: ww.log_softmax(x), 1),
+    "layer_norm": (lambda x, w, b: ww.layer_norm(x, w, b), 3),
+    "rms_norm": (lambda x, w: x * ww.rsqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w, 2),
+    "row_sum": (lambda x: x.sum(axis=-1), 1),
+}
+
+
+def _group(name, rows, n, dtype):
+    fn, arity = FUNCTIONS[name]
+    shapes = [(rows, n)] + [(n,)] * (arity - 1)
+    graph, _ = trace(fn, [(s, dtype) for s in shapes])
+    inlined = fuse.inline_broadcast_producers(graph)
+    (group,) = [g for g in fuse.plan(inlined, device_for("gpu", 132)).groups if g.pattern == "row"]
+    return inlined, group
+
+
+@pytest.mark.parametrize("name,rows,n", [("log_softmax", 4096, 30522), ("layer_norm", 4096, 4095),
+                                         ("softmax", 1024, 50257), ("layer_norm", 16384, 768),
+                                         ("rms_norm", 2048, 5120), ("log_softmax", 8192, 1000)])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_rows_move_16_bytes_an_access(name, rows, n, dtype):
+    """The vector width counts bytes of the rows' own element type, not of the float32
+    row scalars and intermediates the group computes."""
+    graph, group = _group(name, rows, n, dtype)
+    itemsize = np.dtype(np.float32 if dtype == "float32" else np.float16).itemsize
+    assert row_access_bytes(group, graph) == itemsize
+    point = default_schedule(group, graph, "gpu")
+    assert isinstance(point, GpuRowGroup) and point.vector * itemsize == 16, point
+    assert point.vector * point.chunks <= 32
+    assert point.row_threads * point.vector * point.chunks * point.passes >= n
+    assert point in space(group, graph, "gpu")
+    assert any(isinstance(p, GpuRowGroup) and p.vector == 16 // itemsize for p in space(group, graph, "gpu")[1:])
+
+
+@pytest.mark.parametrize("name,rows,n,dtype,row_threads,vector,chunks", [
+    ("layer_norm", 1000000, 16, "float32", 2, 4, 2),
+    ("layer_norm", 1000000, 16, "bfloat16", 2, 8, 1),
+    ("softmax", 1000000, 8, "float32", 2, 4, 1),
+    ("softmax", 1000000, 8, "bfloat16", 1, 8, 1),
+    ("softmax", 65536, 128, "bfloat16", 8, 8, 2),
+    ("rms_norm", 100000, 96, "bfloat16", 4, 8, 3),
+    ("row_sum", 1000003, 7, "float32", 2, 1, 4),   # runs of 4 bytes: the general rule
+    ("softmax", 65536, 128, "float32", 8, 4, 4),   # 32 runs: the general rule
+])
+def test_short_rows_take_one_or_two_runs_a_thread(name, rows, n, dtype, row_threads, vector, chunks):
+    """A warp's accesses cover whole rows side by side (a thread per run up to two runs,
+    about two runs a thread beyond), never one thread striding over four runs of its
+    row while its neighbours read other rows."""
+    graph, group = _group(name, rows, n, dtype)
+    point = default_schedule(group, graph, "gpu")
+    assert point == GpuRowGroup(threads=256, row_threads=row_threads, vector=vector, chunks=chunks, passes=1)
+
+
+@pytest.mark.parametrize("name,rows,n,dtype,threads,chunks,passes", [
+    ("log_softmax", 4096, 30522, "float32", 1024, 4, 2),   # 122 KB rows: one per SM in L2
+    ("log_softmax", 4096, 30522, "bfloat16", 512, 4, 2),   # 61 KB rows: two per SM
+    ("layer_norm", 1024, 12288, "float32", 1024, 3, 1),
+])
+def test_long_rows_keep_their_tiles_in_registers_and_their_rows_in_l2(name, rows, n, dtype, threads, chunks, passes):
+    """A 1024-thread block holds at most 16 elements a thread (64 registers); rows that
+    need several passes take the fewest threads whose rows in flight fit in L2."""
+    graph, group = _group(name, rows, n, dtype)
+    point = default_schedule(group, graph, "gpu")
+    assert (point.threads, point.row_threads, point.chunks, point.passes) == (threads, threads, chunks, passes)
+    assert point.vector * point.chunks <= (16 if point.threads == 1024 else 32)
+
+
+def test_a_block_per_row_beyond_a_warp():
+    graph, group = _group("layer_norm", 4096, 4095, "bfloat16")
+    point = default_schedule(group, graph, "gpu")
+    assert point.row_threads > 32 and point.threads == point.row_threads
+
+
+@pytest.mark.parametrize("device", [H100, H200])
+def test_column_tiles_only_where_they_pull_the_bandwidth(device):
+    """24 tiles (768 outputs) pull less than a split's two kernels; 128 tiles pull it all."""
+    read = 16384 * 768 * 4 * 2
+    assert not column_tile_pays(read, 24, 512 * 768 * 4, device)
+    assert column_tile_pays(8192 * 4096 * 4, 128, 512 * 4096 * 4, device)
+
+
+def test_a_layer_norm_weight_gradient_splits_its_column_sum():
+    def wgrad(x, mu, rstd, dy):
+        return (dy * ((x - mu) * rstd)).sum(axis=(0, 1))
+
+    shapes = [(32, 512, 768), (32, 512, 1), (32, 512, 1), (32, 512, 768)]
+    graph, _ = trace(wgrad, [(s, "float32") for s in shapes])
+    inlined = fuse.inline_broadcast_producers(graph)
+    (group,) = fuse.plan(inlined, device_for("gpu", 132)).groups
+    point = default_schedule(group, inlined, "gpu")
+    assert isinstance(point, GpuSplitColumnReduce) and point.splits >= 132
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+REFERENCES = {
+    "softmax": _softmax,
+    "log_softmax": lambda x: np.log(_softmax(x)),
+    "layer_norm": lambda x, w, b: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b,
+    "row_sum": lambda x: x.sum(-1),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,rows,n", [("layer_norm", 100003, 16), ("softmax", 70001, 8), ("row_sum", 100003, 7),
+                                         ("log_softmax", 257, 30522), ("layer_norm", 513, 4095)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_default_row_points_on_the_gpu(name, rows, n, dtype):
+    from tests.utils import assert_close, random_array
+    from warpweave.pipeline.compile import compile_graph
+
+    fn, arity = FUNCTIONS[name]
+    shapes = [(rows, n)] + [(n,)] * (arity - 1)
+    graph, single = trace(fn, [(s, dtype) for s in shapes])
+    rng = np.random.default_rng(rows)
+    args = [random_array(rng, s, dtype) for s in shapes]
+    got = compile_graph(graph, single, "cuda", name)(*args)
+    assert_close(got, REFERENCES[name](*[a.astype(np.float64) for a in args]), dtype, scale=1 + np.sqrt(n) / 8,
+                 what=f"{name} [{rows}, {n}] {dtype}")

@@ -11,7 +11,9 @@ shares the cold run's cache directories (the disk caches warm).
     PYTHONPATH=$PWD python3 benchmarks/models.py --out $OUT [--models gpt2,bert] [--phases infer,train]
     PYTHONPATH=$PWD python3 benchmarks/models.py --device cpu --dtype float32 --small   # CPU table
     (on a shared machine, add --threads 1 --interleave --steps 200: medians of one-thread
-    steps, the backends' steps taken in turn)
+    steps, the backends' steps taken in turn; with --clock thread, each step's CPU time on
+    the calling thread, which one thread does all of and which other processes' load
+    disturbs far less than wall time)
 """
 from __future__ import annotations
 
@@ -163,7 +165,7 @@ def _median_ms(steps: dict, device, args) -> dict:
     times = {b: [] for b in steps}
     for _ in range(args.steps):
         for b, step in steps.items():
-            times[b].append(_timed(step, device))
+            times[b].append(_timed(step, device, args.clock == "thread"))
     return {b: statistics.median(t) * 1e3 for b, t in times.items()}
 
 
@@ -172,7 +174,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _timed(step, device) -> float:
+def _timed(step, device, thread_clock: bool = False) -> float:
     if device.type == "cuda":
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
@@ -180,9 +182,10 @@ def _timed(step, device) -> float:
         b.record()
         b.synchronize()
         return a.elapsed_time(b) * 1e-3
-    t0 = time.perf_counter()
+    clock = time.thread_time if thread_clock else time.perf_counter
+    t0 = clock()
     step()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def _kernels_per_step(step, device) -> int | None:
@@ -210,6 +213,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for PyTorch and warpweave (default: theirs, every core)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                    help="CPU steps: wall time, or CPU time of the calling thread (use with --threads 1)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--warm", action="store_true",
                     help="also time each first call in a fresh process sharing the cold run's caches")

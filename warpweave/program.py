@@ -16,7 +16,7 @@ from .errors import ArgumentError, DTypeError, ShapeError, TargetError
 from .ir import dtypes as dt
 from .ir.gir import Buffer, Kernel
 from .ir.gir_text import print_kernel
-from .ir.tensor import TensorGraph
+from .ir.tensor import TensorGraph, row_major_strides
 from .passes.cost import DeviceModel, KernelCost
 from .passes.fuse import FusionPlan
 from .schedule.templates import Schedule
@@ -206,12 +206,19 @@ class Program:
         outs = self.runner.run(self, args)
         return outs[0] if self.single else tuple(outs)
 
-    def fast_path(self) -> Callable:
+    def fast_path(self, layouts: tuple | None = None) -> Callable:
         """`call(args)`: this program's result for the arguments its runner takes
         without checks beyond a few attribute tests (PyTorch tensors of the compiled
         shapes and dtypes on the program's device, see CudaProgram.torch_call and
         CpuRunner.torch_call); None for any other arguments. Made on first use, once
-        PyTorch is imported."""
+        PyTorch is imported. `layouts` (CPU): per input None, or the (shape, strides)
+        of the strided tensor passed for it, whose memory span the input is (made
+        anew on each request)."""
+        if layouts is not None and any(layouts):
+            made = None
+            if "torch" in sys.modules and isinstance(self.runner, CpuRunner):
+                made = self.runner.torch_call(self, layouts)
+            return made or _no_fast_path
         if self._fast is None:
             if "torch" not in sys.modules:
                 return _no_fast_path
@@ -287,31 +294,39 @@ class CpuRunner:
             self.exe.launch(k.name, [buffers[p.name].ctypes.data for p in k.gir.params])
         return [buffers[n] for n in program.graph.outputs]
 
-    def torch_call(self, program: Program) -> Callable | None:
+    def torch_call(self, program: Program, layouts: tuple | None = None) -> Callable | None:
         """The PyTorch hot path, `call(args)`: the outputs (one, or a tuple) as
         PyTorch CPU tensors for contiguous PyTorch CPU tensors of the compiled shapes
-        and dtypes; None for anything else (`run` takes numpy arrays and reports
-        errors). Python generated for this program (the stage "launcher"): no numpy
-        conversions, no loops. An output that is also an input or read twice is left
-        to the general path."""
+        and dtypes (or, where `layouts[k]` is (shape, strides), a tensor of that
+        layout for input k: the memory span the program reads); None for anything
+        else (`run` takes numpy arrays and reports errors). Python generated for this
+        program (the stage "launcher"): no numpy conversions, no loops. An output
+        that is also an input or read twice is left to the general path."""
         torch = sys.modules.get("torch")
         inputs, outputs = list(program.graph.inputs), list(program.graph.outputs)
         if torch is None or len(set(outputs)) != len(outputs) or set(inputs) & set(outputs):
             return None
+        layouts = layouts or (None,) * len(inputs)
         try:
-            namespace = {"PLAIN": (torch.Tensor, torch.nn.Parameter), "empty": torch.empty,
+            namespace = {"PLAIN": (torch.Tensor, torch.nn.Parameter), "empty": _torch_empty(torch),
                          "launch": self.exe.launch, "scratch": _scratch_pointers(program)}
-            for k, name in enumerate(inputs):
+            for k, (name, layout) in enumerate(zip(inputs, layouts)):
                 t = program.graph[name]
-                namespace[f"SHAPE{k}"], namespace[f"DTYPE{k}"] = torch.Size(t.shape), getattr(torch, t.dtype.name)
+                shape, strides = layout or (t.shape, None)
+                namespace[f"SHAPE{k}"], namespace[f"DTYPE{k}"] = torch.Size(shape), getattr(torch, t.dtype.name)
+                namespace[f"STRIDES{k}"] = None if strides is None else tuple(strides)
             for k, name in enumerate(outputs):
                 t = program.graph[name]
                 namespace[f"OUT{k}_SHAPE"], namespace[f"OUT{k}_DTYPE"] = tuple(t.shape), getattr(torch, t.dtype.name)
+                namespace[f"OUT{k}_STRIDES"] = row_major_strides(t.shape)
         except AttributeError:  # a dtype this PyTorch lacks
             return None
         inline = self._inline(program)
         namespace.update((f"K{k}", fn) for k, fn in inline.items())
-        source = self._launcher_source(program, inputs, outputs, inline)
+        runs = getattr(self.exe, "runs", {})
+        namespace.update((f"R_{first}", entry) for first, (_, entry) in runs.items())
+        source = self._launcher_source(program, inputs, outputs, inline,
+                                       {first: run for first, (run, _) in runs.items()}, layouts)
         self.stages["launcher"] = source
         exec(compile(source, "<warpweave cpu launcher>", "exec"), namespace)
         return namespace["call"]
@@ -325,7 +340,10 @@ class CpuRunner:
                 if f.grid == 1 or f.grid * f.work < exe.PARALLEL_MIN_WORK}
 
     @staticmethod
-    def _launcher_source(program: Program, inputs: list[str], outputs: list[str], inline) -> str:
+    def _launcher_source(program: Program, inputs: list[str], outputs: list[str], inline, runs, layouts) -> str:
+        """The launcher's code; `runs`: first kernel's name -> the `backends.cpu.Run`
+        starting there, called as `R_<name>` (one native call for its kernels);
+        `layouts`: see `torch_call`."""
         scratch = list(program.scratch_buffers())
         where = {**{n: f"p{k}" for k, n in enumerate(inputs)}, **{n: f"q{k}" for k, n in enumerate(outputs)},
                  **{n: f"s[{k}]" for k, n in enumerate(scratch)}}
@@ -334,15 +352,24 @@ class CpuRunner:
         lines = ["def call(args):", f"    if len(args) != {len(inputs)}:", "        return None"]
         if xs:
             lines.append(f"    {', '.join(xs)}, = args")
-        for k, x in enumerate(xs):
+        for k, (x, layout) in enumerate(zip(xs, layouts)):
+            dense = f"{x}.stride() != STRIDES{k}" if layout else f"not {x}.is_contiguous()"
             lines += [f"    if type({x}) not in PLAIN or {x}.dtype is not DTYPE{k} or {x}.shape != SHAPE{k} or "
-                      f"not {x}.is_cpu or not {x}.is_contiguous():", "        return None",
+                      f"not {x}.is_cpu or {dense}:", "        return None",
                       f"    p{k} = {x}.data_ptr()"]
         for k in range(len(outputs)):
-            lines += [f"    y{k} = empty(OUT{k}_SHAPE, dtype=OUT{k}_DTYPE)", f"    q{k} = y{k}.data_ptr()"]
+            lines += [f"    y{k} = empty(OUT{k}_SHAPE, OUT{k}_STRIDES, OUT{k}_DTYPE)", f"    q{k} = y{k}.data_ptr()"]
         if scratch:
             lines.append("    s = scratch()")
+        in_run: set[str] = set()
         for k, kern in enumerate(program.kernels):
+            run = runs.get(kern.name)
+            if run is not None:
+                lines.append(f"    R_{kern.name}({', '.join(where[p] for p in run.params)})")
+                in_run.update(run.kernels)
+                continue
+            if kern.name in in_run:
+                continue
             ptrs = ", ".join(where[p.name] for p in kern.gir.params)
             if k in inline:  # runs on this thread whatever the thread count: its function directly
                 lines.append(f"    K{k}(0, {kern.gir.grid}, {ptrs})")
@@ -350,6 +377,13 @@ class CpuRunner:
                 lines.append(f"    launch({kern.name!r}, [{ptrs}])")
         lines.append(f"    return {returned}")
         return "\n".join(lines) + "\n"
+
+
+def _torch_empty(torch) -> Callable:
+    """`empty(shape, strides, dtype)`: an uninitialised CPU tensor; PyTorch's C++
+    entry point Inductor uses where it exists (a third of `torch.empty`'s cost)."""
+    fast = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", None), "_empty_strided_cpu", None)
+    return fast or (lambda shape, strides, dtype: torch.empty_strided(shape, strides, dtype=dtype))
 
 
 def _scratch_pointers(program: Program) -> Callable[[], tuple[int, ...]]:

@@ -27,6 +27,36 @@ def test_parallel_and_serial_launches_agree(monkeypatch):
             assert_close(out, ref[op.name], "float32", 20.0, what=f"{op.name} threads={threads}")
 
 
+def test_a_launch_does_not_wait_for_busy_pool_threads(monkeypatch):
+    """The calling thread takes chunks too: with every pool thread busy elsewhere, a
+    parallel launch finishes on the caller alone (the pool's tasks are cancelled)."""
+    import threading
+
+    monkeypatch.setenv("WARPWEAVE_NUM_THREADS", "2")
+    rng = np.random.default_rng()
+    g, ops = graph_for(300, 257, dt.float32)
+    x = random_array(rng, (300, 257), "float32")
+    op = next(o for o in ops if o.reduce is None)
+    k = lower_op(op, g, choose(op, "cpu"))
+    exe = cpu.CpuExecutable([k], [10**6])
+    bufs = {"x": x, "y": random_array(rng, (257,), "float32"), op.name: np.full(op.shape, np.nan, np.float32)}
+    release = threading.Event()
+    pool = cpu._pool()
+    blockers = [pool.submit(release.wait, 60) for _ in range(pool._max_workers)]
+    try:
+        done = threading.Event()
+        caller = threading.Thread(target=lambda: (exe.launch(k.name, [bufs[p.name].ctypes.data for p in k.params]),
+                                                  done.set()))
+        caller.start()
+        assert done.wait(20), "the launch waited for a pool thread"
+    finally:
+        release.set()
+        for b in blockers:
+            b.result()
+    ref = evaluate(g, {"x": bufs["x"], "y": bufs["y"]})[op.name]
+    assert_close(bufs[op.name], ref, "float32", 20.0)
+
+
 def test_generated_ir_has_vector_loads_and_noalias():
     g, ops = graph_for(4, 256, dt.float32)
     exe = cpu.CpuExecutable([lower_op(ops[0], g, sch.CpuElementwise(vector=16))], [1])

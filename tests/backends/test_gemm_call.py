@@ -6,7 +6,7 @@ import pytest
 from tests.utils import assert_close, random_array
 from warpweave.backends import blas, cpu
 from warpweave.backends.interp import run_kernel
-from warpweave.backends.llvm.gemm import blas_layout
+from warpweave.backends.llvm.gemm import BLAS_THREADS_MIN_WORK, blas_layout
 from warpweave.errors import VerificationError
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
@@ -125,6 +125,20 @@ def test_broadcast_batch_and_empty_reduction():
         bufs = {"a": np.zeros(0, np.float32), "b": np.zeros(0, np.float32), "c": c.reshape(-1)}
         _run(empty, bufs, runner)
         assert (c == 0).all(), runner
+
+
+def test_blas_threads_only_for_large_single_products():
+    """The BLAS shares a product among its threads only when the kernel makes one call
+    (a grid of one step) and the product is large; else the call sets one thread."""
+    _require_blas()
+    if not blas.find().set_threads:
+        pytest.skip("this BLAS has no thread-local thread count")
+    side = round(BLAS_THREADS_MIN_WORK ** (1 / 3))
+    cases = {(64, 64, 1000, 64): True, (side, side, side, side): False, (side, side, side, 2): True}
+    for (M, N, K, rows), one_thread in cases.items():
+        llvm_ir = cpu.compile_code([gemm_kernel(M, N, K, rows=rows)]).llvm_ir
+        calls = llvm_ir.count(f'call i32 @"{blas.SET_THREADS}"')
+        assert calls == (2 if one_thread else 0), (M, N, K, rows, calls)
 
 
 def test_text_round_trip():

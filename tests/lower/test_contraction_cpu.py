@@ -166,3 +166,20 @@ def test_a_scaled_operand_stays_apart_from_the_product():
     inlined = fuse.inline_broadcast_producers(widened, contractions=True)
     assert len(inlined.compute_ops) == 1  # a widening cast folds into the product's loads
     assert len(fuse.inline_broadcast_producers(graph).compute_ops) == 1  # GPU plans inline as before
+
+
+def test_epilogue_operations_traced_before_the_product():
+    """An epilogue may hold operations that come before the product in the trace
+    (exp(x), read by the sum after it): the product still leads its group, and the
+    kernel computes them after each tile."""
+    def fn(a, b, x):
+        e = ww.exp(x)
+        return e + a @ b
+
+    shapes = [(40, 9), (9, 30), (40, 30)]
+    group, graph = _group(fn, shapes, dt.float32)
+    assert fuse.is_gemm(graph[group.ops[0]], graph) and len(group.ops) == 3, str(group)
+    rng = np.random.default_rng()
+    a, b, x = (random_array(rng, s, "float32") for s in shapes)
+    got = ww.jit(fn, target="cpu")(a, b, x)
+    assert_close(got, a.astype(np.float64) @ b + np.exp(x.astype(np.float64)), "float32", scale=3)

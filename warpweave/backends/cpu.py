@@ -1,21 +1,22 @@
 """The CPU backend: GIR → LLVM IR (host triple) → native code, run on a thread pool.
 
 Each kernel becomes `void name(i64 begin, i64 end, ptr noalias buf0, …)`, which
-runs grid iterations `[begin, end)`; the runtime splits the grid into chunks and
-calls them from a thread pool (ctypes releases the GIL during each call).
+runs grid iterations `[begin, end)`; the runtime splits the grid into chunks that
+the calling thread and the pool's threads take in turn (ctypes releases the GIL
+during each call).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
-import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
@@ -125,14 +126,69 @@ class CpuTarget(Target):
         raise CompileError(f"no CPU implementation of {op} for {d}")
 
 
+@dataclass(frozen=True)
+class Run:
+    """Consecutive kernels that run whole on the calling thread, called through one
+    native entry `name(ptr, …)` that takes the distinct buffers `params` they read
+    and write and calls each kernel over its whole grid: one call from Python for
+    the run instead of one per kernel."""
+
+    name: str
+    kernels: tuple[str, ...]
+    params: tuple[str, ...]
+
+
+def runs_on_caller(grid: int, work: int) -> bool:
+    """Whether a launch of a kernel of `grid` steps of `work` element operations runs
+    on the calling thread whatever the thread count: one grid step, or too little
+    work to share (see `CpuExecutable.launch`)."""
+    return grid == 1 or grid * work < CpuExecutable.PARALLEL_MIN_WORK
+
+
+def inline_runs(kernels: list[Kernel], works: list[int]) -> list[Run]:
+    """The runs of two or more consecutive kernels that run on the calling thread."""
+    runs, current = [], []
+
+    def close():
+        if len(current) > 1:
+            params = tuple(dict.fromkeys(p.name for k in current for p in k.params))
+            runs.append(Run(f"{current[0].name}__run", tuple(k.name for k in current), params))
+        current.clear()
+
+    for k, work in zip(kernels, works):
+        if runs_on_caller(k.grid, work):
+            current.append(k)
+        else:
+            close()
+    close()
+    return runs
+
+
+def _emit_run(module: ir.Module, run: Run, kernels: dict[str, Kernel]) -> None:
+    """The entry of `run`: each kernel called over its grid, never inlined into it."""
+    ptr = ir.PointerType()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr] * len(run.params)), run.name)
+    where = dict(zip(run.params, fn.args))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    for name in run.kernels:
+        k = kernels[name]
+        args = [ir.Constant(I64, 0), ir.Constant(I64, k.grid)] + [where[p.name] for p in k.params]
+        b.call(module.get_global(name), args, attrs=("noinline",))
+    b.ret_void()
+
+
 def generate_module(kernels: list[Kernel], name: str = "warpweave", math: str = "libm",
-                    blas: host_blas.Blas | None | str = "auto") -> ir.Module:
-    """One LLVM module holding a function per kernel (`math`, `blas`: see `CpuTarget`)."""
+                    blas: host_blas.Blas | None | str = "auto", runs: tuple[Run, ...] = ()) -> ir.Module:
+    """One LLVM module holding a function per kernel (`math`, `blas`: see `CpuTarget`)
+    and an entry per run of kernels (`runs`)."""
     target = CpuTarget(math, blas)
     module = ir.Module(name=name)
     module.triple = target.triple
     for k in kernels:
         KernelCodegen(k, module, target).generate()
+    by_name = {k.name: k for k in kernels}
+    for run in runs:
+        _emit_run(module, run, by_name)
     return module
 
 
@@ -188,6 +244,19 @@ class CpuFunction:
     grid: int
     work: int  # element operations per grid iteration, to decide whether to parallelize
     cfunc: object
+    chunks: dict[int, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+
+    def chunked(self, threads: int) -> list[tuple[int, int]]:
+        """The grid's chunks for `threads` threads, `CHUNKS_PER_THREAD` each (made once)."""
+        found = self.chunks.get(threads)
+        if found is None:
+            n = min(self.grid, CHUNKS_PER_THREAD * threads)
+            edges = [self.grid * k // n for k in range(n + 1)]
+            found = self.chunks[threads] = list(zip(edges[:-1], edges[1:]))
+        return found
+
+
+CHUNKS_PER_THREAD = 4  # chunks per thread: a thread the OS delays leaves its chunks to the others
 
 
 def host_key() -> tuple:
@@ -226,9 +295,10 @@ class CpuCode:
 
 
 def compile_code(kernels: list[Kernel], name: str = "warpweave", math: str = "libm",
-                 blas: host_blas.Blas | None | str = "auto") -> CpuCode:
-    """LLVM IR for the kernels, optimized and compiled to a host object file."""
-    llvm_ir = str(generate_module(kernels, name, math, blas))
+                 blas: host_blas.Blas | None | str = "auto", runs: tuple[Run, ...] = ()) -> CpuCode:
+    """LLVM IR for the kernels (and the entries of `runs`), optimized and compiled to
+    a host object file."""
+    llvm_ir = str(generate_module(kernels, name, math, blas, runs))
     mod = optimize(llvm_ir)
     return CpuCode(llvm_ir, str(mod), _target_machine().emit_object(mod))
 
@@ -240,10 +310,11 @@ class CpuExecutable:
     PARALLEL_MIN_WORK = 1 << 15
 
     def __init__(self, kernels: list[Kernel], works: list[int], name: str = "warpweave",
-                 math: str = "libm", code: CpuCode | None = None):
-        code = code or compile_code(kernels, name, math)
+                 math: str = "libm", code: CpuCode | None = None, runs: tuple[Run, ...] = ()):
+        """`code`: compiled for these kernels and `runs` (else compiled here)."""
+        code = code or compile_code(kernels, name, math, runs=runs)
         self.llvm_ir, self.optimized_ir = code.llvm_ir, code.optimized_ir
-        self._load(code.object, [(k.name, k.grid, work, len(k.params)) for k, work in zip(kernels, works)])
+        self._load(code.object, [(k.name, k.grid, work, len(k.params)) for k, work in zip(kernels, works)], runs)
 
     @classmethod
     def from_object(cls, obj: bytes, functions: list[tuple[str, int, int, int]]) -> "CpuExecutable":
@@ -254,7 +325,7 @@ class CpuExecutable:
         self._load(obj, functions)
         return self
 
-    def _load(self, obj: bytes, functions: list[tuple[str, int, int, int]]) -> None:
+    def _load(self, obj: bytes, functions: list[tuple[str, int, int, int]], runs: tuple[Run, ...] = ()) -> None:
         tm = _target_machine()
         found = host_blas.find()
         if found is not None:
@@ -270,16 +341,35 @@ class CpuExecutable:
             if not addr:
                 raise CompileError(f"kernel {name} is missing from the compiled module")
             self.functions[name] = CpuFunction(name, grid, work, proto(addr))
+        self.runs: dict[str, tuple[Run, object]] = {}  # first kernel's name -> (run, its entry)
+        for run in runs:
+            addr = self._engine.get_function_address(run.name)
+            if not addr:
+                raise CompileError(f"entry {run.name} is missing from the compiled module")
+            proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(run.params)))
+            self.runs[run.kernels[0]] = (run, proto(addr))
 
     def launch(self, name: str, pointers: list[int]) -> None:
+        """Run kernel `name` on the buffers at `pointers`: on this thread when it is
+        small, else shared: this thread and `threads - 1` pool tasks take chunks from
+        one counter until none is left, and pool tasks that have not started by then
+        are cancelled (on a busy machine this thread does not wait for a pool thread
+        to be scheduled, only for chunks already running)."""
         f = self.functions[name]
         threads = default_threads()
-        if threads == 1 or f.grid == 1 or f.grid * f.work < self.PARALLEL_MIN_WORK:
+        if threads == 1 or runs_on_caller(f.grid, f.work):
             f.cfunc(0, f.grid, *pointers)
             return
-        chunks = min(f.grid, 4 * threads)
-        bounds = np.linspace(0, f.grid, chunks + 1).astype(np.int64)
-        futures = [_pool().submit(f.cfunc, int(a), int(b), *pointers)
-                   for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        for fut in futures:
-            fut.result()
+        chunks = f.chunked(threads)
+        take = itertools.count().__next__  # atomic under the GIL
+        cfunc = f.cfunc
+
+        def share():
+            while (k := take()) < len(chunks):
+                cfunc(*chunks[k], *pointers)
+
+        helpers = [_pool().submit(share) for _ in range(min(threads, len(chunks)) - 1)]
+        share()
+        for h in helpers:
+            if not h.cancel():
+                h.result()

@@ -324,12 +324,13 @@ def _make_runner(program: Program, options: Options):
     if program.target == "interp":
         return InterpRunner()
     if program.target == "cpu":
-        from ..backends.cpu import CpuExecutable
+        from ..backends.cpu import CpuExecutable, inline_runs
 
         girs = [k.gir for k in program.kernels]
-        code = cpu_code(girs, program.name)
         works = [work_per_step(program.graph, k) for k in program.kernels]
-        return CpuRunner(CpuExecutable(girs, works, program.name, code=code))
+        runs = tuple(inline_runs(girs, works))
+        code = cpu_code(girs, program.name, runs)
+        return CpuRunner(CpuExecutable(girs, works, program.name, code=code, runs=runs))
     return _cuda_runner(program, options)
 
 
@@ -346,12 +347,14 @@ def _cuda_runner(program: Program, options: Options):
                        texts["llvm"], texts["ptx"], lambda: cubin(texts["ptx"], arch), program.single)
 
 
-def cpu_code(girs: list[Kernel], name: str):
-    """Host object code for final GIR kernels, from the disk cache when it has it."""
+def cpu_code(girs: list[Kernel], name: str, runs: tuple = ()):
+    """Host object code for final GIR kernels and the entries of `runs` (see
+    `backends.cpu.Run`), from the disk cache when it has it."""
     from ..backends.cpu import CpuCode, compile_code, host_key
 
-    key = make_key("cpu-object", host_key(), *(print_kernel(g) for g in girs))  # not the name: see above
-    return default_cache().get_or_build(key, lambda: compile_code(girs, name).to_bytes(),
+    key = make_key("cpu-object", host_key(), *(print_kernel(g) for g in girs),  # not the name: see above
+                   *(repr(r) for r in runs))
+    return default_cache().get_or_build(key, lambda: compile_code(girs, name, runs=runs).to_bytes(),
                                         decode=CpuCode.from_bytes)
 
 

@@ -309,6 +309,31 @@ def test_noncontiguous_and_expanded_inputs():
     torch.testing.assert_close(_compiled_fully(fn, x, y, b), fn(x, y, b))
 
 
+def test_views_a_program_reads_join_it(monkeypatch):
+    """Views of tensors from outside that a program reads (a transposed weight, a
+    reshape) are computed in the program, which takes the tensors themselves: no view
+    made and no strided layout prepared per call, also where the view is returned too."""
+    from warpweave.frontend.torch import partition
+
+    calls, real = [], partition.build_call
+
+    def build_call(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(partition, "build_call", build_call)
+
+    def fn(x, w):
+        wt_ = w.t()
+        return torch.sigmoid(x.view(4, 6) * 2), (wt_ * 3).sum(0), wt_
+
+    x, w = torch.randn(24), torch.randn(5, 7)
+    got = _compiled_fully(fn, x, w)
+    for g, want in zip(got, fn(x, w)):
+        torch.testing.assert_close(g, want)
+    assert calls and all(layout.dense for c in calls for layout in c.inputs), [c.inputs for c in calls]
+
+
 @pytest.mark.usefixtures("products_in_torch")
 def test_copies_of_transposed_views_compile():
     """`.contiguous()` of a transposed view between two matrix products is a real copy:
@@ -326,6 +351,26 @@ def test_copies_of_transposed_views_compile():
     programs = [p for r in reports for p in r.programs]
     assert sum(p.ops.count("aten.clone.default") for p in programs) == 2, [str(r) for r in reports]
     assert {f.op for r in reports for f in r.fallbacks} <= {"aten.bmm.default", "aten.mm.default"}
+
+
+def test_strided_inputs_reach_the_kernels_as_they_are(monkeypatch):
+    """On the CPU, inputs of the traced strides (transposed, sliced, expanded) go to the
+    kernels as they are: nothing is prepared per call."""
+    from warpweave.frontend.torch import partition
+
+    def fn(x, y, b):
+        return torch.sigmoid(x) * y + b
+
+    x, y, b = torch.randn(8, 6).t(), torch.randn(6, 16)[:, 1::2], torch.randn(8).expand(6, 8)
+    compiled = torch.compile(fn, backend=wt.backend)
+    torch.testing.assert_close(compiled(x, y, b), fn(x, y, b))
+
+    def prepare(*args):
+        raise AssertionError("an input was prepared")
+
+    monkeypatch.setattr(partition._Input, "prepare", prepare)
+    x, y = torch.randn(8, 6).t(), torch.randn(6, 16)[:, 1::2]
+    torch.testing.assert_close(compiled(x, y, b), fn(x, y, b))
 
 
 def test_output_keeps_eager_strides():

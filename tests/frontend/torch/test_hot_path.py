@@ -2,6 +2,7 @@
 straight to the kernels, no numpy; anything it does not take goes the general way."""
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -21,8 +22,9 @@ def softmax_program(shape, dtype="float32"):
 
 @pytest.mark.parametrize("rows, direct", [(5, True), (200, False)])
 def test_torch_tensors_take_the_generated_launcher(rows, direct):
-    """Small kernels are called directly on this thread; larger ones through the
-    executable's launch, which may share them over the thread pool."""
+    """Small kernels run on this thread, consecutive ones through one native entry;
+    larger ones through the executable's launch, which may share them over the
+    thread pool."""
     program = softmax_program((rows, 257))
     x, y = torch.randn(rows, 257), torch.randn(rows, 257)
     got = program(x, y)
@@ -30,9 +32,25 @@ def test_torch_tensors_take_the_generated_launcher(rows, direct):
     torch.testing.assert_close(got[0], torch.softmax(x * 2, -1) + y)
     torch.testing.assert_close(got[1], x.sum(0))
     launcher = program.dump("launcher")
-    assert "def call(args):" in launcher and ("K0(0, " in launcher) == direct and ("launch(" in launcher) != direct
+    assert "def call(args):" in launcher and ("R_" in launcher) == direct and ("launch(" in launcher) != direct
     again = program(x, y)  # fresh outputs on every call
     assert again[0].data_ptr() != got[0].data_ptr()
+
+
+def test_small_kernels_take_one_native_call():
+    """A program of many small kernels (the bias gradients of a backward graph: a
+    column sum each) calls them all through one native entry."""
+    n = 6
+    f = ww.jit(lambda *xs: tuple(x.sum(axis=0) for x in xs), target="cpu")
+    program = f.lower(*(np.zeros((16, 8 + k), np.float32) for k in range(n)))
+    assert len(program.kernels) == n
+    xs = [torch.randn(16, 8 + k) for k in range(n)]
+    got = program(*xs)
+    for x, y in zip(xs, got):
+        torch.testing.assert_close(y, x.sum(0))
+    launcher = program.dump("launcher")
+    calls = re.findall(r"^ +(K\d+|R_\w+|launch)\(", launcher, re.MULTILINE)
+    assert len(calls) == 1 and calls[0].startswith("R_"), launcher
 
 
 def test_other_arguments_take_the_general_path():

@@ -4,8 +4,12 @@ else a loop nest over blocks of l, then i, l, j, that converts operands as it re
 them (the innermost loop walks rows of b and of four rows of c at once, which LLVM
 vectorizes; a block of b's rows stays in cache across the rows of a).
 
-Inside a kernel whose grid has several steps the call runs with one BLAS thread
-(the grid steps already share the cores) and restores the caller's setting after.
+The call runs with one BLAS thread (restoring the caller's setting after) inside a
+kernel whose grid has several steps (the grid steps already share the cores), and for
+a product of fewer than `BLAS_THREADS_MIN_WORK` multiply-adds: waking the BLAS's
+threads costs more than sharing such a product saves, and on a machine whose cores
+are busy (PyTorch's own threads spinning, other processes) a wake-up waits for a
+time slice, milliseconds against a product of microseconds.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from .irtypes import I32, I64, mem_type, reg_type
 ROW_MAJOR, COL_MAJOR, NO_TRANS, TRANS = 101, 102, 111, 112
 K_BLOCK = 64  # rows of b one sweep over a's rows reuses (64 x 1024 float32: 256 KB, in L2)
 M_TILE = 4    # rows of c updated together: each element of b loaded once for all four
+BLAS_THREADS_MIN_WORK = 1 << 24  # m·n·k from which the BLAS's own threads share a product
 _EXTENTS = {"a": ("m", "k"), "b": ("k", "n"), "c": ("m", "n")}
 
 
@@ -51,7 +56,8 @@ def emit_gemm(cg, n: Node, blas: Blas | None) -> None:
         ptrs[key] = cg.b.gep(base, [cg.index(n.attr(f"{key}_offset"))], source_etype=mem_type(dtypes[key]))
     m, nn, k = (cg.index(n.attr(key)) for key in ("m", "n", "k"))
     if blas is not None and all(d == n.dtype for d in dtypes.values()) and None not in layouts.values():
-        _blas_call(cg, n, blas, layouts, ptrs, m, nn, k)
+        threaded = cg.k.grid == 1 and bound["m"] * bound["n"] * bound["k"] >= BLAS_THREADS_MIN_WORK
+        _blas_call(cg, n, blas, layouts, ptrs, m, nn, k, threaded)
     else:
         _loops(cg, n, dtypes, ptrs, m, nn, k)
 
@@ -60,7 +66,8 @@ def _declare(module: ir.Module, name: str, ty: ir.FunctionType) -> ir.Function:
     return module.globals.get(name) or ir.Function(module, ty, name)
 
 
-def _blas_call(cg, n: Node, blas: Blas, layouts, ptrs, m, nn, k) -> None:
+def _blas_call(cg, n: Node, blas: Blas, layouts, ptrs, m, nn, k, threaded: bool) -> None:
+    """The CBLAS call; on one BLAS thread unless `threaded`."""
     b = cg.b
     it = ir.IntType(blas.int_bits)
     ft = reg_type(n.dtype)
@@ -74,7 +81,7 @@ def _blas_call(cg, n: Node, blas: Blas, layouts, ptrs, m, nn, k) -> None:
             b.trunc(m, it) if it != I64 else m, b.trunc(nn, it) if it != I64 else nn,
             b.trunc(k, it) if it != I64 else k, ir.Constant(ft, 1.0), ptrs["a"], ld["a"],
             ptrs["b"], ld["b"], ir.Constant(ft, 0.0), ptrs["c"], ld["c"]]
-    if blas.set_threads and cg.k.grid > 1:
+    if blas.set_threads and not threaded:
         threads = _declare(cg.module, SET_THREADS, ir.FunctionType(I32, [I32]))
         previous = b.call(threads, [ir.Constant(I32, 1)])
         b.call(gemm, args)

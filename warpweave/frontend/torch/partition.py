@@ -63,6 +63,8 @@ _MULTI_OUTPUT = frozenset({aten.split.Tensor, aten.split_with_sizes.default, ate
 _ALIASING_VIEWS = VIEW_OPS - {aten.reshape.default, aten.detach.default, aten.clone.default,
                               aten.lift_fresh_copy.default}
 _LIST_VIEWS = _MULTI_OUTPUT - {operator.getitem}
+# Views a program can take over from PyTorch: one tensor in, one out.
+_ABSORBED_VIEWS = _ALIASING_VIEWS - _MULTI_OUTPUT
 # Identities that copy when their input is not contiguous (a clone after a transpose):
 # such a copy is a kernel warpweave runs, gathering through the input's strides.
 _COPIES = frozenset({aten.clone.default})
@@ -373,6 +375,12 @@ class WarpweaveCall:
         # Dense tensors go to the hot path as they are; the others are made first.
         self._prepared = [k for k, layout in enumerate(inputs) if not layout.dense or layout.scalar is not None]
         self._fast = program.fast_path() if self._host else None
+        # On the CPU, strided tensors of the traced layouts go to a hot path of their own as
+        # they are (no view of their span made per call).
+        self._strided = None
+        if self._host and self._prepared and all(layout.scalar is None for layout in inputs):
+            self._strided = program.fast_path(tuple(None if layout.dense else (layout.shape, layout.strides)
+                                                    for layout in inputs))
         self._as_computed = (results == [("output", k, None) for k in range(len(outputs))]
                              and all(o.perm is None and o.strides is None for o in outputs))
         self._fell_back: set[str] = set()
@@ -395,6 +403,10 @@ class WarpweaveCall:
         return outs[0] if self.single else tuple(outs)
 
     def _run(self, args) -> list:
+        if self._strided is not None:
+            results = self._strided(args)
+            if results is not None:
+                return results
         xs = args
         if self._prepared:
             xs = list(args)
@@ -542,6 +554,34 @@ def _reason(node, device, reasons, strict: bool) -> str | None:
         return reason
 
 
+def _absorb_input_views(gm: torch.fx.GraphModule, partitions, reasons: dict) -> None:
+    """Views (chains of them) that a partition reads from outside join it, so that
+    its program reads the viewed tensor through index arithmetic instead of PyTorch
+    making the view, and the program's call preparing its strided layout, on every
+    call. A view that others read too stays for them, and the partition takes a
+    copy of it (views cost nothing inside a program)."""
+    owner = {n: p for p in partitions for n in p.nodes}
+    for p in partitions:
+        stack = list(p.nodes)
+        while stack:
+            node = stack.pop()
+            for view in node.all_input_nodes:
+                if view in owner or not _is_aliasing_view(view) or view.target not in _ABSORBED_VIEWS \
+                        or reasons.get(view, "") is not None:
+                    continue
+                if any(owner.get(u) is not p for u in view.users):  # read elsewhere: a copy for p
+                    with gm.graph.inserting_after(view):
+                        copy = gm.graph.call_function(view.target, view.args, view.kwargs)
+                    copy.meta = dict(view.meta)
+                    reasons[copy] = None
+                    for u in [u for u in view.users if owner.get(u) is p]:
+                        u.replace_input_with(view, copy)
+                    view = copy
+                p.add_node(view)
+                owner[view] = p
+                stack.append(view)
+
+
 def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, strict: bool = False
                 ) -> tuple[torch.fx.GraphModule, GraphReport]:
     """Compile what warpweave can of an ATen graph (in place) and report it. What fails
@@ -558,6 +598,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
         non_compute_ops=[torch.fx.node._get_qualified_name(t) for t in VIEW_OPS - _MULTI_OUTPUT - _COPIES])
     partitions = partitioner.propose_partitions()
     partitioner.remove_bookend_non_compute_ops(partitions)
+    _absorb_input_views(gm, partitions, reasons)
     groups, constant = [], set()  # constant: nodes of groups with no tensor input, left to PyTorch
     for p in partitions:
         members = list(p.nodes)
@@ -574,7 +615,7 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
     calls = {}
     for k, members in enumerate(groups):
         sub_name = f"warpweave_{k}"
-        ops = [described[n][1] for n in members]
+        ops = [described[n][1] for n in members if n in described]  # not the copies of views
         try:
             calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}", ops, report, strict)
         except Exception as exc:  # noqa: BLE001 - the group runs in PyTorch instead: say why, keep going

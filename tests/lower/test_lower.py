@@ -8,7 +8,8 @@ from warpweave.backends.cpu import CpuExecutable
 from warpweave.backends.interp import run_kernel
 from warpweave.schedule import templates as sch
 from warpweave.schedule.choose import choose
-from warpweave.lower.op import _lane_superset, lower, lower_op
+from warpweave.lower.kernels import lower
+from warpweave.lower.op import _lane_superset, lower_op
 from warpweave.ir import dtypes as dt
 from warpweave.ir import expr as ex
 from warpweave.ir.expr_text import parse_expr

@@ -392,6 +392,21 @@ def loads(root: Expr) -> list[Load]:
     return [n for n in postorder(root) if isinstance(n, Load)]
 
 
+INDEX_ARITHMETIC = frozenset({"add", "sub", "mul", "floordiv", "mod", "max", "min", "and", "or",
+                              "lt", "le", "gt", "ge", "eq", "ne", "not", "neg"})
+
+
+def is_index_arithmetic(root: Expr) -> bool:
+    """Whether `root` is integer arithmetic of variables and constants (what code
+    generators compute as an address or a predicate): no loads, casts or floats."""
+    for n in postorder(root):
+        if not (n.dtype.is_int or n.dtype.is_bool):
+            return False
+        if not (isinstance(n, (Var, Const, Select)) or (isinstance(n, (Binary, Unary)) and n.op in INDEX_ARITHMETIC)):
+            return False
+    return True
+
+
 # ----------------------------------------------------------------------------- text
 
 def to_text(root: Expr) -> str:

@@ -19,7 +19,6 @@ from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir import simplify as sx
 from ..ir.gir import WARP_SIZE, Buffer, Kernel, KernelBuilder, SharedAlloc, data_var
-from ..ir.scatter import Scatter, match_scatter
 from ..ir.tensor import ComputeOp, Placeholder, TensorGraph, row_major_strides
 from ..schedule import templates as sch
 from ..schedule.choose import flat_elementwise
@@ -230,7 +229,7 @@ class _Region:
         offset = ex.Const(0, dt.INDEX)
         data, depths = [], []
         for i, s, n in zip(e.indices, row_major_strides(src.shape), src.shape):
-            if ex.loads(i) or not _index_arithmetic(i):
+            if ex.loads(i) or not ex.is_index_arithmetic(i):
                 value, depth = self._emit(i)
                 i = ex.Var(data_var(len(data)))
                 data.append((value, n))
@@ -246,22 +245,6 @@ class _Region:
         if dt.compute_dtype(e.dtype) != e.dtype:
             node = b.compute("cast", [node], scope, dt.compute_dtype(e.dtype))
         return node, d
-
-
-_INDEX_OPS = frozenset({"add", "sub", "mul", "floordiv", "mod", "max", "min", "and", "or",
-                        "lt", "le", "gt", "ge", "eq", "ne", "not", "neg"})
-
-
-def _index_arithmetic(e: ex.Expr) -> bool:
-    """Whether `e` is integer arithmetic of scope variables that index code computes."""
-    for n in ex.postorder(e):
-        if not (n.dtype.is_int or n.dtype.is_bool):
-            return False
-        if isinstance(n, (ex.Var, ex.Const, ex.Select)):
-            continue
-        if not (isinstance(n, (ex.Binary, ex.Unary)) and n.op in _INDEX_OPS):
-            return False
-    return True
 
 
 _FLIP = {"lt": "ge", "le": "gt", "gt": "le", "ge": "lt", "eq": "ne", "ne": "eq"}
@@ -501,7 +484,7 @@ def _gpu_column_partials(low: _Lowering, s: sch.GpuSplitColumnReduce) -> None:
     low.store_output(acc, split * total + flat, inner, ex.binary("lt", base, total))
 
 
-def _split_column_reduce(op: ComputeOp, graph: TensorGraph, s: sch.GpuSplitColumnReduce,
+def split_column_reduce(op: ComputeOp, graph: TensorGraph, s: sch.GpuSplitColumnReduce,
                          name: str) -> list[Kernel]:
     """Two kernels: partials over row slices (a float32 temporary), then their combination."""
     cd = dt.compute_dtype(op.dtype)
@@ -699,88 +682,6 @@ def _cpu_column_reduce(low: _Lowering, s: sch.CpuColumnReduce) -> None:
     _vector_main_and_tail(low, g_id, j0, length, w, body)
 
 
-# ----------------------------------------------------------------------------- scatters
-
-def _scatter_term(low: _Lowering, sc: Scatter, chain: list[str], index: dict, guard: ex.Expr | None) -> None:
-    """Add the term of the scatter-add `sc` at `index` (every output axis but the
-    scattered one, and the reduction axes) to the output at its target."""
-    op = low.op
-    region = low.region(chain, index, guard)
-    value = region.emit(sc.value)
-    if low.b._node(value).dtype != op.dtype:
-        value = low.b.compute("cast", [value], chain[-1], op.dtype)
-    target = region.emit(sc.target)
-    place = [ex.Var(data_var(0)) if k == sc.axis else index[a.name] for k, a in enumerate(op.axes)]
-    flat = sum((i * st for i, st in zip(place, row_major_strides(op.shape))), ex.Const(0, dt.INDEX))
-    low.b.store(low.out.name, low.simplify(flat), value, chain[-1], low.simplify(guard),
-                data=[(target, op.shape[sc.axis])], combine="add")
-
-
-def _free_axes(op: ComputeOp, sc: Scatter) -> list[tuple[str, int]]:
-    return [(a.name, n) for k, (a, n) in enumerate(zip(op.axes, op.shape)) if k != sc.axis]
-
-
-def _cpu_scatter(low: _Lowering, s: sch.CpuScatter) -> None:
-    """One grid step: for each reduction position in order, for each point of the
-    other output axes (`vector` lanes along the last one, then a scalar tail), add the
-    term: one thread adds in order, so the sums are deterministic."""
-    op, sc = low.op, match_scatter(low.op)
-    red = op.reduce
-    free = _free_axes(op, sc)
-    g_id, _ = low.scope("grid", "g", 1, None)
-    r_id, r = low.scope("serial", "r", _prod(red.extents), g_id)
-    index = dict(zip((a.name for a in red.axes), unflatten(r, red.extents)))
-    lanes = free.pop() if free and sc.axis != len(op.shape) - 1 else None
-    chain = [g_id, r_id]
-    if free:
-        f_id, f = low.scope("serial", "f", _prod([n for _, n in free]), r_id)
-        chain.append(f_id)
-        index.update(zip((name for name, _ in free), unflatten(f, [n for _, n in free])))
-    if lanes is None:
-        _scatter_term(low, sc, chain, index, None)
-        return
-    name, length = lanes
-    w = s.vector
-    if length // w:
-        jo_id, jo = low.scope("serial", "jo", length // w, chain[-1])
-        v_id, v = low.scope("vector", "v", w, jo_id)
-        _scatter_term(low, sc, chain + [jo_id, v_id], {**index, name: jo * w + v}, None)
-    if length % w:
-        jt_id, jt = low.scope("serial", "jt", length % w, chain[-1])
-        _scatter_term(low, sc, chain + [jt_id], {**index, name: (length // w) * w + jt}, None)
-
-
-def _gpu_scatter(low: _Lowering, s: sch.GpuScatter) -> None:
-    """Every (reduction position, other output axes) point is a thread's vector lane
-    (the last output axis fastest: neighbouring threads add to neighbouring elements);
-    atomic adds."""
-    op, sc = low.op, match_scatter(low.op)
-    names = [a.name for a in op.reduce.axes] + [name for name, _ in _free_axes(op, sc)]
-    dims = list(op.reduce.extents) + [n for _, n in _free_axes(op, sc)]
-    scattered_last = sc.axis == len(op.shape) - 1
-    w = s.vector if not scattered_last and dims[-1] % s.vector == 0 else 1
-    for chain, flat, guard in gpu_elementwise_parts(low, _prod(dims), s.threads, w):
-        _scatter_term(low, sc, chain, dict(zip(names, unflatten(flat, dims))), guard)
-
-
-def _scatter(op: ComputeOp, graph: TensorGraph, s, name: str) -> list[Kernel]:
-    """A scatter-add (`ir.scatter`): a kernel that zeroes the output, then one that
-    adds every term at its target."""
-    if _prod(op.shape) == 0:
-        return []
-    sc = match_scatter(op)
-    if sc is None:
-        raise UnsupportedError(f"schedule {s} needs a scatter-add; {op.name} is a {op.kind} operation")
-    cpu = isinstance(s, sch.CpuScatter)
-    zero = ComputeOp(op.name, op.shape, op.dtype, op.axes, identity("sum", op.dtype), op.label)
-    kernels = [lower_op(zero, graph, sch.CpuElementwise() if cpu else sch.GpuElementwise(), f"{name}_zero")]
-    if _prod(op.reduce.extents) == 0:
-        return kernels
-    low = _Lowering(op, graph, "cpu" if cpu else "gpu", name)
-    (_cpu_scatter if cpu else _gpu_scatter)(low, s)
-    return kernels + [low.b.build(op=op.name, schedule=repr(s))]
-
-
 _TEMPLATES = {
     sch.GpuElementwise: _gpu_elementwise,
     sch.GpuRowReduce: _gpu_row_reduce,
@@ -792,21 +693,6 @@ _TEMPLATES = {
     sch.CpuColumnReduce: _cpu_column_reduce,
 }
 _NEEDS_REDUCE = (sch.GpuRowReduce, sch.GpuColumnReduce, sch.GpuColumnTile, sch.CpuRowReduce, sch.CpuColumnReduce)
-
-
-def lower(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str | None = None) -> list[Kernel]:
-    """The GIR kernels computing `op` under `schedule`, in launch order (none when
-    `op` is empty). Kernels may share temporary buffers (params with role "temp")."""
-    name = name or op.name
-    if isinstance(schedule, (sch.CpuScatter, sch.GpuScatter)):
-        return _scatter(op, graph, schedule, name)
-    if isinstance(schedule, sch.GpuSplitColumnReduce) and _prod(op.shape) and op.reduce is not None \
-            and _prod(op.reduce.extents):
-        return _split_column_reduce(op, graph, schedule, name)
-    if isinstance(schedule, sch.GpuSplitColumnReduce):
-        schedule = sch.GpuColumnReduce()
-    kernel = lower_op(op, graph, schedule, name)
-    return [] if kernel is None else [kernel]
 
 
 def lower_op(op: ComputeOp, graph: TensorGraph, schedule: sch.Schedule, name: str | None = None) -> Kernel | None:

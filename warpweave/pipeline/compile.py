@@ -31,7 +31,7 @@ from ..ir.tensor import TensorGraph
 from ..lower.contraction_cpu import lower_contraction
 from ..lower.group import lower_group
 from ..lower.mma import lower_mma_group
-from ..lower.op import lower
+from ..lower.kernels import lower
 from ..lower.split_rows import lower_split_rows
 from ..passes import fuse
 from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY

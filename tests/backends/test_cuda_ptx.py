@@ -170,7 +170,7 @@ def test_rounding_is_one_conversion_instruction(d):
 def test_argmax_over_rows_assembles(shape):
     """The torch backend's argmax (a max, then the least position holding it: an int64
     min reduction across lanes and warps) lowers to PTX that ptxas accepts."""
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="the argmax lowered here is the torch backend's converter")
     from warpweave.frontend.torch.convert import _arg_extreme
     from warpweave.frontend.trace import trace
     from warpweave.pipeline.autotune import compile_program
@@ -183,7 +183,7 @@ def test_argmax_over_rows_assembles(shape):
 def test_gather_at_computed_float_positions_assembles():
     """A gather whose index is computed in float32 in the same kernel (nearest
     interpolation) takes it as a data index: PTX that ptxas accepts."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the gather is traced from a PyTorch interpolation")
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from warpweave.frontend.torch.backend import decompositions

@@ -137,3 +137,32 @@ def test_default_row_points_on_the_gpu(name, rows, n, dtype):
     got = compile_graph(graph, single, "cuda", name)(*args)
     assert_close(got, REFERENCES[name](*[a.astype(np.float64) for a in args]), dtype, scale=1 + np.sqrt(n) / 8,
                  what=f"{name} [{rows}, {n}] {dtype}")
+
+
+@pytest.mark.parametrize("dtype_bytes", [1, 2, 4, 8])
+def test_default_row_points_fit_the_register_tile(dtype_bytes):
+    """Every row length takes a point whose register tile (vector × chunks) the GPU
+    verifier accepts: rows of 1-byte booleans have 16-element runs."""
+    from warpweave.schedule.choose import choose_row_group
+    from warpweave.schedule.templates import MAX_TILE
+
+    for n in list(range(1, 600)) + [4095, 4096, 30522, 50257]:
+        point = choose_row_group(n, 7, dtype_bytes, "gpu")
+        assert point.vector * point.chunks <= MAX_TILE, (n, dtype_bytes, point)
+        assert point.row_threads * point.vector * point.chunks * point.passes >= n, (n, dtype_bytes, point)
+
+
+@pytest.mark.parametrize("n", [48, 96, 160])
+def test_a_masked_row_group_verifies_on_the_gpu(n):
+    """A cross-entropy-style backward whose rows read a boolean mask (GPT-2's loss
+    backward in bfloat16 at vocabulary 96 failed verification: 48-element vector)."""
+    from warpweave.pipeline.compile import compile_graph
+
+    def grad(logp, mask, g):
+        go = ww.where(mask, -1.0, 0.0) * g
+        return (go - ww.exp(logp) * go.sum(axis=-1, keepdims=True)).astype("bfloat16")
+
+    graph, single = trace(grad, [((22, n), "float32"), ((22, n), "bool"), ((22, 1), "float32")])
+    program = compile_graph(graph, single, "cuda", "masked")
+    assert any(isinstance(k.schedule, GpuRowGroup) for k in program.kernels)
+    assert ".entry" in program.dump("ptx")

@@ -102,7 +102,10 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
         # of the roofline on a layer norm over [1000000, 16] float32 (33 µs at two
         # threads of two runs, 47 at one of four); softmax over [1000000, 8] float32,
         # 17.4 µs at two threads of one run, 18.3 at one of two
+        # (enough threads that a thread's runs fit the register tile: a row of
+        # 1-byte booleans has 16-element runs)
         row_threads = runs if runs <= 2 else _pow2_at_most(runs // 2, runs)
+        row_threads = max(row_threads, _next_pow2(-(-runs * w // MAX_TILE)))
         return _row_point(rows, row_threads, w, -(-runs // row_threads), 1)
     # about four 16-byte runs per thread per pass; a whole row in one pass when it fits
     tile = min(MAX_TILE, 4 * w)

@@ -121,3 +121,21 @@ def test_logits_product_on_the_gpu_matches_eager(torch_cuda, view):
     torch._dynamo.reset()
     got = torch.compile(fn, backend=wt.backend, dynamic=False)(h, w)
     torch.testing.assert_close(got, fn(h, w), rtol=2e-2, atol=2e-2)
+
+
+def test_transposed_operands_are_padded_in_their_memory_order_and_shared():
+    """A logits gradient read as it is (x @ w) and transposed (x.t() @ h): one padded
+    copy, made without transposing (padded along its own rows), which both read."""
+    g, w, h = _randn(64, 37), _randn(37, 16), _randn(64, 16)
+    fn = lambda g, w, h: (g @ w, g.t() @ h)  # noqa: E731
+    padded = pad_matmuls(_graph(fn, g, w, h), faster=lambda sig: True, device="cpu", min_flops=0)
+    pads = [n for n in padded.graph.nodes if n.target is aten.constant_pad_nd.default]
+    from_g = [n for n in pads if n.args[0].op == "placeholder" and n.args[0].meta["val"].shape == (64, 37)]
+    assert len(from_g) == 1 and from_g[0].meta["val"].is_contiguous()
+    assert not any(n.args[0].target in (aten.t.default, aten.transpose.int) for n in pads)
+    for n in padded.graph.nodes:
+        if n.target is aten.mm.default:
+            assert all(a.meta["val"].is_contiguous() or a.meta["val"].t().is_contiguous() for a in n.args)
+    fresh = (_randn(64, 37), _randn(37, 16), _randn(64, 16))
+    for got, want in zip(padded(*fresh), fn(*fresh)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -679,3 +679,52 @@ def test_the_generated_torch_launcher_checks_every_input_and_launches_once():
     namespace["current_device"] = lambda: 1
     assert call((a, b)) is None
     assert launched == []
+
+
+def test_the_generated_torch_launcher_allocates_what_passes_between_kernels_once():
+    """Buffers that pass between a program's kernels share one workspace allocation:
+    each at an aligned offset of its own, none overlapping; what the program returns
+    is allocated a tensor each."""
+    import warpweave as ww
+    from warpweave.backends.cuda.runtime import WORKSPACE_ALIGN
+
+    program = ww.jit(lambda a, b: (a - a.sum(axis=0)) * ww.softmax(b.T).sum(axis=0), target="cuda").lower(
+        np.ones((40, 8), np.float32), np.ones((8, 40), np.float32))
+    backend = program.runner
+    names = [n for n, _, _ in backend._outputs]
+    inner = [n for n in names if n not in program.graph.outputs]
+    assert len(program.kernels) > 1 and inner and set(backend._workspace) == set(inner)
+
+    made, launched = [], []
+
+    class Tensor:
+        def __init__(self, shape, ptr):
+            self.shape, self.ptr = shape, ptr
+
+        def data_ptr(self):
+            return self.ptr
+
+    def empty(shape, strides, dtype):
+        made.append((shape, dtype, Tensor(shape, 0x100000 * (len(made) + 1))))
+        return made[-1][2]
+
+    namespace = {"PLAIN": (), "launch_all": lambda *a: launched.append(a) or 0, "check": None,
+                 "ensure_context": lambda: None, "current_device": lambda: 0, "raw_stream": lambda i: 0x77,
+                 "empty": empty, "WS_SHAPE": (backend._workspace_bytes,), "WS_STRIDES": (1,), "WS_DTYPE": "u8"}
+    for k, (_, shape, _) in enumerate(backend._outputs):
+        namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": None, f"OUT{k}_DTYPE": "f32"})
+    source = program.dump("launcher")
+    body = source[source.index("    ensure_context()"):]  # past the argument checks
+    exec("def call(p0, p1, index=0):\n" + body, namespace)
+    namespace["call"](0x1000, 0x2000)
+    (args,) = launched
+    assert [shape for shape, _, _ in made].count((backend._workspace_bytes,)) == 1
+    assert len(made) == len(names) - len(inner) + 1
+    workspace = next(t.ptr for shape, d, t in made if d == "u8")
+    spans = sorted((args[2 + names.index(n)] - workspace, backend._workspace[n]) for n in inner)
+    sizes = {n: int(np.prod(s)) * d.itemsize for n, s, d in backend._outputs}
+    ends = [off + sizes[n] for n, off in backend._workspace.items()]
+    assert all(got == off and off % WORKSPACE_ALIGN == 0 for got, off in spans)
+    assert max(ends) <= backend._workspace_bytes
+    ordered = sorted((off, off + sizes[n]) for n, off in backend._workspace.items())
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ordered, ordered[1:]))

@@ -45,6 +45,20 @@ def _torch_entry_points(torch) -> tuple:
             getattr(torch._C, "_cuda_getCurrentRawStream", None), getattr(guards, "_empty_strided_cuda", None))
 
 
+WORKSPACE_ALIGN = 256  # bytes: each buffer in a workspace starts on a whole cache sector
+
+
+def _workspace_layout(buffers: list[tuple[str, tuple[int, ...], dt.DType]]) -> tuple[dict[str, int], int]:
+    """({name: byte offset}, total bytes) of `buffers` laid end to end in one allocation,
+    each `WORKSPACE_ALIGN`-aligned."""
+    offsets, end = {}, 0
+    for name, shape, d in buffers:
+        offsets[name] = end
+        nbytes = int(np.prod(shape, dtype=np.int64)) * d.itemsize
+        end += -(-nbytes // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
+    return offsets, end
+
+
 def _pointer(obj) -> int:
     """The device address of an array we allocated (torch, CuPy or DeviceArray)."""
     if isinstance(obj, arrays.DeviceArray):
@@ -77,6 +91,10 @@ class CudaProgram:
         self._outputs = [(op.name, tuple(op.shape), op.dtype) for op in graph.compute_ops
                          if op.name in used] + [(t.name, tuple(t.shape), t.dtype) for t in temps]
         self._output_index = {name: k for k, (name, _, _) in enumerate(self._outputs)}
+        # The hot path allocates what the program returns one tensor each, and the rest
+        # (what passes between its kernels) as one workspace: offset of each, and its size.
+        self._workspace, self._workspace_bytes = _workspace_layout(
+            [(name, shape, d) for name, shape, d in self._outputs if name not in set(graph.outputs)])
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
         self._launch_sequence: launch.LaunchSequence | None = None
         if self._inputs:
@@ -177,6 +195,7 @@ class CudaProgram:
         for k, (_, shape, d) in enumerate(self._outputs):
             namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": row_major_strides(shape),
                               f"OUT{k}_DTYPE": arrays._torch_dtype_of(d)})
+        namespace.update(WS_SHAPE=(self._workspace_bytes,), WS_STRIDES=(1,), WS_DTYPE=torch.uint8)
         exec(compile(self.stages["launcher"], "<warpweave launcher>", "exec"), namespace)
         return namespace["call"]
 
@@ -206,14 +225,24 @@ class CudaProgram:
             "    ensure_context()",
             "    if current_device() != index:",
             "        return None",
-            *[f"    y{k} = empty(OUT{k}_SHAPE, OUT{k}_STRIDES, OUT{k}_DTYPE)" for k in range(n_out)],
+            *[f"    y{k} = empty(OUT{k}_SHAPE, OUT{k}_STRIDES, OUT{k}_DTYPE)" for k in range(n_out)
+              if self._outputs[k][0] not in self._workspace],
+            *(["    ws = empty(WS_SHAPE, WS_STRIDES, WS_DTYPE)  # what passes between kernels",
+               "    w = ws.data_ptr()"] if self._workspace else []),
             f"    status = launch_all({''.join(f'{p}, ' for p in ps)}"
-            f"{''.join(f'y{k}.data_ptr(), ' for k in range(n_out))}raw_stream(index))",
+            f"{''.join(self._pointer_source(k) + ', ' for k in range(n_out))}raw_stream(index))",
             "    if status:",
             "        check(status)",
             f"    return {returned}",
         ]
         return "\n".join(lines) + "\n"
+
+    def _pointer_source(self, k: int) -> str:
+        """The launcher's expression for allocation k's address."""
+        offset = self._workspace.get(self._outputs[k][0])
+        if offset is None:
+            return f"y{k}.data_ptr()"
+        return f"w + {offset}" if offset else "w"
 
     @staticmethod
     def _dense_copy(b: arrays.CudaBuffer, stream: int) -> arrays.CudaBuffer:

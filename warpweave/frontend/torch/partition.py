@@ -399,7 +399,9 @@ class WarpweaveCall:
             return results[0] if self.single else results
         made = [layout.finish(r) for layout, r in zip(self.outputs, results)]
         outs = [(args if source == "input" else made)[k] if chain is None
-                else chain((args if source == "input" else made)[k]) for source, k, chain in self.results]
+                else chain((args if source == "input" else made)[k]) if source == "input"
+                else _reinterpret(made[k], *chain.layout)  # made with its traced layout
+                for source, k, chain in self.results]
         return outs[0] if self.single else tuple(outs)
 
     def _run(self, args) -> list:

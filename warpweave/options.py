@@ -87,6 +87,11 @@ def parse_count(value, source: str) -> int:
     return size
 
 
+def _parse_workers(value, source: str) -> int:
+    """A process count: 0 (one per core, up to 8) or a positive integer (1: none)."""
+    return 0 if value in (0, "0") else parse_count(value, source)
+
+
 # field -> (environment variable, parser, changes the compiled result)
 _REGISTRY = {
     "target": ("WARPWEAVE_TARGET", _parse_target, False),  # ww.jit keys on the resolved target
@@ -100,6 +105,7 @@ _REGISTRY = {
     "tuned": ("WARPWEAVE_TUNED", parse_flag, True),
     "autotune": ("WARPWEAVE_AUTOTUNE", parse_flag, True),
     "contractions": ("WARPWEAVE_CONTRACTIONS", _parse_contractions, False),  # torch backend: who runs mm
+    "compile_workers": ("WARPWEAVE_COMPILE_WORKERS", _parse_workers, False),
 }
 ENV = {field: env for field, (env, _, _) in _REGISTRY.items()}
 
@@ -118,6 +124,8 @@ class Options:
     autotune: bool = False        # frontends tune the groups the database lacks before compiling
     contractions: str = "auto"    # torch backend: matrix products in "warpweave", "torch", or "auto"
     #                               (warpweave on the cpu target, PyTorch on cuda)
+    compile_workers: int = 0      # processes that build a graph's programs side by side
+    #                               (0: one per core, at most 8; 1: build them in this process)
 
     def __post_init__(self):
         for field, (_, parse, _) in _REGISTRY.items():

@@ -8,6 +8,7 @@ with both C and Python semantics.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable, Iterable, Mapping
 
 from ..errors import DTypeError, IRError
@@ -383,13 +384,22 @@ def substitute(root: Expr, mapping: Mapping[str, Expr]) -> Expr:
     return transform(root, lambda _o, e: mapping.get(e.name, e) if isinstance(e, Var) else e)
 
 
+@lru_cache(maxsize=1 << 16)  # expressions are immutable; passes and the verifier ask again
 def free_vars(root: Expr) -> frozenset[str]:
-    bound = {a.name for n in postorder(root) if isinstance(n, Reduce) for a in n.axes}
-    return frozenset(n.name for n in postorder(root) if isinstance(n, Var)) - bound
+    """The names of the variables `root` uses and does not bind by a reduction."""
+    nodes = postorder(root)
+    bound = {a.name for n in nodes if isinstance(n, Reduce) for a in n.axes}
+    return frozenset(n.name for n in nodes if isinstance(n, Var)) - bound
 
 
 def loads(root: Expr) -> list[Load]:
-    return [n for n in postorder(root) if isinstance(n, Load)]
+    """The distinct loads in `root`, children first."""
+    return list(_loads(root))
+
+
+@lru_cache(maxsize=1 << 16)
+def _loads(root: Expr) -> tuple[Load, ...]:
+    return tuple(n for n in postorder(root) if isinstance(n, Load))
 
 
 INDEX_ARITHMETIC = frozenset({"add", "sub", "mul", "floordiv", "mod", "max", "min", "and", "or",

@@ -3,6 +3,7 @@ strides and alignment divisors of scalar expressions."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 from . import dtypes as dt
@@ -210,11 +211,33 @@ def _div_mod(op: str, a: Expr, c: int, ranges: Ranges) -> Expr | None:
     return None
 
 
+_MEMO_SIZE = 1 << 16  # expressions are immutable: passes and the verifier ask again and again
+
+
+def _memo_key(ranges: Ranges | None) -> frozenset | None:
+    """`ranges` as a cache key, or None when its values cannot be one."""
+    key = frozenset(ranges.items()) if ranges else frozenset()
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def simplify(root: Expr, ranges: Ranges | None = None) -> Expr:
     """Fold constants, normalize affine index arithmetic, and decide comparisons
     that the variable ranges settle."""
-    ranges = ranges or {}
+    key = _memo_key(ranges)
+    return _simplify(root, dict(ranges or {})) if key is None else _simplify_memo(root, key)
+
+
+def _simplify(root: Expr, ranges: Ranges) -> Expr:
     return transform(root, lambda _o, e: _simplify_node(e, ranges))
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _simplify_memo(root: Expr, key: frozenset) -> Expr:
+    return _simplify(root, dict(key))
 
 
 def _simplify_node(e: Expr, ranges: Ranges) -> Expr:
@@ -327,6 +350,16 @@ def bounds_under(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int] 
     against the affine form of `e`: where `e = a·x + rest` with a > 0, `a·x` is bounded
     by the conjunct above and by `ranges` below, and what is left by `ranges`.
     """
+    key = _memo_key(ranges)
+    return _bounds_under(e, pred, ranges) if key is None else _bounds_under_memo(e, pred, key)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _bounds_under_memo(e: Expr, pred: Expr | None, key: frozenset) -> tuple[int, int] | None:
+    return _bounds_under(e, pred, dict(key))
+
+
+def _bounds_under(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int] | None:
     if pred is None:
         return bounds(e, ranges)
     lin = _linear(simplify(e, ranges))

@@ -121,16 +121,22 @@ class ComputeOp:
         """The body under the reduction (the body itself for non-reductions)."""
         return self.body.body if isinstance(self.body, ex.Reduce) else self.body
 
-    @property
+    @cached_property
+    def loads(self) -> tuple[ex.Load, ...]:
+        """The distinct loads of the body (under the reduction), children first."""
+        return tuple(ex.loads(self.value))
+
+    @cached_property
     def inputs(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(ld.tensor for ld in ex.loads(self.value)))
+        """The tensors the body loads, each once, in first-use order."""
+        return tuple(dict.fromkeys(ld.tensor for ld in self.loads))
 
     @cached_property
     def kind(self) -> str:
         """For planning: elementwise, elementwise-expensive, broadcast, layout,
         reduction-row, reduction-column or contraction."""
         axes = tuple(a.name for a in self.axes)
-        lds = ex.loads(self.value)
+        lds = self.loads
         if self.reduce is not None:
             red = {a.name for a in self.reduce_axes}
             if self.reduce.combiner == "sum" and len(lds) == 2 and all(
@@ -183,7 +189,7 @@ class TensorGraph:
                 raise IRError(f"output {name!r} is not an operation of the graph")
         for op in ops:
             if isinstance(op, ComputeOp):
-                for ld in ex.loads(op.value):
+                for ld in op.loads:
                     src = self._ops.get(ld.tensor)
                     if src is None:
                         raise IRError(f"{op.name} loads unknown tensor {ld.tensor!r}")

@@ -517,7 +517,7 @@ def _transposed_loads(op: ComputeOp, graph: TensorGraph) -> list[ex.Load]:
     i_ax, j_ax = op.axes[-2].name, op.axes[-1].name
     ranges = {a.name: (0, n - 1) for a, n in zip(op.axes, op.shape)}
     found = []
-    for ld in dict.fromkeys(ex.loads(op.value)):
+    for ld in op.loads:
         strides = row_major_strides(graph[ld.tensor].shape)
         offset = sum((i * s for i, s in zip(ld.indices, strides)), ex.Const(0, dt.INDEX))
         if sx.stride(offset, i_ax, ranges) == 1 and sx.stride(offset, j_ax, ranges) not in (0, 1):

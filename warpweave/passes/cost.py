@@ -104,7 +104,7 @@ class GroupTraffic:
 
 def _gathered(op: ComputeOp) -> set[str]:
     """The tensors `op` reads only through loads whose index is data (gathers)."""
-    lds = ex.loads(op.value)
+    lds = op.loads
     data = {ld.tensor for ld in lds if any(ex.loads(i) for i in ld.indices)}
     return data - {ld.tensor for ld in lds if not any(ex.loads(i) for i in ld.indices)}
 

@@ -108,7 +108,7 @@ def _signature(op: ComputeOp) -> tuple[str, tuple[int, ...], int]:
 def _reduces_last_index(op: ComputeOp) -> bool:
     """Every load that uses the reduction variable uses it alone, as its last index."""
     r = op.reduce.axes[0].name
-    for ld in ex.loads(op.value):
+    for ld in op.loads:
         if r in ex.free_vars(ld):
             if not ld.indices or ld.indices[-1] != op.reduce.axes[0]:
                 return False
@@ -163,7 +163,7 @@ def _reads_in_place(consumer: ComputeOp, producer: ComputeOp, group: Group) -> b
     """Every load of `producer` in `consumer` reads the element the mapping gives it."""
     env = axis_map(consumer, group)
     want = [axis_map(producer, group)[a.name] for a in producer.axes]
-    for ld in ex.loads(consumer.value):
+    for ld in consumer.loads:
         if ld.tensor != producer.name:
             continue
         got = [sx.simplify(ex.substitute(i, env)) for i in ld.indices]
@@ -225,6 +225,7 @@ class _Planner:
         self.order = {op.name: k for k, op in enumerate(graph.compute_ops)}
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, Group] = {}
+        self._edges: nx.DiGraph | None = None
         product = _rule(contractions)
         for k, op in enumerate(graph.compute_ops):
             pattern, rows, length = _signature(op)
@@ -240,28 +241,39 @@ class _Planner:
         return Group(g.ops, g.pattern, outs, g.rows, g.length)
 
     def _group_graph(self) -> nx.DiGraph:
-        import networkx as nx
+        """Groups and the edges between them, built once and contracted as groups merge."""
+        if self._edges is None:
+            import networkx as nx
 
-        gg = nx.DiGraph()
-        gg.add_nodes_from(self.groups)
-        for name, op in self.ops.items():
-            for src in op.inputs:
-                if src in self.group_of and self.group_of[src] != self.group_of[name]:
-                    gg.add_edge(self.group_of[src], self.group_of[name])
-        return gg
+            self._edges = nx.DiGraph()
+            self._edges.add_nodes_from(self.groups)
+            for name, op in self.ops.items():
+                for src in op.inputs:
+                    if src in self.group_of and self.group_of[src] != self.group_of[name]:
+                        self._edges.add_edge(self.group_of[src], self.group_of[name])
+        return self._edges
+
+    def _detour(self, x: int, y: int) -> bool:
+        """Whether a path leads from group x to group y through some other group."""
+        gg = self._group_graph()
+        stack = [s for s in gg.successors(x) if s != y]
+        seen = set(stack)
+        while stack:
+            for s in gg.successors(stack.pop()):
+                if s == y:
+                    return True
+                if s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+        return False
 
     def _candidate(self, a: int, b: int) -> Group | None:
         ga, gb = self.groups[a], self.groups[b]
         sig = _merged_signature(ga, gb, self.graph)
         if sig is None:
             return None
-        import networkx as nx
-
-        gg = self._group_graph()
-        for x, y in ((a, b), (b, a)):
-            for s in gg.successors(x):
-                if s != y and nx.has_path(gg, s, y):
-                    return None  # merging would put an outside group between members
+        if self._detour(a, b) or self._detour(b, a):
+            return None  # merging would put an outside group between members
         if sig[0] == "contraction":  # the product first, its epilogue after (a valid order: it
             product, other = (ga, gb) if ga.pattern == "contraction" else (gb, ga)  # feeds no product)
             if not self._epilogue(product, other):
@@ -294,11 +306,16 @@ class _Planner:
         merged = self._candidate(a, b)
         if merged is None or self._cost(merged) >= self._cost(self.groups[a], self.groups[b]):
             return False
-        keep = min(a, b)
-        del self.groups[max(a, b)]
+        keep, gone = min(a, b), max(a, b)
+        del self.groups[gone]
         self.groups[keep] = merged
         for name in merged.ops:
             self.group_of[name] = keep
+        if self._edges is not None:
+            gg = self._edges
+            gg.add_edges_from((p, keep) for p in gg.predecessors(gone) if p != keep)
+            gg.add_edges_from((keep, q) for q in gg.successors(gone) if q != keep)
+            gg.remove_node(gone)
         return True
 
     def run(self) -> FusionPlan:
@@ -345,28 +362,35 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: Contractions = 
     it a matrix product (widening casts), so that it keeps its template."""
     ops = {op.name: op for op in graph.compute_ops}
     product = _rule(contractions)
-    changed = True
-    while changed:
+    rewritten, changed = False, True
+    while changed:  # to a fixed point: an inlined body brings its own loads to the consumer
         changed = False
-        for name, op in list(ops.items()):
-            consumers = [ops[c] for c in graph.graph.successors(name) if c in ops] \
-                if name in graph.graph else []
-            if not _cheap(op) or not consumers:
+        consumers: dict[str, list[str]] = {}
+        for op in ops.values():
+            for src in op.inputs:
+                consumers.setdefault(src, []).append(op.name)
+        for name in list(ops):
+            op = ops.get(name)
+            readers = [ops[c] for c in dict.fromkeys(consumers.get(name, ()))
+                       if c in ops and name in ops[c].inputs]
+            if op is None or not readers or not _cheap(op):
                 continue
-            into = [c for c in consumers
+            into = [c for c in readers
                     if (not _reads_one_to_one(c, name) or _signature(c)[0] == "single")
                     and not (product is not None and _unmade_gemm(c, op, graph, product))]
             if not into:
                 continue  # read in place: fusion keeps it in registers
             for c in into:
                 ops[c.name] = _inline_into(c, op)
-            if len(into) == len(consumers) and name not in graph.outputs:
+                for src in ops[c.name].inputs:
+                    consumers.setdefault(src, []).append(c.name)
+            if len(into) == len(readers) and name not in graph.outputs:
                 del ops[name]
-            graph = TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),
-                                list(graph.inputs), list(graph.outputs))
-            changed = True
-            break
-    return graph
+            changed = rewritten = True
+    if not rewritten:
+        return graph
+    return TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),
+                       list(graph.inputs), list(graph.outputs))
 
 
 def _unmade_gemm(consumer: ComputeOp, producer: ComputeOp, graph: TensorGraph,
@@ -383,7 +407,7 @@ def _reads_one_to_one(consumer: ComputeOp, producer: str) -> bool:
     if consumer.reduce is not None:
         space += [(a.name, n) for a, n in zip(consumer.reduce.axes, consumer.reduce.extents)]
     needed = {a for a, n in space if n > 1}
-    for ld in ex.loads(consumer.value):
+    for ld in consumer.loads:
         if ld.tensor == producer:
             names = [i.name for i in ld.indices if isinstance(i, ex.Var)]
             if len(set(names)) != len(names) or not needed <= set(names):

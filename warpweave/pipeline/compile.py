@@ -106,14 +106,7 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     if dumps.path:
         program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
     else:
-        sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
-        device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
-        # neither the name nor the source labels: programs that differ only there (the
-        # layers of a model) share one compile; the copy from the cache takes this name
-        key = make_key("program", target, single, graph.text(labels=False), list(graph.inputs),
-                       list(graph.outputs), sm_count, device,
-                       sorted((k, repr(v)) for k, v in (schedules or {}).items()),
-                       tuned.stamp if tuned else None, *compile_key(options))
+        key = program_key(graph, single, target, schedules, tuned)
         program = _cached_program(key)
         if program is None:
             program = _compile_kernels(graph, single, target, name, options, dumps, schedules, tuned)
@@ -130,6 +123,21 @@ def compile_graph(graph: TensorGraph, single: bool, target: str, name: str = "pr
     log.debug("%s: compiled for %s in %.1f ms: %d kernels", name, target,
               (time.perf_counter() - start) * 1e3, len(program.kernels))
     return program
+
+
+def program_key(graph: TensorGraph, single: bool, target: str,
+                schedules: Mapping[str, Schedule] | None = None,
+                tuned: TunedSchedules | None = None) -> str:
+    """The disk-cache key of the planned and lowered program `compile_graph` makes
+    of `graph` for the resolved `target` under the current options."""
+    sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
+    device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
+    # neither the name nor the source labels: programs that differ only there (the
+    # layers of a model) share one compile; the copy from the cache takes this name
+    return make_key("program", target, single, graph.text(labels=False), list(graph.inputs),
+                    list(graph.outputs), sm_count, device,
+                    sorted((k, repr(v)) for k, v in (schedules or {}).items()),
+                    tuned.stamp if tuned else None, *compile_key(current()))
 
 
 def _cached_program(key: str) -> Program | None:

@@ -42,7 +42,7 @@ def flat_elementwise(ops: list[ComputeOp], graph: TensorGraph) -> bool:
         if op.reduce is not None or op.shape != shape:
             return False
         axes = [a.name for a in op.axes]
-        for ld in ex.loads(op.value):
+        for ld in op.loads:
             if graph[ld.tensor].shape != shape or \
                     [i.name if isinstance(i, ex.Var) else None for i in ld.indices] != axes:
                 return False

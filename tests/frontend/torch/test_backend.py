@@ -315,13 +315,13 @@ def test_views_a_program_reads_join_it(monkeypatch):
     made and no strided layout prepared per call, also where the view is returned too."""
     from warpweave.frontend.torch import partition
 
-    calls, real = [], partition.build_call
+    calls, real = [], partition.TracedGroup.call
 
-    def build_call(*args, **kwargs):
+    def call(*args, **kwargs):
         calls.append(real(*args, **kwargs))
         return calls[-1]
 
-    monkeypatch.setattr(partition, "build_call", build_call)
+    monkeypatch.setattr(partition.TracedGroup, "call", call)
 
     def fn(x, w):
         wt_ = w.t()

@@ -33,6 +33,7 @@ from ...errors import FallbackError, FallbackWarning, UnsupportedError
 from ...ir import dtypes as dt
 from ...ir.tensor import row_major_strides
 from ...pipeline.autotune import compile_program
+from ...pipeline.parallel import Job, precompile
 from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
@@ -435,9 +436,27 @@ class WarpweaveCall:
         return self.module(*args)
 
 
-def build_call(sub: torch.fx.GraphModule, target: str, name: str, ops: list[str] | None = None,
-               report: GraphReport | None = None, strict: bool = False) -> WarpweaveCall:
-    """Trace a group (a graph module of ATen nodes) into a Program."""
+@dataclass(frozen=True)
+class TracedGroup:
+    """A group (a graph module of ATen nodes) traced into a tensor graph, and how its
+    program's inputs and results map onto the group's placeholders and outputs."""
+    graph: object  # TensorGraph
+    inputs: list
+    outputs: list
+    results: list
+    single: bool
+    sub: torch.fx.GraphModule
+    ops: list[str]
+
+    def call(self, target: str, name: str, report: GraphReport | None = None,
+             strict: bool = False) -> WarpweaveCall:
+        """The group's program compiled for `target`, as a call that replaces it."""
+        return WarpweaveCall(compile_program(self.graph, False, target, name), self.inputs, self.outputs,
+                             self.results, self.single, self.sub, self.ops, report, strict)
+
+
+def trace_group(sub: torch.fx.GraphModule, ops: list[str] | None = None) -> TracedGroup:
+    """Trace a group (a graph module of ATen nodes) into a tensor graph."""
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
     returned = sub.graph.output_node().args[0]
     single = not isinstance(returned, (tuple, list))
@@ -469,8 +488,13 @@ def build_call(sub: torch.fx.GraphModule, target: str, name: str, ops: list[str]
 
     graph, _ = trace(run, [layout.spec for layout in inputs])
     ops = ops if ops is not None else [op_name(n.target) for n in sub.graph.nodes if n.op == "call_function"]
-    return WarpweaveCall(compile_program(graph, False, target, name), inputs, outputs, results, single, sub, ops,
-                         report, strict)
+    return TracedGroup(graph, inputs, outputs, results, single, sub, ops)
+
+
+def build_call(sub: torch.fx.GraphModule, target: str, name: str, ops: list[str] | None = None,
+               report: GraphReport | None = None, strict: bool = False) -> WarpweaveCall:
+    """Trace a group (a graph module of ATen nodes) and compile it into a call."""
+    return trace_group(sub, ops).call(target, name, report, strict)
 
 
 def _call_directly(gm: torch.fx.GraphModule, calls: dict[str, WarpweaveCall]) -> None:
@@ -613,18 +637,26 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
     group_of = {n: k for k, members in enumerate(groups) for n in members}
     described = {n: (n.name, op_name(n.target)) for n in nodes}
     fuse_by_partitions(gm, [dict.fromkeys(m) for m in groups], prefix="warpweave_")
-    failed = {}
-    calls = {}
+    failed: dict[int, str] = {}
+    traced: dict[int, TracedGroup] = {}
     for k, members in enumerate(groups):
-        sub_name = f"warpweave_{k}"
         ops = [described[n][1] for n in members if n in described]  # not the copies of views
         try:
-            calls[sub_name] = build_call(getattr(gm, sub_name), target, f"{name}_{k}", ops, report, strict)
+            traced[k] = trace_group(getattr(gm, f"warpweave_{k}"), ops)
         except Exception as exc:  # noqa: BLE001 - the group runs in PyTorch instead: say why, keep going
             failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
             fall_back(ops, failed[k], strict, exc, f"group {name}_{k}")
+    precompile([Job(t.graph, False, target, f"{name}_{k}") for k, t in traced.items()])
+    calls = {}
+    for k, group in traced.items():
+        sub_name = f"warpweave_{k}"
+        try:
+            calls[sub_name] = group.call(target, f"{name}_{k}", report, strict)
+        except Exception as exc:  # noqa: BLE001 - the group runs in PyTorch instead: say why, keep going
+            failed[k] = f"compile failed ({type(exc).__name__}: {exc})"
+            fall_back(group.ops, failed[k], strict, exc, f"group {name}_{k}")
             continue
-        report.programs.append(ProgramReport(f"{name}_{k}", target, ops, len(calls[sub_name].program.kernels)))
+        report.programs.append(ProgramReport(f"{name}_{k}", target, group.ops, len(calls[sub_name].program.kernels)))
     _call_directly(gm, calls)
     reinterpret_views(gm)
     for n in nodes:

@@ -10,13 +10,13 @@ what the benchmarks print next to measured times.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..ir import expr as ex
 from ..ir import simplify as sx
-from ..ir.gir import Kernel, Node
+from ..ir.gir import Kernel, Node, data_indices
 from ..ir.scatter import match_scatter
 from ..ir.tensor import EXPENSIVE_OPS, ComputeOp, TensorGraph
 
@@ -40,6 +40,13 @@ class DeviceModel:
     threads_per_sm: int = 2048
     shared_per_sm: int = 228 * 1024
     registers_per_sm: int = 65536
+    blocks_per_sm: int = 32
+    l2_bandwidth: float = 1.0e13   # bytes per second between the L2 and the SMs (32-byte sectors)
+    l2_bytes: int = 50 << 20       # L2 capacity: a block's re-reads hit it while the working set fits
+    latency_s: float = 6e-7        # a global load's round trip (DRAM, under load)
+    barrier_s: float = 1e-7        # a block barrier with the shared-memory step around it
+    clock_hz: float = 1.755e9      # SM clock: one L1 wavefront per SM and clock
+    overlap_p: float = 4.0         # the p of the p-norm that combines the resource times
 
 
 H100 = DeviceModel("H100 (sm_90)", bandwidth=2.99e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132)
@@ -138,16 +145,29 @@ def group_traffic(group, graph: TensorGraph, device: DeviceModel) -> GroupTraffi
 
 @dataclass(frozen=True)
 class KernelCost:
-    """Bytes per memory level and instructions of one GIR kernel, and the estimate."""
+    """Bytes per memory level and instructions of one GIR kernel, what limits how many
+    of its blocks an SM holds and how many bytes each thread has in flight, and the
+    estimate (`kernel_time` of these counts on the device)."""
 
-    global_read: int
+    global_read: int       # bytes loaded from global memory, every iteration counted
     global_write: int
     shared_bytes: int      # shared-memory traffic (loads + stores)
     shuffle_bytes: int     # register bytes moved between lanes
-    instructions: int
+    instructions: int      # thread instructions: arithmetic, shuffles, memory accesses
     barriers: int          # block barriers executed per block
     occupancy: float       # resident threads per SM / the SM's maximum
     time_s: float
+    dram_bytes_unique: int = 0  # global bytes once per buffer (a re-read can hit the L2)
+    reread_bytes: int = 0       # the rest of the global bytes: L2 hits while the blocks'
+    #                             working set fits the L2, DRAM reads past it
+    sector_bytes: int = 0       # bytes moved between L2 and the SMs, in 32-byte sectors
+    wavefronts: int = 0         # L1 wavefronts: 128-byte lines each warp access touches
+    round_trips: int = 0        # dependent global-load batches, summed over threads
+    grid: int = 1
+    block: int = 1
+    block_shared: int = 0       # shared bytes per block
+    registers: int = 32         # registers per thread (estimated from the per-thread tile)
+    launches: int = 1
 
     @property
     def dram_bytes(self) -> int:
@@ -198,11 +218,120 @@ def _active(kernel: Kernel, node: Node) -> float:
     return float(np.mean(np.broadcast_to(ex.evaluate(pred, env), shape)))
 
 
+WARP = 32
+SECTOR = 32    # bytes: the unit the L2 moves to and from an SM
+LINE = 128     # bytes: an L1 line; a warp access takes one wavefront per line it touches
+MAX_ACCESS = 16  # bytes one thread moves in one instruction
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How one global move is issued: elements per thread instruction, and per warp
+    instruction the L1 lines it touches and the sectors the warp needs (over the move's
+    vector lanes, a line's sectors fetched once)."""
+
+    width: int
+    lines: float
+    sectors: float
+
+
+def _access(kernel: Kernel, node: Node, t: str | None) -> _Access:
+    size = node.dtype.itemsize if node.dtype is not None else 4
+    lanes = int(np.prod(kernel.vector_shape(node.scope), dtype=np.int64)) or 1
+    env: dict = {}
+    vec_axes = []
+    t_extent = 1
+    for scope in kernel.scope_chain(node.scope):
+        var, extent = scope.attr("var"), scope.attr("extent")
+        if scope.scope_kind == "vector":
+            vec_axes.append((var, extent))
+        elif var == t:
+            t_extent = min(WARP, extent)
+        else:
+            env[var] = 0
+    if data_indices(node):  # a gather: one sector and one line per element
+        return _Access(1, float(min(WARP, t_extent)), float(min(WARP, t_extent)))
+    vgrids = np.meshgrid(*[np.arange(n, dtype=np.int64) for _, n in vec_axes], indexing="ij") if vec_axes else []
+    venv = {var: g.reshape(-1) for (var, _), g in zip(vec_axes, vgrids)}
+    tv = np.arange(t_extent, dtype=np.int64)[:, None]
+    full = dict(env)
+    full.update({k: v[None, :] for k, v in venv.items()})
+    if t is not None:
+        full[t] = tv
+    try:
+        off = np.broadcast_to(ex.evaluate(node.attr("offset"), full), (t_extent, lanes)).astype(np.int64)
+    except Exception:  # noqa: BLE001 - an offset the sampler cannot evaluate: assume coalesced
+        return _Access(1, max(1.0, t_extent * size / LINE), max(1.0, t_extent * size / SECTOR))
+    row = off[0]
+    width = 1
+    w = max(1, MAX_ACCESS // size)
+    while w > 1:
+        if lanes % w == 0:
+            groups = row.reshape(-1, w)
+            if np.all(np.diff(groups, axis=1) == 1) and np.all(groups[:, 0] % w == 0):
+                width = w
+                break
+        w //= 2
+    instrs = lanes // width
+    first = off[:, :width].reshape(-1) * size
+    lines = float(len(np.unique(first // LINE)))
+    sectors = len(np.unique(off.reshape(-1) * size // SECTOR)) / instrs
+    return _Access(width, lines, sectors)
+
+
+UNROLLED = 32  # elements: serial loops of up to this many (with their vector lanes) are unrolled
+
+
+def _batch(kernel: Kernel, node: Node) -> tuple[str, int]:
+    """The scope whose iterations issue a global load's batches (loads in one iteration
+    issue together, without waiting for each other): the innermost scope around the
+    load outside its vector and unroll scopes and the serial loops unrolled with them
+    (up to `UNROLLED` elements); and how many iterations of it run in the kernel."""
+    chain = kernel.scope_chain(node.scope)
+    lanes = 1
+    keep = len(chain)
+    for i in range(len(chain) - 1, -1, -1):
+        s = chain[i]
+        if s.scope_kind in ("vector", "unroll") or (s.scope_kind == "serial" and
+                                                   lanes * s.attr("extent") <= UNROLLED):
+            lanes *= s.attr("extent")
+            keep = i
+        else:
+            break
+    outer = chain[:keep]
+    n = 1
+    for s in outer:
+        n *= s.attr("extent")
+    return (outer[-1].id if outer else ""), n
+
+
+def _registers(kernel: Kernel) -> int:
+    """Registers per thread: a base for addresses, indices and scalars, and one (two for
+    8-byte values) per element of every vector value that stays live outside the vector
+    scope that computed it (a row tile kept across a barrier)."""
+    nodes = kernel.node_map
+    live = 0
+    for e in kernel.edges:
+        if e.level != "reg" or e.src not in nodes or e.dst not in nodes:
+            continue
+        src, dst = nodes[e.src], nodes[e.dst]
+        lanes = int(np.prod(kernel.vector_shape(src.scope), dtype=np.int64)) if src.scope else 1
+        if lanes > 1 and src.scope != dst.scope and src.dtype is not None:
+            live += lanes * max(1, src.dtype.itemsize // 4)
+    return 32 + live
+
+
 def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
     """Bytes per level (over every iteration of every move), instructions, barriers per
-    block and occupancy; time = max(DRAM bytes / bandwidth, instructions / throughput)
-    / occupancy-limited efficiency + one launch."""
+    block, how the global accesses are issued (L2 sectors, L1 wavefronts, dependent
+    load batches) and what limits occupancy; its time is `kernel_time`."""
     g_read = g_write = shared = shuffles = instr = barriers = 0
+    sectors = wavefronts = 0.0
+    per_buffer: dict[str, int] = {}
+    batches: dict[str, float] = {}
+    gpu = kernel.target != "cpu"
+    block_scope = kernel.find_scope("block")
+    t = block_scope.attr("var") if block_scope is not None else None
     for n in kernel.nodes:
         if n.is_scope or n.family == "mem":
             continue
@@ -210,12 +339,25 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
         if n.family == "move" and n.attr("pred") is not None:
             count = round(count * _active(kernel, n))
         size = n.dtype.itemsize if n.dtype is not None else 0
-        if n.op == "move.global.reg":
-            g_read += count * size
-        elif n.op == "move.reg.global":
-            g_write += count * size
+        if n.op in ("move.global.reg", "move.reg.global"):
+            if n.op == "move.global.reg":
+                g_read += count * size
+            else:
+                g_write += count * size
+            buf = n.attr("buffer")
+            per_buffer[buf] = per_buffer.get(buf, 0) + count * size
+            if gpu:
+                acc = _access(kernel, n, t)
+                warp_instrs = count / acc.width / WARP
+                instr += count // acc.width
+                wavefronts += warp_instrs * acc.lines
+                sectors += warp_instrs * acc.sectors * SECTOR
+                if n.op == "move.global.reg":
+                    key, n_outer = _batch(kernel, n)
+                    batches[key] = max(batches.get(key, 0.0), n_outer * count / max(1, _iterations(kernel, n)))
         elif n.op in ("move.shared.reg", "move.reg.shared"):
             shared += count * size
+            instr += count
         elif n.op == "move.reg.reg":
             shuffles += count * size
             instr += count
@@ -228,31 +370,78 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
             g_read += count * (m * k + k * nn) * size
             g_write += count * m * nn * size
             instr += count * m * nn * k
-    occupancy, used_sms = _occupancy(kernel, device)
-    bandwidth = min(device.bandwidth, used_sms * device.sm_bandwidth)
-    time = max((g_read + g_write) / bandwidth, instr / device.ops_per_s * device.sm_count / used_sms)
-    time = time / max(0.25, min(1.0, occupancy * 2)) + device.launch_s  # half occupancy hides latency
-    return KernelCost(g_read, g_write, shared, shuffles, instr, barriers, occupancy, time)
+    unique = 0
+    for buf, moved in per_buffer.items():
+        try:
+            unique += min(moved, kernel.param(buf).size * kernel.param(buf).dtype.itemsize)
+        except Exception:  # noqa: BLE001 - not a parameter: count what moved
+            unique += moved
+    total = g_read + g_write
+    if not gpu or not per_buffer:
+        sectors, unique = float(total), total
+    cost = KernelCost(g_read, g_write, shared, shuffles, instr, barriers, 0.0, 0.0,
+                      dram_bytes_unique=unique, reread_bytes=max(0, total - unique),
+                      sector_bytes=int(sectors), wavefronts=int(wavefronts),
+                      round_trips=int(sum(batches.values())), grid=kernel.grid, block=kernel.block,
+                      block_shared=kernel.shared_bytes, registers=_registers(kernel) if gpu else 32)
+    if not gpu:
+        occupancy, used = 1.0, device.sm_count
+        time = max(total / device.bandwidth, instr / device.ops_per_s) + device.launch_s
+        return replace(cost, occupancy=occupancy, time_s=time)
+    resident = _resident_blocks(cost, device)
+    occupancy = min(resident, -(-cost.grid // device.sm_count)) * cost.block / device.threads_per_sm
+    return replace(cost, occupancy=occupancy, time_s=kernel_time(cost, device))
+
+
+def _resident_blocks(cost: KernelCost, device: DeviceModel) -> int:
+    """Blocks an SM holds at once: limited by its threads, shared memory, registers
+    (a block that needs more than the SM has runs with spilled registers) and slots."""
+    per_sm = device.threads_per_sm // max(1, cost.block)
+    if cost.block_shared:
+        per_sm = min(per_sm, device.shared_per_sm // cost.block_shared)
+    regs = min(255, -(-cost.registers // 8) * 8)
+    per_sm = min(per_sm, device.registers_per_sm // (regs * cost.block))
+    return max(1, min(per_sm, device.blocks_per_sm))
+
+
+def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
+    """The seconds each resource of the device would need for the kernel alone:
+    DRAM (unique bytes, and re-reads past the L2), the SMs' pull on DRAM, L2 sectors,
+    L1 wavefronts, instruction issue, and latency (Little's law: each thread's
+    dependent load batches take a round trip each, overlapped over the resident
+    threads) with each block barrier's. Per-SM resources count the SMs the grid keeps busy, its last wave
+    partial."""
+    sms = device.sm_count
+    resident = _resident_blocks(cost, device)
+    per_sm = -(-cost.grid // sms)                       # blocks the busiest SM runs
+    busy = min(sms, cost.grid)
+    effective = cost.grid / per_sm                      # SMs' worth of work the grid spreads evenly
+    threads = min(resident, per_sm) * cost.block        # resident threads on a busy SM
+    working = min(cost.grid, sms * resident) * cost.dram_bytes_unique / max(1, cost.grid)
+    miss = 0.0 if working <= device.l2_bytes else 1.0 - device.l2_bytes / working
+    dram = (cost.dram_bytes_unique + miss * cost.reread_bytes) / device.bandwidth
+    pull = (cost.dram_bytes_unique + miss * cost.reread_bytes) / (busy * device.sm_bandwidth)
+    l2 = cost.sector_bytes / device.l2_bandwidth
+    l1 = cost.wavefronts / (effective * device.clock_hz)
+    issue = cost.instructions / (device.ops_per_s * effective / sms)
+    rounds = cost.grid * cost.block / (threads * effective)  # rounds of resident threads
+    steps = cost.round_trips / max(1, cost.grid * cost.block)  # load batches per thread
+    latency = rounds * (steps * device.latency_s + cost.barriers * device.barrier_s)
+    return {"dram": dram, "pull": pull, "l2": l2, "l1": l1, "issue": issue, "latency": latency}
+
+
+def kernel_time(cost: KernelCost, device: DeviceModel) -> float:
+    """The terms of `kernel_terms` combined by a p-norm (a soft maximum: resources
+    that limit about equally overlap imperfectly), plus one launch."""
+    p = device.overlap_p
+    terms = kernel_terms(cost, device)
+    return float(sum(v ** p for v in terms.values()) ** (1 / p)) + cost.launches * device.launch_s
 
 
 def _most(kernel: Kernel, node: Node, key: str) -> int:
     """The largest value of an int64 attr over the node's scopes."""
     b = sx.bounds(node.attr(key), kernel.ranges(node.scope))
     return max(0, b[1]) if b is not None else 0
-
-
-def _occupancy(kernel: Kernel, device: DeviceModel) -> tuple[float, int]:
-    """Resident threads per busy SM as a fraction of the maximum (from the block size,
-    shared memory per block and the grid), and how many SMs are busy."""
-    if kernel.target == "cpu":
-        return 1.0, device.sm_count
-    block = kernel.block
-    per_sm = device.threads_per_sm // block
-    if kernel.shared_bytes:
-        per_sm = min(per_sm, device.shared_per_sm // kernel.shared_bytes)
-    per_sm = max(1, min(per_sm, 32))
-    blocks = min(per_sm, -(-kernel.grid // device.sm_count))
-    return blocks * block / device.threads_per_sm, min(device.sm_count, kernel.grid)
 
 
 def row_sweeps_time(rows: int, length: int, itemsize: int, sweeps: int, blocks: int, kernels: int,

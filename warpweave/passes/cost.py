@@ -310,15 +310,15 @@ def _registers(kernel: Kernel) -> int:
     8-byte values) per element of every vector value that stays live outside the vector
     scope that computed it (a row tile kept across a barrier)."""
     nodes = kernel.node_map
-    live = 0
+    live = {}
     for e in kernel.edges:
         if e.level != "reg" or e.src not in nodes or e.dst not in nodes:
             continue
         src, dst = nodes[e.src], nodes[e.dst]
         lanes = int(np.prod(kernel.vector_shape(src.scope), dtype=np.int64)) if src.scope else 1
         if lanes > 1 and src.scope != dst.scope and src.dtype is not None:
-            live += lanes * max(1, src.dtype.itemsize // 4)
-    return 32 + live
+            live[src.id] = lanes * max(1, src.dtype.itemsize // 4)
+    return 32 + sum(live.values())
 
 
 def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
@@ -431,11 +431,17 @@ def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
 
 
 def kernel_time(cost: KernelCost, device: DeviceModel) -> float:
-    """The terms of `kernel_terms` combined by a p-norm (a soft maximum: resources
-    that limit about equally overlap imperfectly), plus one launch."""
-    p = device.overlap_p
+    """The throughput terms of `kernel_terms` combined by a p-norm (a soft maximum:
+    resources that limit about equally overlap imperfectly), then with the latency
+    term by a norm whose exponent falls from p to 1 as fewer blocks share an SM (one
+    block alone waits out its own round trips and barriers), plus one launch."""
     terms = kernel_terms(cost, device)
-    return float(sum(v ** p for v in terms.values()) ** (1 / p)) + cost.launches * device.launch_s
+    latency = terms.pop("latency")
+    p = device.overlap_p
+    stream = sum(v ** p for v in terms.values()) ** (1 / p)
+    blocks = min(_resident_blocks(cost, device), -(-cost.grid // device.sm_count))
+    q = 1 + (p - 1) * (1 - 1 / blocks)
+    return float((stream ** q + latency ** q) ** (1 / q)) + cost.launches * device.launch_s
 
 
 def _most(kernel: Kernel, node: Node, key: str) -> int:

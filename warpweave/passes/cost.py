@@ -44,6 +44,7 @@ class DeviceModel:
     l2_bandwidth: float = 1.0e13   # bytes per second between the L2 and the SMs (32-byte sectors)
     l2_bytes: int = 50 << 20       # L2 capacity: a block's re-reads hit it while the working set fits
     latency_s: float = 6e-7        # a global load's round trip (DRAM, under load)
+    requests_per_sm: int = 128     # warp-level global loads an SM keeps in flight at most
     barrier_s: float = 1e-7        # a block barrier with the shared-memory step around it
     clock_hz: float = 1.755e9      # SM clock: one L1 wavefront per SM and clock
     overlap_p: float = 4.0         # the p of the p-norm that combines the resource times
@@ -163,6 +164,7 @@ class KernelCost:
     sector_bytes: int = 0       # bytes moved between L2 and the SMs, in 32-byte sectors
     wavefronts: int = 0         # L1 wavefronts: 128-byte lines each warp access touches
     round_trips: int = 0        # dependent global-load batches, summed over threads
+    load_requests: int = 0      # warp-level global load instructions
     grid: int = 1
     block: int = 1
     block_shared: int = 0       # shared bytes per block
@@ -279,6 +281,7 @@ def _access(kernel: Kernel, node: Node, t: str | None) -> _Access:
     return _Access(width, lines, sectors)
 
 
+ACCESS_INSTRUCTIONS = 2  # a global access: the load or store, and its address
 UNROLLED = 32  # elements: serial loops of up to this many (with their vector lanes) are unrolled
 
 
@@ -326,7 +329,7 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
     block, how the global accesses are issued (L2 sectors, L1 wavefronts, dependent
     load batches) and what limits occupancy; its time is `kernel_time`."""
     g_read = g_write = shared = shuffles = instr = barriers = 0
-    sectors = wavefronts = 0.0
+    sectors = wavefronts = requests = 0.0
     per_buffer: dict[str, int] = {}
     batches: dict[str, float] = {}
     gpu = kernel.target != "cpu"
@@ -349,10 +352,11 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
             if gpu:
                 acc = _access(kernel, n, t)
                 warp_instrs = count / acc.width / WARP
-                instr += count // acc.width
+                instr += count // acc.width * (ACCESS_INSTRUCTIONS + (n.attr("pred") is not None))
                 wavefronts += warp_instrs * acc.lines
                 sectors += warp_instrs * acc.sectors * SECTOR
                 if n.op == "move.global.reg":
+                    requests += warp_instrs
                     key, n_outer = _batch(kernel, n)
                     batches[key] = max(batches.get(key, 0.0), n_outer * count / max(1, _iterations(kernel, n)))
         elif n.op in ("move.shared.reg", "move.reg.shared"):
@@ -363,7 +367,7 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
             instr += count
         elif n.op == "sync.block":
             barriers += count // max(1, kernel.grid * kernel.block)
-        elif n.family == "compute" and n.op not in ("compute.const", "compute.index"):
+        elif n.family == "compute" and n.op != "compute.const":
             instr += count * _OP_WEIGHT.get(n.op.split(".", 1)[1], 1)
         elif n.op == "call.gemm":  # operands read once, result written once, one FMA per term
             m, nn, k = (_most(kernel, n, key) for key in ("m", "n", "k"))
@@ -382,7 +386,7 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
     cost = KernelCost(g_read, g_write, shared, shuffles, instr, barriers, 0.0, 0.0,
                       dram_bytes_unique=unique, reread_bytes=max(0, total - unique),
                       sector_bytes=int(sectors), wavefronts=int(wavefronts),
-                      round_trips=int(sum(batches.values())), grid=kernel.grid, block=kernel.block,
+                      round_trips=int(sum(batches.values())), load_requests=int(requests), grid=kernel.grid, block=kernel.block,
                       block_shared=kernel.shared_bytes, registers=_registers(kernel) if gpu else 32)
     if not gpu:
         occupancy, used = 1.0, device.sm_count
@@ -424,10 +428,16 @@ def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
     l2 = cost.sector_bytes / device.l2_bandwidth
     l1 = cost.wavefronts / (effective * device.clock_hz)
     issue = cost.instructions / (device.ops_per_s * effective / sms)
+    if cost.round_trips and cost.load_requests:  # Little's law: bytes in flight per SM / latency
+        in_flight = min(threads * cost.global_read / cost.round_trips,
+                        device.requests_per_sm * cost.global_read / cost.load_requests)
+        little = cost.global_read * device.latency_s / (effective * in_flight)
+    else:
+        little = 0.0
     rounds = cost.grid * cost.block / (threads * effective)  # rounds of resident threads
     steps = cost.round_trips / max(1, cost.grid * cost.block)  # load batches per thread
     latency = rounds * (steps * device.latency_s + cost.barriers * device.barrier_s)
-    return {"dram": dram, "pull": pull, "l2": l2, "l1": l1, "issue": issue, "latency": latency}
+    return {"dram": dram, "pull": pull, "l2": l2, "l1": l1, "issue": issue, "little": little, "latency": latency}
 
 
 def kernel_time(cost: KernelCost, device: DeviceModel) -> float:

@@ -408,10 +408,17 @@ def _resident_blocks(cost: KernelCost, device: DeviceModel) -> int:
     return max(1, min(per_sm, device.blocks_per_sm))
 
 
+def _spilled(cost: KernelCost, device: DeviceModel) -> int:
+    """Registers per thread past what a block may hold (255 a thread, the SM's file a
+    block): kept in local memory, stored once and loaded once, through the L1."""
+    cap = min(255, device.registers_per_sm // max(1, cost.block) // 8 * 8)
+    return max(0, cost.registers - cap)
+
+
 def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
     """The seconds each resource of the device would need for the kernel alone:
     DRAM (unique bytes, and re-reads past the L2), the SMs' pull on DRAM, L2 sectors,
-    L1 wavefronts, instruction issue, and latency (Little's law: each thread's
+    L1 wavefronts (with spilled registers' local accesses), instruction issue, and latency (Little's law: each thread's
     dependent load batches take a round trip each, overlapped over the resident
     threads) with each block barrier's. Per-SM resources count the SMs the grid keeps busy, its last wave
     partial."""
@@ -426,8 +433,9 @@ def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
     dram = (cost.dram_bytes_unique + miss * cost.reread_bytes) / device.bandwidth
     pull = (cost.dram_bytes_unique + miss * cost.reread_bytes) / (busy * device.sm_bandwidth)
     l2 = cost.sector_bytes / device.l2_bandwidth
-    l1 = cost.wavefronts / (effective * device.clock_hz)
-    issue = cost.instructions / (device.ops_per_s * effective / sms)
+    spill = 2 * _spilled(cost, device) * cost.grid * cost.block  # local accesses, one 4-byte word each
+    l1 = (cost.wavefronts + spill / WARP) / (effective * device.clock_hz)
+    issue = (cost.instructions + spill) / (device.ops_per_s * effective / sms)
     if cost.round_trips and cost.load_requests:  # Little's law: bytes in flight per SM / latency
         in_flight = min(threads * cost.global_read / cost.round_trips,
                         device.requests_per_sm * cost.global_read / cost.load_requests)

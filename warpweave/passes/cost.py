@@ -161,10 +161,13 @@ class KernelCost:
     dram_bytes_unique: int = 0  # global bytes once per buffer (a re-read can hit the L2)
     reread_bytes: int = 0       # the rest of the global bytes: L2 hits while the blocks'
     #                             working set fits the L2, DRAM reads past it
+    reuse_shared: int = 0       # bytes of the re-read buffers every block reads whole
+    reuse_per_block: int = 0    # bytes of the re-read buffers each block reads its own part of
     sector_bytes: int = 0       # bytes moved between L2 and the SMs, in 32-byte sectors
     wavefronts: int = 0         # L1 wavefronts: 128-byte lines each warp access touches
     round_trips: int = 0        # dependent global-load batches, summed over threads
     load_requests: int = 0      # warp-level global load instructions
+    load_sectors: int = 0       # the sector bytes of those loads
     grid: int = 1
     block: int = 1
     block_shared: int = 0       # shared bytes per block
@@ -228,18 +231,19 @@ MAX_ACCESS = 16  # bytes one thread moves in one instruction
 
 @dataclass(frozen=True)
 class _Access:
-    """How one global move is issued: elements per thread instruction, and per warp
-    instruction the L1 lines it touches and the sectors the warp needs (over the move's
-    vector lanes, a line's sectors fetched once)."""
+    """How one global move is issued: elements per thread instruction (`width`), the
+    instructions per element of its iteration space (`per_element`: lanes reading one
+    address share an instruction), and per warp instruction the L1 lines it touches
+    and the sectors the warp needs (over the move's vector lanes, a sector fetched once)."""
 
     width: int
+    per_element: float
     lines: float
     sectors: float
 
 
 def _access(kernel: Kernel, node: Node, t: str | None) -> _Access:
     size = node.dtype.itemsize if node.dtype is not None else 4
-    lanes = int(np.prod(kernel.vector_shape(node.scope), dtype=np.int64)) or 1
     env: dict = {}
     vec_axes = []
     t_extent = 1
@@ -251,34 +255,32 @@ def _access(kernel: Kernel, node: Node, t: str | None) -> _Access:
             t_extent = min(WARP, extent)
         else:
             env[var] = 0
+    lanes = int(np.prod([n for _, n in vec_axes], dtype=np.int64)) if vec_axes else 1
     if data_indices(node):  # a gather: one sector and one line per element
-        return _Access(1, float(min(WARP, t_extent)), float(min(WARP, t_extent)))
-    vgrids = np.meshgrid(*[np.arange(n, dtype=np.int64) for _, n in vec_axes], indexing="ij") if vec_axes else []
-    venv = {var: g.reshape(-1) for (var, _), g in zip(vec_axes, vgrids)}
-    tv = np.arange(t_extent, dtype=np.int64)[:, None]
-    full = dict(env)
-    full.update({k: v[None, :] for k, v in venv.items()})
+        return _Access(1, 1.0, float(t_extent), float(t_extent))
+    grids = np.meshgrid(*[np.arange(n, dtype=np.int64) for _, n in vec_axes], indexing="ij") if vec_axes else []
+    env.update({var: g.reshape(1, -1) for (var, _), g in zip(vec_axes, grids)})
     if t is not None:
-        full[t] = tv
+        env[t] = np.arange(t_extent, dtype=np.int64)[:, None]
     try:
-        off = np.broadcast_to(ex.evaluate(node.attr("offset"), full), (t_extent, lanes)).astype(np.int64)
-    except Exception:  # noqa: BLE001 - an offset the sampler cannot evaluate: assume coalesced
-        return _Access(1, max(1.0, t_extent * size / LINE), max(1.0, t_extent * size / SECTOR))
-    row = off[0]
+        off = np.broadcast_to(ex.evaluate(node.attr("offset"), env), (t_extent, lanes)).astype(np.int64)
+    except Exception:  # noqa: BLE001 - an offset the sampler cannot evaluate: count it coalesced
+        return _Access(1, 1.0, max(1.0, t_extent * size / LINE), max(1.0, t_extent * size / SECTOR))
+    row, first = np.unique(off[0], return_index=True)  # thread 0's distinct elements
     width = 1
     w = max(1, MAX_ACCESS // size)
     while w > 1:
-        if lanes % w == 0:
+        if len(row) % w == 0:
             groups = row.reshape(-1, w)
             if np.all(np.diff(groups, axis=1) == 1) and np.all(groups[:, 0] % w == 0):
                 width = w
                 break
         w //= 2
-    instrs = lanes // width
-    first = off[:, :width].reshape(-1) * size
-    lines = float(len(np.unique(first // LINE)))
+    instrs = max(1, len(row) // width)
+    lead = off[:, np.sort(first)[:width]].reshape(-1) * size  # the first instruction's bytes, over the warp
+    lines = float(len(np.unique(lead // LINE)))
     sectors = len(np.unique(off.reshape(-1) * size // SECTOR)) / instrs
-    return _Access(width, lines, sectors)
+    return _Access(width, instrs / lanes, lines, sectors)
 
 
 ACCESS_INSTRUCTIONS = 2  # a global access: the load or store, and its address
@@ -287,25 +289,28 @@ UNROLLED = 32  # elements: serial loops of up to this many (with their vector la
 
 def _batch(kernel: Kernel, node: Node) -> tuple[str, int]:
     """The scope whose iterations issue a global load's batches (loads in one iteration
-    issue together, without waiting for each other): the innermost scope around the
-    load outside its vector and unroll scopes and the serial loops unrolled with them
-    (up to `UNROLLED` elements); and how many iterations of it run in the kernel."""
-    chain = kernel.scope_chain(node.scope)
-    lanes = 1
-    keep = len(chain)
+    issue together, without waiting for each other), and how many batches run in the
+    kernel: vector lanes and unroll scopes issue together, and so do serial loops of up
+    to `UNROLLED` elements with them (unrolled); a longer loop is unrolled in part, by
+    as many iterations as fit `UNROLLED` elements."""
+    chain = [s for s in kernel.scope_chain(node.scope) if s.scope_kind != "vector"]
+    lanes = int(np.prod(kernel.vector_shape(node.scope), dtype=np.int64)) or 1
+    partial, keep = 1, len(chain)
     for i in range(len(chain) - 1, -1, -1):
         s = chain[i]
-        if s.scope_kind in ("vector", "unroll") or (s.scope_kind == "serial" and
-                                                   lanes * s.attr("extent") <= UNROLLED):
+        if s.scope_kind == "unroll" or (s.scope_kind == "serial" and lanes * s.attr("extent") <= UNROLLED):
             lanes *= s.attr("extent")
             keep = i
         else:
+            if s.scope_kind == "serial":
+                partial = -(-s.attr("extent") // max(1, UNROLLED // lanes))
+                keep = i
             break
-    outer = chain[:keep]
-    n = 1
-    for s in outer:
+    n = partial
+    for s in chain[:keep]:
         n *= s.attr("extent")
-    return (outer[-1].id if outer else ""), n
+    key = chain[keep].id if partial > 1 else chain[keep - 1].id if keep else ""
+    return key, n
 
 
 def _registers(kernel: Kernel) -> int:
@@ -329,7 +334,7 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
     block, how the global accesses are issued (L2 sectors, L1 wavefronts, dependent
     load batches) and what limits occupancy; its time is `kernel_time`."""
     g_read = g_write = shared = shuffles = instr = barriers = 0
-    sectors = wavefronts = requests = 0.0
+    sectors = wavefronts = requests = load_sectors = 0.0
     per_buffer: dict[str, int] = {}
     batches: dict[str, float] = {}
     gpu = kernel.target != "cpu"
@@ -351,12 +356,13 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
             per_buffer[buf] = per_buffer.get(buf, 0) + count * size
             if gpu:
                 acc = _access(kernel, n, t)
-                warp_instrs = count / acc.width / WARP
-                instr += count // acc.width * (ACCESS_INSTRUCTIONS + (n.attr("pred") is not None))
+                warp_instrs = count * acc.per_element / WARP
+                instr += int(count * acc.per_element) * (ACCESS_INSTRUCTIONS + (n.attr("pred") is not None))
                 wavefronts += warp_instrs * acc.lines
                 sectors += warp_instrs * acc.sectors * SECTOR
                 if n.op == "move.global.reg":
                     requests += warp_instrs
+                    load_sectors += warp_instrs * acc.sectors * SECTOR
                     key, n_outer = _batch(kernel, n)
                     batches[key] = max(batches.get(key, 0.0), n_outer * count / max(1, _iterations(kernel, n)))
         elif n.op in ("move.shared.reg", "move.reg.shared"):
@@ -374,19 +380,27 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
             g_read += count * (m * k + k * nn) * size
             g_write += count * m * nn * size
             instr += count * m * nn * k
-    unique = 0
+    unique = shared_reuse = block_reuse = 0
     for buf, moved in per_buffer.items():
         try:
-            unique += min(moved, kernel.param(buf).size * kernel.param(buf).dtype.itemsize)
+            size_b = kernel.param(buf).size * kernel.param(buf).dtype.itemsize
         except Exception:  # noqa: BLE001 - not a parameter: count what moved
-            unique += moved
+            size_b = moved
+        unique += min(moved, size_b)
+        if moved > size_b:  # re-read: by every block (all of it), or each block its own part
+            if moved >= size_b * kernel.grid:
+                shared_reuse += size_b
+            else:
+                block_reuse += size_b / max(1, kernel.grid)
     total = g_read + g_write
     if not gpu or not per_buffer:
         sectors, unique = float(total), total
     cost = KernelCost(g_read, g_write, shared, shuffles, instr, barriers, 0.0, 0.0,
                       dram_bytes_unique=unique, reread_bytes=max(0, total - unique),
+                      reuse_shared=shared_reuse, reuse_per_block=int(block_reuse),
                       sector_bytes=int(sectors), wavefronts=int(wavefronts),
-                      round_trips=int(sum(batches.values())), load_requests=int(requests), grid=kernel.grid, block=kernel.block,
+                      round_trips=int(sum(batches.values())), load_requests=int(requests),
+                      load_sectors=int(load_sectors), grid=kernel.grid, block=kernel.block,
                       block_shared=kernel.shared_bytes, registers=_registers(kernel) if gpu else 32)
     if not gpu:
         occupancy, used = 1.0, device.sm_count
@@ -428,7 +442,7 @@ def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
     busy = min(sms, cost.grid)
     effective = cost.grid / per_sm                      # SMs' worth of work the grid spreads evenly
     threads = min(resident, per_sm) * cost.block        # resident threads on a busy SM
-    working = min(cost.grid, sms * resident) * cost.dram_bytes_unique / max(1, cost.grid)
+    working = cost.reuse_shared + min(cost.grid, sms * resident) * cost.reuse_per_block
     miss = 0.0 if working <= device.l2_bytes else 1.0 - device.l2_bytes / working
     dram = (cost.dram_bytes_unique + miss * cost.reread_bytes) / device.bandwidth
     pull = (cost.dram_bytes_unique + miss * cost.reread_bytes) / (busy * device.sm_bandwidth)
@@ -437,9 +451,9 @@ def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
     l1 = (cost.wavefronts + spill / WARP) / (effective * device.clock_hz)
     issue = (cost.instructions + spill) / (device.ops_per_s * effective / sms)
     if cost.round_trips and cost.load_requests:  # Little's law: bytes in flight per SM / latency
-        in_flight = min(threads * cost.global_read / cost.round_trips,
-                        device.requests_per_sm * cost.global_read / cost.load_requests)
-        little = cost.global_read * device.latency_s / (effective * in_flight)
+        in_flight = min(threads * cost.load_sectors / cost.round_trips,
+                        device.requests_per_sm * cost.load_sectors / cost.load_requests)
+        little = cost.load_sectors * device.latency_s / (effective * in_flight)
     else:
         little = 0.0
     rounds = cost.grid * cost.block / (threads * effective)  # rounds of resident threads

@@ -42,6 +42,7 @@ from warpweave.errors import Error  # noqa: E402
 from warpweave.passes.cost import H200, KernelCost, kernel_cost, kernel_time  # noqa: E402
 from warpweave.tune import simulate  # noqa: E402
 from warpweave.tune.records import schedule_from_json  # noqa: E402
+from warpweave.tune.simulate import spearman  # noqa: E402
 
 DATA = os.path.join(HERE, "data")
 SWEEP = os.path.join(DATA, "h200_sweep.jsonl")
@@ -160,12 +161,6 @@ def estimates(points: dict, device=H200) -> dict:
             for s, rows in points.items()}
 
 
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).correlation)
-
-
 @dataclasses.dataclass
 class GroupCheck:
     summary: str
@@ -258,7 +253,7 @@ def heldout(device=H200) -> tuple[list, list]:
     points = []
     for (name, shape, dtype), rows in cases.items():
         m, old, new = (np.array(c) for c in zip(*rows))
-        points.append((f"{name} {shape} {dtype}", len(rows), _rho(old, m), _rho(new, m),
+        points.append((f"{name} {shape} {dtype}", len(rows), spearman(old, m), spearman(new, m),
                        m[int(np.argmin(old))] / m.min(), m[int(np.argmin(new))] / m.min()))
     files = []
     for name in SHAPES_FILES:
@@ -273,13 +268,9 @@ def heldout(device=H200) -> tuple[list, list]:
                 continue
             rows.append((c["ww_us"], c["est_us"], est))
         m, old, new = (np.array(c) for c in zip(*rows))
-        files.append((name, len(rows), _rho(old, m), _rho(new, m), float(np.median(np.abs(np.log2(old / m)))),
+        files.append((name, len(rows), spearman(old, m), spearman(new, m), float(np.median(np.abs(np.log2(old / m)))),
                       float(np.median(np.abs(np.log2(new / m))))))
     return points, files
-
-
-def _rho(a, b) -> float:
-    return float("nan") if len(set(a)) < 2 or len(set(b)) < 2 else spearman(a, b)
 
 
 def fit(counts: dict, device=H200, rounds: int = 2):

@@ -41,19 +41,23 @@ class DeviceModel:
     shared_per_sm: int = 228 * 1024
     registers_per_sm: int = 65536
     blocks_per_sm: int = 32
-    l2_bandwidth: float = 1.0e13   # bytes per second between the L2 and the SMs (32-byte sectors)
-    l2_bytes: int = 50 << 20       # L2 capacity: a block's re-reads hit it while the working set fits
-    latency_s: float = 6e-7        # a global load's round trip (DRAM, under load)
-    requests_per_sm: int = 128     # warp-level global loads an SM keeps in flight at most
-    barrier_s: float = 1e-7        # a block barrier with the shared-memory step around it
+    # the memory system, fitted on the recorded exhaustive H200 sweep (benchmarks/cost_model_fit.py
+    # --fit, 2026-12-03); the SM side is the H100's and the H200's alike
+    l2_bandwidth: float = 1.2e13   # bytes per second between the L2 and the SMs (32-byte sectors)
+    l2_bytes: int = 50 << 20       # L2 capacity: re-reads hit it while their working set fits
+    latency_s: float = 4e-7        # a global load's round trip under load
+    requests_per_sm: int = 192     # warp-level global loads an SM keeps in flight at most
+    barrier_s: float = 1e-8        # a block barrier with the shared-memory step around it
     clock_hz: float = 1.755e9      # SM clock: one L1 wavefront per SM and clock
-    overlap_p: float = 4.0         # the p of the p-norm that combines the resource times
+    overlap_p: float = 2.0         # the p of the p-norm that combines the resource times
 
 
-H100 = DeviceModel("H100 (sm_90)", bandwidth=2.99e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132)
+_MEMORY = dict(l2_bandwidth=1.2e13, l2_bytes=50 << 20, latency_s=4e-7, requests_per_sm=192, barrier_s=1e-8,
+               clock_hz=1.755e9, overlap_p=2.0)  # fitted on the H200 (2026-12-03); the H100 shares its SMs and L2
+H100 = DeviceModel("H100 (sm_90)", bandwidth=2.99e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132, **_MEMORY)
 # H200: the H100's SMs and clocks with HBM3e; copy bandwidth measured 4.14-4.25 TB/s (2026-12-02)
 H200 = DeviceModel("H200 (sm_90)", bandwidth=4.2e12, launch_s=3e-6, ops_per_s=3.3e13, sm_count=132,
-                   sm_bandwidth=1.1e11)
+                   sm_bandwidth=1.1e11, **_MEMORY)
 HOST_CPU = DeviceModel("host CPU", bandwidth=1.5e10, launch_s=5e-6, ops_per_s=4e10)
 # Shipped profiles, by the device name CUDA reports (a calibrated profile overrides them).
 SHIPPED = {"NVIDIA H100 80GB HBM3": H100, "NVIDIA H100": H100, "NVIDIA H200": H200}

@@ -271,12 +271,13 @@ def _access(kernel: Kernel, node: Node, t: str | None) -> _Access:
     except Exception:  # noqa: BLE001 - an offset the sampler cannot evaluate: count it coalesced
         return _Access(1, 1.0, max(1.0, t_extent * size / LINE), max(1.0, t_extent * size / SECTOR))
     row, first = np.unique(off[0], return_index=True)  # thread 0's distinct elements
+    starts = _starts(kernel, node, t, vec_axes, np.sort(first))
     width = 1
     w = max(1, MAX_ACCESS // size)
     while w > 1:
         if len(row) % w == 0:
             groups = row.reshape(-1, w)
-            if np.all(np.diff(groups, axis=1) == 1) and np.all(groups[:, 0] % w == 0):
+            if np.all(np.diff(groups, axis=1) == 1) and np.all(starts[:, ::w] % w == 0):
                 width = w
                 break
         w //= 2
@@ -285,6 +286,28 @@ def _access(kernel: Kernel, node: Node, t: str | None) -> _Access:
     lines = float(len(np.unique(lead // LINE)))
     sectors = len(np.unique(off.reshape(-1) * size // SECTOR)) / instrs
     return _Access(width, instrs / lanes, lines, sectors)
+
+
+def _starts(kernel: Kernel, node: Node, t: str | None, vec_axes, lanes) -> np.ndarray:
+    """The offsets of thread 0's distinct lanes (in `lanes` order) at the first thread of
+    every warp of a block and in the first few blocks and outer iterations: a vector
+    access must be aligned at every one (a ragged row's start moves from row to row)."""
+    env: dict = {}
+    axes = []
+    for scope in kernel.scope_chain(node.scope):
+        var, extent = scope.attr("var"), scope.attr("extent")
+        if scope.scope_kind == "vector":
+            continue
+        if var == t:
+            axes.append((var, np.arange(0, extent, WARP, dtype=np.int64)))
+        else:
+            axes.append((var, np.arange(min(extent, 4), dtype=np.int64)))
+    grids = np.meshgrid(*[v for _, v in axes], indexing="ij") if axes else []
+    env.update({var: g.reshape(-1, 1) for (var, _), g in zip(axes, grids)})
+    vgrids = np.meshgrid(*[np.arange(n, dtype=np.int64) for _, n in vec_axes], indexing="ij") if vec_axes else []
+    env.update({var: g.reshape(1, -1)[:, lanes] for (var, _), g in zip(vec_axes, vgrids)})
+    samples = grids[0].size if grids else 1
+    return np.broadcast_to(ex.evaluate(node.attr("offset"), env), (samples, len(lanes))).astype(np.int64)
 
 
 ACCESS_INSTRUCTIONS = 2  # a global access: the load or store, and its address
@@ -335,8 +358,10 @@ def _registers(kernel: Kernel) -> int:
 
 def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
     """Bytes per level (over every iteration of every move), instructions, barriers per
-    block, how the global accesses are issued (L2 sectors, L1 wavefronts, dependent
-    load batches) and what limits occupancy; its time is `kernel_time`."""
+    block, how the global accesses are issued (width, L2 sectors, L1 wavefronts, load
+    batches, re-reads) and what limits occupancy; on a GPU its time is `kernel_time`
+    (on the CPU, the larger of bytes / bandwidth and instructions / throughput, plus a
+    launch)."""
     g_read = g_write = shared = shuffles = instr = barriers = 0
     sectors = wavefronts = requests = load_sectors = 0.0
     per_buffer: dict[str, int] = {}
@@ -407,9 +432,8 @@ def kernel_cost(kernel: Kernel, device: DeviceModel) -> KernelCost:
                       load_sectors=int(load_sectors), grid=kernel.grid, block=kernel.block,
                       block_shared=kernel.shared_bytes, registers=_registers(kernel) if gpu else 32)
     if not gpu:
-        occupancy, used = 1.0, device.sm_count
         time = max(total / device.bandwidth, instr / device.ops_per_s) + device.launch_s
-        return replace(cost, occupancy=occupancy, time_s=time)
+        return replace(cost, occupancy=1.0, time_s=time)
     resident = _resident_blocks(cost, device)
     occupancy = min(resident, -(-cost.grid // device.sm_count)) * cost.block / device.threads_per_sm
     return replace(cost, occupancy=occupancy, time_s=kernel_time(cost, device))
@@ -434,12 +458,14 @@ def _spilled(cost: KernelCost, device: DeviceModel) -> int:
 
 
 def kernel_terms(cost: KernelCost, device: DeviceModel) -> dict[str, float]:
-    """The seconds each resource of the device would need for the kernel alone:
-    DRAM (unique bytes, and re-reads past the L2), the SMs' pull on DRAM, L2 sectors,
-    L1 wavefronts (with spilled registers' local accesses), instruction issue, and latency (Little's law: each thread's
-    dependent load batches take a round trip each, overlapped over the resident
-    threads) with each block barrier's. Per-SM resources count the SMs the grid keeps busy, its last wave
-    partial."""
+    """The seconds each resource of the device would need for the kernel alone: DRAM
+    (unique bytes, and the re-reads when their working set outgrows the L2), the busy
+    SMs' pull on DRAM, L2 sectors, L1 wavefronts (with spilled registers' local
+    accesses), instruction issue, Little's law (the load sectors over the bytes a busy
+    SM keeps in flight — its resident threads' batches, or its outstanding requests —
+    per round trip), and the latency chain (rounds of resident blocks, each waiting out
+    its threads' load batches and its barriers). Per-SM resources count the SMs' worth
+    of work the grid spreads evenly (its last wave partial)."""
     sms = device.sm_count
     resident = _resident_blocks(cost, device)
     per_sm = -(-cost.grid // sms)                       # blocks the busiest SM runs

@@ -1,8 +1,8 @@
 """The GPU cost model against recorded H200 measurements: how well its estimates rank
 each group's schedule space, and the fit of the device profile's parameters.
 
-    # every point of the recorded exhaustive sweep compiled to GIR and costed (a minute
-    # or two on two cores); per group: Spearman(estimate, measured), the model's pick /
+    # every point of the recorded exhaustive sweep compiled to GIR and costed (three to
+    # five minutes on two cores); per group: Spearman(estimate, measured), the model's pick /
     # the best, model-guided trials to within 3 % / 1 % (replayed), before and after;
     # then the held-out checks (recorded points and shape-sweep cases, not fitted on)
     PYTHONPATH=$PWD python3 benchmarks/cost_model_fit.py

@@ -12,6 +12,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ArgumentError
 from .database import Database
 from .records import Trial, schedule_from_json
@@ -82,6 +84,28 @@ def replay(strategy_name: str, sweep: Sweep, seed: int = 0, batch: int = 1,
             break
         state.measured += [(s, sweep.times[s]) for s in points]
     return [t for _, t in state.measured]
+
+
+def _ranks(values) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for v in np.unique(values):
+        tied = values == v
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of two sequences (nan when either is constant): how
+    well the cost model's estimates order a group's points by their measured times."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def trials_to_within(times: list[float | None], best: float, margin: float) -> int:

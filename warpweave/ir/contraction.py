@@ -129,6 +129,13 @@ def _flat(ld: ex.Load, shape, variables, ranges) -> tuple[dict[str, int], int] |
     return coeffs, int(rest.value)
 
 
+def strided(ld: ex.Load, shape, extents: Mapping[str, int]) -> bool:
+    """Whether the load reads its row-major buffer of `shape` at an affine offset of the
+    variables of `extents` (their extents): a strided view, which matrix products read."""
+    ranges = {v: (0, max(0, n - 1)) for v, n in extents.items()}
+    return _flat(ld, tuple(shape), list(extents), ranges) is not None
+
+
 def match_contraction(op: ComputeOp, graph: TensorGraph | Mapping[str, tuple[int, ...]]
                       ) -> Contraction | None:
     """The contraction `op` computes, or None. `graph` gives the shapes of the tensors

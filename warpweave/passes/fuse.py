@@ -210,7 +210,7 @@ ProductRule = Callable[[ComputeOp, TensorGraph], bool]
 Contractions = Union[bool, ProductRule]  # False: none; True: every `is_gemm` product; or a rule
 
 
-def _rule(contractions: Contractions) -> ProductRule | None:
+def product_rule(contractions: Contractions) -> ProductRule | None:
     """The products that anchor contraction groups under `contractions`."""
     if callable(contractions):
         return contractions
@@ -226,7 +226,7 @@ class _Planner:
         self.group_of: dict[str, int] = {}
         self.groups: dict[int, Group] = {}
         self._edges: nx.DiGraph | None = None
-        product = _rule(contractions)
+        product = product_rule(contractions)
         for k, op in enumerate(graph.compute_ops):
             pattern, rows, length = _signature(op)
             if product is not None and product(op, graph):
@@ -361,7 +361,7 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: Contractions = 
     that make contraction groups), a matrix product only takes producers that leave
     it a matrix product (widening casts), so that it keeps its template."""
     ops = {op.name: op for op in graph.compute_ops}
-    product = _rule(contractions)
+    product = product_rule(contractions)
     rewritten, changed = False, True
     while changed:  # to a fixed point: an inlined body brings its own loads to the consumer
         changed = False

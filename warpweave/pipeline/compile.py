@@ -38,6 +38,7 @@ from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY
 from ..passes.cost import device_for, kernel_cost
 from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
+from ..passes.operands import materialize_operands
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
 from ..schedule.mma import GpuMma, contraction_of, tensor_core_product
@@ -165,7 +166,11 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
     t = time.perf_counter()
     family = "cpu" if target == "cpu" else "gpu"  # interp runs the GPU kernels
     contractions = _CONTRACTIONS[family]
-    inlined = fuse.inline_broadcast_producers(graph, contractions) if options.fuse else graph
+    product = fuse.product_rule(contractions)
+    inlined = graph
+    if options.fuse:
+        inlined = materialize_operands(graph, product) if product is not None else graph
+        inlined = fuse.inline_broadcast_producers(inlined, contractions)
     dumps.write("tensor.txt", str(graph))
     sm_count = _sm_count() if target == "cuda" else DEFAULT_SM_COUNT
     device = _device_model(family, target)

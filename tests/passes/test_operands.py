@@ -61,3 +61,17 @@ def test_merged_heads_product_end_to_end(target):
     if target == "cpu":
         program = fn.lower(x, w)
         assert sum(g.pattern == "contraction" for g in program.plan.groups) == 2
+
+
+def test_batched_products_over_split_heads_become_batched_matrix_products():
+    def fn(q, k):  # q [b·s, h·d] split into per-head batches [b·h, s, d], then q @ kᵀ
+        heads = q.reshape(2, 32, 4, 16).transpose(0, 2, 1, 3).reshape(8, 32, 16)
+        return heads @ k
+    graph = _trace(fn, (64, 64), (8, 16, 24))
+    made = materialize_operands(graph, fuse.is_gemm)
+    (out,) = graph.outputs
+    assert not fuse.is_gemm(graph[out], graph) and fuse.is_gemm(made[out], made)
+    rng = np.random.default_rng(5)
+    inputs = {graph.inputs[0]: rng.standard_normal((64, 64)).astype(np.float32),
+              graph.inputs[1]: rng.standard_normal((8, 16, 24)).astype(np.float32)}
+    np.testing.assert_allclose(evaluate(made, inputs)[out], evaluate(graph, inputs)[out], rtol=1e-5, atol=1e-5)

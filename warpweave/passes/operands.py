@@ -2,7 +2,8 @@
 
 A product whose operand is read through a reshape that no strides describe — the
 heads of attention, `[b, h, s, d]` permuted to `[b, s, h, d]` and flattened to
-`[b·s, h·d]`, read as `t[r // s, i // d, r % s, i % d]` — is a sum of products, but
+`[b·s, h·d]`, read as `t[r // s, i // d, r % s, i % d]`, or a matrix split into
+per-head batches `[b·h, s, d]` — is a sum of products, but
 no matrix-product kernel (host BLAS, tensor cores) can read it: it would compile as
 a reduction that re-reads its operands for every output, and cheap producers inlined
 into it would be recomputed as often. `materialize_operands` copies each such operand
@@ -28,7 +29,7 @@ def materialize_operands(graph: TensorGraph, product: ProductRule) -> TensorGrap
     made: dict = {}  # (copy body, shape) -> the copy's name
     changed = False
     for op in graph.compute_ops:
-        if op.kind == "contraction" and not product(op, graph):
+        if _product_form(op) and not product(op, graph):
             found = _with_copied_operands(op, graph, shapes, made)
             if found is not None:
                 copies, rewritten = found
@@ -43,6 +44,17 @@ def materialize_operands(graph: TensorGraph, product: ProductRule) -> TensorGrap
     if not changed:
         return graph
     return TensorGraph(ops, list(graph.inputs), list(graph.outputs))
+
+
+def _product_form(op: ComputeOp) -> bool:
+    """Whether `op` sums, over one axis, the product of two loads that each move along
+    it and along an axis of their own (m and n; shared axes are batch axes)."""
+    red = op.reduce
+    if red is None or red.combiner != "sum" or len(red.axes) != 1 or len(op.loads) != 2:
+        return False
+    k = red.axes[0].name
+    a, b = (ex.free_vars(ld) for ld in op.loads)
+    return k in a and k in b and bool(a - b) and bool(b - a)
 
 
 def _with_copied_operands(op: ComputeOp, graph: TensorGraph, shapes: dict, made: dict):

@@ -124,8 +124,9 @@ class _Worker:
     """A process running `compile_worker`: one pickled job in, one status byte out."""
 
     def __init__(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # imports as here
         self.process = subprocess.Popen([sys.executable, "-m", "warpweave.pipeline.compile_worker"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     @property
     def alive(self) -> bool:

@@ -384,7 +384,7 @@ def substitute(root: Expr, mapping: Mapping[str, Expr]) -> Expr:
     return transform(root, lambda _o, e: mapping.get(e.name, e) if isinstance(e, Var) else e)
 
 
-@lru_cache(maxsize=1 << 16)  # expressions are immutable; passes and the verifier ask again
+@lru_cache(maxsize=1 << 14)  # expressions are immutable; passes and the verifier ask again
 def free_vars(root: Expr) -> frozenset[str]:
     """The names of the variables `root` uses and does not bind by a reduction."""
     nodes = postorder(root)
@@ -397,7 +397,7 @@ def loads(root: Expr) -> list[Load]:
     return list(_loads(root))
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _loads(root: Expr) -> tuple[Load, ...]:
     return tuple(n for n in postorder(root) if isinstance(n, Load))
 

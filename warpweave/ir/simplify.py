@@ -211,7 +211,7 @@ def _div_mod(op: str, a: Expr, c: int, ranges: Ranges) -> Expr | None:
     return None
 
 
-_MEMO_SIZE = 1 << 16  # expressions are immutable: passes and the verifier ask again and again
+_MEMO_SIZE = 1 << 14  # expressions are immutable: passes and the verifier ask again and again
 
 
 def _memo_key(ranges: Ranges | None) -> frozenset | None:

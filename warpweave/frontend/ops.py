@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..errors import DTypeError, IndexOutOfRangeError, OptionError, UnsupportedError
+from ..errors import DTypeError, IndexOutOfRangeError, OptionError, ShapeError, UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from . import te
@@ -203,9 +203,21 @@ def _float_dtypes(x: Tensor, *others):
     return out, dt.compute_dtype(out)
 
 
+def _on_scalar(fn, x, axis):
+    """A normalization of a 0-d tensor, as PyTorch defines it: over its one element
+    (axis 0, -1 or None; () too), as if it had shape (1,)."""
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    for a in axes:
+        if a not in (0, -1, None):
+            raise ShapeError(f"{fn.__name__}: axis {a} is out of bounds for a tensor of dimension 0")
+    return fn(x.reshape(1), axis=0).reshape(())
+
+
 def softmax(x, axis=-1):
     """exp(x - max) / sum(exp(x - max)) over `axis` (int or tuple)."""
     _need_tensor("softmax", x)
+    if x.ndim == 0:
+        return _on_scalar(softmax, x, axis)
     out, c = _float_dtypes(x)
     with scope("softmax"):
         xc = x.astype(c)
@@ -218,6 +230,8 @@ def softmax(x, axis=-1):
 def log_softmax(x, axis=-1):
     """x - max - log(sum(exp(x - max))) over `axis` (int or tuple)."""
     _need_tensor("log_softmax", x)
+    if x.ndim == 0:
+        return _on_scalar(log_softmax, x, axis)
     out, c = _float_dtypes(x)
     with scope("log_softmax"):
         xc = x.astype(c)

@@ -476,7 +476,8 @@ def _softmax_backward(out, grad, y, dim, input_dtype):
     """y · (grad − Σ grad·y), in float32 for 16-bit tensors."""
     c = dt.compute_dtype(dt.dtype(grad.dtype))
     g, yc = grad.astype(c), y.astype(c)
-    return (yc * (g - (g * yc).sum(axis=dim, keepdims=True))).astype(ww_dtype(out.dtype))
+    axis = None if y.ndim == 0 else dim  # a 0-d tensor's one element (dim 0 or -1)
+    return (yc * (g - (g * yc).sum(axis=axis, keepdims=True))).astype(ww_dtype(out.dtype))
 
 
 @_register(aten.native_layer_norm.default)

@@ -102,6 +102,8 @@ class Arithmetic:
 
     def _float_op(self, op: str, args, d: dt.DType) -> ir.Value:
         b = self.b
+        if op == "fmod":  # C's fmod, exact (the CPU calls fmod/fmodf; NVPTX expands frem)
+            return b.frem(*args)
         if op in _FLOAT_BINOPS:
             inst = getattr(b, _FLOAT_BINOPS[op])(*args)
             if op == "div" and d == dt.float32 and self.target.approximate_division:

@@ -103,7 +103,8 @@ BINARY = {
     "copysign": ("torch.copysign({a}, {b})", "f"),
     "fmod": ("torch.fmod({a}, {b}.abs() + 0.75)", "fi"),
     "remainder": ("torch.remainder({a}, {b}.abs() + 0.75)", "fi"),
-    "floor_divide": ("torch.floor_divide({a}, {b}.abs() + 1)", "fi"),
+    # PyTorch has no derivative of floor_divide: its operands are detached
+    "floor_divide": ("torch.floor_divide({a}.detach(), torch.as_tensor({b}).detach().abs() + 1)", "fi"),
     "div_trunc": ("torch.div({a}, {b}.abs() + 1, rounding_mode='trunc')", "fi"),
     "div_floor": ("torch.div({a}, {b}.abs() + 1, rounding_mode='floor')", "fi"),
 }
@@ -198,7 +199,7 @@ class _Generator:
         try:
             with torch.no_grad():
                 sample = eval(src, scope)
-        except (RuntimeError, TypeError, IndexError, ValueError):
+        except (RuntimeError, TypeError, IndexError, ValueError, AttributeError):
             return None  # not defined on these operands (a dtype PyTorch refuses): try another
         if not isinstance(sample, torch.Tensor) or sample.numel() > 4096:
             return None
@@ -221,7 +222,7 @@ class _Generator:
         """A second operand broadcasting against `a`: a value, a new input or a scalar."""
         r = self.rng.random()
         if r < 0.15:
-            return self.pick(["2.5", "-1.25", "3", "0.5"])
+            return self.pick(["(2.5)", "(-1.25)", "(3)", "(0.5)"])
         fits = [v for v in self.values if v is not a and v.kind in kinds and _broadcasts(v.sample.shape, a.sample.shape)]
         if fits and r < 0.7:
             return self.pick(fits).name
@@ -369,7 +370,7 @@ def _broadcasts(a, b) -> bool:
 
 def _is_number(s: str) -> bool:
     try:
-        float(s)
+        float(s.strip("()"))
         return True
     except ValueError:
         return False

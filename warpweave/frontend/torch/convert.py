@@ -63,7 +63,7 @@ _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cu
 _RANDOM = "random numbers come from PyTorch's generator"
 _GATHER = "data-dependent indexing of this kind has no warpweave index expression (convert_index has the others)"
 _PIECES = "writing pieces into a larger tensor through strides or diagonals is not supported yet"
-_ARG = "sorting, top-k and scans other than cumsum are not supported"
+_ARG = "sorting and top-k are not supported"
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
                      "convolution_backward", "_scaled_mm"], _MATMUL),
@@ -71,7 +71,7 @@ NOT_COMPILED = {
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
     **dict.fromkeys(["scatter", "scatter_reduce"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
-    **dict.fromkeys(["sort", "topk", "cumprod"], _ARG),
+    **dict.fromkeys(["sort", "topk"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
@@ -615,6 +615,9 @@ _register(aten.full_like.default, aten.scalar_tensor.default)(
     _filled(lambda args: args[1] if len(args) > 1 else args[0]))
 _register(aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default)(_filled(lambda args: 0))
 _register(aten.ones.default, aten.ones_like.default, aten.new_ones.default)(_filled(lambda args: 1))
+# uninitialized memory (its values unspecified: zeros), as in atanh's backward: full_like(empty_permuted(…), 1)
+_register(*_overloads("empty_permuted", "default"), aten.empty.memory_format, aten.empty_like.default,
+          aten.new_empty.default)(_filled(lambda args: 0))
 
 
 @_register(aten.arange.default, aten.arange.start, aten.arange.start_step)

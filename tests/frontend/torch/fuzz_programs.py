@@ -8,7 +8,9 @@ between float64, float32, float16, bfloat16, int64, int32 and bool), comparisons
 log_softmax, layer_norm, views (permute, transpose, reshape, slices with steps,
 narrow, expand, squeeze and unsqueeze), casts, occasional matrix products and Python
 scalars. Each operation's domain is guarded in the source (`log(|x| + 0.5)`), so the
-values stay finite where the operation is smooth.
+values stay finite where the operation is smooth; the discontinuous ones (sign, floor,
+copysign) are shifted off 0, where a value that is 0 in exact arithmetic (the mean of
+a layer_norm) has a sign decided by rounding.
 
 The source is kept so that a failing seed prints a program one can read and rerun.
 Casts go through `C(x, "float16")`: `Program.reference()` rebuilds the function with
@@ -55,9 +57,9 @@ UNARY = {
     "affine": ("{a} * 0.75 - 0.5", "fi"),
     "scale_int": ("{a} * 3 + 1", "fi"),
     "rdiv": ("2.0 / ({a}.abs() + 1)", "fi"),
-    "floor": ("torch.floor({a} * 4)", "f"),
-    "round": ("torch.round({a} * 4)", "f"),
-    "sign": ("torch.sign({a})", "fi"),
+    "floor": ("torch.floor({a} * 4 + 0.375)", "f"),
+    "round": ("torch.round({a} * 4 + 0.25)", "f"),
+    "sign": ("torch.sign({a} - 0.375)", "fi"),
     "clamp": ("{a}.clamp(-0.5, 0.75)", "fi"),
     # the functions warpweave compiles since the fuzz work (convert_math)
     "expm1": ("torch.expm1({a}.clamp(-8, 8))", "f"),
@@ -75,7 +77,7 @@ UNARY = {
     "atanh": ("torch.atanh(torch.tanh({a}) * 0.9)", "f"),
     "isnan": ("torch.isnan({a})", "fi"),
     "isfinite": ("torch.isfinite({a} * 1e38)", "f"),
-    "signbit": ("torch.signbit({a})", "fi"),
+    "signbit": ("torch.signbit({a} - 0.375)", "fi"),
     "not": ("~{a}", "ib"),
     "logical_not": ("torch.logical_not({a})", "fib"),
     "elu": ("F.elu({a})", "f"),
@@ -100,7 +102,7 @@ BINARY = {
     "logical_or": ("torch.logical_or({a}, {b})", "fib"),
     "atan2": ("torch.atan2({a}, {b})", "f"),
     "hypot": ("torch.hypot({a}, {b})", "f"),
-    "copysign": ("torch.copysign({a}, {b})", "f"),
+    "copysign": ("torch.copysign({a}, {b} + 0.375)", "f"),
     "fmod": ("torch.fmod({a}, {b}.abs() + 0.75)", "fi"),
     "remainder": ("torch.remainder({a}, {b}.abs() + 0.75)", "fi"),
     # PyTorch has no derivative of floor_divide: its operands are detached

@@ -61,6 +61,10 @@ UNARY = {
     "round": ("torch.round({a} * 4 + 0.25)", "f"),
     "sign": ("torch.sign({a} - 0.375)", "fi"),
     "clamp": ("{a}.clamp(-0.5, 0.75)", "fi"),
+    "pow_int": ("{a} ** 3", "fi"),
+    "pow_half": ("({a}.abs() + 0.25) ** 0.5", "f"),
+    "pow_frac": ("({a}.abs() + 0.25) ** -1.5", "f"),
+    "cumsum": ("torch.cumsum({a}, dim=-1)", "fi"),
     # the functions warpweave compiles since the fuzz work (convert_math)
     "expm1": ("torch.expm1({a}.clamp(-8, 8))", "f"),
     "log1p": ("torch.log1p({a}.abs())", "f"),
@@ -118,6 +122,11 @@ REDUCE = {
     "var": ("{a}.var(dim={dims}, keepdim={keep})", "f"),
     "logsumexp": ("torch.logsumexp({a}, dim={dims}, keepdim={keep})", "f"),
     "prod": ("torch.prod({a}.clamp(-1.5, 1.5), dim={dim}, keepdim={keep})", "fi"),
+    "std": ("{a}.std(dim={dims}, keepdim={keep})", "f"),
+    "max_dim": ("{a}.max(dim={dim}, keepdim={keep}).values", "fi"),
+    "argmax": ("{a}.argmax(dim={dim}, keepdim={keep})", "fi"),
+    "sum_all": ("{a}.sum()", "fi"),
+    "mean_all": ("{a}.mean()", "f"),
     "softmax": ("torch.softmax({a}, dim={dim})", "f"),
     "log_softmax": ("torch.log_softmax({a}, dim={dim})", "f"),
 }
@@ -165,7 +174,11 @@ class _Generator:
         self.inputs: list[Value] = []
         self.lines: list[str] = []
         self.floats: set = set()
-        self.base = tuple(int(s) for s in self.rng.choice([1, 2, 3, 5, 7, 8, 13], size=self.rng.integers(1, 4)))
+        while True:  # odd sizes and size-1 axes; now and then a longer row (vector remainders)
+            self.base = tuple(int(s) for s in self.rng.choice([1, 2, 3, 5, 7, 8, 13, 33, 67],
+                                                              size=self.rng.integers(1, 4)))
+            if math.prod(self.base) <= 1024:
+                break
 
     def pick(self, items):
         return items[int(self.rng.integers(len(items)))]

@@ -230,3 +230,19 @@ def test_empty_permuted_in_a_backward_converts():
     x = torch.tensor([0.3], requires_grad=True)
     out = compiled(lambda a: torch.atanh(a.reshape(-1) * 0.9), x)
     torch.testing.assert_close(torch.autograd.grad(out.sum(), x)[0], torch.tensor([0.9 / (1 - 0.27 ** 2)]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_dim_backward_scatters_into_the_gradient(dtype):
+    """max.dim's and min.dim's backward is a scatter of a source (`scatter.src`): the
+    last position along dim whose index names the element, src read there."""
+    x = torch.randn(4, 33, 5, dtype=dtype, requires_grad=True)
+    fn = lambda a: (a.max(dim=1).values * 2, a.min(dim=-1, keepdim=True).values)  # noqa: E731
+    out = compiled(fn, x)
+    got = torch.autograd.grad(sum(o.sum() for o in out), x)[0]
+    want = torch.autograd.grad(sum(o.sum() for o in fn(x)), x)[0]
+    torch.testing.assert_close(got, want)
+    z, src = torch.zeros(3, 5), torch.arange(1.0, 16.0).reshape(3, 5)
+    for dim, index in [(0, torch.tensor([[0, 1, 2, 0, 1], [2, 0, 0, 1, 2]])), (1, torch.tensor([[0, 1, 2], [4, 3, 1]]))]:
+        got = compiled(lambda z, i, s: torch.scatter(z, dim, i, s) + 1, z, index, src)
+        torch.testing.assert_close(got, torch.scatter(z, dim, index, src) + 1)

@@ -69,7 +69,7 @@ NOT_COMPILED = {
                      "convolution_backward", "_scaled_mm"], _MATMUL),
     **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
-    **dict.fromkeys(["scatter", "scatter_reduce"], _GATHER),
+    **dict.fromkeys(["scatter_reduce"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
     **dict.fromkeys(["sort", "topk"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",

@@ -107,12 +107,14 @@ BINARY = {
     "atan2": ("torch.atan2({a}, {b})", "f"),
     "hypot": ("torch.hypot({a}, {b})", "f"),
     "copysign": ("torch.copysign({a}, {b} + 0.375)", "f"),
-    "fmod": ("torch.fmod({a}, {b}.abs() + 0.75)", "fi"),
-    "remainder": ("torch.remainder({a}, {b}.abs() + 0.75)", "fi"),
+    # rounding divisions and remainders jump where the quotient is an integer: in
+    # 16-bit floats eager's rounded intermediates cross those points, so they widen
+    "fmod": ("torch.fmod(W({a}), W({b}).abs() + 0.75)", "fi"),
+    "remainder": ("torch.remainder(W({a}), W({b}).abs() + 0.75)", "fi"),
     # PyTorch has no derivative of floor_divide: its operands are detached
-    "floor_divide": ("torch.floor_divide({a}.detach(), torch.as_tensor({b}).detach().abs() + 1)", "fi"),
-    "div_trunc": ("torch.div({a}, {b}.abs() + 1, rounding_mode='trunc')", "fi"),
-    "div_floor": ("torch.div({a}, {b}.abs() + 1, rounding_mode='floor')", "fi"),
+    "floor_divide": ("torch.floor_divide(W({a}).detach(), torch.as_tensor(W({b})).detach().abs() + 1)", "fi"),
+    "div_trunc": ("torch.div(W({a}), W({b}).abs() + 1, rounding_mode='trunc')", "fi"),
+    "div_floor": ("torch.div(W({a}), W({b}).abs() + 1, rounding_mode='floor')", "fi"),
 }
 REDUCE = {
     "sum": ("{a}.sum(dim={dims}, keepdim={keep})", "fi"),
@@ -122,7 +124,9 @@ REDUCE = {
     "var": ("{a}.var(dim={dims}, keepdim={keep})", "f"),
     "logsumexp": ("torch.logsumexp({a}, dim={dims}, keepdim={keep})", "f"),
     "prod": ("torch.prod({a}.clamp(-1.5, 1.5), dim={dim}, keepdim={keep})", "fi"),
-    "std": ("{a}.std(dim={dims}, keepdim={keep})", "f"),
+    # std as a norm uses it: of constant rows (a log_softmax over one element) a float32
+    # std is an ulp of the data where eager's happens to be 0, and sqrt makes that 1e-7
+    "std": ("torch.sqrt({a}.var(dim={dims}, keepdim={keep}) + 1e-3)", "f"),
     "max_dim": ("{a}.max(dim={dim}, keepdim={keep}).values", "fi"),
     "argmax": ("{a}.argmax(dim={dim}, keepdim={keep})", "fi"),
     "sum_all": ("{a}.sum()", "fi"),
@@ -156,7 +160,7 @@ class Program:
             if reference and d in FLOATS:
                 d = "float64"
             return x.to(DTYPES[d])
-        scope = {"torch": torch, "F": F, "C": cast, "math": math}
+        scope = {"torch": torch, "F": F, "C": cast, "W": _widen, "math": math}
         exec(compile(self.source, f"<fuzz program {self.seed}>", "exec"), scope)
         return scope["program"]
 
@@ -209,7 +213,7 @@ class _Generator:
         return v
 
     def emit(self, src: str) -> Value | None:
-        scope = {"torch": torch, "F": F, "C": lambda x, d: x.to(DTYPES[d]), "math": math}
+        scope = {"torch": torch, "F": F, "C": lambda x, d: x.to(DTYPES[d]), "W": _widen, "math": math}
         scope.update({v.name: v.sample for v in self.values})
         try:
             with torch.no_grad():
@@ -377,6 +381,13 @@ def generate(seed: int, steps: int = 6, ops: set | None = None) -> Program:
     """The program of `seed`: `steps` operations (views and casts count), drawn from
     `ops` (names in UNARY, BINARY, REDUCE; all when None)."""
     return _Generator(seed, ops).build(steps)
+
+
+def _widen(x):
+    """16-bit float tensors as float32; anything else as it is."""
+    if isinstance(x, torch.Tensor) and x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
 
 
 def _broadcasts(a, b) -> bool:

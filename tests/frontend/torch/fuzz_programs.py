@@ -20,6 +20,7 @@ reference.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -216,7 +217,8 @@ class _Generator:
         scope = {"torch": torch, "F": F, "C": lambda x, d: x.to(DTYPES[d]), "W": _widen, "math": math}
         scope.update({v.name: v.sample for v in self.values})
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # var of one element: NaN, as compiled
                 sample = eval(src, scope)
         except (RuntimeError, TypeError, IndexError, ValueError, AttributeError):
             return None  # not defined on these operands (a dtype PyTorch refuses): try another

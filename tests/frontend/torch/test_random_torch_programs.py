@@ -26,7 +26,7 @@ RTOL = {"float64": 1e-10, "float32": 2e-6, "float16": 1e-3, "bfloat16": 8e-3}
 
 
 def _seeds():
-    spec = os.environ.get("WARPWEAVE_FUZZ_SEEDS", "0:12")
+    spec = os.environ.get("WARPWEAVE_FUZZ_SEEDS", "0:20")
     lo, hi = (int(x) for x in spec.split(":"))
     return range(lo, hi)
 

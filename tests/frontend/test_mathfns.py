@@ -118,3 +118,24 @@ def test_every_function_assembles_for_the_gpu(d):
     ptx = ww.jit(everything, target="cuda").lower(x).dump("ptx")
     assert ".entry" in ptx
     assert_ptxas_accepts(ptx)
+
+
+@pytest.mark.parametrize("target", ["interp", "cpu"])
+@pytest.mark.parametrize("d", [np.int64, np.int32, np.float16, np.float32, np.float64])
+def test_floor_division_and_remainder_operators_match_numpy(target, d):
+    """`//` and `%` on traced tensors: numpy's floors (signed integers through their
+    magnitudes, floats through the exact fmod), zero divisors and infinities included."""
+    rng = np.random.default_rng()
+    a, b = (rng.standard_normal(300) * 20).astype(d), (rng.standard_normal(300) * 4).astype(d)
+    b[:3], a[3] = 0, 0
+    if np.dtype(d).kind == "f":
+        a[4], b[5] = np.inf, -np.inf
+
+    def fn(a, b):
+        return a // b, a % b, a // 3, 7 % b, a % -2
+    got = ww.jit(fn, target=target)(a, b)
+    with np.errstate(all="ignore"):
+        want = fn(a, b)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)

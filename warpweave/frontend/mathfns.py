@@ -24,7 +24,7 @@ import math
 
 from ..ir import dtypes as dt
 from ..ir import expr as ex
-from .algebra import const
+from .algebra import const, elem_cast, promote
 
 INF = math.inf
 LN2 = 0.6931471805599453
@@ -299,8 +299,8 @@ def fmod(a, b):
 
 def remainder(a, b):
     """Python's (and PyTorch's) remainder: the sign of b."""
-    if a.dtype.is_int:
-        return sub(a, mul(floor_divide(a, b), b))
+    if a.dtype.is_int:  # 0 for a zero divisor (numpy's; PyTorch raises)
+        return sel(eq(b, 0), 0, sub(a, mul(floor_divide(a, b), b)))
     m = fmod(a, b)
     return sel(and_(ne(m, 0.0), ne(lt(b, 0.0), lt(m, 0.0))), add(m, b), m)
 
@@ -346,3 +346,17 @@ def _trunc_divmod(a, b):
     q = sel(negative, neg(q), q)
     r = sel(lt(a, 0), neg(r), r)
     return sel(zero, 0, q), sel(zero, 0, r)
+
+
+def numpy_division(name: str):
+    """The elementwise body of numpy's floor_divide or remainder of two operands
+    (expressions or scalars): integers (0 for a zero divisor, as numpy gives) and floats
+    (through the exact fmod), 16-bit floats computed in float32, bools as int64."""
+    fn = floor_divide if name == "floor_divide" else remainder
+
+    def body(x, y):
+        d = promote(x, y)
+        d = dt.int64 if d.is_bool else d
+        c = dt.compute_dtype(d)
+        return ex.cast(fn(elem_cast(x, c), elem_cast(y, c)), d)
+    return body

@@ -43,7 +43,7 @@ def _assert_matches(got, x_args, fn, dtype, what):
 
 
 UNARY = ["expm1", "log1p", "log2", "exp2", "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh",
-         "acosh", "atanh", "isnan", "isinf", "isfinite", "signbit"]
+         "acosh", "atanh", "isnan", "isinf", "isfinite", "signbit", "lgamma"]
 BINARY = ["atan2", "hypot", "copysign", "fmod", "remainder"]
 
 
@@ -55,6 +55,9 @@ def test_unary_math_against_float64(dtype):
     for name, f, g in zip(UNARY, fns, got):
         if name == "signbit":  # NaN's sign bit is invisible to warpweave: False
             g = g | (torch.isnan(x) & f(x))
+        if name == "lgamma" and dtype == torch.float64:  # Lanczos: absolute error near the zeros
+            torch.testing.assert_close(g, f(x), rtol=5e-15, atol=5e-15, equal_nan=True)
+            continue
         _assert_matches(g, [x], f, dtype, name)
 
 
@@ -182,7 +185,8 @@ def test_float64_to_float16_rounds_correctly_without_a_library_call(tmp_path):
     got = compiled(lambda a: a.to(torch.float16), x)
     # numpy rounds once; PyTorch's eager CPU cast rounds through float32 by nearest (twice),
     # which errs at the points just below a halfway
-    want = torch.from_numpy(x.numpy().astype(np.float16))
+    with np.errstate(over="ignore"):
+        want = torch.from_numpy(x.numpy().astype(np.float16))
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got[~want.isnan()], want[~want.isnan()])
     assert torch.equal(got.signbit(), want.signbit())

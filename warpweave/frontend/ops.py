@@ -33,7 +33,7 @@ __all__ = ["exp", "log", "tanh", "sqrt", "rsqrt", "abs", "sin", "cos", "erf", "s
            "maximum", "minimum", "where", "matmul", "softmax", "log_softmax", "layer_norm",
            "rms_norm", "gelu", "relu", "take", "expm1", "log1p", "log2", "exp2", "tan", "sinh", "cosh",
            "arcsinh", "arccosh", "arctanh", "arctan", "arcsin", "arccos", "arctan2", "hypot",
-           "copysign", "fmod", "isnan", "isinf", "isfinite", "signbit", "lgamma"]
+           "copysign", "fmod", "isnan", "isinf", "isfinite", "signbit", "lgamma", "digamma"]
 
 def _kind(name: str, args) -> str:
     """'trace', 'te' or 'scalar' for the arguments of function `name`."""
@@ -145,6 +145,7 @@ isinf = _math("isinf", mathfns.isinf, predicate=True)
 isfinite = _math("isfinite", mathfns.isfinite, predicate=True)
 signbit = _math("signbit", mathfns.signbit, predicate=True)
 lgamma = _math("lgamma", mathfns.lgamma)
+digamma = _math("digamma", mathfns.digamma)
 
 
 def maximum(a, b):

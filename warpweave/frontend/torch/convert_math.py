@@ -1,6 +1,6 @@
 """Converters of the math functions PyTorch has and the expression language builds
 from its primitives (`frontend/mathfns.py`): expm1, log1p, log2, exp2, tan, sinh,
-cosh, asin, acos, atan, asinh, acosh, atanh, lgamma (not yet its derivative, digamma), atan2, hypot, copysign, the float
+cosh, asin, acos, atan, asinh, acosh, atanh, lgamma, digamma, atan2, hypot, copysign, the float
 classifications (isnan, isinf, isfinite, signbit), fmod, remainder and division
 rounded to the floor or toward zero, of floats and integers.
 
@@ -24,7 +24,8 @@ aten = torch.ops.aten
 _UNARY = {"expm1": mathfns.expm1, "log1p": mathfns.log1p, "log2": mathfns.log2, "exp2": mathfns.exp2,
           "tan": mathfns.tan, "sinh": mathfns.sinh, "cosh": mathfns.cosh, "asin": mathfns.asin,
           "acos": mathfns.acos, "atan": mathfns.atan, "asinh": mathfns.asinh, "acosh": mathfns.acosh,
-          "atanh": mathfns.atanh, "lgamma": mathfns.lgamma}
+          "atanh": mathfns.atanh, "lgamma": mathfns.lgamma,
+          "digamma": mathfns.digamma}
 
 
 def _unary(name, fn):

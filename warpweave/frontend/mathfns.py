@@ -2,7 +2,8 @@
 target (interpreter, CPU, CUDA) compiles them without a lowering of its own:
 classification (isnan, isinf, isfinite, signbit), copysign, expm1, log1p, log2,
 exp2, tan, the hyperbolic functions and their inverses, atan, asin, acos, atan2,
-hypot, fmod-based remainders and floor/trunc division of floats and integers.
+hypot, lgamma, digamma, fmod-based remainders and floor/trunc division of floats and
+integers.
 
 Each function takes and returns `ex.Expr` values of one dtype (float32 or float64 for
 the float functions: 16-bit floats are computed in float32 by the callers). The
@@ -414,11 +415,14 @@ def digamma(x):
     PyTorch gives; about 1e-15 absolute (relative accuracy fades near the root 1.4616)."""
     low = lt(x, 0.5)
     y = sel(low, sub(1.0, x), x)
+    # n = the steps up to 10 (≤ 10 from y ≥ ½), each term its own select: an expression
+    # linear in the steps, where a chain of conditional steps nests exponentially
+    n = ex.Unary("ceil", sub(10.0, y))
+    n = sel(lt(n, 0.0), 0.0, sel(gt(n, 10.0), 10.0, n))
     acc = _c(0.0, x)
-    for _ in range(10):
-        small = lt(y, 10.0)
-        acc = sel(small, add(acc, div(1.0, y)), acc)
-        y = sel(small, add(y, 1.0), y)
+    for k in range(10):
+        acc = add(acc, sel(lt(float(k), n), div(1.0, add(y, float(k))), 0.0))
+    y = add(y, n)
     z = div(1.0, mul(y, y))
     series = _c(_PSI_SERIES[-1], x)
     for c in reversed(_PSI_SERIES[:-1]):

@@ -18,6 +18,8 @@ from .ir.dtypes import bfloat16, bool_, float16, float32, float64, int32, int64
 # The function library (on traced tensors and on tensor-expression values).
 from .frontend.ops import (abs, cos, erf, exp, gelu, layer_norm, log, log_softmax, matmul, maximum,
                            minimum, relu, rms_norm, rsqrt, sigmoid, sin, softmax, sqrt, take, tanh, where)
+from .frontend.ops import (arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, copysign, cosh, exp2,
+                           digamma, expm1, fmod, hypot, isfinite, isinf, isnan, lgamma, log1p, log2, signbit, sinh, tan)
 # Tensor expressions (sum/max/min are also the reducers inside ww.compute).
 from .frontend.te import compute, max, min, placeholder, reduce_axis, sum
 # Compiling and running.

@@ -245,10 +245,16 @@ def test_comparisons_and_logic():
         np.testing.assert_array_equal(got, want)
     # comparisons are usable as dict keys (identity hash)
     trace(lambda x: {x: 1} and x + 1, [((2,), dt.float32)])
-    with pytest.raises(UnsupportedError, match="int32"):
-        trace(lambda a: a & a, [((3,), dt.int32)])
-    with pytest.raises(UnsupportedError, match="int32"):
-        trace(lambda a: ~a, [((3,), dt.int32)])
+    # on integers they are bitwise, as numpy's
+    i, j = np.array([-7, 0, 5, 12, -1], np.int32), np.array([3, -2, 6, 12, 9], np.int32)
+    outs, _, _ = run(lambda i, j: (i & j, i | j, i ^ j, ~i, i & 6, -3 ^ j), i, j)
+    for got, want in zip(outs, [i & j, i | j, i ^ j, ~i, i & 6, -3 ^ j]):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(UnsupportedError, match="float32"):
+        trace(lambda a: a & a, [((3,), dt.float32)])
+    with pytest.raises(UnsupportedError, match="float32"):
+        trace(lambda a: ~a, [((3,), dt.float32)])
 
 
 def test_compare_int_with_out_of_range_python_int():

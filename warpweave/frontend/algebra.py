@@ -148,8 +148,10 @@ def elem_unary(op: str, a) -> ex.Expr:
     if op == "abs":
         return _to(a, d) if d.is_bool else ex.Unary("abs", _to(a, d))
     if op == "not":
+        if d.is_int:  # two's complement: ~a = -1 - a
+            return ex.Binary("sub", const(-1, d), _to(a, d))
         if not d.is_bool:
-            raise UnsupportedError(f"bitwise not (~) on {d} is not supported; only on bool")
+            raise UnsupportedError(f"bitwise not (~) on {d} is not supported; only on bool and integers")
         return ex.Unary("not", _to(a, d))
     if op in ex.UNARY_OPS:
         return ex.Unary(op, _to(a, float_result(d)))
@@ -205,8 +207,13 @@ def elem_binary(op: str, a, b) -> ex.Expr:
         if not _weak_int_fits(o, d):
             raise DTypeError(f"Python integer {o} out of bounds for {d}")
     if op in ("and", "or", "xor"):
+        if d.is_int:  # bitwise; a ^ b = (a | b) - (a & b)
+            x, y = _to(a, d), _to(b, d)
+            if op != "xor":
+                return ex.Binary(op, x, y)
+            return ex.Binary("sub", ex.Binary("or", x, y), ex.Binary("and", x, y))
         if not d.is_bool:
-            raise UnsupportedError(f"bitwise {op} on {d} is not supported; only on bool")
+            raise UnsupportedError(f"bitwise {op} on {d} is not supported; only on bool and integers")
         return ex.Binary("ne" if op == "xor" else op, _to(a, d), _to(b, d))
     if op == "div":
         if not d.is_float:

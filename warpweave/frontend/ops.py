@@ -20,10 +20,10 @@ import math
 
 import numpy as np
 
-from ..errors import DTypeError, IndexOutOfRangeError, OptionError, UnsupportedError
+from ..errors import DTypeError, IndexOutOfRangeError, OptionError, ShapeError, UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
-from . import te
+from . import mathfns, te
 from . import tensor as traced
 from .algebra import (as_scalar, broadcast_shapes, const, elem_binary, elem_cast, elem_unary, elem_where,
                       float_result, is_scalar, normalize_axes, promote)
@@ -31,7 +31,9 @@ from .tensor import Tensor, map_elementwise, scope
 
 __all__ = ["exp", "log", "tanh", "sqrt", "rsqrt", "abs", "sin", "cos", "erf", "sigmoid",
            "maximum", "minimum", "where", "matmul", "softmax", "log_softmax", "layer_norm",
-           "rms_norm", "gelu", "relu", "take"]
+           "rms_norm", "gelu", "relu", "take", "expm1", "log1p", "log2", "exp2", "tan", "sinh", "cosh",
+           "arcsinh", "arccosh", "arctanh", "arctan", "arcsin", "arccos", "arctan2", "hypot",
+           "copysign", "fmod", "isnan", "isinf", "isfinite", "signbit", "lgamma", "digamma"]
 
 def _kind(name: str, args) -> str:
     """'trace', 'te' or 'scalar' for the arguments of function `name`."""
@@ -100,6 +102,50 @@ sin = _unary("sin")
 cos = _unary("cos")
 erf = _unary("erf")
 sigmoid = _unary("sigmoid")
+
+
+def _math(name, fn, arity=1, predicate=False):
+    """An elementwise function of `mathfns` with numpy's typing: float operands promoted
+    together (integers give float64, bool float16), computed in float32 for the 16-bit
+    floats and cast back; predicates (isnan ...) give bool."""
+    def f(*xs):
+        if len(xs) != arity:
+            raise TypeError(f"ww.{name} takes {arity} argument(s), got {len(xs)}")
+
+        def body(*vs):
+            d = float_result(promote(*vs))
+            c = dt.compute_dtype(d)
+            r = fn(*(elem_cast(v, c) for v in vs))
+            return r if predicate else ex.cast(r, d)
+        return _elementwise(name, body, *xs)
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = f"Elementwise {name} (numpy's), from `frontend.mathfns`: {fn.__doc__ or ''}".strip()
+    return f
+
+
+expm1 = _math("expm1", mathfns.expm1)
+log1p = _math("log1p", mathfns.log1p)
+log2 = _math("log2", mathfns.log2)
+exp2 = _math("exp2", mathfns.exp2)
+tan = _math("tan", mathfns.tan)
+sinh = _math("sinh", mathfns.sinh)
+cosh = _math("cosh", mathfns.cosh)
+arcsinh = _math("arcsinh", mathfns.asinh)
+arccosh = _math("arccosh", mathfns.acosh)
+arctanh = _math("arctanh", mathfns.atanh)
+arctan = _math("arctan", mathfns.atan)
+arcsin = _math("arcsin", mathfns.asin)
+arccos = _math("arccos", mathfns.acos)
+arctan2 = _math("arctan2", mathfns.atan2, 2)
+hypot = _math("hypot", mathfns.hypot, 2)
+copysign = _math("copysign", mathfns.copysign, 2)
+fmod = _math("fmod", mathfns.fmod, 2)
+isnan = _math("isnan", mathfns.isnan, predicate=True)
+isinf = _math("isinf", mathfns.isinf, predicate=True)
+isfinite = _math("isfinite", mathfns.isfinite, predicate=True)
+signbit = _math("signbit", mathfns.signbit, predicate=True)
+lgamma = _math("lgamma", mathfns.lgamma)
+digamma = _math("digamma", mathfns.digamma)
 
 
 def maximum(a, b):
@@ -203,9 +249,21 @@ def _float_dtypes(x: Tensor, *others):
     return out, dt.compute_dtype(out)
 
 
+def _on_scalar(fn, x, axis):
+    """A normalization of a 0-d tensor, as PyTorch defines it: over its one element
+    (axis 0, -1 or None; () too), as if it had shape (1,)."""
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    for a in axes:
+        if a not in (0, -1, None):
+            raise ShapeError(f"{fn.__name__}: axis {a} is out of bounds for a tensor of dimension 0")
+    return fn(x.reshape(1), axis=0).reshape(())
+
+
 def softmax(x, axis=-1):
     """exp(x - max) / sum(exp(x - max)) over `axis` (int or tuple)."""
     _need_tensor("softmax", x)
+    if x.ndim == 0:
+        return _on_scalar(softmax, x, axis)
     out, c = _float_dtypes(x)
     with scope("softmax"):
         xc = x.astype(c)
@@ -218,6 +276,8 @@ def softmax(x, axis=-1):
 def log_softmax(x, axis=-1):
     """x - max - log(sum(exp(x - max))) over `axis` (int or tuple)."""
     _need_tensor("log_softmax", x)
+    if x.ndim == 0:
+        return _on_scalar(log_softmax, x, axis)
     out, c = _float_dtypes(x)
     with scope("log_softmax"):
         xc = x.astype(c)

@@ -179,6 +179,16 @@ def where(cond, a, b):
     return map_elementwise("where", elem_where, cond, a, b)
 
 
+def _rounding_division(name: str, a, b):
+    """numpy's floor_divide (//) and remainder (%) (`mathfns.numpy_division`)."""
+    from .mathfns import numpy_division
+
+    for o in (a, b):
+        if not (isinstance(o, (Tensor, np.ndarray, list, tuple)) or as_scalar(o) is not None):
+            return NotImplemented
+    return map_elementwise(name, numpy_division(name), a, b)
+
+
 def _unsupported_op(name):
     def fn(self, *args, **kwargs):
         raise UnsupportedError(f"the {name} operator is not supported on traced tensors")
@@ -606,8 +616,11 @@ class Tensor:
     def __rmatmul__(self, o):
         return matmul(o, self)
 
-    __floordiv__ = __rfloordiv__ = _unsupported_op("floor division (//)")
-    __mod__ = __rmod__ = _unsupported_op("modulo (%)")
+    def __floordiv__(self, o): return _rounding_division("floor_divide", self, o)  # noqa: E704
+    def __rfloordiv__(self, o): return _rounding_division("floor_divide", o, self)  # noqa: E704
+    def __mod__(self, o): return _rounding_division("remainder", self, o)  # noqa: E704
+    def __rmod__(self, o): return _rounding_division("remainder", o, self)  # noqa: E704
+
     __divmod__ = __rdivmod__ = _unsupported_op("divmod")
     __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _unsupported_op("shift")
 

@@ -17,12 +17,12 @@ from .dtypes import DType
 
 UNARY_OPS = ("neg", "not", "abs", "exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos",
              "erf", "sigmoid", "floor", "ceil", "trunc", "round")
-ARITH_OPS = ("add", "sub", "mul", "div", "floordiv", "mod", "max", "min", "pow")
-LOGIC_OPS = ("and", "or")
+ARITH_OPS = ("add", "sub", "mul", "div", "floordiv", "mod", "max", "min", "pow", "fmod")
+LOGIC_OPS = ("and", "or")  # logical on bool, bitwise on integers
 COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 BINARY_OPS = ARITH_OPS + LOGIC_OPS + COMPARE_OPS
 COMBINERS = ("sum", "max", "min", "prod")
-FLOAT_ONLY = ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid", "div", "pow",
+FLOAT_ONLY = ("exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf", "sigmoid", "div", "pow", "fmod",
               "floor", "ceil", "trunc", "round")
 ROUNDING = ("floor", "ceil", "trunc", "round")  # to an integral value of the same dtype (round: half to even)
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
@@ -170,8 +170,8 @@ class Binary(Expr):
             raise DTypeError(f"{op} operands differ in dtype: {a.dtype} and {b.dtype}")
         if op in FLOAT_ONLY and not a.dtype.is_float:
             raise DTypeError(f"{op} needs float operands, got {a.dtype}")
-        if op in LOGIC_OPS and not a.dtype.is_bool:
-            raise DTypeError(f"{op} needs bool operands, got {a.dtype}")
+        if op in LOGIC_OPS and a.dtype.is_float:
+            raise DTypeError(f"{op} needs bool or integer operands, got {a.dtype}")
         if op in ("floordiv", "mod") and not a.dtype.is_int:
             raise DTypeError(f"{op} is for integer index arithmetic, got {a.dtype}")
         out = dt.bool_ if op in COMPARE_OPS else a.dtype
@@ -531,8 +531,9 @@ _BINARY_NP = {
     "max": lambda np, a, b: np.maximum(a, b),
     "min": lambda np, a, b: np.minimum(a, b),
     "pow": lambda np, a, b: np.power(a, b),
-    "and": lambda np, a, b: np.logical_and(a, b),
-    "or": lambda np, a, b: np.logical_or(a, b),
+    "and": lambda np, a, b: np.bitwise_and(a, b),  # logical on bools
+    "or": lambda np, a, b: np.bitwise_or(a, b),
+    "fmod": lambda np, a, b: np.fmod(a, b),
     "lt": lambda np, a, b: np.less(a, b),
     "le": lambda np, a, b: np.less_equal(a, b),
     "gt": lambda np, a, b: np.greater(a, b),

@@ -508,8 +508,8 @@ class _Verifier(MemoryChecks, CallChecks):
                     if d != dt.bool_:
                         self.add(f"{name}: a comparison produces bool, node says {d}")
                 else:
-                    if op in ex.LOGIC_OPS and not a.is_bool:
-                        self.add(f"{name}: {op} needs bool operands, got {a}")
+                    if op in ex.LOGIC_OPS and a.is_float:
+                        self.add(f"{name}: {op} needs bool or integer operands, got {a}")
                     if op in ex.FLOAT_ONLY and not a.is_float:
                         self.add(f"{name}: {op} needs float operands, got {a}")
                     if op in ("floordiv", "mod") and not a.is_int:

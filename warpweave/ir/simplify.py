@@ -264,11 +264,11 @@ def _simplify_node(e: Expr, ranges: Ranges) -> Expr:
             decided = _decide(e.op, a, b, ranges)
             if decided is not None:
                 return Const(decided, dt.bool_)
-        if e.op == "and":
+        if e.op == "and" and e.dtype.is_bool:
             for x, y in ((a, b), (b, a)):
                 if isinstance(x, Const):
                     return y if x.value else x
-        if e.op == "or":
+        if e.op == "or" and e.dtype.is_bool:
             for x, y in ((a, b), (b, a)):
                 if isinstance(x, Const):
                     return x if x.value else y

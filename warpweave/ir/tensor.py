@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
 EXPENSIVE_OPS = frozenset({"exp", "log", "tanh", "sqrt", "rsqrt", "sin", "cos", "erf",
-                           "sigmoid", "div", "pow"})
+                           "sigmoid", "div", "pow", "fmod"})
 
 
 @dataclass(frozen=True)

@@ -128,22 +128,22 @@ def test_zero_dim_and_noncontiguous_inputs():
 @pytest.mark.usefixtures("products_in_torch")
 def test_fallback_reasons():
     def fn(x, w, q):
-        return torch.floor(x @ w), torch.topk(x, 2).values, torch.div(x, 2, rounding_mode="floor"), q * 2
+        return torch.floor(x @ w), torch.topk(x, 2).values, torch.special.zeta(x, x), q * 2
 
     x, w, q = torch.randn(4, 4), torch.randn(4, 4), torch.ones(4, dtype=torch.int8)
     gm = aten_graph(fn, x, w, q)
     reasons = {n.target.__name__: node_unsupported_reason(n) for n in gm.graph.nodes
                if n.op == "call_function"}
     assert "matrix products" in reasons["mm.default"]
-    assert reasons["floor.default"] is None and "floor division" in reasons["div.Tensor_mode"]
+    assert reasons["floor.default"] is None and "no warpweave conversion" in reasons["special_zeta.default"]
     assert "top-k" in reasons["topk.default"]
     assert "torch.int8 is not a warpweave dtype" in reasons["mul.Tensor"]
     split, report = split_graph(gm, "test", "cpu")
     assert_same(split(x, w, q), fn(x, w, q))
     assert {f.op for f in report.fallbacks} == {"aten.mm.default", "aten.topk.default",
-                                                 "aten.div.Tensor_mode", "aten.mul.Tensor"}
-    assert report.summary().endswith("fell back to PyTorch: aten.div.Tensor_mode, aten.mm.default, "
-                                     "aten.mul.Tensor, aten.topk.default")
+                                                 "aten.special_zeta.default", "aten.mul.Tensor"}
+    assert report.summary().endswith("fell back to PyTorch: aten.mm.default, "
+                                     "aten.mul.Tensor, aten.special_zeta.default, aten.topk.default")
     assert "fell back: aten.mm.default x1 (mm): matrix products" in str(report)
 
 

@@ -102,6 +102,8 @@ class Arithmetic:
 
     def _float_op(self, op: str, args, d: dt.DType) -> ir.Value:
         b = self.b
+        if op == "fmod":  # C's fmod, exact (the CPU calls fmod/fmodf; NVPTX expands frem)
+            return b.frem(*args)
         if op in _FLOAT_BINOPS:
             inst = getattr(b, _FLOAT_BINOPS[op])(*args)
             if op == "div" and d == dt.float32 and self.target.approximate_division:
@@ -166,6 +168,12 @@ class Arithmetic:
         if dst.is_bool:
             zero = ir.Constant(v.type, None)
             return b.fcmp_unordered("!=", v, zero) if src.is_float else b.icmp_unsigned("!=", v, zero)
+        if src == dt.float64 and dst == dt.float16:
+            # not one fptrunc: without a native double→half instruction (AVX512-FP16)
+            # LLVM calls __truncdfhf2, which the JIT does not resolve (a call to
+            # address 0: the process died). Round to odd to float32, then to nearest
+            # even: correctly rounded, as float32 keeps more than 11 + 2 bits
+            return b.fptrunc(self._f64_to_f32_odd(v, ty), ty(reg_type(dst)))
         if src.is_float and dst.is_float:
             return (b.fpext if dst.bits > src.bits else b.fptrunc)(v, ty(reg_type(dst)))
         if src.is_int and dst.is_int:
@@ -173,6 +181,36 @@ class Arithmetic:
         if src.is_int:
             return b.sitofp(v, ty(reg_type(dst)))
         return b.fptosi(v, ty(reg_type(dst)))
+
+    def _f64_to_f32_odd(self, v: ir.Value, ty) -> ir.Value:
+        """A double rounded to float32 to odd: the nearest-even result, moved one ulp
+        towards `v` where it is inexact and even (NaN and infinities as they are;
+        values beyond float32's range become its largest finite value, which still
+        rounds to infinity in any narrower format)."""
+        b = self.b
+        f32 = ir.FloatType()
+        near = b.fptrunc(v, ty(f32))
+        bits = b.bitcast(near, ty(I32))
+
+        def c(x):
+            return self.vec(ir.Constant(I32, x)) if isinstance(v.type, ir.VectorType) else ir.Constant(I32, x)
+
+        wide = b.fpext(near, v.type)
+        inexact = b.fcmp_ordered("!=", wide, v)  # false for NaN
+        even = b.icmp_unsigned("==", b.and_(bits, c(1)), c(0))
+        away = b.fcmp_ordered(">", self._fabs(wide), self._fabs(v))  # |near| > |v|: step down in magnitude
+        moved = b.select(away, b.sub(bits, c(1)), b.add(bits, c(1)))
+        return b.bitcast(b.select(b.and_(inexact, even), moved, bits), ty(f32))
+
+    def _fabs(self, v: ir.Value) -> ir.Value:
+        """|v| through llvm.fabs (any float type, scalar or vector)."""
+        t = v.type
+        scalar = t.element if isinstance(t, ir.VectorType) else t
+        suffix = {"float": "f32", "double": "f64", "half": "f16"}[str(scalar)]
+        name = f"llvm.fabs.{'v%d' % t.count if isinstance(t, ir.VectorType) else ''}{suffix}"
+        module = self.module
+        fn = module.globals.get(name) or ir.Function(module, ir.FunctionType(t, [t]), name)
+        return self.b.call(fn, [v])
 
     def _bf16_bits_to_f32(self, v: ir.Value, width: int | None) -> ir.Value:
         """bfloat16 bits widened to float32 bits (the high half). An even number of lanes

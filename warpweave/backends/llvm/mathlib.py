@@ -26,7 +26,8 @@ double functions descend from); against numpy, every function is within one ulp:
   products while |x| < 2^31·π/2 ≈ 3.4e9), Payne–Hanek with the bits of 2/π (a
   constant table) beyond that; fdlibm's kernels on |r| ≤ π/4.
 * pow: fdlibm e_pow.c: log2|x| in two pieces to about 2^-64, y·log2|x| = n + y' in
-  extra precision, 2^y' by the exp kernel; numpy's (C99's) special cases.
+  extra precision, 2^y' by the exp kernel; numpy's (C99's) special cases. float32
+  pow runs this float64 algorithm and rounds once.
 
 Special values match numpy: exp(±inf) = inf / 0, log(0) = −inf, log(x < 0) = NaN,
 sin(±inf) = NaN, odd functions keep the sign of ±0, NaN in → NaN out.
@@ -767,7 +768,12 @@ def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value) -> ir.Valu
     if o.double:
         r = _pow_positive(o, axr, yr)
     else:
-        r = exp(b, module, o.mul(yr, log(b, module, axr)))
+        # float32 through the float64 algorithm: exp(y·log x) in float32 loses
+        # |y·log x|·2^-24 to the rounding of the product (10 ulp and more for large
+        # results); the double result rounded once is within half an ulp or so
+        wide = o.ty(F64)
+        xd, yd = b.fpext(axr, wide), b.fpext(yr, wide)
+        r = b.fptrunc(_pow_positive(_Ops(b, module, xd), xd, yd), o.fty)
     negative_odd = b.and_(o.signbit(x), odd)
     r = o.select(negative_odd, o.neg(r), r)
     # (finite x < 0)**(finite non-integer) is NaN

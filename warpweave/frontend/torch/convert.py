@@ -63,18 +63,15 @@ _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cu
 _RANDOM = "random numbers come from PyTorch's generator"
 _GATHER = "data-dependent indexing of this kind has no warpweave index expression (convert_index has the others)"
 _PIECES = "writing pieces into a larger tensor through strides or diagonals is not supported yet"
-_ROUND = ("floor division and remainders (of integers, or exact as PyTorch's of floats) are not in "
-          "warpweave's expression language")
-_ARG = "sorting, top-k and scans other than cumsum are not supported"
+_ARG = "sorting and top-k are not supported"
 NOT_COMPILED = {
     **dict.fromkeys(["mm", "bmm", "addmm", "baddbmm", "addmv", "mv", "dot", "convolution",
                      "convolution_backward", "_scaled_mm"], _MATMUL),
     **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
-    **dict.fromkeys(["scatter", "scatter_reduce"], _GATHER),
+    **dict.fromkeys(["scatter_reduce"], _GATHER),
     **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
-    **dict.fromkeys(["remainder", "fmod", "floor_divide"], _ROUND),
-    **dict.fromkeys(["sort", "topk", "cumprod"], _ARG),
+    **dict.fromkeys(["sort", "topk"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
@@ -84,8 +81,6 @@ NOT_COMPILED = {
                     "attention runs in PyTorch's fused attention kernels"),
     "_local_scalar_dense": "reading a tensor's value into a Python scalar stays in PyTorch (programs "
                            "take the scalar as a runtime argument)",
-    "log1p": "log1p needs accuracy near 0 that log(1 + x) lacks",
-    "expm1": "expm1 needs accuracy near 0 that exp(x) - 1 lacks",
     "as_strided": "as_strided reads the storage layout of its input, which warpweave does not keep",
     "copy_": "writing into an input (an in-place update) is left to PyTorch",
 }
@@ -214,15 +209,7 @@ _register(aten.add.Tensor, aten.add.Scalar)(_add_or_sub("add"))
 _register(aten.sub.Tensor, aten.sub.Scalar)(_add_or_sub("sub"))
 
 
-@_register(*_overloads("div", "Tensor_mode", "Scalar_mode"))
-def _div_mode(out, a, b, *, rounding_mode=None):
-    if rounding_mode is None:
-        return _binary("div", KIND.INT_TO_FLOAT)(out, a, b)
-    res = ww_dtype(out.dtype)
-    if rounding_mode == "trunc" and res.is_float:  # PyTorch's trunc(a / b), the quotient in out's dtype
-        return _pointwise("div", lambda x, y: elem_unary("trunc", _as(_as(elem_binary("div", x, y), res),
-                                                                     dt.dtype(x.dtype))), out, a, b)
-    raise UnsupportedError(f"div with rounding_mode={rounding_mode!r} on {res}: {_ROUND}")
+# div with a rounding mode, floor_divide, remainder, fmod: convert_math.py
 
 
 @_register(aten.reciprocal.default)
@@ -476,7 +463,8 @@ def _softmax_backward(out, grad, y, dim, input_dtype):
     """y · (grad − Σ grad·y), in float32 for 16-bit tensors."""
     c = dt.compute_dtype(dt.dtype(grad.dtype))
     g, yc = grad.astype(c), y.astype(c)
-    return (yc * (g - (g * yc).sum(axis=dim, keepdims=True))).astype(ww_dtype(out.dtype))
+    axis = None if y.ndim == 0 else dim  # a 0-d tensor's one element (dim 0 or -1)
+    return (yc * (g - (g * yc).sum(axis=axis, keepdims=True))).astype(ww_dtype(out.dtype))
 
 
 @_register(aten.native_layer_norm.default)
@@ -627,6 +615,9 @@ _register(aten.full_like.default, aten.scalar_tensor.default)(
     _filled(lambda args: args[1] if len(args) > 1 else args[0]))
 _register(aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default)(_filled(lambda args: 0))
 _register(aten.ones.default, aten.ones_like.default, aten.new_ones.default)(_filled(lambda args: 1))
+# uninitialized memory (its values unspecified: zeros), as in atanh's backward: full_like(empty_permuted(…), 1)
+_register(*_overloads("empty_permuted", "default"), aten.empty.memory_format, aten.empty_like.default,
+          aten.new_empty.default)(_filled(lambda args: 0))
 
 
 @_register(aten.arange.default, aten.arange.start, aten.arange.start_step)

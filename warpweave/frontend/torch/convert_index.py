@@ -1,5 +1,5 @@
 """Indexing by data: embedding (and its backward), index, index_select, gather,
-scatter with a value, scatter_add, index_add.
+scatter with a value or a source, scatter_add, index_add.
 
 Gathers read their table through a load whose index is data (`out[n, d] =
 W[i[n], d]`): any table size, one read per output element, fused with their
@@ -216,6 +216,33 @@ def _scatter_value(out, x, dim, index, value):
     hit = _scatter_hits("scatter", x, d, index, lambda pos, rg: ex.Const(True, dt.bool_), dt.bool_)
     res = ww_dtype(out.dtype)
     return map_elementwise("scatter", lambda h, v: ex.select(h, const(value, res), ex.cast(v, res)), hit, x)
+
+
+@register(aten.scatter.src)
+def _scatter_src(out, x, dim, index, src):
+    """x with src[p] written where index[p] names the element along dim (p's other
+    coordinates its own): the last such position along dim, found by a max over the
+    positions, then src read there (PyTorch leaves repeated indices unspecified; the
+    max.dim backward scatters one position per row)."""
+    if x.ndim == 0:
+        return _scatter_src(out, x.reshape((1,)), 0, index.reshape((1,)), src.reshape((1,))).reshape(())
+    (d,) = normalize_axes(dim, x.ndim, "scatter")
+    ivars, rvars = index_vars(x.ndim), index_vars(1, "r")
+    ranges = {**var_ranges(ivars, x.shape), **var_ranges(rvars, (index.shape[d],))}
+    pos, inside = _in_index(ivars, d, index, rvars[0])
+    hit = ex.binary("eq", _as_index(index._load(pos, ranges)), ivars[d])
+    hit = hit if inside is None else ex.binary("and", inside, hit)
+    found = ex.select(hit, ex.cast(rvars[0], dt.int64) + ex.Const(1, dt.int64), ex.Const(0, dt.int64))
+    check_work("scatter", x.size, index.shape[d], x.size + 2 * index.size)
+    last = x._tr.compute(x.shape, ivars, ex.Reduce("max", found, rvars, (index.shape[d],)), op_label("scatter"))
+    res = ww_dtype(out.dtype)
+    ranges = var_ranges(ivars, x.shape)
+    at = last._load(list(ivars), ranges)
+    where = [ex.binary("min", v, ex.Const(max(n - 1, 0), dt.INDEX)) for v, n in zip(ivars, src.shape)]
+    where[d] = _as_index(ex.binary("max", at - ex.Const(1, dt.int64), ex.Const(0, dt.int64)))
+    value = ex.select(ex.binary("gt", at, ex.Const(0, dt.int64)), ex.cast(src._load(where, ranges), res),
+                      ex.cast(x._load(list(ivars), ranges), res))
+    return x._tr.compute(x.shape, ivars, value, op_label("scatter"))
 
 
 @register(aten.embedding_dense_backward.default)

@@ -1,6 +1,7 @@
-"""Padding, scans and boolean reductions: constant_pad_nd, cumsum, any and all.
+"""Padding, scans and reductions: constant_pad_nd, cumsum, cumprod, prod, any and all.
 
-`cumsum` is a masked reduction over the prefix (`out[i] = Σ_{k ≤ i} x[k]`): correct
+`cumsum` is a masked reduction over the prefix (`out[i] = Σ_{k ≤ i} x[k]`, cumprod
+likewise with products): correct
 for any order of summation (a float32 sum errs like a pairwise sum), its work the
 input's size times the axis length, so axes past `convert_index.MAX_WORK` terms in
 all stay in PyTorch (a scan template would lift that).
@@ -54,20 +55,38 @@ def _constant_pad(out, x, pad, value=0):
     return x._tr.compute(shape, ivars, body, op_label("constant_pad_nd"))
 
 
-@register(aten.cumsum.default)
-def _cumsum(out, x, dim, *, dtype=None):
+def _scan(combiner: str, identity: int):
+    name = "cum" + combiner
+
+    def convert(out, x, dim, *, dtype=None):
+        res = ww_dtype(out.dtype)
+        if x.ndim == 0:
+            return x.astype(res)
+        (d,) = normalize_axes(dim, x.ndim, name)
+        n = x.shape[d]
+        check_work(name, x.size, n, x.size)
+        acc = dt.int64 if res.is_int or res.is_bool else dt.compute_dtype(res)
+        ivars, r = index_vars(x.ndim), ex.Var("r0")
+        ranges = {**var_ranges(ivars, x.shape), "r0": (0, max(n - 1, 0))}
+        term = ex.cast(ex.cast(x._load([*ivars[:d], r, *ivars[d + 1:]], ranges), res), acc)
+        masked = ex.select(ex.binary("le", r, ivars[d]), term, ex.Const(identity, acc))
+        body = ex.Reduce(combiner, masked, [r], [n])
+        return x._tr.compute(x.shape, ivars, body, op_label(name)).astype(res)
+    return convert
+
+
+register(aten.cumsum.default)(_scan("sum", 0))
+register(aten.cumprod.default)(_scan("prod", 1))
+
+
+@register(aten.prod.dim_int, aten.prod.default)
+def _prod(out, x, dim=None, keepdim=False, *, dtype=None):
+    """The product over one axis (or all), accumulated in float32 for 16-bit floats
+    and in int64 for integers and bools, as PyTorch does."""
     res = ww_dtype(out.dtype)
-    if x.ndim == 0:
-        return x.astype(res)
-    (d,) = normalize_axes(dim, x.ndim, "cumsum")
-    n = x.shape[d]
-    check_work("cumsum", x.size, n, x.size)
     acc = dt.int64 if res.is_int or res.is_bool else dt.compute_dtype(res)
-    ivars, r = index_vars(x.ndim), ex.Var("r0")
-    ranges = {**var_ranges(ivars, x.shape), "r0": (0, max(n - 1, 0))}
-    term = ex.cast(ex.cast(x._load([*ivars[:d], r, *ivars[d + 1:]], ranges), res), acc)
-    body = ex.Reduce("sum", ex.select(ex.binary("le", r, ivars[d]), term, ex.Const(0, acc)), [r], [n])
-    return x._tr.compute(x.shape, ivars, body, op_label("cumsum")).astype(res)
+    axis = None if dim is None or x.ndim == 0 else dim
+    return x.astype(acc).prod(axis=axis, keepdims=keepdim and x.ndim > 0).astype(res)
 
 
 def _bool_reduce(combiner: str, empty: bool):

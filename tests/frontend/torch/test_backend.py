@@ -691,3 +691,14 @@ def test_cuda_inputs_in_place_and_on_the_current_stream():
     stream.synchronize()
     torch.testing.assert_close(out, fn(x, y, b))
     assert out.device == x.device
+
+
+def test_nested_report_collectors_each_keep_their_reports():
+    """A collector inside another ends without taking the outer one's place: reports
+    compiled after the inner block still reach the outer list."""
+    with collecting_reports() as outer:
+        with collecting_reports() as inner:
+            torch.compile(lambda x: x.exp() + 1, backend="warpweave", dynamic=False)(torch.randn(5))
+        assert len(inner) == len(outer) == 1
+        torch.compile(lambda x: x.sin() * 2, backend="warpweave", dynamic=False)(torch.randn(6))
+    assert len(outer) == 2 and len(inner) == 1

@@ -136,8 +136,8 @@ def collecting_reports():
     try:
         yield reports
     finally:
-        with _collectors_lock:
-            _collectors.remove(reports)
+        with _collectors_lock:  # by identity: nested collectors hold equal lists
+            _collectors[:] = [c for c in _collectors if c is not reports]
 
 
 # ----------------------------------------------------------------------------- compiling

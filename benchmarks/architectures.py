@@ -149,7 +149,8 @@ def _more(t, torch, ids, img, lm, vis, seq2seq):
                           {"input_ids": ids()}),
         "rwkv": lambda: (t.RwkvForCausalLM(t.RwkvConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2,
                                                         attention_hidden_size=32, intermediate_size=64,
-                                                        context_length=64)), {"input_ids": ids()}),
+                                                        context_length=64)),
+                         {"input_ids": ids(), "use_cache": False}),
         "recurrent_gemma": lambda: (t.RecurrentGemmaForCausalLM(t.RecurrentGemmaConfig(
             vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, lru_width=32, attention_window_size=8, block_types=["recurrent", "attention"])),

@@ -84,7 +84,6 @@ NOT_COMPILED = {
                     "attention runs in PyTorch's fused attention kernels"),
     "_local_scalar_dense": "reading a tensor's value into a Python scalar stays in PyTorch (programs "
                            "take the scalar as a runtime argument)",
-    "log1p": "log1p needs accuracy near 0 that log(1 + x) lacks",
     "expm1": "expm1 needs accuracy near 0 that exp(x) - 1 lacks",
     "as_strided": "as_strided reads the storage layout of its input, which warpweave does not keep",
     "copy_": "writing into an input (an in-place update) is left to PyTorch",

@@ -1,4 +1,5 @@
-"""Padding, scans and boolean reductions: constant_pad_nd, cumsum, any and all.
+"""Padding, scans and boolean reductions: constant_pad_nd, cumsum, any and all; flip,
+dropout that draws nothing, log1p.
 
 `cumsum` is a masked reduction over the prefix (`out[i] = Σ_{k ≤ i} x[k]`): correct
 for any order of summation (a float32 sum errs like a pairwise sum), its work the
@@ -17,7 +18,7 @@ from ...ir import expr as ex
 from ..algebra import const, normalize_axes
 from ..constructors import full
 from ..tensor import index_vars, map_elementwise, op_label, var_ranges
-from .convert import ww_dtype
+from .convert import KIND, _pointwise, ww_dtype
 from .convert_index import check_work, register
 
 aten = torch.ops.aten
@@ -120,3 +121,20 @@ def _native_dropout_backward(out, grad, mask, scale):
     c = dt.compute_dtype(res)
     return map_elementwise("dropout_backward", lambda g, m: ex.cast(ex.binary("mul", ex.binary(
         "mul", ex.cast(g, c), ex.cast(m, c)), ex.Const(float(scale), c)), res), grad, mask)
+
+
+@register(aten.log1p.default)
+def _log1p(out, x):
+    """log(1 + x) accurate near 0 from log alone (Goldberg, "What every computer scientist
+    should know about floating-point arithmetic", theorem 4): with u = 1 + x rounded,
+    log1p(x) = x where u = 1, else log(u) · x / (u − 1), the rounding of u cancelling
+    between log(u) and u − 1. In PyTorch's computation dtype (float32 for 16-bit floats
+    and integers); ±inf and NaN give what PyTorch gives (u = inf keeps inf)."""
+    def log1p(v):
+        d = v.dtype
+        one = ex.Const(1.0, d)
+        u = ex.binary("add", one, v)
+        ratio = ex.binary("div", ex.binary("mul", ex.unary("log", u), v), ex.binary("sub", u, one))
+        exact = ex.binary("or", ex.binary("eq", u, one), ex.binary("eq", u, ex.Const(math.inf, d)))
+        return ex.select(exact, ex.select(ex.binary("eq", u, one), v, u), ratio)
+    return _pointwise("log1p", log1p, out, x, kind=KIND.INT_TO_FLOAT)

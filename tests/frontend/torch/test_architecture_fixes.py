@@ -10,7 +10,9 @@ import pytest
 torch = pytest.importorskip(
     "torch", reason="the torch.compile backend needs PyTorch (.ci/run installs torch==2.13.0, the CPU build)")
 
+import warpweave.torch as wt  # noqa: E402
 from tests.frontend.torch.test_convert_index import check, rnd, with_grad  # noqa: E402
+from warpweave.frontend.torch.backend import collecting_reports  # noqa: E402
 
 F = torch.nn.functional
 
@@ -31,3 +33,36 @@ def check_float32(fn, x):
 
     got = compiled(fn, x)(x)
     return got[0] if isinstance(got, (tuple, list)) else got
+
+
+def test_uninitialised_allocations_filled_by_copies():
+    """Funnel's, BigBird's and Longformer's backwards copy a gradient into new_empty_strided;
+    MoE routers allocate with empty_permuted. Uninitialised memory may hold zeros, and what
+    fills it decides the values."""
+    aten = torch.ops.aten
+
+    def fill(x):
+        a = aten.copy.default(aten.new_empty_strided.default(x, [5, 4], [4, 1]), x.t() * 2)
+        b = aten.copy.default(aten.empty_permuted.default([4, 5], [1, 0], dtype=x.dtype), x.exp())
+        c = aten.copy.default(aten.new_empty.default(x, [4, 5]), x[:1])  # broadcast into it
+        d = aten.copy.default(aten.empty_strided.default([4, 5], [1, 4], dtype=x.dtype), x.sin())
+        e = aten.copy.default(torch.empty_like(x), x * 3) + aten.copy.default(torch.empty(5, dtype=x.dtype), x[0])
+        return a, b + c, d, e
+
+    check(fill, rnd(4, 5))
+
+    def filled_in_place(x):  # functionalized by AOTAutograd into copies of empty allocations
+        a = x.new_empty_strided((2, 3, 5, 4), (60, 20, 1, 5)).copy_(x.transpose(-1, -2) * 2)
+        b = torch.empty_like(x, memory_format=torch.channels_last).copy_(x.exp())
+        return a.transpose(-1, -2) * b
+
+    x = rnd(2, 3, 4, 5).requires_grad_()
+    w = torch.cos(torch.arange(120, dtype=x.dtype)).reshape(2, 3, 4, 5)
+    with collecting_reports() as reports:
+        got = torch.compile(filled_in_place, backend=wt.backend, options={"strict": True})(x)
+        (got_grad,) = torch.autograd.grad((got * w).sum(), x)
+    want = filled_in_place(x)
+    (want_grad,) = torch.autograd.grad((want * w).sum(), x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-12)
+    assert not [f for r in reports for f in r.fallbacks]

@@ -626,6 +626,12 @@ _register(aten.full_like.default, aten.scalar_tensor.default)(
     _filled(lambda args: args[1] if len(args) > 1 else args[0]))
 _register(aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default)(_filled(lambda args: 0))
 _register(aten.ones.default, aten.ones_like.default, aten.new_ones.default)(_filled(lambda args: 1))
+# Uninitialised allocations (AOTAutograd's `new_empty_strided` + `copy` for a clone of a
+# view's gradient, empty_permuted for a MoE's buffers): their contents are unspecified,
+# so zeros are one valid value of them; what fills them (copy, scatter) is computed as usual.
+EMPTY_OPS = (aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default,
+             aten.empty_permuted.default, aten.new_empty.default, aten.new_empty_strided.default)
+_register(*EMPTY_OPS)(_filled(lambda args: 0))
 
 
 @_register(aten.arange.default, aten.arange.start, aten.arange.start_step)

@@ -66,3 +66,24 @@ def test_uninitialised_allocations_filled_by_copies():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-12)
     assert not [f for r in reports for f in r.fallbacks]
+
+
+@pytest.mark.parametrize("shape, dim", [((6, 4, 5), 2), ((6, 4, 5), 0), ((7, 3), 0), ((7, 3), -1)])
+def test_weight_norm_and_its_backward(shape, dim):
+    """wav2vec2's and HuBERT's positional convolution: `_weight_norm_interface` has a
+    decomposition, its backward had none (it fell back to PyTorch)."""
+    v = rnd(*shape).requires_grad_()
+    g = rnd(*[n if k == dim % len(shape) else 1 for k, n in enumerate(shape)]).requires_grad_()
+    w = torch.cos(torch.arange(v.numel(), dtype=v.dtype)).reshape(shape)
+
+    def weight_and_grads(v, g):
+        out = torch._weight_norm(v, g, dim)
+        return (out, *torch.autograd.grad((out * w).sum(), (v, g)))
+
+    with collecting_reports() as reports:
+        got = torch.compile(weight_and_grads, backend=wt.backend, options={"strict": True})(v, g)
+    want = weight_and_grads(v, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    ops = {op for r in reports for p in r.programs for op in p.ops}
+    assert not [f for r in reports for f in r.fallbacks] and "aten.sum.dim_IntList" in ops, reports

@@ -207,18 +207,18 @@ def _more(t, torch, ids, img, lm, vis, seq2seq):
                                                   num_heads=[2, 2], window_size=4)), {"pixel_values": img()}),
         "swinv2": lambda: (t.Swinv2Model(t.Swinv2Config(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1],
                                                         num_heads=[2, 2], window_size=4)), {"pixel_values": img()}),
-        "mobilevit": lambda: (t.MobileViTModel(t.MobileViTConfig(image_size=32, hidden_sizes=[32, 32, 32],
-                                                                 neck_hidden_sizes=[8, 8, 16, 16, 16, 32, 32])),
-                              {"pixel_values": img()}),
-        "efficientnet": lambda: (t.EfficientNetModel(t.EfficientNetConfig(image_size=32, width_coefficient=0.25,
-                                                                          depth_coefficient=0.25, hidden_dim=320)),
-                                 {"pixel_values": img()}),
+        "mobilevit": lambda: _calibrated(t.MobileViTModel(t.MobileViTConfig(
+            image_size=32, hidden_sizes=[32, 32, 32], neck_hidden_sizes=[8, 8, 16, 16, 16, 32, 32])),
+            {"pixel_values": img()}),
+        "efficientnet": lambda: _calibrated(t.EfficientNetModel(t.EfficientNetConfig(
+            image_size=32, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320)), {"pixel_values": img()},
+            reinit=True),
         "resnet": lambda: (t.ResNetModel(t.ResNetConfig(**stages)), {"pixel_values": img()}),
         "bit": lambda: (t.BitModel(t.BitConfig(**stages, num_groups=8)), {"pixel_values": img()}),
         "convnext": lambda: (t.ConvNextModel(t.ConvNextConfig(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1])),
                              {"pixel_values": img()}),
-        "mobilenet_v2": lambda: (t.MobileNetV2Model(t.MobileNetV2Config(image_size=32, depth_multiplier=0.25)),
-                                 {"pixel_values": img()}),
+        "mobilenet_v2": lambda: _calibrated(t.MobileNetV2Model(t.MobileNetV2Config(
+            image_size=32, depth_multiplier=0.25)), {"pixel_values": img()}),
         "focalnet": lambda: (t.FocalNetModel(t.FocalNetConfig(image_size=32, patch_size=4, embed_dim=16,
                                                               depths=[1, 1], focal_levels=[2, 2])),
                              {"pixel_values": img()}),
@@ -228,6 +228,24 @@ def _more(t, torch, ids, img, lm, vis, seq2seq):
                                                       num_encoder_blocks=2)), {"pixel_values": img()}),
         "siglip_vision": lambda: (t.SiglipVisionModel(t.SiglipVisionConfig(**vis)), {"pixel_values": img()}),
     }
+
+
+def _calibrated(model, inputs, reinit=False):
+    """A convolutional model whose activations do not vanish with its random weights:
+    PyTorch's default initialisation of its convolutions and linear layers (reinit),
+    and batch-norm statistics of one training-mode pass over the inputs."""
+    import torch
+
+    for mod in model.modules():
+        if reinit and isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            mod.reset_parameters()
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(**inputs)
+    return model, inputs
 
 
 def _first(value):

@@ -58,6 +58,9 @@ def ww_dtype(torch_dtype) -> dt.DType:
 # ----------------------------------------------------------------------------- registry
 
 CONVERTERS: dict = {}
+# Operations whose converters read the memory layouts PyTorch records for their tensor
+# arguments (as_strided): called with `layouts=`, the arguments with those records.
+READS_LAYOUTS: set = set()
 
 _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cuDNN)"
 _RANDOM = "random numbers come from PyTorch's generator"
@@ -72,7 +75,7 @@ NOT_COMPILED = {
     **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
     **dict.fromkeys(["scatter", "scatter_reduce"], _GATHER),
-    **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
+    "diagonal_scatter": _PIECES,
     **dict.fromkeys(["remainder", "fmod", "floor_divide"], _ROUND),
     **dict.fromkeys(["sort", "topk", "cumprod"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
@@ -85,7 +88,6 @@ NOT_COMPILED = {
     "_local_scalar_dense": "reading a tensor's value into a Python scalar stays in PyTorch (programs "
                            "take the scalar as a runtime argument)",
     "expm1": "expm1 needs accuracy near 0 that exp(x) - 1 lacks",
-    "as_strided": "as_strided reads the storage layout of its input, which warpweave does not keep",
     "copy_": "writing into an input (an in-place update) is left to PyTorch",
 }
 
@@ -650,6 +652,8 @@ def convert_node(node, env):
     if fn is None:
         raise UnsupportedError(not_compiled_reason(node.target))
     args, kwargs = map_arg((node.args, node.kwargs), lambda n: env[n])
+    if node.target in READS_LAYOUTS:  # PyTorch's records of its tensor arguments, strides included
+        kwargs = {**kwargs, "layouts": map_arg(node.args, lambda n: n.meta.get("val"))}
     with scope(node.name):
         result = fn(node.meta["val"], *args, **kwargs)
     _check_result(node, result, node.meta["val"])
@@ -693,8 +697,12 @@ def _signature(node, inputs) -> tuple | None:
             return tuple(sorted((k, frozen(v)) for k, v in a.items()))
         return a
 
+    layouts = node.target in READS_LAYOUTS
+
     def described(v):
         if isinstance(v, torch.Tensor):
+            if layouts:
+                return tuple(v.shape), v.dtype, v.device.type, v.stride(), v.storage_offset()
             return tuple(v.shape), v.dtype, v.device.type
         if isinstance(v, (list, tuple)):
             return tuple(map(described, v))

@@ -87,3 +87,18 @@ def test_weight_norm_and_its_backward(shape, dim):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     ops = {op for r in reports for p in r.programs for op in p.ops}
     assert not [f for r in reports for f in r.fallbacks] and "aten.sum.dim_IntList" in ops, reports
+
+
+def test_as_strided_and_its_scatter_of_contiguous_tensors():
+    """Group norm's decomposition (SEW, BiT, PoolFormer) reshapes through as_strided, and
+    its backward scatters through as_strided_scatter (Swin's pooler)."""
+    aten = torch.ops.aten
+    check(lambda x: aten.as_strided.default(x * 2, [2, 16], [16, 1]), rnd(2, 16, 1, 1))
+    check(lambda x: aten.as_strided.default(x.exp(), [3, 4], [1, 3], 5), rnd(4, 5))  # transposed, offset
+    check(lambda x: aten.as_strided.default(x.exp(), [3, 2, 2], [4, 2, 1], 2), rnd(4, 5))  # overlapping
+    check(lambda x, s: aten.as_strided_scatter.default(x.exp(), s * 3, [2, 16], [16, 1], 0),
+          rnd(2, 16, 1, 1), rnd(2, 16))
+    check(lambda x, s: aten.as_strided_scatter.default(x.exp(), s * 3, [2, 1, 3], [3, 7, 1], 4),
+          rnd(4, 5), rnd(2, 1, 3))
+    check(with_grad(lambda x: F.group_norm(x, 2) * x), rnd(2, 4, 3, 5))
+    check(with_grad(lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1) * 3), rnd(2, 4, 3, 5))

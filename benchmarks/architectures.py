@@ -6,7 +6,7 @@ strict mode. Per architecture: the first output's largest difference from eager
 eager's under a fixed random projection of that output (relative to the largest
 gradient), and the operations left to PyTorch.
 
-    python benchmarks/architectures.py [names...]        # all by default
+    python benchmarks/architectures.py [-j N] [names...]        # all by default; N at a time
 """
 from __future__ import annotations
 
@@ -286,27 +286,38 @@ def check(name: str) -> dict:
     return row
 
 
+def _run(name: str) -> str:
+    """One architecture in a process of its own: its line of the table."""
+    env = dict(os.environ, _ARCH_CHILD="1", WARPWEAVE_STRICT="1")
+    try:
+        r = subprocess.run([sys.executable, __file__, name], env=env, capture_output=True, text=True, timeout=600)
+        out, err = r.stdout, r.stderr
+    except subprocess.TimeoutExpired:
+        out, err = "", "timed out after 600 s"
+    line = next((ln for ln in out.splitlines() if ln.startswith("ROW ")), None)
+    if line is None:
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        return f"| {name} | **failed**: {last[:200]} | | |"
+    row = json.loads(line[4:])
+    fell = ", ".join(op.removeprefix("aten.").removesuffix(".default") for op in row["fallbacks"]) or "none"
+    return f"| {name} | {row['output_err']:.1e} | {row['grad_err']:.1e} | {fell} |"
+
+
 def main():
-    names = sys.argv[1:] or list(_models())
+    args = sys.argv[1:]
+    jobs = 1
+    if args[:1] == ["-j"]:  # -j N: N architectures at a time (rows in the order named)
+        jobs, args = int(args[1]), args[2:]
+    names = args or list(_models())
     if len(names) == 1 and os.environ.get("_ARCH_CHILD"):
         print("ROW", json.dumps(check(names[0])))
         return
     print("| architecture | output err | gradient err | operations left to PyTorch |\n|---|---|---|---|")
-    env = dict(os.environ, _ARCH_CHILD="1", WARPWEAVE_STRICT="1")
-    for name in names:
-        try:
-            r = subprocess.run([sys.executable, __file__, name], env=env, capture_output=True, text=True, timeout=600)
-            out, err = r.stdout, r.stderr
-        except subprocess.TimeoutExpired:
-            out, err = "", "timed out after 600 s"
-        line = next((ln for ln in out.splitlines() if ln.startswith("ROW ")), None)
-        if line is None:
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            print(f"| {name} | **failed**: {last[:200]} | | |", flush=True)
-            continue
-        row = json.loads(line[4:])
-        fell = ", ".join(op.removeprefix("aten.").removesuffix(".default") for op in row["fallbacks"]) or "none"
-        print(f"| {name} | {row['output_err']:.1e} | {row['grad_err']:.1e} | {fell} |", flush=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for row in pool.map(_run, names):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

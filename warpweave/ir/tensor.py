@@ -121,9 +121,14 @@ class ComputeOp:
         """The body under the reduction (the body itself for non-reductions)."""
         return self.body.body if isinstance(self.body, ex.Reduce) else self.body
 
-    @property
+    @cached_property
+    def loads(self) -> tuple[ex.Load, ...]:
+        """The loads of the body (an operation is immutable: walked once)."""
+        return tuple(ex.loads(self.value))
+
+    @cached_property
     def inputs(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(ld.tensor for ld in ex.loads(self.value)))
+        return tuple(dict.fromkeys(ld.tensor for ld in self.loads))
 
     @cached_property
     def kind(self) -> str:
@@ -183,7 +188,7 @@ class TensorGraph:
                 raise IRError(f"output {name!r} is not an operation of the graph")
         for op in ops:
             if isinstance(op, ComputeOp):
-                for ld in ex.loads(op.value):
+                for ld in op.loads:
                     src = self._ops.get(ld.tensor)
                     if src is None:
                         raise IRError(f"{op.name} loads unknown tensor {ld.tensor!r}")

@@ -349,8 +349,7 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: Contractions = 
     while changed:
         changed = False
         for name, op in list(ops.items()):
-            consumers = [ops[c] for c in graph.graph.successors(name) if c in ops] \
-                if name in graph.graph else []
+            consumers = [ops[c] for c in graph.consumers(name) if c in ops]
             if not _cheap(op) or not consumers:
                 continue
             into = [c for c in consumers

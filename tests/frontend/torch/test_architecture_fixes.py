@@ -102,3 +102,4 @@ def test_as_strided_and_its_scatter_of_contiguous_tensors():
           rnd(4, 5), rnd(2, 1, 3))
     check(with_grad(lambda x: F.group_norm(x, 2) * x), rnd(2, 4, 3, 5))
     check(with_grad(lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1) * 3), rnd(2, 4, 3, 5))
+

@@ -89,6 +89,21 @@ def _var_mean(x, dim=None, *, correction=None, keepdim=False):
             aten.mean.dim(x, dim, keepdim))
 
 
+def _weight_norm_interface_backward(grad_w, saved_v, saved_g, saved_norms, dim):
+    """The gradients of `_weight_norm_interface` (w = v · g / ‖v‖ over every axis but
+    `dim`) as PyTorch's kernels compute them, in float32 for 16-bit floats; PyTorch
+    has a decomposition of the forward, none of the backward (wav2vec2's, HuBERT's
+    positional convolutions)."""
+    dim %= saved_v.dim()
+    axes = [k for k in range(saved_v.dim()) if k != dim]
+    acc = torch.float32 if saved_g.dtype in (torch.float16, torch.bfloat16) else saved_g.dtype
+    gw, v, g, norms = (t.to(acc) for t in (grad_w, saved_v, saved_g, saved_norms))
+    per_dir = (gw * v).sum(axes, keepdim=True)
+    grad_v = (g / norms) * (gw - v * (per_dir / (norms * norms)))
+    grad_g = per_dir / norms
+    return grad_v.to(saved_v.dtype), grad_g.to(saved_g.dtype)
+
+
 @functools.cache
 def _decomposition_table() -> dict:
     from torch._inductor.decomposition import decomps_to_exclude, inductor_decompositions
@@ -98,6 +113,7 @@ def _decomposition_table() -> dict:
                  if isinstance(op, torch._ops.OpOverload) and op not in CONVERTERS)
     remove_decompositions(table, [*decomps_to_exclude, aten.flip])  # flip: into prims.rev, not ATen
     table[aten.var_mean.correction] = _var_mean
+    table[aten._weight_norm_interface_backward.default] = _weight_norm_interface_backward
     return table
 
 
@@ -105,7 +121,8 @@ def decompositions() -> dict:
     """The decompositions PyTorch's own compiler (Inductor) applies: the core ATen
     ones and its own generic ones (batch norm, group norm, ...), less those it removes
     — among them attention's, whose CPU flash-attention decomposition returns values
-    its backward does not expect — and var_mean as var and mean. What warpweave
+    its backward does not expect — and var_mean as var and mean, and the weight
+    norm's backward, which PyTorch leaves whole. What warpweave
     converts whole stays whole (softmax, log-softmax, layer norm, gelu: torch_ops
     converts them into their decompositions itself, and where it cannot, PyTorch
     runs its fused kernels rather than the pieces)."""

@@ -58,6 +58,9 @@ def ww_dtype(torch_dtype) -> dt.DType:
 # ----------------------------------------------------------------------------- registry
 
 CONVERTERS: dict = {}
+# Operations whose converters read the memory layouts PyTorch records for their tensor
+# arguments (as_strided): called with `layouts=`, the arguments with those records.
+READS_LAYOUTS: set = set()
 
 _MATMUL = "matrix products and convolutions run in PyTorch (its BLAS, cuBLAS, cuDNN)"
 _RANDOM = "random numbers come from PyTorch's generator"
@@ -70,7 +73,7 @@ NOT_COMPILED = {
     **dict.fromkeys(["native_dropout", "rand", "rand_like", "randn",
                      "randn_like", "randint", "bernoulli", "uniform", "normal"], _RANDOM),
     **dict.fromkeys(["scatter_reduce"], _GATHER),
-    **dict.fromkeys(["as_strided_scatter", "diagonal_scatter"], _PIECES),
+    "diagonal_scatter": _PIECES,
     **dict.fromkeys(["sort", "topk"], _ARG),
     **dict.fromkeys(["_scaled_dot_product_flash_attention_for_cpu",
                      "_scaled_dot_product_flash_attention_for_cpu_backward",
@@ -81,7 +84,6 @@ NOT_COMPILED = {
                     "attention runs in PyTorch's fused attention kernels"),
     "_local_scalar_dense": "reading a tensor's value into a Python scalar stays in PyTorch (programs "
                            "take the scalar as a runtime argument)",
-    "as_strided": "as_strided reads the storage layout of its input, which warpweave does not keep",
     "copy_": "writing into an input (an in-place update) is left to PyTorch",
 }
 
@@ -615,9 +617,12 @@ _register(aten.full_like.default, aten.scalar_tensor.default)(
     _filled(lambda args: args[1] if len(args) > 1 else args[0]))
 _register(aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default)(_filled(lambda args: 0))
 _register(aten.ones.default, aten.ones_like.default, aten.new_ones.default)(_filled(lambda args: 1))
-# uninitialized memory (its values unspecified: zeros), as in atanh's backward: full_like(empty_permuted(…), 1)
-_register(*_overloads("empty_permuted", "default"), aten.empty.memory_format, aten.empty_like.default,
-          aten.new_empty.default)(_filled(lambda args: 0))
+# Uninitialised allocations (AOTAutograd's `new_empty_strided` + `copy` for a clone of a
+# view's gradient, empty_permuted for a MoE's buffers): their contents are unspecified,
+# so zeros are one valid value of them; what fills them (copy, scatter) is computed as usual.
+EMPTY_OPS = (aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default,
+             aten.empty_permuted.default, aten.new_empty.default, aten.new_empty_strided.default)
+_register(*EMPTY_OPS)(_filled(lambda args: 0))
 
 
 @_register(aten.arange.default, aten.arange.start, aten.arange.start_step)
@@ -636,6 +641,8 @@ def convert_node(node, env):
     if fn is None:
         raise UnsupportedError(not_compiled_reason(node.target))
     args, kwargs = map_arg((node.args, node.kwargs), lambda n: env[n])
+    if node.target in READS_LAYOUTS:  # PyTorch's records of its tensor arguments, strides included
+        kwargs = {**kwargs, "layouts": map_arg(node.args, lambda n: n.meta.get("val"))}
     with scope(node.name):
         result = fn(node.meta["val"], *args, **kwargs)
     _check_result(node, result, node.meta["val"])
@@ -679,8 +686,12 @@ def _signature(node, inputs) -> tuple | None:
             return tuple(sorted((k, frozen(v)) for k, v in a.items()))
         return a
 
+    layouts = node.target in READS_LAYOUTS
+
     def described(v):
         if isinstance(v, torch.Tensor):
+            if layouts:
+                return tuple(v.shape), v.dtype, v.device.type, v.stride(), v.storage_offset()
             return tuple(v.shape), v.dtype, v.device.type
         if isinstance(v, (list, tuple)):
             return tuple(map(described, v))

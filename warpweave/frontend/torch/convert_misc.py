@@ -1,4 +1,6 @@
-"""Padding, scans and reductions: constant_pad_nd, cumsum, cumprod, prod, any and all.
+"""Padding, scans and reductions: constant_pad_nd, cumsum, cumprod, prod, any and all;
+flip, dropout that draws nothing; as_strided and as_strided_scatter of contiguous
+tensors.
 
 `cumsum` is a masked reduction over the prefix (`out[i] = Σ_{k ≤ i} x[k]`, cumprod
 likewise with products): correct
@@ -18,7 +20,7 @@ from ...ir import expr as ex
 from ..algebra import const, normalize_axes
 from ..constructors import full
 from ..tensor import index_vars, map_elementwise, op_label, var_ranges
-from .convert import ww_dtype
+from .convert import READS_LAYOUTS, ww_dtype
 from .convert_index import check_work, register
 
 aten = torch.ops.aten
@@ -139,3 +141,67 @@ def _native_dropout_backward(out, grad, mask, scale):
     c = dt.compute_dtype(res)
     return map_elementwise("dropout_backward", lambda g, m: ex.cast(ex.binary("mul", ex.binary(
         "mul", ex.cast(g, c), ex.cast(m, c)), ex.Const(float(scale), c)), res), grad, mask)
+
+
+def _storage_window(what, layout, size, stride, storage_offset):
+    """Where an as_strided view (size, stride, storage_offset) starts in the elements of
+    `layout` (PyTorch's record of the tensor it reads), and its smallest and largest
+    element positions; UnsupportedError unless that tensor is contiguous and the view
+    stays inside it — then the storage is its elements in row-major order."""
+    if layout is None or not layout.is_contiguous():
+        raise UnsupportedError(f"{what} of a tensor that is not contiguous reads memory warpweave does not lay "
+                               "out as PyTorch does")
+    start = (layout.storage_offset() if storage_offset is None else storage_offset) - layout.storage_offset()
+    lo = start + sum(s * (n - 1) for n, s in zip(size, stride) if s < 0 and n > 0)
+    hi = start + sum(s * (n - 1) for n, s in zip(size, stride) if s > 0 and n > 0)
+    if lo < 0 or hi >= layout.numel():
+        raise UnsupportedError(f"{what} reads outside the elements of its input (storage the graph does not own)")
+    return start
+
+
+@register(aten.as_strided.default)
+def _as_strided(out, x, size, stride, storage_offset=None, *, layouts):
+    """x's elements at `storage_offset + Σ i_k · stride_k` (group norm's and pooling's
+    decompositions reshape through it), for a contiguous x: a gather on x flattened."""
+    size, stride = tuple(size), tuple(stride)
+    if math.prod(size) == 0:
+        return full(size, 0, ww_dtype(out.dtype))
+    start = _storage_window("as_strided", layouts[0], size, stride, storage_offset)
+    flat = x.reshape((x.size,))
+    ivars = index_vars(len(size))
+    ranges = var_ranges(ivars, size)
+    position = ex.Const(start, dt.INDEX)
+    for v, n, s in zip(ivars, size, stride):
+        if n > 1 and s:
+            position = position + v * s
+    return x._tr.compute(size, ivars, flat._load([position], ranges), op_label("as_strided"))
+
+
+@register(aten.as_strided_scatter.default)
+def _as_strided_scatter(out, x, src, size, stride, storage_offset=None, *, layouts):
+    """x with the view (size, stride, storage_offset) replaced by src, where that view is
+    one row-major run of x's elements (as_strided's backward of a reshape)."""
+    size, stride = tuple(size), tuple(stride)
+    dense = [s for n, s in zip(size, stride) if n > 1] == [
+        math.prod(n for n in size[k + 1:]) for k, n in enumerate(size) if n > 1]
+    if not dense:
+        raise UnsupportedError("as_strided_scatter of a view that is not one row-major run of elements")
+    count = math.prod(size)
+    if count == 0:
+        return x.astype(ww_dtype(out.dtype))
+    start = _storage_window("as_strided_scatter", layouts[0], size, stride, storage_offset)
+    res = ww_dtype(out.dtype)
+    shape = tuple(x.shape)
+    ivars = index_vars(len(shape))
+    ranges = var_ranges(ivars, shape)
+    position = ex.Const(0, dt.INDEX)
+    for k, v in enumerate(ivars):
+        position = position + v * math.prod(shape[k + 1:])
+    inside = ex.all_of([ex.binary("ge", position, start), ex.binary("lt", position, start + count)])
+    flat = src.reshape((count,))
+    taken = ex.cast(flat._load([_clamped(position - start, count)], ranges), res)
+    kept = ex.cast(x._load(list(ivars), ranges), res)
+    return x._tr.compute(shape, ivars, ex.select(inside, taken, kept), op_label("as_strided_scatter"))
+
+
+READS_LAYOUTS.update((aten.as_strided.default, aten.as_strided_scatter.default))

@@ -38,7 +38,7 @@ from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
 from . import contractions  # noqa: F401 - registers the matrix-product converters
-from .convert import SYMBOLIC_SCALARS, convert_node, node_unsupported_reason, op_name, ww_dtype
+from .convert import EMPTY_OPS, SYMBOLIC_SCALARS, convert_node, node_unsupported_reason, op_name, ww_dtype
 
 aten = torch.ops.aten
 
@@ -53,7 +53,7 @@ CONSTANT_OPS = frozenset({
     aten.full.default, aten.new_full.default, aten.full_like.default, aten.scalar_tensor.default,
     aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default, aten.ones.default,
     aten.ones_like.default, aten.new_ones.default, aten.arange.default, aten.arange.start,
-    aten.arange.start_step})
+    aten.arange.start_step, *EMPTY_OPS})
 # Views whose results are lists, and their getitems: the partitioner keeps them with
 # the group of their producer (a group's inputs and outputs are tensors).
 _MULTI_OUTPUT = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int,

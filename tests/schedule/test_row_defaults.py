@@ -11,7 +11,7 @@ from warpweave.passes import fuse
 from warpweave.passes.cost import H100, H200, device_for
 from warpweave.schedule.choose import column_tile_pays, default_schedule, row_access_bytes
 from warpweave.schedule.space import space
-from warpweave.schedule.templates import GpuRowGroup, GpuSplitColumnReduce
+from warpweave.schedule.templates import GpuColumnReduce, GpuRowGroup, GpuRowReduce, GpuSplitColumnReduce
 
 FUNCTIONS = {
     "softmax": (lambda x: ww.softmax(x), 1),
@@ -166,3 +166,47 @@ def test_a_masked_row_group_verifies_on_the_gpu(n):
     program = compile_graph(graph, single, "cuda", "masked")
     assert any(isinstance(k.schedule, GpuRowGroup) for k in program.kernels)
     assert ".entry" in program.dump("ptx")
+
+
+def _window_max(n, c, h, w, window, stride):
+    """A max over `window` x `window` windows at `stride` with one element of padding:
+    the reduction of a max pool, whose windows are far shorter than a warp."""
+    X = ww.placeholder((n, c, h, w), "float32", name="X")
+    oh, ow = (h + 2 - window) // stride + 1, (w + 2 - window) // stride + 1
+    r, s = ww.reduce_axis(window), ww.reduce_axis(window)
+
+    def at(i, j, k, l_):
+        y, x = k * stride + r - 1, l_ * stride + s - 1
+        inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        return ww.max(ww.where(inside, X[i, j, ww.minimum(ww.maximum(y, 0), h - 1), ww.minimum(ww.maximum(x, 0), w - 1)], -np.inf),
+                      axis=(r, s))
+    return X, ww.compute((n, c, oh, ow), at, name="pool")
+
+
+def _pool_reference(x, window, stride):
+    n, c, h, w = x.shape
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    oh, ow = (h + 2 - window) // stride + 1, (w + 2 - window) // stride + 1
+    return np.max([padded[:, :, a:a + stride * oh:stride, b:b + stride * ow:stride][:, :, :oh, :ow]
+                   for a in range(window) for b in range(window)], axis=0)
+
+
+@pytest.mark.parametrize("window,stride", [(3, 2), (2, 1), (5, 3)])
+def test_windows_shorter_than_a_warp_take_a_thread_per_output(window, stride):
+    """A warp per output of a 3 x 3 window left 23 of its 32 lanes idle (ResNet-50's max
+    pool took 64 % of its inference step on the H200); each thread loops over its own
+    window instead, and the interpreter's answer is the float64 reference's."""
+    X, pool = _window_max(2, 3, 11, 13, window, stride)
+    program = ww.build(pool, [X], target="interp")
+    (kernel,) = program.kernels
+    assert isinstance(kernel.schedule, GpuColumnReduce), kernel.schedule
+    x = np.random.default_rng(window).standard_normal((2, 3, 11, 13)).astype(np.float32)
+    np.testing.assert_array_equal(program(x), _pool_reference(x, window, stride).astype(np.float32))
+
+
+def test_reductions_of_a_warp_or_more_keep_a_block_per_output():
+    X = ww.placeholder((7, 3, 40), "float32", name="X")
+    r = ww.reduce_axis(40)
+    total = ww.compute((3,), lambda j: ww.sum(X[r % 7, j, r] * 2.0, axis=r), name="total")
+    (kernel,) = ww.build(total, [X], target="interp").kernels
+    assert isinstance(kernel.schedule, GpuRowReduce), kernel.schedule

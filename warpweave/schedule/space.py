@@ -156,7 +156,7 @@ def _single_gpu(op: ComputeOp, graph: TensorGraph) -> list[Schedule]:
         k = math.prod(op.reduce.extents)
         in_size = max([graph[i].dtype.itemsize for i in op.inputs] or [itemsize])
         return [GpuRowReduce(threads=t, vector=w) for t in _POW2 if t >= 32
-                for w in _vectors(k, in_size)]
+                for w in _vectors(k, in_size)] + [GpuColumnReduce(threads=t) for t in (64, 128, 256, 512)]
     if kind in ("reduction-column", "contraction"):
         outputs, k = math.prod(op.shape), math.prod(op.reduce.extents)
         points: list[Schedule] = [GpuColumnReduce(threads=t) for t in (64, 128, 256, 512, 1024)]

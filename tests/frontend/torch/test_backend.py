@@ -505,6 +505,38 @@ def test_decompositions_follow_inductor():
     assert aten.silu_backward.default in ours and aten.gelu_backward.default in ours
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_cuda_convolutions_bias_is_an_addition_after_it(transposed):
+    """On CUDA the bias leaves the convolution (cuDNN adds it in a kernel of its own) as
+    an addition over the output channels that fuses into the next program; the traced
+    graph computes the same values (checked by running it on CPU tensors); on the CPU
+    the convolution keeps it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from warpweave.frontend.torch.backend import decompositions
+
+    aten = torch.ops.aten
+    conv = F.conv_transpose2d if transposed else F.conv2d
+    shapes = [(2, 6, 7, 5), (6, 2, 3, 3) if transposed else (4, 3, 3, 3), (4,)]
+
+    def fn(x, w, b):
+        return conv(x, w, b, stride=2, groups=2)
+
+    def traced(device):
+        with FakeTensorMode():
+            fakes = [torch.empty(s, device=device) for s in shapes]
+            return make_fx(fn, decomposition_table=decompositions())(*fakes)
+
+    cuda, cpu = traced("cuda"), traced("cpu")
+    (conv_node,) = [n for n in cuda.graph.nodes if n.target is aten.convolution.default]
+    assert conv_node.args[2] is None and any(n.target is aten.add.Tensor for n in cuda.graph.nodes)
+    (conv_node,) = [n for n in cpu.graph.nodes if n.target is aten.convolution.default]
+    assert conv_node.args[2] is not None
+    args = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    torch.testing.assert_close(cuda(*args), fn(*args), rtol=1e-12, atol=1e-12)
+
+
 def test_mixed_precision_batch_norm_training():
     """bfloat16 activations with float32 batch-norm statistics (autocast): the backward
     read the saved mean as bfloat16 (PyTorch's meta function records it so; its CPU

@@ -87,6 +87,56 @@ def test_bounds_under_a_predicate():
     assert sx.bounds_under(k * 768 + t * 4 + v, ex.binary("lt", t * 4, 768), lanes) == (0, 16 * 768 + 767)
 
 
+def test_bounds_under_split_flattened_index_and_overhanging_tile():
+    """Two accesses whose plain bounds overshoot (H200, 2026-12-03: ResNet-50's batch
+    norm statistics and a channels-last max pool fell back to PyTorch): a flattened
+    k·256 + t split by // and % (a statistic over [8, 256, 56, 56] in 4-lane vectors),
+    and a transpose tile of 64 rows over 56 (t // 32 + 8q < 56)."""
+    k, g, q = ex.Var("k"), ex.Var("g"), ex.Var("q")
+    f = k * 256 + t
+    off = (f % 784) * 4 + (f // 784) * 802816 + g * 3136 + v
+    ranges = {"k": (0, 24), "t": (0, 255), "g": (0, 255), "v": (0, 3)}
+    pred = ex.binary("lt", (k * 256 + t) * 4, 25088)
+    assert sx.bounds_under(off, pred, ranges)[1] >= 8 * 256 * 3136
+    assert sx.bounds_under_split(off, pred, ranges) == (0, 8 * 256 * 3136 - 1)
+    tile = g * 3584 + q * 512 + t * 2 + v
+    ranges = {"g": (0, 3583), "q": (0, 7), "t": (0, 255), "v": (0, 1)}
+    rows = ex.binary("lt", t // 32 + q * 8, 56)
+    assert sx.bounds_under(tile, rows, ranges)[1] >= 3584 * 3584
+    assert sx.bounds_under_split(tile, rows, ranges) == (0, 3584 * 3584 - 1)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bounds_under_split_contains_every_point_the_predicate_admits(seed):
+    """Random flattened, split and tiled accesses under random predicates: the bounds
+    hold every value the access takes where its predicate holds (exhaustively)."""
+    rng = np.random.default_rng(seed)
+    k, q = ex.Var("k"), ex.Var("q")
+    ranges = {"k": (0, int(rng.integers(1, 9))), "q": (0, int(rng.integers(0, 4))),
+              "t": (0, int(rng.choice([31, 63, 127]))), "v": (0, int(rng.choice([0, 1, 3])))}
+    block, m = int(rng.choice([16, 32, 64])), int(rng.integers(3, 90))
+    flat = k * block + t
+    candidates = [(flat % m) * int(rng.integers(1, 5)) + (flat // m) * int(rng.integers(50, 400)) + v,
+                  q * int(rng.integers(1, 300)) + t * int(rng.integers(1, 4)) + v + k * 7,
+                  (t // 32) * int(rng.integers(1, 90)) + t % 32 + q * 5 - k]
+    preds = [ex.binary("lt", flat * int(rng.integers(1, 5)), int(rng.integers(1, 1200))),
+             ex.binary("le", t // 32 + q * int(rng.integers(1, 9)), int(rng.integers(0, 12))),
+             ex.Binary("and", ex.binary("lt", flat, int(rng.integers(1, 700))),
+                       ex.binary("lt", t // 16 + k, int(rng.integers(1, 20))))]
+    names = list(ranges)
+    grids = np.meshgrid(*[np.arange(lo, hi + 1) for lo, hi in ranges.values()], indexing="ij")
+    env = dict(zip(names, grids))
+    for off in candidates:
+        for pred in preds:
+            values = np.broadcast_to(ex.evaluate(off, env), grids[0].shape)
+            holds = np.broadcast_to(ex.evaluate(pred, env), grids[0].shape)
+            got = sx.bounds_under_split(off, pred, ranges)
+            if holds.any():
+                assert got is not None
+                assert got[0] <= values[holds].min() and values[holds].max() <= got[1], \
+                    (ex.to_text(off), ex.to_text(pred), got)
+
+
 def test_divisor():
     assert sx.divisor((b * 256 + t) * 4, 16) == 4
     assert sx.divisor(((b * 256 + t) * 4) % 4096 + b * 8192, 16) == 4

@@ -29,7 +29,9 @@ The checks, in order (1-5, well-formedness, here; 6-8, memory safety, in
    scopes, unpredicated; shuffles need whole warps and a constant lane < 32;
 7. bounds — every load and store stays inside its buffer wherever its predicate
    holds (interval arithmetic refined by the predicate's affine conjuncts first,
-   then an exhaustive numpy evaluation over the iteration space when that is small
+   then with the variables the predicate bounds in combination rewritten as one
+   (`simplify.bounds_under_split`: a flattened k·256 + t, a quotient t // 32), then
+   an exhaustive numpy evaluation over the iteration space when that is small
    enough, else "unproven"); a load's data index ranges over [0, extent) — the
    range code generators clamp it into;
 8. limits — threads per block, shared bytes per block (the architecture's limit:

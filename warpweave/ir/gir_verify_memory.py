@@ -95,7 +95,11 @@ class MemoryChecks(VerifierBase):
                 continue  # reported by the visibility checks
             size = self.span(buf)
             kind = "load" if n.op in LOADS else "store"
-            b = sx.bounds_under(off, pred, {v: (0, e - 1) for v, e in extents.items()})
+            ranges = {v: (0, e - 1) for v, e in extents.items()}
+            b = sx.bounds_under(off, pred, ranges)
+            if b is not None and b[0] >= 0 and b[1] < size:
+                continue
+            b = sx.bounds_under_split(off, pred, ranges)
             if b is not None and b[0] >= 0 and b[1] < size:
                 continue
             order = [v for v in extents if v in used]

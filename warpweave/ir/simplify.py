@@ -395,6 +395,77 @@ def _bounds_under(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int]
     return lo + rb[0], hi + rb[1]
 
 
+def bounds_under_split(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int, int] | None:
+    """`bounds_under`, tightened by rewriting the variables the predicate bounds in
+    combination (sound: every point where `pred` holds maps to a point of the new
+    ranges with the same value of `e`):
+
+    - a variable the predicate reads through a quotient `t // c` (c dividing t's
+      extent) becomes `c·a + b`, a ∈ [0, extent / c), b ∈ [0, c);
+    - a conjunct `x < C` with x = g·u + x0 over variables, where u has a variable p of
+      coefficient 1, makes u a variable f ranging over u's bounds cut at the conjunct's,
+      and p = f − (the rest of u): an index flattened from k·256 + t and split again
+      by `//` and `%` is then bounded by its own predicate.
+
+    The verifier's second attempt at an access it could not bound (a batch norm's
+    statistics over [8, 256, 56, 56], a channels-last transpose whose tile overhangs
+    its rows): the plain bounds count points the predicate excludes."""
+    plain = bounds_under(e, pred, ranges)
+    if pred is None:
+        return plain
+    ranges = dict(ranges)
+    fresh = (f"~{n}" for n in range(1 << 30))  # names no program's variable takes
+    for d in [d for d in postorder(pred) if isinstance(d, Binary) and d.op == "floordiv"]:
+        if isinstance(d.a, Var) and isinstance(d.b, Const) and d.b.value > 1 and d.a.name in ranges:
+            lo, hi = ranges[d.a.name]
+            c = d.b.value
+            if lo == 0 and (hi + 1) % c == 0:
+                a, b = Var(next(fresh), dt.INDEX), Var(next(fresh), dt.INDEX)
+                del ranges[d.a.name]
+                ranges[a.name], ranges[b.name] = (0, (hi + 1) // c - 1), (0, c - 1)
+                whole = {d.a.name: Binary("add", Binary("mul", a, d.b), b)}
+                e, pred = substitute(e, whole), substitute(pred, whole)
+    e, pred = simplify(e, ranges), simplify(pred, ranges)
+    fused = True
+    while fused:
+        fused = False
+        for atom in conjuncts(pred):
+            sub = _fuse_combination(atom, ranges, fresh)
+            if sub is not None:
+                e, pred = simplify(substitute(e, sub), ranges), simplify(substitute(pred, sub), ranges)
+                fused = True
+                break
+    tight = bounds_under(e, pred, ranges)
+    if plain is None or tight is None:
+        return plain or tight
+    return max(plain[0], tight[0]), min(plain[1], tight[1])
+
+
+def _fuse_combination(atom: Expr, ranges: dict, fresh) -> dict[str, Expr] | None:
+    """For a conjunct `x < C` / `x <= C` with x = g·u + x0 (u over at least two
+    variables, one of them p of coefficient 1): a fresh variable f in `ranges` bounded
+    by u's range and the conjunct, and the substitution of p by f − (u − p); else None."""
+    if not (isinstance(atom, Binary) and atom.op in ("lt", "le") and atom.a.dtype == dt.INDEX
+            and isinstance(atom.b, Const)):
+        return None
+    lin = _linear(atom.a)
+    if lin is None or len(lin[0]) < 2 or not all(isinstance(t, Var) and t.name in ranges for t in lin[0]):
+        return None
+    terms, x0 = lin
+    g = math.gcd(*terms.values())
+    unit = {t: k // g for t, k in terms.items()}
+    pivot = next((t for t, k in reversed(list(unit.items())) if k == 1), None)
+    u = bounds(_from_linear(unit, 0), ranges)
+    if pivot is None or u is None:
+        return None
+    top = (atom.b.value - (1 if atom.op == "lt" else 0) - x0) // g
+    f = Var(next(fresh), dt.INDEX)
+    ranges[f.name] = (u[0], max(u[0], min(u[1], top)))
+    del ranges[pivot.name]
+    rest = {t: k for t, k in unit.items() if t != pivot}
+    return {pivot.name: Binary("sub", f, _from_linear(rest, 0))}
+
+
 def divisor(e: Expr, cap: int = 1 << 30) -> int:
     """A power of two (at most `cap`) that divides the index expression `e` for every
     value of its variables (1 when nothing better is known): the alignment question."""

@@ -537,6 +537,36 @@ def test_a_cuda_convolutions_bias_is_an_addition_after_it(transposed):
     torch.testing.assert_close(cuda(*args), fn(*args), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["batch_norm_statistics", "channels_last_pool"])
+def test_large_gpu_programs_verify_without_exhaustive_evaluation(case):
+    """ResNet-50 on the H200 fell back to PyTorch (2026-12-03): its batch-norm
+    statistics over [8, 256, 56, 56] and a channels-last max pool compiled GPU kernels
+    whose bounds the verifier could not prove short of evaluating more points than it
+    may. Compiled here for the GPU (the interpreter target; nothing runs), strictly."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from warpweave.frontend.torch.backend import decompositions
+    from warpweave.frontend.torch.partition import split_graph
+
+    if case == "batch_norm_statistics":
+        shapes = [(8, 256, 56, 56), (256,), (256,)]
+
+        def fn(x, w, b):
+            return F.relu(F.batch_norm(x, None, None, w, b, training=True))
+    else:
+        shapes = [(64, 64, 112, 112)] + [(64,)] * 4
+
+        def fn(x, m, v, w, b):
+            return F.max_pool2d(F.relu(F.batch_norm(x, m, v, w, b, training=False)), 3, 2, 1)
+    with FakeTensorMode():
+        args = [torch.empty(s, dtype=torch.bfloat16) for s in shapes]
+        args[0] = args[0].contiguous(memory_format=torch.channels_last) if case == "channels_last_pool" else args[0]
+        gm = make_fx(fn, decomposition_table=decompositions())(*args)
+    _, report = split_graph(gm, case, "interp", strict=True)
+    assert report.programs and not report.fallbacks
+
+
 def test_mixed_precision_batch_norm_training():
     """bfloat16 activations with float32 batch-norm statistics (autocast): the backward
     read the saved mean as bfloat16 (PyTorch's meta function records it so; its CPU

@@ -567,6 +567,27 @@ def test_large_gpu_programs_verify_without_exhaustive_evaluation(case):
     assert report.programs and not report.fallbacks
 
 
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+def test_channels_last_programs_match_eager(target):
+    """Channels-last activations through batch norm, ReLU, a max pool and a residual:
+    the program computes in channels-last order (passes.layout) and returns eager's
+    values with eager's strides."""
+    def fn(x, mean, var, w, b, skip):
+        y = F.relu(F.batch_norm(x, mean, var, w, b, training=False))
+        return F.max_pool2d(y, 3, 2, 1), (y + skip).relu()
+
+    torch.manual_seed(0)
+    shapes = [(2, 8, 9, 11)] + [(8,)] * 4 + [(2, 8, 9, 11)]
+    args = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    args[2] = args[2].abs() + 0.5
+    for k in (0, 5):
+        args[k] = args[k].contiguous(memory_format=torch.channels_last)
+    got = torch.compile(fn, backend=wt.backend, options=dict(strict=True, target=target))(*args)
+    for g, w in zip(got, fn(*args)):
+        assert g.stride() == w.stride()
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
 def test_mixed_precision_batch_norm_training():
     """bfloat16 activations with float32 batch-norm statistics (autocast): the backward
     read the saved mean as bfloat16 (PyTorch's meta function records it so; its CPU

@@ -28,6 +28,7 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, S
 from ...errors import OptionError
 from ...options import current as current_options
 from ...options import options as scoped_options
+from .conv_layout import channels_last_convolutions
 from .convert import CONVERTERS
 from .cuda_graphs import GraphedCall, mutated_inputs
 from .pad_matmuls import pad_matmuls
@@ -183,6 +184,8 @@ def _compiler(kind: str, options: BackendOptions):
         with scope:
             if options.target in ("auto", "cuda") and current_options().contractions != "warpweave":
                 gm = pad_matmuls(gm)  # products PyTorch runs
+            if options.target in ("auto", "cuda") and kind == "inference":
+                gm = channels_last_convolutions(gm)
             split, report = split_graph(gm, name, options.target, options.strict)
         _publish(report)
         if options.mode == "reduce-overhead":

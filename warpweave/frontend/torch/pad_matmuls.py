@@ -226,10 +226,10 @@ def pad_matmuls(gm: torch.fx.GraphModule, faster: Callable[[Signature], bool] = 
     graph.eliminate_dead_code()  # the views of operands now read through their bases
     graph.lint()
     padded = torch.fx.GraphModule(gm, graph)
-    return padded if _retraced(padded) else gm
+    return padded if retraced(padded) else gm
 
 
-def _retraced(gm: torch.fx.GraphModule) -> bool:
+def retraced(gm: torch.fx.GraphModule) -> bool:
     """Trace every node's fake value again from the placeholders' (downstream views
     of a sliced product have other strides than before); False where a node cannot
     take its new input layout (a `view` that needs contiguous memory)."""

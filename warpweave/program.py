@@ -211,13 +211,15 @@ class Program:
         without checks beyond a few attribute tests (PyTorch tensors of the compiled
         shapes and dtypes on the program's device, see CudaProgram.torch_call and
         CpuRunner.torch_call); None for any other arguments. Made on first use, once
-        PyTorch is imported. `layouts` (CPU): per input None, or the (shape, strides)
+        PyTorch is imported. `layouts`: per input None, or the (shape, strides)
         of the strided tensor passed for it, whose memory span the input is (made
         anew on each request)."""
         if layouts is not None and any(layouts):
             made = None
             if "torch" in sys.modules and isinstance(self.runner, CpuRunner):
                 made = self.runner.torch_call(self, layouts)
+            elif "torch" in sys.modules and hasattr(self.runner, "torch_call"):
+                made = self.runner.torch_call(layouts)
             return made or _no_fast_path
         if self._fast is None:
             if "torch" not in sys.modules:

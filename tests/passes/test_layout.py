@@ -51,3 +51,15 @@ def test_graphs_whose_outputs_disagree_or_keep_the_innermost_axis_are_left_alone
     plain = ww.compute((2, 3, 4, 5), lambda i, j, k, l_: Y[i, j, k, l_] + 1.0, name="plain")
     graph = build_graph([last, plain], [X])  # one output channels-last, one not
     assert follow_output_layout(graph) is graph
+
+
+def test_programs_with_long_rows_along_the_innermost_axis_are_left_alone():
+    """A softmax over rows of 40 whose result is returned channels-last keeps its rows
+    in memory order."""
+    X = ww.placeholder((2, 3, 4, 40), "float64", name="X")
+    r = ww.reduce_axis(40)
+    S = ww.compute((2, 3, 4), lambda i, j, k: ww.sum(ww.exp(X[i, j, k, r]), axis=r), name="S")
+    P = ww.compute((2, 3, 4, 40), lambda i, j, k, l_: ww.exp(X[i, j, k, l_]) / S[i, j, k], name="P")
+    out = ww.compute((2, 4, 40, 3), lambda i, k, l_, j: P[i, j, k, l_], name="out")
+    graph = build_graph([out], [X])
+    assert follow_output_layout(graph) is graph

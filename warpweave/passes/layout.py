@@ -16,6 +16,8 @@ fuses with its producer, which the output's kernel computes directly.
 """
 from __future__ import annotations
 
+import math
+
 from ..ir import expr as ex
 from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
@@ -24,9 +26,10 @@ from ..ir.tensor import ComputeOp, TensorGraph
 def follow_output_layout(graph: TensorGraph) -> TensorGraph:
     """`graph` with its intermediates of the rank of its permuted outputs stored in
     their permutation, where every output of that rank is the same permutation of an
-    intermediate and it moves the innermost axis; else `graph` itself."""
+    intermediate and it moves the innermost axis, and no operation reduces long rows
+    along the innermost axis; else `graph` itself."""
     found = _output_permutation(graph)
-    if found is None:
+    if found is None or any(_row_reduction(op) for op in graph.compute_ops):
         return graph
     rank, order = found
     outputs = set(graph.outputs)
@@ -55,6 +58,16 @@ def follow_output_layout(graph: TensorGraph) -> TensorGraph:
             value = ops.pop(src.tensor)
             ops[name] = ComputeOp(name, value.shape, value.dtype, value.axes, value.body, value.label or out.label)
     return TensorGraph(list(ops.values()), list(graph.inputs), list(graph.outputs))
+
+
+LONG_ROW = 32
+
+
+def _row_reduction(op: ComputeOp) -> bool:
+    """Whether `op` reduces rows of `LONG_ROW` elements or more along the innermost
+    axis it reads (a softmax, a norm's statistics): stored in another order, its rows
+    would lie across memory. A pooling window is short."""
+    return op.kind == "reduction-row" and math.prod(op.reduce.extents) >= LONG_ROW
 
 
 def _output_permutation(graph: TensorGraph) -> tuple[int, tuple[int, ...]] | None:

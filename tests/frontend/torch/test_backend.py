@@ -776,6 +776,36 @@ def test_cuda_inputs_in_place_and_on_the_current_stream():
     assert out.device == x.device
 
 
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_channels_last_convolution_nets_on_cuda(dtype, monkeypatch):
+    """CUDA inference convolutions read channels-last activations (conv_layout); the
+    programs between them compute in that order and take the activations through the
+    strided hot path as they are (no view made per call): eager's values and layout."""
+    from warpweave.frontend.torch import partition
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.MaxPool2d(3, 2, 1), nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16),
+                          nn.ReLU()).to("cuda", dtype).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 3, 32, 33, device="cuda", dtype=dtype)
+    fn = torch.compile(model, backend=wt.backend, options=dict(strict=True), dynamic=False)
+    with torch.no_grad():
+        first, want = fn(x), model(x)
+        def no_views(*_):
+            raise AssertionError("an argument was viewed: the strided hot path did not take it")
+        monkeypatch.setattr(partition._Input, "prepare", no_views)
+        again = fn(x)
+    assert again.stride() == want.stride()
+    for got in (first, again):
+        assert_matches(got.double(), want.double(), dtype, "output")
+
+
 def test_nested_report_collectors_each_keep_their_reports():
     """A collector inside another ends without taking the outer one's place: reports
     compiled after the inner block still reach the outer list."""

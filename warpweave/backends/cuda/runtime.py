@@ -97,6 +97,7 @@ class CudaProgram:
             [(name, shape, d) for name, shape, d in self._outputs if name not in set(graph.outputs)])
         self._inputs = [(tuple(graph[n].shape), graph[n].dtype) for n in graph.inputs]
         self._launch_sequence: launch.LaunchSequence | None = None
+        self.single = single
         if self._inputs:
             self.stages["launcher"] = self.files["launcher.py"] = self._launcher_source(single)
 
@@ -170,17 +171,20 @@ class CudaProgram:
                 len(self._inputs) + len(self._outputs))
         return self._launch_sequence
 
-    def torch_call(self) -> Callable | None:
+    def torch_call(self, layouts: tuple | None = None) -> Callable | None:
         """The PyTorch hot path, `call(args)`: the outputs (one, or a tuple) for
         contiguous, 16-byte aligned PyTorch CUDA tensors (or parameters) of the
-        compiled shapes and dtypes on the current device; None for anything else
-        (the general path, `run`, takes those and reports errors). It is Python
+        compiled shapes and dtypes on the current device — or, where `layouts[k]` is
+        (shape, strides), a tensor of that layout for input k, whose memory span the
+        program reads (a channels-last activation); None for anything else (the
+        general path, `run`, takes those and reports errors). It is Python
         generated for this program (dumped as the stage "launcher"), so that a
         call runs no loops. None where torch is not imported or this PyTorch or
         driver lacks the entry points."""
         torch = sys.modules.get("torch")
         if torch is None or "launcher" not in self.stages:
             return None
+        layouts = layouts if layouts and any(layouts) else None
         current_device, raw_stream, empty = _torch_entry_points(torch)
         if raw_stream is None or empty is None:
             return None
@@ -191,17 +195,21 @@ class CudaProgram:
                      "check": sequence.check, "ensure_context": driver.ensure_context,
                      "current_device": current_device, "raw_stream": raw_stream, "empty": empty}
         for k, (shape, d) in enumerate(self._inputs):
-            namespace[f"SHAPE{k}"], namespace[f"DTYPE{k}"] = torch.Size(shape), arrays._torch_dtype_of(d)
+            layout = layouts[k] if layouts else None
+            namespace[f"SHAPE{k}"] = torch.Size(layout[0] if layout else shape)
+            namespace[f"DTYPE{k}"], namespace[f"STRIDES{k}"] = arrays._torch_dtype_of(d), layout and tuple(layout[1])
         for k, (_, shape, d) in enumerate(self._outputs):
             namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": row_major_strides(shape),
                               f"OUT{k}_DTYPE": arrays._torch_dtype_of(d)})
         namespace.update(WS_SHAPE=(self._workspace_bytes,), WS_STRIDES=(1,), WS_DTYPE=torch.uint8)
+        if layouts:
+            self.stages["launcher"] = self._launcher_source(self.single, layouts)
         exec(compile(self.stages["launcher"], "<warpweave launcher>", "exec"), namespace)
         return namespace["call"]
 
-    def _launcher_source(self, single: bool) -> str:
+    def _launcher_source(self, single: bool, layouts: tuple | None = None) -> str:
         """The Python source of `torch_call`'s function (names in capitals and the
-        entry points are bound when it is made)."""
+        entry points are bound when it is made); `layouts`: see `torch_call`."""
         n_in, n_out = len(self._inputs), len(self._outputs)
         xs = [f"x{k}" for k in range(n_in)]
         same_device = "".join(f" or x{k}.get_device() != index" for k in range(1, n_in))
@@ -215,7 +223,8 @@ class CudaProgram:
             f"    {', '.join(xs)}, = args",
             *[line for k, x in enumerate(xs) for line in (
                 f"    if type({x}) not in PLAIN or {x}.dtype is not DTYPE{k} or {x}.shape != SHAPE{k} or "
-                f"not {x}.is_contiguous():", "        return None")],
+                + (f"{x}.stride() != STRIDES{k}:" if layouts and layouts[k] else f"not {x}.is_contiguous():"),
+                "        return None")],
             "    index = x0.get_device()  # -1 on the CPU",
             f"    if index < 0{same_device}:",
             "        return None",

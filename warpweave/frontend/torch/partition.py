@@ -376,12 +376,12 @@ class WarpweaveCall:
         # Dense tensors go to the hot path as they are; the others are made first.
         self._prepared = [k for k, layout in enumerate(inputs) if not layout.dense or layout.scalar is not None]
         self._fast = program.fast_path() if self._host else None
-        # On the CPU, strided tensors of the traced layouts go to a hot path of their own as
-        # they are (no view of their span made per call).
+        # Strided tensors of the traced layouts go to a hot path of their own as they are
+        # (no view of their span made per call), made on the first call.
+        self._layouts = None
+        if self._prepared and all(layout.scalar is None for layout in inputs):
+            self._layouts = tuple(None if layout.dense else (layout.shape, layout.strides) for layout in inputs)
         self._strided = None
-        if self._host and self._prepared and all(layout.scalar is None for layout in inputs):
-            self._strided = program.fast_path(tuple(None if layout.dense else (layout.shape, layout.strides)
-                                                    for layout in inputs))
         self._as_computed = (results == [("output", k, None) for k in range(len(outputs))]
                              and all(o.perm is None and o.strides is None for o in outputs))
         self._fell_back: set[str] = set()
@@ -406,7 +406,9 @@ class WarpweaveCall:
         return outs[0] if self.single else tuple(outs)
 
     def _run(self, args) -> list:
-        if self._strided is not None:
+        if self._layouts is not None:
+            if self._strided is None:
+                self._strided = self.program.fast_path(self._layouts)
             results = self._strided(args)
             if results is not None:
                 return results

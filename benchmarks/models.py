@@ -64,6 +64,14 @@ def build(name: str, small: bool):
         model, batch = tf.ViTModel(cfg), (2 if small else 64)
         return model, lambda d: dict(pixel_values=torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=d)), \
             lambda out: out.last_hidden_state.float().pow(2).mean()
+    if name in ("resnet", "convnext"):  # transformers' ResNet-50 and ConvNeXt-T (no timm: the CPU)
+        cfg = (tf.ResNetConfig if name == "resnet" else tf.ConvNextConfig)(
+            **(dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]) if small else {}),
+            **(dict(embedding_size=16) if small and name == "resnet" else {}))
+        model = (tf.ResNetModel if name == "resnet" else tf.ConvNextModel)(cfg)
+        batch, size = (2, 64) if small else (64, 224)
+        return model, lambda d: dict(pixel_values=torch.randn(batch, 3, size, size, device=d)), \
+            lambda out: out.pooler_output.float().logsumexp(-1).mean()
     if name in ("resnet50", "convnext_tiny"):
         import timm
 

@@ -38,6 +38,7 @@ from ..passes.cleanup import DCE, FOLD_CASTS, SIMPLIFY
 from ..passes.cost import device_for, kernel_cost
 from ..passes.manager import PassManager
 from ..passes.movement import COALESCING, FORWARD_LOADS, HOIST_LOADS, PREFETCH_LINES
+from ..passes.cse import merge_duplicates
 from ..passes.layout import follow_output_layout
 from ..passes.operands import materialize_operands
 from ..passes.stitch import STITCH
@@ -170,7 +171,7 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
     product = fuse.product_rule(contractions)
     inlined = graph
     if options.fuse:
-        inlined = follow_output_layout(graph)
+        inlined = follow_output_layout(merge_duplicates(graph))
         inlined = materialize_operands(inlined, product) if product is not None else inlined
         inlined = fuse.inline_broadcast_producers(inlined, contractions)
     dumps.write("tensor.txt", str(graph))

@@ -4,9 +4,11 @@ flat indices), its backward, avg_pool2d and its backward.
 Forward passes reduce over the (kernel row, kernel column) window; positions in the
 padding are excluded by a select on index conditions (so they are never read) and
 every read is also clamped into the input. Backward passes gather instead of
-scattering: input element (h, w) sums over the kernel offsets (kh, kw) the output
-(oh, ow) whose window put it there — oh = (h + padding − kh·dilation) / stride where
-that divides and is in range — so each gradient element is written once.
+scattering: input element (h, w) sums over the outputs (oh, ow) whose windows read
+it, so each gradient element is written once — with a stride and no dilation, the
+ceil(k / stride) outputs oh = (h + padding) // stride − q whose kernel offset
+h + padding − oh·stride lies inside the kernel; else over the kernel offsets kh, the
+output oh = (h + padding − kh·dilation) / stride where that divides and is in range.
 
 max_pool2d's indices follow PyTorch's CPU kernel: the first maximum of the window in
 row-major order, or the last NaN where the window holds NaNs. Its backward reads the
@@ -70,12 +72,29 @@ class _Window:
             conds += [ex.binary("ge", e, _c(0)), ex.binary("lt", e, _c(n))]
         return pos, conds
 
+    def candidates(self) -> tuple[int, int]:
+        """Per axis, how many outputs' windows may read one input element: the reduce
+        extents of a backward pass (`outputs_at`)."""
+        return tuple(-(-self.k[a] // self.s[a]) if self._by_output(a) else self.k[a] for a in (0, 1))
+
+    def _by_output(self, a: int) -> bool:
+        """Whether axis a's backward runs over the outputs covering an input element
+        (stride > 1, no dilation: ceil(k / s) of them, against k kernel offsets of
+        which all but those fail a divisibility test)."""
+        return self.s[a] > 1 and self.d[a] == 1
+
     def outputs_at(self, i, r):
-        """Output row and column whose window reads input (h, w) at kernel offsets r,
-        and the conditions that such an output exists."""
+        """Output row and column of the r-th window that reads input (h, w) (see
+        `candidates`), and the conditions that such an output exists."""
         pos, conds = [], []
         for a, (n_out, v) in enumerate(zip((self.OH, self.OW), i)):
             s = self.s[a]
+            if self._by_output(a):  # o = (v + p) // s - r, reading kernel offset v + p - o·s
+                o = (v + self.p[a]) // s - r[a]
+                pos.append(o)
+                conds += [ex.binary("ge", o, _c(0)), ex.binary("lt", o, _c(n_out)),
+                          ex.binary("lt", v + self.p[a] - o * s, _c(self.k[a]))]
+                continue
             shift = -(-self.d[a] * (self.k[a] - 1) // s)  # keeps u non-negative
             u = v + (self.p[a] + s * shift) - r[a] * self.d[a]
             o = u // s - shift if s > 1 else u - shift
@@ -143,7 +162,7 @@ def _max_pool_backward(out, grad, x, kernel_size, stride, padding, dilation, cei
         chosen = ex.binary("eq", ex.cast(indices._load(at, ranges), INDEX), i[0] * g.W + i[1])
         return ex.select(ex.all_of([*conds, chosen]), ex.cast(grad._load(at, ranges), acc), ex.Const(0, acc))
 
-    return _window_reduce(x, x.shape, g.k, "sum", term, "max_pool2d_backward").astype(res)
+    return _window_reduce(x, x.shape, g.candidates(), "sum", term, "max_pool2d_backward").astype(res)
 
 
 def _divisor(g: _Window, o, count_include_pad: bool, divisor_override) -> ex.Expr:
@@ -197,4 +216,4 @@ def _avg_pool_backward(out, grad, x, kernel_size, stride, padding, ceil_mode, co
                           ex.cast(_divisor(g, at, count_include_pad, divisor_override), acc))
         return ex.select(ex.all_of(conds), share, ex.Const(0, acc))
 
-    return _window_reduce(x, x.shape, g.k, "sum", term, "avg_pool2d_backward").astype(res)
+    return _window_reduce(x, x.shape, g.candidates(), "sum", term, "avg_pool2d_backward").astype(res)

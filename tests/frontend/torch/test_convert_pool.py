@@ -114,3 +114,31 @@ def test_converted_graphs_assemble_for_the_gpu():
         program = build_call(gm, "cuda", "gpu_check").program
         assert program.kernels
         assert_ptxas_accepts(program.dump("ptx"))
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", [
+    ((2, 3, 9, 11), 3, 2, 1, True),
+    ((1, 2, 7, 9), (3, 2), (3, 1), (1, 1), False),
+])
+def test_pools_and_their_backwards_on_the_gpu_schedules(shape, kernel, stride, padding, ceil_mode):
+    """The same graphs through the GPU schedules (the interpreter): the backward's
+    windows of covering outputs (stride without dilation) and of kernel offsets."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from warpweave.frontend.torch.backend import decompositions
+    from warpweave.frontend.torch.partition import split_graph
+
+    def fn(x):
+        x = x.detach().requires_grad_()
+        y, indices = F.max_pool2d(x, kernel, stride, padding, 1, ceil_mode, return_indices=True)
+        (g,) = torch.autograd.grad((y * torch.cos(y.detach())).sum(), x)
+        z = F.avg_pool2d(x, kernel, stride, padding, ceil_mode)
+        (h,) = torch.autograd.grad((z * torch.sin(z.detach())).sum(), x)
+        return y, indices, g, z, h
+
+    x = rnd(*shape)
+    gm = make_fx(fn, tracing_mode="fake", decomposition_table=decompositions())(x)
+    split, report = split_graph(gm, "pools", "interp", strict=True)
+    assert not report.fallbacks
+    for got, want in zip(split(x), fn(x)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -38,6 +38,7 @@ from ...program import Program
 from ..tensor import Tensor
 from ..trace import trace
 from . import contractions  # noqa: F401 - registers the matrix-product converters
+from .input_updates import batch_input_updates
 from .convert import EMPTY_OPS, SYMBOLIC_SCALARS, convert_node, node_unsupported_reason, op_name, ww_dtype
 
 aten = torch.ops.aten
@@ -670,5 +671,6 @@ def split_graph(gm: torch.fx.GraphModule, name: str, requested_target: str, stri
             continue
         node_name, op = described[n]
         report.fallbacks.append(Fallback(node_name, op, failed[k] if k is not None else reasons[n]))
+    batch_input_updates(gm)
     gm.recompile()
     return gm, report

@@ -28,6 +28,7 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, S
 from ...errors import OptionError
 from ...options import current as current_options
 from ...options import options as scoped_options
+from .conv_decompositions import TABLE as CONVOLUTIONS
 from .conv_layout import channels_last_convolutions
 from .convert import CONVERTERS
 from .cuda_graphs import GraphedCall, mutated_inputs
@@ -105,17 +106,6 @@ def _weight_norm_interface_backward(grad_w, saved_v, saved_g, saved_norms, dim):
     return grad_v.to(saved_v.dtype), grad_g.to(saved_g.dtype)
 
 
-def _convolution_bias_apart(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-    """A CUDA convolution's bias as an addition after it, which fuses into the program
-    that reads the result; cuDNN adds it in a kernel of its own (ConvNeXt-T inference
-    on the H200, 2026-12-03: 22 bias additions, 0.46 of 6.7 ms). On the CPU, oneDNN
-    adds it inside the convolution."""
-    if bias is None or x.device.type != "cuda":
-        return NotImplemented
-    y = aten.convolution.default(x, weight, None, stride, padding, dilation, transposed, output_padding, groups)
-    return y + bias.reshape([1, -1] + [1] * (y.dim() - 2))
-
-
 @functools.cache
 def _decomposition_table() -> dict:
     from torch._inductor.decomposition import decomps_to_exclude, inductor_decompositions
@@ -126,7 +116,7 @@ def _decomposition_table() -> dict:
     remove_decompositions(table, [*decomps_to_exclude, aten.flip])  # flip: into prims.rev, not ATen
     table[aten.var_mean.correction] = _var_mean
     table[aten._weight_norm_interface_backward.default] = _weight_norm_interface_backward
-    table[aten.convolution.default] = _convolution_bias_apart
+    table.update(CONVOLUTIONS)
     return table
 
 
@@ -135,8 +125,8 @@ def decompositions() -> dict:
     ones and its own generic ones (batch norm, group norm, ...), less those it removes
     — among them attention's, whose CPU flash-attention decomposition returns values
     its backward does not expect — and var_mean as var and mean, the weight
-    norm's backward, which PyTorch leaves whole, and a CUDA convolution's bias as an
-    addition after it. What warpweave
+    norm's backward, which PyTorch leaves whole, and convolutions where warpweave
+    compiles part of them (`conv_decompositions`). What warpweave
     converts whole stays whole (softmax, log-softmax, layer norm, gelu: torch_ops
     converts them into their decompositions itself, and where it cannot, PyTorch
     runs its fused kernels rather than the pieces)."""

@@ -53,3 +53,13 @@ def test_batch_norm_running_statistics_match_eager():
         twin(x).sum().backward()
     for (name, got), want in zip(model.named_buffers(), twin.buffers()):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_an_update_whose_source_another_update_overwrites_stays_in_order():
+    g = torch.fx.Graph()
+    a, b, x = g.placeholder("a"), g.placeholder("b"), g.placeholder("x")
+    g.call_function(aten.copy_.default, (a, b))  # a takes b's old value ...
+    g.call_function(aten.copy_.default, (b, x))  # ... then b changes
+    g.output(())
+    gm = torch.fx.GraphModule(torch.nn.Module(), g)
+    assert batch_input_updates(gm) == 0

@@ -23,8 +23,9 @@ def _update(node: torch.fx.Node) -> bool:
 
 def batch_input_updates(gm: torch.fx.GraphModule) -> int:
     """Replace the in-place updates of `gm` by one `_foreach_copy_` at the last of
-    them, where that changes nothing: every destination distinct, none read or
-    written between its own update and the last, every source computed before that.
+    them, where that changes nothing: every destination distinct and no source, none
+    read or written between its own update and the last (sources are computed before
+    their updates, so before the last).
     Returns how many updates were batched (0: `gm` unchanged); recompiling is the
     caller's."""
     nodes = list(gm.graph.nodes)
@@ -34,7 +35,7 @@ def batch_input_updates(gm: torch.fx.GraphModule) -> int:
     last = updates[-1]
     where = {n: k for k, n in enumerate(nodes)}
     destinations = [u.args[0] for u in updates]
-    if len(set(destinations)) != len(destinations):
+    if len(set(destinations)) != len(destinations) or set(destinations) & {u.args[1] for u in updates}:
         return 0
     for u in updates:
         between = nodes[where[u] + 1:where[last]]

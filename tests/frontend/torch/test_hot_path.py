@@ -84,3 +84,23 @@ def test_threads_have_their_own_intermediates():
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.gpu
+def test_cuda_strided_and_plain_hot_paths_side_by_side():
+    """A CUDA program's launcher for strided inputs (a channels-last activation read as
+    its memory span) and its plain launcher are made apart: making the strided one
+    first left the plain path comparing strides with None, so every contiguous call
+    took the general path."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU usable by PyTorch")
+    x = torch.randn(2, 3, 4, 5, device="cuda").contiguous(memory_format=torch.channels_last)
+    program = ww.jit(lambda v: v * 2.0 + 1.0, target="cuda").lower(np.zeros(x.numel(), np.float32))
+    strided = program.fast_path(((tuple(x.shape), tuple(x.stride())),))
+    got = strided((x,))
+    assert got is not None and "stride()" in program.dump("launcher")
+    flat = x.permute(0, 2, 3, 1).reshape(-1)
+    torch.testing.assert_close(got[0] if isinstance(got, tuple) else got, flat * 2 + 1)
+    plain = program.fast_path()
+    assert plain((flat,)) is not None
+    assert strided((flat,)) is None  # a 1-D tensor is not of the strided layout

@@ -99,7 +99,7 @@ class CudaProgram:
         self._launch_sequence: launch.LaunchSequence | None = None
         self.single = single
         if self._inputs:
-            self.stages["launcher"] = self.files["launcher.py"] = self._launcher_source(single)
+            self._launcher = self.stages["launcher"] = self.files["launcher.py"] = self._launcher_source(single)
 
     def _loaded(self) -> list:
         if self._functions is None:
@@ -202,9 +202,9 @@ class CudaProgram:
             namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": row_major_strides(shape),
                               f"OUT{k}_DTYPE": arrays._torch_dtype_of(d)})
         namespace.update(WS_SHAPE=(self._workspace_bytes,), WS_STRIDES=(1,), WS_DTYPE=torch.uint8)
-        if layouts:
-            self.stages["launcher"] = self._launcher_source(self.single, layouts)
-        exec(compile(self.stages["launcher"], "<warpweave launcher>", "exec"), namespace)
+        # the stage shows the launcher made last; each request gets the one for its layouts
+        source = self.stages["launcher"] = self._launcher_source(self.single, layouts) if layouts else self._launcher
+        exec(compile(source, "<warpweave launcher>", "exec"), namespace)
         return namespace["call"]
 
     def _launcher_source(self, single: bool, layouts: tuple | None = None) -> str:

@@ -67,8 +67,9 @@ _ALIASING_VIEWS = VIEW_OPS - {aten.reshape.default, aten.detach.default, aten.cl
 _LIST_VIEWS = _MULTI_OUTPUT - {operator.getitem}
 # Views a program can take over from PyTorch: one tensor in, one out.
 _ABSORBED_VIEWS = _ALIASING_VIEWS - _MULTI_OUTPUT
-# Identities that copy when their input is not contiguous (a clone after a transpose):
-# such a copy is a kernel warpweave runs, gathering through the input's strides.
+# Identities that copy when their input is not contiguous (a clone after a transpose)
+# or their result has another layout (a clone into channels-last order): such a copy
+# is a kernel warpweave runs, gathering through the input's strides.
 _COPIES = frozenset({aten.clone.default})
 TARGETS_FOR_DEVICE = {"cpu": ("cpu", "interp"), "cuda": ("cuda",)}
 
@@ -77,8 +78,11 @@ def _computes(node) -> bool:
     """Whether `node` moves or computes data (views and constants do not)."""
     if node.target in _COPIES:
         (x,) = node.all_input_nodes
-        meta = x.meta.get("val")
-        return isinstance(meta, torch.Tensor) and not meta.is_contiguous()
+        meta, out = x.meta.get("val"), node.meta.get("val")
+        if not isinstance(meta, torch.Tensor):
+            return False
+        return not meta.is_contiguous() or (
+            isinstance(out, torch.Tensor) and not _same_strides(out.shape, out.stride(), meta.stride()))
     return node.target not in VIEW_OPS | CONSTANT_OPS
 
 

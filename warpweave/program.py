@@ -206,14 +206,21 @@ class Program:
         outs = self.runner.run(self, args)
         return outs[0] if self.single else tuple(outs)
 
-    def fast_path(self, layouts: tuple | None = None) -> Callable:
+    def fast_path(self, layouts: tuple | None = None, out_layouts: tuple | None = None) -> Callable:
         """`call(args)`: this program's result for the arguments its runner takes
         without checks beyond a few attribute tests (PyTorch tensors of the compiled
         shapes and dtypes on the program's device, see CudaProgram.torch_call and
         CpuRunner.torch_call); None for any other arguments. Made on first use, once
         PyTorch is imported. `layouts`: per input None, or the (shape, strides)
-        of the strided tensor passed for it, whose memory span the input is (made
-        anew on each request)."""
+        of the strided tensor passed for it, whose memory span the input is;
+        `out_layouts`: per output None, or the (shape, strides) of a permutation of
+        its axes to return it as (the same memory: a channels-last result computed in
+        NHWC order), which only the CUDA runner's path does: None where no path
+        returns them so. Paths for either are made anew on each request."""
+        if out_layouts is not None and any(out_layouts):
+            if "torch" in sys.modules and not isinstance(self.runner, CpuRunner) and hasattr(self.runner, "torch_call"):
+                return self.runner.torch_call(layouts, out_layouts)
+            return None
         if layouts is not None and any(layouts):
             made = None
             if "torch" in sys.modules and isinstance(self.runner, CpuRunner):

@@ -104,3 +104,53 @@ def test_cuda_strided_and_plain_hot_paths_side_by_side():
     plain = program.fast_path()
     assert plain((flat,)) is not None
     assert strided((flat,)) is None  # a 1-D tensor is not of the strided layout
+
+
+def _nhwc_program():
+    """A program computing [2, 4, 5, 3] (NHWC order of an NCHW [2, 3, 4, 5] result)."""
+    return ww.jit(lambda v: v * 2.0 + 1.0, target="cuda").lower(np.zeros((2, 4, 5, 3), np.float32))
+
+
+def test_cuda_outputs_are_allocated_in_their_returned_layouts_only_when_they_permute_the_computed_one():
+    """The CUDA launcher may allocate an output as the channels-last tensor it returns
+    (same memory as the NHWC result it computes) — only for a permutation of that
+    layout (size-1 axes' strides aside), and not for one tensor asked for twice."""
+    runner = _nhwc_program().runner
+    channels_last = ((2, 3, 4, 5), (60, 1, 15, 3))
+    (name,) = runner.graph.outputs
+    assert runner._allocation_layouts((channels_last,)) == {name: channels_last}
+    assert runner._allocation_layouts((None,)) == {}
+    assert runner._allocation_layouts((((2, 3, 4, 5), (60, 20, 5, 1)),)) is None  # not the memory it computes
+    assert runner._allocation_layouts((((2, 4, 5, 3), (60, 15, 3, 2)),)) is None  # gaps
+    one = _nhwc_program_one()
+    assert one.runner._allocation_layouts((((1, 3, 1, 5), (15, 1, 99, 3)),)) is not None  # size-1 axes
+
+
+def _nhwc_program_one():
+    return ww.jit(lambda v: v * 2.0, target="cuda").lower(np.zeros((1, 1, 5, 3), np.float32))
+
+
+@pytest.mark.gpu
+def test_cuda_channels_last_results_come_back_without_a_view_per_call():
+    """A torch graph whose result is channels-last: its program's launcher allocates it
+    channels-last (no permuted view made per call), values and strides as eager's."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU usable by PyTorch")
+    import warpweave.torch as wt
+
+    def fn(x, skip):
+        return (x * 2.0 + skip).relu(), x.sum(dim=(2, 3))
+
+    x = torch.randn(2, 3, 4, 5, device="cuda").contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(2, 3, 4, 5, device="cuda").contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(fn, backend=wt.backend, options=dict(strict=True))
+    for _ in range(2):  # the first call makes the path, the second takes it
+        got = compiled(x, skip)
+        for g, w in zip(got, fn(x, skip)):
+            assert g.stride() == w.stride()
+            torch.testing.assert_close(g, w)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        compiled(x, skip)
+    assert not [e.key for e in prof.key_averages() if e.key in ("aten::permute", "aten::as_strided")]

@@ -171,20 +171,26 @@ class CudaProgram:
                 len(self._inputs) + len(self._outputs))
         return self._launch_sequence
 
-    def torch_call(self, layouts: tuple | None = None) -> Callable | None:
+    def torch_call(self, layouts: tuple | None = None, out_layouts: tuple | None = None) -> Callable | None:
         """The PyTorch hot path, `call(args)`: the outputs (one, or a tuple) for
         contiguous, 16-byte aligned PyTorch CUDA tensors (or parameters) of the
         compiled shapes and dtypes on the current device — or, where `layouts[k]` is
         (shape, strides), a tensor of that layout for input k, whose memory span the
         program reads (a channels-last activation); None for anything else (the
-        general path, `run`, takes those and reports errors). It is Python
-        generated for this program (dumped as the stage "launcher"), so that a
-        call runs no loops. None where torch is not imported or this PyTorch or
-        driver lacks the entry points."""
+        general path, `run`, takes those and reports errors). Where
+        `out_layouts[k]` is (shape, strides), output k is allocated with that layout,
+        a permutation of its computed (row-major) one over the same memory, and
+        returned so: no view made per call. It is Python generated for this
+        program (dumped as the stage "launcher"), so that a call runs no loops. None
+        where torch is not imported, this PyTorch or driver lacks the entry points,
+        or an output layout is not a permutation of the computed one."""
         torch = sys.modules.get("torch")
         if torch is None or "launcher" not in self.stages:
             return None
         layouts = layouts if layouts and any(layouts) else None
+        allocated = self._allocation_layouts(out_layouts)
+        if allocated is None:
+            return None
         current_device, raw_stream, empty = _torch_entry_points(torch)
         if raw_stream is None or empty is None:
             return None
@@ -198,14 +204,37 @@ class CudaProgram:
             layout = layouts[k] if layouts else None
             namespace[f"SHAPE{k}"] = torch.Size(layout[0] if layout else shape)
             namespace[f"DTYPE{k}"], namespace[f"STRIDES{k}"] = arrays._torch_dtype_of(d), layout and tuple(layout[1])
-        for k, (_, shape, d) in enumerate(self._outputs):
-            namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": row_major_strides(shape),
+        for k, (name, shape, d) in enumerate(self._outputs):
+            shape, strides = allocated.get(name, (shape, row_major_strides(shape)))
+            namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": strides,
                               f"OUT{k}_DTYPE": arrays._torch_dtype_of(d)})
         namespace.update(WS_SHAPE=(self._workspace_bytes,), WS_STRIDES=(1,), WS_DTYPE=torch.uint8)
         # the stage shows the launcher made last; each request gets the one for its layouts
-        source = self.stages["launcher"] = self._launcher_source(self.single, layouts) if layouts else self._launcher
+        source = self.stages["launcher"] = (self._launcher_source(self.single, layouts) if layouts or allocated
+                                            else self._launcher)
         exec(compile(source, "<warpweave launcher>", "exec"), namespace)
         return namespace["call"]
+
+    def _allocation_layouts(self, out_layouts: tuple | None) -> dict | None:
+        """{output name: (shape, strides)} of the outputs `out_layouts` asks for in
+        another order ({} for none); None where one is not a permutation of its
+        computed row-major layout (the strides of size-1 axes aside), or one tensor is
+        asked for in two layouts."""
+        allocated: dict = {}
+        plain = set()
+        for name, layout in zip(self.graph.outputs, out_layouts or ()):
+            if layout is None:
+                plain.add(name)
+                continue
+            shape, strides = tuple(layout[0]), tuple(layout[1])
+            order = sorted(range(len(shape)), key=lambda k: (-strides[k], k))
+            computed = tuple(self.graph[name].shape)
+            dense = row_major_strides(computed)
+            if (tuple(shape[k] for k in order) != computed or name in self._workspace
+                    or any(n > 1 and strides[k] != d for k, n, d in zip(order, computed, dense))
+                    or allocated.setdefault(name, (shape, strides)) != (shape, strides)):
+                return None
+        return None if plain & allocated.keys() else allocated
 
     def _launcher_source(self, single: bool, layouts: tuple | None = None) -> str:
         """The Python source of `torch_call`'s function (names in capitals and the

@@ -245,6 +245,7 @@ class _Output:
 
     perm: tuple[int, ...] | None
     strides: tuple[int, ...] | None = None
+    returned: tuple | None = None  # (shape, strides) returned where `perm` is not None
 
     @classmethod
     def of(cls, meta: torch.Tensor) -> "_Output":
@@ -253,7 +254,7 @@ class _Output:
         perm = tuple(sorted(range(meta.ndim), key=lambda k: (-meta.stride(k), k)))
         shape = [meta.shape[k] for k in perm]
         if _same_strides(shape, [meta.stride(k) for k in perm], row_major_strides(shape)):
-            return cls(perm)
+            return cls(perm, returned=(tuple(meta.shape), tuple(meta.stride())))
         if _overlaps(meta.shape, meta.stride()):
             raise UnsupportedError(f"an output with the overlapping layout {tuple(meta.stride())} that "
                                    "is not a view of a tensor the program computes")
@@ -382,11 +383,16 @@ class WarpweaveCall:
         self._prepared = [k for k, layout in enumerate(inputs) if not layout.dense or layout.scalar is not None]
         self._fast = program.fast_path() if self._host else None
         # Strided tensors of the traced layouts go to a hot path of their own as they are
-        # (no view of their span made per call), made on the first call.
+        # (no view of their span made per call); on CUDA it allocates permuted outputs
+        # in their returned layouts (no view made of them either). Made on the first call.
         self._layouts = None
         if self._prepared and all(layout.scalar is None for layout in inputs):
             self._layouts = tuple(None if layout.dense else (layout.shape, layout.strides) for layout in inputs)
+        self._out_layouts = None
+        if not self._host and any(o.returned for o in outputs) and all(i.scalar is None for i in inputs):
+            self._out_layouts = tuple(o.returned for o in outputs)
         self._strided = None
+        self._returns_laid_out = False  # whether the strided path returns outputs in their layouts
         self._as_computed = (results == [("output", k, None) for k in range(len(outputs))]
                              and all(o.perm is None and o.strides is None for o in outputs))
         self._fell_back: set[str] = set()
@@ -398,25 +404,29 @@ class WarpweaveCall:
 
     def __call__(self, *args):
         try:
-            results = self._run(args)
+            results, laid_out = self._run(args)
         except Exception as exc:  # noqa: BLE001 - whatever the cause, PyTorch can run the group
             return self._fall_back(args, exc)
         if self._as_computed:
             return results[0] if self.single else results
-        made = [layout.finish(r) for layout, r in zip(self.outputs, results)]
+        made = results if laid_out else [layout.finish(r) for layout, r in zip(self.outputs, results)]
         outs = [(args if source == "input" else made)[k] if chain is None
                 else chain((args if source == "input" else made)[k]) if source == "input"
                 else _reinterpret(made[k], *chain.layout)  # made with its traced layout
                 for source, k, chain in self.results]
         return outs[0] if self.single else tuple(outs)
 
-    def _run(self, args) -> list:
-        if self._layouts is not None:
-            if self._strided is None:
-                self._strided = self.program.fast_path(self._layouts)
+    def _run(self, args) -> tuple[list, bool]:
+        """The program's results for `args`, and whether they have their returned
+        layouts already (else `finish` gives them)."""
+        if self._strided is None and (self._layouts or self._out_layouts):
+            laid_out = self._out_layouts and self.program.fast_path(self._layouts, self._out_layouts)
+            self._returns_laid_out = laid_out is not None
+            self._strided = laid_out or self.program.fast_path(self._layouts)
+        if self._strided is not None:
             results = self._strided(args)
             if results is not None:
-                return results
+                return results, self._returns_laid_out
         xs = args
         if self._prepared:
             xs = list(args)
@@ -429,9 +439,9 @@ class WarpweaveCall:
         if self._host:
             results = self._fast(xs)
             if results is not None:
-                return results
-            return [_from_numpy(r) for r in self.program(*(_to_numpy(_plain(x)) for x in xs))]
-        return self.program(*xs)
+                return results, False
+            return [_from_numpy(r) for r in self.program(*(_to_numpy(_plain(x)) for x in xs))], False
+        return self.program(*xs), False
 
     def _fall_back(self, args, exc: Exception):
         reason = f"at run time ({type(exc).__name__}: {exc})"

@@ -72,18 +72,17 @@ def test_short_rows_take_one_or_two_runs_a_thread(name, rows, n, dtype, row_thre
 def test_short_narrow_rows_take_a_thread_each(name, rows, n, dtype):
     """Rows shorter than a warp that no 16-byte run tiles: a thread per row loops over
     its elements (a row sum over [1000003, 7] on the H200, 2026-12-03: 5.2 µs float32,
-    5.1 bfloat16, against 9.0 and 9.9 at two threads a row)."""
+    6.2 bfloat16, against 9.0 and 9.9 at two threads a row)."""
     graph, group = _group(name, rows, n, dtype)
     point = default_schedule(group, graph, "gpu")
     vector = next(w for w in (8, 4, 2, 1) if n % w == 0 and w * row_access_bytes(group, graph) < 16)
-    assert point == GpuRowGroup(threads=256, row_threads=1, vector=vector, chunks=1, passes=-(-n // vector)), point
+    assert point == GpuRowGroup(threads=256, row_threads=1, vector=vector, chunks=-(-n // vector), passes=1), point
     assert point in space(group, graph, "gpu")
 
 
 @pytest.mark.parametrize("name,n", [("row_sum", 7), ("softmax", 31), ("layer_norm", 6), ("log_softmax", 3)])
 def test_short_narrow_rows_on_the_interpreter(name, n):
-    """A thread per row, looping over its runs, gives the float64 answer (the rows of
-    a block end mid-block: 77 rows)."""
+    """A thread per row gives the float64 answer (the rows end mid-block: 77 rows)."""
     from tests.utils import assert_close, random_array
     from warpweave.pipeline.compile import compile_graph
 

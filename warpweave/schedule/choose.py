@@ -109,10 +109,10 @@ def choose_row_group(length: int, rows: int, dtype_bytes: int, target: str) -> S
     w = ragged_vector(length, dtype_bytes)
     runs = -(-length // w)
     if length < SHORT_REDUCTION and w * dtype_bytes < 16:
-        # rows too short and too narrow for 16-byte runs: a thread per row looping over
-        # them (a row sum over [1000003, 7]: 5.2 µs float32, 5.1 bfloat16; 9.0 and 9.9
-        # at two threads a row of four scalars each)
-        return _row_point(rows, 1, w, 1, runs)
+        # rows too short and too narrow for 16-byte runs: a thread per row holding it
+        # (a row sum over [1000003, 7]: 5.2 µs float32, 6.2 bfloat16; 9.0 and 9.9 at two
+        # threads a row of four scalars each)
+        return _row_point(rows, 1, w, runs, 1)
     if runs <= SHORT_RUNS and w * dtype_bytes == 16:
         # a thread per run up to two runs, about two runs a thread beyond, several rows
         # per warp side by side: a thread per row striding over four runs reached 67 %

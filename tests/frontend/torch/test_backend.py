@@ -818,3 +818,18 @@ def test_nested_report_collectors_each_keep_their_reports():
         assert len(inner) == len(outer) == 1
         torch.compile(lambda x: x.sin() * 2, backend="warpweave", dynamic=False)(torch.randn(6))
     assert len(outer) == 2 and len(inner) == 1
+
+
+@pytest.mark.parametrize("tokens,vocab", [(6, 10), (15, 96), (31, 1000)])
+def test_a_short_loss_on_the_gpu_schedules(tokens, vocab):
+    """Cross-entropy over fewer tokens than a warp (GPT-2 and LLaMA's GPU tests,
+    2026-12-03): the tokens' sum takes a thread of its own, and the gathered terms in
+    the row it holds verify and match eager (the interpreter runs the GPU schedules)."""
+    def fn(logits, y):
+        return F.cross_entropy(logits.float(), y, ignore_index=-100)
+
+    torch.manual_seed(tokens)
+    x, y = torch.randn(tokens, vocab, dtype=torch.float64), torch.randint(0, vocab, (tokens,))
+    y[0] = -100
+    got = torch.compile(fn, backend=wt.backend, options=dict(strict=True, target="interp"))(x, y)
+    torch.testing.assert_close(got, fn(x, y), rtol=1e-12, atol=1e-12)

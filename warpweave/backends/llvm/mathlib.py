@@ -9,7 +9,18 @@ tables keyed by `FLOAT32` / `FLOAT64`. The code is straight-line except for one
 branch in float64 sin/cos, around Payne–Hanek reduction, taken only when some
 lane needs it.
 
-float32 follows Cephes (Cody–Waite reduction, short polynomials): a few ulp.
+float32 follows Cephes (Cody–Waite reduction, short polynomials): a few ulp. On the
+CPU every lane of a vector computes every branch, so the float32 code there has as
+few operations as accuracy allows (measured against float64 on random and edge
+inputs, tests/backends/test_mathlib_float32_cpu.py; `Features` says what the target
+lets it use: fused multiply-adds, a one-instruction ldexp):
+
+* exp (1.0 ulp): n = round(x·log2 e) through a rounding constant whose bits hold n, one
+  scaling by 2^n (`llvm.ldexp`, or two halves), and no selects: x is clamped to
+  [−104, 89] letting NaN through, and the scaling overflows or underflows by itself.
+* erf (1.2 ulp): one branch, 1 − e^Q with Q ≈ log erfc |x| a polynomial on [0, 4],
+  as (1 − 2^n) − 2^n·(e^r − 1), exact in n = 0 so that small x keep their accuracy.
+* tanh (1.3 ulp): x + x³·P(x²) below 0.625, 1 − 2/(1 + e^2|x|) above.
 float64 follows fdlibm (Sun's freely distributable libm, which glibc's and musl's
 double functions descend from); against numpy, every function is within one ulp:
 
@@ -82,8 +93,8 @@ FORMATS = {"float": FLOAT32, "double": FLOAT64}
 
 # exp: x = n·ln2 + r, |r| ≤ ln2/2, ln2 = ln2_hi + ln2_lo with n·ln2_hi exact.
 EXP = {
-    FLOAT32: Table(clamp=(-104.0, 88.72283), zero_below=-103.97208, inf_above=88.72283,
-                   ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
+    # x clamped to [−104, 89] (NaN kept): 2^n then overflows or rounds to 0 by itself
+    FLOAT32: Table(clamp=(-104.0, 89.0), ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
                    # Cephes expf: e^r ≈ 1 + r + r²·P(r)
                    poly=[1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                          1.6666665459e-1, 5.0000001201e-1]),
@@ -134,6 +145,15 @@ ERF32 = Table(split=0.921875, clamp=4.0,
               large=[1.613085714780027e-06, -4.5570875954581425e-05, 0.0005925991572439671,
                      -0.004739406052976847, 0.026362348347902298, -0.10997398942708969,
                      -0.6319416761398315, -1.1301639080047607, 0.00030253425939008594])
+
+# erf, float32, in one branch (the CPU's): log erfc(x) ≈ x·R(x) − x on [0, 4], a
+# least-squares fit in double for erf's relative error (on Chebyshev nodes, iteratively
+# reweighted towards minimax), rounded to float32: 0.07 ulp of erf before float32
+# evaluation.
+ERF32_ONE = Table(clamp=4.0,
+                  log_erfc=[9.258339559892192e-06, -0.00011766043462557718, 0.0006329078460112214,
+                            -0.0016671632183715701, 0.00016053974104579538, 0.01915298029780388,
+                            -0.10277780890464783, -0.6366193890571594, -0.12837916612625122])
 
 # erf, float64: fdlibm s_erf.c. Polynomials highest power first.
 ERF64 = Table(
@@ -218,14 +238,34 @@ POW64 = Table(
 # ----------------------------------------------------------------------------- builder
 
 
+@dataclass(frozen=True)
+class Features:
+    """What a target lets the float32 functions use (float64 code ignores this: its
+    double-double steps need every operation rounded as written).
+
+    `contract`: a·b + c may fuse into one fma, rounded once, and `_Ops.fma` is one
+    (`llvm.fma`: only for targets that have the instruction, else it is a libm call).
+    `ldexp`: `llvm.ldexp` is one instruction (x86 AVX-512's vscalefps), so exp scales
+    by 2^n in one step; only where 512-bit vectors are legal (LLVM 22 aborts when it
+    has to split a vector ldexp, e.g. under "prefer-vector-width"="256" with
+    "min-legal-vector-width"="0"). The default, `PLAIN`, is every operation as written
+    and the integer scaling."""
+
+    contract: bool = False
+    ldexp: bool = False
+
+
+PLAIN = Features()
+
+
 class _Ops:
     """Arithmetic on a float or double scalar or vector; Python numbers are widened
     to constants of that type."""
 
-    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value, contract: bool = False):
+    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value, contract: bool = False,
+                 features: Features = PLAIN):
         self.b = b
         self.module = module
-        self.flags = ["contract"] if contract else []  # a·b + c may become one fma
         t = like.type
         self.width = t.count if isinstance(t, ir.VectorType) else None
         scalar = t.element if self.width else t
@@ -233,6 +273,11 @@ class _Ops:
             raise TypeError(f"mathlib works on float and double values, not {t}")
         self.fmt = FORMATS[str(scalar)]
         self.double = self.fmt is FLOAT64
+        if self.double:
+            features = PLAIN
+        self.features = features
+        contract = contract or features.contract
+        self.flags = ["contract"] if contract else []  # a·b + c may become one fma
         self.fty = self.ty(self.fmt.float)
         self.ity = self.ty(self.fmt.int)
 
@@ -311,6 +356,11 @@ class _Ops:
     def select(self, cond, a, c):
         return self.b.select(cond, self.f(a), self.f(c))
 
+    def clamp(self, a, lo, hi):
+        """a clamped to [lo, hi], NaN kept (one minps and one maxps on x86)."""
+        a = self.select(self.lt(hi, a), hi, a)
+        return self.select(self.gt(lo, a), lo, a)
+
     def any(self, cond):
         """Whether any lane of an i1 scalar or vector is set."""
         if not self.width:
@@ -331,6 +381,13 @@ class _Ops:
 
     def fabs(self, a):
         return self.intrinsic("fabs", a)
+
+    def fma(self, a, c, d):
+        """a·c + d rounded once where the target fuses (`Features.contract`: LLVM leaves
+        a product with two uses unfused, so this asks for the fma itself), else twice."""
+        if not self.features.contract:
+            return self.add(self.mul(a, c), d)
+        return self.intrinsic("fma", self.f(a), self.f(c), self.f(d))
 
     def floor(self, a):
         return self.intrinsic("floor", a)
@@ -403,8 +460,39 @@ def _exp_parts(o: _Ops, x):
     return n, o.add(o.mul(o.mul(r, r), o.poly(r, c.poly)), r)
 
 
-def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    o = _Ops(b, module, x)
+# x + ROUNDER is x rounded to an integer n (|x| < 2^22), n in the low bits of its float
+ROUNDER = 1.5 * 2 ** 23
+ROUNDER_BITS = 0x4B400000
+
+
+def _exp32(o: _Ops, x):
+    """e^x, float32: x = n·ln2 + r with n = x·log2 e rounded through ROUNDER (whose bits
+    hold n: no fptosi, which NaN would make poison), e^r = 1 + r + r²·P(r) (Cephes), then
+    2^n applied by `llvm.ldexp` where it is one instruction (`Features.ldexp`; one
+    rounding: overflow gives inf, subnormal results come out right), else in two halves.
+    x is first clamped to [−104, 89] letting NaN through: beyond the clamp the scaling
+    overflows to inf or rounds to 0 by itself, and NaN propagates, so there are no
+    selects."""
+    c = EXP[FLOAT32]
+    b = o.b
+    x = o.clamp(x, *c.clamp)
+    t = o.add(o.mul(x, LOG2E), ROUNDER)
+    n = o.sub(t, ROUNDER)
+    r = o.sub(o.sub(x, o.mul(n, c.ln2_hi)), o.mul(n, c.ln2_lo))
+    y = o.add(o.add(o.mul(o.mul(r, r), o.poly(r, c.poly)), r), 1.0)
+    k = b.sub(o.bits(t), o.i(ROUNDER_BITS))
+    if o.features.ldexp:
+        name = f"llvm.ldexp.v{o.width}f32.v{o.width}i32" if o.width else "llvm.ldexp.f32.i32"
+        fn = o.module.globals.get(name) or ir.Function(o.module, ir.FunctionType(o.fty, [o.fty, o.ity]), name)
+        return b.call(fn, [y, k])
+    half = b.ashr(k, o.i(1))
+    return o.mul(o.mul(y, o.pow2(half)), o.pow2(b.sub(k, half)))
+
+
+def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
+    o = _Ops(b, module, x, features=features)
+    if not o.double:
+        return _exp32(o, x)
     c = EXP[o.fmt]
     lo_clamp, hi_clamp = c.clamp
     xc = o.select(o.lt(x, hi_clamp), x, hi_clamp)  # NaN too, so that n stays finite
@@ -416,8 +504,8 @@ def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     return _finish(o, x, y)
 
 
-def log(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    o = _Ops(b, module, x)
+def log(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
+    o = _Ops(b, module, x, features=features)
     fmt, c = o.fmt, LOG[o.fmt]
     # x = 2^e·m with m in [0.5, 1), subnormals scaled up first
     tiny = o.lt(x, fmt.min_normal)
@@ -451,8 +539,24 @@ def log(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
     return _finish(o, x, y)
 
 
-def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    o = _Ops(b, module, x)
+def _tanh32(o: _Ops, x):
+    """tanh, float32: x + x³·P(x²) below 0.625, above 1 − 2/(1 + e^2|x|) (within two
+    ulp), given x's sign. No selects for special values: NaN takes the exponential,
+    which propagates it, ±inf gives e = inf and so ±1, and ±0 the polynomial, whose
+    −0 + 0 the sign restores."""
+    c = TANH[FLOAT32]
+    ax = o.fabs(x)
+    z = o.mul(x, x)
+    small = o.add(o.mul(o.mul(o.poly(z, c.p), z), x), x)
+    e = _exp32(o, o.mul(ax, 2.0))
+    large = o.sub(1.0, o.div(2.0, o.add(e, 1.0)))
+    return o.copysign(o.select(o.lt(ax, 0.625), small, large), x)
+
+
+def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
+    o = _Ops(b, module, x, features=features)
+    if not o.double:
+        return _tanh32(o, x)
     c = TANH[o.fmt]
     ax = o.fabs(x)
     z = o.mul(x, x)
@@ -501,6 +605,29 @@ def _erf32(o: "_Ops", x: ir.Value, exp_fn) -> ir.Value:
     return _finish(o, x, o.select(o.gt(ax, c.split), tail, small))
 
 
+def _erf32_one_branch(o: "_Ops", x: ir.Value) -> ir.Value:
+    """erf, float32, with no branches to blend (the CPU's: there every lane computes
+    every branch): erf|x| = 1 − e^Q with Q = x·R(x) − x ≈ log erfc x on [0, 4] (|x|
+    clamped to 4, where erf rounds to 1; NaN passes the clamp and propagates), and
+    1 − e^Q = (1 − 2^n) − 2^n·d with Q = n·ln2 + r, d = e^r − 1 = r + r²·P(r) (Cephes
+    expf's P): where n = 0 (|x| < 0.27) that is −d with r = Q exactly, so small
+    arguments keep their relative accuracy."""
+    c = ERF32_ONE
+    e = EXP[FLOAT32]
+    b = o.b
+    ax = o.fabs(x)
+    ax = o.select(o.lt(c.clamp, ax), c.clamp, ax)
+    R = o.poly(ax, c.log_erfc)
+    q = o.fma(R, ax, o.neg(ax))
+    q_lo = o.fma(R, ax, o.neg(o.add(ax, q)))  # q's rounding error: ax + q is exact while |q| ≤ 2|x|
+    t = o.add(o.mul(q, LOG2E), ROUNDER)
+    n = o.sub(t, ROUNDER)
+    r = o.sub(o.sub(q, o.mul(n, e.ln2_hi)), o.mul(n, e.ln2_lo))
+    d = o.add(r, o.add(o.mul(o.mul(r, r), o.poly(r, e.poly)), q_lo))
+    s = o.from_bits(b.add(b.shl(o.bits(t), o.i(23)), o.i(127 << 23)))  # 2^n, n in [−26, 0]
+    return o.copysign(o.sub(o.sub(1.0, s), o.mul(s, d)), x)
+
+
 def erf_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2) -> ir.Value:
     """float32 erf from a hardware `exp2(v)` (the GPU's ex2.approx: in the tail,
     1 − e^Q, its few-ulp error is scaled by e^Q ≤ 0.2); multiplies and adds may
@@ -509,10 +636,10 @@ def erf_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2) -> ir.Value:
     return _erf32(o, x, lambda v: exp2(o.mul(v, 1.4426950408889634)))
 
 
-def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    o = _Ops(b, module, x)
+def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
+    o = _Ops(b, module, x, features=features)
     if not o.double:
-        return _erf32(o, x, lambda v: exp(b, module, v))
+        return _erf32_one_branch(o, x)
     ax = o.fabs(x)
     z = o.mul(x, x)
     c = ERF64
@@ -640,9 +767,10 @@ def _reduce_pio2(o: _Ops, x):
     return tuple(out)
 
 
-def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool) -> ir.Value:
+def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool,
+             features: Features = PLAIN) -> ir.Value:
     """x = n·π/2 + r, then the quadrant n mod 4 picks ±sin r or ±cos r."""
-    o = _Ops(b, module, x)
+    o = _Ops(b, module, x, features=features)
     c = SINCOS[o.fmt]
     finite = o.isfinite(x)
     n, r, r_lo = _reduce_pio2(o, o.select(finite, x, 0.0))
@@ -672,12 +800,12 @@ def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool) -> i
     return y if cosine else o.select(o.eq(x, 0.0), x, y)
 
 
-def sin(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    return _sin_cos(b, module, x, cosine=False)
+def sin(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
+    return _sin_cos(b, module, x, cosine=False, features=features)
 
 
-def cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    return _sin_cos(b, module, x, cosine=True)
+def cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
+    return _sin_cos(b, module, x, cosine=True, features=features)
 
 
 def _pow_positive(o: _Ops, ax, y):
@@ -754,10 +882,10 @@ def _pow_positive(o: _Ops, ax, y):
     return o.select(under, 0.0, out)
 
 
-def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value) -> ir.Value:
+def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value, features: Features = PLAIN) -> ir.Value:
     """x**y with numpy's (C99's) special cases: a negative base needs an integer
     exponent (odd ones keep the sign), 0**negative is inf, x**0 and 1**y are 1."""
-    o = _Ops(b, module, x)
+    o = _Ops(b, module, x, features=features)
     ax = o.fabs(x)
     integral = o.eq(o.floor(y), y)  # ±inf counts as an (even) integer
     half = o.mul(y, 0.5)

@@ -13,7 +13,7 @@ from tests.utils import assert_ptxas_accepts
 
 EDGE = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 1e-10, -1e-10, 0.5,
                  -0.5, 0.999, -0.999, 2.0, 3.0, 8.0, 1e10, -1e10, 88.0, -88.0, 700.0, -700.0, 1e300,
-                 22.0, -22.0, 0.66, 2.4142, 1.0000001, 1e-30, 3e38, -3e38, 1e-45])
+                 22.0, -22.0, 0.66, 2.4142, 1.0000001, 1e-30, 3e38, -3e38, 1e-45, 703.5, 709.7])
 
 UNARY = {"expm1": (ww.expm1, np.expm1), "log1p": (ww.log1p, np.log1p), "log2": (ww.log2, np.log2),
          "exp2": (ww.exp2, np.exp2), "tan": (ww.tan, np.tan), "sinh": (ww.sinh, np.sinh),

@@ -114,10 +114,11 @@ def copysign(x, y):
 # ----------------------------------------------------------------------------- exp and log
 
 def _expm1(x):
-    """Kahan: u = e^x; (u − 1)·x / log u corrects the cancellation in u − 1."""
+    """Kahan: u = e^x; (u − 1)·(x / log u) corrects the cancellation in u − 1 (the
+    ratio first: (u − 1)·x overflows for x in [703, 709.78] in float64)."""
     u = exp(x)
     d = sub(u, 1.0)
-    r = div(mul(d, x), log(u))
+    r = mul(d, div(x, log(u)))
     r = sel(eq(u, 1.0), x, r)  # |x| tiny (±0 keeps its sign)
     r = sel(eq(d, -1.0), -1.0, r)
     return sel(eq(u, INF), INF, r)

@@ -78,6 +78,28 @@ def test_default_point_comes_first_and_points_are_distinct():
                 assert len(set(points)) == len(points)
 
 
+def test_every_point_of_a_sum_over_a_column_of_width_one_is_right():
+    """A loss's sum over its tokens' gathered terms reads `x[:, 0]` of an [n, 1] tensor:
+    recomputing the negation inside the serial passes made the sum read a column, and
+    the row lowering left its loads outside the passes (2026-12-03: GPT-2's and
+    LLaMA's GPU tests). Every point of the space verifies and is right."""
+    def fn(m, x):
+        return ww.where(m, -x[:, 0], 0.0).sum() / m.astype("float32").sum()
+
+    rng = np.random.default_rng(3)
+    m, x = rng.random(6) > 0.3, random_array(rng, (6, 1), "float32")
+    m[0] = True
+    want = np.where(m, -x[:, 0].astype(np.float64), 0.0).sum() / m.sum()
+    graph, single = trace(fn, [((6,), "bool"), ((6, 1), "float32")])
+    graph = fuse.inline_broadcast_producers(graph)
+    (group,) = [g for g in fuse.plan(graph, device_for("gpu", 132)).groups if g.pattern == "row"]
+    points = space(group, graph, "gpu")
+    assert any(getattr(p, "passes", 1) > 1 for p in points)
+    for point in points:
+        program = compile_graph(graph, single, "interp", "loss", {group_key(group, graph): point})
+        assert_close(program(m, x), want, "float32", what=f"under {point}")
+
+
 @pytest.mark.parametrize("n", [3000, 3001])
 def test_row_group_points_fit_the_row(n):
     """Vector widths divide the row, or take 16 bytes with a lane per element of the

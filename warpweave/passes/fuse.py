@@ -431,15 +431,20 @@ def recompute_row_intermediates(group: Group, graph: TensorGraph) -> tuple[Group
     phase re-reads what it needs. Substitute the group's row-elementwise
     intermediates (those no other group reads) into their consumers, so later phases
     recompute them from the group's inputs — re-read from L2 — instead of storing and
-    reloading them through DRAM. Returns the smaller group and the rewritten graph."""
+    reloading them through DRAM; not where a consumer would then sit in the row
+    otherwise (a sum of `x[:, 0]` over [n, 1] reads a column). Returns the smaller
+    group and the rewritten graph."""
     ops = {op.name: op for op in graph.compute_ops}
     dropped = []
     for name in group.ops:
         op = ops[name]
         if name in group.outputs or row_place(op, group.rows, group.length) != "elementwise":
             continue
-        for c in graph.graph.successors(name):
-            ops[c] = _inline_into(ops[c], op)
+        inlined = {c: _inline_into(ops[c], op) for c in graph.graph.successors(name)}
+        if any(row_place(new, group.rows, group.length) != row_place(ops[c], group.rows, group.length)
+               for c, new in inlined.items()):
+            continue  # a consumer would read its row otherwise (a column of [n, 1]): keep it stored
+        ops.update(inlined)
         del ops[name]
         dropped.append(name)
         graph = TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),

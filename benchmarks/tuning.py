@@ -16,6 +16,7 @@
     # mean trials to within 3 % and 1 % of each group's best point, and the predictor's
     # leave-shape-out accuracy
     python benchmarks/tuning.py compare --sweep benchmarks/data/h200_sweep.jsonl
+    python benchmarks/tuning.py compare --sweep benchmarks/data/h200_sweep.jsonl,benchmarks/data/h200_sweep_2026-12-03.jsonl
 
     # tuned vs default, measured, over the shape sweep (budget trials per group)
     python benchmarks/tuning.py bench --target cuda --strategy model --budget 24
@@ -120,7 +121,12 @@ def _record_one(args, name, shape, dtype, db, settings, executor, pool, start, d
 
 
 def compare(args) -> None:
-    db = simulate.load(args.sweep)
+    paths = args.sweep.split(",")
+    db = simulate.load(paths[0])
+    for path in paths[1:]:  # further recorded sweeps (JSON lines) join the first's in-memory copy
+        if not (paths[0].endswith(".jsonl") and path.endswith(".jsonl")):
+            raise SystemExit("several sweeps must all be JSON lines files")
+        db.import_jsonl(path)
     sweeps = simulate.sweeps(db)
     print(f"{args.sweep}: {len(sweeps)} groups, {db.count()} trials")
     print(simulate.HEADER)
@@ -178,7 +184,7 @@ def main(argv=None) -> None:
     commands.choices["bench"].add_argument("--db", help="a tuning database to write (default: in memory)")
     p = commands.add_parser("compare")
     p.add_argument("--sweep", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
-                                                   "cpu_sweep.jsonl"))
+                                                   "cpu_sweep.jsonl"), help="a sweep file, or several, comma-separated")
     p.add_argument("--strategies", default="exhaustive,random,model,learned,bayesian")
     p.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from warpweave.backends.cpu import CpuExecutable, CpuTarget
-from warpweave.backends.llvm import mathlib
+from warpweave.backends.llvm import trig
 from warpweave.schedule import templates as sch
 from warpweave.lower.op import lower_op
 from warpweave.ir import dtypes as dt
@@ -213,9 +213,9 @@ def test_float64_uses_libm_unless_asked():
 
 def test_two_over_pi_table():
     mp = pytest.importorskip("mpmath", reason="mpmath is not installed (the test extra installs it)")
-    with mp.workprec(24 * len(mathlib.TWO_OVER_PI_24) + 64):
+    with mp.workprec(24 * len(trig.TWO_OVER_PI_24) + 64):
         t = 2 / mp.pi
-        for chunk in mathlib.TWO_OVER_PI_24:
+        for chunk in trig.TWO_OVER_PI_24:
             t *= 2 ** 24
             assert chunk == int(mp.floor(t))
             t -= chunk

@@ -7,7 +7,8 @@ element type: the structure (range reduction, special values) is shared, and
 where the two precisions need different approximations the constants live in
 tables keyed by `FLOAT32` / `FLOAT64`. The code is straight-line except for one
 branch in float64 sin/cos, around Payne–Hanek reduction, taken only when some
-lane needs it.
+lane needs it. The builder they are written with is `mathops`; sin and cos live in
+`trig`.
 
 float32 follows Cephes (Cody–Waite reduction, short polynomials): a few ulp. On the
 CPU every lane of a vector computes every branch, so the float32 code there has as
@@ -33,7 +34,7 @@ double functions descend from); against numpy, every function is within one ulp:
   e = e^2|x| = 2^n·(1 + d), numerator and denominator as double-doubles.
 * erf: fdlibm s_erf.c: a rational function on each of [0, 0.84375), [0.84375, 1.25),
   [1.25, 1/0.35), [1/0.35, 6), the last two as 1 − exp(−x² − 0.5625 + R/S)/x.
-* sin, cos: x = n·π/2 + r with r as a double-double: π/2 in 22-bit pieces (exact
+* sin, cos (`trig.py`): x = n·π/2 + r with r as a double-double: π/2 in 22-bit pieces (exact
   products while |x| < 2^31·π/2 ≈ 3.4e9), Payne–Hanek with the bits of 2/π (a
   constant table) beyond that; fdlibm's kernels on |r| ≤ π/4.
 * pow: fdlibm e_pow.c: log2|x| in two pieces to about 2^-64, y·log2|x| = n + y' in
@@ -45,49 +46,12 @@ sin(±inf) = NaN, odd functions keep the sign of ±0, NaN in → NaN out.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace as Table
 
 from llvmlite import ir
 
-F32 = ir.FloatType()
-F64 = ir.DoubleType()
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-
-LOG2E = 1.4426950408889634
-INF = float("inf")
-NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class Format:
-    """An IEEE binary format: its LLVM float type, the integer type of its bits and
-    the sizes of its fields."""
-
-    name: str  # intrinsic suffix
-    float: ir.Type
-    int: ir.Type
-    mantissa: int  # stored mantissa bits
-    bias: int
-
-    @property
-    def exponent_mask(self) -> int:
-        return (1 << (self.int.width - 1 - self.mantissa)) - 1
-
-    @property
-    def sign(self) -> int:
-        return 1 << (self.int.width - 1)
-
-    @property
-    def min_normal(self) -> float:
-        return 2.0 ** (1 - self.bias)
-
-
-FLOAT32 = Format("f32", F32, I32, 23, 127)
-FLOAT64 = Format("f64", F64, I64, 52, 1023)
-FORMATS = {"float": FLOAT32, "double": FLOAT64}
-
+from .mathops import F64, FLOAT32, FLOAT64, INF, LOG2E, NAN, PLAIN, Features, _finish, _Ops
+from .trig import cos, sin
 
 # ----------------------------------------------------------------------------- constants
 
@@ -186,41 +150,6 @@ ERF64 = Table(
         3.03380607434824582924e+01, 1.0],
 )
 
-# sin, cos: x = n·π/2 + r, |r| ≤ π/4.
-SINCOS = {
-    # Three-part Cody–Waite π/2 and Cephes sinf/cosf polynomials: accurate while
-    # |x| stays below about 1e5.
-    FLOAT32: Table(pio2=[1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8],
-                   sin=[-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1],
-                   cos=[2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2]),
-    # π/2 in four 22-bit pieces (n·piece exact while |n| < 2^31) and a 53-bit tail,
-    # and fdlibm k_sin.c / k_cos.c on r = r_hi + r_lo.
-    FLOAT64: Table(pio2=[float.fromhex("0x1.921fb8p+0"), float.fromhex("-0x1.5dde98p-23"),
-                         float.fromhex("0x1.846988p-48"), float.fromhex("0x1.8cc518p-72"),
-                         float.fromhex("-0x1.fc8f8cbb5bf6cp-97")],
-                   exact_below=2.0 ** 31 * 1.5707963267948966,
-                   sin=[1.58969099521155010221e-10, -2.50507602534068634195e-08,
-                        2.75573137070700676789e-06, -1.98412698298579493134e-04,
-                        8.33333333332248946124e-03, -1.66666666666666324348e-01],
-                   cos=[-1.13596475577881948265e-11, 2.08757232129817482790e-09,
-                        -2.75573143513906633035e-07, 2.48015872894767294178e-05,
-                        -1.38888888888741095749e-03, 4.16666666666666019037e-02]),
-}
-INV_PIO2 = 6.36619772367581382433e-01
-
-# Payne–Hanek: 2/π = Σ_j C_j·2^(−24(j+1)), C_j the 24-bit chunks below (fdlibm's ipio2),
-# enough for every double exponent; the table holds two zeros and then C_0, C_1, ….
-TWO_OVER_PI_24 = [
-    0xA2F983, 0x6E4E44, 0x1529FC, 0x2757D1, 0xF534DD, 0xC0DB62, 0x95993C, 0x439041, 0xFE5163,
-    0xABDEBB, 0xC561B7, 0x246E3A, 0x424DD2, 0xE00649, 0x2EEA09, 0xD1921C, 0xFE1DEB, 0x1CB129,
-    0xA73EE8, 0x8235F5, 0x2EBB44, 0x84E99C, 0x7026B4, 0x5F7E41, 0x3991D6, 0x398353, 0x39F49C,
-    0x845F8B, 0xBDF928, 0x3B1FF8, 0x97FFDE, 0x05980F, 0xEF2F11, 0x8B5A0A, 0x6D1F6D, 0x367ECF,
-    0x27CB09, 0xB74F46, 0x3F669E, 0x5FEA2D, 0x7527BA, 0xC7EBE5, 0xF17B3D, 0x0739F7, 0x8A5292,
-    0xEA6BFB, 0x5FB11F, 0x8D5D08, 0x560330, 0x46FC7B,
-]
-PIO2_26 = float.fromhex("0x1.921fb58p+0")  # π/2 to 26 bits
-PIO2_26_TAIL = float.fromhex("-0x1.dde973dcb3b3ap-27")  # π/2 − PIO2_26
-
 # pow, float64: fdlibm e_pow.c.
 POW64 = Table(
     # (3/2)·(log(x) − 2s − (2/3)s³) ≈ s⁴·L(s²)
@@ -233,212 +162,6 @@ POW64 = Table(
     lg2_h=6.93147182464599609375e-01, lg2_l=-1.90465429995776804525e-09,
     ovt=8.0085662595372944372e-17,  # −(1024 − log2(DBL_MAX + ulp/2))
 )
-
-
-# ----------------------------------------------------------------------------- builder
-
-
-@dataclass(frozen=True)
-class Features:
-    """What a target lets the float32 functions use (float64 code ignores this: its
-    double-double steps need every operation rounded as written).
-
-    `contract`: a·b + c may fuse into one fma, rounded once, and `_Ops.fma` is one
-    (`llvm.fma`: only for targets that have the instruction, else it is a libm call).
-    `ldexp`: `llvm.ldexp` is one instruction (x86 AVX-512's vscalefps), so exp scales
-    by 2^n in one step; only where 512-bit vectors are legal (LLVM 22 aborts when it
-    has to split a vector ldexp, e.g. under "prefer-vector-width"="256" with
-    "min-legal-vector-width"="0"). The default, `PLAIN`, is every operation as written
-    and the integer scaling."""
-
-    contract: bool = False
-    ldexp: bool = False
-
-
-PLAIN = Features()
-
-
-class _Ops:
-    """Arithmetic on a float or double scalar or vector; Python numbers are widened
-    to constants of that type."""
-
-    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value, contract: bool = False,
-                 features: Features = PLAIN):
-        self.b = b
-        self.module = module
-        t = like.type
-        self.width = t.count if isinstance(t, ir.VectorType) else None
-        scalar = t.element if self.width else t
-        if str(scalar) not in FORMATS:
-            raise TypeError(f"mathlib works on float and double values, not {t}")
-        self.fmt = FORMATS[str(scalar)]
-        self.double = self.fmt is FLOAT64
-        if self.double:
-            features = PLAIN
-        self.features = features
-        contract = contract or features.contract
-        self.flags = ["contract"] if contract else []  # a·b + c may become one fma
-        self.fty = self.ty(self.fmt.float)
-        self.ity = self.ty(self.fmt.int)
-
-    def ty(self, t: ir.Type) -> ir.Type:
-        return ir.VectorType(t, self.width) if self.width else t
-
-    def _const(self, t: ir.Type, c) -> ir.Value:
-        return ir.Constant(self.ty(t), [c] * self.width) if self.width else ir.Constant(t, c)
-
-    def f(self, c) -> ir.Value:
-        return c if isinstance(c, ir.Value) else self._const(self.fmt.float, float(c))
-
-    def i(self, c) -> ir.Value:
-        """An integer of the format's width; bit patterns may be given unsigned."""
-        if isinstance(c, ir.Value):
-            return c
-        w = self.fmt.int.width
-        c &= (1 << w) - 1
-        return self._const(self.fmt.int, c - (1 << w) if c >> (w - 1) else c)
-
-    # float arithmetic
-    def _flagged(self, inst):
-        inst.flags.extend(self.flags)
-        return inst
-
-    def add(self, a, c):
-        return self._flagged(self.b.fadd(self.f(a), self.f(c)))
-
-    def sub(self, a, c):
-        return self._flagged(self.b.fsub(self.f(a), self.f(c)))
-
-    def mul(self, a, c):
-        return self._flagged(self.b.fmul(self.f(a), self.f(c)))
-
-    def div(self, a, c):
-        return self.b.fdiv(self.f(a), self.f(c))
-
-    def neg(self, a):
-        return self.b.fneg(a)
-
-    def poly(self, x, coeffs):
-        """Horner: coeffs[0]·x^n + … + coeffs[n] (numbers or values)."""
-        acc = self.f(coeffs[0])
-        for c in coeffs[1:]:
-            acc = self.add(self.mul(acc, x), c)
-        return acc
-
-    def two_sum(self, a, c):
-        """(s, e) with s = fl(a + c) and s + e = a + c exactly (Knuth)."""
-        s = self.add(a, c)
-        cc = self.sub(s, a)
-        return s, self.add(self.sub(a, self.sub(s, cc)), self.sub(c, cc))
-
-    # comparisons (ordered: false on NaN) and selection
-    def lt(self, a, c):
-        return self.b.fcmp_ordered("<", self.f(a), self.f(c))
-
-    def le(self, a, c):
-        return self.b.fcmp_ordered("<=", self.f(a), self.f(c))
-
-    def gt(self, a, c):
-        return self.b.fcmp_ordered(">", self.f(a), self.f(c))
-
-    def ge(self, a, c):
-        return self.b.fcmp_ordered(">=", self.f(a), self.f(c))
-
-    def eq(self, a, c):
-        return self.b.fcmp_ordered("==", self.f(a), self.f(c))
-
-    def isnan(self, a):
-        return self.b.fcmp_unordered("uno", a, a)
-
-    def isfinite(self, a):
-        return self.lt(self.fabs(a), INF)
-
-    def select(self, cond, a, c):
-        return self.b.select(cond, self.f(a), self.f(c))
-
-    def clamp(self, a, lo, hi):
-        """a clamped to [lo, hi], NaN kept (one minps and one maxps on x86)."""
-        a = self.select(self.lt(hi, a), hi, a)
-        return self.select(self.gt(lo, a), lo, a)
-
-    def any(self, cond):
-        """Whether any lane of an i1 scalar or vector is set."""
-        if not self.width:
-            return cond
-        out = self.b.extract_element(cond, ir.Constant(I32, 0))
-        for lane in range(1, self.width):
-            out = self.b.or_(out, self.b.extract_element(cond, ir.Constant(I32, lane)))
-        return out
-
-    # intrinsics
-    def intrinsic(self, name: str, *args):
-        suffix = f"v{self.width}{self.fmt.name}" if self.width else self.fmt.name
-        full = f"llvm.{name}.{suffix}"
-        fn = self.module.globals.get(full)
-        if fn is None:
-            fn = ir.Function(self.module, ir.FunctionType(self.fty, [self.fty] * len(args)), full)
-        return self.b.call(fn, list(args))
-
-    def fabs(self, a):
-        return self.intrinsic("fabs", a)
-
-    def fma(self, a, c, d):
-        """a·c + d rounded once where the target fuses (`Features.contract`: LLVM leaves
-        a product with two uses unfused, so this asks for the fma itself), else twice."""
-        if not self.features.contract:
-            return self.add(self.mul(a, c), d)
-        return self.intrinsic("fma", self.f(a), self.f(c), self.f(d))
-
-    def floor(self, a):
-        return self.intrinsic("floor", a)
-
-    def round(self, a):
-        """The nearest integer (halves up), as a float."""
-        return self.floor(self.add(a, 0.5))
-
-    # bits
-    def bits(self, a):
-        return self.b.bitcast(a, self.ity)
-
-    def from_bits(self, a):
-        return self.b.bitcast(a, self.fty)
-
-    def to_int(self, a):
-        return self.b.fptosi(a, self.ity)
-
-    def to_float(self, a):
-        return self.b.sitofp(a, self.fty)
-
-    def signbit(self, a):
-        return self.b.icmp_signed("<", self.bits(a), self.i(0))
-
-    def copysign(self, mag, sign):
-        fmt = self.fmt
-        keep = self.b.and_(self.bits(mag), self.i(~fmt.sign))
-        return self.from_bits(self.b.or_(keep, self.b.and_(self.bits(sign), self.i(fmt.sign))))
-
-    def clear_low(self, a, n: int):
-        """`a` with its lowest `n` mantissa bits zeroed (an exact high part)."""
-        return self.from_bits(self.b.and_(self.bits(a), self.i(~((1 << n) - 1))))
-
-    def pow2(self, k):
-        """2^k for an integer k (format's int type) in the normal exponent range."""
-        biased = self.b.add(k, self.i(self.fmt.bias))
-        return self.from_bits(self.b.shl(biased, self.i(self.fmt.mantissa)))
-
-    def ldexp(self, y, n):
-        """y·2^n for an integral float n, in two halves so that 2^n itself need not be
-        representable (n up to the format's max exponent + 1, down to its subnormals)."""
-        k = self.to_int(n)
-        half = self.b.ashr(k, self.i(1))
-        return self.mul(self.mul(y, self.pow2(half)), self.pow2(self.b.sub(k, half)))
-
-
-def _finish(o: _Ops, x, y, zero_keeps_sign: bool = False):
-    """NaN in gives NaN out (and ±0 gives ±0 for the odd functions)."""
-    if zero_keeps_sign:
-        y = o.select(o.eq(x, 0.0), x, y)
-    return o.select(o.isnan(x), x, y)
 
 
 # ----------------------------------------------------------------------------- functions
@@ -663,149 +386,6 @@ def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PL
     y = o.select(o.lt(ax, 1.25), near1, tail)
     y = o.select(o.lt(ax, 0.84375), near0, o.copysign(y, x))
     return _finish(o, x, y)
-
-
-def _payne_hanek(o: _Ops, ax):
-    """n and r = r_hi + r_lo with ax = n·π/2 + r, for a double ax ≥ 2^30 (any finite one).
-
-    ax = M·2^(e−52) with M = X0·2^48 + X1·2^24 + X2, and 2/π = Σ C_j·2^(−24(j+1)), so
-    ax·2/π = Σ X_i·C_j·2^(e−28−24(i+j)). Group s = i + j is an exact double below
-    3·2^48; groups of weight ≥ 4 do not matter for n mod 4 and are skipped, the next
-    seven are summed (mod 4) in double-double, which leaves r good to about 2^-100."""
-    b = o.b
-    bits = o.bits(ax)
-    e = b.sub(b.lshr(bits, o.i(52)), o.i(1023))
-    m = b.or_(b.and_(bits, o.i((1 << 52) - 1)), o.i(1 << 52))
-    x = [o.to_float(b.lshr(m, o.i(48))), o.to_float(b.and_(b.lshr(m, o.i(24)), o.i(0xFFFFFF))),
-         o.to_float(b.and_(m, o.i(0xFFFFFF)))]
-    # first group with weight 2^e0 ≤ 2: s0 = ceil((e − 29)/24), e0 = e − 28 − 24·s0
-    s0 = b.select(b.icmp_signed(">", e, o.i(29)), b.sdiv(b.sub(e, o.i(6)), o.i(24)), o.i(0))
-    e0 = b.sub(b.sub(e, o.i(28)), b.mul(s0, o.i(24)))
-    c = [_table_lookup(o, b.add(s0, o.i(k))) for k in range(9)]  # c[k] = C_{s0+k−2}
-    hi = lo = None
-    for g in range(7):
-        group = o.add(o.add(o.mul(x[0], c[g + 2]), o.mul(x[1], c[g + 1])), o.mul(x[2], c[g]))
-        group = o.mul(group, o.pow2(b.sub(e0, o.i(24 * g))))
-        if g < 3:
-            group = o.sub(group, o.mul(o.floor(o.mul(group, 0.25)), 4.0))
-        if hi is None:
-            hi, lo = group, o.f(0.0)
-        else:
-            hi, err = o.two_sum(hi, group)
-            lo = o.add(lo, err)
-    n = o.round(hi)
-    f, f_lo = o.two_sum(o.sub(hi, n), lo)
-    # r = (f + f_lo)·π/2 with f = f1 + f2, f1 of 26 bits: f1·PIO2_26 and f2·PIO2_26 are exact
-    f1 = o.clear_low(f, 27)
-    head = o.mul(f1, PIO2_26)
-    rest = o.add(o.add(o.mul(o.sub(f, f1), PIO2_26), o.mul(f, PIO2_26_TAIL)),
-                 o.mul(f_lo, 1.5707963267948966))
-    r_hi = o.add(head, rest)
-    return n, r_hi, o.sub(rest, o.sub(r_hi, head))
-
-
-def _table_lookup(o: _Ops, index):
-    """TWO_OVER_PI_24 chunk number index − 2 (0 for −2, −1), per lane."""
-    name = "warpweave.mathlib.two_over_pi"
-    table = o.module.globals.get(name)
-    values = [0.0, 0.0] + [float(c) for c in TWO_OVER_PI_24]
-    ty = ir.ArrayType(F64, len(values))
-    if table is None:
-        table = ir.GlobalVariable(o.module, ty, name)
-        table.global_constant = True
-        table.linkage = "internal"
-        table.initializer = ir.Constant(ty, values)
-    b = o.b
-
-    def load(i):
-        ptr = b.gep(table, [ir.Constant(I64, 0), i], inbounds=True, source_etype=ty)
-        return b.load(ptr, typ=F64)
-
-    if not o.width:
-        return load(index)
-    out = ir.Constant(o.fty, ir.Undefined)
-    for lane in range(o.width):
-        li = ir.Constant(I32, lane)
-        out = b.insert_element(out, load(b.extract_element(index, li)), li)
-    return out
-
-
-def _reduce_pio2(o: _Ops, x):
-    """(n, r_hi, r_lo) with x = n·π/2 + r_hi + r_lo, |r| ≲ π/4 (r_lo is None for float32)."""
-    b = o.b
-    c = SINCOS[o.fmt]
-    n = o.round(o.mul(x, INV_PIO2))
-    if not o.double:
-        r = x
-        for part in c.pio2:
-            r = o.sub(r, o.mul(n, part))
-        return n, r, None
-    # Cody–Waite in double-double: every n·part is exact while |n| < 2^31, the first
-    # difference by Sterbenz, the others through two_sum.
-    p1, p2, p3, p4, tail = c.pio2
-    hi, lo = o.two_sum(o.sub(x, o.mul(n, p1)), o.mul(n, -p2))
-    for part in (p3, p4):
-        hi, err = o.two_sum(hi, o.mul(n, -part))
-        lo = o.add(lo, err)
-    r_hi, r_lo = o.two_sum(hi, o.sub(lo, o.mul(n, tail)))
-    # beyond 2^31·π/2, Payne–Hanek, only when some lane needs it
-    big = o.ge(o.fabs(x), c.exact_below)
-    start = b.block
-    with b.if_then(o.any(big), likely=False):
-        ax = o.select(big, o.fabs(x), c.exact_below)
-        pn, ph, pl = _payne_hanek(o, ax)
-        negative = o.lt(x, 0.0)
-        merged = [o.select(big, o.select(negative, o.neg(new), new), old)
-                  for new, old in ((pn, n), (ph, r_hi), (pl, r_lo))]
-        slow = b.block
-    out = []
-    for new, old in zip(merged, (n, r_hi, r_lo)):
-        phi = b.phi(o.fty)
-        phi.add_incoming(old, start)
-        phi.add_incoming(new, slow)
-        out.append(phi)
-    return tuple(out)
-
-
-def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool,
-             features: Features = PLAIN) -> ir.Value:
-    """x = n·π/2 + r, then the quadrant n mod 4 picks ±sin r or ±cos r."""
-    o = _Ops(b, module, x, features=features)
-    c = SINCOS[o.fmt]
-    finite = o.isfinite(x)
-    n, r, r_lo = _reduce_pio2(o, o.select(finite, x, 0.0))
-    z = o.mul(r, r)
-    if not o.double:
-        sin_r = o.add(o.mul(o.mul(o.poly(z, c.sin), z), r), r)
-        cos_r = o.add(o.sub(1.0, o.mul(z, 0.5)), o.mul(o.mul(z, z), o.poly(z, c.cos)))
-    else:
-        # fdlibm k_sin.c: sin(r + r_lo) = r + (S1·r³ + (r²·(R·r³ − r_lo/2) + r_lo))
-        s1, s = c.sin[-1], c.sin[:-1]
-        v = o.mul(z, r)
-        poly = o.poly(z, s)
-        sin_r = o.sub(r, o.sub(o.sub(o.mul(z, o.sub(o.mul(r_lo, 0.5), o.mul(v, poly))), r_lo),
-                               o.mul(v, s1)))
-        # fdlibm k_cos.c: cos(r + r_lo) = w + (((1 − w) − r²/2) + (r²·R − r·r_lo)), w = 1 − r²/2
-        rc = o.mul(z, o.poly(z, c.cos))
-        hz = o.mul(z, 0.5)
-        w = o.sub(1.0, hz)
-        cos_r = o.add(w, o.add(o.sub(o.sub(1.0, w), hz), o.sub(o.mul(z, rc), o.mul(r, r_lo))))
-    q = o.to_int(o.sub(n, o.mul(o.floor(o.mul(n, 0.25)), 4.0)))  # n mod 4, exact
-    q = b.and_(b.add(q, o.i(1 if cosine else 0)), o.i(3))
-    odd = b.icmp_signed("!=", b.and_(q, o.i(1)), o.i(0))
-    negative = b.icmp_signed("!=", b.and_(q, o.i(2)), o.i(0))
-    y = o.select(odd, cos_r, sin_r)
-    y = o.select(negative, o.neg(y), y)
-    y = o.select(finite, y, NAN)
-    return y if cosine else o.select(o.eq(x, 0.0), x, y)
-
-
-def sin(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
-    return _sin_cos(b, module, x, cosine=False, features=features)
-
-
-def cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
-    return _sin_cos(b, module, x, cosine=True, features=features)
 
 
 def _pow_positive(o: _Ops, ax, y):

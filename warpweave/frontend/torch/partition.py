@@ -409,7 +409,7 @@ class WarpweaveCall:
             return self._fall_back(args, exc)
         if self._as_computed:
             return results[0] if self.single else results
-        made = results if laid_out else [layout.finish(r) for layout, r in zip(self.outputs, results)]
+        made = [r if laid_out and layout.returned else layout.finish(r) for layout, r in zip(self.outputs, results)]
         outs = [(args if source == "input" else made)[k] if chain is None
                 else chain((args if source == "input" else made)[k]) if source == "input"
                 else _reinterpret(made[k], *chain.layout)  # made with its traced layout
@@ -417,8 +417,8 @@ class WarpweaveCall:
         return outs[0] if self.single else tuple(outs)
 
     def _run(self, args) -> tuple[list, bool]:
-        """The program's results for `args`, and whether they have their returned
-        layouts already (else `finish` gives them)."""
+        """The program's results for `args`, and whether its permuted ones have their
+        returned layouts already (else `finish` gives them, as it copies the others)."""
         if self._strided is None and (self._layouts or self._out_layouts):
             laid_out = self._out_layouts and self.program.fast_path(self._layouts, self._out_layouts)
             self._returns_laid_out = laid_out is not None

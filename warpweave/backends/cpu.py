@@ -73,8 +73,9 @@ class CpuTarget(Target):
     library through LLVM's intrinsics; "mathlib" inlines the same straight-line
     code the GPU runs (`backends.llvm.mathlib`), which is how it is tested here.
     float32 always uses the mathlib, which vectorizes, built with the host's
-    `float32_features` (fused multiply-adds, AVX-512's ldexp): exp, erf and GELU are
-    then about as fast as a copy of their data.
+    `float32_features` (fused multiply-adds, AVX-512's ldexp): exp then runs about as
+    fast as a copy of its data, erf and the exact GELU at 1.6 and 2.1 times that
+    (benchmarks/RESULTS.md, CPU float32 math).
 
     `blas`: the host BLAS `call.gemm` nodes call ("auto": `blas.find()`; None: none,
     loops instead)."""

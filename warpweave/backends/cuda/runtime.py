@@ -230,7 +230,7 @@ class CudaProgram:
             order = sorted(range(len(shape)), key=lambda k: (-strides[k], k))
             computed = tuple(self.graph[name].shape)
             dense = row_major_strides(computed)
-            if (tuple(shape[k] for k in order) != computed or name in self._workspace
+            if (tuple(shape[k] for k in order) != computed
                     or any(n > 1 and strides[k] != d for k, n, d in zip(order, computed, dense))
                     or allocated.setdefault(name, (shape, strides)) != (shape, strides)):
                 return None

@@ -50,7 +50,7 @@ from types import SimpleNamespace as Table
 
 from llvmlite import ir
 
-from .mathops import F64, FLOAT32, FLOAT64, INF, LOG2E, NAN, PLAIN, Features, _finish, _Ops
+from .mathops import F64, FLOAT32, FLOAT64, INF, LOG2E, NAN, PLAIN, Features, Ops, finish_special
 from .trig import cos, sin
 
 # ----------------------------------------------------------------------------- constants
@@ -167,7 +167,7 @@ POW64 = Table(
 # ----------------------------------------------------------------------------- functions
 
 
-def _exp_parts(o: _Ops, x):
+def _exp_parts(o: Ops, x):
     """(n, d) with e^x = 2^n·(1 + d), |d| < 0.42: x = n·ln2 + r, d = e^r − 1 (the
     "1 +" left to the caller keeps d's accuracy for tanh)."""
     c = EXP[o.fmt]
@@ -188,7 +188,7 @@ ROUNDER = 1.5 * 2 ** 23
 ROUNDER_BITS = 0x4B400000
 
 
-def _exp32(o: _Ops, x):
+def _exp32(o: Ops, x):
     """e^x, float32: x = n·ln2 + r with n = x·log2 e rounded through ROUNDER (whose bits
     hold n: no fptosi, which NaN would make poison), e^r = 1 + r + r²·P(r) (Cephes), then
     2^n applied by `llvm.ldexp` where it is one instruction (`Features.ldexp`; one
@@ -213,7 +213,7 @@ def _exp32(o: _Ops, x):
 
 
 def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
-    o = _Ops(b, module, x, features=features)
+    o = Ops(b, module, x, features=features)
     if not o.double:
         return _exp32(o, x)
     c = EXP[o.fmt]
@@ -224,11 +224,11 @@ def exp(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PL
     y = o.ldexp(o.add(d, 1.0), n)
     y = o.select(o.gt(x, c.inf_above), INF, y)
     y = o.select(o.lt(x, c.zero_below), 0.0, y)
-    return _finish(o, x, y)
+    return finish_special(o, x, y)
 
 
 def log(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
-    o = _Ops(b, module, x, features=features)
+    o = Ops(b, module, x, features=features)
     fmt, c = o.fmt, LOG[o.fmt]
     # x = 2^e·m with m in [0.5, 1), subnormals scaled up first
     tiny = o.lt(x, fmt.min_normal)
@@ -259,10 +259,10 @@ def log(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PL
     y = o.select(o.eq(x, INF), x, y)
     y = o.select(o.eq(x, 0.0), -INF, y)
     y = o.select(o.lt(x, 0.0), NAN, y)
-    return _finish(o, x, y)
+    return finish_special(o, x, y)
 
 
-def _tanh32(o: _Ops, x):
+def _tanh32(o: Ops, x):
     """tanh, float32: x + x³·P(x²) below 0.625, above 1 − 2/(1 + e^2|x|) (within two
     ulp), given x's sign. No selects for special values: NaN takes the exponential,
     which propagates it, ±inf gives e = inf and so ±1, and ±0 the polynomial, whose
@@ -277,7 +277,7 @@ def _tanh32(o: _Ops, x):
 
 
 def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
-    o = _Ops(b, module, x, features=features)
+    o = Ops(b, module, x, features=features)
     if not o.double:
         return _tanh32(o, x)
     c = TANH[o.fmt]
@@ -301,7 +301,7 @@ def tanh(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = P
     t = o.div(num_hi, den_hi)
     large = o.add(t, o.div(o.sub(num_lo, o.mul(t, den_lo)), den_hi))
     y = o.select(o.lt(ax, 0.625), small, o.copysign(large, x))
-    return _finish(o, x, y, zero_keeps_sign=True)
+    return finish_special(o, x, y, zero_keeps_sign=True)
 
 
 def tanh_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2, reciprocal) -> ir.Value:
@@ -309,26 +309,26 @@ def tanh_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2, reciprocal)
     values; the GPU's ex2.approx and rcp.approx): the polynomial below 0.625, and
     1 − 2/(1 + 2^(2|x|·log2 e)) above, where the approximations are within a few ulp.
     Multiplies and adds may contract into fused multiply-adds (the GPU's default)."""
-    o = _Ops(b, module, x, contract=True)
+    o = Ops(b, module, x, contract=True)
     c = TANH[o.fmt]
     ax = o.fabs(x)
     z = o.mul(x, x)
     small = o.add(o.mul(o.mul(o.poly(z, c.p), z), x), x)
     e = exp2(o.mul(ax, 2.0 * 1.4426950408889634))
     large = o.copysign(o.sub(1.0, o.mul(2.0, reciprocal(o.add(e, 1.0)))), x)
-    return _finish(o, x, o.select(o.lt(ax, 0.625), small, large), zero_keeps_sign=True)
+    return finish_special(o, x, o.select(o.lt(ax, 0.625), small, large), zero_keeps_sign=True)
 
 
-def _erf32(o: "_Ops", x: ir.Value, exp_fn) -> ir.Value:
+def _erf32(o: "Ops", x: ir.Value, exp_fn) -> ir.Value:
     c = ERF32
     ax = o.fabs(x)
     small = o.add(x, o.mul(x, o.poly(o.mul(x, x), c.small)))
     t = o.select(o.lt(ax, c.clamp), ax, c.clamp)
     tail = o.copysign(o.sub(1.0, exp_fn(o.poly(t, c.large))), x)
-    return _finish(o, x, o.select(o.gt(ax, c.split), tail, small))
+    return finish_special(o, x, o.select(o.gt(ax, c.split), tail, small))
 
 
-def _erf32_one_branch(o: "_Ops", x: ir.Value) -> ir.Value:
+def _erf32_one_branch(o: "Ops", x: ir.Value) -> ir.Value:
     """erf, float32, with no branches to blend (the CPU's: there every lane computes
     every branch): erf|x| = 1 − e^Q with Q = x·R(x) − x ≈ log erfc x on [0, 4] (|x|
     clamped to 4, where erf rounds to 1; NaN passes the clamp and propagates), and
@@ -355,12 +355,12 @@ def erf_with(b: ir.IRBuilder, module: ir.Module, x: ir.Value, exp2) -> ir.Value:
     """float32 erf from a hardware `exp2(v)` (the GPU's ex2.approx: in the tail,
     1 − e^Q, its few-ulp error is scaled by e^Q ≤ 0.2); multiplies and adds may
     contract into fused multiply-adds."""
-    o = _Ops(b, module, x, contract=True)
+    o = Ops(b, module, x, contract=True)
     return _erf32(o, x, lambda v: exp2(o.mul(v, 1.4426950408889634)))
 
 
 def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PLAIN) -> ir.Value:
-    o = _Ops(b, module, x, features=features)
+    o = Ops(b, module, x, features=features)
     if not o.double:
         return _erf32_one_branch(o, x)
     ax = o.fabs(x)
@@ -385,10 +385,10 @@ def erf(b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: Features = PL
     tail = o.sub(1.0, o.div(r, a))
     y = o.select(o.lt(ax, 1.25), near1, tail)
     y = o.select(o.lt(ax, 0.84375), near0, o.copysign(y, x))
-    return _finish(o, x, y)
+    return finish_special(o, x, y)
 
 
-def _pow_positive(o: _Ops, ax, y):
+def _pow_positive(o: Ops, ax, y):
     """ax**y for finite ax > 0 and finite y, float64 (fdlibm e_pow.c)."""
     b, c = o.b, POW64
     i = o.i
@@ -465,7 +465,7 @@ def _pow_positive(o: _Ops, ax, y):
 def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value, features: Features = PLAIN) -> ir.Value:
     """x**y with numpy's (C99's) special cases: a negative base needs an integer
     exponent (odd ones keep the sign), 0**negative is inf, x**0 and 1**y are 1."""
-    o = _Ops(b, module, x, features=features)
+    o = Ops(b, module, x, features=features)
     ax = o.fabs(x)
     integral = o.eq(o.floor(y), y)  # ±inf counts as an (even) integer
     half = o.mul(y, 0.5)
@@ -481,7 +481,7 @@ def pow(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value, features: 
         # results); the double result rounded once is within half an ulp or so
         wide = o.ty(F64)
         xd, yd = b.fpext(axr, wide), b.fpext(yr, wide)
-        r = b.fptrunc(_pow_positive(_Ops(b, module, xd), xd, yd), o.fty)
+        r = b.fptrunc(_pow_positive(Ops(b, module, xd), xd, yd), o.fty)
     negative_odd = b.and_(o.signbit(x), odd)
     r = o.select(negative_odd, o.neg(r), r)
     # (finite x < 0)**(finite non-integer) is NaN

@@ -1,5 +1,5 @@
 """The builder the math functions are written with: IEEE formats, the target
-features float32 code may use, and `_Ops`, arithmetic on float or double scalars
+features float32 code may use, and `Ops`, arithmetic on float or double scalars
 and vectors with Python numbers widened to constants."""
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class Features:
     """What a target lets the float32 functions use (float64 code ignores this: its
     double-double steps need every operation rounded as written).
 
-    `contract`: a·b + c may fuse into one fma, rounded once, and `_Ops.fma` is one
+    `contract`: a·b + c may fuse into one fma, rounded once, and `Ops.fma` is one
     (`llvm.fma`: only for targets that have the instruction, else it is a libm call).
     `ldexp`: `llvm.ldexp` is one instruction (x86 AVX-512's vscalefps), so exp scales
     by 2^n in one step; only where 512-bit vectors are legal (LLVM 22 aborts when it
@@ -69,7 +69,7 @@ class Features:
 PLAIN = Features()
 
 
-class _Ops:
+class Ops:
     """Arithmetic on a float or double scalar or vector; Python numbers are widened
     to constants of that type."""
 
@@ -245,7 +245,7 @@ class _Ops:
         return self.mul(self.mul(y, self.pow2(half)), self.pow2(self.b.sub(k, half)))
 
 
-def _finish(o: _Ops, x, y, zero_keeps_sign: bool = False):
+def finish_special(o: Ops, x, y, zero_keeps_sign: bool = False):
     """NaN in gives NaN out (and ±0 gives ±0 for the odd functions)."""
     if zero_keeps_sign:
         y = o.select(o.eq(x, 0.0), x, y)

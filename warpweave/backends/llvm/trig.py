@@ -7,7 +7,7 @@ from types import SimpleNamespace as Table
 
 from llvmlite import ir
 
-from .mathops import F64, FLOAT32, FLOAT64, I32, I64, NAN, PLAIN, Features, _Ops
+from .mathops import F64, FLOAT32, FLOAT64, I32, I64, NAN, PLAIN, Features, Ops
 
 
 # sin, cos: x = n·π/2 + r, |r| ≤ π/4.
@@ -46,7 +46,7 @@ PIO2_26 = float.fromhex("0x1.921fb58p+0")  # π/2 to 26 bits
 PIO2_26_TAIL = float.fromhex("-0x1.dde973dcb3b3ap-27")  # π/2 − PIO2_26
 
 
-def _payne_hanek(o: _Ops, ax):
+def _payne_hanek(o: Ops, ax):
     """n and r = r_hi + r_lo with ax = n·π/2 + r, for a double ax ≥ 2^30 (any finite one).
 
     ax = M·2^(e−52) with M = X0·2^48 + X1·2^24 + X2, and 2/π = Σ C_j·2^(−24(j+1)), so
@@ -85,7 +85,7 @@ def _payne_hanek(o: _Ops, ax):
     return n, r_hi, o.sub(rest, o.sub(r_hi, head))
 
 
-def _table_lookup(o: _Ops, index):
+def _table_lookup(o: Ops, index):
     """TWO_OVER_PI_24 chunk number index − 2 (0 for −2, −1), per lane."""
     name = "warpweave.mathlib.two_over_pi"
     table = o.module.globals.get(name)
@@ -111,7 +111,7 @@ def _table_lookup(o: _Ops, index):
     return out
 
 
-def _reduce_pio2(o: _Ops, x):
+def _reduce_pio2(o: Ops, x):
     """(n, r_hi, r_lo) with x = n·π/2 + r_hi + r_lo, |r| ≲ π/4 (r_lo is None for float32)."""
     b = o.b
     c = SINCOS[o.fmt]
@@ -151,7 +151,7 @@ def _reduce_pio2(o: _Ops, x):
 def _sin_cos(b: ir.IRBuilder, module: ir.Module, x: ir.Value, cosine: bool,
              features: Features = PLAIN) -> ir.Value:
     """x = n·π/2 + r, then the quadrant n mod 4 picks ±sin r or ±cos r."""
-    o = _Ops(b, module, x, features=features)
+    o = Ops(b, module, x, features=features)
     c = SINCOS[o.fmt]
     finite = o.isfinite(x)
     n, r, r_lo = _reduce_pio2(o, o.select(finite, x, 0.0))

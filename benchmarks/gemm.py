@@ -39,6 +39,10 @@ FUSED = [("gelu(8192x768 @ 768x3072 + b)", 8192, 3072, 768),
          ("gelu(8192x3072 @ 3072x768 + b)", 8192, 768, 3072),
          ("gelu(4096^3 + b)", 4096, 4096, 4096)]
 PREVIOUS_DEFAULT = GpuMma(128, 128, 32, 2, 2, 3)
+WGMMA_POINTS = [GpuMma(128, 128, 64, 2, 1, 4, 1, 8, "wgmma"), GpuMma(128, 256, 64, 2, 1, 3, 1, 8, "wgmma"),
+                GpuMma(128, 256, 64, 2, 1, 4, 1, 8, "wgmma"), GpuMma(256, 128, 64, 2, 1, 4, 1, 8, "wgmma"),
+                GpuMma(128, 128, 64, 1, 1, 4, 1, 8, "wgmma"), GpuMma(64, 256, 64, 1, 1, 4, 1, 8, "wgmma"),
+                GpuMma(128, 64, 64, 2, 1, 4, 1, 8, "wgmma"), GpuMma(64, 128, 64, 1, 1, 4, 1, 8, "wgmma")]
 
 
 def mm(a, b):
@@ -69,6 +73,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--quick", action="store_true", help="fewer replays")
+    ap.add_argument("--wgmma", action="store_true",
+                    help="time the wgmma points of WGMMA_POINTS (and check each point's result) "
+                         "instead of the mma.sync candidates; skip the fused cases")
     ap.add_argument("--pipeline", action="store_true",
                     help="time 128 x 128 tiles at 3-5 stages in both tile orders instead of the "
                          "candidates; skip torch.compile and the fused cases")
@@ -109,13 +116,18 @@ def main() -> None:
             row[name + "_tflops"] = flops / ms / 1e9
         key = group_key(program.plan.groups[0], program.graph)
         row["points"] = {}
-        for point in _points(default, args.pipeline):
-            p = compile_graph(program.traced, True, "cuda", "mma_point", {key: point})
+        for point in WGMMA_POINTS if args.wgmma else _points(default, args.pipeline):
+            try:
+                p = compile_graph(program.traced, True, "cuda", "mma_point", {key: point})
+            except ww.Error as exc:  # not a legal point for this product's layouts
+                row["points"][repr(point)] = {"error": str(exc)[:200]}
+                continue
+            point_err = ((p(a, b).float() - ref).abs().max() / ref.abs().max()).item()
             ms = graph_time_ms(lambda: p(a, b), replays=replays)
-            row["points"][repr(point)] = {"ms": ms, "tflops": flops / ms / 1e9}
+            row["points"][repr(point)] = {"ms": ms, "tflops": flops / ms / 1e9, "max_rel_err": point_err}
         row["fraction_of_cublas"] = row["cublas_ms"] / row["warpweave_ms"]
         save("rows", row)
-    for label, m, n, k in [] if args.pipeline else FUSED:
+    for label, m, n, k in [] if args.pipeline or args.wgmma else FUSED:
         a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)

@@ -89,3 +89,51 @@ def test_fused_bias_gelu_residual_is_one_kernel(m, n, k):
     want = torch.nn.functional.gelu(a.double() @ b.double() + bias.double()) + r.double()
     got = f(a, b, bias, r).double()
     assert (got - want).abs().max().item() <= 2 ** -6 * (want.abs().max().item() + 1)
+
+
+def _run_point(fn, point, *args):
+    """`fn` compiled with its product under `point` (the first group), and its kernels."""
+    from warpweave.pipeline.compile import compile_graph
+    from warpweave.schedule.space import group_key
+
+    p = ww.jit(fn, target="cuda").lower(*args)
+    q = compile_graph(p.traced, True, "cuda", "point", {group_key(p.plan.groups[0], p.graph): point})
+    return q(*args), q.kernels
+
+
+WG = dict(instr="wgmma")
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("point", [GpuMma(128, 128, 64, 2, 1, 3, **WG), GpuMma(64, 256, 64, 1, 2, 4, **WG),
+                                   GpuMma(128, 128, 32, 1, 1, 2, **WG), GpuMma(64, 128, 16, 1, 1, 3, **WG)])
+def test_wgmma_layouts_at_odd_shapes(ta, tb, point):
+    """wgmma reads K-major tiles and MN-major panels (either operand transposed) at
+    shapes no tile divides; sm_90 only."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("wgmma needs an sm_90 GPU")
+    a = torch.randn(333, 200, device="cuda", dtype=torch.bfloat16)  # 333 x 200 (m x k)
+    b = torch.randn(200, 517, device="cuda", dtype=torch.bfloat16)  # 200 x 517 (k x n)
+    x = a.t().contiguous() if ta else a
+    y = b.t().contiguous() if tb else b
+
+    def fn(p, q):
+        return (p.T if ta else p) @ (q.T if tb else q)
+
+    got, kernels = _run_point(fn, point, x, y)
+    assert "wgmma" in repr(kernels[0].schedule)
+    want = a.double() @ b.double()
+    assert (got.double() - want).abs().max().item() <= 2 ** -7 * (want.abs().max().item() + 1)
+
+
+@pytest.mark.parametrize("point", [GpuMma(128, 128, 64, 2, 1, 3, 3, **WG), GpuMma(128, 256, 64, 2, 1, 3, 1, 8, **WG)])
+def test_wgmma_epilogue_split_k_and_float16(point):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("wgmma needs an sm_90 GPU")
+    a = torch.randn(1037, 1000, device="cuda", dtype=torch.float16)
+    b = torch.randn(1000, 770, device="cuda", dtype=torch.float16)
+    bias = torch.randn(770, device="cuda", dtype=torch.float16)
+    got, kernels = _run_point(lambda x, y, c: ww.gelu(x @ y + c), point, a, b, bias)
+    assert len(kernels) == (2 if point.split_k > 1 else 1)
+    want = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
+    assert (got.double() - want).abs().max().item() <= 2 ** -9 * (want.abs().max().item() + 1)

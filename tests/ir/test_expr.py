@@ -195,6 +195,20 @@ def test_bounds():
     assert sx.bounds(t + ex.Var("unknown"), RANGES) is None
 
 
+def test_bounds_of_a_division_by_a_positive_range():
+    """A grouped tile order divides by min(rows left, group): sound bounds, checked on
+    every point; a divisor that may be zero or negative stays unbounded."""
+    g = ex.Var("g")
+    rows = ex.binary("min", ex.as_index(17) - (g // 104) * 8, ex.as_index(8))
+    ranges = {"g": (0, 220)}
+    for e in ((g % 104) // rows, (g % 104) % rows):
+        lo, hi = sx.bounds(e, ranges)
+        values = ex.evaluate(e, {"g": np.arange(221)})
+        assert lo <= values.min() and values.max() <= hi
+    assert sx.bounds((g % 104) // rows, ranges) == (0, 103)
+    assert sx.bounds(g // (g % 3), ranges) is None
+
+
 def test_substitute_and_free_vars():
     e = ex.Load("x", (t + 1, v), dt.float32)
     s = ex.substitute(e, {"t": b * 2})

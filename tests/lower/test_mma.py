@@ -238,7 +238,9 @@ def test_split_k_program_through_the_pipeline():
 
 
 def test_cp_async_bounds_are_proven_and_violations_reported():
-    for args in ((4096, 4096, 4096), (1999, 2056, 1001), (70, 130, 72, True, True)):
+    # (1037, 770, 1000): 17 block rows in groups of 8, a last group of one (a tile order
+    # dividing by min(rows left, 8)), too many points to enumerate
+    for args in ((4096, 4096, 4096), (1999, 2056, 1001), (70, 130, 72, True, True), (1037, 770, 1000)):
         c, shapes, _ = _gemm(*args)
         assert all(check(k) == [] for k in lower_mma(c, default_mma(c), shapes))
     c, shapes, _ = _gemm(64, 64, 64)

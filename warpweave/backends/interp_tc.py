@@ -16,6 +16,10 @@ l // 4, columns 2 (l % 4) + {0, 1} (with `.trans`: rows 2 (l % 4) + {0, 1}, colu
 l // 4) as register j; `mma.m16n8k16` — A register pair p holds row l // 4 + 8 (p % 2),
 columns 2 (l % 4) + {0, 1} + 8 (p // 2); B register pair p rows 2 (l % 4) + {0, 1}
 + 8 p, column l // 4; C element r row l // 4 + 8 (r // 2), column 2 (l % 4) + r % 2.
+`wgmma.m64nNk16` reads its operands from the shared tiles (as the descriptors address
+them: `swizzle_offset` of each element) once per warpgroup; warp w of the group
+holds rows 16 w .. 16 w + 15 of each 64-row slab, 8 columns at a time as the
+m16n8 C fragment.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import numpy as np
 
 from ..errors import IRError
 from ..ir import expr as ex
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, WARP_SIZE, \
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, WARP_SIZE, WGMMA, \
     swizzle_offset
 
 _LANE = np.arange(WARP_SIZE)
@@ -48,7 +52,7 @@ def run(st, steps) -> None:
 def _stepped_scopes(k) -> set[str]:
     """Serial scopes that copy or read tiles, scopes that an MMA sums over, and loops
     (serial or unrolled) that commit or wait for groups: one group per iteration."""
-    out = {n.attr("over") for n in k.nodes if n.op == MMA}
+    out = {n.attr("over") for n in k.nodes if n.op in (MMA, WGMMA)}
     for n in k.nodes:
         if n.op in (CP_ASYNC, LDMATRIX):
             out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind == "serial"}
@@ -59,7 +63,7 @@ def _stepped_scopes(k) -> set[str]:
 
 def _home(st, node, stepped: set[str], inside: set[str]) -> str | None:
     """The outermost stepped scope, not yet entered, that `node` runs in."""
-    scope = node.attr("over") if node.op == MMA else node.scope
+    scope = node.attr("over") if node.op in (MMA, WGMMA) else node.scope
     for s in st.chains[scope]:
         if s.id in stepped and s.id not in inside:
             return s.id
@@ -128,7 +132,8 @@ def _cp_async(st, node) -> None:
             raise IRError(f"{node.id} cp.async {node.attr('buffer')}: offset "
                           f"{int(off[pred & ((off < 0) | (off >= src.shape[-1]))].flat[0])} "
                           f"outside [0, {src.shape[-1]})")
-        where = swizzle_offset(row, col + j, node.attr("row_elems"), node.attr("swizzle"))
+        where = swizzle_offset(row, col + j, node.attr("row_elems"), node.attr("swizzle"),
+                               node.attr("panel_rows") or 0)
         if ((where < 0) | (where >= dst.shape[-1])).any():
             raise IRError(f"{node.id} cp.async into {node.attr('dst')}: shared offset outside "
                           f"[0, {dst.shape[-1]})")
@@ -140,10 +145,8 @@ def _cp_async(st, node) -> None:
             st.async_open.append((dst, g, where, vals))
 
 
-def _ldmatrix(st, node) -> None:
-    scope = node.scope
-    mem = st.shared[node.attr("buffer")]
-    tile = node.attr("tile")
+def _at_tile_points(st, scope, tile, exprs) -> list[np.ndarray]:
+    """`exprs` evaluated at every point of `scope` and then of `tile` (its axes last)."""
     chain_len = len(st.chains[scope])
     env = {name: v.reshape(v.shape + (1,) * len(tile)) for name, v in st.env(scope).items()}
     for a, (name, extent) in enumerate(tile):
@@ -151,8 +154,15 @@ def _ldmatrix(st, node) -> None:
         shape[chain_len + a] = extent
         env[name] = np.arange(extent, dtype=np.int64).reshape(shape)
     full = st.shape(scope) + tuple(e for _, e in tile)
-    row = np.broadcast_to(ex.evaluate(node.attr("row"), env), full).astype(np.int64)
-    col = np.broadcast_to(ex.evaluate(node.attr("col"), env), full).astype(np.int64)
+    return [np.broadcast_to(ex.evaluate(e, env), full).astype(np.int64) for e in exprs]
+
+
+def _ldmatrix(st, node) -> None:
+    scope = node.scope
+    mem = st.shared[node.attr("buffer")]
+    tile = node.attr("tile")
+    row, col = _at_tile_points(st, scope, tile, (node.attr("row"), node.attr("col")))
+    full = row.shape
     addr = swizzle_offset(row, col, node.attr("row_elems"), node.attr("swizzle"))
     bax = _block_axis(st, scope)
     threads = full[bax]
@@ -206,6 +216,46 @@ def _mma(st, node) -> None:
     st.values[node.id] = frag if first or prev is None else (prev + frag).astype(np.float32)
 
 
+def _wgmma_operand(st, node, side: str, rows: int, groups: np.ndarray, bax: int) -> np.ndarray:
+    """Operand `side` as each warpgroup reads it: (..., tile points, rows, 16), element
+    (i, k) of an m or n row i and a k step's column k."""
+    attr = lambda key: node.attr(f"{side}_{key}")  # noqa: E731
+    over = node.attr("over")
+    row, col = _at_tile_points(st, over, node.attr("tile"), (attr("row"), attr("col")))
+    row, col = np.take(row, groups, axis=bax), np.take(col, groups, axis=bax)
+    i, k = np.arange(rows)[:, None], np.arange(16)[None, :]
+    r, c = ((row[..., None, None] + k, col[..., None, None] + i) if attr("k_rows")
+            else (row[..., None, None] + i, col[..., None, None] + k))
+    addr = swizzle_offset(r, c, attr("row_elems"), True, attr("panel_rows") or 0)
+    mem = st.shared[attr("buffer")]
+    if ((addr < 0) | (addr >= mem.shape[-1])).any():
+        raise IRError(f"{node.id} wgmma reads {attr('buffer')} outside [0, {mem.shape[-1]})")
+    g = np.arange(addr.shape[0]).reshape((-1,) + (1,) * (addr.ndim - 1))
+    return mem[g, addr].astype(np.float64)
+
+
+def _wgmma(st, node) -> None:
+    over = node.attr("over")
+    lead = st.shape(over)
+    bax = _block_axis(st, over)
+    threads, group = lead[bax], 4 * WARP_SIZE
+    firsts = np.arange(0, threads, group)  # each warpgroup's first thread reads for it
+    a = _wgmma_operand(st, node, "a", 64, firsts, bax)
+    b = _wgmma_operand(st, node, "b", node.attr("n"), firsts, bax)
+    d = np.einsum("...kimx,...kinx->...imn", a, b)  # lead (groups on bax) + (mi, 64, n)
+    d = np.moveaxis(np.take(d, np.arange(threads) // group, axis=bax), bax, -4)
+    t = np.arange(threads)[:, None, None, None]
+    mi = np.arange(d.shape[-3])[None, :, None, None]
+    j = np.arange(node.attr("n") // 8)[None, None, :, None]
+    r = np.arange(4)[None, None, None, :]
+    lane = t % WARP_SIZE
+    frag = d[..., t, mi, 16 * ((t // WARP_SIZE) % 4) + _C_ROW[lane, r], 8 * j + _C_COL[lane, r]]
+    frag = np.moveaxis(frag, -4, bax)  # lead + (mi, ni, 4)
+    frag = frag.reshape(lead[:-1] + frag.shape[-3:]).astype(np.float32)  # drop the pinned axis
+    prev = st.values.get(node.id)
+    st.values[node.id] = frag if st.pinned[over] == 0 or prev is None else (prev + frag).astype(np.float32)
+
+
 def _extract(st, node) -> None:
     (e,) = st.k.operands(node.id)
     shape = tuple(st.k.node(e.src).attr("shape"))
@@ -227,5 +277,5 @@ def _wait(st, node) -> None:
             dst[g, where] = vals
 
 
-_TC = {CP_ASYNC: _cp_async, LDMATRIX: _ldmatrix, MMA: _mma, FRAG: _extract,
+_TC = {CP_ASYNC: _cp_async, LDMATRIX: _ldmatrix, MMA: _mma, WGMMA: _wgmma, FRAG: _extract,
        ASYNC_COMMIT: _commit, ASYNC_WAIT: _wait}

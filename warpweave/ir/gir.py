@@ -143,19 +143,27 @@ def buffers_written(node: "Node") -> tuple[str, ...]:
 
 # Tensor-core nodes (ir/gir_verify_tc.py describes and checks them).
 CP_ASYNC, LDMATRIX, MMA, FRAG = "move.global.shared", "move.shared.frag", "compute.mma", "compute.frag"
+WGMMA = "compute.wgmma"
 ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
-TC_OPS = (CP_ASYNC, LDMATRIX, MMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT)
+TC_OPS = (CP_ASYNC, LDMATRIX, MMA, WGMMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT)
 CHUNK = 8  # 2-byte elements per 16-byte chunk of a tensor-core shared tile
+PANEL = 64  # 2-byte elements per row of a panel (128 bytes: the widest wgmma swizzle)
 STATIC_SHARED_BYTES = 48 * 1024  # shared memory a block may declare statically
 SHARED_ALIGN = 16  # bytes: every shared allocation's alignment
 
 
-def swizzle_offset(row, col, row_elems: int, swizzle: bool):
+def swizzle_offset(row, col, row_elems: int, swizzle: bool, panel_rows: int = 0):
     """The element offset of (row, col) in a shared tile of `row_elems`-element rows
     (2-byte elements). Swizzled, a row's 16-byte chunk c lies at chunk
     c ^ ((row // period) % min(chunks, 8)), period = max(1, 8 // chunks): any 8 rows
     that ldmatrix or cp.async touch at once fall into 8 different 16-byte bank
-    groups. Works on ints and numpy arrays alike."""
+    groups; with rows of 16, 32 or 64 elements this is the hardware's 32, 64 or 128-byte
+    swizzle of a 1024-byte aligned tile, which wgmma reads. With `panel_rows`, rows
+    wider than `PANEL` are cut into panels of `PANEL` columns, each `panel_rows` rows
+    of `PANEL` elements laid out one after another (wgmma's MN-major tiles).
+    Works on ints and numpy arrays alike."""
+    if panel_rows and row_elems > PANEL:
+        return (col // PANEL) * (panel_rows * PANEL) + swizzle_offset(row, col % PANEL, PANEL, swizzle)
     if not swizzle:
         return row * row_elems + col
     chunks = row_elems // CHUNK
@@ -183,11 +191,12 @@ class Buffer:
 
 @dataclass(frozen=True)
 class SharedAlloc:
-    """A block's shared-memory array (`size` elements)."""
+    """A block's shared-memory array (`size` elements, `align`-byte aligned)."""
 
     name: str
     dtype: DType
     size: int
+    align: int = SHARED_ALIGN
 
     @property
     def nbytes(self) -> int:
@@ -369,12 +378,19 @@ class Kernel:
 
     @cached_property
     def shared_offsets(self) -> dict[str, int]:
-        """Each shared allocation's byte offset in one block-wide layout (16-byte aligned)."""
+        """Each shared allocation's byte offset in one block-wide layout (each at its
+        alignment)."""
         out, end = {}, 0
         for s in self.shared:
+            end = -(-end // s.align) * s.align
             out[s.name] = end
-            end += -(-s.nbytes // SHARED_ALIGN) * SHARED_ALIGN
+            end += s.nbytes
         return out
+
+    @property
+    def shared_align(self) -> int:
+        """The largest alignment a shared allocation asks (where the layout's base lies)."""
+        return max([SHARED_ALIGN] + [s.align for s in self.shared])
 
     @property
     def dynamic_shared_bytes(self) -> int:
@@ -557,12 +573,13 @@ class KernelBuilder:
 
     def cp_async(self, src: str, offset: ex.Expr, dst: str, row: ex.Expr, col: ex.Expr,
                  row_elems: int, swizzle: bool, nbytes: int, scope: str,
-                 pred: ex.Expr | None = None) -> str:
-        """Copy `nbytes` from `src[offset]` to the shared tile `dst` at (row, col);
-        zeros where `pred` is false (cp.async with src-size 0; a plain copy for 2 bytes)."""
+                 pred: ex.Expr | None = None, panel_rows: int = 0) -> str:
+        """Copy `nbytes` from `src[offset]` to the shared tile `dst` at (row, col) (laid
+        out as `swizzle_offset` says); zeros where `pred` is false (cp.async with
+        src-size 0; a plain copy for 2 bytes)."""
         node = self._new(CP_ASYNC, scope, self._dtype_of(src), buffer=src, offset=offset, dst=dst,
                          row=row, col=col, row_elems=row_elems, swizzle=swizzle, bytes=nbytes,
-                         pred=pred)
+                         pred=pred, **({"panel_rows": panel_rows} if panel_rows else {}))
         self._state_edge(src, node, 0)
         self._state_edge(dst, node, 1)
         self._mem[dst] = node.id
@@ -596,6 +613,26 @@ class KernelBuilder:
                          shape=shape)
         for slot, src in enumerate((na, nb)):
             self.edges.append(Edge(src.id, node.id, slot, "reg", src.dtype, src.attr("shape")))
+        return node.id
+
+    def wgmma(self, a: dict, b: dict, tile: tuple[tuple[str, int], ...], n: int, over: str) -> str:
+        """wgmma.m64n`n`k16 for every point of `tile` ((kk, k steps), (mi, 64-row slabs)),
+        both operands read from shared tiles through descriptors, accumulated in
+        float32 over the k steps and the iterations of scope `over`; per thread the
+        result has shape (mi, n / 8, 4), as mma.m16n8 accumulators of each warp's 16 rows.
+        `a` and `b` describe an operand: buffer, row and col (the tile position of its
+        first element at each tile point), row_elems, k_rows (the tile is [k][m or n],
+        transposed by the instruction; else k runs along its rows) and panel_rows (see
+        `swizzle_offset`)."""
+        mi = dict(tile)["mi"]
+        operands = []
+        for name, d in (("a", a), ("b", b)):
+            operands += [(f"{name}_{k}", d[k]) for k in ("buffer", "row", "col", "row_elems",
+                                                         "k_rows", "panel_rows")]
+        node = self._new(WGMMA, self._scopes[over].scope, F32, over=over, tile=tuple(tile), n=n,
+                         shape=(mi, n // 8, 4), **dict(operands))
+        for slot, d in enumerate((a, b)):
+            self._state_edge(d["buffer"], node, slot)
         return node.id
 
     def frag(self, value: str, index: tuple[ex.Expr, ...], scope: str) -> str:

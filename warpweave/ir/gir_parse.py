@@ -12,7 +12,7 @@ from . import dtypes as dt
 from . import expr as ex
 from .dtypes import DType
 from .expr_text import Cursor, parse_expr_at
-from .gir import Buffer, Edge, Kernel, Node, SharedAlloc, make_kernel
+from .gir import SHARED_ALIGN, Buffer, Edge, Kernel, Node, SharedAlloc, make_kernel
 from .gir_text import _ID, _LEVEL_WORDS, _SPECIAL, _WORD, _default_edge, _first_nodes, _Nesting
 
 __all__ = ["parse_kernel", "parse_value"]
@@ -278,7 +278,12 @@ class _KernelParser:
         size = sc.int_list("the allocation size")
         if len(size) != 1:
             sc.error("a shared allocation has one size: name: dtype[size]")
-        self.shared.append(SharedAlloc(name, d, size[0]))
+        align = SHARED_ALIGN
+        sc.ws()
+        if sc.keyword("align"):
+            sc.expect("=", "'=' after align")
+            align = sc.integer("the alignment")
+        self.shared.append(SharedAlloc(name, d, size[0], align))
 
     # -------------------------------------------------------------- nodes and edges
     def operand(self, sc: _Scanner):

@@ -233,8 +233,9 @@ class _Printer:
                        f"strides={_ints(b.strides)} {_word(b.role)}")
         for s in k.shared:
             nbytes = s.size * s.dtype.itemsize if isinstance(s.dtype, DType) else "?"
+            align = f" align={int(s.align)}" if s.align != type(s).align else ""  # the default
             out.append(f"{_INDENT}shared {_word(s.name)}: {_dtype_text(s.dtype)}[{int(s.size)}]"
-                       f"  # {nbytes} B")
+                       f"{align}  # {nbytes} B")
         for key, value in k.meta:
             if not _expressible(value):
                 out.append(f"{_INDENT}# meta {key}: {value!r}".replace("\n", " "))

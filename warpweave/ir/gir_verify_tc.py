@@ -15,13 +15,23 @@ The nodes (built by `KernelBuilder.cp_async`, `async_sync`, `ldmatrix`, `mma`, `
 * `compute.mma`: A fragments (kk, mi, 8) times B fragments (kk, ni, 4) by
   mma.m16n8k16, summed in float32 over kk and over the iterations of scope `over`;
   the result, of `shape` (mi, ni, 4), lives in the parent of `over`.
+* `compute.wgmma` (sm_90): wgmma.m64nNk16 (N = `n`) at every point of `tile` ((kk, k
+  steps), (mi, 64-row slabs)), each operand read by a warpgroup from a shared tile
+  (slot 0 A, slot 1 B) through a descriptor: `a_*`/`b_*` give its buffer, the tile
+  position (row, col) of its first element, row_elems, k_rows ([k][m or n], transposed
+  by the instruction) and panel_rows; summed in float32 over the tile's k steps and the
+  iterations of `over`, of per-thread shape (mi, n / 8, 4) in the parent of `over`.
 * `compute.frag`: one element of a fragment at constant `index`.
 
 Checked here: fragment shapes and dtypes; every ldmatrix reads state that passed a
 `sync.async_wait` and then a `sync.block` since the last cp.async; every cp.async is
 committed before anything else reads its tile; the first and last global element of
 every cp.async inside its buffer where its predicate holds (as loads are checked);
-ldmatrix rows 16-byte aligned and inside the tile; and bank conflicts: in each 8-lane phase of an ldmatrix (one 8 x 16
+ldmatrix rows 16-byte aligned and inside the tile; every wgmma operand waited for,
+fenced to the async proxy (`sync.async_wait` with `proxy`) and behind a barrier, in a
+1024-byte aligned tile at a descriptor-addressable position (a whole swizzle row of
+16, 32 or 64 elements, or 64-column panels), the same for all threads of a warpgroup
+and inside the tile; and bank conflicts: in each 8-lane phase of an ldmatrix (one 8 x 16
 byte matrix) the eight rows fall into eight different 16-byte bank groups, evaluated
 for every thread of the block and every tile point (the first iterations of serial
 scopes, the first blocks of the grid).
@@ -32,8 +42,8 @@ import numpy as np
 
 from . import dtypes as dt
 from . import expr as ex
-from .gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, TC_OPS, WARP_SIZE, Node, \
-    swizzle_offset
+from .gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, PANEL, TC_OPS, WARP_SIZE, \
+    WGMMA, Node, swizzle_offset
 
 _SAMPLES = 4  # iterations of serial and grid scopes evaluated by the bank-conflict check
 _ASYNC = (ASYNC_COMMIT, ASYNC_WAIT)
@@ -53,12 +63,12 @@ class TensorCoreChecks:
     def accepted_level(self, n: Node, slot: int):
         if n.op == CP_ASYNC:
             return ("global", "shared")[slot] if slot < 2 else None
-        if n.op in (LDMATRIX, *_ASYNC):
+        if n.op in (LDMATRIX, WGMMA, *_ASYNC):
             return "shared"
         return super().accepted_level(n, slot)
 
     def expected_arity(self, n: Node):
-        arity = {CP_ASYNC: (2, 2), LDMATRIX: (1, 1), MMA: (2, 2), FRAG: (1, 1),
+        arity = {CP_ASYNC: (2, 2), LDMATRIX: (1, 1), MMA: (2, 2), WGMMA: (2, 2), FRAG: (1, 1),
                  ASYNC_COMMIT: (1, None), ASYNC_WAIT: (1, None)}
         return arity[n.op] if n.op in arity else super().expected_arity(n)
 
@@ -74,7 +84,7 @@ class TensorCoreChecks:
         return super().states(nid, _stack)
 
     def value_shape(self, n: Node):
-        if n.op in (LDMATRIX, MMA):
+        if n.op in (LDMATRIX, MMA, WGMMA):
             return tuple(n.attr("shape") or ())
         return super().value_shape(n)
 
@@ -87,6 +97,8 @@ class TensorCoreChecks:
         out = super().expr_attrs(n)
         if n.op == LDMATRIX:  # row and col also use the tile variables: checked below
             out = [x for x in out if x[0] not in ("row", "col")]
+        if n.op == WGMMA:  # the operands' positions: the tile's and `over`'s variables
+            out = [x for x in out if x[0] not in ("a_row", "a_col", "b_row", "b_col")]
         return out
 
     def check_bounds(self):
@@ -116,6 +128,8 @@ class TensorCoreChecks:
                 self._check_ldmatrix(n)
             elif n.op == MMA:
                 self._check_mma(n)
+            elif n.op == WGMMA:
+                self._check_wgmma(n)
             elif n.op == FRAG:
                 (e,) = self.inputs[n.id] or (None,)
                 src = self.nodes.get(e.src) if e else None
@@ -171,32 +185,37 @@ class TensorCoreChecks:
         self._check_waited(n)
         self._check_banks(n, tile)
 
-    def _check_waited(self, n: Node):
-        """Back along the state: a block barrier first, then an async wait, before any copy."""
-        (e,) = self.inputs[n.id] or (None,)
+    def _check_waited(self, n: Node, e=None, buffer: str | None = None, proxy: bool = False):
+        """Back along the state: a block barrier first, then an async wait (fencing the
+        copies to the async proxy where `proxy`), before any copy."""
+        if e is None:
+            (e,) = self.inputs[n.id] or (None,)
+        buffer = buffer or n.attr("buffer")
         src = self.nodes.get(e.src) if e else None
         if src is None or src.op != "sync.block":
-            self.add(f"{self.desc(n)} reads {n.attr('buffer')} without a sync.block since its "
-                     f"last write")
+            self.add(f"{self.desc(n)} reads {buffer} without a sync.block since its last write")
             return
         frontier, waited = [src.id], False
         while frontier:
             cur = self.nodes[frontier.pop()]
             if cur.op == ASYNC_WAIT:
                 waited = True
+                if proxy and not cur.attr("proxy"):
+                    self.add(f"{self.desc(n)} reads {buffer} through the async proxy, but "
+                             f"{self.desc(cur)} does not fence the copies to it (proxy)")
                 continue
             if cur.op == CP_ASYNC or (cur.op == ASYNC_COMMIT and not waited):
-                self.add(f"{self.desc(n)} reads {n.attr('buffer')} copied by cp.async with no "
+                self.add(f"{self.desc(n)} reads {buffer} copied by cp.async with no "
                          f"sync.async_wait between the copy and the read")
                 return
             frontier += [x.src for x in self.inputs.get(cur.id, []) if x.level == "shared"]
 
-    def _check_banks(self, n: Node, tile):
-        chain = self.chain(n.scope)
-        alloc = self.allocs.get(n.attr("buffer"))
-        if chain is None or alloc is None or not any(s.scope_kind == "block" for s in chain):
-            self.add(f"{self.desc(n)} needs a block scope and a shared buffer")
-            return
+    def _sampled(self, scope: str, tile, exprs):
+        """(`exprs` at sampled points of `scope`'s chain and every `tile` point, the axes
+        as (var, extent, kind)); None where the chain has no block scope."""
+        chain = self.chain(scope)
+        if chain is None or not any(s.scope_kind == "block" for s in chain):
+            return None
         env, shape = {}, []
         axes = [(s.attr("var"), s.attr("extent"), s.scope_kind) for s in chain]
         axes += [(v, e, "tile") for v, e in tile]
@@ -206,8 +225,83 @@ class TensorCoreChecks:
             idx[k] = size
             env[var] = np.arange(size, dtype=np.int64).reshape(idx)
             shape.append(size)
-        row = np.broadcast_to(ex.evaluate(n.attr("row"), env), shape)
-        col = np.broadcast_to(ex.evaluate(n.attr("col"), env), shape)
+        return [np.broadcast_to(ex.evaluate(e, env), shape) for e in exprs], axes
+
+    def _check_wgmma(self, n: Node):
+        ins = self.inputs[n.id]
+        tile = dict(n.attr("tile") or ())
+        width = n.attr("n")
+        if set(tile) != {"kk", "mi"} or not isinstance(width, int) or width % 8 or not 8 <= width <= 256:
+            self.add(f"{self.desc(n)}: tile {n.attr('tile')} and n {width}; expected points "
+                     f"(kk, mi) and n a multiple of 8 up to 256")
+            return
+        if tuple(n.attr("shape") or ()) != (tile["mi"], width // 8, 4) or n.dtype != dt.float32:
+            self.add(f"{self.desc(n)} has shape {n.attr('shape')} and dtype {n.dtype}; wgmma "
+                     f"m64n{width} gives ({tile['mi']}, {width // 8}, 4) float32")
+        over = self.scopes.get(n.attr("over"))
+        if over is None or over.scope != n.scope:
+            self.add(f"{self.desc(n)} must lie in the parent of the scope it sums over "
+                     f"({n.attr('over')})")
+            return
+        if len(ins) != 2 or ins[0].dtype != ins[1].dtype or ins[0].dtype not in (dt.bfloat16, dt.float16):
+            self.add(f"{self.desc(n)} multiplies {[e.dtype for e in ins]}; wgmma takes two "
+                     f"bfloat16 or two float16 tiles")
+            return
+        for e, side, rows in zip(ins, "ab", (64, width)):
+            self._check_waited(n, e, n.attr(f"{side}_buffer"), proxy=True)
+            self._check_descriptor(n, side, rows)
+
+    def _check_descriptor(self, n: Node, side: str, extent: int):
+        """Operand `side`'s tile position, at sampled points, is one a descriptor reaches."""
+        attr = lambda key: n.attr(f"{side}_{key}")  # noqa: E731
+        alloc = self.allocs.get(attr("buffer"))
+        row_elems, panel, k_rows = attr("row_elems"), attr("panel_rows") or 0, attr("k_rows")
+        if alloc is None or alloc.align % 1024:
+            self.add(f"{self.desc(n)}: wgmma reads {attr('buffer')!r}, which is not a 1024-byte "
+                     f"aligned shared allocation")
+            return
+        if (not k_rows and row_elems not in (16, 32, 64)) or (k_rows and row_elems % PANEL) \
+                or (k_rows and row_elems > PANEL and not panel):
+            self.add(f"{self.desc(n)}: a {'[k][m or n]' if k_rows else '[m or n][k]'} tile of "
+                     f"{row_elems}-element rows{' without panels' if k_rows else ''} has no "
+                     f"wgmma descriptor (rows of 16, 32 or 64 k; or 64-column panels)")
+            return
+        sampled = self._sampled(n.attr("over"), n.attr("tile"), (attr("row"), attr("col")))
+        if sampled is None:
+            self.add(f"{self.desc(n)} needs a block scope")
+            return
+        (row, col), axes = sampled
+        bax = next(k for k, a in enumerate(axes) if a[2] == "block")
+        group = 4 * WARP_SIZE
+        if axes[bax][1] % group:
+            self.add(f"{self.desc(n)} needs whole warpgroups; the block has {axes[bax][1]} threads")
+            return
+        for what, v in (("row", row), ("col", col)):
+            grouped = np.moveaxis(v, bax, -1).reshape(v.shape[:bax] + v.shape[bax + 1:] + (-1, group))
+            if (grouped != grouped[..., :1]).any():
+                self.add(f"{self.desc(n)}: operand {side}'s {what} differs within a warpgroup")
+                return
+        # k rows: groups of 8 k rows, whole panels of m or n; else whole 8-row groups, a k step
+        lead, step = (8, PANEL if row_elems > PANEL else row_elems) if k_rows else (8, 16)
+        span_rows, span_cols = (16, extent) if k_rows else (extent, 16)
+        if (row % lead).any() or (col % step).any() or (col + span_cols > row_elems).any() \
+                or (k_rows and extent > PANEL and extent % PANEL):
+            self.add(f"{self.desc(n)}: operand {side} starts at a position no descriptor "
+                     f"reaches (rows in steps of {lead}, columns of {step}, inside "
+                     f"{row_elems}-element rows)")
+            return
+        last = swizzle_offset(row + span_rows - 1, col + span_cols - 1, row_elems, True, panel)
+        if (row < 0).any() or (col < 0).any() or (last >= alloc.size).any():
+            self.add(f"{self.desc(n)}: operand {side} reads past {alloc.name} ({alloc.size} elements)")
+
+    def _check_banks(self, n: Node, tile):
+        alloc = self.allocs.get(n.attr("buffer"))
+        sampled = self._sampled(n.scope, tile, (n.attr("row"), n.attr("col")))
+        if sampled is None or alloc is None:
+            self.add(f"{self.desc(n)} needs a block scope and a shared buffer")
+            return
+        (row, col), axes = sampled
+        shape = row.shape
         addr = swizzle_offset(row, col, n.attr("row_elems"), n.attr("swizzle"))
         if (addr % 8).any() or (addr < 0).any() or (addr + 8 > alloc.size).any():
             self.add(f"{self.desc(n)}: ldmatrix rows must be 16-byte aligned inside "

@@ -48,6 +48,8 @@ def _bounds_node(n: Expr, c, ranges):
         if n.op == "floordiv":
             return (alo // blo, ahi // blo)
         return (0, min(ahi, blo - 1)) if ahi >= blo else (alo, ahi)
+    if n.op in ("floordiv", "mod") and blo > 0 and alo >= 0:  # a divisor that varies, always positive
+        return (alo // bhi, ahi // blo) if n.op == "floordiv" else (0, min(ahi, bhi - 1))
     return None
 
 

@@ -37,9 +37,9 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.contraction import Contraction, Layout
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, SHARED_ALIGN, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
-from ..schedule.mma import GpuMma, legal, supports
+from ..schedule.mma import GpuMma, k_rows, legal, supports
 from .op import _Region, unflatten
 
 __all__ = ["lower_mma", "lower_mma_group"]
@@ -55,6 +55,7 @@ class _Tile:
     width: int         # elements per copy
     k_major: bool      # rows are k (else k runs along a row)
     trans: bool        # ldmatrix.trans
+    panel_rows: int = 0  # rows of a panel where the tile is cut into panels (gir.swizzle_offset)
 
 
 def _lt(a: ex.Expr, b: int) -> ex.Expr:
@@ -89,7 +90,7 @@ def lower_mma(c: Contraction, s: GpuMma, shapes: Mapping[str, tuple[int, ...]],
     """The kernels computing `c` under `s` (two with split-K), in launch order;
     `shapes` gives the tensors' shapes (their buffers are row-major)."""
     _check(c, s, name)
-    return _MmaLowering(c, s, shapes, name).build()
+    return _lowering(s)(c, s, shapes, name).build()
 
 
 def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[str, ...],
@@ -106,7 +107,16 @@ def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[st
             if ld.tensor in members and tuple(ld.indices) != tuple(op.axes):
                 raise UnsupportedError(f"{name}: epilogue operation {op.name} reads {ld.tensor} "
                                        f"other than in place")
-    return _MmaLowering(c, s, _Shapes(graph), name, epilogue, tuple(outputs), graph).build()
+    return _lowering(s)(c, s, _Shapes(graph), name, epilogue, tuple(outputs), graph).build()
+
+
+def _lowering(s: GpuMma):
+    """The lowering class of `s`'s instruction."""
+    if s.instr == "wgmma":
+        from .wgmma import WgmmaLowering  # a subclass of this module's lowering
+
+        return WgmmaLowering
+    return _MmaLowering
 
 
 class _Shapes:
@@ -124,11 +134,17 @@ def _check(c: Contraction, s: GpuMma, name: str) -> None:
         raise UnsupportedError(f"{name}: the tensor-core template takes bfloat16 or float16 "
                             f"operands summed in float32; got {c.a.dtype} x {c.b.dtype} "
                             f"summed in {c.acc}")
-    if not legal(s):
-        raise UnsupportedError(f"{name}: {s} is not a legal tensor-core schedule")
+    if not legal(s, c):
+        raise UnsupportedError(f"{name}: {s} is not a legal tensor-core schedule for operands "
+                               f"laid out as {c.a.layout} and {c.b.layout}")
 
 
 class _MmaLowering:
+    """Shared stages filled by cp.async, fragments by ldmatrix, products by mma.sync."""
+
+    SHARED_ALIGN = SHARED_ALIGN  # bytes: the shared tiles' alignment
+    MI_STRIDE = 16  # rows between a warp's accumulator slabs
+
     def __init__(self, c: Contraction, s: GpuMma, shapes, name: str,
                  epilogue: list[ComputeOp] = (), outputs: tuple[str, ...] = (), graph=None):
         self.c, self.s, self.shapes = c, s, shapes
@@ -151,12 +167,11 @@ class _MmaLowering:
             self.b.add_param(self.partials)
         a, b = c.a.layout, c.b.layout
         # A: [m][k] unless m is the contiguous axis; B: [k][n] unless k is.
-        a_km = a.rows == 1 and a.cols != 1
-        b_nk = b.rows == 1 and b.cols != 1
+        a_km, b_kn = k_rows(c)
         self.ta = self._tile("a_s", s.block_m, a_km, a_km, _width(a, c.m if a_km else c.k)
                              if (a.rows == 1 or a.cols == 1) else 1, c.a.dtype)
-        self.tb = self._tile("b_s", s.block_n, not b_nk, not b_nk,
-                             _width(b, c.k if b_nk else c.n) if (b.rows == 1 or b.cols == 1)
+        self.tb = self._tile("b_s", s.block_n, b_kn, b_kn,
+                             _width(b, c.n if b_kn else c.k) if (b.rows == 1 or b.cols == 1)
                              else 1, c.b.dtype)
 
     def _builder(self, name: str, params) -> KernelBuilder:
@@ -170,8 +185,12 @@ class _MmaLowering:
     def _tile(self, name, mn_block, k_major, trans, width, dtype) -> _Tile:
         s = self.s
         rows, row_elems = (s.block_k, mn_block) if k_major else (mn_block, s.block_k)
-        self.b.add_shared(SharedAlloc(name, dtype, s.stages * rows * row_elems))
-        return _Tile(name, rows, row_elems, width, k_major, trans)
+        self.b.add_shared(SharedAlloc(name, dtype, s.stages * rows * row_elems, self.SHARED_ALIGN))
+        return _Tile(name, rows, row_elems, width, k_major, trans, self._panel_rows(rows, row_elems))
+
+    def _panel_rows(self, rows: int, row_elems: int) -> int:
+        """Rows per panel of a tile of `rows` rows per stage (0: not cut into panels)."""
+        return 0
 
     # ------------------------------------------------------------------ indices
     def build(self) -> list[Kernel]:
@@ -190,12 +209,24 @@ class _MmaLowering:
         self.m0 = m_tile * s.block_m
         self.n0 = n_tile * s.block_n
         self.t = t
-        lane, warp = t % 32, t // 32
-        self.lane = lane
-        self.wm = (warp // s.warps_n) * (s.block_m // s.warps_m)
-        self.wn = (warp % s.warps_n) * (s.block_n // s.warps_n)
-        shared = [self.ta.name, self.tb.name]
+        self.lane = t % 32
+        self.wm, self.wn = self._warp_origin(t // 32)
+        acc = self._main_loop(k_first, per_slice, block)
+        if s.split_k == 1:
+            self._epilogue(acc, block)
+            return [b.build(schedule=repr(s))]
+        self._store_partials(acc, block, ex.Var("g") // tiles)
+        return [b.build(schedule=repr(s)), self._sum_slices()]
 
+    def _warp_origin(self, warp: ex.Expr) -> tuple[ex.Expr, ex.Expr]:
+        """The (row, column) of warp `warp`'s first accumulator in the block tile."""
+        s = self.s
+        return (warp // s.warps_n) * (s.block_m // s.warps_m), (warp % s.warps_n) * (s.block_n // s.warps_n)
+
+    def _main_loop(self, k_first: ex.Expr, per_slice: int, block: str) -> str:
+        """The pipelined k-loop of one block; returns the accumulator node."""
+        s, b = self.s, self.b
+        shared = [self.ta.name, self.tb.name]
         pro = b.scope("unroll", "p", s.stages - 1, block)
         self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
         b.async_sync(ASYNC_COMMIT, shared, pro)
@@ -210,12 +241,7 @@ class _MmaLowering:
         nxt = kt + (s.stages - 1)
         self._copy_tile(k_first + nxt, nxt % s.stages, loop, "la")
         b.async_sync(ASYNC_COMMIT, shared, loop)
-        acc = b.mma(fa, fb, loop)
-        if s.split_k == 1:
-            self._epilogue(acc, block)
-            return [b.build(schedule=repr(s))]
-        self._store_partials(acc, block, ex.Var("g") // tiles)
-        return [b.build(schedule=repr(s)), self._sum_slices()]
+        return b.mma(fa, fb, loop)
 
     def scope(self, kind: str, var: str, extent: int, parent: str | None) -> str:
         sid = self.b.scope(kind, var, extent, parent)
@@ -257,7 +283,7 @@ class _MmaLowering:
             pred = ex.all_of([_lt(mn, mn_extent), _lt(kk, c.k)])
             self.b.cp_async(c.a.tensor if tile is self.ta else c.b.tensor, offset, tile.name,
                             stage * tile.rows + row, col, tile.row_elems, True,
-                            2 * tile.width, scope, pred)
+                            2 * tile.width, scope, pred, tile.panel_rows)
 
     def _ldmatrix_a(self, stage: ex.Expr, scope: str) -> str:
         s, tile, lane = self.s, self.ta, self.lane
@@ -292,12 +318,12 @@ class _MmaLowering:
         """Scopes over a thread's accumulator pairs (columns 2 (lane % 4) + {0, 1}, a
         2-lane vector scope): (scope chain, the element, the output position, guard)."""
         c, s, b, lane = self.c, self.s, self.b, self.lane
-        mi_s = self.scope("unroll", "mi", s.block_m // s.warps_m // 16, block)
+        mi_s = self.scope("unroll", "mi", s.block_m // s.warps_m // self.MI_STRIDE, block)
         ni_s = self.scope("unroll", "ni", s.block_n // s.warps_n // 8, mi_s)
         h_s = self.scope("unroll", "h", 2, ni_s)
         v_s = self.scope("vector", "v", 2, h_s)
         mi, ni, h, v = ex.Var("mi"), ex.Var("ni"), ex.Var("h"), ex.Var("v")
-        m = self.m0 + self.wm + mi * 16 + lane // 4 + h * 8
+        m = self.m0 + self.wm + mi * self.MI_STRIDE + lane // 4 + h * 8
         n = self.n0 + self.wn + ni * 8 + (lane % 4) * 2 + v
         # with n even, a pair is wholly in or out: one predicate for both lanes (a 2-lane store)
         n_pred = n - v if c.n % 2 == 0 else n

@@ -358,6 +358,7 @@ def _cuda_runner(program: Program, options: Options):
 
     arch = codegen.check_arch(options.cuda_arch) if options.cuda_arch else \
         (driver.device().arch if driver.available() else codegen.DEFAULT_ARCH)
+    arch = codegen.module_arch([k.gir for k in program.kernels], arch)
     texts = ptx_texts([k.gir for k in program.kernels], arch, program.name)
     return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
                        texts["llvm"], texts["ptx"], lambda: cubin(texts["ptx"], arch), program.single)

@@ -7,6 +7,9 @@ walks k in steps of block_k through a ring of `stages` shared-memory stages fill
 by cp.async (dynamic shared memory above 48 KiB, up to sm_90's 227 KiB). Blocks
 take output tiles in groups of `raster` block rows, column by column within a
 group (1: row by row), so that blocks running together share operand tiles in L2.
+With `instr="wgmma"` (sm_90) the block is warps_m x warps_n warpgroups of four warps;
+each warpgroup computes (block_m / warps_m) x (block_n / warps_n) in slabs of 64 rows
+by wgmma.m64nNk16, both operands read from the shared stages through descriptors.
 `mma_space` lists the legal points for a contraction and a device; `default_mma`
 picks one by `mma_time`, a model of waves, occupancy and traffic per tile.
 """
@@ -16,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from ..ir import dtypes as dt
 from ..ir.contraction import Contraction
+from ..ir.gir import PANEL
 from ..ir.gir_verify import GPU_ARCH, SHARED_BYTES_PER_ARCH
 
 MMA_DTYPES = (dt.bfloat16, dt.float16)
@@ -25,6 +29,8 @@ MAX_REGISTERS = 255  # per thread
 # loop state): ptxas, sm_90, 2026-12-02: 128 x 128 x 32 tiles of 2 x 2 warps use 212
 # registers for 128 accumulators and 64 fragment registers.
 _OTHER_REGISTERS = 24
+WARPGROUP = 4  # warps of a wgmma warpgroup
+WGMMA_N = range(16, 257, 16)  # the wgmma n a warpgroup's columns may be (PTX allows multiples of 8)
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,11 @@ class GpuMma:
     stages: int
     split_k: int = 1  # k-tile slices, each a block per output tile (then a kernel sums them)
     raster: int = 1   # block rows per group of the tile order (1: row-major order)
+    instr: str = "mma.sync"  # or "wgmma": then warps_m x warps_n count warpgroups
 
     @property
     def threads(self) -> int:
-        return 32 * self.warps_m * self.warps_n
+        return 32 * self.warps_m * self.warps_n * (WARPGROUP if self.instr == "wgmma" else 1)
 
     def shared_bytes(self, itemsize: int = 2) -> int:
         return self.stages * (self.block_m + self.block_n) * self.block_k * itemsize
@@ -50,6 +57,8 @@ class GpuMma:
         """An estimate of the registers a thread uses: float32 accumulators, one k-tile's
         A and B fragments (32-bit registers of two elements) and `_OTHER_REGISTERS`."""
         wm, wn = self.block_m // self.warps_m, self.block_n // self.warps_n
+        if self.instr == "wgmma":  # a warpgroup's accumulators, no fragments
+            return wm * wn // (32 * WARPGROUP) + _OTHER_REGISTERS
         acc = wm * wn // 32
         frags = (self.block_k // 16) * ((wm // 16) * 4 + (wn // 8) * 2)
         return acc + frags + _OTHER_REGISTERS
@@ -64,16 +73,32 @@ def supports(c: Contraction) -> bool:
             and c.acc in (dt.float32, d) and min(c.m, c.n, c.k) >= 1)
 
 
-def legal(s: GpuMma) -> bool:
+def legal(s: GpuMma, c: Contraction | None = None) -> bool:
+    """Whether `s` is a point the template builds (for `c`'s operand layouts, if given)."""
     wm, wn = s.block_m // max(s.warps_m, 1), s.block_n // max(s.warps_n, 1)
     if s.split_k < 1 or s.raster < 1 or s.stages < 2 or s.block_k not in (16, 32, 64):
         return False
-    if s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
+    if s.instr == "wgmma":
+        # slabs of 64 rows; n a wgmma shape; a [k][n] B tile in whole 64-column panels
+        if s.block_m % (64 * s.warps_m) or s.block_n % s.warps_n or wn not in WGMMA_N:
+            return False
+        if c is not None and k_rows(c)[1] and wn % PANEL:
+            return False
+    elif s.instr != "mma.sync":
+        return False
+    elif s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
         return False
     if s.threads > 1024 or s.shared_bytes() > MAX_SHARED_BYTES or s.registers > MAX_REGISTERS:
         return False
     # every cp.async round covers whole tiles: tile chunks divide among the threads
     return all((rows * s.block_k) % (8 * s.threads) == 0 for rows in (s.block_m, s.block_n))
+
+
+def k_rows(c: Contraction) -> tuple[bool, bool]:
+    """For A and B: whether its shared tile has k along its rows ([k][m], [k][n]: the
+    operand's m or n axis is the contiguous one), else k runs along each row."""
+    a, b = c.a.layout, c.b.layout
+    return a.rows == 1 and a.cols != 1, not (b.rows == 1 and b.cols != 1)
 
 
 GROUPED_ROWS = 8  # block rows per group of the grouped tile order the space and the default use

@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from ...errors import CompileError, ResourceError, UnsupportedError
 from ...ir import dtypes as dt
-from ...ir.gir import Kernel, Node
+from ...ir.gir import WGMMA, Kernel, Node
 from ..llvm import mathlib
 from ..llvm.codegen import I16, I32, I64, KernelCodegen, Target, mem_type
 
@@ -106,7 +106,7 @@ class CudaTarget(Target):
         if key not in self._shared:
             if cg.k.dynamic_shared_bytes:
                 with cg.b.goto_block(cg.entry):  # dominates every use
-                    self._shared[key] = cg.b.gep(self._dynamic_base(cg.module),
+                    self._shared[key] = cg.b.gep(self._dynamic_base(cg.module, cg.k.shared_align),
                                                  [ir.Constant(I64, cg.k.shared_offsets[name])],
                                                  inbounds=True, source_etype=ir.IntType(8))
                 return self._shared[key]
@@ -114,21 +114,23 @@ class CudaTarget(Target):
             ty = ir.ArrayType(mem_type(alloc.dtype), alloc.size)
             gv = ir.GlobalVariable(cg.module, ty, f"{cg.k.name}.{name}", addrspace=3)
             gv.linkage = "internal"
-            gv.align = 16
+            gv.align = alloc.align
             gv.initializer = ir.Constant(ty, ir.Undefined)
             gv.type = ir.PointerType(addrspace=3)  # opaque (as printed): accesses of any width
             self._shared[key] = gv
         return self._shared[key]
 
     @staticmethod
-    def _dynamic_base(module: ir.Module) -> ir.Value:
-        """The module's `extern .shared .align 16 .b8 []`: the dynamic shared memory."""
+    def _dynamic_base(module: ir.Module, align: int) -> ir.Value:
+        """The module's `extern .shared .align A .b8 []`: the dynamic shared memory, at
+        the largest alignment a kernel's layout asks."""
         gv = module.globals.get(DYNAMIC_SHARED)
         if gv is None:
             gv = ir.GlobalVariable(module, ir.ArrayType(ir.IntType(8), 0), DYNAMIC_SHARED, addrspace=3)
             gv.linkage = "external"
-            gv.align = 16
+            gv.align = align
             gv.type = ir.PointerType(addrspace=3)
+        gv.align = max(gv.align, align)
         return gv
 
     def shuffle(self, cg: KernelCodegen, value: ir.Value, mode: str, lane: ir.Value) -> ir.Value:
@@ -270,8 +272,20 @@ def generate_module(kernels: list[Kernel], arch: str = DEFAULT_ARCH, name: str =
     return module
 
 
+def module_arch(kernels: list[Kernel], arch: str) -> str:
+    """`arch`, or its architecture-specific variant (sm_90 → sm_90a) where a kernel uses
+    instructions only that variant has (wgmma)."""
+    if arch == "sm_90" and any(n.op == WGMMA for k in kernels for n in k.nodes):
+        return "sm_90a"
+    if arch != "sm_90a" and any(n.op == WGMMA for k in kernels for n in k.nodes):
+        raise UnsupportedError(f"wgmma needs an sm_90 GPU (PTX target sm_90a), not {arch}")
+    return arch
+
+
 def compile_ptx(kernels: list[Kernel], arch: str = DEFAULT_ARCH, name: str = "warpweave") -> tuple[str, str]:
-    """(LLVM IR, PTX) for a list of GPU kernels; needs no GPU and no driver."""
+    """(LLVM IR, PTX) for a list of GPU kernels; needs no GPU and no driver. Kernels
+    with wgmma are compiled for sm_90a (`module_arch`)."""
+    arch = module_arch(kernels, arch)
     module = generate_module(kernels, arch, name)
     ir_text = str(module)
     tm = target_machine(arch)

@@ -22,7 +22,7 @@ from llvmlite import ir
 
 from ...errors import CompileError
 from ...ir import dtypes as dt
-from ...ir.gir import MMA, TC_OPS, Kernel, Node
+from ...ir.gir import MMA, TC_OPS, WGMMA, Kernel, Node
 from . import tensorcore
 from .access import MemoryAccess
 from .arith import Arithmetic
@@ -106,7 +106,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
         self._items = self._order_items()
         self._reduces: dict[str, list[Node]] = {}
         for n in kernel.nodes:
-            if n.op in ("compute.reduce", MMA):
+            if n.op in ("compute.reduce", MMA, WGMMA):
                 self._reduces.setdefault(n.attr("over"), []).append(n)
         self._acc: dict[str, ir.Value] = {}
         self._plans: dict[tuple, tuple[str, list | None]] = {}
@@ -129,7 +129,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
             levels.setdefault(parent, nx.DiGraph()).add_node(n.id)
         # a reduction's input is read while its `over` scope runs: order it before that scope
         reads = [(e.src, e.dst) for e in k.edges]
-        reads += [(e.src, n.attr("over")) for n in k.nodes if n.op in ("compute.reduce", MMA)
+        reads += [(e.src, n.attr("over")) for n in k.nodes if n.op in ("compute.reduce", MMA, WGMMA)
                   for e in k.operands(n.id)]
         for src, dst in reads:
             a, b = chains[src], chains[dst]
@@ -245,7 +245,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
         if s.scope_kind == "vector":
             return
         for r in self._reduces.get(s.id, []):
-            if r.op == MMA:
+            if r.op in (MMA, WGMMA):
                 tensorcore.start_mma(self, r)
                 continue
             ty = self._type_in(r, self._width_of_scope(r.scope))
@@ -270,7 +270,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
         return v
 
     def _update_reduce(self, r: Node) -> None:
-        if r.op == MMA:
+        if r.op in (MMA, WGMMA):
             tensorcore.update_mma(self, r)
             return
         acc = self._acc[r.id]
@@ -280,7 +280,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
 
     def _finish_reduces(self, s: Node, vector: bool = False) -> None:
         for r in self._reduces.get(s.id, []):
-            if r.op == MMA:
+            if r.op in (MMA, WGMMA):
                 tensorcore.finish_mma(self, r)
             elif vector:
                 v = self._masked_operand(r)
@@ -304,7 +304,7 @@ class KernelCodegen(Arithmetic, MemoryAccess):
     # ------------------------------------------------------------------ nodes
     def _emit_node(self, n: Node) -> None:
         kind = n.op
-        if kind in ("compute.reduce", MMA):
+        if kind in ("compute.reduce", MMA, WGMMA):
             if n.id not in self.values:
                 raise CompileError(f"{n.id}: reduction emitted before its scope {n.attr('over')}")
             return

@@ -6,7 +6,10 @@ copies; the L2 fetches whole 128-byte lines, as CUTLASS's copies ask);
 commit and wait groups, `ldmatrix` and `mma.sync` are NVVM intrinsics. A 2-byte copy
 is a plain load and shared store. Fragments are lists of i32 registers (two 16-bit
 elements each); an MMA's accumulators live in a float array that LLVM promotes to
-registers (every index is a constant).
+registers (every index is a constant). `wgmma` (sm_90a) is inline PTX: per loop
+iteration a `wgmma.fence`, one `wgmma.mma_async` per tile point with shared-memory
+descriptors for both operands, a commit and a wait whose operands are the
+accumulators (so that nothing reads them before the products land).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from llvmlite import ir
 from ...errors import CompileError
 from ...ir import dtypes as dt
 from ...ir import expr as ex
-from ...ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CHUNK, CP_ASYNC, FRAG, LDMATRIX, MMA, Node
+from ...ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CHUNK, CP_ASYNC, FRAG, LDMATRIX, MMA, PANEL, WGMMA, Node
 from .irtypes import I16, I32, I64
 
 F32 = ir.FloatType()
@@ -34,9 +37,14 @@ def _log2(n: int) -> int:
     return n.bit_length() - 1
 
 
-def _swizzled(cg, row: ir.Value, col: ir.Value, row_elems: int, swizzle: bool) -> ir.Value:
+def _swizzled(cg, row: ir.Value, col: ir.Value, row_elems: int, swizzle: bool,
+              panel_rows: int = 0) -> ir.Value:
     """`gir.swizzle_offset` in LLVM IR (i64)."""
     b = cg.b
+    if panel_rows and row_elems > PANEL:
+        panel = b.mul(b.lshr(col, ir.Constant(I64, _log2(PANEL))), ir.Constant(I64, panel_rows * PANEL))
+        within = _swizzled(cg, row, b.and_(col, ir.Constant(I64, PANEL - 1)), PANEL, swizzle)
+        return b.add(panel, within)
     base = b.mul(row, ir.Constant(I64, row_elems))
     if not swizzle:
         return b.add(base, col)
@@ -48,7 +56,7 @@ def _swizzled(cg, row: ir.Value, col: ir.Value, row_elems: int, swizzle: bool) -
 
 
 def _shared_addr(cg, n: Node, buffer: str, row: ir.Value, col: ir.Value) -> ir.Value:
-    off = _swizzled(cg, row, col, n.attr("row_elems"), n.attr("swizzle"))
+    off = _swizzled(cg, row, col, n.attr("row_elems"), n.attr("swizzle"), n.attr("panel_rows") or 0)
     return cg.b.gep(cg.target.shared_pointer(cg, buffer), [off], inbounds=True, source_etype=I16)
 
 
@@ -61,12 +69,18 @@ def emit(cg, n: Node) -> None:
     elif n.op == ASYNC_WAIT:
         fn = _intrinsic(cg, "llvm.nvvm.cp.async.wait.group", ir.VoidType(), [I32])
         cg.b.call(fn, [ir.Constant(I32, n.attr("pending"))])
+        if n.attr("proxy"):  # the landed copies made visible to the async proxy (wgmma)
+            _asm(cg, "fence.proxy.async.shared::cta;")
     elif n.op == LDMATRIX:
         cg.values[n.id] = _ldmatrix(cg, n)
     elif n.op == FRAG:
         cg.values[n.id] = _extract(cg, n)
     else:
         raise CompileError(f"{n.id}: cannot generate code for {n.op}")
+
+
+def _asm(cg, text: str) -> None:
+    cg.b.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), text, "~{memory}", side_effect=True), [])
 
 
 def _cp_async(cg, n: Node) -> None:
@@ -131,7 +145,7 @@ def _extract(cg, n: Node) -> ir.Value:
     """Accumulator elements at constant indices (one per lane in a vector scope)."""
     (e,) = cg.k.operands(n.id)
     src = cg.k.node(e.src)
-    if src.op != MMA:
+    if src.op not in (MMA, WGMMA):
         raise CompileError(f"{n.id}: only MMA accumulators are read element by element")
     shape = src.attr("shape")
     values = []
@@ -151,7 +165,7 @@ def _extract(cg, n: Node) -> ir.Value:
 
 
 # ----------------------------------------------------------------------------- the MMA
-def start_mma(cg, r: Node) -> None:
+def start_mma(cg, r: Node) -> None:  # mma.sync and wgmma alike
     """Zeroed float32 accumulators before the loop of `r`'s scope `over`."""
     count = 1
     for e in r.attr("shape"):
@@ -164,6 +178,9 @@ def start_mma(cg, r: Node) -> None:
 
 def update_mma(cg, r: Node) -> None:
     """One iteration's products, added into the accumulators."""
+    if r.op == WGMMA:
+        _update_wgmma(cg, r)
+        return
     a_e, b_e = cg.k.operands(r.id)
     a, bfrag = cg.values[a_e.src], cg.values[b_e.src]
     kk, mi, _ = a_e.shape
@@ -199,3 +216,74 @@ def update_mma(cg, r: Node) -> None:
 
 def finish_mma(cg, r: Node) -> None:
     cg.values[r.id] = cg._acc[r.id]
+
+
+# ----------------------------------------------------------------------------- wgmma
+_SWIZZLE_MODE = {128: 1, 64: 2, 32: 3}  # descriptor bits 62-63 by the swizzle's row bytes
+# MN-major tiles ([k][m or n] in panels of `PANEL` columns): the descriptor's leading
+# byte offset steps from one panel to the next, its stride byte offset from one 8-row
+# group of k to the next (1024 bytes: 8 rows of 128)
+MN_GROUP_BYTES = 8 * PANEL * 2
+
+
+def _descriptor(cg, r: Node, side: str) -> ir.Value:
+    """The 64-bit shared-memory matrix descriptor of operand `side` ("a" or "b") at the
+    current tile point: the unswizzled address of its first element (the hardware
+    swizzles addresses of a 1024-byte aligned tile itself), the two strides between
+    8 x 16-byte core matrices and the swizzle mode."""
+    b = cg.b
+    attr = lambda key: r.attr(f"{side}_{key}")  # noqa: E731
+    row_elems, panel_rows = attr("row_elems"), attr("panel_rows") or 0
+    off = _swizzled(cg, cg.index(attr("row")), cg.index(attr("col")), row_elems, False, panel_rows)
+    ptr = b.gep(cg.target.shared_pointer(cg, attr("buffer")), [off], inbounds=True, source_etype=I16)
+    addr = b.lshr(b.and_(b.ptrtoint(ptr, I64), ir.Constant(I64, 0x3FFFF)), ir.Constant(I64, 4))
+    if not attr("k_rows"):
+        row_bytes = 2 * row_elems
+        lead, stride, mode = 16, 8 * row_bytes, _SWIZZLE_MODE[row_bytes]
+    else:
+        lead = panel_rows * PANEL * 2 if panel_rows and row_elems > PANEL else 16
+        stride, mode = MN_GROUP_BYTES, 1
+    fields = ((lead >> 4) << 16) | ((stride >> 4) << 32) | (mode << 62)
+    return b.or_(addr, ir.Constant(I64, fields))
+
+
+def _update_wgmma(cg, r: Node) -> None:
+    b = cg.b
+    n = r.attr("n")
+    half = n // 2
+    kind = {"bfloat16": "bf16", "float16": "f16"}[cg.k.operands(r.id)[0].dtype.name]
+    trans = [1 if r.attr(f"{side}_k_rows") else 0 for side in "ab"]
+    regs = ", ".join(f"${i}" for i in range(half))
+    mma = ir.InlineAsm(
+        ir.FunctionType(ir.LiteralStructType([F32] * half), [I64, I64] + [F32] * half),
+        f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{kind}.{kind} {{{regs}}}, ${half}, "
+        f"${half + 1}, 1, 1, 1, {trans[0]}, {trans[1]};",
+        ",".join(["=f"] * half + ["l", "l"] + [str(i) for i in range(half)]), side_effect=True)
+    acc = cg._acc[r.id]
+    total = acc.allocated_type.count
+    ptrs = [b.gep(acc, [ir.Constant(I32, 0), ir.Constant(I32, j)], inbounds=True) for j in range(total)]
+    c = [b.load(p, typ=F32) for p in ptrs]
+    _asm(cg, "wgmma.fence.sync.aligned;")
+    tile = r.attr("tile")
+
+    def walk(depth: int) -> None:
+        if depth == len(tile):
+            mi = int(cg.env["mi"].constant)
+            out = b.call(mma, [_descriptor(cg, r, "a"), _descriptor(cg, r, "b")]
+                         + c[mi * half:(mi + 1) * half])
+            c[mi * half:(mi + 1) * half] = [b.extract_value(out, q) for q in range(half)]
+            return
+        var, extent = tile[depth]
+        for i in range(extent):
+            cg.env[var] = ir.Constant(I64, i)
+            walk(depth + 1)
+        del cg.env[var]
+
+    walk(0)
+    _asm(cg, "wgmma.commit_group.sync.aligned;")
+    wait = ir.InlineAsm(ir.FunctionType(ir.LiteralStructType([F32] * total), [F32] * total),
+                        "wgmma.wait_group.sync.aligned 0;",
+                        ",".join(["=f"] * total + [str(i) for i in range(total)]), side_effect=True)
+    out = b.call(wait, c)
+    for j, p in enumerate(ptrs):
+        b.store(b.extract_value(out, j), p)

@@ -1,4 +1,4 @@
-"""bfloat16 matrix products: warpweave's tensor-core kernel (mma.sync) beside torch.mm
+"""bfloat16 matrix products: warpweave's tensor-core kernels (mma.sync, wgmma) beside torch.mm
 (cuBLAS) and torch.compile(dynamic=False), on the same inputs in the same process.
 
     PYTHONPATH=$PWD python benchmarks/gemm.py [--out DIR] [--quick]
@@ -39,10 +39,11 @@ FUSED = [("gelu(8192x768 @ 768x3072 + b)", 8192, 3072, 768),
          ("gelu(8192x3072 @ 3072x768 + b)", 8192, 768, 3072),
          ("gelu(4096^3 + b)", 4096, 4096, 4096)]
 PREVIOUS_DEFAULT = GpuMma(128, 128, 32, 2, 2, 3)
-WGMMA_POINTS = [GpuMma(128, 128, 64, 2, 1, 4, 1, 8, "wgmma"), GpuMma(128, 256, 64, 2, 1, 3, 1, 8, "wgmma"),
-                GpuMma(128, 256, 64, 2, 1, 4, 1, 8, "wgmma"), GpuMma(256, 128, 64, 2, 1, 4, 1, 8, "wgmma"),
-                GpuMma(128, 128, 64, 1, 1, 4, 1, 8, "wgmma"), GpuMma(64, 256, 64, 1, 1, 4, 1, 8, "wgmma"),
-                GpuMma(128, 64, 64, 2, 1, 4, 1, 8, "wgmma"), GpuMma(64, 128, 64, 1, 1, 4, 1, 8, "wgmma")]
+WGMMA_POINTS = [GpuMma(bm, bn, 64, wm, 1, st, 1, 8, "wgmma")
+                for bm, bn, wm, st in ((128, 256, 2, 3), (128, 256, 2, 4), (256, 128, 2, 3), (256, 128, 2, 4),
+                                       (128, 128, 2, 3), (128, 128, 2, 4), (128, 128, 2, 5), (128, 128, 1, 4),
+                                       (64, 256, 1, 4), (128, 64, 2, 4), (64, 128, 1, 4), (64, 128, 1, 3),
+                                       (64, 64, 1, 4), (128, 256, 2, 2))]
 
 
 def mm(a, b):

@@ -85,7 +85,8 @@ def test_bmm_float16_to_float16():
 def test_space_is_legal_and_default_first():
     c, _, _ = _gemm(4096, 4096, 4096)
     space = mma_space(c)
-    assert space[0] == default_mma(c) and all(legal(p) for p in space) and len(space) > 10
+    assert space[0] == default_mma(c) and all(legal(p, c) for p in space) and len(space) > 10
+    assert any(p.instr == "wgmma" for p in space)
     fc, _, _ = _gemm(64, 64, 64, d=dt.float32)
     assert mma_space(fc) == []
 
@@ -259,6 +260,8 @@ def test_sampled_space_points_at_odd_shapes():
         s = space[int(rng.integers(len(space)))]
         m, n, k = (int(x) for x in rng.integers(1, 300, 3))
         c, shapes, _ = _gemm(m, n, k, bool(rng.integers(2)), bool(rng.integers(2)))
+        if not legal(s, c):  # a wgmma point whose warpgroups' B columns are no whole panel
+            continue
         _, got, want = _run(c, shapes, s, seed=int(rng.integers(1 << 30)))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"{s} {m}x{n}x{k}")
 
@@ -267,15 +270,29 @@ def test_default_is_the_cost_models_fastest_candidate():
     """Big products take big tiles in grouped order, small ones small tiles, few tiles
     over a long k split-K: whatever `mma_time` ranks first, never a shape rule."""
     big, small, long_k = (_gemm(*s)[0] for s in ((4096, 4096, 4096), (300, 200, 64), (100, 72, 3000)))
-    d = default_mma(big, 132)
-    assert d.block_m * d.block_n >= 128 * 128 and d.raster > 1 and legal(d)
-    assert d == min(mma_space(big)[:1] + [replace(p, raster=d.raster) for p in _CANDIDATES],
-                    key=lambda p: mma_time(big, p))
+    d = default_mma(big, 132, "sm_80")  # mma.sync: no wgmma before sm_90
+    assert d.instr == "mma.sync" and d.block_m * d.block_n >= 128 * 128 and d.raster > 1 and legal(d)
+    assert d == min([replace(p, raster=d.raster) for p in _CANDIDATES], key=lambda p: mma_time(big, p))
     assert default_mma(small, 132).block_m * default_mma(small, 132).block_n == 64 * 64
     assert default_mma(small, 132).split_k == 1  # k too short to split
-    assert default_mma(long_k, 132).split_k == 4
+    assert default_mma(long_k, 132).split_k == 4 and default_mma(long_k, 132).instr == "mma.sync"
     # fewer SMs: fewer, bigger waves are cheaper than tail-heavy ones
     assert mma_time(big, d, 66) > mma_time(big, d, 132)
+
+
+def test_sm_90_defaults_take_wgmma_where_k_is_long():
+    from warpweave.schedule.mma import _WGMMA_CANDIDATES, WGMMA_MIN_K, wgmma_time
+
+    for shape in ((4096, 4096, 4096), (8192, 3072, 768), (1999, 2056, 1001, True, True)):
+        c = _gemm(*shape)[0]
+        d = default_mma(c, 132)
+        assert d.instr == "wgmma" and legal(d, c) and d == mma_space(c)[0]
+        assert replace(d, raster=8) == min(_WGMMA_CANDIDATES, key=lambda p: wgmma_time(c, p))
+    short = _gemm(512, 512, 64, batch=(32,))[0]
+    assert short.k < WGMMA_MIN_K and default_mma(short, 132).instr == "mma.sync"
+    # a wide output fills the GPU with the biggest tile; few rows take smaller ones
+    assert default_mma(_gemm(4096, 4096, 4096)[0]).block_n == 256
+    assert default_mma(_gemm(256, 4096, 1024)[0]).block_m * default_mma(_gemm(256, 4096, 1024)[0]).block_n < 128 * 256
 
 
 @pytest.mark.parametrize("s,m,n,k", [

@@ -44,6 +44,7 @@ def run(st, steps) -> None:
     """Execute `st.k` (an `interp._State`) with `steps`, the interpreter's node table."""
     k = st.k
     st.async_open, st.async_groups = [], []  # copies of the open group; committed groups
+    st.wgmma_flight = {}  # per wgmma: the shared reads of its groups still in flight
     stepped = _stepped_scopes(k)
     nodes = [n for n in k.nodes if n.family not in ("parallel", "mem")]
     _run_nodes(st, steps, nodes, stepped)
@@ -115,6 +116,16 @@ def _frag(st, src: str, scope, nfrag: int) -> np.ndarray:
     return np.broadcast_to(v, st.shape(scope) + tail)
 
 
+def _check_not_in_flight(st, node, dst, g, where) -> None:
+    """A copy into a tile that a wgmma group still in flight reads is a race."""
+    flat = (g * dst.shape[-1] + where).ravel()
+    for reads in (r for groups in st.wgmma_flight.values() for r in groups):
+        hit = reads.get(node.attr("dst"))
+        if hit is not None and np.isin(flat, hit).any():
+            raise IRError(f"{node.id} cp.async overwrites {node.attr('dst')} while a wgmma group "
+                          f"in flight still reads it (wait for it, or copy further ahead)")
+
+
 def _cp_async(st, node) -> None:
     src = st.buffers[node.attr("buffer")]
     dst = st.shared[node.attr("dst")]
@@ -137,6 +148,7 @@ def _cp_async(st, node) -> None:
         if ((where < 0) | (where >= dst.shape[-1])).any():
             raise IRError(f"{node.id} cp.async into {node.attr('dst')}: shared offset outside "
                           f"[0, {dst.shape[-1]})")
+        _check_not_in_flight(st, node, dst, g, where)
         vals = np.where(pred, src[np.where(pred, off, 0)], 0).astype(dst.dtype)
         if node.attr("bytes") == 2:  # a plain copy: synchronous
             dst[g, where] = vals
@@ -216,9 +228,11 @@ def _mma(st, node) -> None:
     st.values[node.id] = frag if first or prev is None else (prev + frag).astype(np.float32)
 
 
-def _wgmma_operand(st, node, side: str, rows: int, groups: np.ndarray, bax: int) -> np.ndarray:
+def _wgmma_operand(st, node, side: str, rows: int, groups: np.ndarray, bax: int,
+                   reads: dict) -> np.ndarray:
     """Operand `side` as each warpgroup reads it: (..., tile points, rows, 16), element
-    (i, k) of an m or n row i and a k step's column k."""
+    (i, k) of an m or n row i and a k step's column k; the (block, offset) pairs read
+    are added to `reads` (by buffer, as flat offsets)."""
     attr = lambda key: node.attr(f"{side}_{key}")  # noqa: E731
     over = node.attr("over")
     row, col = _at_tile_points(st, over, node.attr("tile"), (attr("row"), attr("col")))
@@ -231,6 +245,8 @@ def _wgmma_operand(st, node, side: str, rows: int, groups: np.ndarray, bax: int)
     if ((addr < 0) | (addr >= mem.shape[-1])).any():
         raise IRError(f"{node.id} wgmma reads {attr('buffer')} outside [0, {mem.shape[-1]})")
     g = np.arange(addr.shape[0]).reshape((-1,) + (1,) * (addr.ndim - 1))
+    flat = np.unique((g * mem.shape[-1] + addr).ravel())
+    reads[attr("buffer")] = np.union1d(reads.get(attr("buffer"), flat[:0]), flat)
     return mem[g, addr].astype(np.float64)
 
 
@@ -240,8 +256,13 @@ def _wgmma(st, node) -> None:
     bax = _block_axis(st, over)
     threads, group = lead[bax], 4 * WARP_SIZE
     firsts = np.arange(0, threads, group)  # each warpgroup's first thread reads for it
-    a = _wgmma_operand(st, node, "a", 64, firsts, bax)
-    b = _wgmma_operand(st, node, "b", node.attr("n"), firsts, bax)
+    reads: dict[str, np.ndarray] = {}
+    a = _wgmma_operand(st, node, "a", 64, firsts, bax, reads)
+    b = _wgmma_operand(st, node, "b", node.attr("n"), firsts, bax, reads)
+    # this group and the `pending` before it may still read their tiles (a copy issued
+    # in this iteration lands before this group's reads on the GPU: it must miss both)
+    flight = [] if st.pinned[over] == 0 else st.wgmma_flight.get(node.id, [])
+    st.wgmma_flight[node.id] = (flight + [reads])[-(node.attr("pending") or 0) - 1:]
     d = np.einsum("...kimx,...kinx->...imn", a, b)  # lead (groups on bax) + (mi, 64, n)
     d = np.moveaxis(np.take(d, np.arange(threads) // group, axis=bax), bax, -4)
     t = np.arange(threads)[:, None, None, None]

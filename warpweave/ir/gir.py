@@ -615,11 +615,14 @@ class KernelBuilder:
             self.edges.append(Edge(src.id, node.id, slot, "reg", src.dtype, src.attr("shape")))
         return node.id
 
-    def wgmma(self, a: dict, b: dict, tile: tuple[tuple[str, int], ...], n: int, over: str) -> str:
+    def wgmma(self, a: dict, b: dict, tile: tuple[tuple[str, int], ...], n: int, over: str,
+              pending: int = 0) -> str:
         """wgmma.m64n`n`k16 for every point of `tile` ((kk, k steps), (mi, 64-row slabs)),
         both operands read from shared tiles through descriptors, accumulated in
         float32 over the k steps and the iterations of scope `over`; per thread the
         result has shape (mi, n / 8, 4), as mma.m16n8 accumulators of each warp's 16 rows.
+        Each iteration leaves its last `pending` groups of products in flight (all
+        are waited for after the loop): their tiles must not be overwritten until then.
         `a` and `b` describe an operand: buffer, row and col (the tile position of its
         first element at each tile point), row_elems, k_rows (the tile is [k][m or n],
         transposed by the instruction; else k runs along its rows) and panel_rows (see
@@ -630,7 +633,7 @@ class KernelBuilder:
             operands += [(f"{name}_{k}", d[k]) for k in ("buffer", "row", "col", "row_elems",
                                                          "k_rows", "panel_rows")]
         node = self._new(WGMMA, self._scopes[over].scope, F32, over=over, tile=tuple(tile), n=n,
-                         shape=(mi, n // 8, 4), **dict(operands))
+                         pending=pending, shape=(mi, n // 8, 4), **dict(operands))
         for slot, d in enumerate((a, b)):
             self._state_edge(d["buffer"], node, slot)
         return node.id

@@ -20,7 +20,9 @@ The nodes (built by `KernelBuilder.cp_async`, `async_sync`, `ldmatrix`, `mma`, `
   (slot 0 A, slot 1 B) through a descriptor: `a_*`/`b_*` give its buffer, the tile
   position (row, col) of its first element, row_elems, k_rows ([k][m or n], transposed
   by the instruction) and panel_rows; summed in float32 over the tile's k steps and the
-  iterations of `over`, of per-thread shape (mi, n / 8, 4) in the parent of `over`.
+  iterations of `over`, of per-thread shape (mi, n / 8, 4) in the parent of `over`;
+  each iteration leaves `pending` groups of products in flight (the interpreter
+  reports a copy into a tile they still read).
 * `compute.frag`: one element of a fragment at constant `index`.
 
 Checked here: fragment shapes and dtypes; every ldmatrix reads state that passed a
@@ -235,6 +237,9 @@ class TensorCoreChecks:
             self.add(f"{self.desc(n)}: tile {n.attr('tile')} and n {width}; expected points "
                      f"(kk, mi) and n a multiple of 8 up to 256")
             return
+        if n.attr("pending") not in range(8):
+            self.add(f"{self.desc(n)} leaves {n.attr('pending')!r} groups in flight; "
+                     f"wgmma.wait_group takes 0 to 7")
         if tuple(n.attr("shape") or ()) != (tile["mi"], width // 8, 4) or n.dtype != dt.float32:
             self.add(f"{self.desc(n)} has shape {n.attr('shape')} and dtype {n.dtype}; wgmma "
                      f"m64n{width} gives ({tile['mi']}, {width // 8}, 4) float32")

@@ -27,6 +27,30 @@ other) in place: bias, activation, residual, scaling, casts — is applied to ea
 accumulator element before the store (`lower_mma_group`); the product and each
 epilogue value are rounded to their dtype where a consumer reads them, as their
 unfused kernels would store them.
+
+With `instr="wgmma"` (sm_90, `_WgmmaLowering`) the products are taken by warpgroups
+straight from shared memory:
+
+    prologue: cp.async k-tiles 0 .. d-1 into stages 0 .. d-1, a group each
+    for kt in k-tiles:
+        wait until at most d-1 copy groups are pending; fence them to the async proxy;
+        barrier
+        cp.async k-tile kt+d into stage (kt+d) % stages; commit
+        wgmma.m64nNk16 of stage kt % stages: every k step, every 64-row slab of the
+            warpgroup's rows, operands through shared-memory descriptors; commit;
+        wait until at most p groups of products are in flight
+    wait for the products
+
+With three stages or more, p = 1 and the copies run d = stages-2 k-tiles ahead: a
+warpgroup's products of k-tile kt run while it waits at the next barrier and issues
+the next copies, and the stage those copies overwrite, (kt-2) % stages, was last
+read by products every warpgroup waited for before that barrier. With two stages,
+p = 0 and d = 1. Tiles are 1024-byte aligned, so that `gir.swizzle_offset`'s XOR
+pattern is the hardware's 32/64/128-byte swizzle. An operand whose k runs along the
+tile's rows (k contiguous in memory: "K-major") has block_k-element rows; one with k
+along its columns ([k][m] or [k][n]: m or n contiguous, "MN-major", transposed by the
+instruction) is cut into panels of 64 columns. Each warp's accumulators are laid out
+as mma.m16n8's, its 16 rows of each 64-row slab, so the epilogue is shared.
 """
 from __future__ import annotations
 
@@ -37,9 +61,9 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.contraction import Contraction, Layout
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, SHARED_ALIGN, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, PANEL, SHARED_ALIGN, Buffer, Kernel, KernelBuilder, SharedAlloc
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
-from ..schedule.mma import GpuMma, k_rows, legal, supports
+from ..schedule.mma import WARPGROUP, GpuMma, k_rows, legal, supports
 from .op import _Region, unflatten
 
 __all__ = ["lower_mma", "lower_mma_group"]
@@ -112,11 +136,7 @@ def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[st
 
 def _lowering(s: GpuMma):
     """The lowering class of `s`'s instruction."""
-    if s.instr == "wgmma":
-        from .wgmma import WgmmaLowering  # a subclass of this module's lowering
-
-        return WgmmaLowering
-    return _MmaLowering
+    return _WgmmaLowering if s.instr == "wgmma" else _MmaLowering
 
 
 class _Shapes:
@@ -390,3 +410,61 @@ class _MmaLowering:
         stored = b.compute("cast", [value], scope, d)
         wide = dt.compute_dtype(d)
         return (b.compute("cast", [stored], scope, wide) if wide != d else stored), stored
+
+
+WGMMA_M = 64  # rows of one wgmma
+
+
+class _WgmmaLowering(_MmaLowering):
+    """Shared stages filled by cp.async, products by wgmma reading them in place."""
+
+    SHARED_ALIGN = 1024  # the swizzle atom: 8 rows of 128 bytes
+    MI_STRIDE = WGMMA_M
+
+    def _panel_rows(self, rows: int, row_elems: int) -> int:
+        return self.s.stages * rows if row_elems > PANEL else 0
+
+    def _warpgroup_origin(self) -> tuple[ex.Expr, ex.Expr]:
+        s = self.s
+        group = self.t // (32 * WARPGROUP)
+        return (group // s.warps_n) * (s.block_m // s.warps_m), (group % s.warps_n) * (s.block_n // s.warps_n)
+
+    def _warp_origin(self, warp: ex.Expr) -> tuple[ex.Expr, ex.Expr]:
+        row, col = self._warpgroup_origin()
+        return row + (warp % WARPGROUP) * 16, col
+
+    def _operand(self, tile: _Tile, stage: ex.Expr, origin: ex.Expr) -> dict:
+        """The wgmma operand of `tile` at stage `stage`, the warpgroup's rows or columns
+        starting at `origin`, at tile point (kk, mi) (B has no slabs: its mi is unused)."""
+        kk = ex.Var("kk")
+        slab = ex.Var("mi") * WGMMA_M if tile is self.ta else ex.as_index(0)
+        first = stage * tile.rows
+        if tile.k_major:  # [k][m or n]
+            row, col = first + kk * 16, origin + slab
+        else:
+            row, col = first + origin + slab, kk * 16
+        return dict(buffer=tile.name, row=row, col=col, row_elems=tile.row_elems,
+                    k_rows=tile.k_major, panel_rows=tile.panel_rows)
+
+    def _main_loop(self, k_first: ex.Expr, per_slice: int, block: str) -> str:
+        s, b = self.s, self.b
+        shared = [self.ta.name, self.tb.name]
+        in_flight = 1 if s.stages >= 3 else 0  # groups of products left running per iteration
+        ahead = s.stages - 1 - in_flight  # k-tiles the copies run ahead of the products
+        pro = b.scope("unroll", "p", ahead, block)
+        self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
+        b.async_sync(ASYNC_COMMIT, shared, pro)
+
+        loop = b.scope("serial", "kt", per_slice, block)
+        kt = ex.Var("kt")
+        b.async_sync(ASYNC_WAIT, shared, loop, pending=ahead - 1, proxy=True)
+        b.sync(shared, loop)
+        stage = kt % s.stages
+        rows, cols = self._warpgroup_origin()
+        tile = (("kk", s.block_k // 16), ("mi", s.block_m // s.warps_m // WGMMA_M))
+        acc = b.wgmma(self._operand(self.ta, stage, rows), self._operand(self.tb, stage, cols),
+                      tile, s.block_n // s.warps_n, loop, in_flight)
+        nxt = kt + ahead
+        self._copy_tile(k_first + nxt, nxt % s.stages, loop, "la")
+        b.async_sync(ASYNC_COMMIT, shared, loop)
+        return acc

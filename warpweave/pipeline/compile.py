@@ -43,6 +43,7 @@ from ..passes.layout import follow_output_layout
 from ..passes.operands import materialize_operands
 from ..passes.stitch import STITCH
 from ..program import CpuRunner, InterpRunner, KernelInfo, Program
+from ..ir.gir_verify import GPU_ARCH
 from ..schedule.mma import GpuMma, contraction_of, tensor_core_product
 from ..schedule.choose import DEFAULT_SM_COUNT, GROUP_TEMPLATES, default_schedule
 from ..schedule.space import group_key
@@ -216,7 +217,8 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
     """The group's kernels under `chosen` (else its default schedule), through the GIR
     pipeline; `source` says where `chosen` came from."""
     if chosen is None:
-        chosen, source = default_schedule(group, graph, family, sm_count), "default"
+        arch = _gpu_arch(options) if family == "gpu" else GPU_ARCH
+        chosen, source = default_schedule(group, graph, family, sm_count, arch), "default"
     infos = []
     passes = TC_PIPELINE if isinstance(chosen, GpuMma) else PIPELINE
     for gir in lower_kernels(group, graph, chosen, name):
@@ -325,6 +327,16 @@ def _sm_count() -> int:
     from ..backends.cuda import driver
 
     return driver.device().sm_count if driver.available() else DEFAULT_SM_COUNT
+
+
+def _gpu_arch(options: Options) -> str:
+    """The architecture GPU kernels are scheduled for: the option's, else the device's,
+    else the one they are verified for."""
+    from ..backends.cuda import driver
+
+    if options.cuda_arch:
+        return options.cuda_arch
+    return driver.device().arch if driver.available() else GPU_ARCH
 
 
 def work_per_step(graph: TensorGraph, k: KernelInfo) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import expr as ex
 from ..ir.dtypes import compute_dtype
+from ..ir.gir_verify import GPU_ARCH
 from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.cost import DeviceModel, device_for, row_sweeps_time
@@ -240,16 +241,18 @@ GROUP_TEMPLATES = (GpuRowGroup, CpuRowGroup, GpuSplitRows)
 SHORT_ROW = 4096  # templates that lower a group of any size
 
 
-def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> Schedule:
+def default_schedule(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT,
+                     arch: str = GPU_ARCH) -> Schedule:
     """The default schedule of a fusion group on `target` ("gpu" or "cpu"). On the GPU a
     row group of one reduction over rows of at most `SHORT_ROW` elements takes the
     row-group template too: it maps several short rows to a block (a block per row of
     seven elements wastes the GPU; H200, 2026-12-02: a [1000003, 7] row sum 604 → 8 µs),
     while longer rows keep the row reduction's block per row (a [4096, 100003] sum:
-    372 µs against the row group's 599)."""
+    372 µs against the row group's 599). `arch` is the GPU's architecture (which
+    tensor-core instructions it has)."""
     product = contraction_of(group, graph) if target == "gpu" else None
     if product is not None:
-        return default_mma(product, sm_count)
+        return default_mma(product, sm_count, arch)
     if group.pattern == "contraction":
         return choose_contraction(group, graph)
     split = split_rows_pays(group, graph, sm_count) if target == "gpu" else None

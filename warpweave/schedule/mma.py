@@ -30,6 +30,7 @@ MAX_REGISTERS = 255  # per thread
 # registers for 128 accumulators and 64 fragment registers.
 _OTHER_REGISTERS = 24
 WARPGROUP = 4  # warps of a wgmma warpgroup
+INSTRUCTIONS = ("mma.sync", "wgmma")  # what GpuMma.instr may name
 WGMMA_N = range(16, 257, 16)  # the wgmma n a warpgroup's columns may be (PTX allows multiples of 8)
 
 
@@ -84,7 +85,7 @@ def legal(s: GpuMma, c: Contraction | None = None) -> bool:
             return False
         if c is not None and k_rows(c)[1] and wn % PANEL:
             return False
-    elif s.instr != "mma.sync":
+    elif s.instr not in INSTRUCTIONS:
         return False
     elif s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
         return False
@@ -108,8 +109,9 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
     """Every legal `GpuMma` point for `c` on `device` (a `passes.cost.DeviceModel`;
     None: an H100/H200's 132 SMs): the default for its SM count first, then block
     tiles up to 256 x 128 and 128 x 256 with 2 to 5 stages, each also in groups of
-    `GROUPED_ROWS` block rows where there are more, and split-K points; [] where the
-    template does not apply."""
+    `GROUPED_ROWS` block rows where there are more, and split-K points; on sm_90 (the
+    architecture kernels are verified for, unless the device says otherwise) also the
+    `wgmma_points`; [] where the template does not apply."""
     sm_count = getattr(device, "sm_count", 132)
     if not supports(c):
         return []
@@ -123,12 +125,29 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
                             s = GpuMma(bm, bn, bk, wm, wn, stages)
                             if legal(s):
                                 points.append(s)
+    if getattr(device, "arch", GPU_ARCH) == "sm_90":
+        points += wgmma_points(c)
     points += [replace(p, raster=GROUPED_ROWS) for p in points if -(-c.m // p.block_m) > GROUPED_ROWS]
     k_tiles = -(-c.k // 32)
     points += [replace(p, split_k=n) for p in points[:8] for n in (2, 4) if n < k_tiles
                and p.block_k == 32]
     default = default_mma(c, sm_count)
     return [default] + [p for p in points if p != default]
+
+
+def wgmma_points(c: Contraction) -> list[GpuMma]:
+    """The legal wgmma points for `c`'s layouts: block tiles of 64 to 256 rows and
+    columns, k-tiles of 32 or 64, one or two warpgroups, 2 to 5 stages."""
+    points = []
+    for bm in (128, 256, 64):
+        for bn in (128, 256, 64):
+            for bk in (64, 32):
+                for wm, wn in ((2, 1), (1, 1), (1, 2)):
+                    for stages in (3, 4, 2, 5):
+                        s = GpuMma(bm, bn, bk, wm, wn, stages, instr="wgmma")
+                        if legal(s, c):
+                            points.append(s)
+    return points
 
 
 # What `mma_time` assumes of an sm_90 SM, fitted to 39 timings of seven or eight points
@@ -184,16 +203,54 @@ def mma_time(c: Contraction, s: GpuMma, sm_count: int = 132) -> float:
     return time
 
 
-def default_mma(c: Contraction, sm_count: int = 132) -> GpuMma:
+# wgmma's default candidates, at the 4 stages and in the grouped tile order measured
+# best, and what `wgmma_time` assumes of an sm_90 SM: fitted to the 40 four-stage wgmma
+# timings at the five shapes of benchmarks/gemm.py (H200, 2026-12-03, data
+# benchmarks/data/h200_gemm_wgmma_2026-12-03.json; among these candidates its pick is
+# the fastest measured at four shapes, 1.22x the fastest at 1999 x 2056 x 1001).
+_WGMMA_CANDIDATES = tuple(GpuMma(bm, bn, 64, wm, 1, 4, 1, GROUPED_ROWS, "wgmma")
+                          for bm, bn, wm in ((128, 256, 2), (128, 128, 2), (64, 128, 1)))
+SM_WGMMA_FLOPS = 5.0e12
+SM_WGMMA_L2_BYTES = 5.0e10
+SM_WGMMA_STORE_BYTES = 2.0e10
+# Below this k the wgmma pipeline has few k-tiles to overlap: bmm 32 x 512^2 x 64 took
+# 0.018 ms under every wgmma point against 0.015 under mma.sync's 64 x 64 (H200).
+WGMMA_MIN_K = 256
+
+
+def wgmma_time(c: Contraction, s: GpuMma, sm_count: int = 132) -> float:
+    """Estimated seconds of `c` under the wgmma point `s`: as `mma_time`, with a
+    warpgroup's products at `SM_WGMMA_FLOPS` and no fragment traffic (wgmma reads
+    shared memory itself), plus a launch."""
+    tiles = c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n) * s.split_k
+    k = -(-c.k // s.block_k) * s.block_k / s.split_k
+    blocks = resident_blocks(s)
+    running = min(blocks, -(-tiles // sm_count))
+    mma = 2 * s.block_m * s.block_n * k / SM_WGMMA_FLOPS
+    loads = (s.block_m + s.block_n) * k * 2 / SM_WGMMA_L2_BYTES
+    fill = (s.stages - 1) * (s.block_m + s.block_n) * s.block_k * 2 / SM_WGMMA_L2_BYTES
+    stores = s.block_m * s.block_n * c.out_dtype.itemsize / SM_WGMMA_STORE_BYTES
+    waves = -(-tiles // (sm_count * blocks))
+    return waves * (running * max(mma, loads) + fill + stores) + LAUNCH_S
+
+
+def default_mma(c: Contraction, sm_count: int = 132, arch: str = GPU_ARCH) -> GpuMma:
     """The `_CANDIDATES` point (or a split-K version of the smallest: slices of at least
-    `MIN_TILES_PER_SPLIT` k-tiles, up to 4) that `mma_time` estimates fastest, in
-    groups of `GROUPED_ROWS` block rows where there are more (measured 1-3 % faster
-    than row-major order at equal tiles in three of four pairs, H200)."""
+    `MIN_TILES_PER_SPLIT` k-tiles, up to 4) that `mma_time` estimates fastest; on sm_90,
+    where that point needs no split-K and k is at least `WGMMA_MIN_K`, instead the
+    `_WGMMA_CANDIDATES` point that `wgmma_time` estimates fastest (wgmma ran 1.4-1.9x
+    mma.sync's defaults at the four such shapes of benchmarks/gemm.py, H200). Either in
+    groups of `GROUPED_ROWS` block rows where there are more (measured 1-3 % faster than
+    row-major order at equal tiles in three of four pairs, H200)."""
     small = _CANDIDATES[-1]
     most = min(4, -(-c.k // small.block_k) // MIN_TILES_PER_SPLIT)
     points = list(_CANDIDATES) + [replace(small, split_k=n) for n in (2, 4) if n <= most]
     best = min(points, key=lambda p: mma_time(c, p, sm_count))
-    return replace(best, raster=GROUPED_ROWS) if -(-c.m // best.block_m) > GROUPED_ROWS else best
+    if arch in ("sm_90", "sm_90a") and c.k >= WGMMA_MIN_K and best.split_k == 1:
+        wgmma = [p for p in _WGMMA_CANDIDATES if legal(p, c)]
+        if wgmma:
+            best = min(wgmma, key=lambda p: wgmma_time(c, p, sm_count))
+    return replace(best, raster=GROUPED_ROWS if -(-c.m // best.block_m) > GROUPED_ROWS else 1)
 
 
 def tensor_core_product(op, graph) -> bool:

@@ -11,11 +11,13 @@ import numpy as np
 from ..ir import expr as ex
 from ..ir.tensor import TensorGraph
 from ..passes.fuse import Group
+from ..schedule.mma import INSTRUCTIONS
 from ..schedule.templates import Schedule
 from .records import TEMPLATES
 
 TEMPLATE_NAMES = sorted(TEMPLATES)
 PARAMS = sorted({f.name for cls in TEMPLATES.values() for f in dataclasses.fields(cls)})
+CHOICES = {"instr": INSTRUCTIONS}  # parameters that name a choice: their position in it
 
 
 def _skeleton(e: ex.Expr) -> str:
@@ -69,10 +71,17 @@ def shape_vector(shapes) -> np.ndarray:
 
 
 def schedule_vector(schedule: Schedule) -> np.ndarray:
-    """The template one-hot, then log2 of every parameter (0 where the template has none)."""
+    """The template one-hot, then log2 of every parameter (a choice's position for the
+    parameters of `CHOICES`; 0 where the template has none)."""
     values = dataclasses.asdict(schedule)
     onehot = [1.0 if type(schedule).__name__ == n else 0.0 for n in TEMPLATE_NAMES]
-    return np.array(onehot + [_log2(values[p]) + 1 if p in values else 0.0 for p in PARAMS])
+    return np.array(onehot + [_param(p, values[p]) if p in values else 0.0 for p in PARAMS])
+
+
+def _param(name: str, value) -> float:
+    if name in CHOICES:
+        return 1.0 + CHOICES[name].index(value)
+    return _log2(value) + 1
 
 
 def features(schedule: Schedule, shapes, dtypes) -> np.ndarray:

@@ -215,7 +215,13 @@ def update_mma(cg, r: Node) -> None:
 
 
 def finish_mma(cg, r: Node) -> None:
-    cg.values[r.id] = cg._acc[r.id]
+    """The accumulators after the loop (a wgmma's last groups waited for)."""
+    acc = cg._acc[r.id]
+    if r.op == WGMMA and r.attr("pending"):
+        ptrs = [cg.b.gep(acc, [ir.Constant(I32, 0), ir.Constant(I32, j)], inbounds=True)
+                for j in range(acc.allocated_type.count)]
+        _wait_wgmma(cg, ptrs, [cg.b.load(p, typ=F32) for p in ptrs], 0)
+    cg.values[r.id] = acc
 
 
 # ----------------------------------------------------------------------------- wgmma
@@ -281,9 +287,17 @@ def _update_wgmma(cg, r: Node) -> None:
 
     walk(0)
     _asm(cg, "wgmma.commit_group.sync.aligned;")
-    wait = ir.InlineAsm(ir.FunctionType(ir.LiteralStructType([F32] * total), [F32] * total),
-                        "wgmma.wait_group.sync.aligned 0;",
-                        ",".join(["=f"] * total + [str(i) for i in range(total)]), side_effect=True)
-    out = b.call(wait, c)
+    _wait_wgmma(cg, ptrs, c, r.attr("pending") or 0)
+
+
+def _wait_wgmma(cg, ptrs: list[ir.Value], values: list[ir.Value], pending: int) -> None:
+    """wgmma.wait_group `pending`, the accumulators passing through it (so that no read
+    of them moves above the wait), stored back to their array."""
+    b = cg.b
+    n = len(values)
+    wait = ir.InlineAsm(ir.FunctionType(ir.LiteralStructType([F32] * n), [F32] * n),
+                        f"wgmma.wait_group.sync.aligned {pending};",
+                        ",".join(["=f"] * n + [str(i) for i in range(n)]), side_effect=True)
+    out = b.call(wait, values)
     for j, p in enumerate(ptrs):
         b.store(b.extract_value(out, j), p)

@@ -171,10 +171,16 @@ class TensorCoreChecks:
         elif tuple(n.attr("shape") or ()) != (a.shape[1], b.shape[1], 4) or n.dtype != dt.float32:
             self.add(f"{self.desc(n)} has shape {n.attr('shape')} and dtype {n.dtype}; its "
                      f"operands make ({a.shape[1]}, {b.shape[1]}, 4) float32")
+        self._check_over(n)
+
+    def _check_over(self, n: Node) -> bool:
+        """An accumulation lies in the parent of the scope it sums over."""
         over = self.scopes.get(n.attr("over"))
         if over is None or over.scope != n.scope:
             self.add(f"{self.desc(n)} must lie in the parent of the scope it sums over "
                      f"({n.attr('over')})")
+            return False
+        return True
 
     def _check_ldmatrix(self, n: Node):
         tile = n.attr("tile") or ()
@@ -243,10 +249,7 @@ class TensorCoreChecks:
         if tuple(n.attr("shape") or ()) != (tile["mi"], width // 8, 4) or n.dtype != dt.float32:
             self.add(f"{self.desc(n)} has shape {n.attr('shape')} and dtype {n.dtype}; wgmma "
                      f"m64n{width} gives ({tile['mi']}, {width // 8}, 4) float32")
-        over = self.scopes.get(n.attr("over"))
-        if over is None or over.scope != n.scope:
-            self.add(f"{self.desc(n)} must lie in the parent of the scope it sums over "
-                     f"({n.attr('over')})")
+        if not self._check_over(n):
             return
         if len(ins) != 2 or ins[0].dtype != ins[1].dtype or ins[0].dtype not in (dt.bfloat16, dt.float16):
             self.add(f"{self.desc(n)} multiplies {[e.dtype for e in ins]}; wgmma takes two "

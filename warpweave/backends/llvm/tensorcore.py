@@ -107,15 +107,23 @@ def _cp_async(cg, n: Node) -> None:
 def _ldmatrix(cg, n: Node) -> list[ir.Value]:
     name = "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4" + (".trans" if n.attr("trans") else "") + ".b16"
     fn = _intrinsic(cg, name, ir.LiteralStructType([I32] * 4), [_SHARED])
-    tile = n.attr("tile")
     regs: list[ir.Value] = []
 
+    def at_point() -> None:
+        addr = _shared_addr(cg, n, n.attr("buffer"), cg.index(n.attr("row")), cg.index(n.attr("col")))
+        out = cg.b.call(fn, [addr])
+        regs.extend(cg.b.extract_value(out, j) for j in range(4))
+
+    _each_tile_point(cg, n.attr("tile"), at_point)
+    return regs
+
+
+def _each_tile_point(cg, tile, body) -> None:
+    """`body()` at every point of `tile` ((var, extent) pairs, the last fastest), each
+    variable bound to its constant in `cg.env` meanwhile."""
     def walk(depth: int) -> None:
         if depth == len(tile):
-            addr = _shared_addr(cg, n, n.attr("buffer"), cg.index(n.attr("row")),
-                                cg.index(n.attr("col")))
-            out = cg.b.call(fn, [addr])
-            regs.extend(cg.b.extract_value(out, j) for j in range(4))
+            body()
             return
         var, extent = tile[depth]
         for i in range(extent):
@@ -124,7 +132,6 @@ def _ldmatrix(cg, n: Node) -> list[ir.Value]:
         del cg.env[var]
 
     walk(0)
-    return regs
 
 
 def _const_index(cg, e: ex.Expr, lane: int = 0) -> int:
@@ -270,22 +277,13 @@ def _update_wgmma(cg, r: Node) -> None:
     ptrs = [b.gep(acc, [ir.Constant(I32, 0), ir.Constant(I32, j)], inbounds=True) for j in range(total)]
     c = [b.load(p, typ=F32) for p in ptrs]
     _asm(cg, "wgmma.fence.sync.aligned;")
-    tile = r.attr("tile")
 
-    def walk(depth: int) -> None:
-        if depth == len(tile):
-            mi = int(cg.env["mi"].constant)
-            out = b.call(mma, [_descriptor(cg, r, "a"), _descriptor(cg, r, "b")]
-                         + c[mi * half:(mi + 1) * half])
-            c[mi * half:(mi + 1) * half] = [b.extract_value(out, q) for q in range(half)]
-            return
-        var, extent = tile[depth]
-        for i in range(extent):
-            cg.env[var] = ir.Constant(I64, i)
-            walk(depth + 1)
-        del cg.env[var]
+    def at_point() -> None:
+        mi = int(cg.env["mi"].constant)
+        out = b.call(mma, [_descriptor(cg, r, "a"), _descriptor(cg, r, "b")] + c[mi * half:(mi + 1) * half])
+        c[mi * half:(mi + 1) * half] = [b.extract_value(out, q) for q in range(half)]
 
-    walk(0)
+    _each_tile_point(cg, r.attr("tile"), at_point)
     _asm(cg, "wgmma.commit_group.sync.aligned;")
     _wait_wgmma(cg, ptrs, c, r.attr("pending") or 0)
 

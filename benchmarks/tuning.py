@@ -21,7 +21,8 @@
     # tuned vs default, measured, over the shape sweep (budget trials per group)
     python benchmarks/tuning.py bench --target cuda --strategy model --budget 24
 
-Cases: softmax, layer norm, row sum and column sum over rows x columns shapes, in the
+Cases: softmax, layer norm, row sum and column sum over rows x columns shapes, and
+gram (x @ x.T: a rows x rows x cols matrix product; tensor cores where 16-bit), in the
 dtypes given (default float32 and bfloat16 on cuda, float32 on cpu). `record` writes
 into a fresh database (--db, default next to --out) and exports it as JSON lines;
 `warpweave db import` loads such a file into the tuning database compiles read.
@@ -53,6 +54,7 @@ CASES = {
     "layer_norm": lambda x: ww.layer_norm(x),
     "row_sum": lambda x: x.sum(axis=-1),
     "col_sum": lambda x: x.sum(axis=0),
+    "gram": lambda x: x @ x.T,  # rows x rows, k = cols: a tensor-core product in 16-bit dtypes
 }
 SHAPES = {
     "cuda": [(4096, 1024), (8192, 4096), (16384, 768), (32768, 256), (1024, 32768), (65536, 128)],

@@ -106,6 +106,18 @@ def test_bounds_under_split_flattened_index_and_overhanging_tile():
     assert sx.bounds_under_split(tile, rows, ranges) == (0, 3584 * 3584 - 1)
 
 
+def test_bounds_under_split_through_a_remainder():
+    """A row group of 16-element rows, 16 threads a row, two chunks a pass: element
+    g·128 + t + 16 v where (t % 16) + 16 v < 16 (H200 sweep, 2026-12-03: 16 points of a
+    [2^20, 16] layer norm's space failed verification on this)."""
+    g, c = ex.Var("g"), ex.Var("c")
+    off = g * 128 + t + c * 16
+    ranges = {"g": (0, 8191), "t": (0, 127), "c": (0, 1)}
+    pred = ex.binary("lt", t % 16 + c * 16, 16)
+    assert sx.bounds_under(off, pred, ranges)[1] >= 8192 * 128
+    assert sx.bounds_under_split(off, pred, ranges) == (0, 8192 * 128 - 1)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_bounds_under_split_contains_every_point_the_predicate_admits(seed):
     """Random flattened, split and tiled accesses under random predicates: the bounds

@@ -402,8 +402,8 @@ def bounds_under_split(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int,
     combination (sound: every point where `pred` holds maps to a point of the new
     ranges with the same value of `e`):
 
-    - a variable the predicate reads through a quotient `t // c` (c dividing t's
-      extent) becomes `c·a + b`, a ∈ [0, extent / c), b ∈ [0, c);
+    - a variable the predicate reads through a quotient `t // c` or a remainder `t % c`
+      (c dividing t's extent) becomes `c·a + b`, a ∈ [0, extent / c), b ∈ [0, c);
     - a conjunct `x < C` with x = g·u + x0 over variables, where u has a variable p of
       coefficient 1, makes u a variable f ranging over u's bounds cut at the conjunct's,
       and p = f − (the rest of u): an index flattened from k·256 + t and split again
@@ -417,7 +417,7 @@ def bounds_under_split(e: Expr, pred: Expr | None, ranges: Ranges) -> tuple[int,
         return plain
     ranges = dict(ranges)
     fresh = (f"~{n}" for n in range(1 << 30))  # names no program's variable takes
-    for d in [d for d in postorder(pred) if isinstance(d, Binary) and d.op == "floordiv"]:
+    for d in [d for d in postorder(pred) if isinstance(d, Binary) and d.op in ("floordiv", "mod")]:
         if isinstance(d.a, Var) and isinstance(d.b, Const) and d.b.value > 1 and d.a.name in ranges:
             lo, hi = ranges[d.a.name]
             c = d.b.value

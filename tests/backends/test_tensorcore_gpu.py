@@ -137,3 +137,17 @@ def test_wgmma_epilogue_split_k_and_float16(point):
     assert len(kernels) == (2 if point.split_k > 1 else 1)
     want = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
     assert (got.double() - want).abs().max().item() <= 2 ** -9 * (want.abs().max().item() + 1)
+
+
+@pytest.mark.parametrize("m,n,k", [(512, 512, 4096), (100, 72, 3000), (1037, 770, 1000)])
+def test_default_products_of_few_tiles(m, n, k):
+    """The default for few output tiles over a long k (split wgmma on sm_90), and a
+    grouped tile order with a short last group, at odd shapes."""
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+    f = ww.jit(lambda x, y: x @ y, target="cuda")
+    kernels = f.lower(a, b).kernels
+    if torch.cuda.get_device_capability() == (9, 0):
+        assert kernels[0].schedule.instr == "wgmma"
+    want = a.double() @ b.double()
+    assert (f(a, b).double() - want).abs().max().item() <= 2 ** -7 * (want.abs().max().item() + 1)

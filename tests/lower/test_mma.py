@@ -275,7 +275,7 @@ def test_default_is_the_cost_models_fastest_candidate():
     assert d == min([replace(p, raster=d.raster) for p in _CANDIDATES], key=lambda p: mma_time(big, p))
     assert default_mma(small, 132).block_m * default_mma(small, 132).block_n == 64 * 64
     assert default_mma(small, 132).split_k == 1  # k too short to split
-    assert default_mma(long_k, 132).split_k == 4 and default_mma(long_k, 132).instr == "mma.sync"
+    assert default_mma(long_k, 132, "sm_80").split_k == 4
     # fewer SMs: fewer, bigger waves are cheaper than tail-heavy ones
     assert mma_time(big, d, 66) > mma_time(big, d, 132)
 
@@ -288,6 +288,11 @@ def test_sm_90_defaults_take_wgmma_where_k_is_long():
         d = default_mma(c, 132)
         assert d.instr == "wgmma" and legal(d, c) and d == mma_space(c)[0]
         assert replace(d, raster=8) == min(_WGMMA_CANDIDATES, key=lambda p: wgmma_time(c, p))
+    # few output tiles over a long k: split wgmma (H200: 512 x 512 x 4096 at 4 slices of
+    # 64 x 128 tiles 9.8 µs, unsplit 128 x 128 28.2, mma.sync's split default 16.3)
+    few = default_mma(_gemm(512, 512, 4096)[0], 132)
+    assert (few.instr, few.block_m, few.block_n, few.split_k) == ("wgmma", 64, 128, 4)
+    assert default_mma(_gemm(4096, 4096, 4096)[0], 132).split_k == 1
     short = _gemm(512, 512, 64, batch=(32,))[0]
     assert short.k < WGMMA_MIN_K and default_mma(short, 132).instr == "mma.sync"
     # a wide output fills the GPU with the biggest tile; few rows take smaller ones

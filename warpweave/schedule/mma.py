@@ -221,7 +221,10 @@ WGMMA_MIN_K = 256
 def wgmma_time(c: Contraction, s: GpuMma, sm_count: int = 132) -> float:
     """Estimated seconds of `c` under the wgmma point `s`: as `mma_time`, with a
     warpgroup's products at `SM_WGMMA_FLOPS` and no fragment traffic (wgmma reads
-    shared memory itself), plus a launch."""
+    shared memory itself), plus a launch (two with split-K). Its picks among the split
+    points of `default_mma` were the fastest measured, or within 1 %, at 512 x 512 x
+    4096, 256 x 1024 x 8192 and 1024 x 768 x 3072 (H200, 2026-12-03: 9.8, 14.1, 17.5 µs
+    against cuBLAS's 9.8, 14.4, 9.5)."""
     tiles = c.batch_count * -(-c.m // s.block_m) * -(-c.n // s.block_n) * s.split_k
     k = -(-c.k // s.block_k) * s.block_k / s.split_k
     blocks = resident_blocks(s)
@@ -231,23 +234,31 @@ def wgmma_time(c: Contraction, s: GpuMma, sm_count: int = 132) -> float:
     fill = (s.stages - 1) * (s.block_m + s.block_n) * s.block_k * 2 / SM_WGMMA_L2_BYTES
     stores = s.block_m * s.block_n * c.out_dtype.itemsize / SM_WGMMA_STORE_BYTES
     waves = -(-tiles // (sm_count * blocks))
-    return waves * (running * max(mma, loads) + fill + stores) + LAUNCH_S
+    time = waves * (running * max(mma, loads) + fill + stores) + LAUNCH_S
+    if s.split_k > 1:  # the float32 partials' round trip and the summing kernel's launch
+        time += 2 * s.split_k * c.batch_count * c.m * c.n * 4 / DRAM_BYTES + LAUNCH_S
+    return time
 
 
 def default_mma(c: Contraction, sm_count: int = 132, arch: str = GPU_ARCH) -> GpuMma:
     """The `_CANDIDATES` point (or a split-K version of the smallest: slices of at least
-    `MIN_TILES_PER_SPLIT` k-tiles, up to 4) that `mma_time` estimates fastest; on sm_90,
-    where that point needs no split-K and k is at least `WGMMA_MIN_K`, instead the
-    `_WGMMA_CANDIDATES` point that `wgmma_time` estimates fastest (wgmma ran 1.4-1.9x
-    mma.sync's defaults at the four such shapes of benchmarks/gemm.py, H200). Either in
-    groups of `GROUPED_ROWS` block rows where there are more (measured 1-3 % faster than
-    row-major order at equal tiles in three of four pairs, H200)."""
+    `MIN_TILES_PER_SPLIT` k-tiles, up to 4) that `mma_time` estimates fastest; on sm_90
+    where k is at least `WGMMA_MIN_K`, instead the `_WGMMA_CANDIDATES` point, or a
+    split-K version (2, 4 or 8 slices of at least `MIN_TILES_PER_SPLIT` k-tiles) of the
+    smaller two, that `wgmma_time` estimates fastest (H200: wgmma ran 1.4-1.9x
+    mma.sync's defaults at the four such shapes of benchmarks/gemm.py, and split wgmma
+    1.3-1.9x mma.sync's split defaults at three products of few output tiles). Either
+    in groups of `GROUPED_ROWS` block rows where there are more (measured 1-3 % faster
+    than row-major order at equal tiles in three of four pairs, H200)."""
     small = _CANDIDATES[-1]
     most = min(4, -(-c.k // small.block_k) // MIN_TILES_PER_SPLIT)
     points = list(_CANDIDATES) + [replace(small, split_k=n) for n in (2, 4) if n <= most]
     best = min(points, key=lambda p: mma_time(c, p, sm_count))
-    if arch in ("sm_90", "sm_90a") and c.k >= WGMMA_MIN_K and best.split_k == 1:
-        wgmma = [p for p in _WGMMA_CANDIDATES if legal(p, c)]
+    if arch in ("sm_90", "sm_90a") and c.k >= WGMMA_MIN_K:
+        slices = -(-c.k // 64) // MIN_TILES_PER_SPLIT  # k-tiles of 64 allow this many slices
+        wgmma = list(_WGMMA_CANDIDATES) + [replace(p, split_k=n) for p in _WGMMA_CANDIDATES[1:]
+                                           for n in (2, 4, 8) if n <= slices]
+        wgmma = [p for p in wgmma if legal(p, c)]
         if wgmma:
             best = min(wgmma, key=lambda p: wgmma_time(c, p, sm_count))
     return replace(best, raster=GROUPED_ROWS if -(-c.m // best.block_m) > GROUPED_ROWS else 1)

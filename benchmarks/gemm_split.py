@@ -3,16 +3,25 @@ with split-K, timed as benchmarks/gemm.py times (CUDA-graph replays, µs).
 
     PYTHONPATH=$PWD python3 benchmarks/gemm_split.py
 """
-import sys, os
-sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))
+import os
+import sys
+
 import torch
+
 import warpweave as ww
-from gpu_bench import graph_time_ms
 from warpweave.pipeline.compile import compile_graph
 from warpweave.schedule.mma import GpuMma
 from warpweave.schedule.space import group_key
 
-W = lambda *a: GpuMma(*a, instr="wgmma")  # noqa: E731
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_bench import graph_time_ms  # noqa: E402
+
+
+
+def W(*args):
+    return GpuMma(*args, instr="wgmma")
+
+
 for m, n, k in ((512, 512, 4096), (256, 1024, 8192), (1024, 768, 3072)):
     a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)

@@ -72,6 +72,16 @@ def test_tiles_are_aligned_and_mn_major_tiles_in_panels():
     assert swizzle_offset(9, 70, 256, True, 192) == 192 * 64 + 9 * 64 + ((0 ^ 1) * 8) + 6
 
 
+def test_the_space_and_defaults_follow_the_architecture():
+    from warpweave.schedule.mma import default_mma, mma_space
+
+    c, _, _ = _gemm(1024, 1024, 1024)
+    assert any(p.instr == "wgmma" for p in mma_space(c, arch="sm_90"))
+    older = mma_space(c, arch="sm_80")
+    assert older and all(p.instr == "mma.sync" for p in older)
+    assert older[0] == default_mma(c, 132, "sm_80")
+
+
 def test_illegal_points_are_refused():
     c, shapes, _ = _gemm(70, 130, 72)  # B [k][n]: a warpgroup's 32 columns are no whole panel
     assert not legal(W(64, 64, 64, 1, 2, 3), c)
@@ -119,6 +129,25 @@ def test_verifier_rejects_unreachable_and_divergent_operands():
     assert any("reads past" in p for p in check(past))
     with pytest.raises(VerificationError):
         verify(past)
+
+
+def test_verifier_rejects_what_the_hardware_would_read_otherwise():
+    """Tile points out of (kk, mi) order, panels off the 1024-byte grid, and an
+    allocation a few elements short of the last row's swizzled chunks."""
+    k = _kernel()
+    (node,) = [n for n in k.nodes if n.op == WGMMA]
+    swapped = _with_attrs(k, WGMMA, tile=tuple(reversed(node.attr("tile"))))
+    assert any("expected points (kk, mi)" in p for p in check(swapped))
+    panels = _kernel(W(128, 256, 64, 1, 2, 3), (300, 520, 136, True, False))
+    assert any("multiple of 8 rows" in p for p in check(_with_attrs(panels, WGMMA, b_panel_rows=100)))
+    deep = _kernel(W(64, 64, 64, 1, 1, 3), (70, 130, 200))  # k-tiles in every stage
+    short = [SharedAlloc(a.name, a.dtype, a.size - 8 if a.name == "b_s" else a.size, a.align)
+             for a in deep.shared]
+    bad = make_kernel(deep.name, deep.params, short, deep.nodes, deep.edges, deep.target)
+    assert any("reads past b_s" in p for p in check(bad))
+    odd = [SharedAlloc(a.name, a.dtype, a.size, 48) for a in k.shared]
+    bad = make_kernel(k.name, k.params, odd, k.nodes, k.edges, k.target)
+    assert any("not a power of two" in p for p in check(bad))
 
 
 def test_interpreter_refuses_reads_outside_the_tile():

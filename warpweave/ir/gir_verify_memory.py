@@ -7,7 +7,7 @@ import numpy as np
 
 from . import expr as ex
 from . import simplify as sx
-from .gir import SHARED_ALIGN, WARP_SIZE
+from .gir import WARP_SIZE
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, VerifierBase, data_extents, iteration_grid
 
 
@@ -142,11 +142,15 @@ class MemoryChecks(VerifierBase):
             if s.scope_kind == "vector" and e > lim.max_vector_elems:
                 self.add(f"vector scope {s.id} has {e} elements; the limit is "
                          f"{lim.max_vector_elems}")
-        try:
-            # each allocation starts 16-byte aligned (`Kernel.shared_offsets`)
-            total = sum(-(-a.size * a.dtype.itemsize // SHARED_ALIGN) * SHARED_ALIGN
-                        for a in self.k.shared)
-        except (TypeError, AttributeError):
+        odd = [a.name for a in self.k.shared if not isinstance(a.align, int) or a.align < 1
+               or a.align & (a.align - 1)]
+        if odd:
+            self.add(f"shared allocations {', '.join(odd)} ask an alignment that is not a power of two")
+            return
+        try:  # the block-wide layout's end, each allocation at its alignment (`Kernel.shared_offsets`)
+            last = self.k.shared[-1] if self.k.shared else None
+            total = self.k.shared_offsets[last.name] + last.nbytes if last is not None else 0
+        except (TypeError, AttributeError, KeyError):
             return
         if total > lim.max_shared_bytes:
             parts = ", ".join(f"{a.name} {a.size * a.dtype.itemsize} B" for a in self.k.shared)

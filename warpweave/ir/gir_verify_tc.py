@@ -239,7 +239,8 @@ class TensorCoreChecks:
         ins = self.inputs[n.id]
         tile = dict(n.attr("tile") or ())
         width = n.attr("n")
-        if set(tile) != {"kk", "mi"} or not isinstance(width, int) or width % 8 or not 8 <= width <= 256:
+        order = tuple(v for v, _ in n.attr("tile") or ())
+        if order != ("kk", "mi") or not isinstance(width, int) or width % 8 or not 8 <= width <= 256:
             self.add(f"{self.desc(n)}: tile {n.attr('tile')} and n {width}; expected points "
                      f"(kk, mi) and n a multiple of 8 up to 256")
             return
@@ -268,11 +269,13 @@ class TensorCoreChecks:
             self.add(f"{self.desc(n)}: wgmma reads {attr('buffer')!r}, which is not a 1024-byte "
                      f"aligned shared allocation")
             return
+        paneled = k_rows and row_elems > PANEL
         if (not k_rows and row_elems not in (16, 32, 64)) or (k_rows and row_elems % PANEL) \
-                or (k_rows and row_elems > PANEL and not panel):
+                or (paneled and (not panel or panel % 8)):
             self.add(f"{self.desc(n)}: a {'[k][m or n]' if k_rows else '[m or n][k]'} tile of "
-                     f"{row_elems}-element rows{' without panels' if k_rows else ''} has no "
-                     f"wgmma descriptor (rows of 16, 32 or 64 k; or 64-column panels)")
+                     f"{row_elems}-element rows{f' in panels of {panel} rows' if paneled else ''} "
+                     f"has no wgmma descriptor (rows of 16, 32 or 64 k; or 64-column panels of "
+                     f"a multiple of 8 rows, each on the 1024-byte swizzle grid)")
             return
         sampled = self._sampled(n.attr("over"), n.attr("tile"), (attr("row"), attr("col")))
         if sampled is None:
@@ -298,8 +301,11 @@ class TensorCoreChecks:
                      f"reaches (rows in steps of {lead}, columns of {step}, inside "
                      f"{row_elems}-element rows)")
             return
-        last = swizzle_offset(row + span_rows - 1, col + span_cols - 1, row_elems, True, panel)
-        if (row < 0).any() or (col < 0).any() or (last >= alloc.size).any():
+        # the swizzle permutes within a row (of a panel): the read ends with the last row's end
+        width = PANEL if paneled else row_elems
+        last = swizzle_offset(row + span_rows - 1, col + span_cols - 1, row_elems, False, panel)
+        end = (last // width + 1) * width
+        if (row < 0).any() or (col < 0).any() or (end > alloc.size).any():
             self.add(f"{self.desc(n)}: operand {side} reads past {alloc.name} ({alloc.size} elements)")
 
     def _check_banks(self, n: Node, tile):

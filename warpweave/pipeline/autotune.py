@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import ArgumentError, Error
+from ..ir.gir_verify import GPU_ARCH
 from ..ir.tensor import TensorGraph
 from ..options import Options, current, options as scoped_options
 from ..passes.fuse import Group
@@ -25,7 +26,8 @@ from ..tune.records import DeviceInfo, cuda_device, host_device
 from ..tune.session import GroupResult, Task, table, tune_tasks
 from ..tune.strategies import Problem
 from .cache import ENV_VAR as CACHE_ENV_VAR, cache_dir, tuning_db_path
-from .compile import compile_graph, compile_group, cpu_code, cubin, ptx_texts, resolve_target, work_per_step
+from .compile import (compile_graph, compile_group, cpu_code, cubin, gpu_arch, ptx_texts, resolve_target,
+                      work_per_step)
 
 
 @dataclass
@@ -96,8 +98,7 @@ class GroupCompiler:
             from ..backends.cuda import codegen, driver
 
             usable = driver.available()
-            arch = codegen.check_arch(self.options.cuda_arch) if self.options.cuda_arch else \
-                (driver.device().arch if usable else codegen.DEFAULT_ARCH)
+            arch = codegen.module_arch(girs, gpu_arch(self.options))  # sm_90a where wgmma
             ptx = ptx_texts(girs, arch, "candidate")["ptx"]
             image = cubin(ptx, arch) if usable else ptx.encode()
         members = set(self.group.ops)
@@ -112,8 +113,9 @@ def group_task(group: Group, graph: TensorGraph, target: str, sm_count: int) -> 
     family = "cpu" if target == "cpu" else "gpu"
     compiler = GroupCompiler(group, graph, target, current())
     info = describe(group, graph)
-    default = default_schedule(group, graph, family, sm_count)
-    points = space(group, graph, family, sm_count)
+    arch = gpu_arch(current()) if family == "gpu" else GPU_ARCH
+    default = default_schedule(group, graph, family, sm_count, arch)
+    points = space(group, graph, family, sm_count, arch)
     problem = Problem(group_key(group, graph), info.shapes, info.dtypes, points, default, compiler.estimate)
     return Task(problem, info, compiler)
 

@@ -138,8 +138,9 @@ def program_key(graph: TensorGraph, single: bool, target: str,
     device = repr(_device_model("cpu" if target == "cpu" else "gpu", target))  # plans depend on it
     # neither the name nor the source labels: programs that differ only there (the
     # layers of a model) share one compile; the copy from the cache takes this name
+    arch = gpu_arch(current()) if target != "cpu" else None  # which tensor-core instructions
     return make_key("program", target, single, graph.text(labels=False), list(graph.inputs),
-                    list(graph.outputs), sm_count, device,
+                    list(graph.outputs), sm_count, device, arch,
                     sorted((k, repr(v)) for k, v in (schedules or {}).items()),
                     tuned.stamp if tuned else None, *compile_key(current()))
 
@@ -191,7 +192,9 @@ def _compile_kernels(graph: TensorGraph, single: bool, target: str, name: str,
             key = group_key(group, inlined)
             chosen, source = (schedules or {}).get(key), "override"
             if chosen is None and tuned is not None:
-                chosen, source = tuned.choose(group, inlined, key, family, sm_count) or (None, "default")
+                chosen, source = tuned.choose(group, inlined, key, family, sm_count,
+                                              gpu_arch(options) if family == "gpu" else GPU_ARCH) \
+                    or (None, "default")
             kernels += _compile_group(group, inlined, family, sm_count, device, options, dumps,
                                       f"{name}_{group.anchor}", chosen, source)
         except StitchError as exc:
@@ -217,7 +220,7 @@ def _compile_group(group: fuse.Group, graph: TensorGraph, family: str, sm_count:
     """The group's kernels under `chosen` (else its default schedule), through the GIR
     pipeline; `source` says where `chosen` came from."""
     if chosen is None:
-        arch = _gpu_arch(options) if family == "gpu" else GPU_ARCH
+        arch = gpu_arch(options) if family == "gpu" else GPU_ARCH
         chosen, source = default_schedule(group, graph, family, sm_count, arch), "default"
     infos = []
     passes = TC_PIPELINE if isinstance(chosen, GpuMma) else PIPELINE
@@ -329,7 +332,7 @@ def _sm_count() -> int:
     return driver.device().sm_count if driver.available() else DEFAULT_SM_COUNT
 
 
-def _gpu_arch(options: Options) -> str:
+def gpu_arch(options: Options) -> str:
     """The architecture GPU kernels are scheduled for: the option's, else the device's,
     else the one they are verified for."""
     from ..backends.cuda import driver
@@ -368,9 +371,7 @@ def _cuda_runner(program: Program, options: Options):
     from ..backends.cuda import codegen, driver
     from ..backends.cuda.runtime import CudaProgram
 
-    arch = codegen.check_arch(options.cuda_arch) if options.cuda_arch else \
-        (driver.device().arch if driver.available() else codegen.DEFAULT_ARCH)
-    arch = codegen.module_arch([k.gir for k in program.kernels], arch)
+    arch = codegen.module_arch([k.gir for k in program.kernels], gpu_arch(options))
     texts = ptx_texts([k.gir for k in program.kernels], arch, program.name)
     return CudaProgram(program.graph, [(k.name, k.gir) for k in program.kernels], program.temps,
                        texts["llvm"], texts["ptx"], lambda: cubin(texts["ptx"], arch), program.single)

@@ -34,10 +34,10 @@ class TunedSchedules:
         self.predictor = Predictor(db.trials(target=device.target, device_name=device.name, status="ok"))
 
     def choose(self, group: Group, graph: TensorGraph, key: str, family: str,
-               sm_count: int) -> tuple[Schedule, str] | None:
+               sm_count: int, arch: str) -> tuple[Schedule, str] | None:
         """(schedule, "database" or "predicted") for the group whose `group_key` is
-        `key` (`family`: "gpu" or "cpu"), or None."""
-        points = space(group, graph, family, sm_count)
+        `key` (`family`: "gpu" or "cpu"; `arch`: the GPU's architecture), or None."""
+        points = space(group, graph, family, sm_count, arch)
         best = self.db.best(key, self.device)
         if best is not None:
             try:

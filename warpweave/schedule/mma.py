@@ -31,6 +31,7 @@ MAX_REGISTERS = 255  # per thread
 _OTHER_REGISTERS = 24
 WARPGROUP = 4  # warps of a wgmma warpgroup
 INSTRUCTIONS = ("mma.sync", "wgmma")  # what GpuMma.instr may name
+WGMMA_ARCHS = ("sm_90", "sm_90a")  # the architectures with wgmma
 WGMMA_N = range(16, 257, 16)  # the wgmma n a warpgroup's columns may be (PTX allows multiples of 8)
 
 
@@ -105,13 +106,12 @@ def k_rows(c: Contraction) -> tuple[bool, bool]:
 GROUPED_ROWS = 8  # block rows per group of the grouped tile order the space and the default use
 
 
-def mma_space(c: Contraction, device=None) -> list[GpuMma]:
+def mma_space(c: Contraction, device=None, arch: str = GPU_ARCH) -> list[GpuMma]:
     """Every legal `GpuMma` point for `c` on `device` (a `passes.cost.DeviceModel`;
     None: an H100/H200's 132 SMs): the default for its SM count first, then block
     tiles up to 256 x 128 and 128 x 256 with 2 to 5 stages, each also in groups of
-    `GROUPED_ROWS` block rows where there are more, and split-K points; on sm_90 (the
-    architecture kernels are verified for, unless the device says otherwise) also the
-    `wgmma_points`; [] where the template does not apply."""
+    `GROUPED_ROWS` block rows where there are more, and split-K points; on sm_90
+    (`arch`) also the `wgmma_points`; [] where the template does not apply."""
     sm_count = getattr(device, "sm_count", 132)
     if not supports(c):
         return []
@@ -125,13 +125,13 @@ def mma_space(c: Contraction, device=None) -> list[GpuMma]:
                             s = GpuMma(bm, bn, bk, wm, wn, stages)
                             if legal(s):
                                 points.append(s)
-    if getattr(device, "arch", GPU_ARCH) == "sm_90":
+    if arch in WGMMA_ARCHS:
         points += wgmma_points(c)
     points += [replace(p, raster=GROUPED_ROWS) for p in points if -(-c.m // p.block_m) > GROUPED_ROWS]
     k_tiles = -(-c.k // 32)
     points += [replace(p, split_k=n) for p in points[:8] for n in (2, 4) if n < k_tiles
                and p.block_k == 32]
-    default = default_mma(c, sm_count)
+    default = default_mma(c, sm_count, arch)
     return [default] + [p for p in points if p != default]
 
 
@@ -254,7 +254,7 @@ def default_mma(c: Contraction, sm_count: int = 132, arch: str = GPU_ARCH) -> Gp
     most = min(4, -(-c.k // small.block_k) // MIN_TILES_PER_SPLIT)
     points = list(_CANDIDATES) + [replace(small, split_k=n) for n in (2, 4) if n <= most]
     best = min(points, key=lambda p: mma_time(c, p, sm_count))
-    if arch in ("sm_90", "sm_90a") and c.k >= WGMMA_MIN_K:
+    if arch in WGMMA_ARCHS and c.k >= WGMMA_MIN_K:
         slices = -(-c.k // 64) // MIN_TILES_PER_SPLIT  # k-tiles of 64 allow this many slices
         wgmma = list(_WGMMA_CANDIDATES) + [replace(p, split_k=n) for p in _WGMMA_CANDIDATES[1:]
                                            for n in (2, 4, 8) if n <= slices]

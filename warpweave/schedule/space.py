@@ -14,6 +14,7 @@ import math
 import re
 
 from ..ir.dtypes import compute_dtype
+from ..ir.gir_verify import GPU_ARCH
 from ..ir.scatter import match_scatter
 from ..ir.tensor import ComputeOp, TensorGraph
 from ..passes.fuse import Group
@@ -29,13 +30,15 @@ _SHARED_BYTES = 48 * 1024
 MAX_CPU_LANES = 256  # the verifier's limit on a vector scope's lanes  # static shared memory a block may use without opting in
 
 
-def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT) -> list[Schedule]:
-    """Every legal schedule of `group` on `target` ("gpu" or "cpu"), the default first."""
+def space(group: Group, graph: TensorGraph, target: str, sm_count: int = DEFAULT_SM_COUNT,
+          arch: str = GPU_ARCH) -> list[Schedule]:
+    """Every legal schedule of `group` on `target` ("gpu" or "cpu"; `arch` the GPU's
+    architecture), the default first."""
     if group.pattern == "contraction" and target == "cpu":
         return contraction_space(group, graph)
-    default = default_schedule(group, graph, target, sm_count)
+    default = default_schedule(group, graph, target, sm_count, arch)
     if isinstance(default, GpuMma):
-        return [default] + [p for p in mma_space(contraction_of(group, graph)) if p != default]
+        return [default] + [p for p in mma_space(contraction_of(group, graph), arch=arch) if p != default]
     points: list[Schedule] = []
     if len(group.ops) == 1:
         op = graph[group.ops[0]]

@@ -246,11 +246,7 @@ class _MmaLowering:
     def _main_loop(self, k_first: ex.Expr, per_slice: int, block: str) -> str:
         """The pipelined k-loop of one block; returns the accumulator node."""
         s, b = self.s, self.b
-        shared = [self.ta.name, self.tb.name]
-        pro = b.scope("unroll", "p", s.stages - 1, block)
-        self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
-        b.async_sync(ASYNC_COMMIT, shared, pro)
-
+        shared = self._prologue(k_first, s.stages - 1, block)
         loop = b.scope("serial", "kt", per_slice, block)
         kt = ex.Var("kt")
         b.async_sync(ASYNC_WAIT, shared, loop, pending=s.stages - 2)
@@ -262,6 +258,15 @@ class _MmaLowering:
         self._copy_tile(k_first + nxt, nxt % s.stages, loop, "la")
         b.async_sync(ASYNC_COMMIT, shared, loop)
         return b.mma(fa, fb, loop)
+
+    def _prologue(self, k_first: ex.Expr, tiles: int, block: str) -> list[str]:
+        """cp.async of the first `tiles` k-tiles into stages 0 .. tiles-1, a group each;
+        returns the shared tiles' names."""
+        shared = [self.ta.name, self.tb.name]
+        pro = self.b.scope("unroll", "p", tiles, block)
+        self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
+        self.b.async_sync(ASYNC_COMMIT, shared, pro)
+        return shared
 
     def scope(self, kind: str, var: str, extent: int, parent: str | None) -> str:
         sid = self.b.scope(kind, var, extent, parent)
@@ -448,13 +453,9 @@ class _WgmmaLowering(_MmaLowering):
 
     def _main_loop(self, k_first: ex.Expr, per_slice: int, block: str) -> str:
         s, b = self.s, self.b
-        shared = [self.ta.name, self.tb.name]
         in_flight = 1 if s.stages >= 3 else 0  # groups of products left running per iteration
         ahead = s.stages - 1 - in_flight  # k-tiles the copies run ahead of the products
-        pro = b.scope("unroll", "p", ahead, block)
-        self._copy_tile(k_first + ex.Var("p"), ex.Var("p"), pro, "pa")
-        b.async_sync(ASYNC_COMMIT, shared, pro)
-
+        shared = self._prologue(k_first, ahead, block)
         loop = b.scope("serial", "kt", per_slice, block)
         kt = ex.Var("kt")
         b.async_sync(ASYNC_WAIT, shared, loop, pending=ahead - 1, proxy=True)

@@ -16,6 +16,11 @@ l // 4, columns 2 (l % 4) + {0, 1} (with `.trans`: rows 2 (l % 4) + {0, 1}, colu
 l // 4) as register j; `mma.m16n8k16` — A register pair p holds row l // 4 + 8 (p % 2),
 columns 2 (l % 4) + {0, 1} + 8 (p // 2); B register pair p rows 2 (l % 4) + {0, 1}
 + 8 p, column l // 4; C element r row l // 4 + 8 (r // 2), column 2 (l % 4) + r % 2.
+A TMA copy (`move.global.shared.tensor`) also poisons its box when issued; its data
+land when a thread of the block waits (`sync.mbarrier_wait`) for the barrier phase
+the copy completes, each barrier slot counting arrivals and transaction bytes as the
+hardware does: a wait for a phase that cannot complete any more (too few bytes or
+arrivals announced or copied) is reported as the deadlock it would be on the GPU.
 `wgmma.m64nNk16` reads its operands from the shared tiles (as the descriptors address
 them: `swizzle_offset` of each element) once per warpgroup; warp w of the group
 holds rows 16 w .. 16 w + 15 of each 64-row slab, 8 columns at a time as the
@@ -27,8 +32,8 @@ import numpy as np
 
 from ..errors import IRError
 from ..ir import expr as ex
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, WARP_SIZE, WGMMA, \
-    swizzle_offset
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MBAR_EXPECT, MBAR_INIT, MBAR_OPS, \
+    MBAR_WAIT, MMA, TMA_LOAD, WARP_SIZE, WGMMA, TensorMap, swizzle_offset
 
 _LANE = np.arange(WARP_SIZE)
 # (lane, register) -> (row, col) of the m16n8k16 fragments
@@ -45,6 +50,7 @@ def run(st, steps) -> None:
     k = st.k
     st.async_open, st.async_groups = [], []  # copies of the open group; committed groups
     st.wgmma_flight = {}  # per wgmma: the shared reads of its groups still in flight
+    st.barriers = {}  # per mbarrier array: its _Barriers
     stepped = _stepped_scopes(k)
     nodes = [n for n in k.nodes if n.family not in ("parallel", "mem")]
     _run_nodes(st, steps, nodes, stepped)
@@ -57,7 +63,7 @@ def _stepped_scopes(k) -> set[str]:
     for n in k.nodes:
         if n.op in (CP_ASYNC, LDMATRIX):
             out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind == "serial"}
-        if n.op in (ASYNC_COMMIT, ASYNC_WAIT):
+        if n.op in (ASYNC_COMMIT, ASYNC_WAIT, TMA_LOAD) or n.op in MBAR_OPS:
             out |= {s.id for s in k.scope_chain(n.scope) if s.scope_kind in ("serial", "unroll")}
     return out
 
@@ -298,5 +304,111 @@ def _wait(st, node) -> None:
             dst[g, where] = vals
 
 
+class _Barriers:
+    """One shared array of mbarriers, per block and slot: completed phases, arrivals
+    and transaction bytes of the current phase, and the copies that complete it."""
+
+    def __init__(self, grid: int, slots: int, count: int):
+        self.count = count
+        self.phase = np.zeros((grid, slots), np.int64)
+        self.arrived = np.zeros((grid, slots), np.int64)
+        self.tx = np.zeros((grid, slots), np.int64)
+        self.pending: list[tuple] = []  # (block, slot, phase it completes, dst, positions, values)
+
+    def settle(self) -> None:
+        done = (self.arrived == self.count) & (self.tx == 0)
+        self.phase += done
+        self.arrived[done] = 0
+
+
+def _barriers(st, node) -> "_Barriers":
+    bars = st.barriers.get(node.attr("barrier"))
+    if bars is None:
+        raise IRError(f"{node.id} uses barrier {node.attr('barrier')} before sync.mbarrier_init")
+    return bars
+
+
+def _issuers(st, node) -> tuple[np.ndarray, tuple]:
+    """(block index, index tuple into the scope's space) of the points whose pred holds."""
+    pred = st.expr(node.attr("pred"), node.scope).astype(bool)
+    points = np.nonzero(pred)
+    return points[0], points
+
+
+def _mbar_init(st, node) -> None:
+    alloc = st.k.shared_alloc(node.attr("barrier"))
+    blocks, _ = _issuers(st, node)
+    if len(np.unique(blocks)) != st.k.grid or len(blocks) != st.k.grid:
+        raise IRError(f"{node.id}: every block initialises its barriers once (pred held "
+                      f"{len(blocks)} times over {st.k.grid} blocks)")
+    st.barriers[node.attr("barrier")] = _Barriers(st.k.grid, alloc.size, node.attr("count"))
+
+
+def _mbar_expect(st, node) -> None:
+    bars = _barriers(st, node)
+    blocks, points = _issuers(st, node)
+    slot = st.expr(node.attr("slot"), node.scope).astype(np.int64)[points]
+    np.add.at(bars.arrived, (blocks, slot), 1)
+    np.add.at(bars.tx, (blocks, slot), node.attr("bytes"))
+    bars.settle()
+
+
+def _tma(st, node) -> None:
+    m = TensorMap.of(node)
+    bars = _barriers(st, node)
+    blocks, points = _issuers(st, node)
+    src, dst = st.buffers[m.buffer], st.shared[node.attr("dst")]
+    at = lambda key: st.expr(node.attr(key), node.scope).astype(np.int64)[points]  # noqa: E731
+    coords = [st.expr(c, node.scope).astype(np.int64)[points] for c in node.attr("coords")]
+    slot, row, col = at("slot"), at("row"), at("col")
+    # (issuing point, box row, box column): the outer axes' boxes are one entry long
+    r = np.arange(m.box[1])[None, :, None]
+    j = np.arange(m.box[0])[None, None, :]
+    inner, outer = coords[0][:, None, None] + j, coords[1][:, None, None] + r
+    valid = (inner < m.dims[0]) & (outer < m.dims[1]) & (inner >= 0) & (outer >= 0)
+    offset = m.base + inner + outer * m.strides[0]
+    for c, d, stride in zip(coords[2:], m.dims[2:], m.strides[1:]):
+        c = c[:, None, None]
+        valid &= (c >= 0) & (c < d)
+        offset = offset + c * stride
+    vals = np.where(valid, src[np.where(valid, offset, 0)], 0).astype(dst.dtype)
+    where = swizzle_offset(row[:, None, None] + r, col[:, None, None] + j, node.attr("row_elems"),
+                           True, node.attr("panel_rows") or 0)
+    if ((where < 0) | (where >= dst.shape[-1])).any():
+        raise IRError(f"{node.id} TMA into {node.attr('dst')}: shared offset outside [0, {dst.shape[-1]})")
+    g = np.broadcast_to(blocks[:, None, None], where.shape)
+    _check_not_in_flight(st, node, dst, g, where)
+    dst[g, where] = np.nan
+    bars.pending.append((blocks, slot, bars.phase[blocks, slot].copy(), dst, g, where, vals))
+    np.add.at(bars.tx, (blocks, slot), -int(np.prod(m.box)) * src.dtype.itemsize)
+    bars.settle()
+
+
+def _mbar_wait(st, node) -> None:
+    bars = _barriers(st, node)
+    slot = st.expr(node.attr("slot"), node.scope).astype(np.int64)
+    parity = st.expr(node.attr("parity"), node.scope).astype(np.int64)
+    g = np.broadcast_to(np.arange(slot.shape[0]).reshape((-1,) + (1,) * (slot.ndim - 1)), slot.shape)
+    stuck = bars.phase[g, slot] % 2 == parity % 2
+    if stuck.any():
+        b, s = int(g[stuck].flat[0]), int(slot[stuck].flat[0])
+        raise IRError(f"{node.id} waits on {node.attr('barrier')}[{s}] (block {b}) for a phase that "
+                      f"never completes: {bars.arrived[b, s]} of {bars.count} arrivals, "
+                      f"{bars.tx[b, s]} transaction bytes outstanding")
+    waited = np.zeros(bars.phase.shape, bool)
+    waited[g, slot] = True
+    keep = []
+    for entry in bars.pending:
+        blocks, slots, phase, dst, eg, where, vals = entry
+        lands = waited[blocks, slots] & (phase < bars.phase[blocks, slots])
+        if lands.any():
+            dst[eg[lands], where[lands]] = vals[lands]
+        if not lands.all():
+            keep.append((blocks[~lands], slots[~lands], phase[~lands], dst, eg[~lands], where[~lands],
+                         vals[~lands]))
+    bars.pending = keep
+
+
 _TC = {CP_ASYNC: _cp_async, LDMATRIX: _ldmatrix, MMA: _mma, WGMMA: _wgmma, FRAG: _extract,
-       ASYNC_COMMIT: _commit, ASYNC_WAIT: _wait}
+       ASYNC_COMMIT: _commit, ASYNC_WAIT: _wait, TMA_LOAD: _tma, MBAR_INIT: _mbar_init,
+       MBAR_EXPECT: _mbar_expect, MBAR_WAIT: _mbar_wait}

@@ -145,7 +145,13 @@ def buffers_written(node: "Node") -> tuple[str, ...]:
 CP_ASYNC, LDMATRIX, MMA, FRAG = "move.global.shared", "move.shared.frag", "compute.mma", "compute.frag"
 WGMMA = "compute.wgmma"
 ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
-TC_OPS = (CP_ASYNC, LDMATRIX, MMA, WGMMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT)
+# Bulk tensor copies (TMA, sm_90) and the shared-memory barriers they complete.
+TMA_LOAD = "move.global.shared.tensor"
+MBAR_INIT, MBAR_EXPECT, MBAR_WAIT = "sync.mbarrier_init", "sync.mbarrier_expect", "sync.mbarrier_wait"
+MBAR_OPS = (MBAR_INIT, MBAR_EXPECT, MBAR_WAIT)
+TC_OPS = (CP_ASYNC, LDMATRIX, MMA, WGMMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT, TMA_LOAD) + MBAR_OPS
+TMA_SWIZZLES = (32, 64, 128)  # bytes: a tensor map's swizzle span (its box's row bytes)
+TMA_MAX_BOX = 256  # elements along any axis of a tensor map's box
 CHUNK = 8  # 2-byte elements per 16-byte chunk of a tensor-core shared tile
 PANEL = 64  # 2-byte elements per row of a panel (128 bytes: the widest wgmma swizzle)
 STATIC_SHARED_BYTES = 48 * 1024  # shared memory a block may declare statically
@@ -187,6 +193,43 @@ class Buffer:
         for s in self.shape:
             n *= s
         return n
+
+
+@dataclass(frozen=True)
+class TensorMap:
+    """What a TMA copy's tensor map describes (the kernel receives it as a by-value
+    parameter, encoded at launch from `buffer`'s address): the tensor at element
+    `base` of global `buffer`, `dims` elements along each axis (innermost first,
+    contiguous), `strides` elements between consecutive entries of each outer axis,
+    copied `box` elements at a time into shared memory swizzled over `swizzle`-byte
+    rows (the box's innermost extent in bytes). Coordinates outside `dims` read zeros."""
+
+    buffer: str
+    base: int
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+    box: tuple[int, ...]
+    swizzle: int
+
+    @classmethod
+    def of(cls, node: "Node") -> "TensorMap":
+        """The tensor map of a `move.global.shared.tensor` node."""
+        return cls(node.attr("buffer"), node.attr("base"), tuple(node.attr("dims")),
+                   tuple(node.attr("strides")), tuple(node.attr("box")), node.attr("swizzle"))
+
+    def attrs(self) -> dict[str, Any]:
+        return {"buffer": self.buffer, "base": self.base, "dims": self.dims, "strides": self.strides,
+                "box": self.box, "swizzle": self.swizzle}
+
+
+def tensor_maps(kernel: "Kernel") -> list[TensorMap]:
+    """The distinct tensor maps of a kernel's TMA copies, in node order: its by-value
+    parameters after the buffers (`tensor_map_param` names them)."""
+    return list(dict.fromkeys(TensorMap.of(n) for n in kernel.nodes if n.op == TMA_LOAD))
+
+
+def tensor_map_param(k: int, tmap: TensorMap) -> str:
+    return f"tmap{k}.{tmap.buffer}"
 
 
 @dataclass(frozen=True)
@@ -589,6 +632,33 @@ class KernelBuilder:
         """`sync.async_commit` or `sync.async_wait` (attrs pending): states pass through."""
         node = self._new(op, scope, None, **attrs)
         for slot, b in enumerate(buffers):
+            self._state_edge(b, node, slot)
+            self._mem[b] = node.id
+        return node.id
+
+    def tma_load(self, tmap: TensorMap, coords: Iterable[ex.Expr], dst: str, row: ex.Expr,
+                 col: ex.Expr, row_elems: int, panel_rows: int, barrier: str, slot: ex.Expr,
+                 scope: str, pred: ex.Expr) -> str:
+        """A bulk tensor copy (TMA), issued by the threads where `pred` holds (one): the
+        box of `tmap` at `coords` (innermost first) into the shared tile `dst` from
+        (row, col) on (`swizzle_offset` with `row_elems`, `panel_rows`; the box's rows
+        are the tile's), completing transaction bytes on `barrier[slot]`."""
+        node = self._new(TMA_LOAD, scope, None, **tmap.attrs(), coords=tuple(coords), dst=dst, row=row,
+                         col=col, row_elems=row_elems, panel_rows=panel_rows, barrier=barrier,
+                         slot=slot, pred=pred)
+        for k, buffer in enumerate((tmap.buffer, dst, barrier)):
+            self._state_edge(buffer, node, k)
+        self._mem[dst] = self._mem[barrier] = node.id
+        return node.id
+
+    def mbarrier(self, op: str, barrier: str, tiles: Iterable[str], scope: str, **attrs) -> str:
+        """`sync.mbarrier_init` (count: arrivals a phase takes; every slot, by the threads
+        where `pred` holds), `sync.mbarrier_expect` (slot, bytes, pred: arrive and expect
+        that many transaction bytes) or `sync.mbarrier_wait` (slot, parity: every
+        thread waits for that phase's completion). The barrier's and the `tiles`'
+        states pass through."""
+        node = self._new(op, scope, None, barrier=barrier, **attrs)
+        for slot, b in enumerate((barrier, *tiles)):
             self._state_edge(b, node, slot)
             self._mem[b] = node.id
         return node.id

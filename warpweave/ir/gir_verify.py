@@ -51,6 +51,7 @@ from .gir import (COMPUTE_OPS, GEMM, L2_PREFETCH_SIZES, LEVELS, MMA, ROLES, SCOP
 from .gir_verify_base import LOADS, SHUFFLE, STORES, SYNC, data_extents
 from .gir_verify_call import CallChecks
 from .gir_verify_memory import MemoryChecks
+from .gir_verify_bulk import BulkCopyChecks
 from .gir_verify_tc import TensorCoreChecks
 
 __all__ = ["Limits", "verify", "check"]
@@ -737,5 +738,6 @@ class _Verifier(MemoryChecks, CallChecks):
                     self.add(f"{self.desc(n)}: {key} {shown} must be a bool expression")
 
 
-class _TcVerifier(TensorCoreChecks, _Verifier):
-    """The verifier with the tensor-core nodes' hooks and checks (`gir_verify_tc`)."""
+class _TcVerifier(BulkCopyChecks, TensorCoreChecks, _Verifier):
+    """The verifier with the tensor-core and bulk-copy nodes' hooks and checks
+    (`gir_verify_tc`, `gir_verify_bulk`)."""

@@ -26,7 +26,8 @@ The nodes (built by `KernelBuilder.cp_async`, `async_sync`, `ldmatrix`, `mma`, `
 * `compute.frag`: one element of a fragment at constant `index`.
 
 Checked here: fragment shapes and dtypes; every ldmatrix reads state that passed a
-`sync.async_wait` and then a `sync.block` since the last cp.async; every cp.async is
+`sync.async_wait` (or, after TMA copies, a `sync.mbarrier_wait`) and then a
+`sync.block` since the last copy; every cp.async is
 committed before anything else reads its tile; the first and last global element of
 every cp.async inside its buffer where its predicate holds (as loads are checked);
 ldmatrix rows 16-byte aligned and inside the tile; every wgmma operand waited for,
@@ -44,8 +45,8 @@ import numpy as np
 
 from . import dtypes as dt
 from . import expr as ex
-from .gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MMA, PANEL, TC_OPS, WARP_SIZE, \
-    WGMMA, Node, swizzle_offset
+from .gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MBAR_WAIT, MMA, PANEL, TC_OPS, \
+    TMA_LOAD, WARP_SIZE, WGMMA, Node, swizzle_offset
 
 _SAMPLES = 4  # iterations of serial and grid scopes evaluated by the bank-conflict check
 _ASYNC = (ASYNC_COMMIT, ASYNC_WAIT)
@@ -206,15 +207,19 @@ class TensorCoreChecks:
         frontier, waited = [src.id], False
         while frontier:
             cur = self.nodes[frontier.pop()]
+            if cur.op == MBAR_WAIT:  # TMA copies land through the async proxy itself
+                continue
             if cur.op == ASYNC_WAIT:
                 waited = True
                 if proxy and not cur.attr("proxy"):
                     self.add(f"{self.desc(n)} reads {buffer} through the async proxy, but "
                              f"{self.desc(cur)} does not fence the copies to it (proxy)")
                 continue
-            if cur.op == CP_ASYNC or (cur.op == ASYNC_COMMIT and not waited):
-                self.add(f"{self.desc(n)} reads {buffer} copied by cp.async with no "
-                         f"sync.async_wait between the copy and the read")
+            if cur.op in (CP_ASYNC, TMA_LOAD) or (cur.op == ASYNC_COMMIT and not waited):
+                kind, wait = (("TMA", "sync.mbarrier_wait") if cur.op == TMA_LOAD
+                              else ("cp.async", "sync.async_wait"))
+                self.add(f"{self.desc(n)} reads {buffer} copied by {kind} with no "
+                         f"{wait} between the copy and the read")
                 return
             frontier += [x.src for x in self.inputs.get(cur.id, []) if x.level == "shared"]
 

@@ -61,9 +61,10 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.contraction import Contraction, Layout
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, PANEL, SHARED_ALIGN, Buffer, Kernel, KernelBuilder, SharedAlloc
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, PANEL, SHARED_ALIGN, Buffer, \
+    Kernel, KernelBuilder, SharedAlloc, TensorMap
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
-from ..schedule.mma import WARPGROUP, GpuMma, k_rows, legal, supports
+from ..schedule.mma import WARPGROUP, GpuMma, k_rows, legal, supports, tensor_axes
 from .op import _Region, unflatten
 
 __all__ = ["lower_mma", "lower_mma_group"]
@@ -135,8 +136,10 @@ def lower_mma_group(c: Contraction, epilogue: list[ComputeOp], outputs: tuple[st
 
 
 def _lowering(s: GpuMma):
-    """The lowering class of `s`'s instruction."""
-    return _WgmmaLowering if s.instr == "wgmma" else _MmaLowering
+    """The lowering class of `s`'s instruction and loader."""
+    if s.instr == "wgmma":
+        return _TmaWgmmaLowering if s.loader == "tma" else _WgmmaLowering
+    return _MmaLowering
 
 
 class _Shapes:
@@ -468,4 +471,77 @@ class _WgmmaLowering(_MmaLowering):
         nxt = kt + ahead
         self._copy_tile(k_first + nxt, nxt % s.stages, loop, "la")
         b.async_sync(ASYNC_COMMIT, shared, loop)
+        return acc
+
+
+class _TmaWgmmaLowering(_WgmmaLowering):
+    """wgmma on shared stages that bulk tensor copies (TMA) fill: thread 0 announces a
+    stage's bytes on the stage's barrier and issues one copy per operand (per 64-column
+    panel of an MN-major one); every thread waits on the barrier for the phase of the
+    k-tile it reads (the stage's fill count, mod 2). Tails read zeros: the tensor map
+    covers the operand, and the copy fills coordinates outside it with zeros."""
+
+    BARRIER = "stage_full"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        c = self.c
+        self.b.add_shared(SharedAlloc(self.BARRIER, dt.int64, self.s.stages, 8))
+        self.maps = [(self.ta, self._map(self.ta, c.a, (c.m, c.k))),
+                     (self.tb, self._map(self.tb, c.b, (c.k, c.n)))]
+
+    def _map(self, tile: _Tile, op, extents: tuple[int, int]) -> TensorMap:
+        """The tensor map of an operand (`extents`: its rows and columns) whose box is one
+        stage of `tile`, or one 64-column panel of it."""
+        axes = tensor_axes((*extents, *self.c.batch), op.layout)
+        box = (min(tile.row_elems, PANEL), tile.rows) + (1,) * (len(axes) - 2)
+        return TensorMap(op.tensor, op.layout.offset, tuple(n for n, _ in axes),
+                         tuple(st for _, st in axes[1:]), box, box[0] * op.dtype.itemsize)
+
+    def _batch_coords(self, layout) -> list[ex.Expr]:
+        """The batch entry's index along each batch axis `tensor_axes` keeps, innermost first."""
+        out, rest = [], self.batch
+        for extent, stride in reversed(list(zip(self.c.batch, layout.batch))):
+            if extent > 1 and stride:
+                out.append(rest % extent)
+            rest = rest // extent
+        return out
+
+    def _fill(self, k_tile: ex.Expr, stage: ex.Expr, scope: str, guard: ex.Expr) -> None:
+        """Thread 0 (where `guard` holds): k-tile `k_tile` of both operands into `stage`."""
+        b, c = self.b, self.c
+        pred = ex.all_of([ex.binary("eq", self.t, ex.as_index(0)), guard])
+        k0 = k_tile * self.s.block_k
+        total = sum(tile.rows * tile.row_elems * 2 for tile, _ in self.maps)
+        b.mbarrier(MBAR_EXPECT, self.BARRIER, [], scope, slot=stage, bytes=total, pred=pred)
+        for (tile, tmap), layout, mn0 in zip(self.maps, (c.a.layout, c.b.layout), (self.m0, self.n0)):
+            for panel in range(tile.row_elems // tmap.box[0]):
+                col = panel * tmap.box[0]
+                inner, outer = (mn0 + col, k0) if tile.k_major else (k0, mn0)
+                b.tma_load(tmap, [inner, outer, *self._batch_coords(layout)], tile.name,
+                           stage * tile.rows, ex.as_index(col), tile.row_elems, tile.panel_rows,
+                           self.BARRIER, stage, scope, pred)
+
+    def _main_loop(self, k_first: ex.Expr, per_slice: int, block: str) -> str:
+        s, b = self.s, self.b
+        in_flight = 1 if s.stages >= 3 else 0
+        ahead = s.stages - 1 - in_flight
+        shared = [self.ta.name, self.tb.name]
+        b.mbarrier(MBAR_INIT, self.BARRIER, [], block, count=1,
+                   pred=ex.binary("eq", self.t, ex.as_index(0)))
+        b.sync([self.BARRIER], block)
+        pro = b.scope("unroll", "p", ahead, block)
+        p = ex.Var("p")
+        self._fill(k_first + p, p, pro, _lt(p, per_slice))
+        loop = b.scope("serial", "kt", per_slice, block)
+        kt = ex.Var("kt")
+        stage = kt % s.stages
+        b.mbarrier(MBAR_WAIT, self.BARRIER, shared, loop, slot=stage, parity=(kt // s.stages) % 2)
+        b.sync(shared + [self.BARRIER], loop)
+        rows, cols = self._warpgroup_origin()
+        tile = (("kk", s.block_k // 16), ("mi", s.block_m // s.warps_m // WGMMA_M))
+        acc = b.wgmma(self._operand(self.ta, stage, rows), self._operand(self.tb, stage, cols),
+                      tile, s.block_n // s.warps_n, loop, in_flight)
+        nxt = kt + ahead
+        self._fill(k_first + nxt, nxt % s.stages, loop, _lt(nxt, per_slice))
         return acc

@@ -10,6 +10,8 @@ group (1: row by row), so that blocks running together share operand tiles in L2
 With `instr="wgmma"` (sm_90) the block is warps_m x warps_n warpgroups of four warps;
 each warpgroup computes (block_m / warps_m) x (block_n / warps_n) in slabs of 64 rows
 by wgmma.m64nNk16, both operands read from the shared stages through descriptors.
+With `loader="tma"` (wgmma only) one thread fills each stage by bulk tensor copies
+(TMA) that complete on a shared-memory barrier, instead of every thread's cp.async.
 `mma_space` lists the legal points for a contraction and a device; `default_mma`
 picks one by `mma_time`, a model of waves, occupancy and traffic per tile.
 """
@@ -33,6 +35,8 @@ WARPGROUP = 4  # warps of a wgmma warpgroup
 INSTRUCTIONS = ("mma.sync", "wgmma")  # what GpuMma.instr may name
 WGMMA_ARCHS = ("sm_90", "sm_90a")  # the architectures with wgmma
 WGMMA_N = range(16, 257, 16)  # the wgmma n a warpgroup's columns may be (PTX allows multiples of 8)
+LOADERS = ("cp.async", "tma")  # what GpuMma.loader may name
+TMA_MAX_RANK = 5  # axes of a tensor map
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class GpuMma:
     split_k: int = 1  # k-tile slices, each a block per output tile (then a kernel sums them)
     raster: int = 1   # block rows per group of the tile order (1: row-major order)
     instr: str = "mma.sync"  # or "wgmma": then warps_m x warps_n count warpgroups
+    loader: str = "cp.async"  # or "tma" (wgmma only): how the shared stages are filled
 
     @property
     def threads(self) -> int:
@@ -88,6 +93,9 @@ def legal(s: GpuMma, c: Contraction | None = None) -> bool:
             return False
     elif s.instr not in INSTRUCTIONS:
         return False
+    if s.loader not in LOADERS or (s.loader == "tma" and (s.instr != "wgmma" or (c is not None
+                                                                              and not tma_loads(c)))):
+        return False
     elif s.block_m % (16 * s.warps_m) or s.block_n % (16 * s.warps_n) or wm < 16 or wn < 16:
         return False
     if s.threads > 1024 or s.shared_bytes() > MAX_SHARED_BYTES or s.registers > MAX_REGISTERS:
@@ -101,6 +109,27 @@ def k_rows(c: Contraction) -> tuple[bool, bool]:
     operand's m or n axis is the contiguous one), else k runs along each row."""
     a, b = c.a.layout, c.b.layout
     return a.rows == 1 and a.cols != 1, not (b.rows == 1 and b.cols != 1)
+
+
+def tensor_axes(extents: tuple[int, ...], layout) -> list[tuple[int, int]]:
+    """(extent, element stride) of an operand's axes that a tensor map needs: its
+    contiguous axis first, the other matrix axis, then the batch axes innermost first
+    (those of one entry or stride 0, which every batch entry shares, left out)."""
+    rows, cols, *batch = extents
+    inner, outer = ((cols, 1), (rows, layout.rows)) if layout.cols == 1 else ((rows, 1), (cols, layout.cols))
+    return [inner, outer] + [(n, st) for n, st in reversed(list(zip(batch, layout.batch))) if n > 1 and st]
+
+
+def tma_loads(c: Contraction) -> bool:
+    """Whether bulk tensor copies can load both operands of `c`: a contiguous axis,
+    other strides and the first element on 16-byte boundaries, at most `TMA_MAX_RANK` axes."""
+    for op, extents in ((c.a, (c.m, c.k, *c.batch)), (c.b, (c.k, c.n, *c.batch))):
+        size = op.dtype.itemsize
+        axes = tensor_axes(extents, op.layout)
+        if 1 not in (op.layout.rows, op.layout.cols) or len(axes) > TMA_MAX_RANK \
+                or (op.layout.offset * size) % 16 or any((st * size) % 16 for _, st in axes[1:]):
+            return False
+    return True
 
 
 GROUPED_ROWS = 8  # block rows per group of the grouped tile order the space and the default use
@@ -137,16 +166,18 @@ def mma_space(c: Contraction, device=None, arch: str = GPU_ARCH) -> list[GpuMma]
 
 def wgmma_points(c: Contraction) -> list[GpuMma]:
     """The legal wgmma points for `c`'s layouts: block tiles of 64 to 256 rows and
-    columns, k-tiles of 32 or 64, one or two warpgroups, 2 to 5 stages."""
+    columns, k-tiles of 32 or 64, one or two warpgroups, 2 to 5 stages, each loaded by
+    cp.async or TMA."""
     points = []
     for bm in (128, 256, 64):
         for bn in (128, 256, 64):
             for bk in (64, 32):
                 for wm, wn in ((2, 1), (1, 1), (1, 2)):
                     for stages in (3, 4, 2, 5):
-                        s = GpuMma(bm, bn, bk, wm, wn, stages, instr="wgmma")
-                        if legal(s, c):
-                            points.append(s)
+                        for loader in LOADERS:
+                            s = GpuMma(bm, bn, bk, wm, wn, stages, instr="wgmma", loader=loader)
+                            if legal(s, c):
+                                points.append(s)
     return points
 
 

@@ -11,13 +11,13 @@ import numpy as np
 from ..ir import expr as ex
 from ..ir.tensor import TensorGraph
 from ..passes.fuse import Group
-from ..schedule.mma import INSTRUCTIONS
+from ..schedule.mma import INSTRUCTIONS, LOADERS
 from ..schedule.templates import Schedule
 from .records import TEMPLATES
 
 TEMPLATE_NAMES = sorted(TEMPLATES)
 PARAMS = sorted({f.name for cls in TEMPLATES.values() for f in dataclasses.fields(cls)})
-CHOICES = {"instr": INSTRUCTIONS}  # parameters that name a choice: their position in it
+CHOICES = {"instr": INSTRUCTIONS, "loader": LOADERS}  # parameters that name a choice: their position in it
 
 
 def _skeleton(e: ex.Expr) -> str:

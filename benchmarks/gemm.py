@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--wgmma", action="store_true",
                     help="time the wgmma points of WGMMA_POINTS (and check each point's result) "
                          "instead of the mma.sync candidates; skip the fused cases")
+    ap.add_argument("--tma", action="store_true",
+                    help="with --wgmma, also time each point with its stages filled by TMA")
+    ap.add_argument("--cases", help="comma-separated labels of CASES to run (default: all)")
     ap.add_argument("--pipeline", action="store_true",
                     help="time 128 x 128 tiles at 3-5 stages in both tile orders instead of the "
                          "candidates; skip torch.compile and the fused cases")
@@ -96,7 +99,8 @@ def main() -> None:
         with open(path, "w") as fh:
             json.dump(result, fh, indent=1)
 
-    for label, batch, m, n, k in CASES:
+    chosen = set(args.cases.split(",")) if args.cases else {c[0] for c in CASES}
+    for label, batch, m, n, k in [c for c in CASES if c[0] in chosen]:
         a = torch.randn(*batch, m, k, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(*batch, k, n, device="cuda", dtype=torch.bfloat16)
         flops = 2 * m * n * k * (batch[0] if batch else 1)
@@ -117,7 +121,8 @@ def main() -> None:
             row[name + "_tflops"] = flops / ms / 1e9
         key = group_key(program.plan.groups[0], program.graph)
         row["points"] = {}
-        for point in WGMMA_POINTS if args.wgmma else _points(default, args.pipeline):
+        wgmma = WGMMA_POINTS + ([replace(p, loader="tma") for p in WGMMA_POINTS] if args.tma else [])
+        for point in wgmma if args.wgmma else _points(default, args.pipeline):
             try:
                 p = compile_graph(program.traced, True, "cuda", "mma_point", {key: point})
             except ww.Error as exc:  # not a legal point for this product's layouts

@@ -151,3 +151,44 @@ def test_default_products_of_few_tiles(m, n, k):
         assert kernels[0].schedule.instr == "wgmma"
     want = a.double() @ b.double()
     assert (f(a, b).double() - want).abs().max().item() <= 2 ** -7 * (want.abs().max().item() + 1)
+
+
+TMA = dict(instr="wgmma", loader="tma")
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("point", [GpuMma(128, 256, 64, 2, 1, 4, 1, 8, **TMA), GpuMma(128, 128, 32, 1, 1, 2, **TMA),
+                                   GpuMma(64, 128, 16, 1, 1, 3, **TMA)])
+def test_tma_loads_at_odd_shapes(ta, tb, point):
+    """Stages filled by bulk tensor copies, K-major and MN-major, at shapes no tile
+    divides (the copies read zeros past each edge); sm_90 only."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("TMA and wgmma need an sm_90 GPU")
+    a = torch.randn(344, 200, device="cuda", dtype=torch.bfloat16)  # m x k
+    b = torch.randn(200, 520, device="cuda", dtype=torch.bfloat16)  # k x n
+    x = a.t().contiguous() if ta else a
+    y = b.t().contiguous() if tb else b
+
+    def fn(p, q):
+        return (p.T if ta else p) @ (q.T if tb else q)
+
+    got, kernels = _run_point(fn, point, x, y)
+    assert kernels[0].schedule.loader == "tma"
+    want = a.double() @ b.double()
+    assert (got.double() - want).abs().max().item() <= 2 ** -7 * (want.abs().max().item() + 1)
+
+
+@pytest.mark.parametrize("point", [GpuMma(128, 128, 64, 2, 1, 3, 3, **TMA), GpuMma(64, 128, 64, 1, 1, 4, **TMA)])
+def test_tma_batched_sliced_split_k_epilogue(point):
+    """A batched product of a sliced operand (a tensor map at an offset, three axes),
+    split over k, with a fused bias and GELU, in float16."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("TMA and wgmma need an sm_90 GPU")
+    a = torch.randn(3, 136, 1000, device="cuda", dtype=torch.float16)
+    whole = torch.randn(3, 1000, 392, device="cuda", dtype=torch.float16)
+    bias = torch.randn(264, device="cuda", dtype=torch.float16)
+    fn = lambda x, w, c: ww.gelu(x @ w[:, :, 128:] + c)  # noqa: E731
+    got, kernels = _run_point(fn, point, a, whole, bias)
+    assert kernels[0].schedule.loader == "tma"
+    want = torch.nn.functional.gelu(a.double() @ whole[:, :, 128:].double() + bias.double())
+    assert (got.double() - want).abs().max().item() <= 2 ** -9 * (want.abs().max().item() + 1)

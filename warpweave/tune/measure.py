@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CudaError, Error
 from ..ir import dtypes as dt
-from ..ir.gir import Kernel
+from ..ir.gir import Kernel, TensorMap, tensor_maps
 from .child import start_child, stop_child
 
 
@@ -45,6 +45,7 @@ class LaunchSpec:
     params: tuple[str, ...]
     work: int  # element operations per grid step (the CPU runner's split decision)
     shared: int = 0  # bytes of dynamic shared memory (GPU kernels above 48 KiB)
+    maps: tuple[TensorMap, ...] = ()  # by-value tensor maps, the parameters after the buffers
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def make_artifact(target: str, kernels: list[Kernel], works: list[int], inputs, 
             role = "in" if p.name in inputs else "out" if p.name in outputs else "scratch"
             buffers.setdefault(p.name, BufferSpec(p.name, tuple(p.shape), str(p.dtype), role))
     launches = tuple(LaunchSpec(k.name, k.grid, k.block, tuple(p.name for p in k.params), w,
-                                k.dynamic_shared_bytes)
+                                k.dynamic_shared_bytes, tuple(tensor_maps(k)))
                      for k, w in zip(kernels, works))
     return Artifact(target, image, launches, tuple(buffers.values()))
 
@@ -214,6 +215,7 @@ class _CudaBench:
     def run(self, artifact: Artifact, inputs: dict[str, np.ndarray], settings: Settings,
             timed: bool) -> tuple[dict[str, np.ndarray], list[float]]:
         from ..backends.cuda import launch
+        from ..backends.cuda.tensor_maps import TensorMapEncoder
 
         drv = self.driver
         module = launch.Module(artifact.image)
@@ -228,15 +230,19 @@ class _CudaBench:
                 nbytes = max(1, int(np.prod(b.shape, dtype=np.int64)) * dt.dtype(b.dtype).itemsize)
                 allocations[b.name] = drv.alloc(nbytes)
                 drv.memset_d8(allocations[b.name].ptr, 0xFF, nbytes)
-        calls = [(module.function(l.name, len(l.params)), l.grid, l.block,
-                  [allocations[p].ptr for p in l.params], l.shared) for l in artifact.launches]
-        for fn, *_, shared in calls:
+        dtypes = {b.name: dt.dtype(b.dtype) for b in artifact.buffers}
+        encoders = {m: TensorMapEncoder(m, dtypes[m.buffer]) for l in artifact.launches for m in l.maps}
+        calls = [(module.function(l.name, len(l.params) + len(l.maps)), l.grid, l.block,
+                  [allocations[p].ptr for p in l.params]
+                  + [encoders[m](allocations[m.buffer].ptr) for m in l.maps],  # the encoders hold the maps
+                  l.shared, range(len(l.params), len(l.params) + len(l.maps))) for l in artifact.launches]
+        for fn, *_, shared, _ in calls:
             if shared:
                 fn.set_max_dynamic_shared(shared)
 
         def once():
-            for fn, grid, block, pointers, shared in calls:
-                fn.launch(grid, block, pointers, 0, shared)
+            for fn, grid, block, pointers, shared, maps in calls:
+                fn.launch(grid, block, pointers, 0, shared, maps)
 
         once()
         drv.synchronize_device()

@@ -19,8 +19,8 @@ from llvmlite import ir
 
 from ...errors import CompileError, ResourceError, UnsupportedError
 from ...ir import dtypes as dt
-from ...ir.gir import WGMMA, Kernel, Node
-from ..llvm import mathlib
+from ...ir.gir import TMA_LOAD, WGMMA, Kernel, Node, tensor_map_param, tensor_maps
+from ..llvm import bulk, mathlib
 from ..llvm.codegen import I16, I32, I64, KernelCodegen, Target, mem_type
 
 TRIPLE = "nvptx64-nvidia-cuda"
@@ -71,17 +71,22 @@ class CudaTarget(Target):
         return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
 
     def declare(self, module: ir.Module, kernel: Kernel):
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * len(kernel.params)),
-                         kernel.name)
+        """The kernel's function: a pointer per buffer, then its tensor maps by value."""
+        maps = [tensor_map_param(k, m) for k, m in enumerate(tensor_maps(kernel))]
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * len(kernel.params)
+                                                 + [bulk.TENSOR_MAP_TYPE] * len(maps)), kernel.name)
         buffers = {}
         for arg, p in zip(fn.args, kernel.params):
             arg.name = p.name
             arg.add_attribute("noalias")
             buffers[p.name] = arg
+        for arg, name in zip(fn.args[len(kernel.params):], maps):
+            arg.name, buffers[name] = name, arg
         annotations = module.get_named_metadata("nvvm.annotations") if "nvvm.annotations" in \
             module.namedmetadata else module.add_named_metadata("nvvm.annotations")
         annotations.add(module.add_metadata([fn, "kernel", ir.IntType(32)(1)]))
         annotations.add(module.add_metadata([fn, "maxntidx", ir.IntType(32)(kernel.block)]))
+        bulk.declare_tensor_maps(module, fn, len(kernel.params))
         return fn, buffers
 
     def _special_register(self, cg: KernelCodegen, name: str) -> ir.Value:
@@ -279,6 +284,8 @@ def module_arch(kernels: list[Kernel], arch: str) -> str:
         return "sm_90a"
     if arch != "sm_90a" and any(n.op == WGMMA for k in kernels for n in k.nodes):
         raise UnsupportedError(f"wgmma needs an sm_90 GPU (PTX target sm_90a), not {arch}")
+    if int(re.sub(r"\D", "", arch)) < 90 and any(n.op == TMA_LOAD for k in kernels for n in k.nodes):
+        raise UnsupportedError(f"bulk tensor copies (TMA) need an sm_90 GPU or newer, not {arch}")
     return arch
 
 

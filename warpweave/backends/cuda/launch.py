@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ...errors import ArgumentError, CudaError, ResourceError
 from .driver import _LOG_BYTES, _call, _log_text, _make_error, _require, cu, device, ensure_context
+from .tensor_maps import TENSOR_MAP_BYTES
 
 _ELF_MAGIC = b"\x7fELF"
 _FATBIN_MAGIC = (0xBA55ED50).to_bytes(4, "little")
@@ -146,9 +147,9 @@ class Function:
                 return n
             sizes.append(int(res[2]))
         for i, size in enumerate(sizes):
-            if size != 8:
+            if size not in (8, TENSOR_MAP_BYTES):
                 raise ArgumentError(f"kernel {self.name}: parameter {i} is {size} bytes; warpweave launches "
-                                    "kernels whose parameters are all pointers")
+                                    "kernels whose parameters are pointers and tensor maps")
         return len(sizes) if n is None else n
 
     def _thread_state(self, nargs: int):
@@ -165,18 +166,22 @@ class Function:
         return state
 
     def launch(self, grid: int, block: int, pointers: Sequence[int], stream: int = 0,
-               shared_bytes: int = 0) -> None:
+               shared_bytes: int = 0, by_reference: Sequence[int] = ()) -> None:
         """Launch on `grid` blocks of `block` threads (1-D) with the given device
-        pointers (ints) on `stream`, with `shared_bytes` of dynamic shared memory."""
+        pointers (ints) on `stream`, with `shared_bytes` of dynamic shared memory;
+        parameters listed in `by_reference` are given as the host address of their
+        value (a tensor map) instead."""
         try:
-            slots, addr, _ = self._tls.state
+            slots, addr, params = self._tls.state
         except AttributeError:
-            slots, addr, _ = self._thread_state(len(pointers))
+            slots, addr, params = self._thread_state(len(pointers))
         try:
             slots[:] = pointers
         except (ValueError, TypeError) as exc:
             raise ArgumentError(f"kernel {self.name} takes {len(slots)} pointer arguments; got "
                                 f"{len(pointers)} ({exc})") from None
+        for i in by_reference:
+            params[i] = pointers[i]
         if self._raw is not None:  # a native trampoline to the driver: less marshalling
             err = self._raw(self._raw_handle, grid, block, shared_bytes, stream, addr)
             if err:
@@ -279,7 +284,8 @@ class LaunchSequence:
     `launch_all(*pointers, stream)` with the result checked by `check`.
 
     `launches` holds (function, grid, block, positions, dynamic shared bytes): kernel
-    parameter i is `pointers[positions[i]]`. The launcher is a builtin function made from native
+    parameter i is `pointers[positions[i]]`, or, where the position is flagged
+    `BY_REFERENCE`, the value at that host address (a 128-byte tensor map). The launcher is a builtin function made from native
     code (`_native_sequence_launcher`): Python calls it like any builtin, with no
     ctypes conversions, and it writes the pointer table on its own stack (so one
     sequence serves any number of threads)."""
@@ -317,7 +323,8 @@ class LaunchSequence:
     def run(self, pointers: Sequence[int], stream: int = 0) -> None:
         if self.launch_all is None:
             for fn, grid, block, where, shared in self.launches:
-                fn.launch(grid, block, [pointers[k] for k in where], stream, shared)
+                fn.launch(grid, block, [pointers[k & ~BY_REFERENCE] for k in where], stream, shared,
+                          [i for i, k in enumerate(where) if k & BY_REFERENCE])
             return
         self.check(self.launch_all(*pointers, stream))
 
@@ -334,6 +341,7 @@ class LaunchSequence:
 
 
 MAX_TABLE = 1024  # pointers (and parameters per kernel) a native launch sequence takes
+BY_REFERENCE = 1 << 31  # a position's flag: the table holds the parameter's host address
 
 _NATIVE_SEQUENCE: list = []
 
@@ -435,7 +443,10 @@ def _build_native_sequence_launcher():
 
         def point(i):
             where = b.zext(b.load(b.gep(positions, [i], source_etype=i32), typ=i32), i64)
-            b.store(b.gep(table, [where], source_etype=i64), b.gep(params, [i], source_etype=ptr))
+            entry = b.gep(table, [b.and_(where, ir.Constant(i64, BY_REFERENCE - 1))], source_etype=i64)
+            by_reference = b.icmp_unsigned("!=", b.and_(where, ir.Constant(i64, BY_REFERENCE)), ir.Constant(i64, 0))
+            value = b.select(by_reference, b.inttoptr(b.load(entry, typ=i64), ptr), entry)
+            b.store(value, b.gep(params, [i], source_etype=ptr))
 
         counted_loop("params", b.zext(field(4, i32), i64), point)
         one = ir.Constant(i32, 1)

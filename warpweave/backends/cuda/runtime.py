@@ -20,9 +20,10 @@ import numpy as np
 
 from ...errors import ArgumentError, TargetError
 from ...ir import dtypes as dt
-from ...ir.gir import Buffer, Kernel
+from ...ir.gir import Buffer, Kernel, tensor_map_param, tensor_maps
 from ...ir.tensor import TensorGraph, row_major_strides
 from . import arrays, driver, launch
+from .tensor_maps import TensorMapEncoder
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,15 @@ class CudaProgram:
     def __init__(self, graph: TensorGraph, kernels: list[tuple[str, Kernel]], temps: list[Buffer],
                  llvm_ir: str, ptx: str, load_image: Callable[[], bytes], single: bool):
         self.graph = graph
-        self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params),
-                                 k.dynamic_shared_bytes) for name, k in kernels]
+        # a kernel's parameters: its buffers, then its tensor maps (by value)
+        self.launches = [_Launch(name, k.grid, k.block, tuple(p.name for p in k.params) + tuple(
+            tensor_map_param(j, m) for j, m in enumerate(tensor_maps(k))), k.dynamic_shared_bytes)
+            for name, k in kernels]
+        dtypes = {p.name: p.dtype for _, k in kernels for p in k.params}
+        maps = list(dict.fromkeys(m for _, k in kernels for m in tensor_maps(k)))
+        self._maps = {tensor_map_param(j, m): maps.index(m) for _, k in kernels
+                      for j, m in enumerate(tensor_maps(k))}  # kernel parameter -> program map
+        self._encoders = [TensorMapEncoder(m, dtypes[m.buffer]) for m in maps]
         self.stages = {"llvm": llvm_ir, "ptx": ptx}
         self.files = {"llvm.ll": llvm_ir, "module.ptx": ptx}
         self._load_image = load_image
@@ -154,6 +162,7 @@ class CudaProgram:
             results[name] = out
             buffers[name] = _pointer(out)
         table = [buffers[n] for n in self.graph.inputs] + [buffers[n] for n, _, _ in self._outputs]
+        table += [encode(buffers[encode.tmap.buffer]) for encode in self._encoders]
         self._sequence(functions).run(table, stream)
         outs = [results[n] for n in self.graph.outputs]
         if template is None:
@@ -165,10 +174,12 @@ class CudaProgram:
         if self._launch_sequence is None:
             position = {n: k for k, n in enumerate(self.graph.inputs)}
             position.update((name, len(self._inputs) + k) for k, (name, _, _) in enumerate(self._outputs))
+            first_map = len(self._inputs) + len(self._outputs)
+            position.update((name, launch.BY_REFERENCE | (first_map + k)) for name, k in self._maps.items())
             self._launch_sequence = launch.LaunchSequence(
                 [(fn, l.grid, l.block, [position[p] for p in l.params], l.shared)
                  for l, fn in zip(self.launches, functions)],
-                len(self._inputs) + len(self._outputs))
+                first_map + len(self._encoders))
         return self._launch_sequence
 
     def torch_call(self, layouts: tuple | None = None, out_layouts: tuple | None = None) -> Callable | None:
@@ -209,6 +220,7 @@ class CudaProgram:
             namespace.update({f"OUT{k}_SHAPE": shape, f"OUT{k}_STRIDES": strides,
                               f"OUT{k}_DTYPE": arrays._torch_dtype_of(d)})
         namespace.update(WS_SHAPE=(self._workspace_bytes,), WS_STRIDES=(1,), WS_DTYPE=torch.uint8)
+        namespace.update((f"ENCODE{j}", encode) for j, encode in enumerate(self._encoders))
         # the stage shows the launcher made last; each request gets the one for its layouts
         source = self.stages["launcher"] = (self._launcher_source(self.single, layouts) if layouts or allocated
                                             else self._launcher)
@@ -268,12 +280,20 @@ class CudaProgram:
             *(["    ws = empty(WS_SHAPE, WS_STRIDES, WS_DTYPE)  # what passes between kernels",
                "    w = ws.data_ptr()"] if self._workspace else []),
             f"    status = launch_all({''.join(f'{p}, ' for p in ps)}"
-            f"{''.join(self._pointer_source(k) + ', ' for k in range(n_out))}raw_stream(index))",
+            f"{''.join(self._pointer_source(k) + ', ' for k in range(n_out))}"
+            f"{''.join(self._map_source(j, ps) + ', ' for j in range(len(self._encoders)))}raw_stream(index))",
             "    if status:",
             "        check(status)",
             f"    return {returned}",
         ]
         return "\n".join(lines) + "\n"
+
+    def _map_source(self, j: int, inputs: list[str]) -> str:
+        """The launcher's expression for tensor map j's host address."""
+        name = self._encoders[j].tmap.buffer
+        if name in self.graph.inputs:
+            return f"ENCODE{j}({inputs[self.graph.inputs.index(name)]})"
+        return f"ENCODE{j}({self._pointer_source(self._output_index[name])})"
 
     def _pointer_source(self, k: int) -> str:
         """The launcher's expression for allocation k's address."""

@@ -22,8 +22,8 @@ from llvmlite import ir
 
 from ...errors import CompileError
 from ...ir import dtypes as dt
-from ...ir.gir import MMA, TC_OPS, WGMMA, Kernel, Node
-from . import tensorcore
+from ...ir.gir import MBAR_OPS, MMA, TC_OPS, TMA_LOAD, WGMMA, Kernel, Node
+from . import bulk, tensorcore
 from .access import MemoryAccess
 from .arith import Arithmetic
 from .irtypes import I16, I32, I64, mem_type, reg_type
@@ -312,6 +312,8 @@ class KernelCodegen(Arithmetic, MemoryAccess):
             self.values[n.id] = self.constant(n.attr("value").value, n.dtype)
         elif kind == "compute.index":
             self.values[n.id] = self.index(n.attr("expr"))
+        elif kind == TMA_LOAD or kind in MBAR_OPS:
+            bulk.emit(self, n)
         elif kind in TC_OPS:
             tensorcore.emit(self, n)
         elif n.family == "compute":

@@ -51,6 +51,16 @@ tile's rows (k contiguous in memory: "K-major") has block_k-element rows; one wi
 along its columns ([k][m] or [k][n]: m or n contiguous, "MN-major", transposed by the
 instruction) is cut into panels of 64 columns. Each warp's accumulators are laid out
 as mma.m16n8's, its 16 rows of each 64-row slab, so the epilogue is shared.
+
+With `loader="tma"` (`_TmaWgmmaLowering`) the stages are filled by bulk tensor copies:
+
+    thread 0: initialise a barrier per stage; barrier
+    thread 0: k-tiles 0 .. d-1 into stages 0 .. d-1 (announce the bytes, copy the boxes)
+    for kt in k-tiles:
+        wait on stage kt % stages's barrier for phase (kt // stages) % 2; barrier
+        wgmma of stage kt % stages as above
+        thread 0: k-tile kt+d into stage (kt+d) % stages, where it exists
+    wait for the products
 """
 from __future__ import annotations
 

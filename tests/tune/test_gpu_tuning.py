@@ -27,3 +27,29 @@ def test_cuda_tuning_in_a_compile_pool_matches_compiling_here(tmp_path):
         got = np.asarray(report.program(x))
         np.testing.assert_allclose(got, np.exp(x) / np.exp(x).sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
     assert statuses[0] == statuses[2]
+
+
+@pytest.mark.gpu
+def test_the_worker_launches_tensor_map_parameters():
+    """A candidate whose stages TMA fills runs in the measurement worker's launcher
+    (kernel by kernel, the maps passed by reference) and computes the product."""
+    from warpweave.backends.cuda import driver
+    from warpweave.backends.cuda.codegen import compile_ptx
+    from warpweave.lower.mma import lower_mma
+    from warpweave.schedule.mma import GpuMma
+    from warpweave.tune.measure import Settings, _CudaBench, make_artifact, make_inputs
+
+    from ..lower.test_mma import _gemm
+
+    if not driver.available() or driver.device().compute_capability != (9, 0):
+        pytest.skip("TMA and wgmma need an sm_90 GPU")
+    c, shapes, _ = _gemm(200, 136, 88, True, False)
+    kernels = lower_mma(c, GpuMma(64, 128, 64, 1, 1, 3, instr="wgmma", loader="tma"), shapes)
+    artifact = make_artifact("cuda", kernels, [1] * len(kernels), {"a", "b"}, {"out"},
+                             compile_ptx(kernels, "sm_90")[1].encode())
+    assert [len(l.maps) for l in artifact.launches] == [2]
+    inputs = make_inputs(artifact, seed=3)
+    outputs, _ = _CudaBench(0).run(artifact, inputs, Settings(warmup=0, repeat=1), timed=False)
+    a = inputs["a"].astype(np.float64).reshape(shapes["a"]).T
+    want = a @ inputs["b"].astype(np.float64).reshape(shapes["b"])
+    np.testing.assert_allclose(outputs["out"].reshape(want.shape), want, rtol=1e-5, atol=1e-4)

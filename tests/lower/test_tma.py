@@ -185,3 +185,31 @@ def test_the_launcher_passes_tensor_maps_by_reference(monkeypatch):
     tensor_map = ctypes.create_string_buffer(128)
     seq.run([0xABC0, ctypes.addressof(tensor_map)], 0)
     assert seen == [(0xABC0, ctypes.addressof(tensor_map))]
+
+
+def test_tensor_maps_are_encoded_once_per_address(monkeypatch):
+    """The encoder asks the driver once per buffer address, 64-byte aligned, and keeps
+    an address it returned alive for a whole generation after the cache turns over."""
+    import ctypes
+
+    from warpweave.backends.cuda import tensor_maps as tm
+
+    calls = []
+
+    def encode(address, data_type, rank, pointer, dims, strides, box, ones, *rest):
+        calls.append((address, data_type, rank, pointer, list(dims[:rank]), list(strides[:rank - 1]),
+                      list(box[:rank]), rest))
+        ctypes.memset(address, len(calls), tm.TENSOR_MAP_BYTES)
+        return 0
+
+    monkeypatch.setattr(tm, "_ENCODE", [encode])
+    m = TensorMap("a", 8, (88, 200), (88,), (64, 128), 128)
+    enc = tm.TensorMapEncoder(m, dt.bfloat16)
+    first = enc(0x10000)
+    assert first % tm.TENSOR_MAP_ALIGN == 0 and enc(0x10000) == first and len(calls) == 1
+    assert calls[0][1:] == (9, 2, 0x10000 + 16, [88, 200], [176], [64, 128], (0, 3, 3, 0))
+    for k in range(tm._GENERATION):
+        enc(0x20000 + 256 * k)
+    assert enc(0x10000) == first and ctypes.string_at(first, 1) == b"\x01"  # kept from the older generation
+    with pytest.raises(Exception, match="float32"):
+        tm.TensorMapEncoder(m, dt.float32)

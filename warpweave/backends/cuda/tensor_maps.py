@@ -82,11 +82,11 @@ class TensorMapEncoder:
                                     f"({self.dtype}) at address {pointer:#x}", call="cuTensorMapEncodeTiled")
                 self._storage.append(raw)
             else:
-                self._storage.append(raw_of(self._older_storage, address))
+                self._storage.append(_raw_of(self._older_storage, address))
             self._maps[pointer] = address
             return address
 
 
-def raw_of(storage: list, address: int):
+def _raw_of(storage: list, address: int):
     """The buffer of `storage` holding `address`."""
-    return next(r for r in storage if ctypes.addressof(r) <= address < ctypes.addressof(r) + len(r.raw))
+    return next(r for r in storage if ctypes.addressof(r) <= address < ctypes.addressof(r) + ctypes.sizeof(r))

@@ -213,3 +213,25 @@ def test_tensor_maps_are_encoded_once_per_address(monkeypatch):
     assert enc(0x10000) == first and ctypes.string_at(first, 1) == b"\x01"  # kept from the older generation
     with pytest.raises(Exception, match="float32"):
         tm.TensorMapEncoder(m, dt.float32)
+
+
+def test_refilling_a_stage_needs_every_warpgroup_done_with_it():
+    """Thread 0's wait on the stage's `empty` barrier removed (its pred never holds):
+    the copy refilling the stage may overwrite products still in flight."""
+    from warpweave.backends.interp import run_kernel
+    from warpweave.ir import expr as ex
+
+    c, shapes, _ = _gemm(*SHAPE, True, False)
+    (k,) = lower_mma(c, T(128, 128, 16, 2, 1, 2), shapes)
+    never = ex.binary("lt", ex.Var("t"), ex.as_index(0))
+    nodes = [n.replace(attrs={**n.attr_map, "pred": never})
+             if n.op == MBAR_WAIT and n.attr("barrier") == "stage_empty" else n for n in k.nodes]
+    bad = make_kernel(k.name, k.params, k.shared, nodes, k.edges, k.target)
+    assert check(bad) == []
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    buffers = {name: rng.standard_normal(int(np.prod(shapes[name]))).astype(ml_dtypes.bfloat16) for name in "ab"}
+    buffers["out"] = np.full(int(np.prod(shapes["out"])), np.nan, np.float32)
+    with pytest.raises(IRError, match="in flight"):
+        run_kernel(bad, buffers)

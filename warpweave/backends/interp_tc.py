@@ -21,6 +21,11 @@ land when a thread of the block waits (`sync.mbarrier_wait`) for the barrier pha
 the copy completes, each barrier slot counting arrivals and transaction bytes as the
 hardware does: a wait for a phase that cannot complete any more (too few bytes or
 arrivals announced or copied) is reported as the deadlock it would be on the GPU.
+Threads arriving on a barrier after their wgmma waits release the groups of products
+those waits retired: a wait for that phase proves that no warpgroup still reads them
+(the barrier-free pipeline's ordering); without it a group counts as in flight one
+iteration longer than its own warpgroup's wait says, as a lagging warpgroup may keep
+it running past a block barrier.
 `wgmma.m64nNk16` reads its operands from the shared tiles (as the descriptors address
 them: `swizzle_offset` of each element) once per warpgroup; warp w of the group
 holds rows 16 w .. 16 w + 15 of each 64-row slab, 8 columns at a time as the
@@ -32,8 +37,8 @@ import numpy as np
 
 from ..errors import IRError
 from ..ir import expr as ex
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MBAR_EXPECT, MBAR_INIT, MBAR_OPS, \
-    MBAR_WAIT, MMA, TMA_LOAD, WARP_SIZE, WGMMA, TensorMap, swizzle_offset
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, CP_ASYNC, FRAG, LDMATRIX, MBAR_ARRIVE, MBAR_EXPECT, MBAR_INIT, \
+    MBAR_OPS, MBAR_WAIT, MMA, TMA_LOAD, WARP_SIZE, WGMMA, TensorMap, swizzle_offset
 
 _LANE = np.arange(WARP_SIZE)
 # (lane, register) -> (row, col) of the m16n8k16 fragments
@@ -128,7 +133,8 @@ def _check_not_in_flight(st, node, dst, g, where) -> None:
     for reads in (r for groups in st.wgmma_flight.values() for r in groups):
         hit = reads.get(node.attr("dst"))
         if hit is not None and np.isin(flat, hit).any():
-            raise IRError(f"{node.id} cp.async overwrites {node.attr('dst')} while a wgmma group "
+            raise IRError(f"{node.id} {'TMA' if node.op == TMA_LOAD else 'cp.async'} overwrites "
+                          f"{node.attr('dst')} while a wgmma group "
                           f"in flight still reads it (wait for it, or copy further ahead)")
 
 
@@ -315,6 +321,8 @@ class _Barriers:
         self.tx = np.zeros((grid, slots), np.int64)
         self.pending: list[tuple] = []  # (block, slot, phase it completes, dst, positions, values)
 
+        self.releases: list[tuple] = []  # (block, slot, phase, wgmma groups its completion retires)
+
     def settle(self) -> None:
         done = (self.arrived == self.count) & (self.tx == 0)
         self.phase += done
@@ -329,7 +337,8 @@ def _barriers(st, node) -> "_Barriers":
 
 
 def _issuers(st, node) -> tuple[np.ndarray, tuple]:
-    """(block index, index tuple into the scope's space) of the points whose pred holds."""
+    """(block index, index tuple into the scope's space) of the points whose pred holds
+    (every point without one)."""
     pred = st.expr(node.attr("pred"), node.scope).astype(bool)
     points = np.nonzero(pred)
     return points[0], points
@@ -350,6 +359,18 @@ def _mbar_expect(st, node) -> None:
     slot = st.expr(node.attr("slot"), node.scope).astype(np.int64)[points]
     np.add.at(bars.arrived, (blocks, slot), 1)
     np.add.at(bars.tx, (blocks, slot), node.attr("bytes"))
+    bars.settle()
+
+
+def _mbar_arrive(st, node) -> None:
+    bars = _barriers(st, node)
+    blocks, points = _issuers(st, node)
+    slot = st.expr(node.attr("slot"), node.scope).astype(np.int64)[points]
+    retired = [g for node_id, groups in st.wgmma_flight.items()
+               for g in groups[:max(0, len(groups) - (st.k.node(node_id).attr("pending") or 0))]]
+    if retired:
+        bars.releases.append((blocks, slot, bars.phase[blocks, slot].copy(), retired))
+    np.add.at(bars.arrived, (blocks, slot), 1)
     bars.settle()
 
 
@@ -386,9 +407,11 @@ def _tma(st, node) -> None:
 
 def _mbar_wait(st, node) -> None:
     bars = _barriers(st, node)
+    _, points = _issuers(st, node)
     slot = st.expr(node.attr("slot"), node.scope).astype(np.int64)
     parity = st.expr(node.attr("parity"), node.scope).astype(np.int64)
     g = np.broadcast_to(np.arange(slot.shape[0]).reshape((-1,) + (1,) * (slot.ndim - 1)), slot.shape)
+    g, slot, parity = g[points], slot[points], parity[points]
     stuck = bars.phase[g, slot] % 2 == parity % 2
     if stuck.any():
         b, s = int(g[stuck].flat[0]), int(slot[stuck].flat[0])
@@ -407,8 +430,16 @@ def _mbar_wait(st, node) -> None:
             keep.append((blocks[~lands], slots[~lands], phase[~lands], dst, eg[~lands], where[~lands],
                          vals[~lands]))
     bars.pending = keep
+    released = []
+    for blocks, slots, phase, groups in bars.releases:
+        if (waited[blocks, slots] & (phase < bars.phase[blocks, slots])).all():
+            for flight in st.wgmma_flight.values():
+                flight[:] = [x for x in flight if all(x is not y for y in groups)]
+        else:
+            released.append((blocks, slots, phase, groups))
+    bars.releases = released
 
 
 _TC = {CP_ASYNC: _cp_async, LDMATRIX: _ldmatrix, MMA: _mma, WGMMA: _wgmma, FRAG: _extract,
        ASYNC_COMMIT: _commit, ASYNC_WAIT: _wait, TMA_LOAD: _tma, MBAR_INIT: _mbar_init,
-       MBAR_EXPECT: _mbar_expect, MBAR_WAIT: _mbar_wait}
+       MBAR_EXPECT: _mbar_expect, MBAR_ARRIVE: _mbar_arrive, MBAR_WAIT: _mbar_wait}

@@ -148,7 +148,8 @@ ASYNC_COMMIT, ASYNC_WAIT = "sync.async_commit", "sync.async_wait"
 # Bulk tensor copies (TMA, sm_90) and the shared-memory barriers they complete.
 TMA_LOAD = "move.global.shared.tensor"
 MBAR_INIT, MBAR_EXPECT, MBAR_WAIT = "sync.mbarrier_init", "sync.mbarrier_expect", "sync.mbarrier_wait"
-MBAR_OPS = (MBAR_INIT, MBAR_EXPECT, MBAR_WAIT)
+MBAR_ARRIVE = "sync.mbarrier_arrive"
+MBAR_OPS = (MBAR_INIT, MBAR_EXPECT, MBAR_ARRIVE, MBAR_WAIT)
 TC_OPS = (CP_ASYNC, LDMATRIX, MMA, WGMMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT, TMA_LOAD) + MBAR_OPS
 TMA_SWIZZLES = (32, 64, 128)  # bytes: a tensor map's swizzle span (its box's row bytes)
 TMA_MAX_BOX = 256  # elements along any axis of a tensor map's box
@@ -654,9 +655,10 @@ class KernelBuilder:
     def mbarrier(self, op: str, barrier: str, tiles: Iterable[str], scope: str, **attrs) -> str:
         """`sync.mbarrier_init` (count: arrivals a phase takes; every slot, by the threads
         where `pred` holds), `sync.mbarrier_expect` (slot, bytes, pred: arrive and expect
-        that many transaction bytes) or `sync.mbarrier_wait` (slot, parity: every
-        thread waits for that phase's completion). The barrier's and the `tiles`'
-        states pass through."""
+        that many transaction bytes), `sync.mbarrier_arrive` (slot, pred: the threads
+        where it holds, every thread without it, arrive) or `sync.mbarrier_wait` (slot,
+        parity, pred: the threads where it holds, every thread without it, wait for
+        that phase's completion). The barrier's and the `tiles`' states pass through."""
         node = self._new(op, scope, None, barrier=barrier, **attrs)
         for slot, b in enumerate((barrier, *tiles)):
             self._state_edge(b, node, slot)

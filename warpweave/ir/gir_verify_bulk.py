@@ -9,8 +9,9 @@ The nodes (built by `KernelBuilder.tma_load` and `mbarrier`):
   the box's bytes on `barrier[slot]`. Slots: 0 the global state, 1 the tile's, 2 the
   barrier's; it produces the new states of both.
 * `sync.mbarrier_init` (count, pred), `sync.mbarrier_expect` (slot, bytes, pred),
-  `sync.mbarrier_wait` (slot, parity): slot 0 the barrier's state, then tiles' states,
-  all passing through.
+  `sync.mbarrier_arrive` (slot, pred), `sync.mbarrier_wait` (slot, parity, pred; no
+  pred: every thread): slot 0 the barrier's state, then tiles' states, all passing
+  through.
 
 Checked here: the tensor map (16-bit elements, a box row of 32, 64 or 128 bytes that
 is its swizzle span, at most 256 elements an axis, one entry along the batch axes,
@@ -20,7 +21,8 @@ is its swizzle span, at most 256 elements an axis, one entry along the batch axe
 words, slots inside it); that at most one thread of a block issues each copy, expect
 and init; and that each expect announces exactly the bytes of the copies completing
 on its barrier slot in its scope. Reads of a tile behind a `sync.mbarrier_wait` count
-as waited for (`TensorCoreChecks._check_waited`).
+as waited for, with no block barrier needed (`TensorCoreChecks._check_waited`): the
+copies' data are visible to every thread that waited.
 """
 from __future__ import annotations
 

@@ -201,6 +201,8 @@ class TensorCoreChecks:
             (e,) = self.inputs[n.id] or (None,)
         buffer = buffer or n.attr("buffer")
         src = self.nodes.get(e.src) if e else None
+        if src is not None and src.op == MBAR_WAIT and src.attr("pred") is None:
+            return  # every thread waited for the TMA copies: they are visible to it
         if src is None or src.op != "sync.block":
             self.add(f"{self.desc(n)} reads {buffer} without a sync.block since its last write")
             return

@@ -71,7 +71,7 @@ from ..errors import UnsupportedError
 from ..ir import dtypes as dt
 from ..ir import expr as ex
 from ..ir.contraction import Contraction, Layout
-from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, PANEL, SHARED_ALIGN, Buffer, \
+from ..ir.gir import ASYNC_COMMIT, ASYNC_WAIT, MBAR_ARRIVE, MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, PANEL, SHARED_ALIGN, Buffer, \
     Kernel, KernelBuilder, SharedAlloc, TensorMap
 from ..ir.tensor import ComputeOp, TensorGraph, row_major_strides
 from ..schedule.mma import WARPGROUP, GpuMma, k_rows, legal, supports, tensor_axes
@@ -485,18 +485,23 @@ class _WgmmaLowering(_MmaLowering):
 
 
 class _TmaWgmmaLowering(_WgmmaLowering):
-    """wgmma on shared stages that bulk tensor copies (TMA) fill: thread 0 announces a
-    stage's bytes on the stage's barrier and issues one copy per operand (per 64-column
-    panel of an MN-major one); every thread waits on the barrier for the phase of the
-    k-tile it reads (the stage's fill count, mod 2). Tails read zeros: the tensor map
-    covers the operand, and the copy fills coordinates outside it with zeros."""
+    """wgmma on shared stages that bulk tensor copies (TMA) fill, with no block barrier
+    in the k-loop: a `full` barrier per stage, on which thread 0 announces the stage's
+    bytes and issues one copy per operand (per 64-column panel of an MN-major one),
+    and an `empty` barrier per stage, on which every thread arrives once its
+    warpgroup's products of that stage are done. Every thread waits on `full` for the
+    phase of the k-tile it reads (the stage's fill count, mod 2); thread 0 waits on
+    `empty` before refilling a stage, so the copies run stages - 1 k-tiles ahead. Tails
+    read zeros: the tensor map covers the operand, and the copy fills coordinates
+    outside it with zeros."""
 
-    BARRIER = "stage_full"
+    FULL, EMPTY = "stage_full", "stage_empty"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         c = self.c
-        self.b.add_shared(SharedAlloc(self.BARRIER, dt.int64, self.s.stages, 8))
+        for name in (self.FULL, self.EMPTY):
+            self.b.add_shared(SharedAlloc(name, dt.int64, self.s.stages, 8))
         self.maps = [(self.ta, self._map(self.ta, c.a, (c.m, c.k))),
                      (self.tb, self._map(self.tb, c.b, (c.k, c.n)))]
 
@@ -517,41 +522,47 @@ class _TmaWgmmaLowering(_WgmmaLowering):
             rest = rest // extent
         return out
 
+    def _first_thread(self) -> ex.Expr:
+        return ex.binary("eq", self.t, ex.as_index(0))
+
     def _fill(self, k_tile: ex.Expr, stage: ex.Expr, scope: str, guard: ex.Expr) -> None:
         """Thread 0 (where `guard` holds): k-tile `k_tile` of both operands into `stage`."""
         b, c = self.b, self.c
-        pred = ex.all_of([ex.binary("eq", self.t, ex.as_index(0)), guard])
+        pred = ex.all_of([self._first_thread(), guard])
         k0 = k_tile * self.s.block_k
         total = sum(tile.rows * tile.row_elems * 2 for tile, _ in self.maps)
-        b.mbarrier(MBAR_EXPECT, self.BARRIER, [], scope, slot=stage, bytes=total, pred=pred)
+        b.mbarrier(MBAR_EXPECT, self.FULL, [], scope, slot=stage, bytes=total, pred=pred)
         for (tile, tmap), layout, mn0 in zip(self.maps, (c.a.layout, c.b.layout), (self.m0, self.n0)):
             for panel in range(tile.row_elems // tmap.box[0]):
                 col = panel * tmap.box[0]
                 inner, outer = (mn0 + col, k0) if tile.k_major else (k0, mn0)
                 b.tma_load(tmap, [inner, outer, *self._batch_coords(layout)], tile.name,
                            stage * tile.rows, ex.as_index(col), tile.row_elems, tile.panel_rows,
-                           self.BARRIER, stage, scope, pred)
+                           self.FULL, stage, scope, pred)
 
     def _main_loop(self, k_first: ex.Expr, per_slice: int, block: str) -> str:
         s, b = self.s, self.b
-        in_flight = 1 if s.stages >= 3 else 0
-        ahead = s.stages - 1 - in_flight
         shared = [self.ta.name, self.tb.name]
-        b.mbarrier(MBAR_INIT, self.BARRIER, [], block, count=1,
-                   pred=ex.binary("eq", self.t, ex.as_index(0)))
-        b.sync([self.BARRIER], block)
-        pro = b.scope("unroll", "p", ahead, block)
+        for name, count in ((self.FULL, 1), (self.EMPTY, s.threads)):
+            b.mbarrier(MBAR_INIT, name, [], block, count=count, pred=self._first_thread())
+        b.sync([self.FULL, self.EMPTY], block)
+        pro = b.scope("unroll", "p", s.stages, block)
         p = ex.Var("p")
         self._fill(k_first + p, p, pro, _lt(p, per_slice))
         loop = b.scope("serial", "kt", per_slice, block)
         kt = ex.Var("kt")
-        stage = kt % s.stages
-        b.mbarrier(MBAR_WAIT, self.BARRIER, shared, loop, slot=stage, parity=(kt // s.stages) % 2)
-        b.sync(shared + [self.BARRIER], loop)
+        b.mbarrier(MBAR_WAIT, self.FULL, shared, loop, slot=kt % s.stages, parity=(kt // s.stages) % 2)
         rows, cols = self._warpgroup_origin()
         tile = (("kk", s.block_k // 16), ("mi", s.block_m // s.warps_m // WGMMA_M))
-        acc = b.wgmma(self._operand(self.ta, stage, rows), self._operand(self.tb, stage, cols),
-                      tile, s.block_n // s.warps_n, loop, in_flight)
-        nxt = kt + ahead
-        self._fill(k_first + nxt, nxt % s.stages, loop, _lt(nxt, per_slice))
+        acc = b.wgmma(self._operand(self.ta, kt % s.stages, rows), self._operand(self.tb, kt % s.stages, cols),
+                      tile, s.block_n // s.warps_n, loop, 1)
+        # the products of k-tile kt - 1 are done (this warpgroup's wait): free its stage,
+        # and once every thread has, refill it with k-tile kt - 1 + stages
+        nxt = kt + (s.stages - 1)  # the k-tile refilled into stage (kt - 1) % stages
+        refill = ex.all_of([ex.binary("ge", kt, ex.as_index(1)), _lt(nxt, per_slice)])
+        stage = nxt % s.stages
+        b.mbarrier(MBAR_ARRIVE, self.EMPTY, [], loop, slot=stage, pred=refill)
+        b.mbarrier(MBAR_WAIT, self.EMPTY, shared, loop, slot=stage, parity=(nxt // s.stages + 1) % 2,
+                   pred=ex.all_of([self._first_thread(), refill]))
+        self._fill(k_first + nxt, stage, loop, refill)
         return acc

@@ -1,7 +1,7 @@
 """Bulk tensor copies (TMA) and shared-memory barriers → LLVM IR for NVPTX (sm_90).
 
-All inline PTX: `mbarrier.init`, `mbarrier.arrive.expect_tx`, a `mbarrier.try_wait.parity`
-loop, and `cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes`
+All inline PTX: `mbarrier.init`, `mbarrier.arrive.expect_tx`, `mbarrier.arrive`, a
+`mbarrier.try_wait.parity` loop, and `cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes`
 whose tensor map is a by-value kernel parameter (`.param .align 64 .b8 [128]`, a
 grid constant, so its generic address is taken in place: `cvta.param`). After the
 barriers' initialisation a `fence.mbarrier_init` makes them visible to the async proxy
@@ -12,7 +12,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ...errors import CompileError
-from ...ir.gir import MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, TMA_LOAD, Node, TensorMap, tensor_map_param, tensor_maps
+from ...ir.gir import MBAR_ARRIVE, MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, TMA_LOAD, Node, TensorMap, tensor_map_param, tensor_maps
 from .irtypes import I32, I64
 from .tensorcore import _swizzled
 
@@ -40,7 +40,10 @@ def _barrier(cg, n: Node) -> ir.Value:
 
 
 def _issued(cg, n: Node, body) -> None:
-    """`body()` on the threads where the node's pred holds."""
+    """`body()` on the threads where the node's pred holds (every thread without one)."""
+    if n.attr("pred") is None:
+        body()
+        return
     with cg.b.if_then(cg.index(n.attr("pred"))):
         body()
 
@@ -51,8 +54,10 @@ def emit(cg, n: Node) -> None:
     elif n.op == MBAR_EXPECT:
         _issued(cg, n, lambda: _asm(cg, "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;", "r,r",
                                     [_barrier(cg, n), ir.Constant(I32, n.attr("bytes"))]))
+    elif n.op == MBAR_ARRIVE:
+        _issued(cg, n, lambda: _asm(cg, "mbarrier.arrive.shared::cta.b64 _, [$0];", "r", [_barrier(cg, n)]))
     elif n.op == MBAR_WAIT:
-        _wait(cg, n)
+        _issued(cg, n, lambda: _wait(cg, n))
     elif n.op == TMA_LOAD:
         _issued(cg, n, lambda: _tma(cg, n))
     else:

@@ -52,14 +52,18 @@ along its columns ([k][m] or [k][n]: m or n contiguous, "MN-major", transposed b
 instruction) is cut into panels of 64 columns. Each warp's accumulators are laid out
 as mma.m16n8's, its 16 rows of each 64-row slab, so the epilogue is shared.
 
-With `loader="tma"` (`_TmaWgmmaLowering`) the stages are filled by bulk tensor copies:
+With `loader="tma"` (`_TmaWgmmaLowering`) the stages are filled by bulk tensor copies,
+S = stages, with a `full` and an `empty` barrier per stage and no block barrier in the
+k-loop:
 
-    thread 0: initialise a barrier per stage; barrier
-    thread 0: k-tiles 0 .. d-1 into stages 0 .. d-1 (announce the bytes, copy the boxes)
+    thread 0: initialise the barriers; barrier
+    thread 0: k-tiles 0 .. S-1 into stages 0 .. S-1 (announce the bytes on full, copy)
     for kt in k-tiles:
-        wait on stage kt % stages's barrier for phase (kt // stages) % 2; barrier
-        wgmma of stage kt % stages as above
-        thread 0: k-tile kt+d into stage (kt+d) % stages, where it exists
+        wait on full[kt % S] for phase (kt // S) % 2
+        wgmma of stage kt % S as above (one group left in flight)
+        where kt >= 1 and k-tile kt+S-1 exists, for stage s = (kt-1) % S:
+            every thread arrives on empty[s] (its warpgroup's products of k-tile kt-1 are done)
+            thread 0: waits on empty[s]; k-tile kt+S-1 into stage s
     wait for the products
 """
 from __future__ import annotations

@@ -86,3 +86,43 @@ def test_bool_max_and_min_nodes():
     cpu.CpuExecutable([k], [1]).launch("boolmax", [a.ctypes.data, c.ctypes.data, mx.ctypes.data, mn.ctypes.data])
     np.testing.assert_array_equal(mx, a | c)
     np.testing.assert_array_equal(mn, a & c)
+
+
+def test_runs_of_small_kernels_take_a_bounded_number_of_buffers():
+    """Consecutive small kernels run from one native entry, which ctypes calls with one
+    argument per buffer (at most 1024): a long run of kernels over many buffers (an
+    unrolled recurrence's backward) is cut into runs of at most RUN_MAX_PARAMS."""
+    from types import SimpleNamespace
+
+    from warpweave.backends.cpu import RUN_MAX_PARAMS, inline_runs
+
+    kernels = [SimpleNamespace(name=f"k{i}", grid=1, params=[SimpleNamespace(name=f"b{i}_{j}") for j in range(3)]
+                               + [SimpleNamespace(name="shared")]) for i in range(400)]
+    runs = inline_runs(kernels, [1] * len(kernels))
+    assert len(runs) > 1 and all(len(r.params) <= RUN_MAX_PARAMS for r in runs)
+    assert [k for r in runs for k in r.kernels] == [k.name for k in kernels]  # every kernel, in order
+    for r in runs:
+        want = dict.fromkeys(p.name for k in kernels if k.name in r.kernels for p in k.params)
+        assert r.params == tuple(want)
+
+
+def test_a_kernel_over_more_buffers_than_a_ctypes_call_takes():
+    """A kernel over 1012 buffers (past ctypes' 1024-argument calls with its grid
+    bounds) is called through its table entry: here an elementwise kernel with 1010
+    unused buffers before its own, so that its own come last in the table."""
+    from warpweave.backends.cpu import WIDE_PARAMS
+    from warpweave.ir.gir import Buffer, make_kernel
+
+    rng = np.random.default_rng()
+    g, ops = graph_for(30, 17, dt.float32)
+    op = next(o for o in ops if o.reduce is None)
+    k = lower_op(op, g, choose(op, "cpu"))
+    extra = [Buffer(f"unused{j}", dt.float32, (1,), (1,), "in") for j in range(1010)]
+    wide = make_kernel(k.name, extra + list(k.params), k.shared, k.nodes, k.edges, k.target)
+    assert len(wide.params) > WIDE_PARAMS
+    exe = cpu.CpuExecutable([wide], [1])
+    inputs = {"x": random_array(rng, (30, 17), "float32"), "y": random_array(rng, (17,), "float32")}
+    out = np.full(op.shape, np.nan, np.float32)
+    bufs = {**inputs, op.name: out, **{b.name: np.zeros(1, np.float32) for b in extra}}
+    exe.launch(wide.name, [bufs[p.name].ctypes.data for p in wide.params])
+    assert_close(out, evaluate(g, inputs)[op.name], "float32", 20.0)

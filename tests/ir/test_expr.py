@@ -233,3 +233,41 @@ def test_text():
     e = ex.select(ex.binary("lt", t, 3), ex.Var("x", dt.float32), ex.const(1.5, dt.float32))
     assert ex.to_text(e) == "select(lt(t, 3), x:float32, 1.5:float32)"
     assert ex.to_text((t + 1) * 2) == "((t + 1) * 2)"
+
+
+def test_equal_trees_of_shared_subexpressions_compare_in_linear_time(monkeypatch):
+    """Two distinct but equal expressions, each a chain of 40 doublings of one shared
+    sub-expression (an unrolled recurrence's shape: 2^40 paths), compare by a number
+    of key comparisons linear in the depth: equal sub-expressions are joined once found."""
+    from warpweave.ir import expr as ex
+
+    x, y = ex.Var("x"), ex.Var("x")
+    for _ in range(40):
+        x, y = ex.binary("add", x, x), ex.binary("add", y, y)
+    calls = []
+    key = ex.Binary._key
+    monkeypatch.setattr(ex.Binary, "_key", lambda self: calls.append(1) or key(self))
+    assert x == y and x is not y
+    assert len(calls) <= 4 * 41  # a hash and a comparison of each node, on both sides
+    assert x != ex.binary("add", y, ex.as_index(1)) and hash(x) == hash(y)
+    calls.clear()
+    assert ex.binary("mul", x, y) == ex.binary("mul", y, x) and len(calls) <= 4  # already joined
+
+
+def test_expressions_pickle_without_recursion():
+    """Deep chains (an unrolled recurrence's) and reductions (whose axes are no
+    children) round-trip through pickle, equal and with equal hashes."""
+    import pickle
+
+    from warpweave.ir import dtypes as dt
+    from warpweave.ir import expr as ex
+
+    x = ex.Var("x")
+    for _ in range(3000):
+        x = ex.binary("add", ex.binary("mul", x, ex.as_index(3)), ex.as_index(1))
+    back = pickle.loads(pickle.dumps(x))
+    assert back == x and back is not x and hash(back) == hash(x)
+    load = ex.Load("t", (ex.Var("i"), ex.Var("r0")), dt.float32)
+    red = ex.Reduce("sum", load, (ex.Var("r0"),), (7,))
+    again = pickle.loads(pickle.dumps(red))
+    assert again == red and again.axes == red.axes and again.extents == (7,)

@@ -126,3 +126,27 @@ def test_transposed_reads_are_layout_operations():
             "slice": ex.Load("x", (i, j + 3), dt.float32)}
     kinds = {name: ComputeOp("t", (16, 16), dt.float32, (i, j), ld).kind for name, ld in load.items()}
     assert kinds == {"axes": "layout", "expressions": "layout", "flat": "layout", "slice": "elementwise"}
+
+
+def test_a_consumer_takes_a_chain_of_cheap_producers_only_so_far():
+    """A broadcast consumer of a long chain of cheap operations (an unrolled
+    recurrence) would absorb the whole chain, one producer at a time, each rewrite
+    walking its growing body: consumers stop taking producers past a bounded size,
+    and the program still computes the chain."""
+    def f(v, w):
+        for _ in range(300):
+            v = v * 1.01 + 0.1
+        return v[:, None] + w[None, :]
+
+    graph, single = trace(f, [((8,), dt.float32), ((5,), dt.float32)])
+    inlined = fuse.inline_broadcast_producers(graph)
+    sizes = [len(ex.postorder(op.body)) for op in inlined.compute_ops]
+    assert max(sizes) <= fuse._INLINE_INTO_MAX_NODES + fuse._INLINE_MAX_NODES
+    assert len(inlined.compute_ops) < len(graph.compute_ops)  # it still inlines up to the bound
+    rng = np.random.default_rng()
+    v, w = rng.standard_normal(8).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    want = v.astype(np.float64)
+    for _ in range(300):
+        want = want * 1.01 + 0.1
+    got = ww.jit(f, target="cpu")(v, w)
+    np.testing.assert_allclose(np.asarray(got), want[:, None] + w[None, :], rtol=1e-4)

@@ -155,23 +155,49 @@ def runs_on_caller(grid: int, work: int) -> bool:
     return grid == 1 or grid * work < CpuExecutable.PARALLEL_MIN_WORK
 
 
+RUN_MAX_PARAMS = 512  # buffers a run's entry takes (ctypes calls take at most 1024 arguments)
+
+
 def inline_runs(kernels: list[Kernel], works: list[int]) -> list[Run]:
-    """The runs of two or more consecutive kernels that run on the calling thread."""
-    runs, current = [], []
+    """The runs of two or more consecutive kernels that run on the calling thread, each
+    over at most `RUN_MAX_PARAMS` buffers."""
+    runs, current, params = [], [], {}
 
     def close():
         if len(current) > 1:
-            params = tuple(dict.fromkeys(p.name for k in current for p in k.params))
-            runs.append(Run(f"{current[0].name}__run", tuple(k.name for k in current), params))
+            runs.append(Run(f"{current[0].name}__run", tuple(k.name for k in current), tuple(params)))
         current.clear()
+        params.clear()
 
     for k, work in zip(kernels, works):
-        if runs_on_caller(k.grid, work):
-            current.append(k)
-        else:
+        if not runs_on_caller(k.grid, work):
             close()
+            continue
+        if len(params.keys() | {p.name for p in k.params}) > RUN_MAX_PARAMS:
+            close()
+        current.append(k)
+        params.update(dict.fromkeys(p.name for p in k.params))
     close()
     return runs
+
+
+WIDE_PARAMS = 1000  # buffers past which a kernel also gets a table entry (ctypes: at most 1024 arguments)
+
+
+def _table_entry(name: str) -> str:
+    return f"{name}__table"
+
+
+def _emit_table_entry(module: ir.Module, k: Kernel) -> None:
+    """`<kernel>__table(begin, end, buffers)`: the kernel called with its buffers read
+    from an array of pointers, for kernels too wide for a ctypes call."""
+    ptr = ir.PointerType()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, ptr]), _table_entry(k.name))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    table = fn.args[2]
+    args = [b.load(b.gep(table, [ir.Constant(I64, j)], source_etype=ptr), typ=ptr) for j in range(len(k.params))]
+    b.call(module.get_global(k.name), [fn.args[0], fn.args[1], *args])
+    b.ret_void()
 
 
 def _emit_run(module: ir.Module, run: Run, kernels: dict[str, Kernel]) -> None:
@@ -196,6 +222,8 @@ def generate_module(kernels: list[Kernel], name: str = "warpweave", math: str = 
     module.triple = target.triple
     for k in kernels:
         KernelCodegen(k, module, target).generate()
+        if len(k.params) > WIDE_PARAMS:
+            _emit_table_entry(module, k)
     by_name = {k.name: k for k in kernels}
     for run in runs:
         _emit_run(module, run, by_name)
@@ -346,11 +374,19 @@ class CpuExecutable:
         self._engine.finalize_object()
         self.functions: dict[str, CpuFunction] = {}
         for name, grid, work, params in functions:
-            proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * params))
-            addr = self._engine.get_function_address(name)
+            wide = params > WIDE_PARAMS
+            addr = self._engine.get_function_address(_table_entry(name) if wide else name)
             if not addr:
                 raise CompileError(f"kernel {name} is missing from the compiled module")
-            self.functions[name] = CpuFunction(name, grid, work, proto(addr))
+            if wide:
+                table = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)(addr)
+                row = ctypes.c_void_p * params
+
+                def cfunc(begin, end, *pointers, table=table, row=row):
+                    table(begin, end, row(*pointers))
+            else:
+                cfunc = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * params))(addr)
+            self.functions[name] = CpuFunction(name, grid, work, cfunc)
         self.runs: dict[str, tuple[Run, object]] = {}  # first kernel's name -> (run, its entry)
         for run in runs:
             addr = self._engine.get_function_address(run.name)

@@ -31,7 +31,7 @@ _INFIX = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
 class Expr:
     """Base of all expressions. Subclasses define `_fields` and set `dtype`."""
 
-    __slots__ = ("dtype", "_hash")
+    __slots__ = ("dtype", "_hash", "_canon")
     _fields: tuple[str, ...] = ()
 
     def _key(self):
@@ -41,15 +41,68 @@ class Expr:
         try:
             return self._hash
         except AttributeError:
-            object.__setattr__(self, "_hash", hash(self._key()))
-            return self._hash
+            pass
+        stack = [self]  # sub-expressions hashed first, without recursion (trees may be deep)
+        while stack:
+            node = stack[-1]
+            unhashed = [c for c in node.children if not hasattr(c, "_hash")]
+            if unhashed:
+                stack += unhashed
+                continue
+            stack.pop()
+            if not hasattr(node, "_hash"):
+                object.__setattr__(node, "_hash", hash(node._key()))
+        return self._hash
+
+    def _class(self) -> "Expr":
+        """The representative of the expressions found equal to this one (union-find)."""
+        node = self
+        while True:
+            try:
+                parent = node._canon
+            except AttributeError:
+                return node
+            if parent is node:
+                return node
+            node = parent
+
+    def _shallow_key(self):
+        """`_key` with the sub-expressions that have children of their own left out."""
+        def strip(v):
+            if isinstance(v, Expr):
+                return None if v.children else v
+            return tuple(strip(x) for x in v) if isinstance(v, tuple) else v
+
+        return tuple(strip(v) for v in self._key())
 
     def __eq__(self, other):
+        """Structural equality, pair by pair of sub-expressions without recursion (trees
+        may be deep). Distinct objects found equal are joined into one class, so that
+        comparing them (or trees sharing them) again is immediate: trees of shared
+        sub-expressions (an unrolled recurrence) compare in time linear in their size."""
         if self is other:
             return True
-        if type(self) is not type(other) or hash(self) != hash(other):
+        if not isinstance(other, Expr):
             return False
-        return self._key() == other._key()
+        pairs, equal, seen = [(self, other)], [], set()
+        while pairs:
+            a, b = pairs.pop()
+            if a is b or (id(a), id(b)) in seen:
+                continue
+            seen.add((id(a), id(b)))
+            if type(a) is not type(b) or hash(a) != hash(b):
+                return False
+            if a._class() is b._class():
+                continue
+            if a._shallow_key() != b._shallow_key():
+                return False
+            pairs += zip(a.children, b.children)
+            equal.append((a, b))
+        for a, b in equal:
+            mine, theirs = a._class(), b._class()
+            if mine is not theirs:
+                object.__setattr__(theirs, "_canon", mine)
+        return True
 
     def __ne__(self, other):
         return not self == other
@@ -57,13 +110,20 @@ class Expr:
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def __setstate__(self, state):
-        """Unpickling (the disk cache): slots are set directly; the hash is recomputed,
-        since string hashes differ between processes."""
-        for part in state if isinstance(state, tuple) else (state,):
-            for k, v in (part or {}).items():
-                if k != "_hash":
-                    object.__setattr__(self, k, v)
+    def __reduce__(self):
+        """Pickled (the disk cache) as its distinct sub-expressions in postorder, each
+        naming its children by position: no recursion however deep the tree, and no
+        cached hash (string hashes differ between processes) or equality class."""
+        nodes = postorder(self)
+        position = {n: k for k, n in enumerate(nodes)}
+
+        def flat(v):
+            if isinstance(v, Expr):  # a child, or a leaf that is none (a reduction's axes)
+                return _Child(position[v]) if v in position else v
+            return tuple(flat(x) for x in v) if isinstance(v, tuple) else v
+
+        return _unflatten, (tuple((type(n), n.dtype, tuple(flat(getattr(n, f)) for f in n._fields))
+                                  for n in nodes),)
 
     def _init(self, **values):
         for k, v in values.items():
@@ -106,6 +166,26 @@ class Expr:
 
     def __neg__(self):
         return unary("neg", self)
+
+
+class _Child(int):
+    """A pickled expression's reference to an earlier node of its postorder."""
+
+
+def _unflatten(nodes: tuple) -> Expr:
+    """The expression `Expr.__reduce__` flattened (its last node), slots set directly."""
+    built: list[Expr] = []
+
+    def restore(v):
+        if isinstance(v, _Child):
+            return built[v]
+        return tuple(restore(x) for x in v) if isinstance(v, tuple) else v
+
+    for cls, dtype, values in nodes:
+        e = object.__new__(cls)
+        e._init(dtype=dtype, **{f: restore(v) for f, v in zip(cls._fields, values)})
+        built.append(e)
+    return built[-1]
 
 
 class Var(Expr):
@@ -347,6 +427,19 @@ def postorder(root: Expr) -> list[Expr]:
             if c not in seen:
                 stack.append((c, False))
     return order
+
+
+def node_count(root: Expr, limit: int) -> int:
+    """The number of distinct sub-expressions of `root`, counted up to `limit` (a
+    bound on a body's size without walking all of a large one)."""
+    seen: set = set()
+    stack = [root]
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.children)
+    return len(seen)
 
 
 def rebuild(e: Expr, children: tuple[Expr, ...]) -> Expr:

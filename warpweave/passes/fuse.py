@@ -343,12 +343,16 @@ class _Planner:
 # ----------------------------------------------------------------------------- inlining
 
 _INLINE_MAX_NODES = 8
+# Consumers take producers while their bodies have at most this many nodes: chains of
+# cheap operations (an unrolled recurrence's) would otherwise be recomputed whole in
+# every consumer, and inlining them would cost time cubic in the chain's length.
+_INLINE_INTO_MAX_NODES = 256
 
 
 def _cheap(op: ComputeOp) -> bool:
     if op.reduce is not None or op.kind == "elementwise-expensive" or op.kind not in _ELEMENTWISE_KINDS:
         return False
-    return len(ex.postorder(op.body)) <= _INLINE_MAX_NODES
+    return ex.node_count(op.body, _INLINE_MAX_NODES + 1) <= _INLINE_MAX_NODES
 
 
 def inline_broadcast_producers(graph: TensorGraph, contractions: Contractions = False) -> TensorGraph:
@@ -362,31 +366,40 @@ def inline_broadcast_producers(graph: TensorGraph, contractions: Contractions = 
     it a matrix product (widening casts), so that it keeps its template."""
     ops = {op.name: op for op in graph.compute_ops}
     product = product_rule(contractions)
-    rewritten, changed = False, True
-    while changed:  # to a fixed point: an inlined body brings its own loads to the consumer
-        changed = False
-        consumers: dict[str, list[str]] = {}
-        for op in ops.values():
-            for src in op.inputs:
-                consumers.setdefault(src, []).append(op.name)
-        for name in list(ops):
+    consumers: dict[str, list[str]] = {}
+    for op in ops.values():
+        for src in op.inputs:
+            consumers.setdefault(src, []).append(op.name)
+    # To a fixed point (an inlined body brings its own loads to the consumer), in passes
+    # over the operations in order; an operation is looked at again only where its
+    # decision may have changed: it was rewritten, or one of its readers was.
+    order, dirty, rewritten = list(ops), set(ops), False
+    while dirty:
+        for name in order:
             op = ops.get(name)
+            if name not in dirty or op is None:
+                continue
+            dirty.discard(name)
             readers = [ops[c] for c in dict.fromkeys(consumers.get(name, ()))
                        if c in ops and name in ops[c].inputs]
-            if op is None or not readers or not _cheap(op):
+            if not readers or not _cheap(op):
                 continue
             into = [c for c in readers
                     if (not _reads_one_to_one(c, name) or _signature(c)[0] == "single")
+                    and ex.node_count(c.body, _INLINE_INTO_MAX_NODES + 1) <= _INLINE_INTO_MAX_NODES
                     and not (product is not None and _unmade_gemm(c, op, graph, product))]
             if not into:
                 continue  # read in place: fusion keeps it in registers
             for c in into:
                 ops[c.name] = _inline_into(c, op)
+                dirty.add(c.name)
                 for src in ops[c.name].inputs:
                     consumers.setdefault(src, []).append(c.name)
+                    dirty.add(src)
             if len(into) == len(readers) and name not in graph.outputs:
                 del ops[name]
-            changed = rewritten = True
+            rewritten = True
+        dirty &= ops.keys()
     if not rewritten:
         return graph
     return TensorGraph([graph[n] for n in graph.inputs] + list(ops.values()),

@@ -153,6 +153,7 @@ MBAR_OPS = (MBAR_INIT, MBAR_EXPECT, MBAR_ARRIVE, MBAR_WAIT)
 TC_OPS = (CP_ASYNC, LDMATRIX, MMA, WGMMA, FRAG, ASYNC_COMMIT, ASYNC_WAIT, TMA_LOAD) + MBAR_OPS
 TMA_SWIZZLES = (32, 64, 128)  # bytes: a tensor map's swizzle span (its box's row bytes)
 TMA_MAX_BOX = 256  # elements along any axis of a tensor map's box
+TENSOR_MAP_BYTES, TENSOR_MAP_ALIGN = 128, 64  # a tensor map parameter's size and alignment
 CHUNK = 8  # 2-byte elements per 16-byte chunk of a tensor-core shared tile
 PANEL = 64  # 2-byte elements per row of a panel (128 bytes: the widest wgmma swizzle)
 STATIC_SHARED_BYTES = 48 * 1024  # shared memory a block may declare statically

@@ -61,10 +61,7 @@ class BulkCopyChecks:
         if n is not None and n.op == TMA_LOAD:
             return frozenset([n.attr("dst"), n.attr("barrier")])
         if n is not None and n.op in MBAR_OPS:
-            out = set()
-            for e in self.inputs.get(nid, []):
-                out |= self.states(e.src, _stack)
-            return frozenset(out)
+            return self.states_through(nid, _stack)  # TensorCoreChecks'
         return super().states(nid, _stack)
 
     def check_tensor_cores(self):

@@ -80,11 +80,15 @@ class TensorCoreChecks:
         if n is not None and n.op == CP_ASYNC:
             return frozenset([n.attr("dst")])
         if n is not None and n.op in _ASYNC:
-            out = set()
-            for e in self.inputs.get(nid, []):
-                out |= self.states(e.src, _stack)
-            return frozenset(out)
+            return self.states_through(nid, _stack)
         return super().states(nid, _stack)
+
+    def states_through(self, nid: str, _stack=None) -> frozenset:
+        """The states a node passes through: those of all its inputs."""
+        out = set()
+        for e in self.inputs.get(nid, []):
+            out |= self.states(e.src, _stack)
+        return frozenset(out)
 
     def value_shape(self, n: Node):
         if n.op in (LDMATRIX, MMA, WGMMA):

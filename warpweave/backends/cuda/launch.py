@@ -15,8 +15,8 @@ import weakref
 from typing import Sequence
 
 from ...errors import ArgumentError, CudaError, ResourceError
+from ...ir.gir import TENSOR_MAP_BYTES
 from .driver import _LOG_BYTES, _call, _log_text, _make_error, _require, cu, device, ensure_context
-from .tensor_maps import TENSOR_MAP_BYTES
 
 _ELF_MAGIC = b"\x7fELF"
 _FATBIN_MAGIC = (0xBA55ED50).to_bytes(4, "little")

@@ -14,9 +14,8 @@ import threading
 
 from ...errors import CudaError
 from ...ir import dtypes as dt
-from ...ir.gir import TensorMap
+from ...ir.gir import TENSOR_MAP_ALIGN, TENSOR_MAP_BYTES, TensorMap
 
-TENSOR_MAP_BYTES, TENSOR_MAP_ALIGN = 128, 64
 _DATA_TYPES = {"float16": 6, "bfloat16": 9}  # CUtensorMapDataType
 _SWIZZLES = {32: 1, 64: 2, 128: 3}  # CUtensorMapSwizzle
 _L2_PROMOTION_256B = 3  # CUtensorMapL2promotion

@@ -12,12 +12,11 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ...errors import CompileError
-from ...ir.gir import MBAR_ARRIVE, MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, TMA_LOAD, Node, TensorMap, tensor_map_param, tensor_maps
-from .irtypes import I32, I64
+from ...ir.gir import MBAR_ARRIVE, MBAR_EXPECT, MBAR_INIT, MBAR_WAIT, TENSOR_MAP_ALIGN, TENSOR_MAP_BYTES, TMA_LOAD, \
+    Node, TensorMap, tensor_map_param, tensor_maps
+from .irtypes import I16, I32, I64
 from .tensorcore import _swizzled
 
-TENSOR_MAP_BYTES, TENSOR_MAP_ALIGN = 128, 64
-_I16 = ir.IntType(16)
 
 
 def _asm(cg, text: str, constraints: str, args: list[ir.Value], ret: ir.Type = ir.VoidType()):
@@ -91,7 +90,7 @@ def _tma(cg, n: Node) -> None:
     rank = len(n.attr("dims"))
     row, col = cg.index(n.attr("row")), cg.index(n.attr("col"))
     off = _swizzled(cg, row, col, n.attr("row_elems"), False, n.attr("panel_rows") or 0)
-    dst = b.gep(cg.target.shared_pointer(cg, n.attr("dst")), [off], inbounds=True, source_etype=_I16)
+    dst = b.gep(cg.target.shared_pointer(cg, n.attr("dst")), [off], inbounds=True, source_etype=I16)
     m = TensorMap.of(n)
     tmap = b.ptrtoint(cg.buffers[tensor_map_param(tensor_maps(cg.k).index(m), m)], I64)
     coords = [b.trunc(cg.index(c), I32) for c in n.attr("coords")]
